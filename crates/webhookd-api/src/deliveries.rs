@@ -1,0 +1,187 @@
+//! Deliveries of an endpoint, in the `/v2` style (our addition to the
+//! JoggAI API): see them by status with their attempts, and re-send a dead
+//! one.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use webhookd_store::{AttemptRecord, Delivery, DeliveryStatus, Page, RetryOutcome};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::envelope::{ApiError, success, success_empty};
+
+const DEFAULT_LIMIT: usize = 20;
+const MAX_LIMIT: usize = 100;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct DeliveryList {
+    deliveries: Vec<DeliveryView>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct DeliveryView {
+    delivery_id: String,
+    event_id: String,
+    event: &'static str,
+    status: &'static str,
+    attempt_count: u32,
+    /// Unix seconds of the next attempt, while pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_attempt_at: Option<i64>,
+    created_at: i64,
+    attempts: Vec<AttemptView>,
+}
+
+#[derive(Serialize)]
+pub struct AttemptView {
+    attempt: u32,
+    /// Unix seconds.
+    at: i64,
+    duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_code: Option<u16>,
+    reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<String>,
+}
+
+impl DeliveryView {
+    fn new(delivery: Delivery, attempts: Vec<AttemptRecord>) -> Self {
+        DeliveryView {
+            next_attempt_at: (delivery.status == DeliveryStatus::Pending)
+                .then_some(delivery.next_attempt_at / 1000),
+            delivery_id: delivery.delivery_id,
+            event_id: delivery.event_id,
+            event: delivery.event_type.as_str(),
+            status: delivery.status.as_str(),
+            attempt_count: delivery.attempts,
+            created_at: delivery.created_at / 1000,
+            attempts: attempts
+                .into_iter()
+                .map(|a| AttemptView {
+                    attempt: a.attempt,
+                    at: a.started_at / 1000,
+                    duration_ms: a.duration_ms,
+                    status_code: a.status_code,
+                    reason: a.reason,
+                    response: a.response,
+                })
+                .collect(),
+        }
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    endpoint_id: Result<Path<String>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Path(endpoint_id) =
+        endpoint_id.map_err(|_| ApiError::BadRequest("endpoint_id: is not valid".into()))?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+    let status = match query.status.as_deref().unwrap_or("failed") {
+        "failed" => DeliveryStatus::Failed,
+        "pending" => DeliveryStatus::Pending,
+        "delivered" => DeliveryStatus::Delivered,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "status: must be failed, pending or delivered, not {:?}",
+                other.chars().take(32).collect::<String>()
+            )));
+        }
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit: must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    owned_endpoint(&state, &caller, &endpoint_id).await?;
+    let page = Page {
+        limit,
+        after: query.after,
+    };
+    let found = state
+        .store
+        .list_deliveries(&caller.username, &endpoint_id, status, &page)
+        .await?;
+    let next_after = (found.len() == limit)
+        .then(|| found.last().map(|d| d.delivery_id.clone()))
+        .flatten();
+    let mut deliveries = Vec::with_capacity(found.len());
+    for delivery in found {
+        let attempts = state
+            .store
+            .delivery_attempts(&caller.username, &endpoint_id, &delivery.delivery_id)
+            .await?
+            .map(|(_, attempts)| attempts)
+            .unwrap_or_default();
+        deliveries.push(DeliveryView::new(delivery, attempts));
+    }
+    Ok(success(DeliveryList {
+        deliveries,
+        next_after,
+    }))
+}
+
+pub async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Path((endpoint_id, delivery_id)) =
+        ids.map_err(|_| ApiError::BadRequest("delivery_id: is not valid".into()))?;
+    owned_endpoint(&state, &caller, &endpoint_id).await?;
+    let now_ms = webhookd_core::time::unix_millis();
+    match state
+        .store
+        .retry_dead(&caller.username, &endpoint_id, &delivery_id, now_ms)
+        .await?
+    {
+        RetryOutcome::Scheduled => {
+            state.ingest.wake();
+            tracing::info!(%endpoint_id, %delivery_id, "dead delivery re-sent on request");
+            Ok(success_empty())
+        }
+        RetryOutcome::NotFound => Err(ApiError::NotFound(format!(
+            "delivery {delivery_id} not found"
+        ))),
+        RetryOutcome::NotFailed(status) => Err(ApiError::BadRequest(format!(
+            "delivery_id: only failed deliveries can be re-sent; this one is {}",
+            status.as_str()
+        ))),
+    }
+}
+
+async fn owned_endpoint(
+    state: &AppState,
+    caller: &Caller,
+    endpoint_id: &str,
+) -> Result<(), ApiError> {
+    if endpoint_id.len() > 64
+        || state
+            .store
+            .get_endpoint(&caller.username, endpoint_id)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "endpoint {} not found",
+            endpoint_id.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! `POST /internal/events` (SPEC §5): producers without AMQP, and the
+//! embedded mode, hand in one event message per request. Same validation
+//! and same durable path as the RabbitMQ consumer; the 202 is sent only
+//! once the event is durably accepted.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use webhookd_core::event::MAX_EVENT_BYTES;
+use webhookd_core::telemetry::Source;
+use webhookd_ingest::Ingest;
+
+use crate::AppState;
+use crate::envelope::{ApiError, success};
+
+/// Bodies up to the event limit plus slack, so a message just over the
+/// limit gets the precise `too_large` reason from the parser instead of a
+/// bare 413.
+pub const MAX_INGEST_BODY: usize = MAX_EVENT_BYTES + 16 * 1024;
+
+#[derive(Serialize)]
+pub struct Accepted {
+    event_id: String,
+}
+
+pub async fn accept(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&headers, &state.ingest_token)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: MAX_INGEST_BODY,
+            }
+        } else {
+            ApiError::BadRequest(format!("request body could not be read: {rejection}"))
+        }
+    })?;
+    let event = Ingest::parse(&body, Source::Http)
+        .map_err(|rejection| ApiError::BadRequest(rejection.to_string()))?;
+    // A duplicate is accepted too: the producer's retry of a request whose
+    // answer it lost must not look like a failure.
+    state
+        .ingest
+        .accept(std::slice::from_ref(&event), Source::Http)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        success(Accepted {
+            event_id: event.event_id,
+        }),
+    ))
+}
+
+/// `Authorization: Bearer <token>`, compared in constant time.
+fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        return Err(ApiError::Unauthorized(
+            "missing or invalid ingest token (Authorization: Bearer)",
+        ));
+    }
+    Ok(())
+}

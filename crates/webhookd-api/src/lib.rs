@@ -1,0 +1,165 @@
+//! webhookd's HTTP surface.
+//!
+//! Owns the routes of SPEC §1 (the JoggAI v2 compatible management API),
+//! HTTP ingest (`POST /internal/events`, SPEC §5), `/healthz`, `/readyz` and
+//! `/openapi.yaml`, and the rules every request
+//! passes: API-key authentication, a per-key rate limit, a body size limit,
+//! and the `{code, msg, data}` envelope on every answer — errors included,
+//! so no input can produce a 500 or a panic. Persistence is the store's;
+//! validation rules are the core's.
+//!
+//! Layout: [`envelope`] (codes and errors), [`auth`] (API keys and the rate
+//! limit), `endpoints` (the `/v2` handlers), `deliveries` (dead deliveries
+//! and re-sends), `ingest`, `health`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::{Method, Uri};
+use axum::routing::{get, post, put};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use webhookd_core::endpoint::UrlRules;
+use webhookd_core::health::Readiness;
+use webhookd_core::telemetry;
+use webhookd_ingest::Ingest;
+use webhookd_store::Store;
+
+pub mod auth;
+mod deliveries;
+mod endpoints;
+pub mod envelope;
+mod health;
+mod ingest;
+
+use auth::RateLimiter;
+use envelope::ApiError;
+
+/// Largest request body the management API reads. An endpoint definition is
+/// a URL of at most 2 KiB and 22 event names; 64 KiB is ample.
+pub const MAX_API_BODY: usize = 64 * 1024;
+
+/// How long `/readyz` waits for the store before calling it unreachable.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the API is set up, from the configuration.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub url_rules: UrlRules,
+    /// Requests per second per API key; 0 disables the limit.
+    pub rate_limit: u32,
+    /// Bearer token of `POST /internal/events`.
+    pub ingest_token: String,
+    /// Components whose state `/readyz` reports besides the store.
+    pub readiness: Readiness,
+    /// Renders `/metrics`; `None` answers 404 there (tests without a
+    /// recorder).
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    store: Arc<dyn Store>,
+    url_rules: Arc<UrlRules>,
+    limiter: Arc<RateLimiter>,
+    ingest: Ingest,
+    ingest_token: Arc<str>,
+    readiness: Readiness,
+    metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// `ingest` is the shared ingest path (wired to the delivery engine).
+    pub fn new(store: Arc<dyn Store>, ingest: Ingest, settings: ApiSettings) -> Self {
+        AppState {
+            ingest,
+            store,
+            url_rules: Arc::new(settings.url_rules),
+            limiter: Arc::new(RateLimiter::new(settings.rate_limit)),
+            ingest_token: settings.ingest_token.into(),
+            readiness: settings.readiness,
+            metrics: settings.metrics,
+        }
+    }
+}
+
+/// Every route webhookd serves.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2/endpoint", post(endpoints::create))
+        .route(
+            "/v2/endpoint/{endpoint_id}",
+            put(endpoints::update).delete(endpoints::delete),
+        )
+        .route("/v2/endpoints", get(endpoints::list))
+        .route(
+            "/v2/endpoint/{endpoint_id}/deliveries",
+            get(deliveries::list),
+        )
+        .route(
+            "/v2/endpoint/{endpoint_id}/deliveries/{delivery_id}/retry",
+            post(deliveries::retry),
+        )
+        .route("/v2/events", get(endpoints::events))
+        .route(
+            "/internal/events",
+            post(ingest::accept).layer(DefaultBodyLimit::max(ingest::MAX_INGEST_BODY)),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.yaml", get(health::openapi))
+        .route("/metrics", get(health::metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_API_BODY))
+        .layer(axum::middleware::from_fn(count_request))
+        .with_state(state)
+}
+
+/// Counts every request by route template (never the raw path, which holds
+/// ids), method and status class.
+async fn count_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    telemetry::api_request(route, method, status, started.elapsed());
+    response
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets
+/// requests in progress finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

@@ -1,0 +1,645 @@
+//! webhookd's configuration: every setting, its default and its meaning, in
+//! one place.
+//!
+//! Settings come from an optional TOML file, then `WEBHOOKD_<KEY>`
+//! environment variables override them (SPEC §6). Loading is pure — the
+//! caller reads the file and the environment — and every error names the key
+//! and where it came from, e.g. `WEBHOOKD_LISTEN: "8080" is not host:port`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::duration::{format_duration, parse_duration};
+use crate::retry::RetrySchedule;
+
+/// Prefix of every environment variable webhookd reads.
+pub const ENV_PREFIX: &str = "WEBHOOKD_";
+
+/// The validated configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `listen`: address of the HTTP listener (API, ingest, `/metrics`,
+    /// `/healthz`, `/readyz`). Default `127.0.0.1:8080`: loopback, so a first
+    /// run exposes nothing.
+    pub listen: SocketAddr,
+    /// `store`: where state lives. `sqlite://<path>` (the embedded default,
+    /// `sqlite://webhookd-data/webhookd.db`) or `redis://host:port/db` for
+    /// production.
+    pub store: StoreUrl,
+    /// `redis_prefix`: prefix of every Redis key, so several deployments (or
+    /// test runs) can share one Redis. Default `webhookd:`.
+    pub redis_prefix: String,
+    /// `amqp_url`: RabbitMQ to consume events from, e.g.
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`. Unset: no consumer; events
+    /// come in over HTTP only.
+    pub amqp_url: Option<String>,
+    /// `amqp_queue`: durable queue to consume; invalid messages go to
+    /// `<queue>.dead`. Default `webhook.events`.
+    pub amqp_queue: String,
+    /// `amqp_prefetch`: messages RabbitMQ may hand webhookd before they are
+    /// acknowledged; also the most webhookd writes to the store in one batch.
+    /// Default `300` (RabbitMQ recommends 100-300 and up).
+    pub amqp_prefetch: u16,
+    /// `ingest_token`: bearer token for `POST /internal/events`. Unset: one
+    /// is generated at first start, kept in the store and logged once.
+    pub ingest_token: Option<String>,
+    /// `require_https`: endpoint URLs must be `https`. Default `true`; turn
+    /// off only for local testing.
+    pub require_https: bool,
+    /// `allowed_networks`: CIDRs exempt from the private-address block of
+    /// SPEC §7, e.g. `127.0.0.0/8` for local testing. Default: none.
+    pub allowed_networks: Vec<IpNet>,
+    /// `delivery_timeout`: per-attempt deadline over connect, TLS, send and
+    /// response head. Default `5s`, what JoggAI documents to receivers.
+    pub delivery_timeout: Duration,
+    /// `delivery_concurrency`: attempts in flight at once, over all
+    /// endpoints. Default `256`.
+    pub delivery_concurrency: u32,
+    /// `endpoint_concurrency`: attempts in flight at once to one endpoint,
+    /// so a slow receiver cannot take every worker. Default `8`.
+    pub endpoint_concurrency: u32,
+    /// `retry_schedule`: delays after each failed attempt, comma-separated.
+    /// Default `5s,5m,30m,2h,5h,10h,14h,20h,1d` (10 attempts over ~3.1 days).
+    pub retry_schedule: RetrySchedule,
+    /// `api_rate_limit`: requests per second each API key may make to the
+    /// management API, with bursts of twice that; `0` turns the limit off.
+    /// Default `100`, far above what endpoint management needs.
+    pub api_rate_limit: u32,
+    /// `shutdown_grace`: how long SIGTERM/SIGINT waits for in-flight work
+    /// before exiting. Default `30s`; must exceed `delivery_timeout`.
+    pub shutdown_grace: Duration,
+    /// `log_format`: `auto` (human on a terminal, JSON otherwise), `human`
+    /// or `json`.
+    pub log_format: LogFormat,
+    /// `log_level`: a tracing filter such as `info` or
+    /// `webhookd=debug,info`. `RUST_LOG`, when set, wins. Default `info`.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store: StoreUrl::Sqlite {
+                path: "webhookd-data/webhookd.db".into(),
+            },
+            redis_prefix: "webhookd:".into(),
+            amqp_url: None,
+            amqp_queue: "webhook.events".into(),
+            amqp_prefetch: 300,
+            ingest_token: None,
+            require_https: true,
+            allowed_networks: Vec::new(),
+            delivery_timeout: Duration::from_secs(5),
+            delivery_concurrency: 256,
+            endpoint_concurrency: 8,
+            retry_schedule: RetrySchedule::default(),
+            api_rate_limit: 100,
+            shutdown_grace: Duration::from_secs(30),
+            log_format: LogFormat::Auto,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Secrets (the AMQP password, the ingest token) stay out of `{:?}`, which
+/// ends up in logs.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("store", &self.store.to_string())
+            .field("redis_prefix", &self.redis_prefix)
+            .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
+            .field("amqp_queue", &self.amqp_queue)
+            .field("amqp_prefetch", &self.amqp_prefetch)
+            .field("ingest_token", &self.ingest_token.as_ref().map(|_| "<set>"))
+            .field("require_https", &self.require_https)
+            .field("allowed_networks", &self.allowed_networks)
+            .field("delivery_timeout", &format_duration(self.delivery_timeout))
+            .field("delivery_concurrency", &self.delivery_concurrency)
+            .field("endpoint_concurrency", &self.endpoint_concurrency)
+            .field("retry_schedule", &self.retry_schedule.to_string())
+            .field("api_rate_limit", &self.api_rate_limit)
+            .field("shutdown_grace", &format_duration(self.shutdown_grace))
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .finish()
+    }
+}
+
+/// Which store backs webhookd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// The embedded SQLite database at this path.
+    Sqlite { path: String },
+    /// A Redis server; the URL is handed to the client as written.
+    Redis { url: String },
+}
+
+impl StoreUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "sqlite:// needs a file path, e.g. sqlite://webhookd-data/webhookd.db".into(),
+                );
+            }
+            return Ok(StoreUrl::Sqlite { path: path.into() });
+        }
+        if text.starts_with("redis://") || text.starts_with("rediss://") {
+            return Ok(StoreUrl::Redis { url: text.into() });
+        }
+        Err(format!(
+            "{:?} is not a store URL (use sqlite://<path> or redis://host:port/db)",
+            redact_url(text)
+        ))
+    }
+}
+
+/// Displays without a password.
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Sqlite { path } => write!(f, "sqlite://{path}"),
+            StoreUrl::Redis { url } => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    Auto,
+    Human,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(LogFormat::Auto),
+            "human" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "{other:?} is not a log format (use auto, human or json)"
+            )),
+        }
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// A setting that could not be used, with the name the operator wrote it
+/// under.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct ConfigError {
+    /// `WEBHOOKD_LISTEN`, `listen (in webhookd.toml)`, or the file itself.
+    pub origin: String,
+    pub message: String,
+}
+
+/// One raw value, from the file (typed TOML) or the environment (text).
+enum Raw {
+    Toml(toml::Value),
+    Env(String),
+}
+
+impl Raw {
+    fn text(self) -> Result<String, String> {
+        match self {
+            Raw::Env(text) | Raw::Toml(toml::Value::String(text)) => Ok(text),
+            Raw::Toml(other) => Err(format!("must be a string, not {}", other.type_str())),
+        }
+    }
+
+    fn boolean(self) -> Result<bool, String> {
+        match self {
+            Raw::Toml(toml::Value::Boolean(value)) => Ok(value),
+            Raw::Env(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(format!("{text:?} is not a boolean (use true or false)")),
+            },
+            Raw::Toml(other) => Err(format!("must be true or false, not {}", other.type_str())),
+        }
+    }
+
+    /// A TOML array of strings, or comma-separated text.
+    fn list(self) -> Result<Vec<String>, String> {
+        match self {
+            Raw::Toml(toml::Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::String(text) => Ok(text),
+                    other => Err(format!("items must be strings, not {}", other.type_str())),
+                })
+                .collect(),
+            raw => Ok(raw
+                .text()?
+                .split(',')
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .map(str::to_owned)
+                .collect()),
+        }
+    }
+
+    fn integer(self) -> Result<u32, String> {
+        match self {
+            Raw::Toml(toml::Value::Integer(value)) => {
+                u32::try_from(value).map_err(|_| format!("{value} is outside 0..{}", u32::MAX))
+            }
+            Raw::Env(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| format!("{text:?} is not a whole number >= 0")),
+            Raw::Toml(other) => Err(format!("must be a whole number, not {}", other.type_str())),
+        }
+    }
+
+    fn duration(self) -> Result<Duration, String> {
+        parse_duration(&self.text()?)
+    }
+}
+
+impl Config {
+    /// Builds the configuration: defaults, then `file` (its name and TOML
+    /// text), then the `WEBHOOKD_*` entries of `env`; then validates the
+    /// whole.
+    pub fn load<I>(file: Option<(&str, &str)>, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut config = Config::default();
+        if let Some((file_name, text)) = file {
+            let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
+                origin: file_name.to_owned(),
+                message: format!("not valid TOML: {}", e.message()),
+            })?;
+            for (key, value) in table {
+                config
+                    .set(&key, Raw::Toml(value))
+                    .map_err(|message| ConfigError {
+                        origin: format!("{key} (in {file_name})"),
+                        message,
+                    })?;
+            }
+        }
+        let mut env: Vec<_> = env
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let key = name.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+                Some((name, key, value))
+            })
+            .collect();
+        // Deterministic: with several bad variables, always report the same.
+        env.sort();
+        for (name, key, value) in env {
+            config
+                .set(&key, Raw::Env(value))
+                .map_err(|message| ConfigError {
+                    origin: name,
+                    message,
+                })?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn set(&mut self, key: &str, raw: Raw) -> Result<(), String> {
+        match key {
+            "listen" => {
+                let text = raw.text()?;
+                self.listen = text.parse().map_err(|_| {
+                    format!("{text:?} is not an address of the form host:port, e.g. 127.0.0.1:8080")
+                })?;
+            }
+            "store" => self.store = StoreUrl::parse(&raw.text()?)?,
+            "redis_prefix" => self.redis_prefix = raw.text()?,
+            "amqp_url" => {
+                let url = raw.text()?;
+                self.amqp_url = if url.is_empty() {
+                    None
+                } else if url.starts_with("amqp://") || url.starts_with("amqps://") {
+                    Some(url)
+                } else {
+                    return Err(format!(
+                        "{:?} is not an amqp:// or amqps:// URL",
+                        redact_url(&url)
+                    ));
+                };
+            }
+            "amqp_queue" => self.amqp_queue = raw.text()?,
+            "amqp_prefetch" => {
+                self.amqp_prefetch = match u16::try_from(raw.integer()?) {
+                    Ok(prefetch) if prefetch > 0 => prefetch,
+                    _ => return Err("must be between 1 and 65535".into()),
+                };
+            }
+            "ingest_token" => {
+                let token = raw.text()?;
+                self.ingest_token = (!token.is_empty()).then_some(token);
+            }
+            "require_https" => self.require_https = raw.boolean()?,
+            "allowed_networks" => {
+                self.allowed_networks = raw
+                    .list()?
+                    .iter()
+                    .map(|cidr| {
+                        cidr.parse::<IpNet>()
+                            .or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from))
+                            .map_err(|_| format!("{cidr:?} is not a CIDR such as 127.0.0.0/8"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "delivery_timeout" => self.delivery_timeout = raw.duration()?,
+            "delivery_concurrency" => self.delivery_concurrency = raw.integer()?,
+            "endpoint_concurrency" => self.endpoint_concurrency = raw.integer()?,
+            "retry_schedule" => self.retry_schedule = RetrySchedule::parse(&raw.text()?)?,
+            "api_rate_limit" => self.api_rate_limit = raw.integer()?,
+            "shutdown_grace" => self.shutdown_grace = raw.duration()?,
+            "log_format" => self.log_format = raw.text()?.parse()?,
+            "log_level" => self.log_level = raw.text()?,
+            _ => return Err(format!("unknown setting (known: {})", KEYS.join(", "))),
+        }
+        Ok(())
+    }
+
+    /// Checks that need more than one value, or ranges.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: String| ConfigError {
+            origin: format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()),
+            message,
+        };
+        let timeout = self.delivery_timeout;
+        if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(60) {
+            return Err(fail(
+                "delivery_timeout",
+                format!("{} is outside 100ms..60s", format_duration(timeout)),
+            ));
+        }
+        if self.shutdown_grace <= timeout {
+            return Err(fail(
+                "shutdown_grace",
+                format!(
+                    "{} must be longer than delivery_timeout ({}) so in-flight attempts can finish",
+                    format_duration(self.shutdown_grace),
+                    format_duration(timeout)
+                ),
+            ));
+        }
+        if !(1..=100_000).contains(&self.delivery_concurrency) {
+            return Err(fail(
+                "delivery_concurrency",
+                format!("{} is outside 1..100000", self.delivery_concurrency),
+            ));
+        }
+        if self.endpoint_concurrency == 0 || self.endpoint_concurrency > self.delivery_concurrency {
+            return Err(fail(
+                "endpoint_concurrency",
+                format!(
+                    "{} must be between 1 and delivery_concurrency ({})",
+                    self.endpoint_concurrency, self.delivery_concurrency
+                ),
+            ));
+        }
+        let queue = &self.amqp_queue;
+        // AMQP names are at most 255 bytes and we append ".dead".
+        if queue.is_empty() || queue.len() > 250 || queue.starts_with("amq.") {
+            return Err(fail(
+                "amqp_queue",
+                format!("{queue:?} must be 1-250 bytes and not start with \"amq.\""),
+            ));
+        }
+        if self.redis_prefix.contains(['{', '}']) {
+            // Braces would change the Redis Cluster hash tags of every key.
+            return Err(fail("redis_prefix", "must not contain { or }".into()));
+        }
+        let weak_token = |token: &String| {
+            token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if self.ingest_token.as_ref().is_some_and(weak_token) {
+            return Err(fail(
+                "ingest_token",
+                "must be at least 16 characters with no spaces".into(),
+            ));
+        }
+        if self.log_level.trim().is_empty() {
+            return Err(fail("log_level", "must not be empty (e.g. info)".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Every key [`Config::set`] knows, for the "unknown setting" message.
+const KEYS: &[&str] = &[
+    "listen",
+    "store",
+    "redis_prefix",
+    "amqp_url",
+    "amqp_queue",
+    "amqp_prefetch",
+    "ingest_token",
+    "require_https",
+    "allowed_networks",
+    "delivery_timeout",
+    "delivery_concurrency",
+    "endpoint_concurrency",
+    "retry_schedule",
+    "api_rate_limit",
+    "shutdown_grace",
+    "log_format",
+    "log_level",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn load(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load(file.map(|text| ("webhookd.toml", text)), env(vars))
+    }
+
+    #[test]
+    fn with_nothing_set_the_spec_defaults_apply() {
+        let config = load(None, &[]).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            config.store.to_string(),
+            "sqlite://webhookd-data/webhookd.db"
+        );
+        assert_eq!(config.amqp_url, None);
+        assert_eq!(config.amqp_queue, "webhook.events");
+        assert!(config.require_https);
+        assert!(config.allowed_networks.is_empty());
+        assert_eq!(config.delivery_timeout, Duration::from_secs(5));
+        assert_eq!(config.retry_schedule, RetrySchedule::default());
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let file = r#"
+            listen = "0.0.0.0:9000"
+            store = "redis://127.0.0.1:6379/0"
+            require_https = false
+            allowed_networks = ["127.0.0.0/8", "::1/128"]
+            retry_schedule = "1s,2s"
+        "#;
+        let config = load(
+            Some(file),
+            &[
+                ("WEBHOOKD_LISTEN", "127.0.0.1:9100"),
+                ("WEBHOOKD_ALLOWED_NETWORKS", "10.0.0.0/8, 192.168.1.5"),
+                ("WEBHOOKD_REQUIRE_HTTPS", "true"),
+                ("WEBHOOKD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+                ("PATH", "/usr/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(
+            config.store,
+            StoreUrl::Redis {
+                url: "redis://127.0.0.1:6379/0".into()
+            }
+        );
+        assert!(config.require_https);
+        assert_eq!(
+            config.allowed_networks,
+            vec![
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "192.168.1.5/32".parse().unwrap()
+            ]
+        );
+        assert_eq!(config.retry_schedule.to_string(), "1s,2s");
+        assert!(config.amqp_url.is_some());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable_and_says_why() {
+        let error = load(None, &[("WEBHOOKD_LISTEN", "8080")]).unwrap_err();
+        assert_eq!(error.origin, "WEBHOOKD_LISTEN");
+        assert!(error.to_string().contains("host:port"), "{error}");
+
+        let error = load(None, &[("WEBHOOKD_RETRY_SCHEDULE", "5s,soon")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "WEBHOOKD_RETRY_SCHEDULE: delay soon: \"soon\" is not a duration (write e.g. 500ms, 5s, 5m, 2h, 1d)"
+        );
+
+        let error = load(None, &[("WEBHOOKD_REQUIRE_HTTPS", "maybe")]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("WEBHOOKD_REQUIRE_HTTPS: \"maybe\" is not a boolean")
+        );
+
+        let error = load(None, &[("WEBHOOKD_STORE", "postgres://x")]).unwrap_err();
+        assert!(error.to_string().contains("not a store URL"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_file_value_names_the_key_and_the_file() {
+        let error = load(Some("delivery_timeout = 5"), &[]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "delivery_timeout (in webhookd.toml): must be a string, not integer"
+        );
+        let error = load(Some("listen = "), &[]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("webhookd.toml: not valid TOML"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_not_silently_ignored() {
+        let error = load(None, &[("WEBHOOKD_LISTN", "127.0.0.1:1")]).unwrap_err();
+        assert_eq!(error.origin, "WEBHOOKD_LISTN");
+        assert!(
+            error
+                .message
+                .starts_with("unknown setting (known: listen, store")
+        );
+        let error = load(Some("retries = 3"), &[]).unwrap_err();
+        assert_eq!(error.origin, "retries (in webhookd.toml)");
+    }
+
+    #[test]
+    fn ranges_and_combinations_are_checked() {
+        let error = load(None, &[("WEBHOOKD_DELIVERY_TIMEOUT", "10m")]).unwrap_err();
+        assert!(error.to_string().contains("outside 100ms..60s"), "{error}");
+        let error = load(None, &[("WEBHOOKD_SHUTDOWN_GRACE", "3s")]).unwrap_err();
+        assert!(
+            error.to_string().contains("longer than delivery_timeout"),
+            "{error}"
+        );
+        let error = load(None, &[("WEBHOOKD_INGEST_TOKEN", "short")]).unwrap_err();
+        assert_eq!(error.origin, "WEBHOOKD_INGEST_TOKEN");
+        let error = load(None, &[("WEBHOOKD_AMQP_QUEUE", "")]).unwrap_err();
+        assert_eq!(error.origin, "WEBHOOKD_AMQP_QUEUE");
+        let error = load(None, &[("WEBHOOKD_API_RATE_LIMIT", "-1")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "WEBHOOKD_API_RATE_LIMIT: \"-1\" is not a whole number >= 0"
+        );
+        let error = load(None, &[("WEBHOOKD_AMQP_URL", "http://x")]).unwrap_err();
+        assert_eq!(error.origin, "WEBHOOKD_AMQP_URL");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = load(
+            None,
+            &[
+                ("WEBHOOKD_AMQP_URL", "amqp://guest:hunter2@rabbit:5672/%2f"),
+                ("WEBHOOKD_STORE", "redis://:swordfish@redis:6379/0"),
+                ("WEBHOOKD_INGEST_TOKEN", "tok_0123456789abcdef"),
+            ],
+        )
+        .unwrap();
+        let debug = format!("{config:?}");
+        for secret in ["hunter2", "swordfish", "tok_0123456789abcdef"] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+        assert!(debug.contains("amqp://guest:***@rabbit:5672/%2f"));
+    }
+
+    #[test]
+    fn the_example_config_in_deploy_is_valid() {
+        let text = include_str!("../../../deploy/webhookd.example.toml");
+        load(Some(text), &[]).unwrap();
+    }
+}

@@ -1,0 +1,299 @@
+//! Webhook endpoints: the model the API returns (`WebhookEndpoint`, SPEC §1)
+//! and the validation of what users send to create or change one.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::address::AddressPolicy;
+use crate::catalog::EventType;
+
+/// A user holds at most this many endpoints (SPEC §1).
+pub const MAX_ENDPOINTS_PER_USER: usize = 20;
+/// Longest endpoint URL, in bytes.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Whether an endpoint receives deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointStatus {
+    Enabled,
+    Disabled,
+}
+
+impl EndpointStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EndpointStatus::Enabled => "enabled",
+            EndpointStatus::Disabled => "disabled",
+        }
+    }
+}
+
+impl FromStr for EndpointStatus {
+    type Err = FieldError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "enabled" => Ok(EndpointStatus::Enabled),
+            "disabled" => Ok(EndpointStatus::Disabled),
+            other => Err(FieldError::new(
+                "status",
+                format!("must be \"enabled\" or \"disabled\", not {other:?}"),
+            )),
+        }
+    }
+}
+
+impl Serialize for EndpointStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A webhook endpoint as stored and as the API shows it, field for field
+/// the JoggAI `WebhookEndpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub endpoint_id: String,
+    pub url: String,
+    pub secret: String,
+    pub status: EndpointStatus,
+    pub events: Vec<EventType>,
+    pub username: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl Endpoint {
+    /// Whether an event of this type goes to this endpoint.
+    pub fn wants(&self, event_type: EventType) -> bool {
+        self.status == EndpointStatus::Enabled && self.events.contains(&event_type)
+    }
+}
+
+/// What a user may set on an endpoint; everything else (id, secret, owner,
+/// creation time) webhookd decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    pub url: String,
+    /// `None` when the request left it out: `enabled` on create, unchanged
+    /// on update (so changing a URL never re-enables a disabled endpoint).
+    pub status: Option<EndpointStatus>,
+    pub events: Vec<EventType>,
+}
+
+/// A request field that failed validation; becomes a 40000 whose message
+/// names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        FieldError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// The rules endpoint URLs are held to, from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct UrlRules {
+    /// Allow `http://` as well as `https://` (`require_https = false`).
+    pub allow_http: bool,
+    /// Refuses literal IPs in blocked ranges.
+    pub addresses: AddressPolicy,
+}
+
+impl UrlRules {
+    /// Checks an endpoint URL (SPEC §1 and §7). The host is not resolved:
+    /// the receiver may not exist yet, and DNS may answer differently where
+    /// webhookd runs; the delivery client checks resolved addresses.
+    pub fn check(&self, raw: &str) -> Result<(), FieldError> {
+        let fail = |message: String| Err(FieldError::new("url", message));
+        if raw.is_empty() {
+            return fail("is required".into());
+        }
+        if raw.len() > MAX_URL_LEN {
+            return fail(format!(
+                "is {} bytes, the limit is {MAX_URL_LEN}",
+                raw.len()
+            ));
+        }
+        if raw.trim() != raw || raw.chars().any(char::is_control) {
+            return fail("must not contain spaces or control characters at its ends".into());
+        }
+        let url = match url::Url::parse(raw) {
+            Ok(url) => url,
+            Err(e) => return fail(format!("is not an absolute URL ({e})")),
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if self.allow_http => {}
+            "http" => return fail("must use https".into()),
+            other => return fail(format!("must use https, not {other}")),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return fail("must not contain a user name or password".into());
+        }
+        let literal_ip = match url.host() {
+            None => return fail("must have a host".into()),
+            Some(url::Host::Domain(_)) => None,
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        };
+        match literal_ip.map(|ip| self.addresses.check(ip)) {
+            Some(Err(blocked)) => fail(format!("points to a forbidden address: {blocked}")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Validates an `events` list: non-empty, every name in the catalog,
+/// duplicates collapsed (first occurrence kept).
+pub fn parse_events<S: AsRef<str>>(names: &[S]) -> Result<Vec<EventType>, FieldError> {
+    if names.is_empty() {
+        return Err(FieldError::new(
+            "events",
+            "must list at least one event type",
+        ));
+    }
+    let mut events = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name.as_ref();
+        let event_type: EventType = name.parse().map_err(|_| {
+            FieldError::new(
+                "events",
+                format!(
+                    "{:?} is not a known event type (see GET /v2/events)",
+                    truncate(name)
+                ),
+            )
+        })?;
+        if !events.contains(&event_type) {
+            events.push(event_type);
+        }
+    }
+    Ok(events)
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strict() -> UrlRules {
+        UrlRules::default()
+    }
+
+    #[test]
+    fn https_urls_with_a_host_are_accepted() {
+        for url in [
+            "https://example.com/webhook",
+            "https://example.com:8443/a/b?c=d",
+            "https://93.184.216.34/hook",
+            "https://[2606:4700::1111]/hook",
+            "https://localhost/hook",
+        ] {
+            assert_eq!(strict().check(url), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_a_reason() {
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
+        let cases = [
+            ("", "is required"),
+            ("example.com/webhook", "not an absolute URL"),
+            ("/webhook", "not an absolute URL"),
+            ("http://example.com/webhook", "must use https"),
+            ("ftp://example.com/", "must use https, not ftp"),
+            ("https://user:pw@example.com/", "user name or password"),
+            ("https://user@example.com/", "user name or password"),
+            (
+                "https://127.0.0.1/hook",
+                "forbidden address: 127.0.0.1 is a loopback address",
+            ),
+            ("https://169.254.169.254/latest", "link-local"),
+            ("https://[::ffff:10.0.0.1]/", "private"),
+            ("https://[::1]:8443/", "loopback"),
+            (" https://example.com/", "spaces"),
+            (long.as_str(), "the limit is 2048"),
+        ];
+        for (url, reason) in cases {
+            let error = strict().check(url).expect_err(url);
+            assert_eq!(error.field, "url");
+            assert!(error.message.contains(reason), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn http_and_allowed_networks_are_operator_choices() {
+        let rules = UrlRules {
+            allow_http: true,
+            addresses: AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]),
+        };
+        assert_eq!(rules.check("http://127.0.0.1:9000/hook"), Ok(()));
+        assert!(rules.check("http://10.0.0.1/hook").is_err());
+    }
+
+    #[test]
+    fn events_must_be_known_and_duplicates_collapse() {
+        assert_eq!(
+            parse_events(&[
+                "generated_video_success",
+                "generated_video_failed",
+                "generated_video_success"
+            ]),
+            Ok(vec![
+                EventType::GeneratedVideoSuccess,
+                EventType::GeneratedVideoFailed
+            ])
+        );
+        assert_eq!(
+            parse_events::<&str>(&[]).unwrap_err().to_string(),
+            "events: must list at least one event type"
+        );
+        assert!(
+            parse_events(&["video_done"])
+                .unwrap_err()
+                .message
+                .contains("\"video_done\"")
+        );
+    }
+
+    #[test]
+    fn status_is_enabled_or_disabled() {
+        assert_eq!("enabled".parse(), Ok(EndpointStatus::Enabled));
+        assert_eq!("disabled".parse(), Ok(EndpointStatus::Disabled));
+        assert_eq!(
+            "paused".parse::<EndpointStatus>().unwrap_err().to_string(),
+            "status: must be \"enabled\" or \"disabled\", not \"paused\""
+        );
+    }
+
+    #[test]
+    fn disabled_endpoints_and_other_event_types_get_nothing() {
+        let mut endpoint = Endpoint {
+            endpoint_id: "wh_1".into(),
+            url: "https://example.com/".into(),
+            secret: "whsec_x".into(),
+            status: EndpointStatus::Enabled,
+            events: vec![EventType::GeneratedVideoSuccess],
+            username: "u".into(),
+            created_at: 0,
+        };
+        assert!(endpoint.wants(EventType::GeneratedVideoSuccess));
+        assert!(!endpoint.wants(EventType::GeneratedVideoFailed));
+        endpoint.status = EndpointStatus::Disabled;
+        assert!(!endpoint.wants(EventType::GeneratedVideoSuccess));
+    }
+}

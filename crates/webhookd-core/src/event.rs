@@ -1,0 +1,507 @@
+//! The event message producers send (SPEC §5) and the body receivers get
+//! (SPEC §3).
+//!
+//! Parsing is strict and every rejection is a [`Rejection`] with a bounded
+//! [`Rejection::code`] (for the dead-letter header and metric labels) and a
+//! readable message that names the field. The producer's `data` object is
+//! kept as the exact JSON text it sent, only with insignificant whitespace
+//! removed, so numbers, key order and escapes reach the receiver unchanged.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::catalog::EventType;
+use crate::ids::new_event_id;
+
+/// Largest event message accepted on any ingest path.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+/// Longest `event_id` a producer may give.
+pub const MAX_EVENT_ID_LEN: usize = 128;
+/// Longest username.
+pub const MAX_USERNAME_LEN: usize = 128;
+/// Latest accepted timestamp (9999-12-31T23:59:59Z): guards against
+/// milliseconds sent where seconds are expected.
+pub const MAX_TIMESTAMP: i64 = 253_402_300_799;
+
+/// A validated event, ready to fan out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The producer's `event_id`, or one webhookd assigned.
+    pub event_id: String,
+    pub event_type: EventType,
+    /// Owner of the endpoints this event goes to.
+    pub username: String,
+    /// Unix seconds of the event (the producer's, or arrival time).
+    pub timestamp: i64,
+    /// The producer's `data` object as compact JSON text.
+    pub data: String,
+}
+
+/// Why an event message was refused. Each variant is a reason an operator
+/// can act on; [`Rejection::code`] is its stable, bounded name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    TooLarge {
+        bytes: usize,
+    },
+    NotJson {
+        detail: String,
+    },
+    NotAnObject,
+    MissingField {
+        field: &'static str,
+    },
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    UnknownEventType {
+        name: String,
+    },
+    InvalidUsername,
+    InvalidEventId,
+    InvalidTimestamp,
+}
+
+impl Rejection {
+    /// Every [`Rejection::code`], for metrics that list reasons up front.
+    pub const CODES: &'static [&'static str] = &[
+        "too_large",
+        "not_json",
+        "not_an_object",
+        "missing_field",
+        "wrong_type",
+        "unknown_event_type",
+        "invalid_username",
+        "invalid_event_id",
+        "invalid_timestamp",
+    ];
+
+    /// A short, stable name for this reason: the `x-webhookd-error` header
+    /// starts with it and metrics use it as a label.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::NotJson { .. } => "not_json",
+            Rejection::NotAnObject => "not_an_object",
+            Rejection::MissingField { .. } => "missing_field",
+            Rejection::WrongType { .. } => "wrong_type",
+            Rejection::UnknownEventType { .. } => "unknown_event_type",
+            Rejection::InvalidUsername => "invalid_username",
+            Rejection::InvalidEventId => "invalid_event_id",
+            Rejection::InvalidTimestamp => "invalid_timestamp",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::TooLarge { bytes } => {
+                write!(
+                    f,
+                    "message is {bytes} bytes, the limit is {MAX_EVENT_BYTES}"
+                )
+            }
+            Rejection::NotJson { detail } => write!(f, "message is not valid JSON: {detail}"),
+            Rejection::NotAnObject => f.write_str("message must be a JSON object"),
+            Rejection::MissingField { field } => write!(f, "{field} is required"),
+            Rejection::WrongType { field, expected } => write!(f, "{field} must be {expected}"),
+            Rejection::UnknownEventType { name } => {
+                write!(
+                    f,
+                    "event {name:?} is not a known event type (see GET /v2/events)"
+                )
+            }
+            Rejection::InvalidUsername => write!(
+                f,
+                "username must be 1-{MAX_USERNAME_LEN} characters of letters, digits and . _ @ + -"
+            ),
+            Rejection::InvalidEventId => write!(
+                f,
+                "event_id must be 1-{MAX_EVENT_ID_LEN} characters of letters, digits, _ and -"
+            ),
+            Rejection::InvalidTimestamp => {
+                write!(
+                    f,
+                    "timestamp must be whole unix seconds between 0 and {MAX_TIMESTAMP}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// The message as it arrives: every field optional and untyped, so that a
+/// missing or mistyped field gets its own precise rejection.
+#[derive(Deserialize)]
+struct WireMessage<'a> {
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow)]
+    username: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+}
+
+impl Event {
+    /// Parses and validates one event message. `now` (unix seconds) becomes
+    /// the timestamp when the message has none.
+    pub fn parse(message: &[u8], now: i64) -> Result<Event, Rejection> {
+        if message.len() > MAX_EVENT_BYTES {
+            return Err(Rejection::TooLarge {
+                bytes: message.len(),
+            });
+        }
+        let text = std::str::from_utf8(message).map_err(|e| Rejection::NotJson {
+            detail: e.to_string(),
+        })?;
+        // serde would happily read a struct from a JSON array; refuse that
+        // (and scalars) before deserializing.
+        let first = text.trim_start().chars().next();
+        let wire: WireMessage<'_> = serde_json::from_str(text).map_err(|e| {
+            if first.is_some_and(|c| c != '{') && !e.is_syntax() && !e.is_eof() {
+                Rejection::NotAnObject
+            } else {
+                Rejection::NotJson {
+                    detail: e.to_string(),
+                }
+            }
+        })?;
+        if first != Some('{') {
+            return Err(Rejection::NotAnObject);
+        }
+
+        let event_name = required_string(wire.event, "event")?;
+        let event_type =
+            event_name
+                .parse::<EventType>()
+                .map_err(|_| Rejection::UnknownEventType {
+                    name: event_name.chars().take(64).collect(),
+                })?;
+
+        let username = required_string(wire.username, "username")?;
+        if !is_valid_username(&username) {
+            return Err(Rejection::InvalidUsername);
+        }
+
+        let data = wire.data.ok_or(Rejection::MissingField { field: "data" })?;
+        if !data.get().starts_with('{') {
+            return Err(Rejection::WrongType {
+                field: "data",
+                expected: "a JSON object",
+            });
+        }
+
+        let event_id = match optional(wire.event_id) {
+            None => new_event_id(),
+            Some(raw) => {
+                let id: String =
+                    serde_json::from_str(raw.get()).map_err(|_| Rejection::WrongType {
+                        field: "event_id",
+                        expected: "a string",
+                    })?;
+                if !is_valid_event_id(&id) {
+                    return Err(Rejection::InvalidEventId);
+                }
+                id
+            }
+        };
+
+        let timestamp = match optional(wire.timestamp) {
+            None => now,
+            Some(raw) => {
+                let seconds: i64 =
+                    serde_json::from_str(raw.get()).map_err(|_| Rejection::InvalidTimestamp)?;
+                if !(0..=MAX_TIMESTAMP).contains(&seconds) {
+                    return Err(Rejection::InvalidTimestamp);
+                }
+                seconds
+            }
+        };
+
+        Ok(Event {
+            event_id,
+            event_type,
+            username,
+            timestamp,
+            data: compact_json(data.get()),
+        })
+    }
+
+    /// The exact bytes every attempt POSTs (SPEC §3): compact JSON with the
+    /// keys in the order `event_id`, `event`, `timestamp`, `data`.
+    pub fn body(&self) -> String {
+        let event_id = serde_json::to_string(&self.event_id).expect("a string always serializes");
+        let event = self.event_type.as_str();
+        let mut body = String::with_capacity(64 + event_id.len() + event.len() + self.data.len());
+        body.push_str("{\"event_id\":");
+        body.push_str(&event_id);
+        body.push_str(",\"event\":\"");
+        body.push_str(event);
+        body.push_str("\",\"timestamp\":");
+        body.push_str(&self.timestamp.to_string());
+        body.push_str(",\"data\":");
+        body.push_str(&self.data);
+        body.push('}');
+        body
+    }
+}
+
+/// A JSON `null` counts as absent for the optional fields.
+fn optional(raw: Option<&RawValue>) -> Option<&RawValue> {
+    raw.filter(|raw| raw.get() != "null")
+}
+
+fn required_string(raw: Option<&RawValue>, field: &'static str) -> Result<String, Rejection> {
+    let raw = optional(raw).ok_or(Rejection::MissingField { field })?;
+    let value: String = serde_json::from_str(raw.get()).map_err(|_| Rejection::WrongType {
+        field,
+        expected: "a string",
+    })?;
+    if value.is_empty() {
+        return Err(Rejection::MissingField { field });
+    }
+    Ok(value)
+}
+
+/// Usernames are the owner key everywhere (API keys, endpoints, store keys),
+/// so they are restricted to characters that are safe in all of them.
+pub fn is_valid_username(name: &str) -> bool {
+    (1..=MAX_USERNAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
+}
+
+fn is_valid_event_id(id: &str) -> bool {
+    (1..=MAX_EVENT_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Removes the whitespace between tokens of valid JSON text, leaving strings
+/// (and so every escape and number) byte-for-byte as they were.
+fn compact_json(json: &str) -> String {
+    if !json
+        .bytes()
+        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        return json.to_owned();
+    }
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_732_806_631;
+
+    fn parse(text: &str) -> Result<Event, Rejection> {
+        Event::parse(text.as_bytes(), NOW)
+    }
+
+    #[test]
+    fn a_full_message_is_kept_as_sent() {
+        let event = parse(
+            r#"{"event":"generated_avatar_video_success","username":"johndoe",
+                "data":{"video_id":"video_123456","duration":30},
+                "event_id":"evt_123456789","timestamp":1732806000}"#,
+        )
+        .unwrap();
+        assert_eq!(event.event_type, EventType::GeneratedAvatarVideoSuccess);
+        assert_eq!(event.username, "johndoe");
+        assert_eq!(event.event_id, "evt_123456789");
+        assert_eq!(event.timestamp, 1_732_806_000);
+        assert_eq!(event.data, r#"{"video_id":"video_123456","duration":30}"#);
+    }
+
+    #[test]
+    fn missing_id_and_timestamp_are_assigned() {
+        let event =
+            parse(r#"{"event":"generated_video_failed","username":"u","data":{}}"#).unwrap();
+        assert!(event.event_id.starts_with("evt_"));
+        assert_eq!(event.timestamp, NOW);
+        let event = parse(
+            r#"{"event":"generated_video_failed","username":"u","data":{},"event_id":null,"timestamp":null}"#,
+        )
+        .unwrap();
+        assert!(event.event_id.starts_with("evt_"));
+    }
+
+    #[test]
+    fn each_kind_of_bad_message_gets_its_own_reason() {
+        let cases: &[(&str, &str)] = &[
+            ("", "not_json"),
+            ("{", "not_json"),
+            ("not json", "not_json"),
+            ("[1,2]", "not_an_object"),
+            ("42", "not_an_object"),
+            (r#""text""#, "not_an_object"),
+            (r#"{"username":"u","data":{}}"#, "missing_field"),
+            (
+                r#"{"event":"generated_video_success","data":{}}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"event":"generated_video_success","username":"","data":{}}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"event":"generated_video_success","username":"u"}"#,
+                "missing_field",
+            ),
+            (r#"{"event":7,"username":"u","data":{}}"#, "wrong_type"),
+            (
+                r#"{"event":"generated_video_success","username":["u"],"data":{}}"#,
+                "wrong_type",
+            ),
+            (
+                r#"{"event":"generated_video_success","username":"u","data":[1]}"#,
+                "wrong_type",
+            ),
+            (
+                r#"{"event":"generated_video_success","username":"u","data":"x"}"#,
+                "wrong_type",
+            ),
+            (
+                r#"{"event":"video_done","username":"u","data":{}}"#,
+                "unknown_event_type",
+            ),
+            (
+                r#"{"event":"generated_video_success","username":"a b","data":{}}"#,
+                "invalid_username",
+            ),
+            (
+                r#"{"event":"generated_video_success","username":"u","data":{},"event_id":"a/b"}"#,
+                "invalid_event_id",
+            ),
+            (
+                r#"{"event":"generated_video_success","username":"u","data":{},"event_id":""}"#,
+                "invalid_event_id",
+            ),
+            (
+                r#"{"event":"generated_video_success","username":"u","data":{},"event_id":5}"#,
+                "wrong_type",
+            ),
+            (
+                r#"{"event":"generated_video_success","username":"u","data":{},"timestamp":-1}"#,
+                "invalid_timestamp",
+            ),
+            (
+                r#"{"event":"generated_video_success","username":"u","data":{},"timestamp":1.5}"#,
+                "invalid_timestamp",
+            ),
+            (
+                r#"{"event":"generated_video_success","username":"u","data":{},"timestamp":1732806631000000}"#,
+                "invalid_timestamp",
+            ),
+        ];
+        for (message, code) in cases {
+            let rejection = parse(message).expect_err(message);
+            assert_eq!(rejection.code(), *code, "{message}: {rejection}");
+            assert!(Rejection::CODES.contains(code));
+        }
+        let too_large = Rejection::TooLarge { bytes: 1 }.code();
+        assert!(Rejection::CODES.contains(&too_large));
+        assert_eq!(Rejection::CODES.len(), 9, "one code per variant");
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let rejection = parse(r#"{"event":"generated_video_success","data":{}}"#).unwrap_err();
+        assert_eq!(rejection.to_string(), "username is required");
+        let rejection =
+            parse(r#"{"event":"generated_video_success","username":"u","data":3}"#).unwrap_err();
+        assert_eq!(rejection.to_string(), "data must be a JSON object");
+        let rejection = parse(r#"{"event":"nope","username":"u","data":{}}"#).unwrap_err();
+        assert!(
+            rejection
+                .to_string()
+                .contains("\"nope\" is not a known event type")
+        );
+    }
+
+    #[test]
+    fn messages_over_256_kib_are_refused_before_parsing() {
+        let padding = "x".repeat(MAX_EVENT_BYTES);
+        let message = format!(
+            r#"{{"event":"generated_video_success","username":"u","data":{{"p":"{padding}"}}}}"#
+        );
+        assert_eq!(
+            parse(&message).unwrap_err(),
+            Rejection::TooLarge {
+                bytes: message.len()
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_not_json() {
+        assert_eq!(
+            Event::parse(b"{\"event\":\"\xff\"}", NOW)
+                .unwrap_err()
+                .code(),
+            "not_json"
+        );
+    }
+
+    #[test]
+    fn the_body_has_the_spec_key_order_and_compact_bytes() {
+        let event = parse(
+            "{ \"timestamp\": 1732806631, \"data\": {\n  \"video_id\": \"video 1\",\n  \"n\": 1.50, \"s\": \"a\\\"b \\u00e9\" },\n \"username\":\"u\", \"event_id\":\"evt_123456789\", \"event\":\"generated_avatar_video_success\" }",
+        )
+        .unwrap();
+        assert_eq!(
+            event.body(),
+            r#"{"event_id":"evt_123456789","event":"generated_avatar_video_success","timestamp":1732806631,"data":{"video_id":"video 1","n":1.50,"s":"a\"b \u00e9"}}"#
+        );
+        assert_eq!(event.body(), event.body(), "byte-stable across attempts");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let event = parse(
+            r#"{"event":"generated_image_success","username":"u","data":{"k":[]},"extra":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(event.data, r#"{"k":[]}"#);
+    }
+
+    #[test]
+    fn compaction_keeps_whitespace_inside_strings() {
+        assert_eq!(
+            compact_json("{ \"a b\" : [ 1 , \"\\\\\" , \" \\\" x \" ] }"),
+            r#"{"a b":[1,"\\"," \" x "]}"#
+        );
+    }
+}

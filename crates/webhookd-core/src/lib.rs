@@ -1,0 +1,40 @@
+//! webhookd's core: the domain model, with no I/O.
+//!
+//! Owns what every other crate agrees on — the event catalog, the event
+//! message and the delivered body, body signatures, generated ids and
+//! secrets, the retry schedule and the configuration. It does not talk to a
+//! network, a store or a clock it was not handed, so all of it is tested
+//! directly.
+//!
+//! Layout:
+//! - [`catalog`]: the 22 event types (SPEC §2).
+//! - [`event`]: parsing event messages (SPEC §5), rendering bodies (SPEC §3).
+//! - [`endpoint`]: the endpoint model and its validation (SPEC §1).
+//! - [`address`]: which IP addresses may be sent to (SPEC §7).
+//! - [`signer`]: `X-Webhook-Signature` (SPEC §3).
+//! - [`ids`]: endpoint/event/delivery ids, secrets, API keys and their hashes.
+//! - [`retry`]: when to try again (SPEC §4).
+//! - [`duration`]: `5s`, `2h`, … as written in configuration.
+//! - [`health`]: readiness of long-running components, for `/readyz`.
+//! - [`telemetry`]: every exported metric, its labels and recorders.
+//! - [`time`]: the wall clock, for the crates at the edges.
+//! - [`config`]: every setting, loaded from TOML and `WEBHOOKD_*` (SPEC §6).
+
+pub mod address;
+pub mod catalog;
+pub mod config;
+pub mod duration;
+pub mod endpoint;
+pub mod event;
+pub mod health;
+pub mod ids;
+pub mod retry;
+pub mod signer;
+pub mod telemetry;
+pub mod time;
+
+pub use catalog::EventType;
+pub use config::{Config, ConfigError, LogFormat, StoreUrl};
+pub use endpoint::{Endpoint, EndpointSpec, EndpointStatus, FieldError};
+pub use event::{Event, Rejection};
+pub use retry::{NextAttempt, RetrySchedule};

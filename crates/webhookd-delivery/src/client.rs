@@ -1,0 +1,264 @@
+//! The HTTP client: hyper-util's pooled client over rustls (ring), HTTP/1.1
+//! and h2, keep-alive per host, redirects never followed, and a resolver
+//! that drops forbidden addresses after resolution (SPEC §7) — so a name
+//! that resolves, or later re-resolves, to a private address is refused at
+//! connect time. Literal-IP hosts skip resolvers and are checked here.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::TokioExecutor;
+use webhookd_core::address::{AddressPolicy, BlockedAddress};
+use webhookd_core::retry::parse_retry_after;
+use webhookd_core::signer;
+use webhookd_store::Claim;
+
+use crate::classify::{Observed, Reason};
+
+/// The most of a response body kept for the attempt log.
+pub const RESPONSE_EXCERPT: usize = 1024;
+/// The most of a response body read at all; the rest is dropped with the
+/// connection.
+pub const RESPONSE_READ_CAP: usize = 64 * 1024;
+/// How long reading the response body may take after the head arrived; a
+/// receiver that hangs after its headers cannot hold a worker longer.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What one attempt produced.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub observed: Observed,
+    /// The start of the response body, lossily decoded.
+    pub excerpt: Option<String>,
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
+
+/// Sends deliveries. Cheap to clone; clones share the connection pool.
+#[derive(Clone, Debug)]
+pub struct DeliveryClient {
+    client: Client<Connector, Full<Bytes>>,
+    policy: Arc<AddressPolicy>,
+    timeout: Duration,
+}
+
+impl DeliveryClient {
+    pub fn new(policy: AddressPolicy, timeout: Duration) -> Self {
+        let policy = Arc::new(policy);
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+            policy: Arc::clone(&policy),
+        });
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .expect("ring supports the default protocol versions")
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build(https);
+        DeliveryClient {
+            client,
+            policy,
+            timeout,
+        }
+    }
+
+    /// One attempt: POST the stored body with the SPEC §3 headers, within
+    /// the deadline for connect + TLS + send + response head.
+    pub async fn send(&self, claim: &Claim) -> Response {
+        let request = match self.request(claim) {
+            Ok(request) => request,
+            Err(reason) => {
+                return Response {
+                    observed: Observed::NoResponse(reason),
+                    excerpt: None,
+                };
+            }
+        };
+        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
+        {
+            Err(_) => {
+                return Response {
+                    observed: Observed::NoResponse(Reason::Timeout),
+                    excerpt: None,
+                };
+            }
+            Ok(Err(error)) => {
+                return Response {
+                    observed: Observed::NoResponse(transport_reason(&error)),
+                    excerpt: None,
+                };
+            }
+            Ok(Ok(response)) => response,
+        };
+        let code = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, SystemTime::now()));
+        let excerpt = read_excerpt(response.into_body()).await;
+        Response {
+            observed: Observed::Status { code, retry_after },
+            excerpt,
+        }
+    }
+
+    fn request(&self, claim: &Claim) -> Result<http::Request<Full<Bytes>>, Reason> {
+        let url = url::Url::parse(&claim.url).map_err(|_| Reason::InvalidUrl)?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Reason::InvalidUrl);
+        }
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            Some(url::Host::Domain(_)) => None,
+            None => return Err(Reason::InvalidUrl),
+        };
+        if literal.is_some_and(|ip| self.policy.check(ip).is_err()) {
+            return Err(Reason::BlockedAddress);
+        }
+        let delivery = &claim.delivery;
+        let body = Bytes::from(delivery.body.clone());
+        let signature = signer::sign(&claim.secret, &body);
+        http::Request::post(url.as_str())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(USER_AGENT, HeaderValue::from_static("JoggAI-Webhook/2.0"))
+            .header("x-webhook-event", delivery.event_type.as_str())
+            .header("x-webhook-signature", signature)
+            .header("x-webhook-id", &delivery.event_id)
+            .body(Full::new(body))
+            .map_err(|_| Reason::InvalidUrl)
+    }
+}
+
+/// Reads up to [`RESPONSE_READ_CAP`] of the body (so the connection can go
+/// back to the pool) and keeps the first [`RESPONSE_EXCERPT`] bytes.
+async fn read_excerpt(mut body: hyper::body::Incoming) -> Option<String> {
+    let mut kept = Vec::new();
+    let mut read = 0;
+    let reading = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                read += data.len();
+                let room = RESPONSE_EXCERPT.saturating_sub(kept.len());
+                kept.extend_from_slice(&data[..data.len().min(room)]);
+                if read >= RESPONSE_READ_CAP {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(BODY_READ_TIMEOUT, reading).await;
+    (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned())
+}
+
+/// Finds the cause of a failed request by type, walking the error chain.
+fn transport_reason(error: &hyper_util::client::legacy::Error) -> Reason {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if cause.is::<BlockedAddresses>() {
+            return Reason::BlockedAddress;
+        }
+        if cause.is::<rustls::Error>() {
+            return Reason::Tls;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind;
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return Reason::ConnectionRefused,
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe => {
+                    return Reason::ConnectionReset;
+                }
+                ErrorKind::TimedOut => return Reason::Timeout,
+                _ if io
+                    .get_ref()
+                    .is_some_and(<dyn std::error::Error + Send + Sync>::is::<rustls::Error>) =>
+                {
+                    return Reason::Tls;
+                }
+                _ => {}
+            }
+        }
+        if cause.is::<DnsFailure>() {
+            return Reason::Dns;
+        }
+        source = cause.source();
+    }
+    if error.is_connect() {
+        Reason::Connect
+    } else {
+        Reason::Protocol
+    }
+}
+
+/// Every address the host resolved to is forbidden.
+#[derive(Debug, thiserror::Error)]
+#[error("every address of the host is blocked (first: {first})")]
+struct BlockedAddresses {
+    first: BlockedAddress,
+}
+
+/// The host name did not resolve.
+#[derive(Debug, thiserror::Error)]
+#[error("could not resolve the host: {0}")]
+struct DnsFailure(#[source] std::io::Error);
+
+/// Resolves with the system resolver, then keeps only allowed addresses.
+#[derive(Clone, Debug)]
+struct GuardedResolver {
+    policy: Arc<AddressPolicy>,
+}
+
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let policy = Arc::clone(&self.policy);
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await
+                .map_err(DnsFailure)?
+                .collect();
+            let mut first_blocked = None;
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|address| match policy.check(address.ip()) {
+                    Ok(()) => true,
+                    Err(blocked) => {
+                        first_blocked.get_or_insert(blocked);
+                        false
+                    }
+                })
+                .collect();
+            match (allowed.is_empty(), first_blocked) {
+                (true, Some(first)) => Err(Box::new(BlockedAddresses { first }) as Self::Error),
+                _ => Ok(allowed.into_iter()),
+            }
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! The delivery engine: take due deliveries from the store, POST them as
+//! SPEC §3 says, and record each attempt and its consequence (SPEC §4).
+//!
+//! Layout: [`client`] (HTTP, signing, SSRF guard), [`classify`] (outcome →
+//! verdict, exhaustive), [`engine`] (claiming with leases, concurrency caps,
+//! fairness, retries as data, draining on shutdown).
+
+pub mod classify;
+pub mod client;
+pub mod engine;
+
+pub use classify::{Reason, Verdict};
+pub use client::DeliveryClient;
+pub use engine::{Dispatcher, DispatcherSettings};

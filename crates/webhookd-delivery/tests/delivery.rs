@@ -1,0 +1,360 @@
+//! The delivery engine end to end: real store, real HTTP receivers on
+//! loopback, real time (short schedules). Each test runs on SQLite and on
+//! Redis.
+
+// In tests a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use webhookd_core::address::AddressPolicy;
+use webhookd_core::{Endpoint, EndpointStatus, Event, EventType, RetrySchedule, ids};
+use webhookd_delivery::{DeliveryClient, Dispatcher, DispatcherSettings};
+use webhookd_store::{DeliveryStatus, Page, Store};
+use webhookd_testkit::receiver::{Answer, Receiver, signature_is_valid};
+
+macro_rules! on_both_stores {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("webhookd.db");
+                    let store = webhookd_store::SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+                    super::$test(std::sync::Arc::new(store)).await;
+                }
+            )+
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(url) = webhookd_testkit::require(webhookd_testkit::Service::Redis) else { return };
+                    let prefix = webhookd_testkit::unique_prefix(stringify!($test));
+                    let store = webhookd_store::RedisStore::connect(&url, &prefix).await.unwrap();
+                    super::$test(std::sync::Arc::new(store)).await;
+                }
+            )+
+        }
+    };
+}
+
+on_both_stores!(
+    a_delivery_arrives_signed_with_the_spec_headers_and_body,
+    failures_are_retried_per_schedule_until_a_2xx,
+    an_exhausted_schedule_leaves_the_delivery_dead_with_its_attempts,
+    a_timeout_is_a_retry_with_reason_timeout,
+    redirects_are_not_followed,
+    a_host_resolving_to_a_blocked_address_fails_with_blocked_address,
+    a_hanging_endpoint_does_not_slow_a_healthy_one,
+);
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+fn settings(schedule: &str) -> DispatcherSettings {
+    DispatcherSettings {
+        schedule: RetrySchedule::parse(schedule).unwrap(),
+        timeout: TIMEOUT,
+        max_in_flight: 64,
+        per_endpoint: 4,
+        poll_interval: Duration::from_millis(20),
+    }
+}
+
+/// Runs a dispatcher until dropped.
+struct Running {
+    shutdown: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn dispatch(
+    store: &Arc<dyn Store>,
+    settings: DispatcherSettings,
+    policy: AddressPolicy,
+) -> Running {
+    let client = DeliveryClient::new(policy, settings.timeout);
+    let dispatcher = Dispatcher::new(Arc::clone(store), client, settings);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(dispatcher.run(shutdown.clone()));
+    Running { shutdown }
+}
+
+fn loopback_allowed() -> AddressPolicy {
+    AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])
+}
+
+async fn endpoint(store: &Arc<dyn Store>, url: &str) -> Endpoint {
+    let endpoint = Endpoint {
+        endpoint_id: ids::new_endpoint_id(),
+        url: url.to_owned(),
+        secret: ids::new_secret(),
+        status: EndpointStatus::Enabled,
+        events: vec![EventType::GeneratedAvatarVideoSuccess],
+        username: "johndoe".into(),
+        created_at: 0,
+    };
+    store.create_endpoint(&endpoint, 20).await.unwrap();
+    endpoint
+}
+
+fn event(event_id: &str) -> Event {
+    let message = format!(
+        r#"{{"event":"generated_avatar_video_success","username":"johndoe","event_id":"{event_id}","timestamp":1732806631,
+            "data":{{"video_id":"video_123456","status":"completed","duration":30}}}}"#
+    );
+    Event::parse(message.as_bytes(), 0).unwrap()
+}
+
+async fn accept(store: &Arc<dyn Store>, events: &[Event]) {
+    let now = webhookd_core::time::unix_millis();
+    store.accept_events(events, now).await.unwrap();
+}
+
+async fn listed(
+    store: &Arc<dyn Store>,
+    endpoint: &Endpoint,
+    status: DeliveryStatus,
+) -> Vec<webhookd_store::Delivery> {
+    let page = Page {
+        limit: 1000,
+        after: None,
+    };
+    store
+        .list_deliveries("johndoe", &endpoint.endpoint_id, status, &page)
+        .await
+        .unwrap()
+}
+
+async fn wait_for_status(
+    store: &Arc<dyn Store>,
+    endpoint: &Endpoint,
+    status: DeliveryStatus,
+    n: usize,
+) -> Vec<webhookd_store::Delivery> {
+    for _ in 0..500 {
+        let found = listed(store, endpoint, status).await;
+        if found.len() >= n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    listed(store, endpoint, status).await
+}
+
+async fn a_delivery_arrives_signed_with_the_spec_headers_and_body(store: Arc<dyn Store>) {
+    let receiver = Receiver::start(Answer::Status(200)).await;
+    let target = endpoint(&store, &receiver.url).await;
+    let _running = dispatch(&store, settings("1s"), loopback_allowed());
+    let sent = event("evt_123456789");
+    accept(&store, std::slice::from_ref(&sent)).await;
+
+    let received = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(received.len(), 1);
+    let request = &received[0];
+    assert_eq!(
+        request.body,
+        sent.body().as_bytes(),
+        "the body is exactly the rendered event"
+    );
+    assert_eq!(
+        std::str::from_utf8(&request.body).unwrap(),
+        r#"{"event_id":"evt_123456789","event":"generated_avatar_video_success","timestamp":1732806631,"data":{"video_id":"video_123456","status":"completed","duration":30}}"#
+    );
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(header("content-type"), "application/json");
+    assert_eq!(header("user-agent"), "JoggAI-Webhook/2.0");
+    assert_eq!(header("x-webhook-event"), "generated_avatar_video_success");
+    assert_eq!(header("x-webhook-id"), "evt_123456789");
+    assert!(
+        signature_is_valid(request, &target.secret),
+        "the signature verifies with the endpoint's secret"
+    );
+
+    let delivered = wait_for_status(&store, &target, DeliveryStatus::Delivered, 1).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].attempts, 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.count(), 1, "delivered once, not again");
+}
+
+async fn failures_are_retried_per_schedule_until_a_2xx(store: Arc<dyn Store>) {
+    let receiver = Receiver::scripted(
+        vec![Answer::Status(500), Answer::Status(404)],
+        Answer::Status(204),
+    )
+    .await;
+    let target = endpoint(&store, &receiver.url).await;
+    let _running = dispatch(&store, settings("200ms,200ms,200ms"), loopback_allowed());
+    accept(&store, &[event("evt_retry")]).await;
+
+    let delivered = wait_for_status(&store, &target, DeliveryStatus::Delivered, 1).await;
+    assert_eq!(delivered.len(), 1, "delivered after two failures");
+    let received = receiver.received();
+    assert_eq!(received.len(), 3);
+    assert!(
+        received.windows(2).all(|pair| pair[0].body == pair[1].body),
+        "identical bytes on every attempt"
+    );
+    let gap = received[1].at - received[0].at;
+    assert!(
+        gap >= Duration::from_millis(150),
+        "waited per the schedule (±20%): {gap:?}"
+    );
+    let (_, attempts) = store
+        .delivery_attempts("johndoe", &target.endpoint_id, &delivered[0].delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let reasons: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.attempt, a.status_code, a.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (1, Some(500), "http_5xx"),
+            (2, Some(404), "http_4xx"),
+            (3, Some(204), "ok")
+        ]
+    );
+}
+
+async fn an_exhausted_schedule_leaves_the_delivery_dead_with_its_attempts(store: Arc<dyn Store>) {
+    let receiver = Receiver::start(Answer::StatusRetryAfter(503, 0)).await;
+    let target = endpoint(&store, &receiver.url).await;
+    let _running = dispatch(&store, settings("100ms,100ms"), loopback_allowed());
+    accept(&store, &[event("evt_dead")]).await;
+
+    let dead = wait_for_status(&store, &target, DeliveryStatus::Failed, 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3, "1 + 2 scheduled retries");
+    assert!(
+        listed(&store, &target, DeliveryStatus::Pending)
+            .await
+            .is_empty()
+    );
+    let (_, attempts) = store
+        .delivery_attempts("johndoe", &target.endpoint_id, &dead[0].delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.status_code == Some(503) && a.reason == "http_5xx")
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        receiver.count(),
+        3,
+        "a dead delivery is not retried by itself"
+    );
+}
+
+async fn a_timeout_is_a_retry_with_reason_timeout(store: Arc<dyn Store>) {
+    let receiver = Receiver::scripted(vec![Answer::Hang], Answer::Status(200)).await;
+    let target = endpoint(&store, &receiver.url).await;
+    let _running = dispatch(&store, settings("100ms"), loopback_allowed());
+    accept(&store, &[event("evt_slow")]).await;
+    let delivered = wait_for_status(&store, &target, DeliveryStatus::Delivered, 1).await;
+    assert_eq!(delivered.len(), 1);
+    let (_, attempts) = store
+        .delivery_attempts("johndoe", &target.endpoint_id, &delivered[0].delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempts[0].reason, "timeout");
+    assert_eq!(attempts[0].status_code, None);
+    assert!(
+        attempts[0].duration_ms >= 450 && attempts[0].duration_ms < 2000,
+        "{}",
+        attempts[0].duration_ms
+    );
+}
+
+async fn redirects_are_not_followed(store: Arc<dyn Store>) {
+    let receiver = Receiver::start(Answer::Redirect).await;
+    let target = endpoint(&store, &receiver.url).await;
+    let _running = dispatch(&store, settings("50ms"), loopback_allowed());
+    accept(&store, &[event("evt_redirect")]).await;
+    let dead = wait_for_status(&store, &target, DeliveryStatus::Failed, 1).await;
+    assert_eq!(dead.len(), 1);
+    let (_, attempts) = store
+        .delivery_attempts("johndoe", &target.endpoint_id, &dead[0].delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.reason == "http_3xx" && a.status_code == Some(302))
+    );
+}
+
+async fn a_host_resolving_to_a_blocked_address_fails_with_blocked_address(store: Arc<dyn Store>) {
+    let receiver = Receiver::start(Answer::Status(200)).await;
+    // "localhost" passes URL validation (no literal IP) but resolves to
+    // loopback, which the default policy forbids.
+    let url = receiver.url.replace("127.0.0.1", "localhost");
+    let by_name = endpoint(&store, &url).await;
+    let literal = endpoint(&store, &receiver.url).await;
+    let _running = dispatch(&store, settings("50ms,50ms"), AddressPolicy::default());
+    accept(&store, &[event("evt_ssrf")]).await;
+    for target in [&by_name, &literal] {
+        let dead = wait_for_status(&store, target, DeliveryStatus::Failed, 1).await;
+        assert_eq!(dead.len(), 1, "{}", target.url);
+        assert_eq!(dead[0].attempts, 1, "blocked is final at once");
+        let (_, attempts) = store
+            .delivery_attempts("johndoe", &target.endpoint_id, &dead[0].delivery_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(attempts[0].reason, "blocked_address");
+    }
+    assert_eq!(receiver.count(), 0, "nothing reached the blocked address");
+}
+
+async fn a_hanging_endpoint_does_not_slow_a_healthy_one(store: Arc<dyn Store>) {
+    let stuck = Receiver::start(Answer::Hang).await;
+    let healthy = Receiver::start(Answer::Status(200)).await;
+    endpoint(&store, &stuck.url).await;
+    endpoint(&store, &healthy.url).await;
+    let mut settings = settings("10s");
+    settings.max_in_flight = 16;
+    let _running = dispatch(&store, settings, loopback_allowed());
+    let events: Vec<_> = (0..200).map(|i| event(&format!("evt_{i}"))).collect();
+    let started = std::time::Instant::now();
+    accept(&store, &events).await;
+
+    let received = healthy.wait_for(200, Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    assert_eq!(received.len(), 200, "every healthy delivery arrived");
+    // 200 deliveries would take 50 timeouts (25 s) if the stuck endpoint
+    // could hold the workers; it is capped at 4 concurrent attempts.
+    assert!(
+        took < Duration::from_secs(5),
+        "healthy deliveries waited {took:?}"
+    );
+    assert!(
+        stuck.count() <= 8,
+        "the stuck endpoint never had more than its cap in flight: {}",
+        stuck.count()
+    );
+}

@@ -1,0 +1,230 @@
+//! A [`Store`] that times every operation and counts its failures, around
+//! any other store. `open` returns stores wrapped in it, so every caller is
+//! measured without knowing.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use webhookd_core::telemetry;
+use webhookd_core::{Endpoint, EndpointSpec, Event};
+
+use crate::{
+    Acceptance, AttemptRecord, AttemptResult, Claim, CreateOutcome, Delivery, DeliveryStats,
+    DeliveryStatus, Page, RetryOutcome, Store, StoreError, UserSummary,
+};
+
+#[derive(Debug)]
+pub struct Instrumented {
+    inner: Arc<dyn Store>,
+}
+
+/// The operations that change state or sit on a hot path; their error
+/// series exist from the start.
+const WATCHED_OPERATIONS: &[&str] =
+    &["accept_events", "claim_due", "record_attempt", "user_for_api_key", "ping"];
+
+impl Instrumented {
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        for operation in WATCHED_OPERATIONS {
+            telemetry::store_operation_known(operation);
+        }
+        Instrumented { inner }
+    }
+}
+
+async fn timed<T>(
+    operation: &'static str,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let result = work.await;
+    telemetry::store_operation(
+        operation,
+        started.elapsed(),
+        result.as_ref().err().map(StoreError::kind),
+    );
+    result
+}
+
+#[async_trait]
+impl Store for Instrumented {
+    async fn ping(&self) -> Result<(), StoreError> {
+        timed("ping", self.inner.ping()).await
+    }
+
+    async fn add_api_key(
+        &self,
+        username: &str,
+        key_hash: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        timed(
+            "add_api_key",
+            self.inner.add_api_key(username, key_hash, now),
+        )
+        .await
+    }
+
+    async fn user_for_api_key(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
+        timed("user_for_api_key", self.inner.user_for_api_key(key_hash)).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
+        timed("list_users", self.inner.list_users()).await
+    }
+
+    async fn revoke_api_keys(&self, username: &str) -> Result<usize, StoreError> {
+        timed("revoke_api_keys", self.inner.revoke_api_keys(username)).await
+    }
+
+    async fn create_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        limit: usize,
+    ) -> Result<CreateOutcome, StoreError> {
+        timed(
+            "create_endpoint",
+            self.inner.create_endpoint(endpoint, limit),
+        )
+        .await
+    }
+
+    async fn list_endpoints(&self, username: &str) -> Result<Vec<Endpoint>, StoreError> {
+        timed("list_endpoints", self.inner.list_endpoints(username)).await
+    }
+
+    async fn get_endpoint(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        timed(
+            "get_endpoint",
+            self.inner.get_endpoint(username, endpoint_id),
+        )
+        .await
+    }
+
+    async fn update_endpoint(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        spec: &EndpointSpec,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        timed(
+            "update_endpoint",
+            self.inner.update_endpoint(username, endpoint_id, spec),
+        )
+        .await
+    }
+
+    async fn delete_endpoint(&self, username: &str, endpoint_id: &str) -> Result<bool, StoreError> {
+        timed(
+            "delete_endpoint",
+            self.inner.delete_endpoint(username, endpoint_id),
+        )
+        .await
+    }
+
+    async fn accept_events(
+        &self,
+        events: &[Event],
+        now_ms: i64,
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        timed("accept_events", self.inner.accept_events(events, now_ms)).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        status: DeliveryStatus,
+        page: &Page,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        timed(
+            "list_deliveries",
+            self.inner
+                .list_deliveries(username, endpoint_id, status, page),
+        )
+        .await
+    }
+
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        park_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        timed(
+            "claim_due",
+            self.inner
+                .claim_due(now_ms, lease_until_ms, park_until_ms, limit),
+        )
+        .await
+    }
+
+    async fn record_attempt(
+        &self,
+        claim: &Claim,
+        attempt: &AttemptRecord,
+        result: AttemptResult,
+    ) -> Result<bool, StoreError> {
+        timed(
+            "record_attempt",
+            self.inner.record_attempt(claim, attempt, result),
+        )
+        .await
+    }
+
+    async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {
+        timed("release", self.inner.release(claim, due_ms)).await
+    }
+
+    async fn delivery_attempts(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        delivery_id: &str,
+    ) -> Result<Option<(Delivery, Vec<AttemptRecord>)>, StoreError> {
+        timed(
+            "delivery_attempts",
+            self.inner
+                .delivery_attempts(username, endpoint_id, delivery_id),
+        )
+        .await
+    }
+
+    async fn retry_dead(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> Result<RetryOutcome, StoreError> {
+        timed(
+            "retry_dead",
+            self.inner
+                .retry_dead(username, endpoint_id, delivery_id, now_ms),
+        )
+        .await
+    }
+
+    async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {
+        timed("delivery_stats", self.inner.delivery_stats(now_ms)).await
+    }
+
+    async fn purge_expired(&self, now_ms: i64) -> Result<(), StoreError> {
+        timed("purge_expired", self.inner.purge_expired(now_ms)).await
+    }
+
+    async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        timed(
+            "setting_or_insert",
+            self.inner.setting_or_insert(name, value),
+        )
+        .await
+    }
+}

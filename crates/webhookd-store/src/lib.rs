@@ -1,0 +1,397 @@
+//! webhookd's durable state, behind one trait with two implementations.
+//!
+//! - [`RedisStore`]: production. Every multi-key change is one Lua script, and
+//!   every script touches keys of a single hash tag (`{u:<user>}` for a
+//!   user's endpoints, `{keys}` for API keys), so the same scripts run on
+//!   Redis Cluster.
+//! - [`SqliteStore`]: embedded, the default, so one command runs webhookd
+//!   with nothing installed. WAL mode, `synchronous=FULL`, versioned
+//!   migrations; all SQLite work runs on blocking threads, never on the async
+//!   runtime.
+//!
+//! Both pass the same conformance suite (`tests/conformance.rs`). The store
+//! owns persistence and atomicity only; validation (URLs, event names,
+//! limits' wording) belongs to the API and the core.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use webhookd_core::{Config, Endpoint, EndpointSpec, Event, EventType, StoreUrl};
+
+mod instrumented;
+mod redis_store;
+mod sqlite_store;
+
+pub use instrumented::Instrumented;
+pub use redis_store::RedisStore;
+pub use sqlite_store::SqliteStore;
+
+/// A user and how many API keys they hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub username: String,
+    pub api_keys: usize,
+    /// Unix seconds of the first `users add`.
+    pub created_at: i64,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// Waiting for its first or next attempt.
+    Pending,
+    /// A receiver answered 2xx.
+    Delivered,
+    /// Every scheduled attempt failed: dead, kept for inspection and re-send.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for DeliveryStatus {
+    type Err = StoreError;
+
+    fn from_str(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "pending" => Ok(DeliveryStatus::Pending),
+            "delivered" => Ok(DeliveryStatus::Delivered),
+            "failed" => Ok(DeliveryStatus::Failed),
+            other => Err(StoreError::Corrupt(format!("delivery status {other:?}"))),
+        }
+    }
+}
+
+/// One event on its way to one endpoint. The body is rendered once at
+/// ingest and sent byte-identical on every attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// `dlv_` + UUIDv7: sorts by creation, which paging relies on.
+    pub delivery_id: String,
+    pub username: String,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub event_type: EventType,
+    pub body: String,
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Unix milliseconds the next attempt is due (meaningful while pending).
+    pub next_attempt_at: i64,
+    /// Unix milliseconds of ingest.
+    pub created_at: i64,
+}
+
+/// What became of one event handed to [`Store::accept_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acceptance {
+    /// New event: one pending delivery per enabled endpoint of the owner
+    /// subscribed to its type (possibly none), all due now.
+    Accepted { deliveries: Vec<Delivery> },
+    /// The owner already sent this `event_id` within the de-duplication
+    /// window; nothing was written.
+    Duplicate,
+}
+
+/// A delivery leased to one worker for one attempt, with its endpoint's
+/// current URL and secret — an endpoint change applies from the next
+/// attempt on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub delivery: Delivery,
+    pub url: String,
+    pub secret: String,
+    /// Proves ownership of the lease when the attempt is recorded.
+    pub lease: String,
+}
+
+/// One finished attempt, as the attempt log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttemptRecord {
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Unix milliseconds the attempt started.
+    pub started_at: i64,
+    pub duration_ms: u64,
+    /// The receiver's HTTP status, when it answered.
+    pub status_code: Option<u16>,
+    /// A bounded reason code, as in logs and metrics (`ok`, `http_5xx`,
+    /// `timeout`, `blocked_address`, …).
+    pub reason: String,
+    /// The start of the response body, when there was one.
+    pub response: Option<String>,
+}
+
+/// What an attempt leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    Delivered,
+    /// Try again at this unix millisecond.
+    RetryAt(i64),
+    /// The schedule is used up (or the failure is final): dead.
+    Dead,
+}
+
+/// Counts for the backlog gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeliveryStats {
+    /// Pending and due now (including leased ones whose lease ran out).
+    pub due: u64,
+    /// Pending and due later (retries waiting, and leased claims).
+    pub scheduled: u64,
+    /// Dead deliveries kept.
+    pub dead: u64,
+}
+
+/// Result of [`Store::retry_dead`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Pending again, due now.
+    Scheduled,
+    NotFound,
+    /// Only failed (dead) deliveries can be re-sent.
+    NotFailed(DeliveryStatus),
+}
+
+/// How long an `event_id` is remembered for de-duplication (SPEC §5).
+pub const DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// A page of a listing: up to `limit` items after the cursor `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub limit: usize,
+    /// The last id of the previous page; `None` for the first page.
+    pub after: Option<String>,
+}
+
+/// Result of [`Store::create_endpoint`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// The user already holds `limit` endpoints; nothing was written.
+    LimitReached,
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached right now (connection refused, dropped,
+    /// timed out, database locked). Worth retrying; the API answers 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store answered with an error that retrying will not fix.
+    #[error("store failed: {0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Data in the store does not have the shape webhookd wrote.
+    #[error("store holds unreadable data: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// The metric label of this error.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Failed(_) => "failed",
+            StoreError::Corrupt(_) => "corrupt",
+        }
+    }
+}
+
+/// Everything webhookd keeps. Implementations are cheap to share
+/// (`Arc<dyn Store>`) and safe to use from many tasks and processes at once.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Round trip to the store; `/readyz` uses it.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Registers an API key (by its hash) for `username`, creating the user
+    /// on first use. A user may hold several keys, so keys can be rotated.
+    async fn add_api_key(&self, username: &str, key_hash: &str, now: i64)
+    -> Result<(), StoreError>;
+
+    /// The owner of the API key with this hash, if it is registered.
+    async fn user_for_api_key(&self, key_hash: &str) -> Result<Option<String>, StoreError>;
+
+    /// Every user, by name.
+    async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError>;
+
+    /// Removes every API key of `username`; returns how many there were.
+    /// Endpoints and deliveries stay: revoking access is not deleting data.
+    async fn revoke_api_keys(&self, username: &str) -> Result<usize, StoreError>;
+
+    /// Stores a new endpoint unless its owner already holds `limit`; the
+    /// count and the insert are one atomic step.
+    async fn create_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        limit: usize,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// The user's endpoints, oldest first.
+    async fn list_endpoints(&self, username: &str) -> Result<Vec<Endpoint>, StoreError>;
+
+    /// One endpoint of `username`; another user's endpoint is `None`.
+    async fn get_endpoint(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<Endpoint>, StoreError>;
+
+    /// Replaces url and events, and status when `spec` has one; id, secret,
+    /// owner and creation time never change. `None` when the user has no
+    /// such endpoint.
+    async fn update_endpoint(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        spec: &EndpointSpec,
+    ) -> Result<Option<Endpoint>, StoreError>;
+
+    /// Deletes an endpoint and its deliveries, so pending retries to it stop;
+    /// `false` when the user had no such endpoint.
+    async fn delete_endpoint(&self, username: &str, endpoint_id: &str) -> Result<bool, StoreError>;
+
+    /// Durably accepts events, each in one atomic step: remember its
+    /// `event_id` for [`DEDUP_WINDOW_MS`] and create its deliveries, reading
+    /// the owner's endpoints in that same step — so an endpoint change that
+    /// has returned applies to every event accepted after it. Outcomes are
+    /// in the order of `events`. When this returns, everything is durable and
+    /// the events may be acknowledged to their producer.
+    async fn accept_events(
+        &self,
+        events: &[Event],
+        now_ms: i64,
+    ) -> Result<Vec<Acceptance>, StoreError>;
+
+    /// An endpoint's deliveries with `status`, oldest first.
+    async fn list_deliveries(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        status: DeliveryStatus,
+        page: &Page,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Leases up to `limit` due deliveries until `lease_until_ms`: each is
+    /// hidden from other workers until then, and due again if its worker
+    /// dies without recording the attempt. Deliveries of deleted endpoints
+    /// are dropped; those of disabled endpoints wait until `park_until_ms`
+    /// without spending an attempt.
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        park_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError>;
+
+    /// Records a finished attempt and its consequence, atomically, if the
+    /// lease is still `claim`'s; `false` when it expired and the delivery
+    /// may belong to another worker (nothing is written then).
+    async fn record_attempt(
+        &self,
+        claim: &Claim,
+        attempt: &AttemptRecord,
+        result: AttemptResult,
+    ) -> Result<bool, StoreError>;
+
+    /// Hands a claimed delivery back untried, due at `due_ms`, without
+    /// spending an attempt (shutdown, or its endpoint is at its
+    /// concurrency cap).
+    async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError>;
+
+    /// One delivery of the user's endpoint with its attempt log, oldest
+    /// attempt first.
+    async fn delivery_attempts(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        delivery_id: &str,
+    ) -> Result<Option<(Delivery, Vec<AttemptRecord>)>, StoreError>;
+
+    /// Makes a dead delivery pending again, due `now_ms`, attempts kept.
+    async fn retry_dead(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> Result<RetryOutcome, StoreError>;
+
+    /// Backlog counts for the metrics.
+    async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError>;
+
+    /// Forgets de-duplication entries older than the window (where the
+    /// store does not expire them by itself).
+    async fn purge_expired(&self, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Returns the stored value of setting `name`, storing `value` first if
+    /// there is none (atomically: concurrent callers all get the same one).
+    async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError>;
+}
+
+/// Opens the store the configuration names, instrumented for the metrics.
+pub async fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    let store: std::sync::Arc<dyn Store> = match &config.store {
+        StoreUrl::Sqlite { path } => std::sync::Arc::new(SqliteStore::open(path).await?),
+        StoreUrl::Redis { url } => {
+            std::sync::Arc::new(RedisStore::connect(url, &config.redis_prefix).await?)
+        }
+    };
+    Ok(std::sync::Arc::new(Instrumented::new(store)))
+}
+
+/// A fresh pending delivery of `event` to `endpoint_id`, due `now_ms`.
+fn new_delivery(event: &Event, endpoint_id: &str, body: &str, now_ms: i64) -> Delivery {
+    Delivery {
+        delivery_id: webhookd_core::ids::new_delivery_id(),
+        username: event.username.clone(),
+        endpoint_id: endpoint_id.to_owned(),
+        event_id: event.event_id.clone(),
+        event_type: event.event_type,
+        body: body.to_owned(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt_at: now_ms,
+        created_at: now_ms,
+    }
+}
+
+/// Endpoint event lists are stored as a JSON array of names.
+fn events_to_json(events: &[webhookd_core::EventType]) -> String {
+    serde_json::to_string(events).expect("event names always serialize")
+}
+
+fn events_from_json(text: &str) -> Result<Vec<webhookd_core::EventType>, StoreError> {
+    let names: Vec<String> = serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("endpoint events {text:?}: {e}")))?;
+    names
+        .iter()
+        .map(|name| {
+            name.parse()
+                .map_err(|_| StoreError::Corrupt(format!("unknown event type {name:?} in store")))
+        })
+        .collect()
+}
+
+fn event_type_from_str(text: &str) -> Result<EventType, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("unknown event type {text:?} in store")))
+}
+
+fn status_from_str(text: &str) -> Result<webhookd_core::EndpointStatus, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("endpoint status {text:?}")))
+}

@@ -1,0 +1,967 @@
+//! The production store: Redis.
+//!
+//! Key layout. Every name starts with a configurable prefix (`webhookd:` by
+//! default, `redis_prefix`), so deployments and test runs can share a server.
+//! A user's data lives in one of [`PARTITIONS`] partitions, chosen by a
+//! fixed hash of the username; `<p>` below is `{p:<n>}`, and `<u>` is
+//! `<p>:u:<username>`.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{keys}:users` | hash | username → created_at |
+//! | `{keys}:by_hash` | hash | API key hash → username |
+//! | `{keys}:user:<name>` | set | the user's API key hashes |
+//! | `<u>:endpoints` | sorted set | endpoint ids, scored by creation sequence |
+//! | `<u>:seq` | counter | that sequence |
+//! | `<u>:endpoint:<id>` | hash | one endpoint's fields |
+//! | `<u>:seen:<event_id>` | string, 24 h TTL | de-duplication |
+//! | `<u>:ep:<id>:<status>` | sorted set, score 0 | the endpoint's delivery ids by status (lexical = creation order) |
+//! | `<p>:dlv:<id>` | hash | one delivery |
+//! | `<p>:due` | sorted set | pending delivery ids by due time (ms) |
+//! | `<p>:dead` | counter | dead deliveries kept in the partition |
+//! | `settings` | hash | name → value |
+//!
+//! The braces are Redis Cluster hash tags. Every script touches keys of one
+//! tag only — an event's de-duplication, its owner's endpoints, its
+//! deliveries and the partition's due queue share the partition's tag — so
+//! the scripts run on a cluster unchanged, and the 16 partitions spread over
+//! up to 16 primaries. Changes that span keys are Lua scripts, atomic on the
+//! server; nothing is read, modified and written back from here.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
+use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
+
+use crate::{
+    Acceptance, AttemptRecord, AttemptResult, Claim, CreateOutcome, DEDUP_WINDOW_MS, Delivery,
+    DeliveryStats, DeliveryStatus, Page, RetryOutcome, Store, StoreError, UserSummary,
+    event_type_from_str, events_from_json, events_to_json, new_delivery, status_from_str,
+};
+
+/// Redis answers in microseconds; 2 s means it is in trouble. (The client's
+/// own default of 500 ms trips on a busy two-core machine.)
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+const CREATE_ENDPOINT: &str = r"
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local seq = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[2], 'endpoint_id', ARGV[2], 'url', ARGV[3], 'secret', ARGV[4],
+  'status', ARGV[5], 'events', ARGV[6], 'username', ARGV[7], 'created_at', ARGV[8])
+redis.call('ZADD', KEYS[1], seq, ARGV[2])
+return 1
+";
+
+const UPDATE_ENDPOINT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSET', KEYS[1], 'url', ARGV[1], 'events', ARGV[3])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
+return redis.call('HGETALL', KEYS[1])
+";
+
+/// Removes the endpoint and its deliveries, taking pending ones off the due
+/// queue so their retries stop.
+/// KEYS: endpoints, endpoint hash, due. ARGV: endpoint id, user prefix,
+/// partition prefix.
+const DELETE_ENDPOINT: &str = r"
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+if removed == 0 then return 0 end
+redis.call('DEL', KEYS[2])
+for _, status in ipairs({'pending', 'delivered', 'failed'}) do
+  local index = ARGV[2] .. 'ep:' .. ARGV[1] .. ':' .. status
+  if status == 'failed' then redis.call('DECRBY', ARGV[3] .. 'dead', redis.call('ZCARD', index)) end
+  for _, id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    redis.call('DEL', ARGV[3] .. 'dlv:' .. id)
+    if status == 'pending' then redis.call('ZREM', KEYS[3], id) end
+  end
+  redis.call('DEL', index)
+end
+return 1
+";
+
+/// Leases due deliveries of one partition: each claimed id's due score moves
+/// to the lease's end, so a worker that dies leaves it due again then.
+/// Deliveries of deleted endpoints are dropped; of disabled ones, parked.
+/// KEYS: due. ARGV: now, lease until, limit, partition prefix, park until,
+/// lease token base.
+const CLAIM_DUE: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local claimed = {}
+for i, id in ipairs(ids) do
+  local key = ARGV[4] .. 'dlv:' .. id
+  local d = redis.call('HMGET', key, 'username', 'endpoint_id', 'event_id', 'event_type', 'body',
+    'attempts', 'created_at', 'status')
+  if not d[1] or d[8] ~= 'pending' then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    local user = ARGV[4] .. 'u:' .. d[1] .. ':'
+    local endpoint = redis.call('HMGET', user .. 'endpoint:' .. d[2], 'url', 'secret', 'status')
+    if not endpoint[1] then
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('ZREM', user .. 'ep:' .. d[2] .. ':pending', id)
+      redis.call('DEL', key, key .. ':attempts')
+    elseif endpoint[3] ~= 'enabled' then
+      redis.call('ZADD', KEYS[1], ARGV[5], id)
+      redis.call('HSET', key, 'next_attempt_at', ARGV[5])
+    else
+      local lease = ARGV[6] .. ':' .. i
+      redis.call('HSET', key, 'lease', lease, 'next_attempt_at', ARGV[2])
+      redis.call('ZADD', KEYS[1], ARGV[2], id)
+      claimed[#claimed + 1] = {id, d[1], d[2], d[3], d[4], d[5], d[6], d[7], endpoint[1], endpoint[2], lease}
+    end
+  end
+end
+return claimed
+";
+
+/// Records an attempt if the lease still matches.
+/// KEYS: delivery, due, attempts list, pending index, final index.
+/// ARGV: lease, result (retry|delivered|failed), next attempt at, attempt
+/// JSON, delivery id, retention seconds, index cap, dead counter key.
+const RECORD_ATTEMPT: &str = r"
+if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
+redis.call('RPUSH', KEYS[3], ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HDEL', KEYS[1], 'lease')
+if ARGV[2] == 'retry' then
+  redis.call('HSET', KEYS[1], 'next_attempt_at', ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+if ARGV[2] == 'failed' then redis.call('INCR', ARGV[8]) end
+redis.call('ZREM', KEYS[2], ARGV[5])
+redis.call('ZREM', KEYS[4], ARGV[5])
+redis.call('ZADD', KEYS[5], 0, ARGV[5])
+if ARGV[2] == 'delivered' then
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+  local excess = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[7])
+  if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[5], 0, excess - 1) end
+end
+return 1
+";
+
+/// Hands a lease back. KEYS: delivery, due. ARGV: lease, due at, id.
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'lease')
+redis.call('HSET', KEYS[1], 'next_attempt_at', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+";
+
+/// Makes a dead delivery pending again. KEYS: delivery, due, failed index,
+/// pending index. ARGV: now, id, dead counter key. Returns the status
+/// before, or false.
+const RETRY_DEAD: &str = r"
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status ~= 'failed' then return status end
+redis.call('HSET', KEYS[1], 'status', 'pending', 'next_attempt_at', ARGV[1])
+redis.call('HDEL', KEYS[1], 'lease')
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZADD', KEYS[4], 0, ARGV[2])
+redis.call('DECR', ARGV[3])
+return 'failed'
+";
+
+/// How long a delivered delivery and its attempts are kept.
+const DELIVERED_RETENTION_SECS: u64 = 7 * 24 * 3600;
+/// Most delivered ids an endpoint's index keeps (oldest go first).
+const DELIVERED_INDEX_CAP: usize = 10_000;
+
+/// De-duplicates one event and creates its deliveries from the owner's
+/// current endpoints. Returns false for a duplicate, else the endpoint ids
+/// that got a delivery (the i-th uses the i-th delivery id of ARGV).
+/// KEYS: endpoints, seen, due. ARGV: dedup ms, quoted event type, body,
+/// event id, now ms, user prefix, partition prefix, event type, username,
+/// then up to 20 fresh delivery ids.
+const ACCEPT_EVENT: &str = r"
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return false end
+local chosen = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local endpoint = redis.call('HMGET', ARGV[6] .. 'endpoint:' .. id, 'status', 'events')
+  if endpoint[1] == 'enabled' and string.find(endpoint[2], ARGV[2], 1, true) then
+    local delivery = ARGV[10 + #chosen]
+    if not delivery then break end
+    redis.call('HSET', ARGV[7] .. 'dlv:' .. delivery, 'username', ARGV[9], 'endpoint_id', id,
+      'event_id', ARGV[4], 'event_type', ARGV[8], 'body', ARGV[3], 'status', 'pending',
+      'attempts', 0, 'next_attempt_at', ARGV[5], 'created_at', ARGV[5])
+    redis.call('ZADD', KEYS[3], ARGV[5], delivery)
+    redis.call('ZADD', ARGV[6] .. 'ep:' .. id .. ':pending', 0, delivery)
+    chosen[#chosen + 1] = id
+  end
+end
+return chosen
+";
+
+const ADD_API_KEY: &str = r"
+redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+";
+
+const REVOKE_API_KEYS: &str = r"
+local hashes = redis.call('SMEMBERS', KEYS[2])
+for _, hash in ipairs(hashes) do redis.call('HDEL', KEYS[1], hash) end
+redis.call('DEL', KEYS[2])
+return #hashes
+";
+
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+    scripts: std::sync::Arc<Scripts>,
+    /// Where the next claim starts, rotating so no partition starves.
+    next_partition: std::sync::Arc<AtomicU32>,
+}
+
+struct Scripts {
+    create_endpoint: Script,
+    update_endpoint: Script,
+    delete_endpoint: Script,
+    add_api_key: Script,
+    revoke_api_keys: Script,
+    accept_event: Script,
+    claim_due: Script,
+    record_attempt: Script,
+    release: Script,
+    retry_dead: Script,
+}
+
+/// Number of partitions user data is spread over. Part of the key layout:
+/// changing it on a deployment with data would strand that data.
+pub const PARTITIONS: u32 = 16;
+
+/// The partition of a user: FNV-1a of the name, fixed forever.
+fn partition_of(username: &str) -> u32 {
+    let hash = username.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % PARTITIONS
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url`. The connection reconnects by itself after Redis
+    /// restarts; requests in the meantime fail as [`StoreError::Unavailable`].
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        assert!(
+            !prefix.contains(['{', '}']),
+            "the key prefix must not contain hash-tag braces"
+        );
+        let client = redis::Client::open(url).map_err(|e| StoreError::Failed(Box::new(e)))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(redis_error)?;
+        let scripts = Scripts {
+            create_endpoint: Script::new(CREATE_ENDPOINT),
+            update_endpoint: Script::new(UPDATE_ENDPOINT),
+            delete_endpoint: Script::new(DELETE_ENDPOINT),
+            add_api_key: Script::new(ADD_API_KEY),
+            revoke_api_keys: Script::new(REVOKE_API_KEYS),
+            accept_event: Script::new(ACCEPT_EVENT),
+            claim_due: Script::new(CLAIM_DUE),
+            record_attempt: Script::new(RECORD_ATTEMPT),
+            release: Script::new(RELEASE),
+            retry_dead: Script::new(RETRY_DEAD),
+        };
+        Ok(RedisStore {
+            connection,
+            prefix: prefix.to_owned(),
+            scripts: std::sync::Arc::new(scripts),
+            next_partition: std::sync::Arc::new(AtomicU32::new(0)),
+        })
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    fn users_key(&self) -> String {
+        format!("{}{{keys}}:users", self.prefix)
+    }
+
+    fn key_owner_key(&self) -> String {
+        format!("{}{{keys}}:by_hash", self.prefix)
+    }
+
+    fn user_keys_key(&self, username: &str) -> String {
+        format!("{}{{keys}}:user:{username}", self.prefix)
+    }
+
+    /// `<prefix>{p:<n>}:`, the start of every key in a partition.
+    fn partition_prefix(&self, username: &str) -> String {
+        format!("{}{{p:{}}}:", self.prefix, partition_of(username))
+    }
+
+    /// `<prefix>{p:<n>}:u:<username>:`, the start of every key of a user.
+    fn user_prefix(&self, username: &str) -> String {
+        format!("{}u:{username}:", self.partition_prefix(username))
+    }
+
+    fn endpoints_key(&self, username: &str) -> String {
+        format!("{}endpoints", self.user_prefix(username))
+    }
+
+    fn sequence_key(&self, username: &str) -> String {
+        format!("{}seq", self.user_prefix(username))
+    }
+
+    fn endpoint_key(&self, username: &str, endpoint_id: &str) -> String {
+        format!("{}endpoint:{endpoint_id}", self.user_prefix(username))
+    }
+
+    fn due_key(&self, username: &str) -> String {
+        format!("{}due", self.partition_prefix(username))
+    }
+
+    fn delivery_key(&self, delivery: &Delivery) -> String {
+        format!(
+            "{}dlv:{}",
+            self.partition_prefix(&delivery.username),
+            delivery.delivery_id
+        )
+    }
+
+    fn delivery_index_key(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        status: DeliveryStatus,
+    ) -> String {
+        format!(
+            "{}ep:{endpoint_id}:{}",
+            self.user_prefix(username),
+            status.as_str()
+        )
+    }
+
+    fn settings_key(&self) -> String {
+        format!("{}settings", self.prefix)
+    }
+}
+
+/// Connection trouble is "unavailable" (the API answers 503 and recovers);
+/// anything else is a failure.
+fn redis_error(error: redis::RedisError) -> StoreError {
+    if error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+    {
+        StoreError::Unavailable(Box::new(error))
+    } else {
+        StoreError::Failed(Box::new(error))
+    }
+}
+
+fn endpoint_from_fields(mut fields: HashMap<String, String>) -> Result<Endpoint, StoreError> {
+    let mut take = |name: &str| {
+        fields
+            .remove(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("endpoint without {name}")))
+    };
+    let created_at = take("created_at")?;
+    Ok(Endpoint {
+        endpoint_id: take("endpoint_id")?,
+        url: take("url")?,
+        secret: take("secret")?,
+        status: status_from_str(&take("status")?)?,
+        events: events_from_json(&take("events")?)?,
+        username: take("username")?,
+        created_at: created_at
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("endpoint created_at {created_at:?}")))?,
+    })
+}
+
+/// A row of [`CLAIM_DUE`]: id, username, endpoint id, event id, event type,
+/// body, attempts, created at, url, secret, lease.
+fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Claim, StoreError> {
+    let [
+        id,
+        username,
+        endpoint_id,
+        event_id,
+        event_type,
+        body,
+        attempts,
+        created_at,
+        url,
+        secret,
+        lease,
+    ]: [String; 11] = row.try_into().map_err(|row: Vec<String>| {
+        StoreError::Corrupt(format!("claim row of {} fields", row.len()))
+    })?;
+    let number = |name: &str, text: &str| {
+        text.parse::<i64>()
+            .map_err(|_| StoreError::Corrupt(format!("delivery {name} {text:?}")))
+    };
+    Ok(Claim {
+        delivery: Delivery {
+            delivery_id: id,
+            username,
+            endpoint_id,
+            event_id,
+            event_type: event_type_from_str(&event_type)?,
+            body,
+            status: DeliveryStatus::Pending,
+            attempts: u32::try_from(number("attempts", &attempts)?)
+                .map_err(|_| StoreError::Corrupt(format!("delivery attempts {attempts}")))?,
+            next_attempt_at: lease_until_ms,
+            created_at: number("created_at", &created_at)?,
+        },
+        url,
+        secret,
+        lease,
+    })
+}
+
+fn delivery_from_fields(
+    delivery_id: String,
+    mut fields: HashMap<String, String>,
+) -> Result<Delivery, StoreError> {
+    let mut take = |name: &str| {
+        fields
+            .remove(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("delivery without {name}")))
+    };
+    let number = |name: &str, text: String| {
+        text.parse::<i64>()
+            .map_err(|_| StoreError::Corrupt(format!("delivery {name} {text:?}")))
+    };
+    let attempts = number("attempts", take("attempts")?)?;
+    Ok(Delivery {
+        username: take("username")?,
+        endpoint_id: take("endpoint_id")?,
+        event_id: take("event_id")?,
+        event_type: event_type_from_str(&take("event_type")?)?,
+        body: take("body")?,
+        status: take("status")?.parse()?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| StoreError::Corrupt(format!("delivery attempts {attempts}")))?,
+        next_attempt_at: number("next_attempt_at", take("next_attempt_at")?)?,
+        created_at: number("created_at", take("created_at")?)?,
+        delivery_id,
+    })
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn add_api_key(
+        &self,
+        username: &str,
+        key_hash: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .add_api_key
+            .key(self.users_key())
+            .key(self.key_owner_key())
+            .key(self.user_keys_key(username))
+            .arg(key_hash)
+            .arg(username)
+            .arg(now)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn user_for_api_key(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
+        self.connection()
+            .hget(self.key_owner_key(), key_hash)
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
+        let mut connection = self.connection();
+        let users: HashMap<String, i64> = connection
+            .hgetall(self.users_key())
+            .await
+            .map_err(redis_error)?;
+        let mut names: Vec<_> = users.keys().cloned().collect();
+        names.sort();
+        let mut pipeline = redis::pipe();
+        for name in &names {
+            pipeline.scard(self.user_keys_key(name));
+        }
+        let key_counts: Vec<usize> = pipeline
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(names
+            .into_iter()
+            .zip(key_counts)
+            .map(|(username, api_keys)| UserSummary {
+                created_at: users[&username],
+                username,
+                api_keys,
+            })
+            .collect())
+    }
+
+    async fn revoke_api_keys(&self, username: &str) -> Result<usize, StoreError> {
+        self.scripts
+            .revoke_api_keys
+            .key(self.key_owner_key())
+            .key(self.user_keys_key(username))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn create_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        limit: usize,
+    ) -> Result<CreateOutcome, StoreError> {
+        let username = &endpoint.username;
+        let created: i64 = self
+            .scripts
+            .create_endpoint
+            .key(self.endpoints_key(username))
+            .key(self.endpoint_key(username, &endpoint.endpoint_id))
+            .key(self.sequence_key(username))
+            .arg(limit)
+            .arg(&endpoint.endpoint_id)
+            .arg(&endpoint.url)
+            .arg(&endpoint.secret)
+            .arg(endpoint.status.as_str())
+            .arg(events_to_json(&endpoint.events))
+            .arg(username)
+            .arg(endpoint.created_at)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(if created == 1 {
+            CreateOutcome::Created
+        } else {
+            CreateOutcome::LimitReached
+        })
+    }
+
+    async fn list_endpoints(&self, username: &str) -> Result<Vec<Endpoint>, StoreError> {
+        let mut connection = self.connection();
+        let ids: Vec<String> = connection
+            .zrange(self.endpoints_key(username), 0, -1)
+            .await
+            .map_err(redis_error)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipeline = redis::pipe();
+        for id in &ids {
+            pipeline.hgetall(self.endpoint_key(username, id));
+        }
+        let rows: Vec<HashMap<String, String>> = pipeline
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        rows.into_iter()
+            // An endpoint deleted between the two round trips reads as empty.
+            .filter(|fields| !fields.is_empty())
+            .map(endpoint_from_fields)
+            .collect()
+    }
+
+    async fn get_endpoint(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let fields: HashMap<String, String> = self
+            .connection()
+            .hgetall(self.endpoint_key(username, endpoint_id))
+            .await
+            .map_err(redis_error)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        endpoint_from_fields(fields).map(Some)
+    }
+
+    async fn update_endpoint(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        spec: &EndpointSpec,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let fields: Option<HashMap<String, String>> = self
+            .scripts
+            .update_endpoint
+            .key(self.endpoint_key(username, endpoint_id))
+            .arg(&spec.url)
+            // An empty status keeps the current one.
+            .arg(spec.status.map_or("", EndpointStatus::as_str))
+            .arg(events_to_json(&spec.events))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        fields.map(endpoint_from_fields).transpose()
+    }
+
+    async fn delete_endpoint(&self, username: &str, endpoint_id: &str) -> Result<bool, StoreError> {
+        let removed: i64 = self
+            .scripts
+            .delete_endpoint
+            .key(self.endpoints_key(username))
+            .key(self.endpoint_key(username, endpoint_id))
+            .key(self.due_key(username))
+            .arg(endpoint_id)
+            .arg(self.user_prefix(username))
+            .arg(self.partition_prefix(username))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(removed == 1)
+    }
+
+    async fn accept_events(
+        &self,
+        events: &[Event],
+        now_ms: i64,
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip for the batch: load the script (a no-op when it is
+        // cached, and it survives a Redis restart this way), then one
+        // atomic EVALSHA per event.
+        let bodies: Vec<String> = events.iter().map(Event::body).collect();
+        let delivery_ids: Vec<Vec<String>> = events
+            .iter()
+            .map(|_| {
+                (0..MAX_ENDPOINTS_PER_USER)
+                    .map(|_| ids::new_delivery_id())
+                    .collect()
+            })
+            .collect();
+        let mut pipeline = redis::pipe();
+        pipeline.load_script(&self.scripts.accept_event).ignore();
+        for ((event, body), fresh_ids) in events.iter().zip(&bodies).zip(&delivery_ids) {
+            let username = &event.username;
+            let mut invocation = self.scripts.accept_event.prepare_invoke();
+            invocation
+                .key(self.endpoints_key(username))
+                .key(format!(
+                    "{}seen:{}",
+                    self.user_prefix(username),
+                    event.event_id
+                ))
+                .key(self.due_key(username))
+                .arg(DEDUP_WINDOW_MS)
+                .arg(format!("\"{}\"", event.event_type.as_str()))
+                .arg(body)
+                .arg(&event.event_id)
+                .arg(now_ms)
+                .arg(self.user_prefix(username))
+                .arg(self.partition_prefix(username))
+                .arg(event.event_type.as_str())
+                .arg(username)
+                .arg(fresh_ids);
+            pipeline.invoke_script(&invocation);
+        }
+        let results: Vec<Option<Vec<String>>> = pipeline
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(results
+            .into_iter()
+            .zip(events.iter().zip(&bodies).zip(&delivery_ids))
+            .map(|(chosen, ((event, body), fresh_ids))| match chosen {
+                None => Acceptance::Duplicate,
+                Some(endpoint_ids) => Acceptance::Accepted {
+                    deliveries: endpoint_ids
+                        .iter()
+                        .zip(fresh_ids)
+                        .map(|(endpoint_id, delivery_id)| Delivery {
+                            delivery_id: delivery_id.clone(),
+                            ..new_delivery(event, endpoint_id, body, now_ms)
+                        })
+                        .collect(),
+                },
+            })
+            .collect())
+    }
+
+    async fn list_deliveries(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        status: DeliveryStatus,
+        page: &Page,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut connection = self.connection();
+        let index = format!(
+            "{}ep:{endpoint_id}:{}",
+            self.user_prefix(username),
+            status.as_str()
+        );
+        let start = page
+            .after
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+        let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(&index)
+            .arg(start)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(page.limit)
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipeline = redis::pipe();
+        for id in &ids {
+            pipeline.hgetall(format!("{}dlv:{id}", self.partition_prefix(username)));
+        }
+        let rows: Vec<HashMap<String, String>> = pipeline
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        ids.into_iter()
+            .zip(rows)
+            .filter(|(_, fields)| !fields.is_empty())
+            .map(|(id, fields)| delivery_from_fields(id, fields))
+            .collect()
+    }
+
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        park_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let mut connection = self.connection();
+        let first = self.next_partition.fetch_add(1, Ordering::Relaxed);
+        let lease_base = ids::new_lease_token();
+        let mut claims = Vec::new();
+        for offset in 0..PARTITIONS {
+            let wanted = limit.saturating_sub(claims.len());
+            if wanted == 0 {
+                break;
+            }
+            let partition = (first + offset) % PARTITIONS;
+            let partition_prefix = format!("{}{{p:{partition}}}:", self.prefix);
+            let rows: Vec<Vec<String>> = self
+                .scripts
+                .claim_due
+                .key(format!("{partition_prefix}due"))
+                .arg(now_ms)
+                .arg(lease_until_ms)
+                .arg(wanted)
+                .arg(&partition_prefix)
+                .arg(park_until_ms)
+                .arg(format!("{lease_base}:{partition}"))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            for row in rows {
+                claims.push(claim_from_row(row, lease_until_ms)?);
+            }
+        }
+        Ok(claims)
+    }
+
+    async fn record_attempt(
+        &self,
+        claim: &Claim,
+        attempt: &AttemptRecord,
+        result: AttemptResult,
+    ) -> Result<bool, StoreError> {
+        let delivery = &claim.delivery;
+        let delivery_key = self.delivery_key(delivery);
+        let (outcome, next_at, final_status) = match result {
+            AttemptResult::Delivered => ("delivered", 0, DeliveryStatus::Delivered),
+            AttemptResult::RetryAt(at) => ("retry", at, DeliveryStatus::Pending),
+            AttemptResult::Dead => ("failed", 0, DeliveryStatus::Failed),
+        };
+        let recorded: i64 = self
+            .scripts
+            .record_attempt
+            .key(&delivery_key)
+            .key(self.due_key(&delivery.username))
+            .key(format!("{delivery_key}:attempts"))
+            .key(self.delivery_index_key(
+                &delivery.username,
+                &delivery.endpoint_id,
+                DeliveryStatus::Pending,
+            ))
+            .key(self.delivery_index_key(&delivery.username, &delivery.endpoint_id, final_status))
+            .arg(&claim.lease)
+            .arg(outcome)
+            .arg(next_at)
+            .arg(serde_json::to_string(attempt).expect("attempt records serialize"))
+            .arg(&delivery.delivery_id)
+            .arg(DELIVERED_RETENTION_SECS)
+            .arg(DELIVERED_INDEX_CAP)
+            .arg(format!("{}dead", self.partition_prefix(&delivery.username)))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(recorded == 1)
+    }
+
+    async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {
+        let released: i64 = self
+            .scripts
+            .release
+            .key(self.delivery_key(&claim.delivery))
+            .key(self.due_key(&claim.delivery.username))
+            .arg(&claim.lease)
+            .arg(due_ms)
+            .arg(&claim.delivery.delivery_id)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(released == 1)
+    }
+
+    async fn delivery_attempts(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        delivery_id: &str,
+    ) -> Result<Option<(Delivery, Vec<AttemptRecord>)>, StoreError> {
+        let key = format!("{}dlv:{delivery_id}", self.partition_prefix(username));
+        let (fields, attempts): (HashMap<String, String>, Vec<String>) = redis::pipe()
+            .hgetall(&key)
+            .lrange(format!("{key}:attempts"), 0, -1)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let delivery = delivery_from_fields(delivery_id.to_owned(), fields)?;
+        if delivery.username != username || delivery.endpoint_id != endpoint_id {
+            return Ok(None);
+        }
+        let attempts = attempts
+            .iter()
+            .map(|text| {
+                serde_json::from_str(text)
+                    .map_err(|e| StoreError::Corrupt(format!("attempt record: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some((delivery, attempts)))
+    }
+
+    async fn retry_dead(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> Result<RetryOutcome, StoreError> {
+        // Ownership first: the id must be one of this endpoint's deliveries.
+        let Some((delivery, _)) = self
+            .delivery_attempts(username, endpoint_id, delivery_id)
+            .await?
+        else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        let before: Option<String> = self
+            .scripts
+            .retry_dead
+            .key(self.delivery_key(&delivery))
+            .key(self.due_key(username))
+            .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Failed))
+            .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Pending))
+            .arg(now_ms)
+            .arg(delivery_id)
+            .arg(format!("{}dead", self.partition_prefix(username)))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(
+            match before
+                .as_deref()
+                .map(str::parse::<DeliveryStatus>)
+                .transpose()?
+            {
+                None => RetryOutcome::NotFound,
+                Some(DeliveryStatus::Failed) => RetryOutcome::Scheduled,
+                Some(other) => RetryOutcome::NotFailed(other),
+            },
+        )
+    }
+
+    async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {
+        let mut pipeline = redis::pipe();
+        for partition in 0..PARTITIONS {
+            let prefix = format!("{}{{p:{partition}}}:", self.prefix);
+            pipeline
+                .zcount(format!("{prefix}due"), "-inf", now_ms)
+                .zcount(format!("{prefix}due"), format!("({now_ms}"), "+inf")
+                .get(format!("{prefix}dead"));
+        }
+        let counts: Vec<Option<i64>> = pipeline
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        let mut stats = DeliveryStats::default();
+        for triple in counts.chunks(3) {
+            let value = |i: usize| u64::try_from(triple[i].unwrap_or_default()).unwrap_or_default();
+            stats.due += value(0);
+            stats.scheduled += value(1);
+            stats.dead += value(2);
+        }
+        Ok(stats)
+    }
+
+    async fn purge_expired(&self, _now_ms: i64) -> Result<(), StoreError> {
+        // De-duplication keys carry a TTL; Redis expires them itself.
+        Ok(())
+    }
+
+    async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        let mut connection = self.connection();
+        let (_, stored): (bool, String) = redis::pipe()
+            .atomic()
+            .hset_nx(self.settings_key(), name, value)
+            .hget(self.settings_key(), name)
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(stored)
+    }
+}

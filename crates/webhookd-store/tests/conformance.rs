@@ -1,0 +1,1035 @@
+//! One conformance suite, run against every store: each test below is a
+//! sentence of the store contract, generated once for SQLite and once for
+//! Redis (with a prefix of its own, so runs never see each other's keys).
+
+// In tests a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
+use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
+use webhookd_store::{
+    Acceptance, AttemptRecord, AttemptResult, Claim, CreateOutcome, Delivery, DeliveryStats,
+    DeliveryStatus, Page, RedisStore, RetryOutcome, SqliteStore, Store,
+};
+use webhookd_testkit::{Service, require, unique_prefix};
+
+/// Generates `sqlite::<test>` and `redis::<test>` for every listed test.
+macro_rules! conformance {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("webhookd.db");
+                    let store = webhookd_store::SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+                    super::$test(std::sync::Arc::new(store)).await;
+                }
+            )+
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    let Some(store) = super::redis_store(stringify!($test)).await else { return };
+                    super::$test(std::sync::Arc::new(store)).await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    a_created_endpoint_reads_back_exactly,
+    endpoints_list_oldest_first,
+    users_never_see_each_others_endpoints,
+    the_limit_holds_under_fifty_concurrent_creates,
+    update_changes_url_status_and_events_but_never_the_secret,
+    update_and_delete_of_a_missing_endpoint_report_none,
+    deleting_frees_a_place_under_the_limit,
+    api_keys_map_to_their_user_until_revoked,
+    a_setting_is_inserted_once,
+    ping_answers,
+    an_event_fans_out_to_each_enabled_subscribed_endpoint,
+    the_same_event_id_fans_out_once,
+    an_event_without_subscribers_is_accepted_with_no_deliveries,
+    endpoint_changes_apply_to_the_next_event,
+    deleting_an_endpoint_drops_its_deliveries,
+    deliveries_page_in_creation_order,
+    a_claimed_delivery_is_hidden_until_its_lease_ends,
+    a_retry_comes_due_at_its_time_and_the_attempt_log_grows,
+    dead_deliveries_are_kept_and_can_be_sent_again,
+    release_hands_a_delivery_back_without_spending_an_attempt,
+    disabled_endpoints_park_their_deliveries,
+    concurrent_claimers_never_share_a_delivery,
+    delivery_stats_count_due_scheduled_and_dead,
+);
+
+async fn redis_store(test: &str) -> Option<RedisStore> {
+    let url = require(Service::Redis)?;
+    Some(
+        RedisStore::connect(&url, &unique_prefix(test))
+            .await
+            .expect("Redis connects"),
+    )
+}
+
+fn endpoint(username: &str, created_at: i64) -> Endpoint {
+    Endpoint {
+        endpoint_id: ids::new_endpoint_id(),
+        url: format!("https://example.com/{username}/{created_at}"),
+        secret: ids::new_secret(),
+        status: EndpointStatus::Enabled,
+        events: vec![
+            EventType::GeneratedVideoSuccess,
+            EventType::GeneratedVideoFailed,
+        ],
+        username: username.into(),
+        created_at,
+    }
+}
+
+async fn create(store: &dyn Store, endpoint: &Endpoint) {
+    let outcome = store
+        .create_endpoint(endpoint, MAX_ENDPOINTS_PER_USER)
+        .await
+        .unwrap();
+    assert_eq!(outcome, CreateOutcome::Created);
+}
+
+async fn a_created_endpoint_reads_back_exactly(store: Arc<dyn Store>) {
+    let created = endpoint("alice", 1_732_806_631);
+    create(&*store, &created).await;
+    let read = store
+        .get_endpoint("alice", &created.endpoint_id)
+        .await
+        .unwrap();
+    assert_eq!(read, Some(created.clone()));
+    assert_eq!(store.list_endpoints("alice").await.unwrap(), vec![created]);
+}
+
+async fn endpoints_list_oldest_first(store: Arc<dyn Store>) {
+    let mut created = Vec::new();
+    for second in 0..5 {
+        // Same creation second for some: order must still be creation order.
+        let endpoint = endpoint("alice", 1000 + second / 2);
+        create(&*store, &endpoint).await;
+        created.push(endpoint.endpoint_id);
+    }
+    let listed: Vec<_> = store
+        .list_endpoints("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.endpoint_id)
+        .collect();
+    assert_eq!(listed, created);
+}
+
+async fn users_never_see_each_others_endpoints(store: Arc<dyn Store>) {
+    let alices = endpoint("alice", 1);
+    create(&*store, &alices).await;
+    assert_eq!(
+        store
+            .get_endpoint("bob", &alices.endpoint_id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.list_endpoints("bob").await.unwrap().is_empty());
+    let spec = EndpointSpec {
+        url: "https://evil.example/".into(),
+        status: Some(EndpointStatus::Enabled),
+        events: vec![EventType::GeneratedImageSuccess],
+    };
+    assert_eq!(
+        store
+            .update_endpoint("bob", &alices.endpoint_id, &spec)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        !store
+            .delete_endpoint("bob", &alices.endpoint_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get_endpoint("alice", &alices.endpoint_id)
+            .await
+            .unwrap(),
+        Some(alices)
+    );
+}
+
+async fn the_limit_holds_under_fifty_concurrent_creates(store: Arc<dyn Store>) {
+    let attempts: Vec<_> = (0..50)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .create_endpoint(&endpoint("carol", i), MAX_ENDPOINTS_PER_USER)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for attempt in attempts {
+        if attempt.await.unwrap() == CreateOutcome::Created {
+            created += 1;
+        }
+    }
+    assert_eq!(created, MAX_ENDPOINTS_PER_USER);
+    assert_eq!(
+        store.list_endpoints("carol").await.unwrap().len(),
+        MAX_ENDPOINTS_PER_USER
+    );
+}
+
+async fn update_changes_url_status_and_events_but_never_the_secret(store: Arc<dyn Store>) {
+    let original = endpoint("dave", 7);
+    create(&*store, &original).await;
+    let spec = EndpointSpec {
+        url: "https://new-url.com/webhook".into(),
+        status: Some(EndpointStatus::Disabled),
+        events: vec![EventType::GeneratedPhotoAvatarSuccess],
+    };
+    let updated = store
+        .update_endpoint("dave", &original.endpoint_id, &spec)
+        .await
+        .unwrap();
+    let expected = Endpoint {
+        url: spec.url.clone(),
+        status: EndpointStatus::Disabled,
+        events: spec.events.clone(),
+        ..original.clone()
+    };
+    assert_eq!(updated, Some(expected.clone()));
+    let read = store
+        .get_endpoint("dave", &original.endpoint_id)
+        .await
+        .unwrap();
+    assert_eq!(read, Some(expected));
+
+    // Without a status, the current one stays.
+    let spec = EndpointSpec {
+        url: "https://third.example/".into(),
+        status: None,
+        ..spec
+    };
+    let updated = store
+        .update_endpoint("dave", &original.endpoint_id, &spec)
+        .await
+        .unwrap();
+    let updated = updated.unwrap();
+    assert_eq!(updated.status, EndpointStatus::Disabled);
+    assert_eq!(updated.url, "https://third.example/");
+    assert_eq!(updated.secret, original.secret);
+}
+
+async fn update_and_delete_of_a_missing_endpoint_report_none(store: Arc<dyn Store>) {
+    let spec = EndpointSpec {
+        url: "https://example.com/".into(),
+        status: Some(EndpointStatus::Enabled),
+        events: vec![EventType::GeneratedVideoSuccess],
+    };
+    assert_eq!(
+        store
+            .update_endpoint("erin", "wh_missing", &spec)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!store.delete_endpoint("erin", "wh_missing").await.unwrap());
+    assert_eq!(
+        store.get_endpoint("erin", "wh_missing").await.unwrap(),
+        None
+    );
+}
+
+async fn deleting_frees_a_place_under_the_limit(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let endpoint = endpoint("frank", i);
+        assert_eq!(
+            store.create_endpoint(&endpoint, 3).await.unwrap(),
+            CreateOutcome::Created
+        );
+        ids.push(endpoint.endpoint_id);
+    }
+    assert_eq!(
+        store
+            .create_endpoint(&endpoint("frank", 9), 3)
+            .await
+            .unwrap(),
+        CreateOutcome::LimitReached
+    );
+    assert!(store.delete_endpoint("frank", &ids[1]).await.unwrap());
+    assert!(
+        !store.delete_endpoint("frank", &ids[1]).await.unwrap(),
+        "second delete finds nothing"
+    );
+    assert_eq!(store.get_endpoint("frank", &ids[1]).await.unwrap(), None);
+    assert_eq!(
+        store
+            .create_endpoint(&endpoint("frank", 10), 3)
+            .await
+            .unwrap(),
+        CreateOutcome::Created
+    );
+    assert_eq!(store.list_endpoints("frank").await.unwrap().len(), 3);
+}
+
+async fn api_keys_map_to_their_user_until_revoked(store: Arc<dyn Store>) {
+    let (first, second, other) = (ids::new_api_key(), ids::new_api_key(), ids::new_api_key());
+    store
+        .add_api_key("grace", &ids::hash_api_key(&first), 100)
+        .await
+        .unwrap();
+    store
+        .add_api_key("grace", &ids::hash_api_key(&second), 200)
+        .await
+        .unwrap();
+    store
+        .add_api_key("heidi", &ids::hash_api_key(&other), 300)
+        .await
+        .unwrap();
+    let owner = |key: String| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .user_for_api_key(&ids::hash_api_key(&key))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(owner(first.clone()).await.as_deref(), Some("grace"));
+    assert_eq!(owner(second.clone()).await.as_deref(), Some("grace"));
+    assert_eq!(owner(other.clone()).await.as_deref(), Some("heidi"));
+    assert_eq!(owner(ids::new_api_key()).await, None);
+
+    let users = store.list_users().await.unwrap();
+    let summary: HashSet<_> = users
+        .iter()
+        .map(|u| (u.username.as_str(), u.api_keys, u.created_at))
+        .collect();
+    assert_eq!(
+        summary,
+        HashSet::from([("grace", 2, 100), ("heidi", 1, 300)])
+    );
+
+    assert_eq!(store.revoke_api_keys("grace").await.unwrap(), 2);
+    assert_eq!(owner(first).await, None);
+    assert_eq!(owner(second).await, None);
+    assert_eq!(owner(other).await.as_deref(), Some("heidi"));
+    assert_eq!(store.revoke_api_keys("grace").await.unwrap(), 0);
+}
+
+async fn a_setting_is_inserted_once(store: Arc<dyn Store>) {
+    assert_eq!(
+        store
+            .setting_or_insert("ingest_token", "first")
+            .await
+            .unwrap(),
+        "first"
+    );
+    assert_eq!(
+        store
+            .setting_or_insert("ingest_token", "second")
+            .await
+            .unwrap(),
+        "first"
+    );
+}
+
+async fn ping_answers(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_keeps_everything_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/webhookd.db");
+    let path = path.to_str().unwrap();
+    let created = endpoint("ivan", 5);
+    {
+        let store = SqliteStore::open(path).await.unwrap();
+        create(&store, &created).await;
+    }
+    let reopened = SqliteStore::open(path).await.unwrap();
+    assert_eq!(
+        reopened.list_endpoints("ivan").await.unwrap(),
+        vec![created]
+    );
+}
+
+const NOW_MS: i64 = 1_732_806_631_000;
+
+fn event(username: &str, event_id: &str, event_type: EventType) -> Event {
+    let message = json_message(username, event_id, event_type);
+    Event::parse(message.as_bytes(), NOW_MS / 1000).unwrap()
+}
+
+fn json_message(username: &str, event_id: &str, event_type: EventType) -> String {
+    format!(
+        r#"{{"event":"{event_type}","username":"{username}","event_id":"{event_id}","data":{{"video_id":"v-{event_id}","n":1.50}}}}"#
+    )
+}
+
+async fn accept(store: &dyn Store, event: &Event) -> Acceptance {
+    let mut outcomes = store
+        .accept_events(std::slice::from_ref(event), NOW_MS)
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 1);
+    outcomes.remove(0)
+}
+
+fn deliveries(acceptance: Acceptance) -> Vec<Delivery> {
+    match acceptance {
+        Acceptance::Accepted { deliveries } => deliveries,
+        Acceptance::Duplicate => panic!("expected the event to be accepted"),
+    }
+}
+
+async fn pending(store: &dyn Store, username: &str, endpoint_id: &str) -> Vec<Delivery> {
+    let page = Page {
+        limit: 1000,
+        after: None,
+    };
+    store
+        .list_deliveries(username, endpoint_id, DeliveryStatus::Pending, &page)
+        .await
+        .unwrap()
+}
+
+async fn an_event_fans_out_to_each_enabled_subscribed_endpoint(store: Arc<dyn Store>) {
+    let subscribed = endpoint("kate", 1);
+    let disabled = Endpoint {
+        status: EndpointStatus::Disabled,
+        ..endpoint("kate", 2)
+    };
+    let other_type = Endpoint {
+        events: vec![EventType::GeneratedImageSuccess],
+        ..endpoint("kate", 3)
+    };
+    let second = endpoint("kate", 4);
+    for e in [&subscribed, &disabled, &other_type, &second] {
+        create(&*store, e).await;
+    }
+    let event = event("kate", "evt_fanout", EventType::GeneratedVideoSuccess);
+    let created = deliveries(accept(&*store, &event).await);
+    let targets: Vec<_> = created.iter().map(|d| d.endpoint_id.clone()).collect();
+    assert_eq!(
+        targets,
+        vec![subscribed.endpoint_id.clone(), second.endpoint_id.clone()]
+    );
+    for delivery in &created {
+        assert_eq!(
+            delivery.body,
+            event.body(),
+            "the body is rendered once, as sent"
+        );
+        assert_eq!(delivery.status, DeliveryStatus::Pending);
+        assert_eq!(delivery.attempts, 0);
+        assert_eq!(delivery.next_attempt_at, NOW_MS, "due at once");
+        assert_eq!(delivery.event_id, "evt_fanout");
+        assert_eq!(
+            pending(&*store, "kate", &delivery.endpoint_id).await,
+            vec![delivery.clone()]
+        );
+    }
+    assert!(
+        pending(&*store, "kate", &disabled.endpoint_id)
+            .await
+            .is_empty()
+    );
+    assert!(
+        pending(&*store, "kate", &other_type.endpoint_id)
+            .await
+            .is_empty()
+    );
+}
+
+async fn the_same_event_id_fans_out_once(store: Arc<dyn Store>) {
+    let target = endpoint("liam", 1);
+    create(&*store, &target).await;
+    let first = event("liam", "evt_once", EventType::GeneratedVideoSuccess);
+    assert_eq!(deliveries(accept(&*store, &first).await).len(), 1);
+    // Redelivered later, and twice within one batch.
+    assert_eq!(accept(&*store, &first).await, Acceptance::Duplicate);
+    let batch = [first.clone(), first.clone()];
+    let outcomes = store.accept_events(&batch, NOW_MS).await.unwrap();
+    assert_eq!(outcomes, vec![Acceptance::Duplicate, Acceptance::Duplicate]);
+    let fresh = [
+        event("liam", "evt_twice", EventType::GeneratedVideoSuccess),
+        event("liam", "evt_twice", EventType::GeneratedVideoSuccess),
+    ];
+    let outcomes = store.accept_events(&fresh, NOW_MS).await.unwrap();
+    assert_eq!(deliveries(outcomes[0].clone()).len(), 1);
+    assert_eq!(outcomes[1], Acceptance::Duplicate);
+    assert_eq!(pending(&*store, "liam", &target.endpoint_id).await.len(), 2);
+
+    // The window is per owner: another user's event with the same id is new.
+    create(&*store, &endpoint("mia", 1)).await;
+    let theirs = event("mia", "evt_once", EventType::GeneratedVideoSuccess);
+    assert_eq!(deliveries(accept(&*store, &theirs).await).len(), 1);
+}
+
+async fn an_event_without_subscribers_is_accepted_with_no_deliveries(store: Arc<dyn Store>) {
+    let nobody = event("noah", "evt_lonely", EventType::GeneratedScriptFailed);
+    assert_eq!(
+        accept(&*store, &nobody).await,
+        Acceptance::Accepted { deliveries: vec![] }
+    );
+    assert_eq!(accept(&*store, &nobody).await, Acceptance::Duplicate);
+}
+
+async fn endpoint_changes_apply_to_the_next_event(store: Arc<dyn Store>) {
+    let target = endpoint("olga", 1);
+    create(&*store, &target).await;
+    let spec = |status, events: Vec<EventType>| EndpointSpec {
+        url: target.url.clone(),
+        status: Some(status),
+        events,
+    };
+    let disabled = spec(EndpointStatus::Disabled, target.events.clone());
+    store
+        .update_endpoint("olga", &target.endpoint_id, &disabled)
+        .await
+        .unwrap();
+    let first = event("olga", "evt_1", EventType::GeneratedVideoSuccess);
+    assert!(
+        deliveries(accept(&*store, &first).await).is_empty(),
+        "disabled: nothing"
+    );
+
+    let images_only = spec(
+        EndpointStatus::Enabled,
+        vec![EventType::GeneratedImageSuccess],
+    );
+    store
+        .update_endpoint("olga", &target.endpoint_id, &images_only)
+        .await
+        .unwrap();
+    let second = event("olga", "evt_2", EventType::GeneratedVideoSuccess);
+    assert!(
+        deliveries(accept(&*store, &second).await).is_empty(),
+        "unsubscribed: nothing"
+    );
+    let third = event("olga", "evt_3", EventType::GeneratedImageSuccess);
+    assert_eq!(deliveries(accept(&*store, &third).await).len(), 1);
+
+    assert!(
+        store
+            .delete_endpoint("olga", &target.endpoint_id)
+            .await
+            .unwrap()
+    );
+    let fourth = event("olga", "evt_4", EventType::GeneratedImageSuccess);
+    assert!(
+        deliveries(accept(&*store, &fourth).await).is_empty(),
+        "deleted: nothing"
+    );
+}
+
+async fn deleting_an_endpoint_drops_its_deliveries(store: Arc<dyn Store>) {
+    let doomed = endpoint("pia", 1);
+    let kept = endpoint("pia", 2);
+    create(&*store, &doomed).await;
+    create(&*store, &kept).await;
+    for i in 0..3 {
+        accept(
+            &*store,
+            &event("pia", &format!("evt_{i}"), EventType::GeneratedVideoSuccess),
+        )
+        .await;
+    }
+    assert_eq!(pending(&*store, "pia", &doomed.endpoint_id).await.len(), 3);
+    assert!(
+        store
+            .delete_endpoint("pia", &doomed.endpoint_id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        pending(&*store, "pia", &doomed.endpoint_id)
+            .await
+            .is_empty()
+    );
+    assert_eq!(pending(&*store, "pia", &kept.endpoint_id).await.len(), 3);
+}
+
+async fn deliveries_page_in_creation_order(store: Arc<dyn Store>) {
+    let target = endpoint("quinn", 1);
+    create(&*store, &target).await;
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let created = deliveries(
+            accept(
+                &*store,
+                &event(
+                    "quinn",
+                    &format!("evt_{i}"),
+                    EventType::GeneratedVideoSuccess,
+                ),
+            )
+            .await,
+        );
+        expected.push(created[0].delivery_id.clone());
+    }
+    let mut seen = Vec::new();
+    let mut page = Page {
+        limit: 2,
+        after: None,
+    };
+    loop {
+        let batch = store
+            .list_deliveries("quinn", &target.endpoint_id, DeliveryStatus::Pending, &page)
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 2);
+        page.after = batch.last().map(|d| d.delivery_id.clone());
+        seen.extend(batch.into_iter().map(|d| d.delivery_id));
+    }
+    assert_eq!(seen, expected);
+    let none = store
+        .list_deliveries(
+            "quinn",
+            &target.endpoint_id,
+            DeliveryStatus::Failed,
+            &Page {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_forgets_an_event_id_after_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("w.db").to_str().unwrap())
+        .await
+        .unwrap();
+    create(&store, &endpoint("rita", 1)).await;
+    let event = event("rita", "evt_window", EventType::GeneratedVideoSuccess);
+    let later = NOW_MS + webhookd_store::DEDUP_WINDOW_MS;
+    assert_eq!(
+        store
+            .accept_events(std::slice::from_ref(&event), NOW_MS)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let outcome = store
+        .accept_events(std::slice::from_ref(&event), later - 1)
+        .await
+        .unwrap();
+    assert_eq!(outcome, vec![Acceptance::Duplicate]);
+    store.purge_expired(later - 1).await.unwrap();
+    let outcome = store
+        .accept_events(std::slice::from_ref(&event), later)
+        .await
+        .unwrap();
+    assert!(matches!(&outcome[0], Acceptance::Accepted { deliveries } if deliveries.len() == 1));
+    store
+        .purge_expired(later + webhookd_store::DEDUP_WINDOW_MS)
+        .await
+        .unwrap();
+}
+
+const LEASE_MS: i64 = 30_000;
+const PARK_MS: i64 = 60_000;
+
+async fn claim_at(store: &dyn Store, now_ms: i64, limit: usize) -> Vec<Claim> {
+    store
+        .claim_due(now_ms, now_ms + LEASE_MS, now_ms + PARK_MS, limit)
+        .await
+        .unwrap()
+}
+
+fn attempt(number: u32, status_code: Option<u16>, reason: &str) -> AttemptRecord {
+    AttemptRecord {
+        attempt: number,
+        started_at: NOW_MS + i64::from(number),
+        duration_ms: 12,
+        status_code,
+        reason: reason.into(),
+        response: status_code.map(|code| format!("answer {code}")),
+    }
+}
+
+/// One user, one endpoint, one accepted event: its delivery id.
+async fn one_delivery(store: &dyn Store, username: &str) -> (Endpoint, String) {
+    let target = endpoint(username, 1);
+    create(store, &target).await;
+    let created = deliveries(
+        accept(
+            store,
+            &event(username, "evt_1", EventType::GeneratedVideoSuccess),
+        )
+        .await,
+    );
+    (target, created[0].delivery_id.clone())
+}
+
+async fn by_status(
+    store: &dyn Store,
+    username: &str,
+    endpoint_id: &str,
+    status: DeliveryStatus,
+) -> Vec<String> {
+    let page = Page {
+        limit: 100,
+        after: None,
+    };
+    let listed = store
+        .list_deliveries(username, endpoint_id, status, &page)
+        .await
+        .unwrap();
+    listed.into_iter().map(|d| d.delivery_id).collect()
+}
+
+async fn a_claimed_delivery_is_hidden_until_its_lease_ends(store: Arc<dyn Store>) {
+    let (target, id) = one_delivery(&*store, "sam").await;
+    let claims = claim_at(&*store, NOW_MS, 10).await;
+    assert_eq!(claims.len(), 1);
+    let first = &claims[0];
+    assert_eq!(first.delivery.delivery_id, id);
+    assert_eq!(first.url, target.url);
+    assert_eq!(first.secret, target.secret);
+    assert!(
+        claim_at(&*store, NOW_MS + LEASE_MS - 1, 10)
+            .await
+            .is_empty(),
+        "leased"
+    );
+
+    // The worker died: at the lease's end another worker takes it over.
+    let second = claim_at(&*store, NOW_MS + LEASE_MS, 10).await;
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0].lease, first.lease);
+    let stale = store
+        .record_attempt(
+            first,
+            &attempt(1, Some(200), "ok"),
+            AttemptResult::Delivered,
+        )
+        .await
+        .unwrap();
+    assert!(!stale, "an expired lease records nothing");
+    let current = store
+        .record_attempt(
+            &second[0],
+            &attempt(1, Some(200), "ok"),
+            AttemptResult::Delivered,
+        )
+        .await
+        .unwrap();
+    assert!(current);
+    assert_eq!(
+        by_status(
+            &*store,
+            "sam",
+            &target.endpoint_id,
+            DeliveryStatus::Delivered
+        )
+        .await,
+        vec![id]
+    );
+}
+
+async fn a_retry_comes_due_at_its_time_and_the_attempt_log_grows(store: Arc<dyn Store>) {
+    let (target, id) = one_delivery(&*store, "tara").await;
+    let claim = claim_at(&*store, NOW_MS, 10).await.remove(0);
+    let retry_at = NOW_MS + 5_000;
+    let failed = attempt(1, Some(503), "http_5xx");
+    assert!(
+        store
+            .record_attempt(&claim, &failed, AttemptResult::RetryAt(retry_at))
+            .await
+            .unwrap()
+    );
+    assert!(
+        claim_at(&*store, retry_at - 1, 10).await.is_empty(),
+        "not due yet"
+    );
+    let claim = claim_at(&*store, retry_at, 10).await.remove(0);
+    assert_eq!(claim.delivery.attempts, 1);
+    assert_eq!(
+        claim.delivery.body,
+        event("tara", "evt_1", EventType::GeneratedVideoSuccess).body(),
+        "same bytes every attempt"
+    );
+    let delivered = attempt(2, Some(204), "ok");
+    assert!(
+        store
+            .record_attempt(&claim, &delivered, AttemptResult::Delivered)
+            .await
+            .unwrap()
+    );
+
+    let (delivery, attempts) = store
+        .delivery_attempts("tara", &target.endpoint_id, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.status, DeliveryStatus::Delivered);
+    assert_eq!(delivery.attempts, 2);
+    assert_eq!(attempts, vec![failed, delivered]);
+    assert!(
+        by_status(
+            &*store,
+            "tara",
+            &target.endpoint_id,
+            DeliveryStatus::Pending
+        )
+        .await
+        .is_empty()
+    );
+    assert!(
+        claim_at(&*store, retry_at + LEASE_MS * 10, 10)
+            .await
+            .is_empty(),
+        "delivered is done"
+    );
+    assert_eq!(
+        store
+            .delivery_attempts("someone-else", &target.endpoint_id, &id)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn dead_deliveries_are_kept_and_can_be_sent_again(store: Arc<dyn Store>) {
+    let (target, id) = one_delivery(&*store, "uma").await;
+    let claim = claim_at(&*store, NOW_MS, 10).await.remove(0);
+    assert!(
+        store
+            .record_attempt(&claim, &attempt(1, None, "timeout"), AttemptResult::Dead)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        by_status(&*store, "uma", &target.endpoint_id, DeliveryStatus::Failed).await,
+        vec![id.clone()]
+    );
+    assert!(
+        claim_at(&*store, NOW_MS + LEASE_MS * 100, 10)
+            .await
+            .is_empty(),
+        "dead is not retried by itself"
+    );
+
+    assert_eq!(
+        store
+            .retry_dead("intruder", &target.endpoint_id, &id, NOW_MS)
+            .await
+            .unwrap(),
+        RetryOutcome::NotFound
+    );
+    assert_eq!(
+        store
+            .retry_dead("uma", &target.endpoint_id, "dlv_unknown", NOW_MS)
+            .await
+            .unwrap(),
+        RetryOutcome::NotFound
+    );
+    let later = NOW_MS + 1_000_000;
+    assert_eq!(
+        store
+            .retry_dead("uma", &target.endpoint_id, &id, later)
+            .await
+            .unwrap(),
+        RetryOutcome::Scheduled
+    );
+    assert_eq!(
+        store
+            .retry_dead("uma", &target.endpoint_id, &id, later)
+            .await
+            .unwrap(),
+        RetryOutcome::NotFailed(DeliveryStatus::Pending)
+    );
+    assert_eq!(
+        by_status(&*store, "uma", &target.endpoint_id, DeliveryStatus::Pending).await,
+        vec![id.clone()]
+    );
+    let claim = claim_at(&*store, later, 10).await.remove(0);
+    assert_eq!(claim.delivery.attempts, 1, "the attempt log is kept");
+    let (_, attempts) = store
+        .delivery_attempts("uma", &target.endpoint_id, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempts.len(), 1);
+}
+
+async fn release_hands_a_delivery_back_without_spending_an_attempt(store: Arc<dyn Store>) {
+    let (_, id) = one_delivery(&*store, "vera").await;
+    let claim = claim_at(&*store, NOW_MS, 10).await.remove(0);
+    assert!(store.release(&claim, NOW_MS + 1_000).await.unwrap());
+    assert!(
+        !store.release(&claim, NOW_MS + 1_000).await.unwrap(),
+        "the lease is gone"
+    );
+    assert!(claim_at(&*store, NOW_MS + 999, 10).await.is_empty());
+    let again = claim_at(&*store, NOW_MS + 1_000, 10).await.remove(0);
+    assert_eq!(again.delivery.delivery_id, id);
+    assert_eq!(again.delivery.attempts, 0);
+}
+
+async fn disabled_endpoints_park_their_deliveries(store: Arc<dyn Store>) {
+    let (target, id) = one_delivery(&*store, "walt").await;
+    let disable = EndpointSpec {
+        url: target.url.clone(),
+        status: Some(EndpointStatus::Disabled),
+        events: target.events.clone(),
+    };
+    store
+        .update_endpoint("walt", &target.endpoint_id, &disable)
+        .await
+        .unwrap();
+    assert!(claim_at(&*store, NOW_MS, 10).await.is_empty());
+    let enable = EndpointSpec {
+        status: Some(EndpointStatus::Enabled),
+        url: "https://moved.example/hook".into(),
+        ..disable
+    };
+    store
+        .update_endpoint("walt", &target.endpoint_id, &enable)
+        .await
+        .unwrap();
+    assert!(
+        claim_at(&*store, NOW_MS + PARK_MS - 1, 10).await.is_empty(),
+        "parked"
+    );
+    let claim = claim_at(&*store, NOW_MS + PARK_MS, 10).await.remove(0);
+    assert_eq!(claim.delivery.delivery_id, id);
+    assert_eq!(claim.delivery.attempts, 0, "parking spends no attempt");
+    assert_eq!(
+        claim.url, "https://moved.example/hook",
+        "the next attempt uses the new URL"
+    );
+}
+
+async fn concurrent_claimers_never_share_a_delivery(store: Arc<dyn Store>) {
+    let target = endpoint("xena", 1);
+    create(&*store, &target).await;
+    let events: Vec<_> = (0..200)
+        .map(|i| {
+            event(
+                "xena",
+                &format!("evt_{i}"),
+                EventType::GeneratedVideoSuccess,
+            )
+        })
+        .collect();
+    store.accept_events(&events, NOW_MS).await.unwrap();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let claims = claim_at(&*store, NOW_MS, 7).await;
+                    if claims.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(claims.into_iter().map(|c| c.delivery.delivery_id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 200);
+    assert_eq!(unique.len(), 200, "no delivery was claimed twice");
+}
+
+async fn delivery_stats_count_due_scheduled_and_dead(store: Arc<dyn Store>) {
+    let stats = |due, scheduled, dead| DeliveryStats {
+        due,
+        scheduled,
+        dead,
+    };
+    assert_eq!(store.delivery_stats(NOW_MS).await.unwrap(), stats(0, 0, 0));
+    let target = endpoint("yara", 1);
+    create(&*store, &target).await;
+    let events: Vec<_> = (0..3)
+        .map(|i| {
+            event(
+                "yara",
+                &format!("evt_{i}"),
+                EventType::GeneratedVideoSuccess,
+            )
+        })
+        .collect();
+    store.accept_events(&events, NOW_MS).await.unwrap();
+    assert_eq!(store.delivery_stats(NOW_MS).await.unwrap(), stats(3, 0, 0));
+
+    let claim = claim_at(&*store, NOW_MS, 1).await.remove(0);
+    assert_eq!(
+        store.delivery_stats(NOW_MS).await.unwrap(),
+        stats(2, 1, 0),
+        "a lease is scheduled work"
+    );
+    store
+        .record_attempt(
+            &claim,
+            &attempt(1, Some(500), "http_5xx"),
+            AttemptResult::Dead,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.delivery_stats(NOW_MS).await.unwrap(), stats(2, 0, 1));
+
+    store
+        .retry_dead(
+            "yara",
+            &target.endpoint_id,
+            &claim.delivery.delivery_id,
+            NOW_MS,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.delivery_stats(NOW_MS).await.unwrap(), stats(3, 0, 0));
+
+    let claim = claim_at(&*store, NOW_MS, 1).await.remove(0);
+    store
+        .record_attempt(
+            &claim,
+            &attempt(2, Some(500), "http_5xx"),
+            AttemptResult::Dead,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.delivery_stats(NOW_MS).await.unwrap(), stats(2, 0, 1));
+    assert!(
+        store
+            .delete_endpoint("yara", &target.endpoint_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.delivery_stats(NOW_MS).await.unwrap(),
+        stats(0, 0, 0),
+        "deleting drops its dead too"
+    );
+}

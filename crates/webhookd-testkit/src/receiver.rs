@@ -1,0 +1,137 @@
+//! A webhook receiver for tests: a real HTTP server on a free loopback port
+//! that records every request, verifies its signature with the endpoint's
+//! secret, and answers as the test tells it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// How the receiver answers one request.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Status(u16),
+    /// This status with a `Retry-After` header (seconds).
+    StatusRetryAfter(u16, u64),
+    /// A redirect elsewhere, which must not be followed.
+    Redirect,
+    /// Never answers (until the test ends).
+    Hang,
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub body: Bytes,
+    pub headers: HeaderMap,
+    pub at: Instant,
+}
+
+#[derive(Debug)]
+struct Inner {
+    received: Vec<Received>,
+    script: VecDeque<Answer>,
+    default: Answer,
+}
+
+/// A running receiver.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Receiver {
+    /// Answers `default` to every request.
+    pub async fn start(default: Answer) -> Receiver {
+        Receiver::scripted(Vec::new(), default).await
+    }
+
+    /// Answers `script` in order, then `default`.
+    pub async fn scripted(script: Vec<Answer>, default: Answer) -> Receiver {
+        let inner = Arc::new(Mutex::new(Inner {
+            received: Vec::new(),
+            script: script.into(),
+            default,
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let url = format!("http://{}/webhook", listener.local_addr().expect("address"));
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(Arc::clone(&inner));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, inner }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.lock().received.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().received.len()
+    }
+
+    /// Waits until at least `n` requests arrived, or `within` passed.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        while self.count() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.received()
+    }
+}
+
+async fn receive(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let answer = {
+        let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.received.push(Received {
+            body,
+            headers,
+            at: Instant::now(),
+        });
+        let default = inner.default.clone();
+        inner.script.pop_front().unwrap_or(default)
+    };
+    match answer {
+        Answer::Status(code) => status(code).into_response(),
+        Answer::StatusRetryAfter(code, seconds) => {
+            (status(code), [("retry-after", seconds.to_string())]).into_response()
+        }
+        Answer::Redirect => (
+            StatusCode::FOUND,
+            [("location", "http://127.0.0.1:9/elsewhere")],
+        )
+            .into_response(),
+        Answer::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!("pending never resolves")
+        }
+    }
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).expect("tests use valid status codes")
+}
+
+/// Checks a received request the way the JoggAI snippets do.
+pub fn signature_is_valid(received: &Received, secret: &str) -> bool {
+    received
+        .headers
+        .get("x-webhook-signature")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|signature| webhookd_core::signer::verify(secret, &received.body, signature))
+}

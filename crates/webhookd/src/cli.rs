@@ -1,0 +1,71 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use webhookd_core::LogFormat;
+
+/// webhookd — a reliable webhook dispatcher.
+///
+/// Takes "something finished" events from RabbitMQ or HTTP, signs each one
+/// with HMAC-SHA256 and POSTs it to every endpoint its owner subscribed,
+/// retrying with backoff until the receiver answers 2xx. Users manage their
+/// endpoints through a JoggAI v2 compatible API.
+///
+/// Configuration: an optional TOML file (--config), overridden by WEBHOOKD_*
+/// environment variables; see deploy/webhookd.example.toml for every
+/// setting. With none set, webhookd listens on 127.0.0.1:8080 and keeps its
+/// state in the embedded SQLite file webhookd-data/webhookd.db.
+#[derive(Debug, Parser)]
+#[command(name = "webhookd", version, max_term_width = 100)]
+pub struct Cli {
+    /// TOML configuration file; WEBHOOKD_* environment variables override it.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format: human lines or JSON (default: human on a terminal, JSON
+    /// otherwise). Overrides the log_format setting.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the dispatcher: the API, ingest and deliveries (the default).
+    ///
+    /// Stops cleanly on SIGTERM or SIGINT: no new work is taken, work in
+    /// flight finishes within shutdown_grace, nothing accepted is lost.
+    Serve,
+    /// Manage users and their API keys.
+    Users {
+        #[command(subcommand)]
+        action: UsersCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create an API key for USERNAME and print it (the key alone, on stdout).
+    ///
+    /// Creates the user if new; a user may hold several keys. The key is
+    /// shown only this once: webhookd keeps only its hash.
+    Add {
+        /// 1-128 characters: letters, digits and . _ @ + -
+        username: String,
+    },
+    /// List users and how many API keys each holds.
+    List,
+    /// Revoke every API key of USERNAME. Their endpoints keep receiving
+    /// deliveries; only API access ends.
+    Revoke { username: String },
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text.parse()? {
+        LogFormat::Auto => Err("use human or json".into()),
+        format => Ok(format),
+    }
+}

@@ -1,0 +1,85 @@
+//! The `webhookd` binary: parse the command line, load the configuration,
+//! set up logging, run the command. Everything else lives in the crates.
+
+mod cli;
+mod logging;
+mod serve;
+mod users;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use webhookd_core::Config;
+
+use cli::{Cli, Command, UsersCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("webhookd: configuration error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Serve);
+    let serving = matches!(command, Command::Serve);
+    // One-shot commands stay quiet unless something goes wrong.
+    let default_level = match command {
+        Command::Serve => config.log_level.clone(),
+        Command::Users { .. } => "warn".to_owned(),
+    };
+    if let Err(error) = logging::init(cli.log_format.unwrap_or(config.log_format), &default_level) {
+        eprintln!("webhookd: configuration error: {error:#}");
+        return ExitCode::from(2);
+    }
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                match command {
+                    Command::Serve => serve::run(config).await,
+                    Command::Users { action } => match action {
+                        UsersCommand::Add { username } => users::add(&config, &username).await,
+                        UsersCommand::List => users::list(&config).await,
+                        UsersCommand::Revoke { username } => {
+                            users::revoke(&config, &username).await
+                        }
+                    },
+                }
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if serving {
+                // Also into the structured log, where operators look first.
+                tracing::error!(error = format!("{error:#}"), "webhookd failed");
+            }
+            eprintln!("webhookd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The file named by `--config` (if any), then `WEBHOOKD_*` variables.
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let file = match &cli.config {
+        Some(path) => Some((
+            path.display().to_string(),
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let env = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
+    Ok(Config::load(
+        file.as_ref()
+            .map(|(name, text)| (name.as_str(), text.as_str())),
+        env,
+    )?)
+}

@@ -1,0 +1,213 @@
+//! `webhookd serve`: open the store, start the listener and the RabbitMQ
+//! consumer, wait for a signal, drain within the grace period.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use webhookd_api::{ApiSettings, AppState};
+use webhookd_core::Config;
+use webhookd_core::Rejection;
+use webhookd_core::address::AddressPolicy;
+use webhookd_core::duration::format_duration;
+use webhookd_core::endpoint::UrlRules;
+use webhookd_core::health::Readiness;
+use webhookd_core::ids::new_ingest_token;
+use webhookd_core::telemetry;
+use webhookd_delivery::{DeliveryClient, Dispatcher, DispatcherSettings};
+use webhookd_ingest::Ingest;
+use webhookd_ingest::amqp::{AmqpConsumer, AmqpSettings};
+use webhookd_store::Store;
+
+/// Store setting that holds the generated ingest token.
+const INGEST_TOKEN_SETTING: &str = "ingest_token";
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often the backlog gauges are refreshed.
+const METRICS_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the delivery engine looks for due retries when nothing woke it.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    tracing::info!(?config, "starting webhookd");
+    let metrics = PrometheusBuilder::new()
+        .set_buckets(telemetry::BUCKETS)
+        .context("histogram buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    telemetry::register(env!("CARGO_PKG_VERSION"), Rejection::CODES);
+    let store = webhookd_store::open(&config)
+        .await
+        .with_context(|| format!("cannot open the store {}", config.store))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (WEBHOOKD_LISTEN)", config.listen))?;
+    // The bound address, which differs from the configured one for port 0.
+    let listen = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let readiness = Readiness::default();
+
+    let dispatcher = Dispatcher::new(
+        Arc::clone(&store),
+        DeliveryClient::new(
+            AddressPolicy::new(config.allowed_networks.clone()),
+            config.delivery_timeout,
+        ),
+        DispatcherSettings {
+            schedule: config.retry_schedule.clone(),
+            timeout: config.delivery_timeout,
+            max_in_flight: config.delivery_concurrency as usize,
+            per_endpoint: config.endpoint_concurrency as usize,
+            poll_interval: POLL_INTERVAL,
+        },
+    );
+    let ingest = Ingest::new(Arc::clone(&store)).with_waker(dispatcher.waker());
+    tasks.spawn(dispatcher.run(shutdown.clone()));
+
+    if let Some(url) = &config.amqp_url {
+        let settings = AmqpSettings {
+            url: url.clone(),
+            queue: config.amqp_queue.clone(),
+            prefetch: config.amqp_prefetch,
+            connection_name: format!("webhookd@{listen}"),
+        };
+        let consumer =
+            AmqpConsumer::new(settings, Ingest::new(Arc::clone(&store)), readiness.clone());
+        tasks.spawn(consumer.run(shutdown.clone()));
+    }
+    tasks.spawn(purge_expired_regularly(
+        Arc::clone(&store),
+        shutdown.clone(),
+    ));
+    tasks.spawn(refresh_metrics(
+        metrics.clone(),
+        Arc::clone(&store),
+        shutdown.clone(),
+    ));
+
+    let settings = ApiSettings {
+        url_rules: UrlRules {
+            allow_http: !config.require_https,
+            addresses: AddressPolicy::new(config.allowed_networks.clone()),
+        },
+        rate_limit: config.api_rate_limit,
+        ingest_token: ingest_token(&config, &*store).await?,
+        readiness,
+        metrics: Some(metrics),
+    };
+    let router = webhookd_api::router(AppState::new(store, ingest, settings));
+    let server = tasks.spawn(webhookd_api::serve(listener, router, shutdown.clone()));
+    tracing::info!(%listen, store = %config.store, "webhookd is ready");
+
+    tokio::select! {
+        signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
+        result = server => {
+            // The server only returns by itself on an I/O error.
+            result.context("the HTTP server task failed")?.context("the HTTP server failed")?;
+        }
+    }
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(config.shutdown_grace, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = %format_duration(config.shutdown_grace), "work still in flight after the grace period; exiting");
+    }
+    tracing::info!("webhookd stopped");
+    Ok(())
+}
+
+/// The configured ingest token, or the one generated at first start and
+/// kept in the store (logged once, when it is generated).
+async fn ingest_token(config: &Config, store: &dyn Store) -> anyhow::Result<String> {
+    if let Some(token) = &config.ingest_token {
+        return Ok(token.clone());
+    }
+    let generated = new_ingest_token();
+    let token = store
+        .setting_or_insert(INGEST_TOKEN_SETTING, &generated)
+        .await
+        .context("cannot read or store the generated ingest token")?;
+    if token == generated {
+        tracing::warn!(
+            ingest_token = %token,
+            "generated the bearer token for POST /internal/events; it is shown only this once \
+             (set WEBHOOKD_INGEST_TOKEN to choose your own)"
+        );
+    }
+    Ok(token)
+}
+
+/// Forgets expired de-duplication entries once an hour (a no-op on Redis,
+/// which expires them itself).
+async fn purge_expired_regularly(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(error) = store
+            .purge_expired(webhookd_core::time::unix_millis())
+            .await
+        {
+            tracing::warn!(%error, "could not purge expired de-duplication entries; will retry");
+        }
+    }
+}
+
+/// Keeps the store-derived gauges (backlog, dead deliveries) current and
+/// lets the exporter fold its histograms.
+async fn refresh_metrics(
+    handle: PrometheusHandle,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(METRICS_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        handle.run_upkeep();
+        match store
+            .delivery_stats(webhookd_core::time::unix_millis())
+            .await
+        {
+            Ok(stats) => telemetry::backlog(stats.due, stats.scheduled, stats.dead),
+            Err(error) => tracing::warn!(%error, "cannot read delivery counts for the metrics"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C) with the signal's name.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!("cannot install signal handlers; stop webhookd with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

@@ -1,0 +1,66 @@
+//! `webhookd users add|list|revoke`.
+
+use std::io::Write as _;
+
+use anyhow::{Context as _, bail};
+use webhookd_core::Config;
+use webhookd_core::event::is_valid_username;
+use webhookd_core::ids::{hash_api_key, new_api_key};
+
+async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn webhookd_store::Store>> {
+    webhookd_store::open(config)
+        .await
+        .with_context(|| format!("cannot open the store {}", config.store))
+}
+
+/// Prints the new key, and only the key, on stdout.
+pub async fn add(config: &Config, username: &str) -> anyhow::Result<()> {
+    if !is_valid_username(username) {
+        bail!(
+            "{username:?} is not a valid username: use 1-128 characters of letters, digits and . _ @ + -"
+        );
+    }
+    let store = open_store(config).await?;
+    let key = new_api_key();
+    store
+        .add_api_key(
+            username,
+            &hash_api_key(&key),
+            webhookd_core::time::unix_seconds(),
+        )
+        .await?;
+    tracing::info!(username, "API key added");
+    writeln!(std::io::stdout(), "{key}")?;
+    Ok(())
+}
+
+pub async fn list(config: &Config) -> anyhow::Result<()> {
+    let users = open_store(config).await?.list_users().await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<32} {:>8} {:>12}",
+        "USERNAME", "API KEYS", "CREATED"
+    )?;
+    for user in users {
+        writeln!(
+            out,
+            "{:<32} {:>8} {:>12}",
+            user.username, user.api_keys, user.created_at
+        )?;
+    }
+    Ok(())
+}
+
+pub async fn revoke(config: &Config, username: &str) -> anyhow::Result<()> {
+    let revoked = open_store(config).await?.revoke_api_keys(username).await?;
+    if revoked == 0 {
+        bail!("user {username:?} has no API keys");
+    }
+    tracing::info!(username, revoked, "API keys revoked");
+    writeln!(
+        std::io::stdout(),
+        "revoked {revoked} API key(s) of {username}"
+    )?;
+    Ok(())
+}
