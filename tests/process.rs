@@ -336,7 +336,6 @@ struct AmqpRun {
     redis_url: String,
     prefix: String,
     queue: String,
-    endpoint_id: String,
 }
 
 const EVENTS: usize = 20_000;
@@ -390,7 +389,6 @@ impl AmqpRun {
             redis_url,
             prefix,
             queue,
-            endpoint_id: endpoint.endpoint_id,
         })
     }
 
@@ -404,20 +402,47 @@ impl AmqpRun {
         Server::start_with(command)
     }
 
-    /// event_id → how many distinct deliveries it has, in any status.
+    /// event_id → how many deliveries it has, in any status. Read from the
+    /// delivery hashes themselves: the per-endpoint listing keeps only the
+    /// newest 10,000 delivered ids, fewer than this run makes.
     fn deliveries_by_event(&self) -> HashMap<String, usize> {
         self.runtime.block_on(async {
-            let store = RedisStore::connect(&self.redis_url, &self.prefix)
-                .await
-                .unwrap();
-            let mut deliveries: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
-            for (event_id, delivery_id) in deliveries_in_store(&store, &self.endpoint_id).await {
-                deliveries.entry(event_id).or_default().insert(delivery_id);
+            let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            let mut keys: Vec<String> = Vec::new();
+            {
+                let mut scan = redis::cmd("SCAN")
+                    .cursor_arg(0)
+                    .arg("MATCH")
+                    .arg(format!("{}*dlv:*", self.prefix))
+                    .arg("COUNT")
+                    .arg(5000)
+                    .clone()
+                    .iter_async::<String>(&mut connection)
+                    .await
+                    .unwrap();
+                while let Some(key) = scan.next_item().await {
+                    let key = key.unwrap();
+                    // `dlv:<id>` is the delivery; `dlv:<id>:attempts` its log.
+                    if !key.rsplit_once("dlv:").unwrap().1.contains(':') {
+                        keys.push(key);
+                    }
+                }
+            }
+            let mut deliveries = HashMap::new();
+            for chunk in keys.chunks(1000) {
+                let mut pipeline = redis::pipe();
+                for key in chunk {
+                    pipeline.hget(key, "event_id");
+                }
+                let event_ids: Vec<Option<String>> =
+                    pipeline.query_async(&mut connection).await.unwrap();
+                // A delivery purged between SCAN and HGET has no event id.
+                for event_id in event_ids.into_iter().flatten() {
+                    *deliveries.entry(event_id).or_default() += 1;
+                }
             }
             deliveries
-                .into_iter()
-                .map(|(event_id, ids)| (event_id, ids.len()))
-                .collect()
         })
     }
 
@@ -796,9 +821,14 @@ fn referenced_metric_names(text: &str) -> std::collections::BTreeSet<String> {
     let mut rest = text;
     while let Some(start) = rest.find("webhookd_") {
         let tail = &rest[start..];
-        let end = tail.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
         let name = &tail[..end];
-        let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
         names.insert(base.to_owned());
         rest = &tail[end..];
     }
@@ -812,9 +842,17 @@ fn referenced_metric_names(text: &str) -> std::collections::BTreeSet<String> {
 fn metrics_and_the_dashboard_agree() {
     use webhookd_testkit::receiver::{Answer, Receiver};
 
-    let Some(amqp_url) = require(Service::RabbitMq) else { return };
-    let Some(redis_url) = require(Service::Redis) else { return };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let Some(amqp_url) = require(Service::RabbitMq) else {
+        return;
+    };
+    let Some(redis_url) = require(Service::Redis) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let healthy = runtime.block_on(Receiver::start(Answer::Status(200)));
     let failing = runtime.block_on(Receiver::start(Answer::Status(500)));
     let queue = webhookd_testkit::amqp::unique_queue("metrics");
@@ -832,11 +870,25 @@ fn metrics_and_the_dashboard_agree() {
     let client = reqwest::blocking::Client::new();
     for url in [&healthy.url, &failing.url] {
         let body = json!({"url": url, "events": ["generated_video_success"]}).to_string();
-        let created: Value =
-            client.post(format!("{}/v2/endpoint", server.base)).header("x-api-key", &key).body(body).send().unwrap().json().unwrap();
+        let created: Value = client
+            .post(format!("{}/v2/endpoint", server.base))
+            .header("x-api-key", &key)
+            .body(body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         assert_eq!(created["code"], 0, "{created}");
     }
-    let ingest = |body: String| client.post(format!("{}/internal/events", server.base)).bearer_auth(token).body(body).send().unwrap().status();
+    let ingest = |body: String| {
+        client
+            .post(format!("{}/internal/events", server.base))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .unwrap()
+            .status()
+    };
     for i in 0..20 {
         assert_eq!(ingest(messages(i..i + 1).next().unwrap()), 202);
     }
@@ -844,25 +896,53 @@ fn metrics_and_the_dashboard_agree() {
     assert_eq!(ingest("not json".into()), 400);
     let mut amqp_messages: Vec<String> = messages(100..110).collect();
     amqp_messages.push("[1]".into());
-    runtime.block_on(webhookd_testkit::amqp::publish(&amqp_url, &queue, amqp_messages));
+    runtime.block_on(webhookd_testkit::amqp::publish(
+        &amqp_url,
+        &queue,
+        amqp_messages,
+    ));
 
     runtime.block_on(healthy.wait_for(30, Duration::from_secs(20)));
     // Each failing delivery gets 2 attempts ("100ms" schedule), then dies.
     runtime.block_on(failing.wait_for(60, Duration::from_secs(20)));
     std::thread::sleep(Duration::from_secs(6)); // one backlog refresh
 
-    let text = client.get(format!("{}/metrics", server.base)).send().unwrap().text().unwrap();
+    let text = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     let exported = exported_metric_names(&text);
-    let documented = referenced_metric_names(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/metrics.md")).unwrap());
+    let documented = referenced_metric_names(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/metrics.md"
+        ))
+        .unwrap(),
+    );
     assert!(documented.len() >= 16, "{documented:?}");
     let missing: Vec<_> = documented.difference(&exported).collect();
-    assert!(missing.is_empty(), "documented but not exported: {missing:?}");
-    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/grafana/webhookd.json")).unwrap();
+    assert!(
+        missing.is_empty(),
+        "documented but not exported: {missing:?}"
+    );
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/webhookd.json"
+    ))
+    .unwrap();
     serde_json::from_str::<Value>(&dashboard).expect("the dashboard is valid JSON");
     let queried = referenced_metric_names(&dashboard);
-    assert!(queried.len() >= 10, "the dashboard queries webhookd metrics: {queried:?}");
+    assert!(
+        queried.len() >= 10,
+        "the dashboard queries webhookd metrics: {queried:?}"
+    );
     let missing: Vec<_> = queried.difference(&exported).collect();
-    assert!(missing.is_empty(), "the dashboard queries series webhookd does not export: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries series webhookd does not export: {missing:?}"
+    );
 
     // Sensible values, not just names.
     let value = |series: &str| -> f64 {
@@ -876,9 +956,17 @@ fn metrics_and_the_dashboard_agree() {
     assert!(value(r#"webhookd_deliveries_finished_total{result="dead"}"#) >= 30.0);
     assert_eq!(value("webhookd_deliveries_dead"), 30.0);
     assert_eq!(value("webhookd_amqp_connected"), 1.0);
-    assert!(text.contains(r#"webhookd_events_received_total{source="http",outcome="duplicate"} 1"#), "{text}");
-    assert!(text.contains(r#"webhookd_events_rejected_total{source="amqp",reason="not_an_object"} 1"#));
+    assert!(
+        text.contains(r#"webhookd_events_received_total{source="http",outcome="duplicate"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"webhookd_events_rejected_total{source="amqp",reason="not_an_object"} 1"#)
+    );
 
     let dead = format!("{queue}.dead");
-    runtime.block_on(webhookd_testkit::amqp::delete_queues(&amqp_url, &[&queue, &dead]));
+    runtime.block_on(webhookd_testkit::amqp::delete_queues(
+        &amqp_url,
+        &[&queue, &dead],
+    ));
 }

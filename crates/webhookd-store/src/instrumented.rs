@@ -22,8 +22,13 @@ pub struct Instrumented {
 
 /// The operations that change state or sit on a hot path; their error
 /// series exist from the start.
-const WATCHED_OPERATIONS: &[&str] =
-    &["accept_events", "claim_due", "record_attempt", "user_for_api_key", "ping"];
+const WATCHED_OPERATIONS: &[&str] = &[
+    "accept_events",
+    "claim_due",
+    "record_attempt",
+    "user_for_api_key",
+    "ping",
+];
 
 impl Instrumented {
     pub fn new(inner: Arc<dyn Store>) -> Self {
