@@ -34,10 +34,14 @@ fn webhookd(store: &str) -> Command {
     command
 }
 
-/// One prefix per test process, the same for every webhookd it starts.
-fn redis_prefix() -> &'static str {
-    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PREFIX.get_or_init(|| unique_prefix("process"))
+/// One prefix per test (the harness names each test's thread after it), the
+/// same for every webhookd that test starts: tests running side by side
+/// never see each other's users.
+fn redis_prefix() -> String {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| unique_prefix("process"));
+    let test = std::thread::current().name().unwrap_or("main").to_owned();
+    format!("{run}{test}:")
 }
 
 fn run(mut command: Command) -> Output {

@@ -1,0 +1,173 @@
+//! RabbitMQ as the scenarios use it: preload a queue the way a producer
+//! would (persistent, publisher confirms), publish at a steady rate, and the
+//! raw drain ceiling (one consumer, multi-acks).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+/// The event message webhookd gets for event number `n` (SPEC §5), carrying
+/// its publish time for the latency scenario.
+pub fn event_message(n: u64, sent_at_us: u64) -> String {
+    format!(
+        r#"{{"event":"generated_video_success","username":"bench","event_id":"evt_{n}","data":{{"n":{n},"sent_at_us":{sent_at_us}}}}}"#
+    )
+}
+
+/// A queue name no other run uses.
+pub fn unique_queue(scenario: &str) -> String {
+    format!("bench.{scenario}.{}", uuid::Uuid::now_v7().simple())
+}
+
+#[derive(Debug)]
+pub struct Broker {
+    connection: Connection,
+}
+
+impl Broker {
+    pub async fn connect(url: &str) -> anyhow::Result<Broker> {
+        let connection = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .with_context(|| format!("connecting to RabbitMQ at {url}"))?;
+        Ok(Broker { connection })
+    }
+
+    async fn channel_for(&self, queue: &str) -> anyhow::Result<Channel> {
+        let channel = self.connection.create_channel().await?;
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(channel)
+    }
+
+    /// Publishes events `numbers` persistently with publisher confirms,
+    /// keeping up to 1,000 unconfirmed. Returns messages per second.
+    pub async fn preload(&self, queue: &str, numbers: std::ops::Range<u64>) -> anyhow::Result<f64> {
+        let channel = self.channel_for(queue).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let properties = BasicProperties::default().with_delivery_mode(2);
+        let count = numbers.end - numbers.start;
+        let started = Instant::now();
+        let mut confirms = Vec::with_capacity(1000);
+        for n in numbers {
+            let message = event_message(n, crate::unix_micros());
+            confirms.push(
+                channel
+                    .basic_publish(
+                        "".into(),
+                        queue.into(),
+                        BasicPublishOptions::default(),
+                        message.as_bytes(),
+                        properties.clone(),
+                    )
+                    .await?,
+            );
+            if confirms.len() == 1000 {
+                for confirm in confirms.drain(..) {
+                    anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a message");
+                }
+            }
+        }
+        for confirm in confirms {
+            anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a message");
+        }
+        let _ = channel.close(200, "done".into()).await;
+        Ok(per_second(count, started.elapsed()))
+    }
+
+    /// Publishes `rate` events per second for `duration`, each stamped with
+    /// the moment it is published. Returns how many were published.
+    pub async fn publish_steadily(
+        &self,
+        queue: &str,
+        rate: u32,
+        duration: Duration,
+    ) -> anyhow::Result<u64> {
+        let channel = self.channel_for(queue).await?;
+        let properties = BasicProperties::default().with_delivery_mode(2);
+        let total = u64::from(rate) * duration.as_secs();
+        let period = Duration::from_secs(1) / rate;
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        for n in 0..total {
+            ticks.tick().await;
+            let message = event_message(n, crate::unix_micros());
+            // Not waiting for the confirm: the broker hands the message on
+            // as soon as it routes it; the wait would only pace us.
+            drop(
+                channel
+                    .basic_publish(
+                        "".into(),
+                        queue.into(),
+                        BasicPublishOptions::default(),
+                        message.as_bytes(),
+                        properties.clone(),
+                    )
+                    .await?,
+            );
+        }
+        Ok(total)
+    }
+
+    /// The drain ceiling: one consumer, prefetch 1,000, acking every 100th
+    /// message with `multiple`. Returns messages per second.
+    pub async fn drain(&self, queue: &str, count: u64) -> anyhow::Result<f64> {
+        let channel = self.channel_for(queue).await?;
+        channel.basic_qos(1000, BasicQosOptions::default()).await?;
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "bench-drain".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let started = Instant::now();
+        let mut received = 0;
+        while received < count {
+            let delivery = consumer
+                .next()
+                .await
+                .context("the consumer ended before the queue drained")??;
+            received += 1;
+            if received % 100 == 0 || received == count {
+                delivery.ack(BasicAckOptions { multiple: true }).await?;
+            }
+        }
+        let rate = per_second(count, started.elapsed());
+        let _ = channel.close(200, "done".into()).await;
+        Ok(rate)
+    }
+
+    pub async fn delete(&self, queues: &[&str]) {
+        if let Ok(channel) = self.connection.create_channel().await {
+            for queue in queues {
+                let _ = channel
+                    .queue_delete((*queue).into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+    }
+}
+
+pub fn per_second(count: u64, elapsed: Duration) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let count = count as f64;
+    count / elapsed.as_secs_f64().max(1e-9)
+}

@@ -1,0 +1,220 @@
+//! `webhookd-bench`: end-to-end load scenarios against a real webhookd,
+//! RabbitMQ and Redis, each figure printed next to the ceiling of the same
+//! machine measured in the same run. See docs/benchmarks.md.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use webhookd_bench::report::{Ceiling, Row, Target, table};
+use webhookd_bench::scenarios::{self, Ceilings, DrainShape, Drained, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "End-to-end benchmarks of webhookd, next to the machine's own ceilings"
+)]
+struct Cli {
+    /// Which scenario to run.
+    #[arg(value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Events per drain scenario (fan-out uses a tenth, ×10 endpoints;
+    /// embedded a fifth).
+    #[arg(long, default_value_t = 50_000)]
+    events: u64,
+    /// Events per second in the latency scenario.
+    #[arg(long, default_value_t = 1_000)]
+    latency_rate: u32,
+    /// Seconds of steady load in the latency scenario.
+    #[arg(long, default_value_t = 30)]
+    latency_seconds: u64,
+    /// Deliveries awaiting retry in the memory scenario.
+    #[arg(long, default_value_t = 100_000)]
+    backlog: u64,
+    /// Print the rows as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The webhookd binary (default: the one next to this binary, rebuilt
+    /// first when run through cargo).
+    #[arg(long)]
+    webhookd: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "BENCH_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+    #[arg(
+        long,
+        env = "BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    redis_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Raw RabbitMQ drain and raw HTTP POST rate.
+    Ceilings,
+    /// N events, one endpoint each, through RabbitMQ and Redis.
+    Drain,
+    /// N/10 events, ten endpoints each.
+    Fanout,
+    /// A steady rate; publish → receipt quantiles.
+    Latency,
+    /// Drain with one more endpoint per event that never answers.
+    Slow,
+    /// HTTP ingest into the embedded SQLite store.
+    Embedded,
+    /// Memory with a large retry backlog.
+    Backlog,
+    All,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings {
+        webhookd: webhookd_bench::webhookd::locate(cli.webhookd.clone())?,
+        amqp_url: cli.amqp_url.clone(),
+        redis_url: cli.redis_url.clone(),
+        events: cli.events,
+        latency_rate: cli.latency_rate,
+        latency_duration: Duration::from_secs(cli.latency_seconds),
+        backlog: cli.backlog,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let rows = runtime.block_on(run(cli.scenario, &settings))?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", table(&rows));
+    }
+    Ok(())
+}
+
+async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>> {
+    use Scenario::{All, Backlog, Drain, Embedded, Fanout, Latency, Slow};
+    let wants = |s: Scenario| scenario == s || scenario == All;
+    let mut rows = Vec::new();
+    let mut progress = |row: &Row| eprintln!("{}: {:.1} {}", row.scenario, row.figure, row.unit);
+
+    let needs_ceilings = scenario != Latency && scenario != Backlog;
+    let ceilings: Option<Ceilings> = if needs_ceilings {
+        let (ceilings, ceiling_rows) = scenarios::ceilings(settings).await?;
+        ceiling_rows.iter().for_each(&mut progress);
+        rows.extend(ceiling_rows);
+        Some(ceilings)
+    } else {
+        None
+    };
+    let pipeline = ceilings.map(|c| c.pipeline());
+    let http = ceilings.map(|c| Ceiling::new("raw HTTP", c.http));
+
+    let mut drain_rate = None;
+    if wants(Drain) || wants(Slow) {
+        let shape = DrainShape {
+            events: settings.events,
+            endpoints: 1,
+            hanging_endpoint: false,
+        };
+        let drained = scenarios::drain(settings, shape).await?;
+        drain_rate = Some(drained.rate);
+        let row = drain_row(
+            "drain: RabbitMQ → Redis → 1 endpoint",
+            shape,
+            drained,
+            pipeline,
+            0.5,
+        );
+        progress(&row);
+        rows.push(row);
+    }
+    if wants(Fanout) {
+        let events = (settings.events / 10).max(1);
+        let shape = DrainShape {
+            events,
+            endpoints: 10,
+            hanging_endpoint: false,
+        };
+        let drained = scenarios::drain(settings, shape).await?;
+        let row = drain_row(
+            "fan-out: 10 endpoints per event",
+            shape,
+            drained,
+            http.clone(),
+            0.5,
+        );
+        progress(&row);
+        rows.push(row);
+    }
+    if wants(Latency) {
+        let row = scenarios::latency(settings).await?;
+        progress(&row);
+        rows.push(row);
+    }
+    if wants(Slow) {
+        let shape = DrainShape {
+            events: settings.events,
+            endpoints: 1,
+            hanging_endpoint: true,
+        };
+        let drained = scenarios::drain(settings, shape).await?;
+        let drain = drain_rate.map(|rate| Ceiling::new("drain", rate));
+        let row = drain_row(
+            "slow endpoint: the healthy endpoint's rate",
+            shape,
+            drained,
+            drain,
+            0.8,
+        );
+        progress(&row);
+        rows.push(row);
+    }
+    if wants(Embedded) {
+        let mut row = scenarios::embedded(settings, (settings.events / 5).max(1)).await?;
+        if let Some(http) = http {
+            row = row.with_ceiling(http);
+        }
+        progress(&row);
+        rows.push(row);
+    }
+    if wants(Backlog) {
+        let row = scenarios::backlog(settings).await?;
+        progress(&row);
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// A drain-type row: deliveries per second against `ceiling`, which the
+/// target puts a floor under.
+fn drain_row(
+    name: &str,
+    shape: DrainShape,
+    drained: Drained,
+    ceiling: Option<Ceiling>,
+    least_ratio: f64,
+) -> Row {
+    let mut row = Row::rate(name, drained.rate, "deliveries/s")
+        .with_usage(drained.usage)
+        .with_note(format!(
+            "{} events × {} endpoints{}, {} duplicates",
+            shape.events,
+            shape.endpoints,
+            if shape.hanging_endpoint {
+                " + 1 that never answers"
+            } else {
+                ""
+            },
+            drained.duplicates
+        ));
+    if let Some(ceiling) = ceiling {
+        row = row
+            .with_ceiling(ceiling)
+            .with_target(Target::RatioAtLeast(least_ratio));
+    }
+    row
+}

@@ -1,0 +1,443 @@
+//! The scenarios. Each sets up its own queue, store namespace, receiver and
+//! webhookd process, measures, checks that every event arrived exactly as
+//! sent (a run that lost or mis-signed anything fails), and tears down.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use webhookd_core::{Endpoint, EndpointStatus, EventType, ids};
+use webhookd_store::{RedisStore, SqliteStore, Store};
+
+use crate::broker::{Broker, per_second, unique_queue};
+use crate::receiver::Receiver;
+use crate::report::{Ceiling, Row, Target};
+use crate::webhookd::Webhookd;
+
+/// Where the scenarios run, and how big they are.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub webhookd: PathBuf,
+    pub amqp_url: String,
+    pub redis_url: String,
+    /// Events per drain-type scenario.
+    pub events: u64,
+    pub latency_rate: u32,
+    pub latency_duration: Duration,
+    /// Deliveries in the retry backlog of the memory scenario.
+    pub backlog: u64,
+}
+
+/// How long a scenario may go without a new delivery before it is a failure.
+const STALL: Duration = Duration::from_secs(30);
+/// Concurrent requests of the raw HTTP ceiling.
+const HTTP_CEILING_CONCURRENCY: usize = 64;
+/// Concurrent producers in the embedded (HTTP ingest) scenario.
+const INGEST_CONCURRENCY: usize = 32;
+
+/// The ceilings the scenarios are compared with, measured in the same run.
+#[derive(Debug, Clone, Copy)]
+pub struct Ceilings {
+    pub amqp_publish: f64,
+    pub amqp_drain: f64,
+    pub http: f64,
+}
+
+impl Ceilings {
+    /// The lower of RabbitMQ drain and raw HTTP: what a single-endpoint
+    /// drain could reach if webhookd cost nothing.
+    pub fn pipeline(&self) -> Ceiling {
+        if self.amqp_drain < self.http {
+            Ceiling::new("RabbitMQ drain", self.amqp_drain)
+        } else {
+            Ceiling::new("raw HTTP", self.http)
+        }
+    }
+}
+
+pub async fn ceilings(settings: &Settings) -> anyhow::Result<(Ceilings, Vec<Row>)> {
+    let broker = Broker::connect(&settings.amqp_url).await?;
+    let queue = unique_queue("ceiling");
+    let amqp_publish = broker.preload(&queue, 0..settings.events).await?;
+    let amqp_drain = broker.drain(&queue, settings.events).await?;
+    broker.delete(&[&queue]).await;
+
+    let secret = ids::new_secret();
+    let receiver = Receiver::start(vec![secret.clone()]).await?;
+    let http = crate::http::post_rate(
+        &receiver.endpoint_url(0),
+        &secret,
+        settings.events,
+        HTTP_CEILING_CONCURRENCY,
+    )
+    .await?;
+    let counts = receiver.counts();
+    ensure!(
+        counts.distinct as u64 == settings.events && counts.bad_signatures == 0,
+        "the raw HTTP ceiling lost requests: {counts:?}"
+    );
+    let ceilings = Ceilings {
+        amqp_publish,
+        amqp_drain,
+        http,
+    };
+    let rows = vec![
+        Row::rate(
+            "ceiling: RabbitMQ publish (confirms)",
+            amqp_publish,
+            "msg/s",
+        ),
+        Row::rate("ceiling: RabbitMQ drain (multi-ack)", amqp_drain, "msg/s"),
+        Row::rate("ceiling: raw HTTP POST, signed", http, "req/s"),
+    ];
+    Ok((ceilings, rows))
+}
+
+/// A store namespace of its own for one scenario, removed afterwards.
+struct Tenant {
+    store: Arc<dyn Store>,
+    env: Vec<(&'static str, String)>,
+    redis: Option<(String, String)>,
+    _sqlite_dir: Option<tempfile::TempDir>,
+}
+
+impl Tenant {
+    async fn redis(redis_url: &str) -> anyhow::Result<Tenant> {
+        let prefix = format!("bench:{}:", uuid::Uuid::now_v7().simple());
+        let store = RedisStore::connect(redis_url, &prefix)
+            .await
+            .with_context(|| format!("connecting to Redis at {redis_url}"))?;
+        Ok(Tenant {
+            store: Arc::new(store),
+            env: vec![
+                ("WEBHOOKD_STORE", redis_url.to_owned()),
+                ("WEBHOOKD_REDIS_PREFIX", prefix.clone()),
+            ],
+            redis: Some((redis_url.to_owned(), prefix)),
+            _sqlite_dir: None,
+        })
+    }
+
+    async fn sqlite() -> anyhow::Result<Tenant> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("webhookd.db");
+        let path = path.to_str().context("temporary path is UTF-8")?.to_owned();
+        let store = SqliteStore::open(&path).await?;
+        Ok(Tenant {
+            store: Arc::new(store),
+            env: vec![("WEBHOOKD_STORE", format!("sqlite://{path}"))],
+            redis: None,
+            _sqlite_dir: Some(dir),
+        })
+    }
+
+    /// Subscribes a new endpoint of user `bench` at `url`.
+    async fn endpoint(&self, url: String, secret: &str) -> anyhow::Result<()> {
+        let endpoint = Endpoint {
+            endpoint_id: ids::new_endpoint_id(),
+            url,
+            secret: secret.to_owned(),
+            status: EndpointStatus::Enabled,
+            events: vec![EventType::GeneratedVideoSuccess],
+            username: "bench".into(),
+            created_at: 0,
+        };
+        self.store.create_endpoint(&endpoint, 20).await?;
+        Ok(())
+    }
+
+    /// Removes every key of this namespace (Redis; SQLite goes with its
+    /// directory).
+    async fn remove(self) {
+        let Some((url, prefix)) = self.redis else {
+            return;
+        };
+        let Ok(client) = redis::Client::open(url) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+            return;
+        };
+        let mut keys: Vec<String> = Vec::new();
+        if let Ok(mut scan) = redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(5000)
+            .clone()
+            .iter_async::<String>(&mut connection)
+            .await
+        {
+            while let Some(Ok(key)) = scan.next_item().await {
+                keys.push(key);
+            }
+        }
+        for chunk in keys.chunks(1000) {
+            let _: redis::RedisResult<()> = redis::cmd("UNLINK")
+                .arg(chunk)
+                .query_async(&mut connection)
+                .await;
+        }
+    }
+}
+
+/// The environment of a webhookd consuming `queue`.
+fn amqp_env(settings: &Settings, tenant: &Tenant, queue: &str) -> Vec<(&'static str, String)> {
+    let mut env = tenant.env.clone();
+    env.push(("WEBHOOKD_AMQP_URL", settings.amqp_url.clone()));
+    env.push(("WEBHOOKD_AMQP_QUEUE", queue.to_owned()));
+    env
+}
+
+/// How a drain-type scenario is shaped.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainShape {
+    pub events: u64,
+    /// Healthy endpoints per event.
+    pub endpoints: usize,
+    /// One more endpoint per event that never answers.
+    pub hanging_endpoint: bool,
+}
+
+/// What a drain-type scenario measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Drained {
+    /// Healthy deliveries per second, from webhookd's start to the last one.
+    pub rate: f64,
+    pub usage: crate::webhookd::Usage,
+    pub duplicates: usize,
+}
+
+/// Preloads the queue, starts webhookd, and times it until the receiver has
+/// verified every healthy delivery.
+pub async fn drain(settings: &Settings, shape: DrainShape) -> anyhow::Result<Drained> {
+    let secrets: Vec<String> = (0..shape.endpoints).map(|_| ids::new_secret()).collect();
+    let receiver = Receiver::start(secrets.clone()).await?;
+    let tenant = Tenant::redis(&settings.redis_url).await?;
+    for (n, secret) in secrets.iter().enumerate() {
+        tenant.endpoint(receiver.endpoint_url(n), secret).await?;
+    }
+    if shape.hanging_endpoint {
+        tenant
+            .endpoint(receiver.hanging_url(), &ids::new_secret())
+            .await?;
+    }
+    let broker = Broker::connect(&settings.amqp_url).await?;
+    let queue = unique_queue("drain");
+    broker.preload(&queue, 0..shape.events).await?;
+
+    let expected = usize::try_from(shape.events)? * shape.endpoints;
+    let webhookd =
+        Webhookd::start(&settings.webhookd, &amqp_env(settings, &tenant, &queue)).await?;
+    let all_arrived = receiver
+        .wait_until(|r| r.counts().distinct >= expected, STALL)
+        .await;
+    let usage = webhookd.usage();
+    let counts = receiver.counts();
+    // The clock runs from webhookd's start to the last new delivery.
+    let elapsed = receiver
+        .last_new_at()
+        .unwrap_or_else(Instant::now)
+        .duration_since(webhookd.started_at);
+    let log = webhookd.log_tail();
+    drop(webhookd);
+    broker.delete(&[&queue, &format!("{queue}.dead")]).await;
+    tenant.remove().await;
+    ensure!(
+        all_arrived && counts.bad_signatures == 0,
+        "{} of {expected} deliveries arrived, {} with a bad signature; webhookd's log:\n{log}",
+        counts.distinct,
+        counts.bad_signatures
+    );
+    Ok(Drained {
+        rate: per_second(expected as u64, elapsed),
+        usage,
+        duplicates: counts.duplicates,
+    })
+}
+
+/// Steady publishing at `latency_rate` for `latency_duration`; publish →
+/// verified receipt, per event.
+pub async fn latency(settings: &Settings) -> anyhow::Result<Row> {
+    let secret = ids::new_secret();
+    let receiver = Receiver::start(vec![secret.clone()]).await?;
+    let tenant = Tenant::redis(&settings.redis_url).await?;
+    tenant.endpoint(receiver.endpoint_url(0), &secret).await?;
+    let broker = Broker::connect(&settings.amqp_url).await?;
+    let queue = unique_queue("latency");
+    let webhookd =
+        Webhookd::start(&settings.webhookd, &amqp_env(settings, &tenant, &queue)).await?;
+    webhookd.wait_until_answering("/readyz").await?;
+    let published = broker
+        .publish_steadily(&queue, settings.latency_rate, settings.latency_duration)
+        .await?;
+    let expected = usize::try_from(published)?;
+    let all_arrived = receiver
+        .wait_until(|r| r.counts().distinct >= expected, STALL)
+        .await;
+    let usage = webhookd.usage();
+    let counts = receiver.counts();
+    drop(webhookd);
+    broker.delete(&[&queue, &format!("{queue}.dead")]).await;
+    tenant.remove().await;
+    ensure!(
+        all_arrived && counts.bad_signatures == 0,
+        "{} of {expected} events arrived, {} with a bad signature",
+        counts.distinct,
+        counts.bad_signatures
+    );
+    let latencies = receiver.latencies_us();
+    let quantile = |q: f64| -> f64 {
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        #[allow(clippy::cast_precision_loss)]
+        let micros = latencies.get(index).copied().unwrap_or(0) as f64;
+        micros / 1000.0
+    };
+    let p99 = quantile(0.99);
+    Ok(Row::rate(
+        &format!(
+            "latency at {}/s for {} s: p99",
+            settings.latency_rate,
+            settings.latency_duration.as_secs()
+        ),
+        p99,
+        "ms",
+    )
+    .with_target(Target::AtMost(25.0))
+    .with_usage(usage)
+    .with_note(format!(
+        "p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms, {} duplicates",
+        quantile(0.5),
+        quantile(0.9),
+        quantile(1.0),
+        counts.duplicates
+    )))
+}
+
+/// HTTP ingest into the embedded SQLite store, `events` producers' POSTs,
+/// until every delivery is verified.
+pub async fn embedded(settings: &Settings, events: u64) -> anyhow::Result<Row> {
+    let secret = ids::new_secret();
+    let receiver = Receiver::start(vec![secret.clone()]).await?;
+    let tenant = Tenant::sqlite().await?;
+    tenant.endpoint(receiver.endpoint_url(0), &secret).await?;
+    let token = ids::new_ingest_token();
+    let mut env = tenant.env.clone();
+    env.push(("WEBHOOKD_INGEST_TOKEN", token.clone()));
+    let webhookd = Webhookd::start(&settings.webhookd, &env).await?;
+    let started = Instant::now();
+    let client = reqwest::Client::new();
+    let url = format!("{}/internal/events", webhookd.base_url);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut producers = tokio::task::JoinSet::new();
+    for _ in 0..INGEST_CONCURRENCY {
+        let (client, url, token, next) = (
+            client.clone(),
+            url.clone(),
+            token.clone(),
+            Arc::clone(&next),
+        );
+        producers.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= events {
+                    return anyhow::Ok(());
+                }
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .body(crate::broker::event_message(n, crate::unix_micros()))
+                    .send()
+                    .await?;
+                ensure!(
+                    response.status() == 202,
+                    "ingest answered {}",
+                    response.status()
+                );
+            }
+        });
+    }
+    while let Some(producer) = producers.join_next().await {
+        producer??;
+    }
+    let ingest_rate = per_second(events, started.elapsed());
+    let expected = usize::try_from(events)?;
+    let all_arrived = receiver
+        .wait_until(|r| r.counts().distinct >= expected, STALL)
+        .await;
+    let finished = receiver.last_new_at().unwrap_or_else(Instant::now);
+    let usage = webhookd.usage();
+    let counts = receiver.counts();
+    drop(webhookd);
+    ensure!(
+        all_arrived && counts.bad_signatures == 0,
+        "{} of {expected} events arrived, {} with a bad signature",
+        counts.distinct,
+        counts.bad_signatures
+    );
+    let rate = per_second(events, finished.duration_since(started));
+    Ok(Row::rate(
+        "embedded: HTTP ingest → SQLite → delivered",
+        rate,
+        "deliveries/s",
+    )
+    .with_usage(usage)
+    .with_note(format!("ingest {ingest_rate:.0} events/s (202 = durable)")))
+}
+
+/// Every delivery fails (500) and waits for its retry: webhookd's memory
+/// while `backlog` deliveries are scheduled in the store.
+pub async fn backlog(settings: &Settings) -> anyhow::Result<Row> {
+    let secret = ids::new_secret();
+    let receiver = Receiver::start(vec![secret.clone()]).await?;
+    let tenant = Tenant::redis(&settings.redis_url).await?;
+    tenant.endpoint(receiver.failing_url(), &secret).await?;
+    let broker = Broker::connect(&settings.amqp_url).await?;
+    let queue = unique_queue("backlog");
+    broker.preload(&queue, 0..settings.backlog).await?;
+    let mut env = amqp_env(settings, &tenant, &queue);
+    // Long enough that the whole backlog is waiting at once.
+    env.push(("WEBHOOKD_RETRY_SCHEDULE", "10m".into()));
+    let webhookd = Webhookd::start(&settings.webhookd, &env).await?;
+    let expected = usize::try_from(settings.backlog)?;
+    let all_failed_once = receiver
+        .wait_until(|r| r.counts().failed_answers >= expected, STALL)
+        .await;
+    let stats = tenant
+        .store
+        .delivery_stats(webhookd_core::time::unix_millis())
+        .await?;
+    let usage = webhookd.usage();
+    drop(webhookd);
+    broker.delete(&[&queue, &format!("{queue}.dead")]).await;
+    tenant.remove().await;
+    ensure!(
+        all_failed_once,
+        "only {} of {expected} first attempts arrived",
+        receiver.counts().failed_answers
+    );
+    if stats.scheduled < settings.backlog {
+        bail!(
+            "only {} of {} deliveries are scheduled for a retry",
+            stats.scheduled,
+            settings.backlog
+        );
+    }
+    Ok(Row::rate(
+        &format!(
+            "memory with {} deliveries awaiting retry: peak RSS",
+            settings.backlog
+        ),
+        usage.peak_rss_mb,
+        "MB",
+    )
+    .with_target(Target::AtMost(150.0))
+    .with_usage(usage))
+}
