@@ -7,15 +7,17 @@
 //!   attempt deadline by a wide margin (a lease shorter than the request
 //!   timeout is how Svix once sent duplicates). A worker that dies leaves its
 //!   leases to expire; whoever claims next sends.
-//! - **Isolation.** At most `max_in_flight` attempts run at once, and at most
-//!   `per_endpoint` of them for any one endpoint. A claim whose endpoint is
-//!   at its cap is handed back (due shortly, no attempt spent) instead of
-//!   waiting, so a slow or dead endpoint can hold a few permits, never the
-//!   workers of the healthy ones.
+//! - **Isolation.** Each endpoint has a lane: at most `per_endpoint`
+//!   attempts sending, and a short queue of claims waiting their turn. The
+//!   store claims for an endpoint only what its lane has room for, walking
+//!   endpoints in order of their oldest due delivery, so a slow or dead
+//!   endpoint holds a few of the `max_in_flight` permits and never the
+//!   healthy endpoints' turn. The queue lets claims come in batches; its
+//!   bound keeps every wait well inside the lease.
 //! - **Wake-ups.** Ingest pokes [`Dispatcher::waker`] after a durable
 //!   write, so fresh deliveries go out at once rather than at the next poll.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use webhookd_core::telemetry::{self, AttemptOutcome};
 use webhookd_core::time::unix_millis;
 use webhookd_core::{NextAttempt, RetrySchedule};
-use webhookd_store::{AttemptRecord, AttemptResult, Claim, Store};
+use webhookd_store::{AttemptRecord, AttemptResult, Claim, ClaimRequest, Store};
 
 use crate::classify::{Verdict, classify};
 use crate::client::DeliveryClient;
@@ -45,16 +47,28 @@ pub struct DispatcherSettings {
     pub poll_interval: Duration,
 }
 
+/// Claims an endpoint's lane may hold waiting, per sending slot.
+const QUEUED_PER_SLOT: u32 = 2;
+
 impl DispatcherSettings {
-    /// The lease: the deadline, the time to read the body and record the
-    /// attempt, and a wide margin for a loaded machine.
+    /// The lease: a queued claim waits for at most `QUEUED_PER_SLOT`
+    /// attempts ahead of it, then takes its own; each is bounded by the
+    /// deadline. Then the time to record, and a wide margin for a loaded
+    /// machine.
     pub fn lease(&self) -> Duration {
-        self.timeout * 2 + Duration::from_secs(30)
+        self.timeout * (QUEUED_PER_SLOT + 2) + Duration::from_secs(30)
+    }
+
+    /// Claims one endpoint's lane may hold, sending or waiting.
+    fn lane_capacity(&self) -> usize {
+        self.per_endpoint * (1 + QUEUED_PER_SLOT as usize)
     }
 }
 
-/// How long a claim whose endpoint is at its cap waits before it is due again.
-const ENDPOINT_BUSY_DELAY: Duration = Duration::from_millis(200);
+/// A queued claim is sent only if this much of its lease is left beyond the
+/// deadline; otherwise it is handed back, never sent on a lease that may run
+/// out mid-attempt.
+const LEASE_SAFETY: Duration = Duration::from_secs(5);
 /// How long deliveries of a disabled endpoint wait before they are looked at again.
 const DISABLED_PARK: Duration = Duration::from_secs(60);
 /// How long to wait before asking the store again after it failed.
@@ -66,8 +80,29 @@ pub struct Dispatcher {
     client: DeliveryClient,
     settings: DispatcherSettings,
     wake: Arc<Notify>,
+    /// One permit per claim held, sending or queued.
     in_flight: Arc<Semaphore>,
-    endpoints: Mutex<HashMap<String, Arc<Semaphore>>>,
+    lanes: Mutex<HashMap<String, Lane>>,
+}
+
+/// One endpoint's claims in this process.
+#[derive(Debug, Default)]
+struct Lane {
+    sending: usize,
+    waiting: VecDeque<Held>,
+}
+
+impl Lane {
+    fn held(&self) -> usize {
+        self.sending + self.waiting.len()
+    }
+}
+
+/// A claim and the permit it holds until its attempt is recorded.
+#[derive(Debug)]
+struct Held {
+    claim: Claim,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Dispatcher {
@@ -82,7 +117,7 @@ impl Dispatcher {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings,
             wake: Arc::new(Notify::new()),
-            endpoints: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -98,7 +133,8 @@ impl Dispatcher {
         let this = Arc::new(self);
         let attempts = TaskTracker::new();
         loop {
-            // Wait for room before claiming, so nothing claimed waits.
+            // Wait for room before claiming: every claim holds a permit until
+            // its attempt is recorded, so claims never outnumber permits.
             let permit = tokio::select! {
                 permit = Arc::clone(&this.in_flight).acquire_owned() => permit,
                 () = shutdown.cancelled() => break,
@@ -127,11 +163,6 @@ impl Dispatcher {
             }
             let mut first_permit = Some(first_permit);
             for claim in claims {
-                let Some(endpoint_permit) = this.endpoint_permit(&claim.delivery.endpoint_id)
-                else {
-                    this.hand_back(&claim).await;
-                    continue;
-                };
                 // Claimed no more than the room there was, so this holds.
                 let permit = first_permit
                     .take()
@@ -140,11 +171,14 @@ impl Dispatcher {
                     this.hand_back(&claim).await;
                     continue;
                 };
-                let this = Arc::clone(&this);
-                attempts.spawn(async move {
-                    this.attempt(claim).await;
-                    drop((permit, endpoint_permit));
-                });
+                let held = Held {
+                    claim,
+                    _permit: permit,
+                };
+                if let Some(first) = this.enqueue(held) {
+                    let (this, shutdown) = (Arc::clone(&this), shutdown.clone());
+                    attempts.spawn(async move { this.work_lane(first, shutdown).await });
+                }
             }
         }
         attempts.close();
@@ -154,32 +188,93 @@ impl Dispatcher {
 
     async fn claim(&self, limit: usize) -> Result<Vec<Claim>, webhookd_store::StoreError> {
         let now = unix_millis();
-        let lease = millis(self.settings.lease());
-        self.store
-            .claim_due(now, now + lease, now + millis(DISABLED_PARK), limit)
-            .await
+        let held = self
+            .lock_lanes()
+            .iter()
+            .map(|(endpoint_id, lane)| (endpoint_id.clone(), lane.held()))
+            .collect();
+        let request = ClaimRequest {
+            now_ms: now,
+            lease_until_ms: now + millis(self.settings.lease()),
+            park_until_ms: now + millis(DISABLED_PARK),
+            limit,
+            per_endpoint: self.settings.lane_capacity(),
+            held,
+        };
+        self.store.claim_due(&request).await
     }
 
-    /// A permit for the endpoint, unless it is at its cap. Semaphores of
-    /// endpoints with nothing in flight are dropped, keeping the map small.
-    fn endpoint_permit(&self, endpoint_id: &str) -> Option<OwnedSemaphorePermit> {
-        let mut endpoints = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if endpoints.len() > 10_000 {
-            let cap = self.settings.per_endpoint;
-            endpoints.retain(|_, semaphore| semaphore.available_permits() < cap);
+    fn lock_lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lane>> {
+        self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts a claim in its endpoint's lane. Returns it back if the lane has a
+    /// free sending slot: the caller then starts a worker for the lane.
+    fn enqueue(&self, held: Held) -> Option<Held> {
+        let mut lanes = self.lock_lanes();
+        let lane = lanes
+            .entry(held.claim.delivery.endpoint_id.clone())
+            .or_default();
+        if lane.sending < self.settings.per_endpoint {
+            lane.sending += 1;
+            Some(held)
+        } else {
+            lane.waiting.push_back(held);
+            None
         }
-        let semaphore = endpoints
-            .entry(endpoint_id.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_endpoint)));
-        Arc::clone(semaphore).try_acquire_owned().ok()
     }
 
+    /// Sends `first`, then whatever waits in the same lane, one at a time;
+    /// one task per sending slot, not per delivery. On shutdown the claims
+    /// still waiting are handed back rather than sent.
+    async fn work_lane(&self, first: Held, shutdown: CancellationToken) {
+        let endpoint_id = first.claim.delivery.endpoint_id.clone();
+        let mut next = Some(first);
+        while let Some(held) = next.take() {
+            let lease_left = held.claim.delivery.next_attempt_at - unix_millis();
+            if lease_left > millis(self.settings.timeout + LEASE_SAFETY) {
+                self.attempt(held.claim).await;
+            } else {
+                tracing::warn!(delivery_id = %held.claim.delivery.delivery_id, "a queued claim's lease is nearly over; handing it back");
+                self.hand_back(&held.claim).await;
+            }
+            let (following, abandoned) = self.next_in_lane(&endpoint_id, shutdown.is_cancelled());
+            for held in abandoned {
+                self.hand_back(&held.claim).await;
+            }
+            next = following;
+        }
+    }
+
+    /// The lane's next waiting claim, or none (the slot is then given up);
+    /// when `stopping`, the waiting claims instead, to be handed back. Wakes
+    /// the claim loop once the lane has room for a batch.
+    fn next_in_lane(&self, endpoint_id: &str, stopping: bool) -> (Option<Held>, Vec<Held>) {
+        let mut lanes = self.lock_lanes();
+        let Some(lane) = lanes.get_mut(endpoint_id) else {
+            return (None, Vec::new());
+        };
+        let abandoned: Vec<Held> = if stopping {
+            lane.waiting.drain(..).collect()
+        } else {
+            Vec::new()
+        };
+        let next = lane.waiting.pop_front();
+        if next.is_none() {
+            lane.sending -= 1;
+        }
+        if lane.held() <= self.settings.lane_capacity() / 2 {
+            self.wake.notify_one();
+        }
+        if lane.held() == 0 {
+            lanes.remove(endpoint_id);
+        }
+        (next, abandoned)
+    }
+
+    /// Makes a claim due again now, without spending an attempt.
     async fn hand_back(&self, claim: &Claim) {
-        let due = unix_millis() + millis(ENDPOINT_BUSY_DELAY);
-        if let Err(error) = self.store.release(claim, due).await {
+        if let Err(error) = self.store.release(claim, unix_millis()).await {
             // The lease runs out by itself; the delivery is only late.
             tracing::warn!(%error, delivery_id = %claim.delivery.delivery_id, "could not hand a claim back");
         }

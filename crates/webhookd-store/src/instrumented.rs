@@ -11,8 +11,8 @@ use webhookd_core::telemetry;
 use webhookd_core::{Endpoint, EndpointSpec, Event};
 
 use crate::{
-    Acceptance, AttemptRecord, AttemptResult, Claim, CreateOutcome, Delivery, DeliveryStats,
-    DeliveryStatus, Page, RetryOutcome, Store, StoreError, UserSummary,
+    Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
+    DeliveryStats, DeliveryStatus, Page, RetryOutcome, Store, StoreError, UserSummary,
 };
 
 #[derive(Debug)]
@@ -156,19 +156,8 @@ impl Store for Instrumented {
         .await
     }
 
-    async fn claim_due(
-        &self,
-        now_ms: i64,
-        lease_until_ms: i64,
-        park_until_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<Claim>, StoreError> {
-        timed(
-            "claim_due",
-            self.inner
-                .claim_due(now_ms, lease_until_ms, park_until_ms, limit),
-        )
-        .await
+    async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+        timed("claim_due", self.inner.claim_due(request)).await
     }
 
     async fn record_attempt(

@@ -13,6 +13,7 @@
 //! owns persistence and atomicity only; validation (URLs, event names,
 //! limits' wording) belongs to the API and the core.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -110,6 +111,20 @@ pub struct Claim {
     pub secret: String,
     /// Proves ownership of the lease when the attempt is recorded.
     pub lease: String,
+}
+
+/// What a worker asks of [`Store::claim_due`].
+#[derive(Debug, Clone, Default)]
+pub struct ClaimRequest {
+    pub now_ms: i64,
+    pub lease_until_ms: i64,
+    pub park_until_ms: i64,
+    /// Most claims in all.
+    pub limit: usize,
+    /// Most claims one endpoint may have with this worker, counting `held`.
+    pub per_endpoint: usize,
+    /// Claims the worker already holds, by endpoint id.
+    pub held: HashMap<String, usize>,
 }
 
 /// One finished attempt, as the attempt log keeps it.
@@ -284,18 +299,15 @@ pub trait Store: Send + Sync + fmt::Debug {
         page: &Page,
     ) -> Result<Vec<Delivery>, StoreError>;
 
-    /// Leases up to `limit` due deliveries until `lease_until_ms`: each is
-    /// hidden from other workers until then, and due again if its worker
-    /// dies without recording the attempt. Deliveries of deleted endpoints
-    /// are dropped; those of disabled endpoints wait until `park_until_ms`
-    /// without spending an attempt.
-    async fn claim_due(
-        &self,
-        now_ms: i64,
-        lease_until_ms: i64,
-        park_until_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<Claim>, StoreError>;
+    /// Leases due deliveries as `request` says, endpoint by endpoint in the
+    /// order of each endpoint's earliest due delivery, never more for one
+    /// endpoint than its room: a slow endpoint's backlog cannot crowd out the
+    /// others. Each claim is hidden from other workers until
+    /// `lease_until_ms`, and due again if its worker dies without recording
+    /// the attempt. Deliveries of deleted endpoints are dropped; those of
+    /// disabled endpoints wait until `park_until_ms` without spending an
+    /// attempt.
+    async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError>;
 
     /// Records a finished attempt and its consequence, atomically, if the
     /// lease is still `claim`'s; `false` when it expired and the delivery

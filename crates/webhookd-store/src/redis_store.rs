@@ -18,8 +18,16 @@
 //! | `<u>:ep:<id>:<status>` | sorted set, score 0 | the endpoint's delivery ids by status (lexical = creation order) |
 //! | `<p>:dlv:<id>` | hash | one delivery |
 //! | `<p>:due` | sorted set | pending delivery ids by due time (ms) |
+//! | `<u>:ep:<id>:due` | sorted set | the endpoint's pending delivery ids by due time |
+//! | `<p>:ready` | sorted set | the `…:due` keys of endpoints with pending deliveries, by their earliest due time |
 //! | `<p>:dead` | counter | dead deliveries kept in the partition |
 //! | `settings` | hash | name → value |
+//!
+//! Claims walk `<p>:ready` endpoint by endpoint, oldest due first, and take
+//! at most a worker's per-endpoint room from each: an endpoint with a million
+//! overdue deliveries costs a claim one skipped entry, not a scan of its
+//! backlog, so it cannot starve the others. `<p>:due` holds the same
+//! schedule flat, for the backlog gauges.
 //!
 //! The braces are Redis Cluster hash tags. Every script touches keys of one
 //! tag only — an event's de-duplication, its owner's endpoints, its
@@ -39,8 +47,8 @@ use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use crate::{
-    Acceptance, AttemptRecord, AttemptResult, Claim, CreateOutcome, DEDUP_WINDOW_MS, Delivery,
-    DeliveryStats, DeliveryStatus, Page, RetryOutcome, Store, StoreError, UserSummary,
+    Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, DEDUP_WINDOW_MS,
+    Delivery, DeliveryStats, DeliveryStatus, Page, RetryOutcome, Store, StoreError, UserSummary,
     event_type_from_str, events_from_json, events_to_json, new_delivery, status_from_str,
 };
 
@@ -66,9 +74,9 @@ return redis.call('HGETALL', KEYS[1])
 ";
 
 /// Removes the endpoint and its deliveries, taking pending ones off the due
-/// queue so their retries stop.
-/// KEYS: endpoints, endpoint hash, due. ARGV: endpoint id, user prefix,
-/// partition prefix.
+/// queues so their retries stop.
+/// KEYS: endpoints, endpoint hash, due, endpoint due, ready. ARGV: endpoint
+/// id, user prefix, partition prefix.
 const DELETE_ENDPOINT: &str = r"
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 if removed == 0 then return 0 end
@@ -82,48 +90,95 @@ for _, status in ipairs({'pending', 'delivered', 'failed'}) do
   end
   redis.call('DEL', index)
 end
+redis.call('DEL', KEYS[4])
+redis.call('ZREM', KEYS[5], KEYS[4])
 return 1
 ";
 
-/// Leases due deliveries of one partition: each claimed id's due score moves
-/// to the lease's end, so a worker that dies leaves it due again then.
-/// Deliveries of deleted endpoints are dropped; of disabled ones, parked.
-/// KEYS: due. ARGV: now, lease until, limit, partition prefix, park until,
-/// lease token base.
-const CLAIM_DUE: &str = r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-local claimed = {}
-for i, id in ipairs(ids) do
-  local key = ARGV[4] .. 'dlv:' .. id
-  local d = redis.call('HMGET', key, 'username', 'endpoint_id', 'event_id', 'event_type', 'body',
-    'attempts', 'created_at', 'status')
-  if not d[1] or d[8] ~= 'pending' then
-    redis.call('ZREM', KEYS[1], id)
+/// Lua functions every script that moves a pending delivery in time shares:
+/// the flat schedule, the endpoint's own, and the endpoint's place in the
+/// ready queue change together.
+const SCHEDULE_FUNCTIONS: &str = r"
+local function refresh_ready(ready, endpoint_due)
+  local first = redis.call('ZRANGE', endpoint_due, 0, 0, 'WITHSCORES')
+  if first[1] then
+    redis.call('ZADD', ready, first[2], endpoint_due)
   else
-    local user = ARGV[4] .. 'u:' .. d[1] .. ':'
-    local endpoint = redis.call('HMGET', user .. 'endpoint:' .. d[2], 'url', 'secret', 'status')
-    if not endpoint[1] then
-      redis.call('ZREM', KEYS[1], id)
-      redis.call('ZREM', user .. 'ep:' .. d[2] .. ':pending', id)
-      redis.call('DEL', key, key .. ':attempts')
-    elseif endpoint[3] ~= 'enabled' then
-      redis.call('ZADD', KEYS[1], ARGV[5], id)
-      redis.call('HSET', key, 'next_attempt_at', ARGV[5])
-    else
-      local lease = ARGV[6] .. ':' .. i
-      redis.call('HSET', key, 'lease', lease, 'next_attempt_at', ARGV[2])
-      redis.call('ZADD', KEYS[1], ARGV[2], id)
-      claimed[#claimed + 1] = {id, d[1], d[2], d[3], d[4], d[5], d[6], d[7], endpoint[1], endpoint[2], lease}
+    redis.call('ZREM', ready, endpoint_due)
+  end
+end
+local function schedule(due, endpoint_due, ready, id, at)
+  redis.call('ZADD', due, at, id)
+  redis.call('ZADD', endpoint_due, at, id)
+  refresh_ready(ready, endpoint_due)
+end
+local function unschedule(due, endpoint_due, ready, id)
+  redis.call('ZREM', due, id)
+  redis.call('ZREM', endpoint_due, id)
+  refresh_ready(ready, endpoint_due)
+end
+";
+
+/// Leases due deliveries of one partition, endpoint by endpoint in the order
+/// of their earliest due delivery, at most `room` per endpoint: each claimed
+/// id's due time moves to the lease's end, so a worker that dies leaves it
+/// due again then. Deliveries of deleted endpoints are dropped; of disabled
+/// ones, parked.
+/// KEYS: due, ready. ARGV: now, lease until, limit, partition prefix, park
+/// until, lease token base, per-endpoint room, then (endpoint id, claims
+/// already held) pairs.
+const CLAIM_DUE: &str = r"
+local now, limit, per_endpoint = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[7])
+local held, busy = {}, 0
+for i = 8, #ARGV, 2 do
+  held[ARGV[i]] = tonumber(ARGV[i + 1])
+  busy = busy + 1
+end
+local claimed = {}
+-- Endpoints without room are skipped; there are at most `busy` of them.
+local queues = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit + busy)
+for _, endpoint_due in ipairs(queues) do
+  if #claimed >= limit then break end
+  local user, endpoint_id = string.match(endpoint_due, '^(.*)ep:([^:]+):due$')
+  local room = math.min(per_endpoint - (held[endpoint_id] or 0), limit - #claimed)
+  if room > 0 then
+    local endpoint = redis.call('HMGET', user .. 'endpoint:' .. endpoint_id, 'url', 'secret', 'status')
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', endpoint_due, '-inf', now, 'LIMIT', 0, room)) do
+      local key = ARGV[4] .. 'dlv:' .. id
+      local d = redis.call('HMGET', key, 'username', 'event_id', 'event_type', 'body', 'attempts',
+        'created_at', 'status')
+      if not d[1] or d[7] ~= 'pending' then
+        redis.call('ZREM', KEYS[1], id)
+        redis.call('ZREM', endpoint_due, id)
+      elseif not endpoint[1] then
+        redis.call('ZREM', KEYS[1], id)
+        redis.call('ZREM', endpoint_due, id)
+        redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
+        redis.call('DEL', key, key .. ':attempts')
+      elseif endpoint[3] ~= 'enabled' then
+        redis.call('ZADD', KEYS[1], ARGV[5], id)
+        redis.call('ZADD', endpoint_due, ARGV[5], id)
+        redis.call('HSET', key, 'next_attempt_at', ARGV[5])
+      else
+        local lease = ARGV[6] .. ':' .. (#claimed + 1)
+        redis.call('HSET', key, 'lease', lease, 'next_attempt_at', ARGV[2])
+        redis.call('ZADD', KEYS[1], ARGV[2], id)
+        redis.call('ZADD', endpoint_due, ARGV[2], id)
+        claimed[#claimed + 1] = {id, d[1], endpoint_id, d[2], d[3], d[4], d[5], d[6], endpoint[1],
+          endpoint[2], lease}
+      end
     end
+    refresh_ready(KEYS[2], endpoint_due)
   end
 end
 return claimed
 ";
 
 /// Records an attempt if the lease still matches.
-/// KEYS: delivery, due, attempts list, pending index, final index.
-/// ARGV: lease, result (retry|delivered|failed), next attempt at, attempt
-/// JSON, delivery id, retention seconds, index cap, dead counter key.
+/// KEYS: delivery, due, attempts list, pending index, final index, endpoint
+/// due, ready. ARGV: lease, result (retry|delivered|failed), next attempt
+/// at, attempt JSON, delivery id, retention seconds, index cap, dead counter
+/// key.
 const RECORD_ATTEMPT: &str = r"
 if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
 redis.call('RPUSH', KEYS[3], ARGV[4])
@@ -131,12 +186,12 @@ redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HDEL', KEYS[1], 'lease')
 if ARGV[2] == 'retry' then
   redis.call('HSET', KEYS[1], 'next_attempt_at', ARGV[3])
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+  schedule(KEYS[2], KEYS[6], KEYS[7], ARGV[5], ARGV[3])
   return 1
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
 if ARGV[2] == 'failed' then redis.call('INCR', ARGV[8]) end
-redis.call('ZREM', KEYS[2], ARGV[5])
+unschedule(KEYS[2], KEYS[6], KEYS[7], ARGV[5])
 redis.call('ZREM', KEYS[4], ARGV[5])
 redis.call('ZADD', KEYS[5], 0, ARGV[5])
 if ARGV[2] == 'delivered' then
@@ -148,25 +203,26 @@ end
 return 1
 ";
 
-/// Hands a lease back. KEYS: delivery, due. ARGV: lease, due at, id.
+/// Hands a lease back. KEYS: delivery, due, endpoint due, ready. ARGV:
+/// lease, due at, id.
 const RELEASE: &str = r"
 if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
 redis.call('HDEL', KEYS[1], 'lease')
 redis.call('HSET', KEYS[1], 'next_attempt_at', ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+schedule(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[2])
 return 1
 ";
 
 /// Makes a dead delivery pending again. KEYS: delivery, due, failed index,
-/// pending index. ARGV: now, id, dead counter key. Returns the status
-/// before, or false.
+/// pending index, endpoint due, ready. ARGV: now, id, dead counter key.
+/// Returns the status before, or false.
 const RETRY_DEAD: &str = r"
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if status ~= 'failed' then return status end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'next_attempt_at', ARGV[1])
 redis.call('HDEL', KEYS[1], 'lease')
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+schedule(KEYS[2], KEYS[5], KEYS[6], ARGV[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZADD', KEYS[4], 0, ARGV[2])
 redis.call('DECR', ARGV[3])
@@ -181,9 +237,9 @@ const DELIVERED_INDEX_CAP: usize = 10_000;
 /// De-duplicates one event and creates its deliveries from the owner's
 /// current endpoints. Returns false for a duplicate, else the endpoint ids
 /// that got a delivery (the i-th uses the i-th delivery id of ARGV).
-/// KEYS: endpoints, seen, due. ARGV: dedup ms, quoted event type, body,
-/// event id, now ms, user prefix, partition prefix, event type, username,
-/// then up to 20 fresh delivery ids.
+/// KEYS: endpoints, seen, due, ready. ARGV: dedup ms, quoted event type,
+/// body, event id, now ms, user prefix, partition prefix, event type,
+/// username, then up to 20 fresh delivery ids.
 const ACCEPT_EVENT: &str = r"
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return false end
 local chosen = {}
@@ -195,7 +251,7 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     redis.call('HSET', ARGV[7] .. 'dlv:' .. delivery, 'username', ARGV[9], 'endpoint_id', id,
       'event_id', ARGV[4], 'event_type', ARGV[8], 'body', ARGV[3], 'status', 'pending',
       'attempts', 0, 'next_attempt_at', ARGV[5], 'created_at', ARGV[5])
-    redis.call('ZADD', KEYS[3], ARGV[5], delivery)
+    schedule(KEYS[3], ARGV[6] .. 'ep:' .. id .. ':due', KEYS[4], delivery, ARGV[5])
     redis.call('ZADD', ARGV[6] .. 'ep:' .. id .. ':pending', 0, delivery)
     chosen[#chosen + 1] = id
   end
@@ -282,11 +338,11 @@ impl RedisStore {
             delete_endpoint: Script::new(DELETE_ENDPOINT),
             add_api_key: Script::new(ADD_API_KEY),
             revoke_api_keys: Script::new(REVOKE_API_KEYS),
-            accept_event: Script::new(ACCEPT_EVENT),
-            claim_due: Script::new(CLAIM_DUE),
-            record_attempt: Script::new(RECORD_ATTEMPT),
-            release: Script::new(RELEASE),
-            retry_dead: Script::new(RETRY_DEAD),
+            accept_event: Script::new(&format!("{SCHEDULE_FUNCTIONS}{ACCEPT_EVENT}")),
+            claim_due: Script::new(&format!("{SCHEDULE_FUNCTIONS}{CLAIM_DUE}")),
+            record_attempt: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RECORD_ATTEMPT}")),
+            release: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RELEASE}")),
+            retry_dead: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RETRY_DEAD}")),
         };
         Ok(RedisStore {
             connection,
@@ -336,6 +392,16 @@ impl RedisStore {
 
     fn due_key(&self, username: &str) -> String {
         format!("{}due", self.partition_prefix(username))
+    }
+
+    /// The endpoint's pending deliveries by due time.
+    fn endpoint_due_key(&self, username: &str, endpoint_id: &str) -> String {
+        format!("{}ep:{endpoint_id}:due", self.user_prefix(username))
+    }
+
+    /// The partition's endpoints with pending deliveries, by earliest due.
+    fn ready_key(&self, username: &str) -> String {
+        format!("{}ready", self.partition_prefix(username))
     }
 
     fn delivery_key(&self, delivery: &Delivery) -> String {
@@ -641,6 +707,8 @@ impl Store for RedisStore {
             .key(self.endpoints_key(username))
             .key(self.endpoint_key(username, endpoint_id))
             .key(self.due_key(username))
+            .key(self.endpoint_due_key(username, endpoint_id))
+            .key(self.ready_key(username))
             .arg(endpoint_id)
             .arg(self.user_prefix(username))
             .arg(self.partition_prefix(username))
@@ -683,6 +751,7 @@ impl Store for RedisStore {
                     event.event_id
                 ))
                 .key(self.due_key(username))
+                .key(self.ready_key(username))
                 .arg(DEDUP_WINDOW_MS)
                 .arg(format!("\"{}\"", event.event_type.as_str()))
                 .arg(body)
@@ -763,39 +832,61 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn claim_due(
-        &self,
-        now_ms: i64,
-        lease_until_ms: i64,
-        park_until_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<Claim>, StoreError> {
+    async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
         let mut connection = self.connection();
+        // One round trip finds the partitions with a ready endpoint, so an
+        // idle store costs one call, not one per partition.
         let first = self.next_partition.fetch_add(1, Ordering::Relaxed);
+        let partitions: Vec<u32> = (0..PARTITIONS)
+            .map(|offset| (first + offset) % PARTITIONS)
+            .collect();
+        let mut probe = redis::pipe();
+        for partition in &partitions {
+            probe
+                .cmd("ZRANGEBYSCORE")
+                .arg(format!("{}{{p:{partition}}}:ready", self.prefix))
+                .arg("-inf")
+                .arg(request.now_ms)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(1);
+        }
+        let ready: Vec<Vec<String>> = probe
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
         let lease_base = ids::new_lease_token();
+        let held: Vec<(&String, &usize)> = request.held.iter().collect();
         let mut claims = Vec::new();
-        for offset in 0..PARTITIONS {
-            let wanted = limit.saturating_sub(claims.len());
+        for (partition, ready) in partitions.into_iter().zip(ready) {
+            let wanted = request.limit.saturating_sub(claims.len());
             if wanted == 0 {
                 break;
             }
-            let partition = (first + offset) % PARTITIONS;
+            if ready.is_empty() {
+                continue;
+            }
             let partition_prefix = format!("{}{{p:{partition}}}:", self.prefix);
-            let rows: Vec<Vec<String>> = self
-                .scripts
-                .claim_due
+            let mut invocation = self.scripts.claim_due.prepare_invoke();
+            invocation
                 .key(format!("{partition_prefix}due"))
-                .arg(now_ms)
-                .arg(lease_until_ms)
+                .key(format!("{partition_prefix}ready"))
+                .arg(request.now_ms)
+                .arg(request.lease_until_ms)
                 .arg(wanted)
                 .arg(&partition_prefix)
-                .arg(park_until_ms)
+                .arg(request.park_until_ms)
                 .arg(format!("{lease_base}:{partition}"))
+                .arg(request.per_endpoint);
+            for (endpoint_id, count) in &held {
+                invocation.arg(endpoint_id.as_str()).arg(**count);
+            }
+            let rows: Vec<Vec<String>> = invocation
                 .invoke_async(&mut connection)
                 .await
                 .map_err(redis_error)?;
             for row in rows {
-                claims.push(claim_from_row(row, lease_until_ms)?);
+                claims.push(claim_from_row(row, request.lease_until_ms)?);
             }
         }
         Ok(claims)
@@ -826,6 +917,8 @@ impl Store for RedisStore {
                 DeliveryStatus::Pending,
             ))
             .key(self.delivery_index_key(&delivery.username, &delivery.endpoint_id, final_status))
+            .key(self.endpoint_due_key(&delivery.username, &delivery.endpoint_id))
+            .key(self.ready_key(&delivery.username))
             .arg(&claim.lease)
             .arg(outcome)
             .arg(next_at)
@@ -846,6 +939,8 @@ impl Store for RedisStore {
             .release
             .key(self.delivery_key(&claim.delivery))
             .key(self.due_key(&claim.delivery.username))
+            .key(self.endpoint_due_key(&claim.delivery.username, &claim.delivery.endpoint_id))
+            .key(self.ready_key(&claim.delivery.username))
             .arg(&claim.lease)
             .arg(due_ms)
             .arg(&claim.delivery.delivery_id)
@@ -906,6 +1001,8 @@ impl Store for RedisStore {
             .key(self.due_key(username))
             .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Failed))
             .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Pending))
+            .key(self.endpoint_due_key(username, endpoint_id))
+            .key(self.ready_key(username))
             .arg(now_ms)
             .arg(delivery_id)
             .arg(format!("{}dead", self.partition_prefix(username)))

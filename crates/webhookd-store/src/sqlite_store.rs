@@ -16,8 +16,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use crate::{
-    Acceptance, AttemptRecord, AttemptResult, Claim, CreateOutcome, DEDUP_WINDOW_MS, Delivery,
-    DeliveryStats, DeliveryStatus, Page, RetryOutcome, Store, StoreError, UserSummary,
+    Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, DEDUP_WINDOW_MS,
+    Delivery, DeliveryStats, DeliveryStatus, Page, RetryOutcome, Store, StoreError, UserSummary,
     event_type_from_str, events_from_json, events_to_json, new_delivery, status_from_str,
 };
 
@@ -86,7 +86,29 @@ const MIGRATIONS: &[&str] = &[
      ) STRICT, WITHOUT ROWID;",
     // 3: counting dead deliveries for the metrics without a table scan.
     "CREATE INDEX deliveries_failed ON deliveries(status) WHERE status = 'failed';",
+    // 4: claiming endpoint by endpoint (see READY_ENDPOINTS).
+    "CREATE INDEX deliveries_pending_by_endpoint ON deliveries(endpoint_id, next_attempt_at)
+         WHERE status = 'pending';",
 ];
+
+/// Endpoints with a due delivery, earliest due first. A skip scan: one index
+/// seek per endpoint with pending deliveries, however long its backlog.
+/// ?1: now, ?2: most endpoints.
+const READY_ENDPOINTS: &str = "
+    WITH RECURSIVE pending(endpoint_id) AS (
+        SELECT MIN(endpoint_id) FROM deliveries WHERE status = 'pending'
+        UNION ALL
+        SELECT (SELECT MIN(d.endpoint_id) FROM deliveries d
+                WHERE d.status = 'pending' AND d.endpoint_id > pending.endpoint_id)
+        FROM pending WHERE pending.endpoint_id IS NOT NULL
+    )
+    SELECT endpoint_id FROM (
+        SELECT endpoint_id,
+               (SELECT MIN(d.next_attempt_at) FROM deliveries d
+                WHERE d.status = 'pending' AND d.endpoint_id = pending.endpoint_id) AS first_due
+        FROM pending WHERE endpoint_id IS NOT NULL
+    )
+    WHERE first_due <= ?1 ORDER BY first_due LIMIT ?2";
 
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -245,6 +267,74 @@ fn accept_one(
         deliveries.push(delivery);
     }
     Ok(Acceptance::Accepted { deliveries })
+}
+
+/// Leases up to `room` due deliveries of one endpoint into `claims`.
+fn claim_from_endpoint(
+    tx: &rusqlite::Transaction<'_>,
+    request: &ClaimRequest,
+    endpoint_id: &str,
+    room: usize,
+    claims: &mut Vec<Claim>,
+) -> Result<(), StoreError> {
+    let due = {
+        let mut select = tx
+            .prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS_D}, e.url, e.secret, e.status
+                 FROM deliveries d
+                 LEFT JOIN endpoints e ON e.endpoint_id = d.endpoint_id AND e.username = d.username
+                 WHERE d.status = 'pending' AND d.endpoint_id = ?1 AND d.next_attempt_at <= ?2
+                 ORDER BY d.next_attempt_at LIMIT ?3"
+            ))
+            .map_err(sqlite_error)?;
+        let rows = select
+            .query_map(
+                params![
+                    endpoint_id,
+                    request.now_ms,
+                    i64::try_from(room).unwrap_or(i64::MAX)
+                ],
+                |row| {
+                    Ok((
+                        read_delivery(row)?,
+                        row.get::<_, Option<String>>(10)?,
+                        row.get::<_, Option<String>>(11)?,
+                        row.get::<_, Option<String>>(12)?,
+                    ))
+                },
+            )
+            .map_err(sqlite_error)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)?
+    };
+    for (raw, url, secret, status) in due {
+        let mut delivery: Delivery = raw.parse()?;
+        match (url, secret, status.as_deref()) {
+            (Some(url), Some(secret), Some("enabled")) => {
+                let lease = ids::new_lease_token();
+                tx.execute(
+                    "UPDATE deliveries SET next_attempt_at = ?1, lease_owner = ?2 WHERE delivery_id = ?3",
+                    params![request.lease_until_ms, lease, delivery.delivery_id],
+                )
+                .map_err(sqlite_error)?;
+                delivery.next_attempt_at = request.lease_until_ms;
+                claims.push(Claim {
+                    delivery,
+                    url,
+                    secret,
+                    lease,
+                });
+            }
+            (Some(_), Some(_), _) => {
+                tx.execute(
+                    "UPDATE deliveries SET next_attempt_at = ?1 WHERE delivery_id = ?2",
+                    params![request.park_until_ms, delivery.delivery_id],
+                )
+                .map_err(sqlite_error)?;
+            }
+            _ => delete_deliveries(tx, "delivery_id", &delivery.delivery_id)?,
+        }
+    }
+    Ok(())
 }
 
 /// Deletes deliveries (and their attempts) whose `column` equals `value`.
@@ -645,61 +735,31 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_due(
-        &self,
-        now_ms: i64,
-        lease_until_ms: i64,
-        park_until_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<Claim>, StoreError> {
+    async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+        let request = request.clone();
         self.call(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_error)?;
-            let due = {
-                let mut select = tx
-                    .prepare_cached(&format!(
-                        "SELECT {DELIVERY_COLUMNS_D}, e.url, e.secret, e.status
-                         FROM deliveries d
-                         LEFT JOIN endpoints e ON e.endpoint_id = d.endpoint_id AND e.username = d.username
-                         WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
-                         ORDER BY d.next_attempt_at LIMIT ?2"
-                    ))
-                    .map_err(sqlite_error)?;
-                let rows = select
-                    .query_map(params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-                        Ok((
-                            read_delivery(row)?,
-                            row.get::<_, Option<String>>(10)?,
-                            row.get::<_, Option<String>>(11)?,
-                            row.get::<_, Option<String>>(12)?,
-                        ))
-                    })
-                    .map_err(sqlite_error)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)?
+            let ready: Vec<String> = {
+                let mut select = tx.prepare_cached(READY_ENDPOINTS).map_err(sqlite_error)?;
+                // Endpoints without room are skipped; at most `held` of them.
+                let most = i64::try_from(request.limit + request.held.len()).unwrap_or(i64::MAX);
+                select
+                    .query_map(params![request.now_ms, most], |row| row.get(0))
+                    .map_err(sqlite_error)?
+                    .collect::<Result<_, _>>()
+                    .map_err(sqlite_error)?
             };
-            let mut claims = Vec::with_capacity(due.len());
-            for (raw, url, secret, status) in due {
-                let mut delivery: Delivery = raw.parse()?;
-                match (url, secret, status.as_deref()) {
-                    (Some(url), Some(secret), Some("enabled")) => {
-                        let lease = ids::new_lease_token();
-                        tx.execute(
-                            "UPDATE deliveries SET next_attempt_at = ?1, lease_owner = ?2 WHERE delivery_id = ?3",
-                            params![lease_until_ms, lease, delivery.delivery_id],
-                        )
-                        .map_err(sqlite_error)?;
-                        delivery.next_attempt_at = lease_until_ms;
-                        claims.push(Claim { delivery, url, secret, lease });
-                    }
-                    (Some(_), Some(_), _) => {
-                        tx.execute(
-                            "UPDATE deliveries SET next_attempt_at = ?1 WHERE delivery_id = ?2",
-                            params![park_until_ms, delivery.delivery_id],
-                        )
-                        .map_err(sqlite_error)?;
-                    }
-                    _ => delete_deliveries(&tx, "delivery_id", &delivery.delivery_id)?,
+            let mut claims = Vec::new();
+            for endpoint_id in ready {
+                let held = request.held.get(&endpoint_id).copied().unwrap_or(0);
+                let room = request
+                    .per_endpoint
+                    .saturating_sub(held)
+                    .min(request.limit.saturating_sub(claims.len()));
+                if room > 0 {
+                    claim_from_endpoint(&tx, &request, &endpoint_id, room, &mut claims)?;
                 }
             }
             tx.commit().map_err(sqlite_error)?;

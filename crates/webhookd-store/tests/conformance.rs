@@ -5,14 +5,14 @@
 // In tests a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
 use webhookd_store::{
-    Acceptance, AttemptRecord, AttemptResult, Claim, CreateOutcome, Delivery, DeliveryStats,
-    DeliveryStatus, Page, RedisStore, RetryOutcome, SqliteStore, Store,
+    Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
+    DeliveryStats, DeliveryStatus, Page, RedisStore, RetryOutcome, SqliteStore, Store,
 };
 use webhookd_testkit::{Service, require, unique_prefix};
 
@@ -65,6 +65,7 @@ conformance!(
     release_hands_a_delivery_back_without_spending_an_attempt,
     disabled_endpoints_park_their_deliveries,
     concurrent_claimers_never_share_a_delivery,
+    claims_take_each_endpoint_up_to_its_room,
     delivery_stats_count_due_scheduled_and_dead,
 );
 
@@ -654,11 +655,79 @@ async fn sqlite_forgets_an_event_id_after_the_window() {
 const LEASE_MS: i64 = 30_000;
 const PARK_MS: i64 = 60_000;
 
+fn claim_request(now_ms: i64, limit: usize) -> ClaimRequest {
+    ClaimRequest {
+        now_ms,
+        lease_until_ms: now_ms + LEASE_MS,
+        park_until_ms: now_ms + PARK_MS,
+        limit,
+        per_endpoint: limit,
+        held: HashMap::new(),
+    }
+}
+
 async fn claim_at(store: &dyn Store, now_ms: i64, limit: usize) -> Vec<Claim> {
     store
-        .claim_due(now_ms, now_ms + LEASE_MS, now_ms + PARK_MS, limit)
+        .claim_due(&claim_request(now_ms, limit))
         .await
         .unwrap()
+}
+
+/// A long backlog on one endpoint does not keep another endpoint's due
+/// delivery waiting, and a worker gets no more of an endpoint than its room.
+async fn claims_take_each_endpoint_up_to_its_room(store: Arc<dyn Store>) {
+    let subscribed = |created_at, event_type| Endpoint {
+        events: vec![event_type],
+        ..endpoint("una", created_at)
+    };
+    let busy = subscribed(1, EventType::GeneratedVideoSuccess);
+    let calm = subscribed(2, EventType::GeneratedVideoFailed);
+    create(&*store, &busy).await;
+    create(&*store, &calm).await;
+    let backlog: Vec<Event> = (0..30)
+        .map(|i| {
+            event(
+                "una",
+                &format!("evt_b{i}"),
+                EventType::GeneratedVideoSuccess,
+            )
+        })
+        .collect();
+    store.accept_events(&backlog, NOW_MS).await.unwrap();
+    let later = event("una", "evt_c", EventType::GeneratedVideoFailed);
+    store
+        .accept_events(std::slice::from_ref(&later), NOW_MS + 5)
+        .await
+        .unwrap();
+
+    let with_room = |held: &[(&Endpoint, usize)]| ClaimRequest {
+        per_endpoint: 4,
+        held: held
+            .iter()
+            .map(|(endpoint, n)| (endpoint.endpoint_id.clone(), *n))
+            .collect(),
+        ..claim_request(NOW_MS + 10, 10)
+    };
+    let per_endpoint = |claims: &[Claim], endpoint: &Endpoint| {
+        claims
+            .iter()
+            .filter(|claim| claim.delivery.endpoint_id == endpoint.endpoint_id)
+            .count()
+    };
+    let first = store.claim_due(&with_room(&[])).await.unwrap();
+    assert_eq!(per_endpoint(&first, &busy), 4, "the busy endpoint's room");
+    assert_eq!(
+        per_endpoint(&first, &calm),
+        1,
+        "the calm endpoint is not kept waiting"
+    );
+    assert_eq!(first.len(), 5);
+
+    let full = store.claim_due(&with_room(&[(&busy, 4)])).await.unwrap();
+    assert!(full.is_empty(), "no room left: {} claimed", full.len());
+    let two_free = store.claim_due(&with_room(&[(&busy, 2)])).await.unwrap();
+    assert_eq!(per_endpoint(&two_free, &busy), 2);
+    assert_eq!(two_free.len(), 2);
 }
 
 fn attempt(number: u32, status_code: Option<u16>, reason: &str) -> AttemptRecord {
