@@ -242,6 +242,12 @@ pub async fn drain(settings: &Settings, shape: DrainShape) -> anyhow::Result<Dra
         .unwrap_or_else(Instant::now)
         .duration_since(webhookd.started_at);
     let log = webhookd.log_tail();
+    let name = match (shape.endpoints, shape.hanging_endpoint) {
+        (_, true) => "slow",
+        (1, false) => "drain",
+        _ => "fanout",
+    };
+    webhookd.save_metrics(name).await;
     drop(webhookd);
     broker.delete(&[&queue, &format!("{queue}.dead")]).await;
     tenant.remove().await;
@@ -279,6 +285,7 @@ pub async fn latency(settings: &Settings) -> anyhow::Result<Row> {
         .await;
     let usage = webhookd.usage();
     let counts = receiver.counts();
+    webhookd.save_metrics("latency").await;
     drop(webhookd);
     broker.delete(&[&queue, &format!("{queue}.dead")]).await;
     tenant.remove().await;

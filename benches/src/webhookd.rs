@@ -67,7 +67,10 @@ impl Webhookd {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("WEBHOOKD_LISTEN", format!("127.0.0.1:{port}"))
             .env("WEBHOOKD_LOG_FORMAT", "json")
-            .env("WEBHOOKD_LOG_LEVEL", "warn")
+            .env(
+                "WEBHOOKD_LOG_LEVEL",
+                std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+            )
             .env("WEBHOOKD_REQUIRE_HTTPS", "false")
             .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8")
             .stdin(Stdio::null())
@@ -103,6 +106,25 @@ impl Webhookd {
             "webhookd did not answer {path} within 30 s; log:\n{}",
             self.log_tail()
         )
+    }
+
+    /// Saves webhookd's /metrics to `$BENCH_METRICS_DIR/<scenario>.prom`
+    /// when that variable is set: webhookd's own view of where time went.
+    pub async fn save_metrics(&self, scenario: &str) {
+        let Some(dir) = std::env::var_os("BENCH_METRICS_DIR") else {
+            return;
+        };
+        let answer = reqwest::get(format!("{}/metrics", self.base_url)).await;
+        if let Ok(text) = match answer {
+            Ok(response) => response.text().await,
+            Err(error) => Err(error),
+        } {
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(
+                std::path::Path::new(&dir).join(format!("{scenario}.prom")),
+                text,
+            );
+        }
     }
 
     /// Peak RSS and CPU seconds so far, from /proc.
@@ -143,6 +165,10 @@ impl Webhookd {
 
 impl Drop for Webhookd {
     fn drop(&mut self) {
+        // For a closer look: BENCH_LOG_LEVEL=debug BENCH_KEEP_LOG=/tmp/w.log
+        if let Some(keep) = std::env::var_os("BENCH_KEEP_LOG") {
+            let _ = std::fs::copy(self.log_dir.path().join("webhookd.log"), keep);
+        }
         // SIGTERM for a clean stop, then SIGKILL if it lingers.
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

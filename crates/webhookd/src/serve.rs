@@ -78,8 +78,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             prefetch: config.amqp_prefetch,
             connection_name: format!("webhookd@{listen}"),
         };
-        let consumer =
-            AmqpConsumer::new(settings, Ingest::new(Arc::clone(&store)), readiness.clone());
+        // The same ingest as HTTP's: its waker sends fresh deliveries at once.
+        let consumer = AmqpConsumer::new(settings, ingest.clone(), readiness.clone());
         tasks.spawn(consumer.run(shutdown.clone()));
     }
     tasks.spawn(purge_expired_regularly(
