@@ -22,13 +22,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhookd_core::telemetry::{self, AttemptOutcome};
 use webhookd_core::time::unix_millis;
 use webhookd_core::{NextAttempt, RetrySchedule};
-use webhookd_store::{AttemptRecord, AttemptResult, Claim, ClaimRequest, Store};
+use webhookd_store::{AttemptRecord, AttemptResult, Claim, ClaimRequest, FinishedAttempt, Store};
 
 use crate::classify::{Verdict, classify};
 use crate::client::DeliveryClient;
@@ -102,8 +102,18 @@ impl Lane {
 #[derive(Debug)]
 struct Held {
     claim: Claim,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 }
+
+/// A finished attempt on its way to the store, with its claim's permit.
+#[derive(Debug)]
+struct Unrecorded {
+    finished: FinishedAttempt,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Most attempts written in one store call.
+const RECORD_BATCH: usize = 512;
 
 impl Dispatcher {
     pub fn new(
@@ -132,6 +142,8 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         let attempts = TaskTracker::new();
+        let (recorder, finished) = mpsc::unbounded_channel();
+        let recording = tokio::spawn(record_finished(Arc::clone(&this.store), finished));
         loop {
             // Wait for room before claiming: every claim holds a permit until
             // its attempt is recorded, so claims never outnumber permits.
@@ -171,18 +183,20 @@ impl Dispatcher {
                     this.hand_back(&claim).await;
                     continue;
                 };
-                let held = Held {
-                    claim,
-                    _permit: permit,
-                };
+                let held = Held { claim, permit };
                 if let Some(first) = this.enqueue(held) {
-                    let (this, shutdown) = (Arc::clone(&this), shutdown.clone());
-                    attempts.spawn(async move { this.work_lane(first, shutdown).await });
+                    let (this, shutdown, recorder) =
+                        (Arc::clone(&this), shutdown.clone(), recorder.clone());
+                    attempts.spawn(async move { this.work_lane(first, recorder, shutdown).await });
                 }
             }
         }
         attempts.close();
         attempts.wait().await;
+        drop(recorder);
+        if let Err(error) = recording.await {
+            tracing::error!(%error, "the attempt recorder failed");
+        }
         tracing::info!("delivery engine stopped");
     }
 
@@ -227,16 +241,29 @@ impl Dispatcher {
     /// Sends `first`, then whatever waits in the same lane, one at a time;
     /// one task per sending slot, not per delivery. On shutdown the claims
     /// still waiting are handed back rather than sent.
-    async fn work_lane(&self, first: Held, shutdown: CancellationToken) {
+    async fn work_lane(
+        &self,
+        first: Held,
+        recorder: mpsc::UnboundedSender<Unrecorded>,
+        shutdown: CancellationToken,
+    ) {
         let endpoint_id = first.claim.delivery.endpoint_id.clone();
         let mut next = Some(first);
-        while let Some(held) = next.take() {
-            let lease_left = held.claim.delivery.next_attempt_at - unix_millis();
+        while let Some(Held { claim, permit }) = next.take() {
+            let lease_left = claim.delivery.next_attempt_at - unix_millis();
             if lease_left > millis(self.settings.timeout + LEASE_SAFETY) {
-                self.attempt(held.claim).await;
+                // The slot is free again once the answer is in; the write
+                // joins the recorder's next batch.
+                let finished = self.attempt(claim).await;
+                let unrecorded = Unrecorded { finished, permit };
+                if recorder.send(unrecorded).is_err() {
+                    tracing::error!(
+                        "the attempt recorder is gone; the lease will expire and the delivery be sent again"
+                    );
+                }
             } else {
-                tracing::warn!(delivery_id = %held.claim.delivery.delivery_id, "a queued claim's lease is nearly over; handing it back");
-                self.hand_back(&held.claim).await;
+                tracing::warn!(delivery_id = %claim.delivery.delivery_id, "a queued claim's lease is nearly over; handing it back");
+                self.hand_back(&claim).await;
             }
             let (following, abandoned) = self.next_in_lane(&endpoint_id, shutdown.is_cancelled());
             for held in abandoned {
@@ -280,8 +307,8 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt, start to recorded.
-    async fn attempt(&self, claim: Claim) {
+    /// One attempt, from the request to what follows from its answer.
+    async fn attempt(&self, claim: Claim) -> FinishedAttempt {
         let delivery = &claim.delivery;
         let number = delivery.attempts + 1;
         let started_at = unix_millis();
@@ -346,26 +373,43 @@ impl Dispatcher {
             reason: reason.as_str().to_owned(),
             response: response.excerpt,
         };
-        self.record(&claim, &record, result).await;
+        FinishedAttempt {
+            claim,
+            record,
+            result,
+        }
     }
+}
 
-    /// Writes the attempt back, retrying briefly while the store is down. If
-    /// it stays down the lease expires and the delivery is sent again: a
-    /// duplicate after a fault, never a loss.
-    async fn record(&self, claim: &Claim, record: &AttemptRecord, result: AttemptResult) {
+/// Writes finished attempts back in batches: whatever finished while the
+/// previous write was out goes in the next one (one round trip, or one
+/// commit, for many). Retries briefly while the store is down; if it stays
+/// down the leases expire and the deliveries are sent again — a duplicate
+/// after a fault, never a loss. Ends when every sender is gone and the last
+/// batch is written.
+async fn record_finished(store: Arc<dyn Store>, mut finished: mpsc::UnboundedReceiver<Unrecorded>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let (attempts, permits): (Vec<FinishedAttempt>, Vec<OwnedSemaphorePermit>) = batch
+            .drain(..)
+            .map(|unrecorded| (unrecorded.finished, unrecorded.permit))
+            .unzip();
         for _ in 0..5 {
-            match self.store.record_attempt(claim, record, result).await {
-                Ok(true) => return,
-                Ok(false) => {
-                    tracing::warn!(delivery_id = %claim.delivery.delivery_id, "lease expired before the attempt was recorded; another worker owns it");
-                    return;
+            match store.record_attempts(&attempts).await {
+                Ok(recorded) => {
+                    for (attempt, _) in attempts.iter().zip(recorded).filter(|(_, ok)| !ok) {
+                        tracing::warn!(delivery_id = %attempt.claim.delivery.delivery_id, "lease expired before the attempt was recorded; another worker owns it");
+                    }
+                    break;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, delivery_id = %claim.delivery.delivery_id, "cannot record the attempt; retrying");
+                    tracing::warn!(%error, attempts = attempts.len(), "cannot record attempts; retrying");
                     tokio::time::sleep(STORE_ERROR_DELAY).await;
                 }
             }
         }
+        // The claims are settled: their permits make room for new ones.
+        drop(permits);
     }
 }
 

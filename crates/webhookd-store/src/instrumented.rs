@@ -11,8 +11,8 @@ use webhookd_core::telemetry;
 use webhookd_core::{Endpoint, EndpointSpec, Event};
 
 use crate::{
-    Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
-    DeliveryStats, DeliveryStatus, Page, RetryOutcome, Store, StoreError, UserSummary,
+    Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
+    DeliveryStatus, FinishedAttempt, Page, RetryOutcome, Store, StoreError, UserSummary,
 };
 
 #[derive(Debug)]
@@ -25,7 +25,7 @@ pub struct Instrumented {
 const WATCHED_OPERATIONS: &[&str] = &[
     "accept_events",
     "claim_due",
-    "record_attempt",
+    "record_attempts",
     "user_for_api_key",
     "ping",
 ];
@@ -160,17 +160,8 @@ impl Store for Instrumented {
         timed("claim_due", self.inner.claim_due(request)).await
     }
 
-    async fn record_attempt(
-        &self,
-        claim: &Claim,
-        attempt: &AttemptRecord,
-        result: AttemptResult,
-    ) -> Result<bool, StoreError> {
-        timed(
-            "record_attempt",
-            self.inner.record_attempt(claim, attempt, result),
-        )
-        .await
+    async fn record_attempts(&self, finished: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError> {
+        timed("record_attempts", self.inner.record_attempts(finished)).await
     }
 
     async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {

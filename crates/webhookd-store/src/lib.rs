@@ -127,6 +127,15 @@ pub struct ClaimRequest {
     pub held: HashMap<String, usize>,
 }
 
+/// An attempt to record: the claim it was made on, its log entry, and what
+/// follows from it.
+#[derive(Debug, Clone)]
+pub struct FinishedAttempt {
+    pub claim: Claim,
+    pub record: AttemptRecord,
+    pub result: AttemptResult,
+}
+
 /// One finished attempt, as the attempt log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AttemptRecord {
@@ -309,15 +318,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// attempt.
     async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError>;
 
-    /// Records a finished attempt and its consequence, atomically, if the
-    /// lease is still `claim`'s; `false` when it expired and the delivery
-    /// may belong to another worker (nothing is written then).
+    /// Records finished attempts and their consequences, each atomically if
+    /// the lease is still its claim's. One answer per attempt, in order:
+    /// `false` when the lease expired and the delivery may belong to another
+    /// worker (nothing is written for it then). One call for many attempts
+    /// is one round trip (Redis) or one commit (SQLite).
+    async fn record_attempts(&self, finished: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError>;
+
+    /// [`Store::record_attempts`] for one attempt.
     async fn record_attempt(
         &self,
         claim: &Claim,
         attempt: &AttemptRecord,
         result: AttemptResult,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        let finished = [FinishedAttempt {
+            claim: claim.clone(),
+            record: attempt.clone(),
+            result,
+        }];
+        Ok(self.record_attempts(&finished).await?.first() == Some(&true))
+    }
 
     /// Hands a claimed delivery back untried, due at `due_ms`, without
     /// spending an attempt (shutdown, or its endpoint is at its

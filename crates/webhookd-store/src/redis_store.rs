@@ -48,8 +48,9 @@ use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, DEDUP_WINDOW_MS,
-    Delivery, DeliveryStats, DeliveryStatus, Page, RetryOutcome, Store, StoreError, UserSummary,
-    event_type_from_str, events_from_json, events_to_json, new_delivery, status_from_str,
+    Delivery, DeliveryStats, DeliveryStatus, FinishedAttempt, Page, RetryOutcome, Store,
+    StoreError, UserSummary, event_type_from_str, events_from_json, events_to_json, new_delivery,
+    status_from_str,
 };
 
 /// Redis answers in microseconds; 2 s means it is in trouble. (The client's
@@ -892,45 +893,56 @@ impl Store for RedisStore {
         Ok(claims)
     }
 
-    async fn record_attempt(
-        &self,
-        claim: &Claim,
-        attempt: &AttemptRecord,
-        result: AttemptResult,
-    ) -> Result<bool, StoreError> {
-        let delivery = &claim.delivery;
-        let delivery_key = self.delivery_key(delivery);
-        let (outcome, next_at, final_status) = match result {
-            AttemptResult::Delivered => ("delivered", 0, DeliveryStatus::Delivered),
-            AttemptResult::RetryAt(at) => ("retry", at, DeliveryStatus::Pending),
-            AttemptResult::Dead => ("failed", 0, DeliveryStatus::Failed),
-        };
-        let recorded: i64 = self
-            .scripts
-            .record_attempt
-            .key(&delivery_key)
-            .key(self.due_key(&delivery.username))
-            .key(format!("{delivery_key}:attempts"))
-            .key(self.delivery_index_key(
-                &delivery.username,
-                &delivery.endpoint_id,
-                DeliveryStatus::Pending,
-            ))
-            .key(self.delivery_index_key(&delivery.username, &delivery.endpoint_id, final_status))
-            .key(self.endpoint_due_key(&delivery.username, &delivery.endpoint_id))
-            .key(self.ready_key(&delivery.username))
-            .arg(&claim.lease)
-            .arg(outcome)
-            .arg(next_at)
-            .arg(serde_json::to_string(attempt).expect("attempt records serialize"))
-            .arg(&delivery.delivery_id)
-            .arg(DELIVERED_RETENTION_SECS)
-            .arg(DELIVERED_INDEX_CAP)
-            .arg(format!("{}dead", self.partition_prefix(&delivery.username)))
-            .invoke_async(&mut self.connection())
+    async fn record_attempts(&self, finished: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError> {
+        if finished.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip: load the script (a no-op when cached), then one
+        // atomic EVALSHA per attempt.
+        let mut pipeline = redis::pipe();
+        pipeline.load_script(&self.scripts.record_attempt).ignore();
+        for FinishedAttempt {
+            claim,
+            record,
+            result,
+        } in finished
+        {
+            let delivery = &claim.delivery;
+            let username = &delivery.username;
+            let delivery_key = self.delivery_key(delivery);
+            let (outcome, next_at, final_status) = match result {
+                AttemptResult::Delivered => ("delivered", 0, DeliveryStatus::Delivered),
+                AttemptResult::RetryAt(at) => ("retry", *at, DeliveryStatus::Pending),
+                AttemptResult::Dead => ("failed", 0, DeliveryStatus::Failed),
+            };
+            let mut invocation = self.scripts.record_attempt.prepare_invoke();
+            invocation
+                .key(&delivery_key)
+                .key(self.due_key(username))
+                .key(format!("{delivery_key}:attempts"))
+                .key(self.delivery_index_key(
+                    username,
+                    &delivery.endpoint_id,
+                    DeliveryStatus::Pending,
+                ))
+                .key(self.delivery_index_key(username, &delivery.endpoint_id, final_status))
+                .key(self.endpoint_due_key(username, &delivery.endpoint_id))
+                .key(self.ready_key(username))
+                .arg(&claim.lease)
+                .arg(outcome)
+                .arg(next_at)
+                .arg(serde_json::to_string(record).expect("attempt records serialize"))
+                .arg(&delivery.delivery_id)
+                .arg(DELIVERED_RETENTION_SECS)
+                .arg(DELIVERED_INDEX_CAP)
+                .arg(format!("{}dead", self.partition_prefix(username)));
+            pipeline.invoke_script(&invocation);
+        }
+        let recorded: Vec<i64> = pipeline
+            .query_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
-        Ok(recorded == 1)
+        Ok(recorded.into_iter().map(|answer| answer == 1).collect())
     }
 
     async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {

@@ -17,8 +17,9 @@ use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, DEDUP_WINDOW_MS,
-    Delivery, DeliveryStats, DeliveryStatus, Page, RetryOutcome, Store, StoreError, UserSummary,
-    event_type_from_str, events_from_json, events_to_json, new_delivery, status_from_str,
+    Delivery, DeliveryStats, DeliveryStatus, FinishedAttempt, Page, RetryOutcome, Store,
+    StoreError, UserSummary, event_type_from_str, events_from_json, events_to_json, new_delivery,
+    status_from_str,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
@@ -267,6 +268,58 @@ fn accept_one(
         deliveries.push(delivery);
     }
     Ok(Acceptance::Accepted { deliveries })
+}
+
+/// Records one attempt inside `tx` if its lease still holds.
+fn record_one_attempt(
+    tx: &rusqlite::Transaction<'_>,
+    FinishedAttempt {
+        claim,
+        record,
+        result,
+    }: &FinishedAttempt,
+) -> Result<bool, StoreError> {
+    let (status, next_attempt_at) = match result {
+        AttemptResult::Delivered => (DeliveryStatus::Delivered, claim.delivery.next_attempt_at),
+        AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, *at),
+        AttemptResult::Dead => (DeliveryStatus::Failed, claim.delivery.next_attempt_at),
+    };
+    let updated = tx
+        .prepare_cached(
+            "UPDATE deliveries SET attempts = attempts + 1, lease_owner = NULL,
+                 status = ?1, next_attempt_at = ?2
+             WHERE delivery_id = ?3 AND lease_owner = ?4",
+        )
+        .and_then(|mut update| {
+            update.execute(params![
+                status.as_str(),
+                next_attempt_at,
+                claim.delivery.delivery_id,
+                claim.lease
+            ])
+        })
+        .map_err(sqlite_error)?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO attempts
+             (delivery_id, attempt, started_at, duration_ms, status_code, reason, response)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            claim.delivery.delivery_id,
+            record.attempt,
+            record.started_at,
+            i64::try_from(record.duration_ms).unwrap_or(i64::MAX),
+            record.status_code,
+            record.reason,
+            record.response
+        ])
+    })
+    .map_err(sqlite_error)?;
+    Ok(true)
 }
 
 /// Leases up to `room` due deliveries of one endpoint into `claims`.
@@ -768,57 +821,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_attempt(
-        &self,
-        claim: &Claim,
-        attempt: &AttemptRecord,
-        result: AttemptResult,
-    ) -> Result<bool, StoreError> {
-        let (claim, attempt) = (claim.clone(), attempt.clone());
+    async fn record_attempts(&self, finished: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError> {
+        let finished = finished.to_vec();
         self.call(move |c| {
+            // One transaction, one commit (one fsync) for the whole batch.
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_error)?;
-            let (status, next_attempt_at) = match result {
-                AttemptResult::Delivered => {
-                    (DeliveryStatus::Delivered, claim.delivery.next_attempt_at)
-                }
-                AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, at),
-                AttemptResult::Dead => (DeliveryStatus::Failed, claim.delivery.next_attempt_at),
-            };
-            let updated = tx
-                .execute(
-                    "UPDATE deliveries SET attempts = attempts + 1, lease_owner = NULL,
-                         status = ?1, next_attempt_at = ?2
-                     WHERE delivery_id = ?3 AND lease_owner = ?4",
-                    params![
-                        status.as_str(),
-                        next_attempt_at,
-                        claim.delivery.delivery_id,
-                        claim.lease
-                    ],
-                )
-                .map_err(sqlite_error)?;
-            if updated == 0 {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT OR REPLACE INTO attempts
-                     (delivery_id, attempt, started_at, duration_ms, status_code, reason, response)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    claim.delivery.delivery_id,
-                    attempt.attempt,
-                    attempt.started_at,
-                    i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX),
-                    attempt.status_code,
-                    attempt.reason,
-                    attempt.response
-                ],
-            )
-            .map_err(sqlite_error)?;
+            let recorded = finished
+                .iter()
+                .map(|attempt| record_one_attempt(&tx, attempt))
+                .collect::<Result<Vec<bool>, StoreError>>()?;
             tx.commit().map_err(sqlite_error)?;
-            Ok(true)
+            Ok(recorded)
         })
         .await
     }

@@ -12,7 +12,8 @@ use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
 use webhookd_store::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
-    DeliveryStats, DeliveryStatus, Page, RedisStore, RetryOutcome, SqliteStore, Store,
+    DeliveryStats, DeliveryStatus, FinishedAttempt, Page, RedisStore, RetryOutcome, SqliteStore,
+    Store,
 };
 use webhookd_testkit::{Service, require, unique_prefix};
 
@@ -66,6 +67,7 @@ conformance!(
     disabled_endpoints_park_their_deliveries,
     concurrent_claimers_never_share_a_delivery,
     claims_take_each_endpoint_up_to_its_room,
+    a_batch_of_attempts_records_each_on_its_own,
     delivery_stats_count_due_scheduled_and_dead,
 );
 
@@ -945,6 +947,78 @@ async fn dead_deliveries_are_kept_and_can_be_sent_again(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     assert_eq!(attempts.len(), 1);
+}
+
+/// Attempts recorded in one batch each take effect on their own: a stale
+/// lease among current ones writes nothing and says so.
+async fn a_batch_of_attempts_records_each_on_its_own(store: Arc<dyn Store>) {
+    let target = endpoint("vic", 1);
+    create(&*store, &target).await;
+    let events: Vec<Event> = (1..=3)
+        .map(|i| event("vic", &format!("evt_{i}"), EventType::GeneratedVideoSuccess))
+        .collect();
+    store.accept_events(&events[..2], NOW_MS).await.unwrap();
+    store.accept_events(&events[2..], NOW_MS + 1).await.unwrap();
+    let first_two = claim_at(&*store, NOW_MS, 10).await;
+    let third = claim_at(&*store, NOW_MS + 1, 10).await;
+    assert_eq!((first_two.len(), third.len()), (2, 1));
+    // The first two leases end; another worker takes both over.
+    let retaken = claim_at(&*store, NOW_MS + LEASE_MS, 10).await;
+    assert_eq!(retaken.len(), 2);
+    let stale = first_two[0].clone();
+    let current = retaken
+        .iter()
+        .find(|claim| claim.delivery.delivery_id != stale.delivery.delivery_id)
+        .unwrap()
+        .clone();
+    let retry_at = NOW_MS + LEASE_MS + 500;
+    let batch = [
+        FinishedAttempt {
+            claim: stale.clone(),
+            record: attempt(1, Some(200), "ok"),
+            result: AttemptResult::Delivered,
+        },
+        FinishedAttempt {
+            claim: current.clone(),
+            record: attempt(1, Some(200), "ok"),
+            result: AttemptResult::Delivered,
+        },
+        FinishedAttempt {
+            claim: third[0].clone(),
+            record: attempt(1, Some(500), "http_5xx"),
+            result: AttemptResult::RetryAt(retry_at),
+        },
+    ];
+    assert_eq!(
+        store.record_attempts(&batch).await.unwrap(),
+        vec![false, true, true]
+    );
+    let delivered = by_status(
+        &*store,
+        "vic",
+        &target.endpoint_id,
+        DeliveryStatus::Delivered,
+    )
+    .await;
+    assert_eq!(delivered, vec![current.delivery.delivery_id.clone()]);
+    let (stale_now, stale_log) = store
+        .delivery_attempts("vic", &target.endpoint_id, &stale.delivery.delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stale_now.status, stale_log.len()),
+        (DeliveryStatus::Pending, 0)
+    );
+    let (retried, log) = store
+        .delivery_attempts("vic", &target.endpoint_id, &third[0].delivery.delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (retried.status, retried.next_attempt_at, log.len()),
+        (DeliveryStatus::Pending, retry_at, 1)
+    );
 }
 
 async fn release_hands_a_delivery_back_without_spending_an_attempt(store: Arc<dyn Store>) {
