@@ -47,21 +47,24 @@ pub struct DispatcherSettings {
     pub poll_interval: Duration,
 }
 
-/// Claims an endpoint's lane may hold waiting, per sending slot.
-const QUEUED_PER_SLOT: u32 = 2;
+/// Claims an endpoint's lane may hold waiting, per sending slot: enough
+/// that a fast endpoint's claims come in large batches.
+const QUEUED_PER_SLOT: usize = 8;
 
 impl DispatcherSettings {
-    /// The lease: a queued claim waits for at most `QUEUED_PER_SLOT`
-    /// attempts ahead of it, then takes its own; each is bounded by the
-    /// deadline. Then the time to record, and a wide margin for a loaded
-    /// machine.
+    /// The lease: time for a claim to wait behind a few slow attempts, take
+    /// its own (bounded by the deadline), and be recorded, plus a wide
+    /// margin for a loaded machine. A queued claim that waited longer is
+    /// handed back unsent (see `LEASE_SAFETY`), so the lease only has to
+    /// cover the usual case; it also bounds how long a crashed worker's
+    /// claims stay hidden.
     pub fn lease(&self) -> Duration {
-        self.timeout * (QUEUED_PER_SLOT + 2) + Duration::from_secs(30)
+        self.timeout * 4 + Duration::from_secs(30)
     }
 
     /// Claims one endpoint's lane may hold, sending or waiting.
     fn lane_capacity(&self) -> usize {
-        self.per_endpoint * (1 + QUEUED_PER_SLOT as usize)
+        self.per_endpoint * (1 + QUEUED_PER_SLOT)
     }
 }
 
