@@ -8,12 +8,12 @@
 //!   timeout is how Svix once sent duplicates). A worker that dies leaves its
 //!   leases to expire; whoever claims next sends.
 //! - **Isolation.** Each endpoint has a lane: at most `per_endpoint`
-//!   attempts sending, and a short queue of claims waiting their turn. The
-//!   store claims for an endpoint only what its lane has room for, walking
-//!   endpoints in order of their oldest due delivery, so a slow or dead
-//!   endpoint holds a few of the `max_in_flight` permits and never the
-//!   healthy endpoints' turn. The queue lets claims come in batches; its
-//!   bound keeps every wait well inside the lease.
+//!   attempts sending, and — while the endpoint answers quickly — a queue of
+//!   claims waiting their turn, so a fast endpoint's claims come in large
+//!   batches. The store claims for an endpoint only what its lane has room
+//!   for, walking endpoints in order of their oldest due delivery, so a slow
+//!   or dead endpoint holds `per_endpoint` of the `max_in_flight` permits and
+//!   never the healthy endpoints' turn.
 //! - **Wake-ups.** Ingest pokes [`Dispatcher::waker`] after a durable
 //!   write, so fresh deliveries go out at once rather than at the next poll.
 
@@ -47,24 +47,22 @@ pub struct DispatcherSettings {
     pub poll_interval: Duration,
 }
 
-/// Claims an endpoint's lane may hold waiting, per sending slot: enough
-/// that a fast endpoint's claims come in large batches.
+/// Claims a flowing lane may hold waiting, per sending slot: enough that a
+/// fast endpoint's claims come in large batches.
 const QUEUED_PER_SLOT: usize = 8;
+/// An endpoint whose last attempt took less than this is flowing: its lane
+/// may queue. A slower one only gets claims for its sending slots, so its
+/// claims never wait long nor hold permits the others need.
+const FLOWING_BELOW: Duration = Duration::from_secs(1);
 
 impl DispatcherSettings {
-    /// The lease: time for a claim to wait behind a few slow attempts, take
-    /// its own (bounded by the deadline), and be recorded, plus a wide
-    /// margin for a loaded machine. A queued claim that waited longer is
-    /// handed back unsent (see `LEASE_SAFETY`), so the lease only has to
-    /// cover the usual case; it also bounds how long a crashed worker's
-    /// claims stay hidden.
+    /// The lease: time for a claim to wait behind a few attempts of a
+    /// flowing endpoint, take its own (bounded by the deadline), and be
+    /// recorded, plus a wide margin for a loaded machine. A queued claim that
+    /// waited longer is handed back unsent (see `LEASE_SAFETY`). The lease
+    /// also bounds how long a crashed worker's claims stay hidden.
     pub fn lease(&self) -> Duration {
         self.timeout * 4 + Duration::from_secs(30)
-    }
-
-    /// Claims one endpoint's lane may hold, sending or waiting.
-    fn lane_capacity(&self) -> usize {
-        self.per_endpoint * (1 + QUEUED_PER_SLOT)
     }
 }
 
@@ -93,11 +91,22 @@ pub struct Dispatcher {
 struct Lane {
     sending: usize,
     waiting: VecDeque<Held>,
+    /// Whether its last attempt was quick (see `FLOWING_BELOW`).
+    flowing: bool,
 }
 
 impl Lane {
     fn held(&self) -> usize {
         self.sending + self.waiting.len()
+    }
+
+    /// Claims the lane may hold, sending or waiting.
+    fn capacity(&self, per_endpoint: usize) -> usize {
+        if self.flowing {
+            per_endpoint * (1 + QUEUED_PER_SLOT)
+        } else {
+            per_endpoint
+        }
     }
 }
 
@@ -205,18 +214,22 @@ impl Dispatcher {
 
     async fn claim(&self, limit: usize) -> Result<Vec<Claim>, webhookd_store::StoreError> {
         let now = unix_millis();
-        let held = self
+        let per_endpoint = self.settings.per_endpoint;
+        let room = self
             .lock_lanes()
             .iter()
-            .map(|(endpoint_id, lane)| (endpoint_id.clone(), lane.held()))
+            .map(|(endpoint_id, lane)| {
+                let room = lane.capacity(per_endpoint).saturating_sub(lane.held());
+                (endpoint_id.clone(), room)
+            })
             .collect();
         let request = ClaimRequest {
             now_ms: now,
             lease_until_ms: now + millis(self.settings.lease()),
             park_until_ms: now + millis(DISABLED_PARK),
             limit,
-            per_endpoint: self.settings.lane_capacity(),
-            held,
+            per_endpoint,
+            room,
         };
         self.store.claim_due(&request).await
     }
@@ -257,7 +270,9 @@ impl Dispatcher {
             if lease_left > millis(self.settings.timeout + LEASE_SAFETY) {
                 // The slot is free again once the answer is in; the write
                 // joins the recorder's next batch.
+                let started = Instant::now();
                 let finished = self.attempt(claim).await;
+                self.set_flowing(&endpoint_id, started.elapsed() < FLOWING_BELOW);
                 let unrecorded = Unrecorded { finished, permit };
                 if recorder.send(unrecorded).is_err() {
                     tracing::error!(
@@ -273,6 +288,12 @@ impl Dispatcher {
                 self.hand_back(&held.claim).await;
             }
             next = following;
+        }
+    }
+
+    fn set_flowing(&self, endpoint_id: &str, flowing: bool) {
+        if let Some(lane) = self.lock_lanes().get_mut(endpoint_id) {
+            lane.flowing = flowing;
         }
     }
 
@@ -293,7 +314,7 @@ impl Dispatcher {
         if next.is_none() {
             lane.sending -= 1;
         }
-        if lane.held() <= self.settings.lane_capacity() / 2 {
+        if lane.held() <= lane.capacity(self.settings.per_endpoint) / 2 {
             self.wake.notify_one();
         }
         if lane.held() == 0 {

@@ -121,10 +121,10 @@ pub struct ClaimRequest {
     pub park_until_ms: i64,
     /// Most claims in all.
     pub limit: usize,
-    /// Most claims one endpoint may have with this worker, counting `held`.
+    /// Most claims for an endpoint not in `room`.
     pub per_endpoint: usize,
-    /// Claims the worker already holds, by endpoint id.
-    pub held: HashMap<String, usize>,
+    /// Most claims for these endpoints (0: none).
+    pub room: HashMap<String, usize>,
 }
 
 /// An attempt to record: the claim it was made on, its log entry, and what
@@ -311,7 +311,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Leases due deliveries as `request` says, endpoint by endpoint in the
     /// order of each endpoint's earliest due delivery, never more for one
     /// endpoint than its room: a slow endpoint's backlog cannot crowd out the
-    /// others. Each claim is hidden from other workers until
+    /// others, and an endpoint without room costs one skipped entry. Each claim is hidden from other workers until
     /// `lease_until_ms`, and due again if its worker dies without recording
     /// the attempt. Deliveries of deleted endpoints are dropped; those of
     /// disabled endpoints wait until `park_until_ms` without spending an

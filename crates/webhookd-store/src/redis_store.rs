@@ -126,22 +126,22 @@ end
 /// due again then. Deliveries of deleted endpoints are dropped; of disabled
 /// ones, parked.
 /// KEYS: due, ready. ARGV: now, lease until, limit, partition prefix, park
-/// until, lease token base, per-endpoint room, then (endpoint id, claims
-/// already held) pairs.
+/// until, lease token base, room of other endpoints, then (endpoint id,
+/// room) pairs.
 const CLAIM_DUE: &str = r"
 local now, limit, per_endpoint = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[7])
-local held, busy = {}, 0
+local room_of, listed = {}, 0
 for i = 8, #ARGV, 2 do
-  held[ARGV[i]] = tonumber(ARGV[i + 1])
-  busy = busy + 1
+  room_of[ARGV[i]] = tonumber(ARGV[i + 1])
+  listed = listed + 1
 end
 local claimed = {}
--- Endpoints without room are skipped; there are at most `busy` of them.
-local queues = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit + busy)
+-- Endpoints without room are skipped; at most `listed` of them.
+local queues = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit + listed)
 for _, endpoint_due in ipairs(queues) do
   if #claimed >= limit then break end
   local user, endpoint_id = string.match(endpoint_due, '^(.*)ep:([^:]+):due$')
-  local room = math.min(per_endpoint - (held[endpoint_id] or 0), limit - #claimed)
+  local room = math.min(room_of[endpoint_id] or per_endpoint, limit - #claimed)
   if room > 0 then
     local endpoint = redis.call('HMGET', user .. 'endpoint:' .. endpoint_id, 'url', 'secret', 'status')
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', endpoint_due, '-inf', now, 'LIMIT', 0, room)) do
@@ -175,33 +175,46 @@ end
 return claimed
 ";
 
-/// Records an attempt if the lease still matches.
-/// KEYS: delivery, due, attempts list, pending index, final index, endpoint
-/// due, ready. ARGV: lease, result (retry|delivered|failed), next attempt
-/// at, attempt JSON, delivery id, retention seconds, index cap, dead counter
-/// key.
-const RECORD_ATTEMPT: &str = r"
-if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
-redis.call('RPUSH', KEYS[3], ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HDEL', KEYS[1], 'lease')
-if ARGV[2] == 'retry' then
-  redis.call('HSET', KEYS[1], 'next_attempt_at', ARGV[3])
-  schedule(KEYS[2], KEYS[6], KEYS[7], ARGV[5], ARGV[3])
-  return 1
+/// Records a batch of attempts of one partition, each only if its lease
+/// still matches: 1 if recorded, else 0.
+/// KEYS: due, ready. ARGV: partition prefix, retention seconds, delivered
+/// index cap, then per attempt 7 values: delivery id, user prefix, endpoint
+/// id, lease, result (retry|delivered|failed), next attempt at, attempt JSON.
+const RECORD_ATTEMPTS: &str = r"
+local partition, retention, cap = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local results = {}
+for a = 4, #ARGV, 7 do
+  local id, user, endpoint_id, lease, result, next_at, log =
+    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local key = partition .. 'dlv:' .. id
+  local endpoint_due = user .. 'ep:' .. endpoint_id .. ':due'
+  if redis.call('HGET', key, 'lease') ~= lease then
+    results[#results + 1] = 0
+  else
+    redis.call('RPUSH', key .. ':attempts', log)
+    redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HDEL', key, 'lease')
+    if result == 'retry' then
+      redis.call('HSET', key, 'next_attempt_at', next_at)
+      schedule(KEYS[1], endpoint_due, KEYS[2], id, next_at)
+    else
+      local index = user .. 'ep:' .. endpoint_id .. ':' .. result
+      redis.call('HSET', key, 'status', result)
+      if result == 'failed' then redis.call('INCR', partition .. 'dead') end
+      unschedule(KEYS[1], endpoint_due, KEYS[2], id)
+      redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
+      redis.call('ZADD', index, 0, id)
+      if result == 'delivered' then
+        redis.call('EXPIRE', key, retention)
+        redis.call('EXPIRE', key .. ':attempts', retention)
+        local excess = redis.call('ZCARD', index) - cap
+        if excess > 0 then redis.call('ZREMRANGEBYRANK', index, 0, excess - 1) end
+      end
+    end
+    results[#results + 1] = 1
+  end
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2])
-if ARGV[2] == 'failed' then redis.call('INCR', ARGV[8]) end
-unschedule(KEYS[2], KEYS[6], KEYS[7], ARGV[5])
-redis.call('ZREM', KEYS[4], ARGV[5])
-redis.call('ZADD', KEYS[5], 0, ARGV[5])
-if ARGV[2] == 'delivered' then
-  redis.call('EXPIRE', KEYS[1], ARGV[6])
-  redis.call('EXPIRE', KEYS[3], ARGV[6])
-  local excess = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[7])
-  if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[5], 0, excess - 1) end
-end
-return 1
+return results
 ";
 
 /// Hands a lease back. KEYS: delivery, due, endpoint due, ready. ARGV:
@@ -235,29 +248,39 @@ const DELIVERED_RETENTION_SECS: u64 = 7 * 24 * 3600;
 /// Most delivered ids an endpoint's index keeps (oldest go first).
 const DELIVERED_INDEX_CAP: usize = 10_000;
 
-/// De-duplicates one event and creates its deliveries from the owner's
-/// current endpoints. Returns false for a duplicate, else the endpoint ids
-/// that got a delivery (the i-th uses the i-th delivery id of ARGV).
-/// KEYS: endpoints, seen, due, ready. ARGV: dedup ms, quoted event type,
-/// body, event id, now ms, user prefix, partition prefix, event type,
-/// username, then up to 20 fresh delivery ids.
-const ACCEPT_EVENT: &str = r"
-if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return false end
-local chosen = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local endpoint = redis.call('HMGET', ARGV[6] .. 'endpoint:' .. id, 'status', 'events')
-  if endpoint[1] == 'enabled' and string.find(endpoint[2], ARGV[2], 1, true) then
-    local delivery = ARGV[10 + #chosen]
-    if not delivery then break end
-    redis.call('HSET', ARGV[7] .. 'dlv:' .. delivery, 'username', ARGV[9], 'endpoint_id', id,
-      'event_id', ARGV[4], 'event_type', ARGV[8], 'body', ARGV[3], 'status', 'pending',
-      'attempts', 0, 'next_attempt_at', ARGV[5], 'created_at', ARGV[5])
-    schedule(KEYS[3], ARGV[6] .. 'ep:' .. id .. ':due', KEYS[4], delivery, ARGV[5])
-    redis.call('ZADD', ARGV[6] .. 'ep:' .. id .. ':pending', 0, delivery)
-    chosen[#chosen + 1] = id
+/// De-duplicates a batch of events of one partition and creates their
+/// deliveries from each owner's current endpoints. Per event, 0 for a
+/// duplicate, else the endpoint ids that got a delivery; the i-th delivery's
+/// id is the event's id base followed by i as two hex digits.
+/// KEYS: due, ready. ARGV: dedup ms, now ms, partition prefix, then per
+/// event 7 values: user prefix, username, event id, event type, quoted event
+/// type, body, delivery id base.
+const ACCEPT_EVENTS: &str = r"
+local dedup, now, partition = ARGV[1], ARGV[2], ARGV[3]
+local results = {}
+for e = 4, #ARGV, 7 do
+  local user, username, event_id, event_type, quoted, body, base =
+    ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
+  if not redis.call('SET', user .. 'seen:' .. event_id, '1', 'NX', 'PX', dedup) then
+    results[#results + 1] = 0
+  else
+    local chosen = {}
+    for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
+      local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events')
+      if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true) then
+        local delivery = base .. string.format('%02x', #chosen)
+        redis.call('HSET', partition .. 'dlv:' .. delivery, 'username', username, 'endpoint_id', id,
+          'event_id', event_id, 'event_type', event_type, 'body', body, 'status', 'pending',
+          'attempts', 0, 'next_attempt_at', now, 'created_at', now)
+        schedule(KEYS[1], user .. 'ep:' .. id .. ':due', KEYS[2], delivery, now)
+        redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
+        chosen[#chosen + 1] = id
+      end
+    end
+    results[#results + 1] = chosen
   end
 end
-return chosen
+return results
 ";
 
 const ADD_API_KEY: &str = r"
@@ -289,9 +312,9 @@ struct Scripts {
     delete_endpoint: Script,
     add_api_key: Script,
     revoke_api_keys: Script,
-    accept_event: Script,
+    accept_events: Script,
     claim_due: Script,
-    record_attempt: Script,
+    record_attempts: Script,
     release: Script,
     retry_dead: Script,
 }
@@ -299,6 +322,20 @@ struct Scripts {
 /// Number of partitions user data is spread over. Part of the key layout:
 /// changing it on a deployment with data would strand that data.
 pub const PARTITIONS: u32 = 16;
+
+// Two hex digits number the deliveries of one event.
+const _: () = assert!(MAX_ENDPOINTS_PER_USER <= 256);
+
+/// Indexes of `usernames`, grouped by their users' partition.
+fn group_by_partition<'a>(
+    usernames: impl Iterator<Item = &'a String>,
+) -> std::collections::BTreeMap<u32, Vec<usize>> {
+    let mut groups = std::collections::BTreeMap::<u32, Vec<usize>>::new();
+    for (i, username) in usernames.enumerate() {
+        groups.entry(partition_of(username)).or_default().push(i);
+    }
+    groups
+}
 
 /// The partition of a user: FNV-1a of the name, fixed forever.
 fn partition_of(username: &str) -> u32 {
@@ -339,9 +376,9 @@ impl RedisStore {
             delete_endpoint: Script::new(DELETE_ENDPOINT),
             add_api_key: Script::new(ADD_API_KEY),
             revoke_api_keys: Script::new(REVOKE_API_KEYS),
-            accept_event: Script::new(&format!("{SCHEDULE_FUNCTIONS}{ACCEPT_EVENT}")),
+            accept_events: Script::new(&format!("{SCHEDULE_FUNCTIONS}{ACCEPT_EVENTS}")),
             claim_due: Script::new(&format!("{SCHEDULE_FUNCTIONS}{CLAIM_DUE}")),
-            record_attempt: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RECORD_ATTEMPT}")),
+            record_attempts: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RECORD_ATTEMPTS}")),
             release: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RELEASE}")),
             retry_dead: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RETRY_DEAD}")),
         };
@@ -369,9 +406,13 @@ impl RedisStore {
         format!("{}{{keys}}:user:{username}", self.prefix)
     }
 
-    /// `<prefix>{p:<n>}:`, the start of every key in a partition.
+    /// `<prefix>{p:<n>}:`, the start of every key in a user's partition.
     fn partition_prefix(&self, username: &str) -> String {
-        format!("{}{{p:{}}}:", self.prefix, partition_of(username))
+        self.prefix_of_partition(partition_of(username))
+    }
+
+    fn prefix_of_partition(&self, partition: u32) -> String {
+        format!("{}{{p:{partition}}}:", self.prefix)
     }
 
     /// `<prefix>{p:<n>}:u:<username>:`, the start of every key of a user.
@@ -727,65 +768,81 @@ impl Store for RedisStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // One round trip for the batch: load the script (a no-op when it is
-        // cached, and it survives a Redis restart this way), then one
-        // atomic EVALSHA per event.
         let bodies: Vec<String> = events.iter().map(Event::body).collect();
-        let delivery_ids: Vec<Vec<String>> = events
+        // The deliveries of one event share all but the last two hex digits
+        // of their ids (a user has at most 256 endpoints, asserted at
+        // `group_by_partition`), so ids stay time-ordered and one fresh id
+        // serves every endpoint.
+        let id_bases: Vec<String> = events
             .iter()
             .map(|_| {
-                (0..MAX_ENDPOINTS_PER_USER)
-                    .map(|_| ids::new_delivery_id())
-                    .collect()
+                let mut id = ids::new_delivery_id();
+                id.truncate(id.len() - 2);
+                id
             })
             .collect();
+        let by_partition = group_by_partition(events.iter().map(|event| &event.username));
+        // One round trip: load the script (a no-op when it is cached, and it
+        // survives a Redis restart this way), then one atomic script per
+        // partition for all of its events.
         let mut pipeline = redis::pipe();
-        pipeline.load_script(&self.scripts.accept_event).ignore();
-        for ((event, body), fresh_ids) in events.iter().zip(&bodies).zip(&delivery_ids) {
-            let username = &event.username;
-            let mut invocation = self.scripts.accept_event.prepare_invoke();
+        pipeline.load_script(&self.scripts.accept_events).ignore();
+        for (partition, members) in &by_partition {
+            let partition_prefix = self.prefix_of_partition(*partition);
+            let mut invocation = self.scripts.accept_events.prepare_invoke();
             invocation
-                .key(self.endpoints_key(username))
-                .key(format!(
-                    "{}seen:{}",
-                    self.user_prefix(username),
-                    event.event_id
-                ))
-                .key(self.due_key(username))
-                .key(self.ready_key(username))
+                .key(format!("{partition_prefix}due"))
+                .key(format!("{partition_prefix}ready"))
                 .arg(DEDUP_WINDOW_MS)
-                .arg(format!("\"{}\"", event.event_type.as_str()))
-                .arg(body)
-                .arg(&event.event_id)
                 .arg(now_ms)
-                .arg(self.user_prefix(username))
-                .arg(self.partition_prefix(username))
-                .arg(event.event_type.as_str())
-                .arg(username)
-                .arg(fresh_ids);
+                .arg(&partition_prefix);
+            for &i in members {
+                let event = &events[i];
+                invocation
+                    .arg(self.user_prefix(&event.username))
+                    .arg(&event.username)
+                    .arg(&event.event_id)
+                    .arg(event.event_type.as_str())
+                    .arg(format!("\"{}\"", event.event_type.as_str()))
+                    .arg(&bodies[i])
+                    .arg(&id_bases[i]);
+            }
             pipeline.invoke_script(&invocation);
         }
-        let results: Vec<Option<Vec<String>>> = pipeline
+        let answers: Vec<Vec<redis::Value>> = pipeline
             .query_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
-        Ok(results
+        let mut outcomes: Vec<Option<Acceptance>> = vec![None; events.len()];
+        for ((_, members), answer) in by_partition.iter().zip(answers) {
+            for (&i, chosen) in members.iter().zip(answer) {
+                outcomes[i] = Some(match chosen {
+                    redis::Value::Array(endpoint_ids) => Acceptance::Accepted {
+                        deliveries: endpoint_ids
+                            .into_iter()
+                            .enumerate()
+                            .map(|(n, endpoint_id)| {
+                                let endpoint_id: String = redis::from_redis_value(endpoint_id)
+                                    .map_err(|e| {
+                                        StoreError::Corrupt(format!("accept answer: {e}"))
+                                    })?;
+                                Ok(Delivery {
+                                    delivery_id: format!("{}{n:02x}", id_bases[i]),
+                                    ..new_delivery(&events[i], &endpoint_id, &bodies[i], now_ms)
+                                })
+                            })
+                            .collect::<Result<_, StoreError>>()?,
+                    },
+                    _ => Acceptance::Duplicate,
+                });
+            }
+        }
+        outcomes
             .into_iter()
-            .zip(events.iter().zip(&bodies).zip(&delivery_ids))
-            .map(|(chosen, ((event, body), fresh_ids))| match chosen {
-                None => Acceptance::Duplicate,
-                Some(endpoint_ids) => Acceptance::Accepted {
-                    deliveries: endpoint_ids
-                        .iter()
-                        .zip(fresh_ids)
-                        .map(|(endpoint_id, delivery_id)| Delivery {
-                            delivery_id: delivery_id.clone(),
-                            ..new_delivery(event, endpoint_id, body, now_ms)
-                        })
-                        .collect(),
-                },
+            .map(|outcome| {
+                outcome.ok_or_else(|| StoreError::Corrupt("an event got no answer".into()))
             })
-            .collect())
+            .collect()
     }
 
     async fn list_deliveries(
@@ -845,7 +902,7 @@ impl Store for RedisStore {
         for partition in &partitions {
             probe
                 .cmd("ZRANGEBYSCORE")
-                .arg(format!("{}{{p:{partition}}}:ready", self.prefix))
+                .arg(format!("{}ready", self.prefix_of_partition(*partition)))
                 .arg("-inf")
                 .arg(request.now_ms)
                 .arg("LIMIT")
@@ -857,7 +914,7 @@ impl Store for RedisStore {
             .await
             .map_err(redis_error)?;
         let lease_base = ids::new_lease_token();
-        let held: Vec<(&String, &usize)> = request.held.iter().collect();
+        let room: Vec<(&String, &usize)> = request.room.iter().collect();
         let mut claims = Vec::new();
         for (partition, ready) in partitions.into_iter().zip(ready) {
             let wanted = request.limit.saturating_sub(claims.len());
@@ -867,7 +924,7 @@ impl Store for RedisStore {
             if ready.is_empty() {
                 continue;
             }
-            let partition_prefix = format!("{}{{p:{partition}}}:", self.prefix);
+            let partition_prefix = self.prefix_of_partition(partition);
             let mut invocation = self.scripts.claim_due.prepare_invoke();
             invocation
                 .key(format!("{partition_prefix}due"))
@@ -879,8 +936,8 @@ impl Store for RedisStore {
                 .arg(request.park_until_ms)
                 .arg(format!("{lease_base}:{partition}"))
                 .arg(request.per_endpoint);
-            for (endpoint_id, count) in &held {
-                invocation.arg(endpoint_id.as_str()).arg(**count);
+            for (endpoint_id, room) in &room {
+                invocation.arg(endpoint_id.as_str()).arg(**room);
             }
             let rows: Vec<Vec<String>> = invocation
                 .invoke_async(&mut connection)
@@ -897,52 +954,58 @@ impl Store for RedisStore {
         if finished.is_empty() {
             return Ok(Vec::new());
         }
+        let by_partition = group_by_partition(
+            finished
+                .iter()
+                .map(|attempt| &attempt.claim.delivery.username),
+        );
         // One round trip: load the script (a no-op when cached), then one
-        // atomic EVALSHA per attempt.
+        // atomic script per partition for all of its attempts.
         let mut pipeline = redis::pipe();
-        pipeline.load_script(&self.scripts.record_attempt).ignore();
-        for FinishedAttempt {
-            claim,
-            record,
-            result,
-        } in finished
-        {
-            let delivery = &claim.delivery;
-            let username = &delivery.username;
-            let delivery_key = self.delivery_key(delivery);
-            let (outcome, next_at, final_status) = match result {
-                AttemptResult::Delivered => ("delivered", 0, DeliveryStatus::Delivered),
-                AttemptResult::RetryAt(at) => ("retry", *at, DeliveryStatus::Pending),
-                AttemptResult::Dead => ("failed", 0, DeliveryStatus::Failed),
-            };
-            let mut invocation = self.scripts.record_attempt.prepare_invoke();
+        pipeline.load_script(&self.scripts.record_attempts).ignore();
+        for (partition, members) in &by_partition {
+            let partition_prefix = self.prefix_of_partition(*partition);
+            let mut invocation = self.scripts.record_attempts.prepare_invoke();
             invocation
-                .key(&delivery_key)
-                .key(self.due_key(username))
-                .key(format!("{delivery_key}:attempts"))
-                .key(self.delivery_index_key(
-                    username,
-                    &delivery.endpoint_id,
-                    DeliveryStatus::Pending,
-                ))
-                .key(self.delivery_index_key(username, &delivery.endpoint_id, final_status))
-                .key(self.endpoint_due_key(username, &delivery.endpoint_id))
-                .key(self.ready_key(username))
-                .arg(&claim.lease)
-                .arg(outcome)
-                .arg(next_at)
-                .arg(serde_json::to_string(record).expect("attempt records serialize"))
-                .arg(&delivery.delivery_id)
+                .key(format!("{partition_prefix}due"))
+                .key(format!("{partition_prefix}ready"))
+                .arg(&partition_prefix)
                 .arg(DELIVERED_RETENTION_SECS)
-                .arg(DELIVERED_INDEX_CAP)
-                .arg(format!("{}dead", self.partition_prefix(username)));
+                .arg(DELIVERED_INDEX_CAP);
+            for &i in members {
+                let FinishedAttempt {
+                    claim,
+                    record,
+                    result,
+                } = &finished[i];
+                let delivery = &claim.delivery;
+                let (outcome, next_at) = match result {
+                    AttemptResult::Delivered => ("delivered", 0),
+                    AttemptResult::RetryAt(at) => ("retry", *at),
+                    AttemptResult::Dead => ("failed", 0),
+                };
+                invocation
+                    .arg(&delivery.delivery_id)
+                    .arg(self.user_prefix(&delivery.username))
+                    .arg(&delivery.endpoint_id)
+                    .arg(&claim.lease)
+                    .arg(outcome)
+                    .arg(next_at)
+                    .arg(serde_json::to_string(record).expect("attempt records serialize"));
+            }
             pipeline.invoke_script(&invocation);
         }
-        let recorded: Vec<i64> = pipeline
+        let answers: Vec<Vec<i64>> = pipeline
             .query_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
-        Ok(recorded.into_iter().map(|answer| answer == 1).collect())
+        let mut recorded = vec![false; finished.len()];
+        for ((_, members), answer) in by_partition.iter().zip(answers) {
+            for (&i, ok) in members.iter().zip(answer) {
+                recorded[i] = ok == 1;
+            }
+        }
+        Ok(recorded)
     }
 
     async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {
@@ -1037,7 +1100,7 @@ impl Store for RedisStore {
     async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {
         let mut pipeline = redis::pipe();
         for partition in 0..PARTITIONS {
-            let prefix = format!("{}{{p:{partition}}}:", self.prefix);
+            let prefix = self.prefix_of_partition(partition);
             pipeline
                 .zcount(format!("{prefix}due"), "-inf", now_ms)
                 .zcount(format!("{prefix}due"), format!("({now_ms}"), "+inf")

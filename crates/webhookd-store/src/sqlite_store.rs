@@ -796,8 +796,8 @@ impl Store for SqliteStore {
                 .map_err(sqlite_error)?;
             let ready: Vec<String> = {
                 let mut select = tx.prepare_cached(READY_ENDPOINTS).map_err(sqlite_error)?;
-                // Endpoints without room are skipped; at most `held` of them.
-                let most = i64::try_from(request.limit + request.held.len()).unwrap_or(i64::MAX);
+                // Endpoints without room are skipped; at most `room` of them.
+                let most = i64::try_from(request.limit + request.room.len()).unwrap_or(i64::MAX);
                 select
                     .query_map(params![request.now_ms, most], |row| row.get(0))
                     .map_err(sqlite_error)?
@@ -806,10 +806,11 @@ impl Store for SqliteStore {
             };
             let mut claims = Vec::new();
             for endpoint_id in ready {
-                let held = request.held.get(&endpoint_id).copied().unwrap_or(0);
                 let room = request
-                    .per_endpoint
-                    .saturating_sub(held)
+                    .room
+                    .get(&endpoint_id)
+                    .copied()
+                    .unwrap_or(request.per_endpoint)
                     .min(request.limit.saturating_sub(claims.len()));
                 if room > 0 {
                     claim_from_endpoint(&tx, &request, &endpoint_id, room, &mut claims)?;

@@ -664,7 +664,7 @@ fn claim_request(now_ms: i64, limit: usize) -> ClaimRequest {
         park_until_ms: now_ms + PARK_MS,
         limit,
         per_endpoint: limit,
-        held: HashMap::new(),
+        room: HashMap::new(),
     }
 }
 
@@ -676,7 +676,8 @@ async fn claim_at(store: &dyn Store, now_ms: i64, limit: usize) -> Vec<Claim> {
 }
 
 /// A long backlog on one endpoint does not keep another endpoint's due
-/// delivery waiting, and a worker gets no more of an endpoint than its room.
+/// delivery waiting, and a worker gets no more of an endpoint than the room
+/// it asks for (the default room, or the endpoint's own).
 async fn claims_take_each_endpoint_up_to_its_room(store: Arc<dyn Store>) {
     let subscribed = |created_at, event_type| Endpoint {
         events: vec![event_type],
@@ -702,9 +703,9 @@ async fn claims_take_each_endpoint_up_to_its_room(store: Arc<dyn Store>) {
         .await
         .unwrap();
 
-    let with_room = |held: &[(&Endpoint, usize)]| ClaimRequest {
+    let with_room = |room: &[(&Endpoint, usize)]| ClaimRequest {
         per_endpoint: 4,
-        held: held
+        room: room
             .iter()
             .map(|(endpoint, n)| (endpoint.endpoint_id.clone(), *n))
             .collect(),
@@ -725,7 +726,7 @@ async fn claims_take_each_endpoint_up_to_its_room(store: Arc<dyn Store>) {
     );
     assert_eq!(first.len(), 5);
 
-    let full = store.claim_due(&with_room(&[(&busy, 4)])).await.unwrap();
+    let full = store.claim_due(&with_room(&[(&busy, 0)])).await.unwrap();
     assert!(full.is_empty(), "no room left: {} claimed", full.len());
     let two_free = store.claim_due(&with_room(&[(&busy, 2)])).await.unwrap();
     assert_eq!(per_endpoint(&two_free, &busy), 2);
