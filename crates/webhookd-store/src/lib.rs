@@ -127,8 +127,8 @@ pub struct ClaimRequest {
     pub room: HashMap<String, usize>,
 }
 
-/// An attempt to record: the claim it was made on, its log entry, and what
-/// follows from it.
+/// An attempt to record: the claim it was made on, its log entry (whose
+/// `attempt` becomes the delivery's attempt count), and what follows.
 #[derive(Debug, Clone)]
 pub struct FinishedAttempt {
     pub claim: Claim,

@@ -97,8 +97,12 @@ return 1
 ";
 
 /// Lua functions every script that moves a pending delivery in time shares:
-/// the flat schedule, the endpoint's own, and the endpoint's place in the
-/// ready queue change together.
+/// the flat schedule and the endpoint's own change together. An endpoint's
+/// score in the ready queue is a lower bound of its earliest due time: it
+/// only ever moves down here (`ZADD LT`, Redis 6.2+), and the claim script,
+/// which visits the endpoint anyway, sets it exactly. A score too low costs
+/// a claim one empty visit; one too high would hide due work, and cannot
+/// happen.
 const SCHEDULE_FUNCTIONS: &str = r"
 local function refresh_ready(ready, endpoint_due)
   local first = redis.call('ZRANGE', endpoint_due, 0, 0, 'WITHSCORES')
@@ -111,12 +115,11 @@ end
 local function schedule(due, endpoint_due, ready, id, at)
   redis.call('ZADD', due, at, id)
   redis.call('ZADD', endpoint_due, at, id)
-  refresh_ready(ready, endpoint_due)
+  redis.call('ZADD', ready, 'LT', at, endpoint_due)
 end
-local function unschedule(due, endpoint_due, ready, id)
+local function unschedule(due, endpoint_due, id)
   redis.call('ZREM', due, id)
   redis.call('ZREM', endpoint_due, id)
-  refresh_ready(ready, endpoint_due)
 end
 ";
 
@@ -178,37 +181,37 @@ return claimed
 /// Records a batch of attempts of one partition, each only if its lease
 /// still matches: 1 if recorded, else 0.
 /// KEYS: due, ready. ARGV: partition prefix, retention seconds, delivered
-/// index cap, then per attempt 7 values: delivery id, user prefix, endpoint
-/// id, lease, result (retry|delivered|failed), next attempt at, attempt JSON.
+/// index cap, then per attempt 8 values: delivery id, user prefix, endpoint
+/// id, lease, attempt number, result (retry|delivered|failed), next attempt
+/// at, attempt JSON.
 const RECORD_ATTEMPTS: &str = r"
-local partition, retention, cap = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local partition, retention, keep = ARGV[1], ARGV[2], -1 - tonumber(ARGV[3])
 local results = {}
-for a = 4, #ARGV, 7 do
-  local id, user, endpoint_id, lease, result, next_at, log =
-    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+for a = 4, #ARGV, 8 do
+  local id, user, endpoint_id, lease, number, result, next_at, log = ARGV[a], ARGV[a + 1],
+    ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
   local key = partition .. 'dlv:' .. id
-  local endpoint_due = user .. 'ep:' .. endpoint_id .. ':due'
   if redis.call('HGET', key, 'lease') ~= lease then
     results[#results + 1] = 0
   else
     redis.call('RPUSH', key .. ':attempts', log)
-    redis.call('HINCRBY', key, 'attempts', 1)
     redis.call('HDEL', key, 'lease')
+    local endpoint_due = user .. 'ep:' .. endpoint_id .. ':due'
     if result == 'retry' then
-      redis.call('HSET', key, 'next_attempt_at', next_at)
+      redis.call('HSET', key, 'attempts', number, 'next_attempt_at', next_at)
       schedule(KEYS[1], endpoint_due, KEYS[2], id, next_at)
     else
       local index = user .. 'ep:' .. endpoint_id .. ':' .. result
-      redis.call('HSET', key, 'status', result)
+      redis.call('HSET', key, 'attempts', number, 'status', result)
       if result == 'failed' then redis.call('INCR', partition .. 'dead') end
-      unschedule(KEYS[1], endpoint_due, KEYS[2], id)
+      unschedule(KEYS[1], endpoint_due, id)
       redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
       redis.call('ZADD', index, 0, id)
       if result == 'delivered' then
         redis.call('EXPIRE', key, retention)
         redis.call('EXPIRE', key .. ':attempts', retention)
-        local excess = redis.call('ZCARD', index) - cap
-        if excess > 0 then redis.call('ZREMRANGEBYRANK', index, 0, excess - 1) end
+        -- Keeps the newest `cap` ids: ranks 0 .. -(cap + 1) are the rest.
+        redis.call('ZREMRANGEBYRANK', index, 0, keep)
       end
     end
     results[#results + 1] = 1
@@ -989,6 +992,7 @@ impl Store for RedisStore {
                     .arg(self.user_prefix(&delivery.username))
                     .arg(&delivery.endpoint_id)
                     .arg(&claim.lease)
+                    .arg(record.attempt)
                     .arg(outcome)
                     .arg(next_at)
                     .arg(serde_json::to_string(record).expect("attempt records serialize"));

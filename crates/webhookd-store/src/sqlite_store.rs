@@ -286,7 +286,7 @@ fn record_one_attempt(
     };
     let updated = tx
         .prepare_cached(
-            "UPDATE deliveries SET attempts = attempts + 1, lease_owner = NULL,
+            "UPDATE deliveries SET attempts = ?5, lease_owner = NULL,
                  status = ?1, next_attempt_at = ?2
              WHERE delivery_id = ?3 AND lease_owner = ?4",
         )
@@ -295,7 +295,8 @@ fn record_one_attempt(
                 status.as_str(),
                 next_attempt_at,
                 claim.delivery.delivery_id,
-                claim.lease
+                claim.lease,
+                record.attempt
             ])
         })
         .map_err(sqlite_error)?;
