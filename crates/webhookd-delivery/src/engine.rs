@@ -14,8 +14,12 @@
 //!   for, walking endpoints in order of their oldest due delivery, so a slow
 //!   or dead endpoint holds `per_endpoint` of the `max_in_flight` permits and
 //!   never the healthy endpoints' turn.
-//! - **Wake-ups.** Ingest pokes [`Dispatcher::waker`] after a durable
-//!   write, so fresh deliveries go out at once rather than at the next poll.
+//! - **Fast path.** Ingest [`Dispatcher::reserve`]s room before it accepts
+//!   a batch, has the store lease the fresh deliveries to it in the same
+//!   atomic step, and [`Dispatcher::dispatch`]es them: they go out from
+//!   memory with no claim round trip, the store copy (leased, due again when
+//!   the lease ends) being the safety net. What did not fit is claimed by
+//!   the loop, which ingest [`Dispatcher::wake`]s.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -80,10 +84,26 @@ pub struct Dispatcher {
     store: Arc<dyn Store>,
     client: DeliveryClient,
     settings: DispatcherSettings,
-    wake: Arc<Notify>,
+    wake: Notify,
     /// One permit per claim held, sending or queued.
     in_flight: Arc<Semaphore>,
     lanes: Mutex<HashMap<String, Lane>>,
+    /// The lane workers.
+    attempts: TaskTracker,
+    /// Cancelled when `run` is told to stop: no new attempts start.
+    stopping: CancellationToken,
+    /// Where lane workers send finished attempts; taken (closing the
+    /// channel) once the last worker is done.
+    recorder: Mutex<Option<mpsc::UnboundedSender<Unrecorded>>>,
+    finished: Mutex<Option<mpsc::UnboundedReceiver<Unrecorded>>>,
+}
+
+/// Room reserved for fresh claims: the request to lease them with, and a
+/// permit for each.
+#[derive(Debug)]
+pub struct Reservation {
+    pub request: ClaimRequest,
+    permits: OwnedSemaphorePermit,
 }
 
 /// One endpoint's claims in this process.
@@ -132,40 +152,81 @@ impl Dispatcher {
         store: Arc<dyn Store>,
         client: DeliveryClient,
         settings: DispatcherSettings,
-    ) -> Self {
-        Dispatcher {
+    ) -> Arc<Self> {
+        let (recorder, finished) = mpsc::unbounded_channel();
+        Arc::new(Dispatcher {
             store,
             client,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings,
-            wake: Arc::new(Notify::new()),
+            wake: Notify::new(),
             lanes: Mutex::new(HashMap::new()),
-        }
+            attempts: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            recorder: Mutex::new(Some(recorder)),
+            finished: Mutex::new(Some(finished)),
+        })
     }
 
-    /// Poke this after new deliveries became durable to send them now.
-    pub fn waker(&self) -> Arc<Notify> {
-        Arc::clone(&self.wake)
+    /// Tells the claim loop there is due work (deliveries accepted but not
+    /// leased at once).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Reserves up to `most` free permits for fresh claims; none when all
+    /// are taken.
+    pub fn reserve(&self, most: usize) -> Option<Reservation> {
+        let free = u32::try_from(self.in_flight.available_permits().min(most)).ok()?;
+        if free == 0 || self.stopping.is_cancelled() {
+            return None;
+        }
+        let permits = Arc::clone(&self.in_flight)
+            .try_acquire_many_owned(free)
+            .ok()?;
+        Some(Reservation {
+            request: self.claim_request(free as usize),
+            permits,
+        })
+    }
+
+    /// Sends claims leased under `reservation`; its unused permits return.
+    pub fn dispatch(self: &Arc<Self>, mut reservation: Reservation, claims: Vec<Claim>) {
+        for claim in claims {
+            match reservation.permits.split(1) {
+                Some(permit) => self.start(Held { claim, permit }),
+                // More claims than permits is a store bug; the lease expires.
+                None => {
+                    tracing::error!(delivery_id = %claim.delivery.delivery_id, "a claim beyond the reservation")
+                }
+            }
+        }
     }
 
     /// Claims and sends until `shutdown`; then stops claiming and waits for
     /// the attempts in flight, each bounded by the deadline, so their results
     /// are recorded and no lease is left dangling.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let this = Arc::new(self);
-        let attempts = TaskTracker::new();
-        let (recorder, finished) = mpsc::unbounded_channel();
-        let recording = tokio::spawn(record_finished(Arc::clone(&this.store), finished));
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let finished = self
+            .finished
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(finished) = finished else {
+            tracing::error!("the dispatcher runs once");
+            return;
+        };
+        let recording = tokio::spawn(record_finished(Arc::clone(&self.store), finished));
         loop {
             // Wait for room before claiming: every claim holds a permit until
             // its attempt is recorded, so claims never outnumber permits.
             let permit = tokio::select! {
-                permit = Arc::clone(&this.in_flight).acquire_owned() => permit,
+                permit = Arc::clone(&self.in_flight).acquire_owned() => permit,
                 () = shutdown.cancelled() => break,
             };
             let Ok(first_permit) = permit else { break };
-            let room = this.in_flight.available_permits() + 1;
-            let claims = match this.claim(room).await {
+            let room = self.in_flight.available_permits() + 1;
+            let claims = match self.store.claim_due(&self.claim_request(room)).await {
                 Ok(claims) => claims,
                 Err(error) => {
                     tracing::warn!(%error, "cannot claim due deliveries; retrying");
@@ -179,8 +240,8 @@ impl Dispatcher {
             if claims.is_empty() {
                 drop(first_permit);
                 tokio::select! {
-                    () = tokio::time::sleep(this.settings.poll_interval) => {}
-                    () = this.wake.notified() => {}
+                    () = tokio::time::sleep(self.settings.poll_interval) => {}
+                    () = self.wake.notified() => {}
                     () = shutdown.cancelled() => break,
                 }
                 continue;
@@ -190,29 +251,31 @@ impl Dispatcher {
                 // Claimed no more than the room there was, so this holds.
                 let permit = first_permit
                     .take()
-                    .or_else(|| Arc::clone(&this.in_flight).try_acquire_owned().ok());
-                let Some(permit) = permit else {
-                    this.hand_back(&claim).await;
-                    continue;
-                };
-                let held = Held { claim, permit };
-                if let Some(first) = this.enqueue(held) {
-                    let (this, shutdown, recorder) =
-                        (Arc::clone(&this), shutdown.clone(), recorder.clone());
-                    attempts.spawn(async move { this.work_lane(first, recorder, shutdown).await });
+                    .or_else(|| Arc::clone(&self.in_flight).try_acquire_owned().ok());
+                match permit {
+                    Some(permit) => self.start(Held { claim, permit }),
+                    None => self.hand_back(&claim).await,
                 }
             }
         }
-        attempts.close();
-        attempts.wait().await;
-        drop(recorder);
+        self.stopping.cancel();
+        self.attempts.close();
+        self.attempts.wait().await;
+        drop(
+            self.recorder
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         if let Err(error) = recording.await {
             tracing::error!(%error, "the attempt recorder failed");
         }
         tracing::info!("delivery engine stopped");
     }
 
-    async fn claim(&self, limit: usize) -> Result<Vec<Claim>, webhookd_store::StoreError> {
+    /// What this worker can take now: `limit` in all, and per endpoint the
+    /// room its lane has.
+    fn claim_request(&self, limit: usize) -> ClaimRequest {
         let now = unix_millis();
         let per_endpoint = self.settings.per_endpoint;
         let room = self
@@ -223,15 +286,35 @@ impl Dispatcher {
                 (endpoint_id.clone(), room)
             })
             .collect();
-        let request = ClaimRequest {
+        ClaimRequest {
             now_ms: now,
             lease_until_ms: now + millis(self.settings.lease()),
             park_until_ms: now + millis(DISABLED_PARK),
             limit,
             per_endpoint,
             room,
+        }
+    }
+
+    /// Puts a claim in its lane, starting a worker for the lane when it has
+    /// a free sending slot. After `run` stopped, hands it back instead.
+    fn start(self: &Arc<Self>, held: Held) {
+        let recorder = self
+            .recorder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(recorder) = recorder.filter(|_| !self.stopping.is_cancelled()) else {
+            let this = Arc::clone(self);
+            self.attempts
+                .spawn(async move { this.hand_back(&held.claim).await });
+            return;
         };
-        self.store.claim_due(&request).await
+        if let Some(first) = self.enqueue(held) {
+            let this = Arc::clone(self);
+            self.attempts
+                .spawn(async move { this.work_lane(first, recorder).await });
+        }
     }
 
     fn lock_lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lane>> {
@@ -257,12 +340,7 @@ impl Dispatcher {
     /// Sends `first`, then whatever waits in the same lane, one at a time;
     /// one task per sending slot, not per delivery. On shutdown the claims
     /// still waiting are handed back rather than sent.
-    async fn work_lane(
-        &self,
-        first: Held,
-        recorder: mpsc::UnboundedSender<Unrecorded>,
-        shutdown: CancellationToken,
-    ) {
+    async fn work_lane(&self, first: Held, recorder: mpsc::UnboundedSender<Unrecorded>) {
         let endpoint_id = first.claim.delivery.endpoint_id.clone();
         let mut next = Some(first);
         while let Some(Held { claim, permit }) = next.take() {
@@ -283,7 +361,8 @@ impl Dispatcher {
                 tracing::warn!(delivery_id = %claim.delivery.delivery_id, "a queued claim's lease is nearly over; handing it back");
                 self.hand_back(&claim).await;
             }
-            let (following, abandoned) = self.next_in_lane(&endpoint_id, shutdown.is_cancelled());
+            let (following, abandoned) =
+                self.next_in_lane(&endpoint_id, self.stopping.is_cancelled());
             for held in abandoned {
                 self.hand_back(&held.claim).await;
             }

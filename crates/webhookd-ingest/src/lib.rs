@@ -5,15 +5,17 @@
 //! atomic step — and the RabbitMQ consumer ([`amqp`]) that feeds it,
 //! supervised and reconnecting forever. The HTTP route (`POST
 //! /internal/events`) lives with the other routes in `webhookd-api` and
-//! calls the same [`Ingest`]. Sending the deliveries is the delivery
-//! engine's job, not this crate's.
+//! calls the same [`Ingest`]. Sending is the delivery engine's job; ingest
+//! only hands it the deliveries the store leased at acceptance (the fast
+//! path, see `webhookd_delivery::Dispatcher::reserve`).
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
+use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::telemetry::{self, EventOutcome, Source};
 use webhookd_core::time::{unix_millis, unix_seconds};
 use webhookd_core::{Event, Rejection};
+use webhookd_delivery::Dispatcher;
 use webhookd_store::{Acceptance, Store, StoreError};
 
 pub mod amqp;
@@ -23,29 +25,33 @@ pub mod amqp;
 #[derive(Debug, Clone)]
 pub struct Ingest {
     store: Arc<dyn Store>,
-    /// Pokes the delivery engine when new deliveries are durable, so they
-    /// go out at once instead of at its next poll.
-    waker: Option<Arc<Notify>>,
+    /// Gets the fresh deliveries leased at acceptance, and a wake-up for
+    /// those that were not.
+    dispatcher: Option<Arc<Dispatcher>>,
 }
 
 impl Ingest {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Ingest { store, waker: None }
+        Ingest {
+            store,
+            dispatcher: None,
+        }
     }
 
-    /// Wakes `waker` whenever deliveries were created.
+    /// Hands fresh deliveries to `dispatcher` as they are accepted.
     #[must_use]
-    pub fn with_waker(self, waker: Arc<Notify>) -> Self {
+    pub fn with_dispatcher(self, dispatcher: Arc<Dispatcher>) -> Self {
         Ingest {
-            waker: Some(waker),
+            dispatcher: Some(dispatcher),
             ..self
         }
     }
 
-    /// Tells the delivery engine there is work due now.
+    /// Tells the delivery engine there is due work, e.g. a dead delivery
+    /// sent again.
     pub fn wake(&self) {
-        if let Some(waker) = &self.waker {
-            waker.notify_one();
+        if let Some(dispatcher) = &self.dispatcher {
+            dispatcher.wake();
         }
     }
 
@@ -63,13 +69,31 @@ impl Ingest {
         events: &[Event],
         source: Source,
     ) -> Result<Vec<Acceptance>, StoreError> {
-        let outcomes = self.store.accept_events(events, unix_millis()).await?;
-        let created = outcomes
-            .iter()
-            .any(|outcome| matches!(outcome, Acceptance::Accepted { deliveries } if !deliveries.is_empty()));
-        if created {
-            self.wake();
-        }
+        let now = unix_millis();
+        // An event fans out to at most one delivery per endpoint of its owner.
+        let most = events.len() * MAX_ENDPOINTS_PER_USER;
+        let reserved = self
+            .dispatcher
+            .as_ref()
+            .and_then(|dispatcher| Some((dispatcher, dispatcher.reserve(most)?)));
+        let outcomes = if let Some((dispatcher, reservation)) = reserved {
+            let (outcomes, claims) = self
+                .store
+                .accept_and_claim(events, now, &reservation.request)
+                .await?;
+            let created: usize = outcomes.iter().map(Acceptance::delivery_count).sum();
+            if created > claims.len() {
+                dispatcher.wake();
+            }
+            dispatcher.dispatch(reservation, claims);
+            outcomes
+        } else {
+            let outcomes = self.store.accept_events(events, now).await?;
+            if outcomes.iter().any(|outcome| outcome.delivery_count() > 0) {
+                self.wake();
+            }
+            outcomes
+        };
         for (event, outcome) in events.iter().zip(&outcomes) {
             telemetry::event_received(
                 source,

@@ -26,6 +26,7 @@ const WATCHED_OPERATIONS: &[&str] = &[
     "accept_events",
     "claim_due",
     "record_attempts",
+    "accept_and_claim",
     "user_for_api_key",
     "ping",
 ];
@@ -139,6 +140,19 @@ impl Store for Instrumented {
         now_ms: i64,
     ) -> Result<Vec<Acceptance>, StoreError> {
         timed("accept_events", self.inner.accept_events(events, now_ms)).await
+    }
+
+    async fn accept_and_claim(
+        &self,
+        events: &[Event],
+        now_ms: i64,
+        claim: &ClaimRequest,
+    ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
+        timed(
+            "accept_and_claim",
+            self.inner.accept_and_claim(events, now_ms, claim),
+        )
+        .await
     }
 
     async fn list_deliveries(

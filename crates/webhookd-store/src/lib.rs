@@ -101,6 +101,16 @@ pub enum Acceptance {
     Duplicate,
 }
 
+impl Acceptance {
+    /// How many deliveries the event fanned out to.
+    pub fn delivery_count(&self) -> usize {
+        match self {
+            Acceptance::Accepted { deliveries } => deliveries.len(),
+            Acceptance::Duplicate => 0,
+        }
+    }
+}
+
 /// A delivery leased to one worker for one attempt, with its endpoint's
 /// current URL and secret — an endpoint change applies from the next
 /// attempt on.
@@ -298,6 +308,23 @@ pub trait Store: Send + Sync + fmt::Debug {
         events: &[Event],
         now_ms: i64,
     ) -> Result<Vec<Acceptance>, StoreError>;
+
+    /// [`Store::accept_events`], and in the same step leases fresh
+    /// deliveries to the caller as [`Store::claim_due`] would with `claim`:
+    /// the fast path, where what ingest accepted goes out without a claim
+    /// round trip. At most `claim.limit` in all and each endpoint's room;
+    /// the rest stay due as usual. Stores without a combined step accept,
+    /// then claim (which may then pick older due work first).
+    async fn accept_and_claim(
+        &self,
+        events: &[Event],
+        now_ms: i64,
+        claim: &ClaimRequest,
+    ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
+        let accepted = self.accept_events(events, now_ms).await?;
+        let claims = self.claim_due(claim).await?;
+        Ok((accepted, claims))
+    }
 
     /// An endpoint's deliveries with `status`, oldest first.
     async fn list_deliveries(

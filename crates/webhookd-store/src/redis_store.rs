@@ -252,16 +252,23 @@ const DELIVERED_RETENTION_SECS: u64 = 7 * 24 * 3600;
 const DELIVERED_INDEX_CAP: usize = 10_000;
 
 /// De-duplicates a batch of events of one partition and creates their
-/// deliveries from each owner's current endpoints. Per event, 0 for a
-/// duplicate, else the endpoint ids that got a delivery; the i-th delivery's
-/// id is the event's id base followed by i as two hex digits.
-/// KEYS: due, ready. ARGV: dedup ms, now ms, partition prefix, then per
-/// event 7 values: user prefix, username, event id, event type, quoted event
-/// type, body, delivery id base.
+/// deliveries from each owner's current endpoints, leasing up to `limit` of
+/// them to the caller (the fast path; each endpoint within its room, as in
+/// CLAIM_DUE). Returns {per event: 0 for a duplicate, else the endpoint ids
+/// that got a delivery}, {per lease: delivery id, url, secret, lease}. The
+/// i-th delivery of an event has the event's id base followed by i as two
+/// hex digits.
+/// KEYS: due, ready. ARGV: dedup ms, now ms, partition prefix, lease until,
+/// lease token base, limit, room of other endpoints, number of (endpoint id,
+/// room) pairs, the pairs, then per event 7 values: user prefix, username,
+/// event id, event type, quoted event type, body, delivery id base.
 const ACCEPT_EVENTS: &str = r"
-local dedup, now, partition = ARGV[1], ARGV[2], ARGV[3]
-local results = {}
-for e = 4, #ARGV, 7 do
+local dedup, now, partition, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local limit, per_endpoint, listed = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local room_of = {}
+for i = 9, 8 + 2 * listed, 2 do room_of[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local results, leased = {}, {}
+for e = 9 + 2 * listed, #ARGV, 7 do
   local user, username, event_id, event_type, quoted, body, base =
     ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
   if not redis.call('SET', user .. 'seen:' .. event_id, '1', 'NX', 'PX', dedup) then
@@ -269,13 +276,23 @@ for e = 4, #ARGV, 7 do
   else
     local chosen = {}
     for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
-      local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events')
+      local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events', 'url', 'secret')
       if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true) then
         local delivery = base .. string.format('%02x', #chosen)
-        redis.call('HSET', partition .. 'dlv:' .. delivery, 'username', username, 'endpoint_id', id,
-          'event_id', event_id, 'event_type', event_type, 'body', body, 'status', 'pending',
-          'attempts', 0, 'next_attempt_at', now, 'created_at', now)
-        schedule(KEYS[1], user .. 'ep:' .. id .. ':due', KEYS[2], delivery, now)
+        local key = partition .. 'dlv:' .. delivery
+        redis.call('HSET', key, 'username', username, 'endpoint_id', id, 'event_id', event_id,
+          'event_type', event_type, 'body', body, 'status', 'pending', 'attempts', 0,
+          'next_attempt_at', now, 'created_at', now)
+        local room = room_of[id] or per_endpoint
+        local due_at = now
+        if #leased < limit and room > 0 then
+          room_of[id] = room - 1
+          local lease = lease_base .. ':' .. (#leased + 1)
+          redis.call('HSET', key, 'lease', lease, 'next_attempt_at', lease_until)
+          due_at = lease_until
+          leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease}
+        end
+        schedule(KEYS[1], user .. 'ep:' .. id .. ':due', KEYS[2], delivery, due_at)
         redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
         chosen[#chosen + 1] = id
       end
@@ -283,7 +300,7 @@ for e = 4, #ARGV, 7 do
     results[#results + 1] = chosen
   end
 end
-return results
+return {results, leased}
 ";
 
 const ADD_API_KEY: &str = r"
@@ -328,6 +345,33 @@ pub const PARTITIONS: u32 = 16;
 
 // Two hex digits number the deliveries of one event.
 const _: () = assert!(MAX_ENDPOINTS_PER_USER <= 256);
+
+/// One event's answer from ACCEPT_EVENTS: 0 for a duplicate, else the
+/// endpoint ids that got a delivery.
+fn acceptance_from_answer(
+    answer: redis::Value,
+    event: &Event,
+    body: &str,
+    id_base: &str,
+    now_ms: i64,
+) -> Result<Acceptance, StoreError> {
+    let redis::Value::Array(endpoint_ids) = answer else {
+        return Ok(Acceptance::Duplicate);
+    };
+    let deliveries = endpoint_ids
+        .into_iter()
+        .enumerate()
+        .map(|(n, endpoint_id)| {
+            let endpoint_id: String = redis::from_redis_value(endpoint_id)
+                .map_err(|e| StoreError::Corrupt(format!("accept answer: {e}")))?;
+            Ok(Delivery {
+                delivery_id: format!("{id_base}{n:02x}"),
+                ..new_delivery(event, &endpoint_id, body, now_ms)
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Acceptance::Accepted { deliveries })
+}
 
 /// Indexes of `usernames`, grouped by their users' partition.
 fn group_by_partition<'a>(
@@ -416,6 +460,117 @@ impl RedisStore {
 
     fn prefix_of_partition(&self, partition: u32) -> String {
         format!("{}{{p:{partition}}}:", self.prefix)
+    }
+
+    /// Accepts `events`, leasing fresh deliveries as `claim` allows (a
+    /// default request, limit 0, leases nothing).
+    async fn accept(
+        &self,
+        events: &[Event],
+        now_ms: i64,
+        claim: &ClaimRequest,
+    ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
+        if events.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let bodies: Vec<String> = events.iter().map(Event::body).collect();
+        // The deliveries of one event share all but the last two hex digits
+        // of their ids (a user has at most 256 endpoints, asserted at
+        // `group_by_partition`), so ids stay time-ordered and one fresh id
+        // serves every endpoint.
+        let id_bases: Vec<String> = events
+            .iter()
+            .map(|_| {
+                let mut id = ids::new_delivery_id();
+                id.truncate(id.len() - 2);
+                id
+            })
+            .collect();
+        let by_partition = group_by_partition(events.iter().map(|event| &event.username));
+        let lease_base = ids::new_lease_token();
+        let room: Vec<(&String, &usize)> = claim.room.iter().collect();
+        // One round trip: load the script (a no-op when it is cached, and it
+        // survives a Redis restart this way), then one atomic script per
+        // partition for all of its events. The claim limit is shared out in
+        // proportion to each partition's events.
+        let mut pipeline = redis::pipe();
+        pipeline.load_script(&self.scripts.accept_events).ignore();
+        for (partition, members) in &by_partition {
+            let partition_prefix = self.prefix_of_partition(*partition);
+            let mut invocation = self.scripts.accept_events.prepare_invoke();
+            invocation
+                .key(format!("{partition_prefix}due"))
+                .key(format!("{partition_prefix}ready"))
+                .arg(DEDUP_WINDOW_MS)
+                .arg(now_ms)
+                .arg(&partition_prefix)
+                .arg(claim.lease_until_ms)
+                .arg(format!("{lease_base}:{partition}"))
+                .arg(claim.limit * members.len() / events.len())
+                .arg(claim.per_endpoint)
+                .arg(room.len());
+            for (endpoint_id, room) in &room {
+                invocation.arg(endpoint_id.as_str()).arg(**room);
+            }
+            for &i in members {
+                let event = &events[i];
+                invocation
+                    .arg(self.user_prefix(&event.username))
+                    .arg(&event.username)
+                    .arg(&event.event_id)
+                    .arg(event.event_type.as_str())
+                    .arg(format!("\"{}\"", event.event_type.as_str()))
+                    .arg(&bodies[i])
+                    .arg(&id_bases[i]);
+            }
+            pipeline.invoke_script(&invocation);
+        }
+        let answers: Vec<(Vec<redis::Value>, Vec<[String; 4]>)> = pipeline
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        let mut outcomes: Vec<Option<Acceptance>> = vec![None; events.len()];
+        let mut leases: HashMap<String, (String, String, String)> = HashMap::new();
+        for ((_, members), (chosen_per_event, leased)) in by_partition.iter().zip(answers) {
+            for (&i, chosen) in members.iter().zip(chosen_per_event) {
+                outcomes[i] = Some(acceptance_from_answer(
+                    chosen,
+                    &events[i],
+                    &bodies[i],
+                    &id_bases[i],
+                    now_ms,
+                )?);
+            }
+            for [delivery_id, url, secret, lease] in leased {
+                leases.insert(delivery_id, (url, secret, lease));
+            }
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.ok_or_else(|| StoreError::Corrupt("an event got no answer".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let claims = outcomes
+            .iter()
+            .flat_map(|outcome| match outcome {
+                Acceptance::Accepted { deliveries } => deliveries.as_slice(),
+                Acceptance::Duplicate => &[],
+            })
+            .filter_map(|delivery| {
+                let (url, secret, lease) = leases.remove(&delivery.delivery_id)?;
+                Some(Claim {
+                    delivery: Delivery {
+                        next_attempt_at: claim.lease_until_ms,
+                        ..delivery.clone()
+                    },
+                    url,
+                    secret,
+                    lease,
+                })
+            })
+            .collect();
+        Ok((outcomes, claims))
     }
 
     /// `<prefix>{p:<n>}:u:<username>:`, the start of every key of a user.
@@ -768,84 +923,17 @@ impl Store for RedisStore {
         events: &[Event],
         now_ms: i64,
     ) -> Result<Vec<Acceptance>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let bodies: Vec<String> = events.iter().map(Event::body).collect();
-        // The deliveries of one event share all but the last two hex digits
-        // of their ids (a user has at most 256 endpoints, asserted at
-        // `group_by_partition`), so ids stay time-ordered and one fresh id
-        // serves every endpoint.
-        let id_bases: Vec<String> = events
-            .iter()
-            .map(|_| {
-                let mut id = ids::new_delivery_id();
-                id.truncate(id.len() - 2);
-                id
-            })
-            .collect();
-        let by_partition = group_by_partition(events.iter().map(|event| &event.username));
-        // One round trip: load the script (a no-op when it is cached, and it
-        // survives a Redis restart this way), then one atomic script per
-        // partition for all of its events.
-        let mut pipeline = redis::pipe();
-        pipeline.load_script(&self.scripts.accept_events).ignore();
-        for (partition, members) in &by_partition {
-            let partition_prefix = self.prefix_of_partition(*partition);
-            let mut invocation = self.scripts.accept_events.prepare_invoke();
-            invocation
-                .key(format!("{partition_prefix}due"))
-                .key(format!("{partition_prefix}ready"))
-                .arg(DEDUP_WINDOW_MS)
-                .arg(now_ms)
-                .arg(&partition_prefix);
-            for &i in members {
-                let event = &events[i];
-                invocation
-                    .arg(self.user_prefix(&event.username))
-                    .arg(&event.username)
-                    .arg(&event.event_id)
-                    .arg(event.event_type.as_str())
-                    .arg(format!("\"{}\"", event.event_type.as_str()))
-                    .arg(&bodies[i])
-                    .arg(&id_bases[i]);
-            }
-            pipeline.invoke_script(&invocation);
-        }
-        let answers: Vec<Vec<redis::Value>> = pipeline
-            .query_async(&mut self.connection())
-            .await
-            .map_err(redis_error)?;
-        let mut outcomes: Vec<Option<Acceptance>> = vec![None; events.len()];
-        for ((_, members), answer) in by_partition.iter().zip(answers) {
-            for (&i, chosen) in members.iter().zip(answer) {
-                outcomes[i] = Some(match chosen {
-                    redis::Value::Array(endpoint_ids) => Acceptance::Accepted {
-                        deliveries: endpoint_ids
-                            .into_iter()
-                            .enumerate()
-                            .map(|(n, endpoint_id)| {
-                                let endpoint_id: String = redis::from_redis_value(endpoint_id)
-                                    .map_err(|e| {
-                                        StoreError::Corrupt(format!("accept answer: {e}"))
-                                    })?;
-                                Ok(Delivery {
-                                    delivery_id: format!("{}{n:02x}", id_bases[i]),
-                                    ..new_delivery(&events[i], &endpoint_id, &bodies[i], now_ms)
-                                })
-                            })
-                            .collect::<Result<_, StoreError>>()?,
-                    },
-                    _ => Acceptance::Duplicate,
-                });
-            }
-        }
-        outcomes
-            .into_iter()
-            .map(|outcome| {
-                outcome.ok_or_else(|| StoreError::Corrupt("an event got no answer".into()))
-            })
-            .collect()
+        let nothing = ClaimRequest::default();
+        Ok(self.accept(events, now_ms, &nothing).await?.0)
+    }
+
+    async fn accept_and_claim(
+        &self,
+        events: &[Event],
+        now_ms: i64,
+        claim: &ClaimRequest,
+    ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
+        self.accept(events, now_ms, claim).await
     }
 
     async fn list_deliveries(

@@ -68,6 +68,7 @@ conformance!(
     concurrent_claimers_never_share_a_delivery,
     claims_take_each_endpoint_up_to_its_room,
     a_batch_of_attempts_records_each_on_its_own,
+    accepting_can_lease_fresh_deliveries_at_once,
     delivery_stats_count_due_scheduled_and_dead,
 );
 
@@ -1019,6 +1020,66 @@ async fn a_batch_of_attempts_records_each_on_its_own(store: Arc<dyn Store>) {
     assert_eq!(
         (retried.status, retried.next_attempt_at, log.len()),
         (DeliveryStatus::Pending, retry_at, 1)
+    );
+}
+
+/// Accepting with a claim leases fresh deliveries at once, within the limit
+/// and each endpoint's room; the rest stay due for the next claim.
+async fn accepting_can_lease_fresh_deliveries_at_once(store: Arc<dyn Store>) {
+    let first = endpoint("wes", 1);
+    let second = endpoint("wes", 2);
+    create(&*store, &first).await;
+    create(&*store, &second).await;
+    let events: Vec<Event> = (1..=3)
+        .map(|i| event("wes", &format!("evt_{i}"), EventType::GeneratedVideoSuccess))
+        .collect();
+    let request = ClaimRequest {
+        per_endpoint: 2,
+        room: HashMap::from([(second.endpoint_id.clone(), 1)]),
+        ..claim_request(NOW_MS, 10)
+    };
+    let (accepted, claims) = store
+        .accept_and_claim(&events, NOW_MS, &request)
+        .await
+        .unwrap();
+    assert_eq!(accepted.len(), 3);
+    let fanned_out: Vec<Delivery> = accepted.into_iter().flat_map(deliveries).collect();
+    assert_eq!(fanned_out.len(), 6);
+    let of = |target: &Endpoint| {
+        claims
+            .iter()
+            .filter(|claim| claim.delivery.endpoint_id == target.endpoint_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(&first).len(), 2, "the default room");
+    assert_eq!(of(&second).len(), 1, "the endpoint's own room");
+    assert!(
+        of(&first)
+            .iter()
+            .all(|claim| claim.url == first.url && claim.secret == first.secret)
+    );
+
+    let rest = claim_at(&*store, NOW_MS, 10).await;
+    assert_eq!(rest.len(), 3, "the others stay due");
+    let leased: HashSet<&str> = claims
+        .iter()
+        .map(|c| c.delivery.delivery_id.as_str())
+        .collect();
+    assert!(
+        rest.iter()
+            .all(|c| !leased.contains(c.delivery.delivery_id.as_str()))
+    );
+    let recorded = store
+        .record_attempt(
+            &claims[0],
+            &attempt(1, Some(200), "ok"),
+            AttemptResult::Delivered,
+        )
+        .await
+        .unwrap();
+    assert!(
+        recorded,
+        "a lease taken at acceptance records like any other"
     );
 }
 

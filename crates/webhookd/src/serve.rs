@@ -68,7 +68,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             poll_interval: POLL_INTERVAL,
         },
     );
-    let ingest = Ingest::new(Arc::clone(&store)).with_waker(dispatcher.waker());
+    let ingest = Ingest::new(Arc::clone(&store)).with_dispatcher(Arc::clone(&dispatcher));
     tasks.spawn(dispatcher.run(shutdown.clone()));
 
     if let Some(url) = &config.amqp_url {
