@@ -4,6 +4,7 @@
 //! real webhookd process per scenario, and the report.
 
 pub mod broker;
+pub mod cpu;
 pub mod http;
 pub mod receiver;
 pub mod report;

@@ -201,7 +201,7 @@ fn drain_row(
     let mut row = Row::rate(name, drained.rate, "deliveries/s")
         .with_usage(drained.usage)
         .with_note(format!(
-            "{} events × {} endpoints{}, {} duplicates",
+            "{} events × {} endpoints{}, {} duplicates; {}",
             shape.events,
             shape.endpoints,
             if shape.hanging_endpoint {
@@ -209,7 +209,8 @@ fn drain_row(
             } else {
                 ""
             },
-            drained.duplicates
+            drained.duplicates,
+            drained.cpu
         ));
     if let Some(ceiling) = ceiling {
         row = row

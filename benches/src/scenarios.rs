@@ -11,6 +11,7 @@ use webhookd_core::{Endpoint, EndpointStatus, EventType, ids};
 use webhookd_store::{RedisStore, SqliteStore, Store};
 
 use crate::broker::{Broker, per_second, unique_queue};
+use crate::cpu::CpuSample;
 use crate::receiver::Receiver;
 use crate::report::{Ceiling, Row, Target};
 use crate::webhookd::Webhookd;
@@ -202,12 +203,14 @@ pub struct DrainShape {
 }
 
 /// What a drain-type scenario measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Drained {
     /// Healthy deliveries per second, from webhookd's start to the last one.
     pub rate: f64,
     pub usage: crate::webhookd::Usage,
     pub duplicates: usize,
+    /// Where the machine's CPU went meanwhile.
+    pub cpu: String,
 }
 
 /// Preloads the queue, starts webhookd, and times it until the receiver has
@@ -231,9 +234,11 @@ pub async fn drain(settings: &Settings, shape: DrainShape) -> anyhow::Result<Dra
     let expected = usize::try_from(shape.events)? * shape.endpoints;
     let webhookd =
         Webhookd::start(&settings.webhookd, &amqp_env(settings, &tenant, &queue)).await?;
+    let cpu_before = CpuSample::take(webhookd.pid());
     let all_arrived = receiver
         .wait_until(|r| r.counts().distinct >= expected, STALL)
         .await;
+    let cpu = CpuSample::take(webhookd.pid()).since(&cpu_before);
     let usage = webhookd.usage();
     let counts = receiver.counts();
     // The clock runs from webhookd's start to the last new delivery.
@@ -261,6 +266,7 @@ pub async fn drain(settings: &Settings, shape: DrainShape) -> anyhow::Result<Dra
         rate: per_second(expected as u64, elapsed),
         usage,
         duplicates: counts.duplicates,
+        cpu,
     })
 }
 
@@ -276,6 +282,7 @@ pub async fn latency(settings: &Settings) -> anyhow::Result<Row> {
     let webhookd =
         Webhookd::start(&settings.webhookd, &amqp_env(settings, &tenant, &queue)).await?;
     webhookd.wait_until_answering("/readyz").await?;
+    let cpu_before = CpuSample::take(webhookd.pid());
     let published = broker
         .publish_steadily(&queue, settings.latency_rate, settings.latency_duration)
         .await?;
@@ -283,6 +290,7 @@ pub async fn latency(settings: &Settings) -> anyhow::Result<Row> {
     let all_arrived = receiver
         .wait_until(|r| r.counts().distinct >= expected, STALL)
         .await;
+    let cpu = CpuSample::take(webhookd.pid()).since(&cpu_before);
     let usage = webhookd.usage();
     let counts = receiver.counts();
     webhookd.save_metrics("latency").await;
@@ -320,7 +328,7 @@ pub async fn latency(settings: &Settings) -> anyhow::Result<Row> {
     .with_target(Target::AtMost(25.0))
     .with_usage(usage)
     .with_note(format!(
-        "p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms, {} duplicates",
+        "p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms, {} duplicates; {cpu}",
         quantile(0.5),
         quantile(0.9),
         quantile(1.0),
@@ -339,6 +347,7 @@ pub async fn embedded(settings: &Settings, events: u64) -> anyhow::Result<Row> {
     let mut env = tenant.env.clone();
     env.push(("WEBHOOKD_INGEST_TOKEN", token.clone()));
     let webhookd = Webhookd::start(&settings.webhookd, &env).await?;
+    let cpu_before = CpuSample::take(webhookd.pid());
     let started = Instant::now();
     let client = reqwest::Client::new();
     let url = format!("{}/internal/events", webhookd.base_url);
@@ -380,6 +389,7 @@ pub async fn embedded(settings: &Settings, events: u64) -> anyhow::Result<Row> {
         .wait_until(|r| r.counts().distinct >= expected, STALL)
         .await;
     let finished = receiver.last_new_at().unwrap_or_else(Instant::now);
+    let cpu = CpuSample::take(webhookd.pid()).since(&cpu_before);
     let usage = webhookd.usage();
     let counts = receiver.counts();
     drop(webhookd);
@@ -396,7 +406,9 @@ pub async fn embedded(settings: &Settings, events: u64) -> anyhow::Result<Row> {
         "deliveries/s",
     )
     .with_usage(usage)
-    .with_note(format!("ingest {ingest_rate:.0} events/s (202 = durable)")))
+    .with_note(format!(
+        "ingest {ingest_rate:.0} events/s (202 = durable); {cpu}"
+    )))
 }
 
 /// Every delivery fails (500) and waits for its retry: webhookd's memory

@@ -127,6 +127,10 @@ impl Webhookd {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Peak RSS and CPU seconds so far, from /proc.
     pub fn usage(&self) -> Usage {
         let pid = self.child.id();
@@ -137,20 +141,9 @@ impl Webhookd {
             .and_then(|value| value.split_whitespace().next())
             .and_then(|kb| kb.parse().ok())
             .unwrap_or(0.0);
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are
-        // the 14th and 15th fields overall, in clock ticks (USER_HZ = 100 on
-        // Linux).
-        let ticks: f64 = stat.rsplit_once(')').map_or(0.0, |(_, rest)| {
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|t| t.parse::<f64>().ok())
-                .sum()
-        });
         Usage {
             peak_rss_mb: peak_kb / 1024.0,
-            cpu_seconds: ticks / 100.0,
+            cpu_seconds: crate::cpu::cpu_seconds_of(pid),
         }
     }
 

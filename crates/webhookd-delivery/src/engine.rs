@@ -218,43 +218,39 @@ impl Dispatcher {
         };
         let recording = tokio::spawn(record_finished(Arc::clone(&self.store), finished));
         loop {
-            // Wait for room before claiming: every claim holds a permit until
-            // its attempt is recorded, so claims never outnumber permits.
-            let permit = tokio::select! {
+            // Wait for room before claiming, then take all there is: every
+            // claim holds a permit until its attempt is recorded, so claims
+            // never outnumber permits, even with ingest reserving alongside.
+            let first = tokio::select! {
                 permit = Arc::clone(&self.in_flight).acquire_owned() => permit,
                 () = shutdown.cancelled() => break,
             };
-            let Ok(first_permit) = permit else { break };
-            let room = self.in_flight.available_permits() + 1;
-            let claims = match self.store.claim_due(&self.claim_request(room)).await {
-                Ok(claims) => claims,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot claim due deliveries; retrying");
-                    drop(first_permit);
+            let Ok(mut permits) = first else { break };
+            let more = u32::try_from(self.in_flight.available_permits()).unwrap_or(u32::MAX);
+            if let Ok(more) = Arc::clone(&self.in_flight).try_acquire_many_owned(more) {
+                permits.merge(more);
+            }
+            let reservation = Reservation {
+                request: self.claim_request(permits.num_permits()),
+                permits,
+            };
+            match self.store.claim_due(&reservation.request).await {
+                Ok(claims) if !claims.is_empty() => self.dispatch(reservation, claims),
+                Ok(_) => {
+                    drop(reservation);
                     tokio::select! {
-                        () = tokio::time::sleep(STORE_ERROR_DELAY) => continue,
+                        () = tokio::time::sleep(self.settings.poll_interval) => {}
+                        () = self.wake.notified() => {}
                         () = shutdown.cancelled() => break,
                     }
                 }
-            };
-            if claims.is_empty() {
-                drop(first_permit);
-                tokio::select! {
-                    () = tokio::time::sleep(self.settings.poll_interval) => {}
-                    () = self.wake.notified() => {}
-                    () = shutdown.cancelled() => break,
-                }
-                continue;
-            }
-            let mut first_permit = Some(first_permit);
-            for claim in claims {
-                // Claimed no more than the room there was, so this holds.
-                let permit = first_permit
-                    .take()
-                    .or_else(|| Arc::clone(&self.in_flight).try_acquire_owned().ok());
-                match permit {
-                    Some(permit) => self.start(Held { claim, permit }),
-                    None => self.hand_back(&claim).await,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot claim due deliveries; retrying");
+                    drop(reservation);
+                    tokio::select! {
+                        () = tokio::time::sleep(STORE_ERROR_DELAY) => {}
+                        () = shutdown.cancelled() => break,
+                    }
                 }
             }
         }
