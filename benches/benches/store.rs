@@ -59,15 +59,18 @@ impl Leftovers {
     }
 }
 
+/// A store to measure, by name.
+type Named = (&'static str, Arc<dyn Store>);
+
 /// The stores to measure: SQLite in a temporary directory, and Redis if it
 /// answers.
-fn stores(runtime: &Runtime) -> (Vec<(&'static str, Arc<dyn Store>)>, Leftovers) {
+fn stores(runtime: &Runtime) -> (Vec<Named>, Leftovers) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("bench.db");
     let sqlite = runtime
         .block_on(SqliteStore::open(path.to_str().expect("UTF-8 path")))
         .expect("SQLite opens");
-    let mut stores: Vec<(&'static str, Arc<dyn Store>)> = vec![("sqlite", Arc::new(sqlite))];
+    let mut stores: Vec<Named> = vec![("sqlite", Arc::new(sqlite))];
     let mut leftovers = Leftovers {
         _dir: dir,
         redis: None,

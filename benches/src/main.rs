@@ -125,7 +125,7 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
         let row = drain_row(
             "drain: RabbitMQ → Redis → 1 endpoint",
             shape,
-            drained,
+            &drained,
             pipeline,
             0.5,
         );
@@ -143,7 +143,7 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
         let row = drain_row(
             "fan-out: 10 endpoints per event",
             shape,
-            drained,
+            &drained,
             http.clone(),
             0.5,
         );
@@ -166,7 +166,7 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
         let row = drain_row(
             "slow endpoint: the healthy endpoint's rate",
             shape,
-            drained,
+            &drained,
             drain,
             0.8,
         );
@@ -194,7 +194,7 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
 fn drain_row(
     name: &str,
     shape: DrainShape,
-    drained: Drained,
+    drained: &Drained,
     ceiling: Option<Ceiling>,
     least_ratio: f64,
 ) -> Row {

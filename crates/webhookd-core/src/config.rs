@@ -55,8 +55,9 @@ pub struct Config {
     /// `delivery_timeout`: per-attempt deadline over connect, TLS, send and
     /// response head. Default `5s`, what JoggAI documents to receivers.
     pub delivery_timeout: Duration,
-    /// `delivery_concurrency`: attempts in flight at once, over all
-    /// endpoints. Default `256`.
+    /// `delivery_concurrency`: claims held at once over all endpoints —
+    /// sending, queued in an endpoint's lane, or being recorded. Default
+    /// `256`.
     pub delivery_concurrency: u32,
     /// `endpoint_concurrency`: attempts in flight at once to one endpoint,
     /// so a slow receiver cannot take every worker. Default `8`.

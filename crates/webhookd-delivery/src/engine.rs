@@ -197,7 +197,7 @@ impl Dispatcher {
                 Some(permit) => self.start(Held { claim, permit }),
                 // More claims than permits is a store bug; the lease expires.
                 None => {
-                    tracing::error!(delivery_id = %claim.delivery.delivery_id, "a claim beyond the reservation")
+                    tracing::error!(delivery_id = %claim.delivery.delivery_id, "a claim beyond the reservation");
                 }
             }
         }
