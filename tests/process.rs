@@ -490,7 +490,7 @@ impl AmqpRun {
             "duplicates were de-duplicated, not fanned out"
         );
         // Attempts in flight when a process was killed come due again when
-        // their lease runs out (40 s), so wait for distinct ids, not a count.
+        // their lease runs out (50 s), so wait for distinct ids, not a count.
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut distinct = std::collections::HashSet::new();
         while distinct.len() < EVENTS && Instant::now() < deadline {

@@ -43,7 +43,8 @@ pub struct DispatcherSettings {
     pub schedule: RetrySchedule,
     /// Per-attempt deadline; the lease is derived from it.
     pub timeout: Duration,
-    /// Attempts in flight at once, over all endpoints.
+    /// Claims held at once over all endpoints: sending, queued in a lane,
+    /// or waiting to be recorded.
     pub max_in_flight: usize,
     /// Attempts in flight at once to one endpoint.
     pub per_endpoint: usize,
