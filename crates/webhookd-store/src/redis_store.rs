@@ -16,7 +16,7 @@
 //! | `<u>:endpoint:<id>` | hash | one endpoint's fields |
 //! | `<u>:seen:<event_id>` | string, 24 h TTL | de-duplication |
 //! | `<u>:ep:<id>:<status>` | sorted set, score 0 | the endpoint's delivery ids by status (lexical = creation order) |
-//! | `<p>:dlv:<id>` | hash | one delivery |
+//! | `<p>:dlv:<id>` | hash | one delivery, with its attempt log as fields `attempt:<n>` |
 //! | `<p>:due` | sorted set | pending delivery ids by due time (ms) |
 //! | `<u>:ep:<id>:due` | sorted set | the endpoint's pending delivery ids by due time |
 //! | `<p>:ready` | sorted set | the `…:due` keys of endpoints with pending deliveries, by their earliest due time |
@@ -158,7 +158,7 @@ for _, endpoint_due in ipairs(queues) do
         redis.call('ZREM', KEYS[1], id)
         redis.call('ZREM', endpoint_due, id)
         redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
-        redis.call('DEL', key, key .. ':attempts')
+        redis.call('DEL', key)
       elseif endpoint[3] ~= 'enabled' then
         redis.call('ZADD', KEYS[1], ARGV[5], id)
         redis.call('ZADD', endpoint_due, ARGV[5], id)
@@ -194,22 +194,20 @@ for a = 4, #ARGV, 8 do
   if redis.call('HGET', key, 'lease') ~= lease then
     results[#results + 1] = 0
   else
-    redis.call('RPUSH', key .. ':attempts', log)
     redis.call('HDEL', key, 'lease')
     local endpoint_due = user .. 'ep:' .. endpoint_id .. ':due'
     if result == 'retry' then
-      redis.call('HSET', key, 'attempts', number, 'next_attempt_at', next_at)
+      redis.call('HSET', key, 'attempts', number, 'next_attempt_at', next_at, 'attempt:' .. number, log)
       schedule(KEYS[1], endpoint_due, KEYS[2], id, next_at)
     else
       local index = user .. 'ep:' .. endpoint_id .. ':' .. result
-      redis.call('HSET', key, 'attempts', number, 'status', result)
+      redis.call('HSET', key, 'attempts', number, 'status', result, 'attempt:' .. number, log)
       if result == 'failed' then redis.call('INCR', partition .. 'dead') end
       unschedule(KEYS[1], endpoint_due, id)
       redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
       redis.call('ZADD', index, 0, id)
       if result == 'delivered' then
         redis.call('EXPIRE', key, retention)
-        redis.call('EXPIRE', key .. ':attempts', retention)
         -- Keeps the newest `cap` ids: ranks 0 .. -(cap + 1) are the rest.
         redis.call('ZREMRANGEBYRANK', index, 0, keep)
       end
@@ -1124,26 +1122,25 @@ impl Store for RedisStore {
         delivery_id: &str,
     ) -> Result<Option<(Delivery, Vec<AttemptRecord>)>, StoreError> {
         let key = format!("{}dlv:{delivery_id}", self.partition_prefix(username));
-        let (fields, attempts): (HashMap<String, String>, Vec<String>) = redis::pipe()
-            .hgetall(&key)
-            .lrange(format!("{key}:attempts"), 0, -1)
-            .query_async(&mut self.connection())
-            .await
-            .map_err(redis_error)?;
+        let fields: HashMap<String, String> =
+            self.connection().hgetall(&key).await.map_err(redis_error)?;
         if fields.is_empty() {
             return Ok(None);
         }
-        let delivery = delivery_from_fields(delivery_id.to_owned(), fields)?;
-        if delivery.username != username || delivery.endpoint_id != endpoint_id {
-            return Ok(None);
-        }
-        let attempts = attempts
+        // The attempt log is kept in the delivery's hash, `attempt:<n>`.
+        let mut attempts: Vec<AttemptRecord> = fields
             .iter()
-            .map(|text| {
+            .filter(|(name, _)| name.starts_with("attempt:"))
+            .map(|(_, text)| {
                 serde_json::from_str(text)
                     .map_err(|e| StoreError::Corrupt(format!("attempt record: {e}")))
             })
             .collect::<Result<_, _>>()?;
+        attempts.sort_by_key(|attempt| attempt.attempt);
+        let delivery = delivery_from_fields(delivery_id.to_owned(), fields)?;
+        if delivery.username != username || delivery.endpoint_id != endpoint_id {
+            return Ok(None);
+        }
         Ok(Some((delivery, attempts)))
     }
 
