@@ -94,7 +94,8 @@ pub struct Delivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acceptance {
     /// New event: one pending delivery per enabled endpoint of the owner
-    /// subscribed to its type (possibly none), all due now.
+    /// subscribed to its type (possibly none), each due now or leased to the
+    /// caller ([`Store::accept_and_claim`]).
     Accepted { deliveries: Vec<Delivery> },
     /// The owner already sent this `event_id` within the de-duplication
     /// window; nothing was written.
@@ -368,8 +369,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     }
 
     /// Hands a claimed delivery back untried, due at `due_ms`, without
-    /// spending an attempt (shutdown, or its endpoint is at its
-    /// concurrency cap).
+    /// spending an attempt (shutdown, or a queued claim whose lease is
+    /// nearly over).
     async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError>;
 
     /// One delivery of the user's endpoint with its attempt log, oldest
