@@ -71,6 +71,8 @@ impl DispatcherSettings {
     }
 }
 
+/// Lanes kept in memory before idle ones are forgotten.
+const MAX_LANES: usize = 10_000;
 /// A queued claim is sent only if this much of its lease is left beyond the
 /// deadline; otherwise it is handed back, never sent on a lease that may run
 /// out mid-attempt.
@@ -275,9 +277,11 @@ impl Dispatcher {
     fn claim_request(&self, limit: usize) -> ClaimRequest {
         let now = unix_millis();
         let per_endpoint = self.settings.per_endpoint;
+        // Idle lanes get the default room, which never exceeds theirs.
         let room = self
             .lock_lanes()
             .iter()
+            .filter(|(_, lane)| lane.held() > 0)
             .map(|(endpoint_id, lane)| {
                 let room = lane.capacity(per_endpoint).saturating_sub(lane.held());
                 (endpoint_id.clone(), room)
@@ -322,6 +326,11 @@ impl Dispatcher {
     /// free sending slot: the caller then starts a worker for the lane.
     fn enqueue(&self, held: Held) -> Option<Held> {
         let mut lanes = self.lock_lanes();
+        // Idle lanes are kept for what they remember (whether the endpoint
+        // is flowing), up to a point.
+        if lanes.len() > MAX_LANES {
+            lanes.retain(|_, lane| lane.held() > 0);
+        }
         let lane = lanes
             .entry(held.claim.delivery.endpoint_id.clone())
             .or_default();
@@ -392,9 +401,6 @@ impl Dispatcher {
         }
         if lane.held() <= lane.capacity(self.settings.per_endpoint) / 2 {
             self.wake.notify_one();
-        }
-        if lane.held() == 0 {
-            lanes.remove(endpoint_id);
         }
         (next, abandoned)
     }

@@ -50,6 +50,7 @@ on_both_stores!(
     redirects_are_not_followed,
     a_host_resolving_to_a_blocked_address_fails_with_blocked_address,
     a_hanging_endpoint_does_not_slow_a_healthy_one,
+    shutdown_hands_queued_claims_back_at_once,
 );
 
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -356,5 +357,46 @@ async fn a_hanging_endpoint_does_not_slow_a_healthy_one(store: Arc<dyn Store>) {
         stuck.count() <= 8,
         "the stuck endpoint never had more than its cap in flight: {}",
         stuck.count()
+    );
+}
+
+/// A rolling restart must not strand work: claims queued in a lane when the
+/// engine stops are handed back due now, not left hidden until their lease
+/// (50 s here) runs out; the attempt in flight finishes and is recorded.
+async fn shutdown_hands_queued_claims_back_at_once(store: Arc<dyn Store>) {
+    let slow = Receiver::start(Answer::Slow(Duration::from_millis(300))).await;
+    let target = endpoint(&store, &slow.url).await;
+    let mut settings = settings("10s");
+    settings.per_endpoint = 1;
+    let client = DeliveryClient::new(loopback_allowed(), settings.timeout);
+    let dispatcher = Dispatcher::new(Arc::clone(&store), client, settings);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(dispatcher.run(shutdown.clone()));
+    let events: Vec<_> = (0..20).map(|i| event(&format!("evt_{i}"))).collect();
+    accept(&store, &events).await;
+
+    // After the first answer (300 ms, well under a second) the lane queues.
+    slow.wait_for(2, Duration::from_secs(5)).await;
+    shutdown.cancel();
+    running.await.unwrap();
+    let stopped_at = webhookd_core::time::unix_millis();
+
+    let delivered = listed(&store, &target, DeliveryStatus::Delivered).await;
+    assert_eq!(
+        delivered.len(),
+        slow.count(),
+        "every attempt that was sent is recorded"
+    );
+    let pending = listed(&store, &target, DeliveryStatus::Pending).await;
+    assert_eq!(delivered.len() + pending.len(), 20);
+    assert!(!pending.is_empty(), "some were still waiting");
+    let stranded: Vec<_> = pending
+        .iter()
+        .filter(|delivery| delivery.next_attempt_at > stopped_at)
+        .map(|delivery| delivery.next_attempt_at - stopped_at)
+        .collect();
+    assert!(
+        stranded.is_empty(),
+        "pending deliveries hidden after shutdown for (ms): {stranded:?}"
     );
 }

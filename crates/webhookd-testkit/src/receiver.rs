@@ -21,6 +21,8 @@ pub enum Answer {
     Redirect,
     /// Never answers (until the test ends).
     Hang,
+    /// 200 after this long.
+    Slow(Duration),
 }
 
 /// One request as received.
@@ -119,6 +121,10 @@ async fn receive(
         Answer::Hang => {
             std::future::pending::<()>().await;
             unreachable!("pending never resolves")
+        }
+        Answer::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            StatusCode::OK.into_response()
         }
     }
 }
