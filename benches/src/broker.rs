@@ -61,23 +61,11 @@ impl Broker {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        let properties = BasicProperties::default().with_delivery_mode(2);
         let count = numbers.end - numbers.start;
         let started = Instant::now();
         let mut confirms = Vec::with_capacity(1000);
         for n in numbers {
-            let message = event_message(n, crate::unix_micros());
-            confirms.push(
-                channel
-                    .basic_publish(
-                        "".into(),
-                        queue.into(),
-                        BasicPublishOptions::default(),
-                        message.as_bytes(),
-                        properties.clone(),
-                    )
-                    .await?,
-            );
+            confirms.push(publish_event(&channel, queue, n).await?);
             if confirms.len() == 1000 {
                 for confirm in confirms.drain(..) {
                     anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a message");
@@ -100,27 +88,15 @@ impl Broker {
         duration: Duration,
     ) -> anyhow::Result<u64> {
         let channel = self.channel_for(queue).await?;
-        let properties = BasicProperties::default().with_delivery_mode(2);
         let total = u64::from(rate) * duration.as_secs();
         let period = Duration::from_secs(1) / rate;
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         for n in 0..total {
             ticks.tick().await;
-            let message = event_message(n, crate::unix_micros());
             // Not waiting for the confirm: the broker hands the message on
             // as soon as it routes it; the wait would only pace us.
-            drop(
-                channel
-                    .basic_publish(
-                        "".into(),
-                        queue.into(),
-                        BasicPublishOptions::default(),
-                        message.as_bytes(),
-                        properties.clone(),
-                    )
-                    .await?,
-            );
+            drop(publish_event(&channel, queue, n).await?);
         }
         Ok(total)
     }
@@ -164,6 +140,24 @@ impl Broker {
             }
         }
     }
+}
+
+/// Publishes event `n`, persistent, stamped with the moment it is sent.
+async fn publish_event(
+    channel: &Channel,
+    queue: &str,
+    n: u64,
+) -> Result<lapin::PublisherConfirm, lapin::Error> {
+    let message = event_message(n, crate::unix_micros());
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            message.as_bytes(),
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
 }
 
 pub fn per_second(count: u64, elapsed: Duration) -> f64 {

@@ -256,18 +256,35 @@ pub async fn drain(settings: &Settings, shape: DrainShape) -> anyhow::Result<Dra
     drop(webhookd);
     broker.delete(&[&queue, &format!("{queue}.dead")]).await;
     tenant.remove().await;
-    ensure!(
-        all_arrived && counts.bad_signatures == 0,
-        "{} of {expected} deliveries arrived, {} with a bad signature; webhookd's log:\n{log}",
-        counts.distinct,
-        counts.bad_signatures
-    );
+    all_arrived_intact(all_arrived, &counts, expected, &log)?;
     Ok(Drained {
         rate: per_second(expected as u64, elapsed),
         usage,
         duplicates: counts.duplicates,
         cpu,
     })
+}
+
+/// Fails the scenario unless every one of `expected` deliveries arrived,
+/// each correctly signed.
+fn all_arrived_intact(
+    all_arrived: bool,
+    counts: &crate::receiver::Counts,
+    expected: usize,
+    log: &str,
+) -> anyhow::Result<()> {
+    ensure!(
+        all_arrived && counts.bad_signatures == 0,
+        "{} of {expected} deliveries arrived, {} with a bad signature{}{log}",
+        counts.distinct,
+        counts.bad_signatures,
+        if log.is_empty() {
+            ""
+        } else {
+            "; webhookd's log:\n"
+        }
+    );
+    Ok(())
 }
 
 /// Steady publishing at `latency_rate` for `latency_duration`; publish →
@@ -297,12 +314,7 @@ pub async fn latency(settings: &Settings) -> anyhow::Result<Row> {
     drop(webhookd);
     broker.delete(&[&queue, &format!("{queue}.dead")]).await;
     tenant.remove().await;
-    ensure!(
-        all_arrived && counts.bad_signatures == 0,
-        "{} of {expected} events arrived, {} with a bad signature",
-        counts.distinct,
-        counts.bad_signatures
-    );
+    all_arrived_intact(all_arrived, &counts, expected, "")?;
     let latencies = receiver.latencies_us();
     let quantile = |q: f64| -> f64 {
         #[allow(
@@ -393,12 +405,7 @@ pub async fn embedded(settings: &Settings, events: u64) -> anyhow::Result<Row> {
     let usage = webhookd.usage();
     let counts = receiver.counts();
     drop(webhookd);
-    ensure!(
-        all_arrived && counts.bad_signatures == 0,
-        "{} of {expected} events arrived, {} with a bad signature",
-        counts.distinct,
-        counts.bad_signatures
-    );
+    all_arrived_intact(all_arrived, &counts, expected, "")?;
     let rate = per_second(events, finished.duration_since(started));
     Ok(Row::rate(
         "embedded: HTTP ingest → SQLite → delivered",
