@@ -51,8 +51,12 @@ pub struct Receiver {
 /// The counts at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counts {
+    /// Deliveries seen at least once, by (endpoint, event).
     pub distinct: usize,
+    /// Repeats of a delivery already seen.
     pub duplicates: usize,
+    /// Requests whose signature did not verify, or whose body was not a
+    /// delivered event.
     pub bad_signatures: usize,
     /// Requests answered 500 on `/fail`.
     pub failed_answers: usize,
