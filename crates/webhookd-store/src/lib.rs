@@ -415,9 +415,15 @@ pub async fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>, StoreErr
 }
 
 /// A fresh pending delivery of `event` to `endpoint_id`, due `now_ms`.
-fn new_delivery(event: &Event, endpoint_id: &str, body: &str, now_ms: i64) -> Delivery {
+fn new_delivery(
+    delivery_id: String,
+    event: &Event,
+    endpoint_id: &str,
+    body: &str,
+    now_ms: i64,
+) -> Delivery {
     Delivery {
-        delivery_id: webhookd_core::ids::new_delivery_id(),
+        delivery_id,
         username: event.username.clone(),
         endpoint_id: endpoint_id.to_owned(),
         event_id: event.event_id.clone(),

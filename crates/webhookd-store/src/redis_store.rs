@@ -36,7 +36,7 @@
 //! up to 16 primaries. Changes that span keys are Lua scripts, atomic on the
 //! server; nothing is read, modified and written back from here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -256,12 +256,12 @@ const DELIVERED_INDEX_CAP: usize = 10_000;
 /// that got a delivery}, {per lease: delivery id, url, secret, lease}. The
 /// i-th delivery of an event has the event's id base followed by i as two
 /// hex digits.
-/// KEYS: due, ready. ARGV: dedup ms, now ms, partition prefix, lease until,
+/// KEYS: due, ready. ARGV: partition prefix, dedup ms, now ms, lease until,
 /// lease token base, limit, room of other endpoints, number of (endpoint id,
 /// room) pairs, the pairs, then per event 7 values: user prefix, username,
 /// event id, event type, quoted event type, body, delivery id base.
 const ACCEPT_EVENTS: &str = r"
-local dedup, now, partition, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local partition, dedup, now, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit, per_endpoint, listed = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local room_of = {}
 for i = 9, 8 + 2 * listed, 2 do room_of[ARGV[i]] = tonumber(ARGV[i + 1]) end
@@ -277,19 +277,22 @@ for e = 9 + 2 * listed, #ARGV, 7 do
       local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events', 'url', 'secret')
       if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true) then
         local delivery = base .. string.format('%02x', #chosen)
-        local key = partition .. 'dlv:' .. delivery
-        redis.call('HSET', key, 'username', username, 'endpoint_id', id, 'event_id', event_id,
-          'event_type', event_type, 'body', body, 'status', 'pending', 'attempts', 0,
-          'next_attempt_at', now, 'created_at', now)
-        local room = room_of[id] or per_endpoint
         local due_at = now
+        local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
+          'event_type', event_type, 'body', body, 'status', 'pending', 'attempts', 0,
+          'created_at', now}
+        local room = room_of[id] or per_endpoint
         if #leased < limit and room > 0 then
           room_of[id] = room - 1
           local lease = lease_base .. ':' .. (#leased + 1)
-          redis.call('HSET', key, 'lease', lease, 'next_attempt_at', lease_until)
           due_at = lease_until
+          fields[#fields + 1] = 'lease'
+          fields[#fields + 1] = lease
           leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease}
         end
+        fields[#fields + 1] = 'next_attempt_at'
+        fields[#fields + 1] = due_at
+        redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
         schedule(KEYS[1], user .. 'ep:' .. id .. ':due', KEYS[2], delivery, due_at)
         redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
         chosen[#chosen + 1] = id
@@ -362,10 +365,13 @@ fn acceptance_from_answer(
         .map(|(n, endpoint_id)| {
             let endpoint_id: String = redis::from_redis_value(endpoint_id)
                 .map_err(|e| StoreError::Corrupt(format!("accept answer: {e}")))?;
-            Ok(Delivery {
-                delivery_id: format!("{id_base}{n:02x}"),
-                ..new_delivery(event, &endpoint_id, body, now_ms)
-            })
+            Ok(new_delivery(
+                format!("{id_base}{n:02x}"),
+                event,
+                &endpoint_id,
+                body,
+                now_ms,
+            ))
         })
         .collect::<Result<_, StoreError>>()?;
     Ok(Acceptance::Accepted { deliveries })
@@ -374,8 +380,8 @@ fn acceptance_from_answer(
 /// Indexes of `usernames`, grouped by their users' partition.
 fn group_by_partition<'a>(
     usernames: impl Iterator<Item = &'a String>,
-) -> std::collections::BTreeMap<u32, Vec<usize>> {
-    let mut groups = std::collections::BTreeMap::<u32, Vec<usize>>::new();
+) -> BTreeMap<u32, Vec<usize>> {
+    let mut groups = BTreeMap::<u32, Vec<usize>>::new();
     for (i, username) in usernames.enumerate() {
         groups.entry(partition_of(username)).or_default().push(i);
     }
@@ -460,6 +466,35 @@ impl RedisStore {
         format!("{}{{p:{partition}}}:", self.prefix)
     }
 
+    /// One round trip: loads `script` (a no-op when it is cached, and it
+    /// survives a Redis restart this way), then runs it once per partition
+    /// of `groups`, atomically, with KEYS due and ready and the partition
+    /// prefix as ARGV[1]; `add_args` adds the rest for the partition and its
+    /// members. Answers in the order of `groups`.
+    async fn per_partition<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        groups: &BTreeMap<u32, Vec<usize>>,
+        mut add_args: impl FnMut(&mut redis::ScriptInvocation<'_>, u32, &[usize]),
+    ) -> Result<Vec<T>, StoreError> {
+        let mut pipeline = redis::pipe();
+        pipeline.load_script(script).ignore();
+        for (partition, members) in groups {
+            let partition_prefix = self.prefix_of_partition(*partition);
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(format!("{partition_prefix}due"))
+                .key(format!("{partition_prefix}ready"))
+                .arg(&partition_prefix);
+            add_args(&mut invocation, *partition, members);
+            pipeline.invoke_script(&invocation);
+        }
+        pipeline
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_error)
+    }
+
     /// Accepts `events`, leasing fresh deliveries as `claim` allows (a
     /// default request, limit 0, leases nothing).
     async fn accept(
@@ -487,46 +522,38 @@ impl RedisStore {
         let by_partition = group_by_partition(events.iter().map(|event| &event.username));
         let lease_base = ids::new_lease_token();
         let room: Vec<(&String, &usize)> = claim.room.iter().collect();
-        // One round trip: load the script (a no-op when it is cached, and it
-        // survives a Redis restart this way), then one atomic script per
-        // partition for all of its events. The claim limit is shared out in
-        // proportion to each partition's events.
-        let mut pipeline = redis::pipe();
-        pipeline.load_script(&self.scripts.accept_events).ignore();
-        for (partition, members) in &by_partition {
-            let partition_prefix = self.prefix_of_partition(*partition);
-            let mut invocation = self.scripts.accept_events.prepare_invoke();
-            invocation
-                .key(format!("{partition_prefix}due"))
-                .key(format!("{partition_prefix}ready"))
-                .arg(DEDUP_WINDOW_MS)
-                .arg(now_ms)
-                .arg(&partition_prefix)
-                .arg(claim.lease_until_ms)
-                .arg(format!("{lease_base}:{partition}"))
-                .arg(claim.limit * members.len() / events.len())
-                .arg(claim.per_endpoint)
-                .arg(room.len());
-            for (endpoint_id, room) in &room {
-                invocation.arg(endpoint_id.as_str()).arg(**room);
-            }
-            for &i in members {
-                let event = &events[i];
-                invocation
-                    .arg(self.user_prefix(&event.username))
-                    .arg(&event.username)
-                    .arg(&event.event_id)
-                    .arg(event.event_type.as_str())
-                    .arg(format!("\"{}\"", event.event_type.as_str()))
-                    .arg(&bodies[i])
-                    .arg(&id_bases[i]);
-            }
-            pipeline.invoke_script(&invocation);
-        }
-        let answers: Vec<(Vec<redis::Value>, Vec<[String; 4]>)> = pipeline
-            .query_async(&mut self.connection())
-            .await
-            .map_err(redis_error)?;
+        // The claim limit is shared out in proportion to each partition's
+        // events.
+        let answers: Vec<(Vec<redis::Value>, Vec<[String; 4]>)> = self
+            .per_partition(
+                &self.scripts.accept_events,
+                &by_partition,
+                |invocation, partition, members| {
+                    invocation
+                        .arg(DEDUP_WINDOW_MS)
+                        .arg(now_ms)
+                        .arg(claim.lease_until_ms)
+                        .arg(format!("{lease_base}:{partition}"))
+                        .arg(claim.limit * members.len() / events.len())
+                        .arg(claim.per_endpoint)
+                        .arg(room.len());
+                    for (endpoint_id, room) in &room {
+                        invocation.arg(endpoint_id.as_str()).arg(**room);
+                    }
+                    for &i in members {
+                        let event = &events[i];
+                        invocation
+                            .arg(self.user_prefix(&event.username))
+                            .arg(&event.username)
+                            .arg(&event.event_id)
+                            .arg(event.event_type.as_str())
+                            .arg(format!("\"{}\"", event.event_type.as_str()))
+                            .arg(&bodies[i])
+                            .arg(&id_bases[i]);
+                    }
+                },
+            )
+            .await?;
         let mut outcomes: Vec<Option<Acceptance>> = vec![None; events.len()];
         let mut leases: HashMap<String, (String, String, String)> = HashMap::new();
         for ((_, members), (chosen_per_event, leased)) in by_partition.iter().zip(answers) {
@@ -1048,47 +1075,39 @@ impl Store for RedisStore {
                 .iter()
                 .map(|attempt| &attempt.claim.delivery.username),
         );
-        // One round trip: load the script (a no-op when cached), then one
-        // atomic script per partition for all of its attempts.
-        let mut pipeline = redis::pipe();
-        pipeline.load_script(&self.scripts.record_attempts).ignore();
-        for (partition, members) in &by_partition {
-            let partition_prefix = self.prefix_of_partition(*partition);
-            let mut invocation = self.scripts.record_attempts.prepare_invoke();
-            invocation
-                .key(format!("{partition_prefix}due"))
-                .key(format!("{partition_prefix}ready"))
-                .arg(&partition_prefix)
-                .arg(DELIVERED_RETENTION_SECS)
-                .arg(DELIVERED_INDEX_CAP);
-            for &i in members {
-                let FinishedAttempt {
-                    claim,
-                    record,
-                    result,
-                } = &finished[i];
-                let delivery = &claim.delivery;
-                let (outcome, next_at) = match result {
-                    AttemptResult::Delivered => ("delivered", 0),
-                    AttemptResult::RetryAt(at) => ("retry", *at),
-                    AttemptResult::Dead => ("failed", 0),
-                };
-                invocation
-                    .arg(&delivery.delivery_id)
-                    .arg(self.user_prefix(&delivery.username))
-                    .arg(&delivery.endpoint_id)
-                    .arg(&claim.lease)
-                    .arg(record.attempt)
-                    .arg(outcome)
-                    .arg(next_at)
-                    .arg(serde_json::to_string(record).expect("attempt records serialize"));
-            }
-            pipeline.invoke_script(&invocation);
-        }
-        let answers: Vec<Vec<i64>> = pipeline
-            .query_async(&mut self.connection())
-            .await
-            .map_err(redis_error)?;
+        let answers: Vec<Vec<i64>> = self
+            .per_partition(
+                &self.scripts.record_attempts,
+                &by_partition,
+                |invocation, _, members| {
+                    invocation
+                        .arg(DELIVERED_RETENTION_SECS)
+                        .arg(DELIVERED_INDEX_CAP);
+                    for &i in members {
+                        let FinishedAttempt {
+                            claim,
+                            record,
+                            result,
+                        } = &finished[i];
+                        let delivery = &claim.delivery;
+                        let (outcome, next_at) = match result {
+                            AttemptResult::Delivered => ("delivered", 0),
+                            AttemptResult::RetryAt(at) => ("retry", *at),
+                            AttemptResult::Dead => ("failed", 0),
+                        };
+                        invocation
+                            .arg(&delivery.delivery_id)
+                            .arg(self.user_prefix(&delivery.username))
+                            .arg(&delivery.endpoint_id)
+                            .arg(&claim.lease)
+                            .arg(record.attempt)
+                            .arg(outcome)
+                            .arg(next_at)
+                            .arg(serde_json::to_string(record).expect("attempt records serialize"));
+                    }
+                },
+            )
+            .await?;
         let mut recorded = vec![false; finished.len()];
         for ((_, members), answer) in by_partition.iter().zip(answers) {
             for (&i, ok) in members.iter().zip(answer) {

@@ -253,7 +253,13 @@ fn accept_one(
         .iter()
         .filter(|endpoint| endpoint.wants(event.event_type))
     {
-        let delivery = new_delivery(event, &endpoint.endpoint_id, &body, now_ms);
+        let delivery = new_delivery(
+            ids::new_delivery_id(),
+            event,
+            &endpoint.endpoint_id,
+            &body,
+            now_ms,
+        );
         insert
             .execute(params![
                 delivery.delivery_id,
