@@ -187,10 +187,15 @@ impl Dispatcher {
         let permits = Arc::clone(&self.in_flight)
             .try_acquire_many_owned(free)
             .ok()?;
-        Some(Reservation {
-            request: self.claim_request(free as usize),
+        Some(self.reservation(permits))
+    }
+
+    /// A claim request for as many claims as `permits` hold.
+    fn reservation(&self, permits: OwnedSemaphorePermit) -> Reservation {
+        Reservation {
+            request: self.claim_request(permits.num_permits()),
             permits,
-        })
+        }
     }
 
     /// Sends claims leased under `reservation`; its unused permits return.
@@ -233,10 +238,7 @@ impl Dispatcher {
             if let Ok(more) = Arc::clone(&self.in_flight).try_acquire_many_owned(more) {
                 permits.merge(more);
             }
-            let reservation = Reservation {
-                request: self.claim_request(permits.num_permits()),
-                permits,
-            };
+            let reservation = self.reservation(permits);
             match self.store.claim_due(&reservation.request).await {
                 Ok(claims) if !claims.is_empty() => self.dispatch(reservation, claims),
                 Ok(_) => {

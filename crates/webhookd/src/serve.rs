@@ -78,7 +78,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             prefetch: config.amqp_prefetch,
             connection_name: format!("webhookd@{listen}"),
         };
-        // The same ingest as HTTP's: its waker sends fresh deliveries at once.
+        // The same ingest as HTTP's: AMQP events take the fast path too.
         let consumer = AmqpConsumer::new(settings, ingest.clone(), readiness.clone());
         tasks.spawn(consumer.run(shutdown.clone()));
     }
