@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
+use webhookd_core::MissingId;
 use webhookd_core::event::MAX_EVENT_BYTES;
 use webhookd_core::telemetry::Source;
 use webhookd_ingest::Ingest;
@@ -42,7 +43,7 @@ pub async fn accept(
             ApiError::BadRequest(format!("request body could not be read: {rejection}"))
         }
     })?;
-    let event = Ingest::parse(&body, Source::Http)
+    let event = Ingest::parse(&body, Source::Http, MissingId::Random)
         .map_err(|rejection| ApiError::BadRequest(rejection.to_string()))?;
     // A duplicate is accepted too: the producer's retry of a request whose
     // answer it lost must not look like a failure.

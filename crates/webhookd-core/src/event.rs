@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::catalog::EventType;
-use crate::ids::new_event_id;
+use crate::ids::{derived_event_id, new_event_id};
 
 /// Largest event message accepted on any ingest path.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
@@ -151,10 +151,33 @@ struct WireMessage<'a> {
     timestamp: Option<&'a RawValue>,
 }
 
+/// Where the id of an event that came without `event_id` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingId<'a> {
+    /// A fresh random id: the message is handed over once (HTTP, whose
+    /// producer sees the id in the answer).
+    Random,
+    /// An id derived from the message itself, the same on every redelivery
+    /// (RabbitMQ, SPEC §5): its `message_id` property when the producer set
+    /// one, else its body.
+    Derived { message_id: Option<&'a str> },
+}
+
 impl Event {
     /// Parses and validates one event message. `now` (unix seconds) becomes
-    /// the timestamp when the message has none.
+    /// the timestamp when the message has none; an event without an id
+    /// gets a random one.
     pub fn parse(message: &[u8], now: i64) -> Result<Event, Rejection> {
+        Event::parse_with(message, now, MissingId::Random)
+    }
+
+    /// [`Event::parse`], with the id of an event without `event_id` taken
+    /// from `missing_id`.
+    pub fn parse_with(
+        message: &[u8],
+        now: i64,
+        missing_id: MissingId<'_>,
+    ) -> Result<Event, Rejection> {
         if message.len() > MAX_EVENT_BYTES {
             return Err(Rejection::TooLarge {
                 bytes: message.len(),
@@ -201,7 +224,18 @@ impl Event {
         }
 
         let event_id = match optional(wire.event_id) {
-            None => new_event_id(),
+            None => match missing_id {
+                MissingId::Random => new_event_id(),
+                // A valid message_id is the producer's own name for the
+                // event; any other is hashed into the id format.
+                MissingId::Derived {
+                    message_id: Some(id),
+                } if is_valid_event_id(id) => id.to_owned(),
+                MissingId::Derived {
+                    message_id: Some(id),
+                } => derived_event_id(id.as_bytes()),
+                MissingId::Derived { message_id: None } => derived_event_id(message),
+            },
             Some(raw) => {
                 let id: String =
                     serde_json::from_str(raw.get()).map_err(|_| Rejection::WrongType {
@@ -356,6 +390,33 @@ mod tests {
         )
         .unwrap();
         assert!(event.event_id.starts_with("evt_"));
+    }
+
+    #[test]
+    fn a_redeliverable_message_without_id_gets_the_same_id_every_time() {
+        let message = br#"{"event":"generated_video_failed","username":"u","data":{}}"#;
+        let derived = |message_id| {
+            Event::parse_with(message, NOW, MissingId::Derived { message_id })
+                .unwrap()
+                .event_id
+        };
+        // From the body: stable across parses (a redelivery), unlike Random.
+        assert_eq!(derived(None), derived(None));
+        assert!(derived(None).starts_with("evt_"));
+        assert_ne!(parse_random(message), parse_random(message));
+        // A valid message_id is taken as it is; another is hashed into shape.
+        assert_eq!(derived(Some("order-42_a")), "order-42_a");
+        let odd = derived(Some("order 42/a"));
+        assert!(odd.starts_with("evt_") && odd.len() == 36, "{odd}");
+        assert_eq!(odd, derived(Some("order 42/a")));
+        // A producer's event_id always wins.
+        let given = br#"{"event":"generated_video_failed","username":"u","data":{},"event_id":"e1"}"#;
+        let event = Event::parse_with(given, NOW, MissingId::Derived { message_id: Some("m") });
+        assert_eq!(event.unwrap().event_id, "e1");
+    }
+
+    fn parse_random(message: &[u8]) -> String {
+        Event::parse(message, NOW).unwrap().event_id
     }
 
     #[test]

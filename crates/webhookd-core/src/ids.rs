@@ -45,6 +45,15 @@ pub fn new_event_id() -> String {
     prefixed_uuid(EVENT_ID_PREFIX)
 }
 
+/// The event id of a redeliverable message that came without one (SPEC §5):
+/// `evt_` + the first 32 hex digits of SHA-256 of `source` — its AMQP
+/// `message_id`, or its body. The same message always gets the same id, so
+/// a redelivery after a crash is recognised as the event already accepted.
+pub fn derived_event_id(source: &[u8]) -> String {
+    let digest = Sha256::digest(source);
+    format!("{EVENT_ID_PREFIX}{}", hex::encode(&digest[..16]))
+}
+
 /// A new delivery id, `dlv_` + 32 hex digits.
 pub fn new_delivery_id() -> String {
     prefixed_uuid(DELIVERY_ID_PREFIX)
@@ -115,6 +124,10 @@ mod tests {
         sorted.sort();
         assert_eq!(ids, sorted);
         assert!(new_event_id().starts_with("evt_"));
+        let derived = derived_event_id(b"{}");
+        assert_eq!(derived, derived_event_id(b"{}"));
+        assert_ne!(derived, derived_event_id(b"{ }"));
+        assert_eq!(derived.len(), 36);
         assert!(new_delivery_id().starts_with("dlv_"));
     }
 

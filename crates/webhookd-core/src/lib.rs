@@ -36,5 +36,5 @@ pub mod time;
 pub use catalog::EventType;
 pub use config::{Config, ConfigError, LogFormat, StoreUrl};
 pub use endpoint::{Endpoint, EndpointSpec, EndpointStatus, FieldError};
-pub use event::{Event, Rejection};
+pub use event::{Event, MissingId, Rejection};
 pub use retry::{NextAttempt, RetrySchedule};

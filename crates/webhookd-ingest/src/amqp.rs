@@ -28,7 +28,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
-use webhookd_core::Rejection;
+use webhookd_core::{MissingId, Rejection};
 use webhookd_core::health::Readiness;
 use webhookd_core::telemetry::{self, Source};
 
@@ -239,7 +239,11 @@ impl AmqpConsumer {
         for message in batch {
             let message = message?;
             last_tag = Some(message.delivery_tag);
-            match Ingest::parse(&message.data, Source::Amqp) {
+            // A redelivered message must keep the id it got the first time.
+            let missing_id = MissingId::Derived {
+                message_id: message.properties.message_id().as_ref().map(ShortString::as_str),
+            };
+            match Ingest::parse(&message.data, Source::Amqp, missing_id) {
                 Ok(event) => events.push(event),
                 Err(rejection) => self.dead_letter(channel, &message, &rejection).await?,
             }

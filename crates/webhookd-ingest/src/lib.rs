@@ -14,7 +14,7 @@ use std::sync::Arc;
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::telemetry::{self, EventOutcome, Source};
 use webhookd_core::time::{unix_millis, unix_seconds};
-use webhookd_core::{Event, Rejection};
+use webhookd_core::{Event, MissingId, Rejection};
 use webhookd_delivery::Dispatcher;
 use webhookd_store::{Acceptance, Store, StoreError};
 
@@ -55,10 +55,14 @@ impl Ingest {
         }
     }
 
-    /// Validates one raw message from `source`; the event gets its id and
-    /// timestamp here when the producer sent none.
-    pub fn parse(message: &[u8], source: Source) -> Result<Event, Rejection> {
-        Event::parse(message, unix_seconds())
+    /// Validates one raw message from `source`; the event gets its id
+    /// (from `missing_id`) and timestamp here when the producer sent none.
+    pub fn parse(
+        message: &[u8],
+        source: Source,
+        missing_id: MissingId<'_>,
+    ) -> Result<Event, Rejection> {
+        Event::parse_with(message, unix_seconds(), missing_id)
             .inspect_err(|rejection| telemetry::event_rejected(source, rejection.code()))
     }
 

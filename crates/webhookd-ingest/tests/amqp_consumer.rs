@@ -253,6 +253,40 @@ async fn the_same_event_id_three_times_fans_out_once() {
     fixture.stop().await;
 }
 
+/// A redelivery hands the consumer the same bytes again; without an
+/// `event_id` the event must still be recognised (SPEC §5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_without_event_id_fans_out_once_when_it_comes_again() {
+    let Some(fixture) = Fixture::start("derived_id", 1).await else {
+        return;
+    };
+    let without_id = |video: &str| {
+        format!(
+            r#"{{"event":"generated_video_success","username":"producer-user","timestamp":1732806631,"data":{{"video_id":"{video}"}}}}"#
+        )
+    };
+    fixture
+        .publish(vec![without_id("a"), without_id("a"), without_id("b")])
+        .await;
+    // With a message_id, that names the message, whatever the body.
+    let named = lapin::BasicProperties::default().with_message_id("order-42".into());
+    webhookd_testkit::amqp::publish_with(
+        &fixture.amqp_url,
+        &fixture.settings.queue,
+        [without_id("c"), without_id("d")],
+        named,
+    )
+    .await;
+    let counts = fixture.wait_for_events(3, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts_after = fixture.deliveries_by_event(0).await;
+    assert_eq!(counts, counts_after);
+    assert_eq!(counts_after.len(), 3, "a, b and order-42: {counts_after:?}");
+    assert!(counts_after.values().all(|&n| n == 1), "{counts_after:?}");
+    assert_eq!(counts_after.get("order-42"), Some(&1));
+    fixture.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutting_the_connection_mid_stream_loses_and_duplicates_nothing() {
     let Some(fixture) = Fixture::start("cut", 1).await else {

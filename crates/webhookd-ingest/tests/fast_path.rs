@@ -67,7 +67,7 @@ async fn accepted_deliveries_go_out_without_the_claim_loop(store: Arc<dyn Store>
             let message = format!(
                 r#"{{"event":"generated_video_success","username":"johndoe","event_id":"evt_{i}","data":{{}}}}"#
             );
-            Ingest::parse(message.as_bytes(), Source::Http).unwrap()
+            Ingest::parse(message.as_bytes(), Source::Http, webhookd_core::MissingId::Random).unwrap()
         })
         .collect();
 

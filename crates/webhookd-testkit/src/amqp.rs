@@ -28,6 +28,15 @@ where
     I: IntoIterator,
     I::Item: AsRef<[u8]>,
 {
+    publish_with(url, queue, messages, BasicProperties::default()).await;
+}
+
+/// [`publish`] with these properties (made persistent).
+pub async fn publish_with<I>(url: &str, queue: &str, messages: I, properties: BasicProperties)
+where
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
     let connection = connect(url).await;
     let channel = connection.create_channel().await.expect("channel");
     channel
@@ -45,7 +54,7 @@ where
         )
         .await
         .expect("queue declared");
-    let properties = BasicProperties::default().with_delivery_mode(2);
+    let properties = properties.with_delivery_mode(2);
     let mut confirms = Vec::new();
     for message in messages {
         let confirm = channel
