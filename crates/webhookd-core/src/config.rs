@@ -69,8 +69,16 @@ pub struct Config {
     /// management API, with bursts of twice that; `0` turns the limit off.
     /// Default `100`, far above what endpoint management needs.
     pub api_rate_limit: u32,
+    /// `keep_delivered`: how long a delivered delivery (body and attempts)
+    /// is kept for the listings after its last attempt. Default `7d`.
+    pub keep_delivered: Duration,
+    /// `keep_failed`: how long a dead delivery is kept for inspection and
+    /// re-send after its last attempt. Default `30d`.
+    pub keep_failed: Duration,
     /// `shutdown_grace`: how long SIGTERM/SIGINT waits for in-flight work
-    /// before exiting. Default `30s`; must exceed `delivery_timeout`.
+    /// before exiting. Default `30s`; must leave an attempt started just
+    /// before the signal time to finish and be recorded
+    /// ([`Config::min_shutdown_grace`]).
     pub shutdown_grace: Duration,
     /// `log_format`: `auto` (human on a terminal, JSON otherwise), `human`
     /// or `json`.
@@ -99,6 +107,8 @@ impl Default for Config {
             endpoint_concurrency: 8,
             retry_schedule: RetrySchedule::default(),
             api_rate_limit: 100,
+            keep_delivered: Duration::from_secs(7 * 24 * 3600),
+            keep_failed: Duration::from_secs(30 * 24 * 3600),
             shutdown_grace: Duration::from_secs(30),
             log_format: LogFormat::Auto,
             log_level: "info".into(),
@@ -125,6 +135,8 @@ impl fmt::Debug for Config {
             .field("endpoint_concurrency", &self.endpoint_concurrency)
             .field("retry_schedule", &self.retry_schedule.to_string())
             .field("api_rate_limit", &self.api_rate_limit)
+            .field("keep_delivered", &format_duration(self.keep_delivered))
+            .field("keep_failed", &format_duration(self.keep_failed))
             .field("shutdown_grace", &format_duration(self.shutdown_grace))
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
@@ -380,6 +392,8 @@ impl Config {
             "endpoint_concurrency" => self.endpoint_concurrency = raw.integer()?,
             "retry_schedule" => self.retry_schedule = RetrySchedule::parse(&raw.text()?)?,
             "api_rate_limit" => self.api_rate_limit = raw.integer()?,
+            "keep_delivered" => self.keep_delivered = raw.duration()?,
+            "keep_failed" => self.keep_failed = raw.duration()?,
             "shutdown_grace" => self.shutdown_grace = raw.duration()?,
             "log_format" => self.log_format = raw.text()?.parse()?,
             "log_level" => self.log_level = raw.text()?,
@@ -401,15 +415,28 @@ impl Config {
                 format!("{} is outside 100ms..60s", format_duration(timeout)),
             ));
         }
-        if self.shutdown_grace <= timeout {
+        let min_grace = self.min_shutdown_grace();
+        if self.shutdown_grace < min_grace {
             return Err(fail(
                 "shutdown_grace",
                 format!(
-                    "{} must be longer than delivery_timeout ({}) so in-flight attempts can finish",
+                    "{} is too short: an attempt in flight may take delivery_timeout ({}) + \
+                     {} to read the answer + {} to record it, so at least {}",
                     format_duration(self.shutdown_grace),
-                    format_duration(timeout)
+                    format_duration(timeout),
+                    format_duration(RESPONSE_BODY_READ),
+                    format_duration(RECORD_ALLOWANCE),
+                    format_duration(min_grace)
                 ),
             ));
+        }
+        for (key, keep) in [
+            ("keep_delivered", self.keep_delivered),
+            ("keep_failed", self.keep_failed),
+        ] {
+            if keep < Duration::from_secs(1) {
+                return Err(fail(key, format!("{} is under 1s", format_duration(keep))));
+            }
         }
         if !(1..=100_000).contains(&self.delivery_concurrency) {
             return Err(fail(
@@ -454,6 +481,21 @@ impl Config {
     }
 }
 
+/// How long reading a response body may take after its head (the delivery
+/// client's bound).
+pub const RESPONSE_BODY_READ: Duration = Duration::from_secs(1);
+/// Time allowed for writing a finished attempt to the store during shutdown.
+const RECORD_ALLOWANCE: Duration = Duration::from_secs(2);
+
+impl Config {
+    /// The shortest `shutdown_grace` that lets an attempt started just
+    /// before the signal finish and be recorded: a clean stop never leaves
+    /// a sent attempt unrecorded (its delivery would be sent again).
+    pub fn min_shutdown_grace(&self) -> Duration {
+        self.delivery_timeout + RESPONSE_BODY_READ + RECORD_ALLOWANCE
+    }
+}
+
 /// Every key [`Config::set`] knows, for the "unknown setting" message.
 const KEYS: &[&str] = &[
     "listen",
@@ -470,6 +512,8 @@ const KEYS: &[&str] = &[
     "endpoint_concurrency",
     "retry_schedule",
     "api_rate_limit",
+    "keep_delivered",
+    "keep_failed",
     "shutdown_grace",
     "log_format",
     "log_level",
@@ -603,10 +647,26 @@ mod tests {
         let error = load(None, &[("WEBHOOKD_DELIVERY_TIMEOUT", "10m")]).unwrap_err();
         assert!(error.to_string().contains("outside 100ms..60s"), "{error}");
         let error = load(None, &[("WEBHOOKD_SHUTDOWN_GRACE", "3s")]).unwrap_err();
-        assert!(
-            error.to_string().contains("longer than delivery_timeout"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("at least 8s"), "{error}");
+        // A grace that outlasts the deadline but not the body read and the
+        // record would stop with a sent attempt unrecorded (sent again).
+        let tight = [
+            ("WEBHOOKD_DELIVERY_TIMEOUT", "2s"),
+            ("WEBHOOKD_SHUTDOWN_GRACE", "2100ms"),
+        ];
+        let error = load(None, &tight).unwrap_err();
+        assert_eq!(error.origin, "WEBHOOKD_SHUTDOWN_GRACE");
+        assert!(error.to_string().contains("at least 5s"), "{error}");
+        let enough = [
+            ("WEBHOOKD_DELIVERY_TIMEOUT", "2s"),
+            ("WEBHOOKD_SHUTDOWN_GRACE", "5s"),
+        ];
+        assert!(load(None, &enough).is_ok());
+        let error = load(None, &[("WEBHOOKD_KEEP_FAILED", "0s")]).unwrap_err();
+        assert_eq!(error.origin, "WEBHOOKD_KEEP_FAILED");
+        let config = load(None, &[("WEBHOOKD_KEEP_DELIVERED", "2s")]).unwrap();
+        assert_eq!(config.keep_delivered, Duration::from_secs(2));
+        assert_eq!(config.keep_failed, Duration::from_secs(30 * 24 * 3600));
         let error = load(None, &[("WEBHOOKD_INGEST_TOKEN", "short")]).unwrap_err();
         assert_eq!(error.origin, "WEBHOOKD_INGEST_TOKEN");
         let error = load(None, &[("WEBHOOKD_AMQP_QUEUE", "")]).unwrap_err();

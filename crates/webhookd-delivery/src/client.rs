@@ -32,7 +32,7 @@ pub const RESPONSE_EXCERPT: usize = 1024;
 pub const RESPONSE_READ_CAP: usize = 64 * 1024;
 /// How long reading the response body may take after the head arrived; a
 /// receiver that hangs after its headers cannot hold a worker longer.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(1);
+const BODY_READ_TIMEOUT: Duration = webhookd_core::config::RESPONSE_BODY_READ;
 
 /// What one attempt produced.
 #[derive(Debug, Clone)]
