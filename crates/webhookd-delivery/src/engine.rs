@@ -32,7 +32,9 @@ use tokio_util::task::TaskTracker;
 use webhookd_core::telemetry::{self, AttemptOutcome};
 use webhookd_core::time::unix_millis;
 use webhookd_core::{NextAttempt, RetrySchedule};
-use webhookd_store::{AttemptRecord, AttemptResult, Claim, ClaimRequest, FinishedAttempt, Store};
+use webhookd_store::{
+    AttemptRecord, AttemptResult, Claim, ClaimRequest, EndpointChanges, FinishedAttempt, Store,
+};
 
 use crate::classify::{Verdict, classify};
 use crate::client::DeliveryClient;
@@ -85,6 +87,8 @@ const STORE_ERROR_DELAY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Dispatcher {
     store: Arc<dyn Store>,
+    /// Tells held claims their endpoint changed since they were taken.
+    endpoint_changes: Arc<EndpointChanges>,
     client: DeliveryClient,
     settings: DispatcherSettings,
     wake: Notify,
@@ -107,6 +111,9 @@ pub struct Dispatcher {
 pub struct Reservation {
     pub request: ClaimRequest,
     permits: OwnedSemaphorePermit,
+    /// The endpoint-change version before the store was asked (see
+    /// [`EndpointChanges`]).
+    endpoints_seen: u64,
 }
 
 /// One endpoint's claims in this process.
@@ -138,6 +145,8 @@ impl Lane {
 struct Held {
     claim: Claim,
     permit: OwnedSemaphorePermit,
+    /// The endpoint-change version its claim is at least as new as.
+    endpoints_seen: u64,
 }
 
 /// A finished attempt on its way to the store, with its claim's permit.
@@ -158,6 +167,7 @@ impl Dispatcher {
     ) -> Arc<Self> {
         let (recorder, finished) = mpsc::unbounded_channel();
         Arc::new(Dispatcher {
+            endpoint_changes: store.endpoint_changes(),
             store,
             client,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
@@ -193,6 +203,7 @@ impl Dispatcher {
     /// A claim request for as many claims as `permits` hold.
     fn reservation(&self, permits: OwnedSemaphorePermit) -> Reservation {
         Reservation {
+            endpoints_seen: self.endpoint_changes.version(),
             request: self.claim_request(permits.num_permits()),
             permits,
         }
@@ -202,7 +213,11 @@ impl Dispatcher {
     pub fn dispatch(self: &Arc<Self>, mut reservation: Reservation, claims: Vec<Claim>) {
         for claim in claims {
             match reservation.permits.split(1) {
-                Some(permit) => self.start(Held { claim, permit }),
+                Some(permit) => self.start(Held {
+                    claim,
+                    permit,
+                    endpoints_seen: reservation.endpoints_seen,
+                }),
                 // More claims than permits is a store bug; the lease expires.
                 None => {
                     tracing::error!(delivery_id = %claim.delivery.delivery_id, "a claim beyond the reservation");
@@ -351,9 +366,22 @@ impl Dispatcher {
     async fn work_lane(&self, first: Held, recorder: mpsc::UnboundedSender<Unrecorded>) {
         let endpoint_id = first.claim.delivery.endpoint_id.clone();
         let mut next = Some(first);
-        while let Some(Held { claim, permit }) = next.take() {
+        while let Some(Held {
+            claim,
+            permit,
+            endpoints_seen,
+        }) = next.take()
+        {
             let lease_left = claim.delivery.next_attempt_at - unix_millis();
-            if lease_left > millis(self.settings.timeout + LEASE_SAFETY) {
+            if self
+                .endpoint_changes
+                .changed_since(&endpoint_id, endpoints_seen)
+            {
+                // Updated or deleted since the claim read it: claimed again,
+                // it carries the endpoint as it is now (or is dropped).
+                tracing::debug!(delivery_id = %claim.delivery.delivery_id, "endpoint changed; handing the claim back");
+                self.hand_back(&claim).await;
+            } else if lease_left > millis(self.settings.timeout + LEASE_SAFETY) {
                 // The slot is free again once the answer is in; the write
                 // joins the recorder's next batch.
                 let started = Instant::now();
@@ -429,6 +457,8 @@ impl Dispatcher {
         let result = match verdict {
             Verdict::Delivered => AttemptResult::Delivered,
             Verdict::Failed { .. } => AttemptResult::Dead,
+            // A re-sent dead delivery gets this one attempt (SPEC §8).
+            Verdict::Retry { .. } if delivery.last_attempt => AttemptResult::Dead,
             Verdict::Retry { retry_after, .. } => {
                 let jitter = rand::rng().random::<f64>();
                 match self

@@ -51,6 +51,9 @@ on_both_stores!(
     a_host_resolving_to_a_blocked_address_fails_with_blocked_address,
     a_hanging_endpoint_does_not_slow_a_healthy_one,
     shutdown_hands_queued_claims_back_at_once,
+    a_put_applies_to_claims_already_queued,
+    a_delete_stops_claims_already_queued,
+    a_resent_dead_delivery_gets_exactly_one_attempt,
 );
 
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -399,4 +402,104 @@ async fn shutdown_hands_queued_claims_back_at_once(store: Arc<dyn Store>) {
         stranded.is_empty(),
         "pending deliveries hidden after shutdown for (ms): {stranded:?}"
     );
+}
+
+/// Claims queued in a lane carry the endpoint as it was when they were
+/// taken; a PUT that has returned must still apply to every attempt that
+/// starts after it (SPEC §1: "takes effect for the next delivery attempt").
+async fn a_put_applies_to_claims_already_queued(store: Arc<dyn Store>) {
+    let old = Receiver::start(Answer::Slow(Duration::from_millis(400))).await;
+    let new = Receiver::start(Answer::Status(200)).await;
+    let target = endpoint(&store, &old.url).await;
+    let mut settings = settings("10s");
+    settings.per_endpoint = 1;
+    let _running = dispatch(&store, settings, loopback_allowed());
+    let events: Vec<_> = (0..30).map(|i| event(&format!("evt_{i}"))).collect();
+    accept(&store, &events).await;
+    // After the first quick answer the lane queues (up to 9 claims here).
+    old.wait_for(2, Duration::from_secs(5)).await;
+    let spec = webhookd_core::EndpointSpec {
+        url: new.url.clone(),
+        status: None,
+        events: target.events.clone(),
+    };
+    store
+        .update_endpoint("johndoe", &target.endpoint_id, &spec)
+        .await
+        .unwrap()
+        .unwrap();
+    let updated_at = std::time::Instant::now();
+    let arrived = new.wait_for(20, Duration::from_secs(10)).await;
+    assert!(arrived.len() >= 20, "the new URL gets the rest");
+    let late_to_old = old
+        .received()
+        .iter()
+        .filter(|request| request.at > updated_at)
+        .count();
+    // The attempt in flight when the PUT returned may still land.
+    assert!(
+        late_to_old <= 1,
+        "{late_to_old} requests reached the old URL after the PUT returned"
+    );
+    wait_for_status(&store, &target, DeliveryStatus::Delivered, 30).await;
+}
+
+async fn a_delete_stops_claims_already_queued(store: Arc<dyn Store>) {
+    let old = Receiver::start(Answer::Slow(Duration::from_millis(400))).await;
+    let target = endpoint(&store, &old.url).await;
+    let mut settings = settings("10s");
+    settings.per_endpoint = 1;
+    let _running = dispatch(&store, settings, loopback_allowed());
+    let events: Vec<_> = (0..30).map(|i| event(&format!("evt_{i}"))).collect();
+    accept(&store, &events).await;
+    old.wait_for(2, Duration::from_secs(5)).await;
+    assert!(
+        store
+            .delete_endpoint("johndoe", &target.endpoint_id)
+            .await
+            .unwrap()
+    );
+    let deleted_at = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let late = old
+        .received()
+        .iter()
+        .filter(|request| request.at > deleted_at)
+        .count();
+    assert!(late <= 1, "{late} requests after the DELETE returned");
+}
+
+/// A re-send (SPEC §8) is one attempt: failing it, the delivery is dead
+/// again — not the rest of the retry schedule.
+async fn a_resent_dead_delivery_gets_exactly_one_attempt(store: Arc<dyn Store>) {
+    let failing = Receiver::start(Answer::Status(500)).await;
+    let target = endpoint(&store, &failing.url).await;
+    // Loopback is blocked by default: the first attempt is final at once.
+    let blocked = dispatch(&store, settings("50ms,50ms,50ms"), AddressPolicy::default());
+    accept(&store, &[event("evt_resend")]).await;
+    let dead = wait_for_status(&store, &target, DeliveryStatus::Failed, 1).await;
+    assert_eq!(dead[0].attempts, 1);
+    drop(blocked);
+
+    let _running = dispatch(&store, settings("50ms,50ms,50ms"), loopback_allowed());
+    let now = webhookd_core::time::unix_millis();
+    let outcome = store
+        .retry_dead("johndoe", &target.endpoint_id, &dead[0].delivery_id, now)
+        .await
+        .unwrap();
+    assert_eq!(outcome, webhookd_store::RetryOutcome::Scheduled);
+    failing.wait_for(1, Duration::from_secs(5)).await;
+    let dead_again = wait_for_status(&store, &target, DeliveryStatus::Failed, 1).await;
+    // Three more 50 ms retries would have come by now.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(failing.count(), 1, "one attempt, no schedule");
+    let (delivery, attempts) = store
+        .delivery_attempts("johndoe", &target.endpoint_id, &dead_again[0].delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.status, DeliveryStatus::Failed);
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[1].reason, "http_5xx");
+    assert!(!delivery.last_attempt, "the flag goes with the attempt");
 }

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 use webhookd_core::telemetry;
 use webhookd_core::{Endpoint, EndpointSpec, Event};
 
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
-    DeliveryStatus, FinishedAttempt, Page, RetryOutcome, Store, StoreError, UserSummary,
+    DeliveryStatus, EndpointChanges, FinishedAttempt, Page, RetryOutcome, Store, StoreError,
+    SweepReport, UserSummary,
 };
 
 #[derive(Debug)]
@@ -215,8 +217,16 @@ impl Store for Instrumented {
         timed("delivery_stats", self.inner.delivery_stats(now_ms)).await
     }
 
-    async fn purge_expired(&self, now_ms: i64) -> Result<(), StoreError> {
-        timed("purge_expired", self.inner.purge_expired(now_ms)).await
+    async fn sweep(&self, now_ms: i64) -> Result<SweepReport, StoreError> {
+        timed("sweep", self.inner.sweep(now_ms)).await
+    }
+
+    fn endpoint_changes(&self) -> Arc<EndpointChanges> {
+        self.inner.endpoint_changes()
+    }
+
+    async fn follow_endpoint_changes(&self, shutdown: CancellationToken) {
+        self.inner.follow_endpoint_changes(shutdown).await;
     }
 
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {

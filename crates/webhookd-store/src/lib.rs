@@ -15,17 +15,63 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 use webhookd_core::{Config, Endpoint, EndpointSpec, Event, EventType, StoreUrl};
 
+mod changes;
 mod instrumented;
-mod redis_store;
+mod redis;
 mod sqlite_store;
 
+pub use changes::EndpointChanges;
 pub use instrumented::Instrumented;
-pub use redis_store::RedisStore;
+pub use redis::RedisStore;
 pub use sqlite_store::SqliteStore;
+
+/// How long finished deliveries are kept (SPEC §4), counted from their last
+/// attempt; then [`Store::sweep`] removes them with their bodies and
+/// attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub keep_delivered: Duration,
+    pub keep_failed: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        let config = Config::default();
+        Retention {
+            keep_delivered: config.keep_delivered,
+            keep_failed: config.keep_failed,
+        }
+    }
+}
+
+impl Retention {
+    /// Unix milliseconds at which a delivery that finished at `finished_ms`
+    /// with `result` is removed (`None` while it is still pending).
+    fn removal_at(&self, finished_ms: i64, result: AttemptResult) -> Option<i64> {
+        let keep = match result {
+            AttemptResult::Delivered => self.keep_delivered,
+            AttemptResult::Dead => self.keep_failed,
+            AttemptResult::RetryAt(_) => return None,
+        };
+        Some(finished_ms.saturating_add(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)))
+    }
+}
+
+/// What one [`Store::sweep`] step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SweepReport {
+    /// Deliveries removed (past retention, or of deleted endpoints).
+    pub removed: u64,
+    /// Whether more is left to remove now: call again.
+    pub more: bool,
+}
 
 /// A user and how many API keys they hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +134,9 @@ pub struct Delivery {
     pub next_attempt_at: i64,
     /// Unix milliseconds of ingest.
     pub created_at: i64,
+    /// The next attempt is its last: a manual re-send (SPEC §8) gets one
+    /// attempt, and is dead again if that fails.
+    pub last_attempt: bool,
 }
 
 /// What became of one event handed to [`Store::accept_events`].
@@ -294,8 +343,10 @@ pub trait Store: Send + Sync + fmt::Debug {
         spec: &EndpointSpec,
     ) -> Result<Option<Endpoint>, StoreError>;
 
-    /// Deletes an endpoint and its deliveries, so pending retries to it stop;
-    /// `false` when the user had no such endpoint.
+    /// Deletes an endpoint, so pending retries to it stop at once; its
+    /// deliveries are removed by [`Store::sweep`] in bounded steps (a large
+    /// backlog never stalls the store). `false` when the user had no such
+    /// endpoint.
     async fn delete_endpoint(&self, username: &str, endpoint_id: &str) -> Result<bool, StoreError>;
 
     /// Durably accepts events, each in one atomic step: remember its
@@ -382,7 +433,8 @@ pub trait Store: Send + Sync + fmt::Debug {
         delivery_id: &str,
     ) -> Result<Option<(Delivery, Vec<AttemptRecord>)>, StoreError>;
 
-    /// Makes a dead delivery pending again, due `now_ms`, attempts kept.
+    /// Makes a dead delivery pending again, due `now_ms`, attempts kept, for
+    /// one last attempt ([`Delivery::last_attempt`]).
     async fn retry_dead(
         &self,
         username: &str,
@@ -394,9 +446,22 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Backlog counts for the metrics.
     async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError>;
 
-    /// Forgets de-duplication entries older than the window (where the
-    /// store does not expire them by itself).
-    async fn purge_expired(&self, now_ms: i64) -> Result<(), StoreError>;
+    /// One bounded step of housekeeping, short enough never to stall other
+    /// clients of the store: removes deliveries past their [`Retention`] and
+    /// what is left of deleted endpoints, and forgets de-duplication entries
+    /// older than the window (where the store does not expire them itself).
+    /// Call again while [`SweepReport::more`].
+    async fn sweep(&self, now_ms: i64) -> Result<SweepReport, StoreError>;
+
+    /// The fence that tells held claims their endpoint changed (see
+    /// [`EndpointChanges`]); update and delete mark it before they return.
+    fn endpoint_changes(&self) -> Arc<EndpointChanges>;
+
+    /// Marks the fence for endpoint changes other processes make, until
+    /// `shutdown`. Stores used by one process only have nothing to follow.
+    async fn follow_endpoint_changes(&self, shutdown: CancellationToken) {
+        shutdown.cancelled().await;
+    }
 
     /// Returns the stored value of setting `name`, storing `value` first if
     /// there is none (atomically: concurrent callers all get the same one).
@@ -404,14 +469,22 @@ pub trait Store: Send + Sync + fmt::Debug {
 }
 
 /// Opens the store the configuration names, instrumented for the metrics.
-pub async fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    let store: std::sync::Arc<dyn Store> = match &config.store {
-        StoreUrl::Sqlite { path } => std::sync::Arc::new(SqliteStore::open(path).await?),
-        StoreUrl::Redis { url } => {
-            std::sync::Arc::new(RedisStore::connect(url, &config.redis_prefix).await?)
-        }
+pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    let retention = Retention {
+        keep_delivered: config.keep_delivered,
+        keep_failed: config.keep_failed,
     };
-    Ok(std::sync::Arc::new(Instrumented::new(store)))
+    let store: Arc<dyn Store> = match &config.store {
+        StoreUrl::Sqlite { path } => {
+            Arc::new(SqliteStore::open(path).await?.with_retention(retention))
+        }
+        StoreUrl::Redis { url } => Arc::new(
+            RedisStore::connect(url, &config.redis_prefix)
+                .await?
+                .with_retention(retention),
+        ),
+    };
+    Ok(Arc::new(Instrumented::new(store)))
 }
 
 /// A fresh pending delivery of `event` to `endpoint_id`, due `now_ms`.
@@ -433,6 +506,7 @@ fn new_delivery(
         attempts: 0,
         next_attempt_at: now_ms,
         created_at: now_ms,
+        last_attempt: false,
     }
 }
 

@@ -7,6 +7,7 @@
 //! `BEGIN IMMEDIATE` plus a busy timeout keep several processes on one file
 //! correct.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,8 +18,8 @@ use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, DEDUP_WINDOW_MS,
-    Delivery, DeliveryStats, DeliveryStatus, FinishedAttempt, Page, RetryOutcome, Store,
-    StoreError, UserSummary, event_type_from_str, events_from_json, events_to_json, new_delivery,
+    Delivery, DeliveryStats, DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Retention,
+    RetryOutcome, Store, StoreError, SweepReport, UserSummary, event_type_from_str, events_from_json, events_to_json, new_delivery,
     status_from_str,
 };
 
@@ -90,7 +91,19 @@ const MIGRATIONS: &[&str] = &[
     // 4: claiming endpoint by endpoint (see READY_ENDPOINTS).
     "CREATE INDEX deliveries_pending_by_endpoint ON deliveries(endpoint_id, next_attempt_at)
          WHERE status = 'pending';",
+    // 5: retention, one-attempt re-sends, and deleting endpoints in steps.
+    // Deliveries finished before this migration are kept the default time
+    // from their creation.
+    "ALTER TABLE deliveries ADD COLUMN last_attempt INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE deliveries ADD COLUMN remove_at INTEGER;
+     UPDATE deliveries SET remove_at = created_at + 604800000 WHERE status = 'delivered';
+     UPDATE deliveries SET remove_at = created_at + 2592000000 WHERE status = 'failed';
+     CREATE INDEX deliveries_by_removal ON deliveries(remove_at) WHERE remove_at IS NOT NULL;
+     CREATE TABLE deleted_endpoints (endpoint_id TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;",
 ];
+
+/// Most rows one sweep step removes per kind: one short transaction.
+const SWEEP_BATCH: i64 = 1000;
 
 /// Endpoints with a due delivery, earliest due first. A skip scan: one index
 /// seek per endpoint with pending deliveries, however long its backlog.
@@ -117,6 +130,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
+    retention: Retention,
+    changes: Arc<EndpointChanges>,
 }
 
 impl SqliteStore {
@@ -129,7 +144,15 @@ impl SqliteStore {
             .map_err(|e| StoreError::Failed(Box::new(e)))??;
         Ok(SqliteStore {
             connection: Arc::new(Mutex::new(connection)),
+            retention: Retention::default(),
+            changes: Arc::default(),
         })
+    }
+
+    /// Keeps finished deliveries as `retention` says (default: SPEC §4).
+    #[must_use]
+    pub fn with_retention(self, retention: Retention) -> Self {
+        SqliteStore { retention, ..self }
     }
 
     /// Runs `work` on a blocking thread with the connection.
@@ -203,12 +226,48 @@ fn sqlite_error(error: rusqlite::Error) -> StoreError {
     }
 }
 
-/// De-duplicates one event and writes its deliveries, inside the caller's
-/// transaction.
+/// Fresh deliveries being leased as they are accepted (the fast path), as
+/// [`Store::claim_due`] would lease them under `request`.
+struct Leasing<'a> {
+    request: &'a ClaimRequest,
+    claims: Vec<Claim>,
+    /// Room used so far per endpoint.
+    taken: HashMap<String, usize>,
+}
+
+impl<'a> Leasing<'a> {
+    fn new(request: &'a ClaimRequest) -> Self {
+        Leasing {
+            request,
+            claims: Vec::new(),
+            taken: HashMap::new(),
+        }
+    }
+
+    /// A lease token for a fresh delivery to `endpoint_id`, if there is room.
+    fn lease(&mut self, endpoint_id: &str) -> Option<String> {
+        let room = self
+            .request
+            .room
+            .get(endpoint_id)
+            .copied()
+            .unwrap_or(self.request.per_endpoint);
+        let taken = self.taken.entry(endpoint_id.to_owned()).or_default();
+        if self.claims.len() >= self.request.limit || *taken >= room {
+            return None;
+        }
+        *taken += 1;
+        Some(ids::new_lease_token())
+    }
+}
+
+/// De-duplicates one event and writes its deliveries, leasing what
+/// `leasing` has room for, inside the caller's transaction.
 fn accept_one(
     tx: &rusqlite::Transaction<'_>,
     event: &Event,
     now_ms: i64,
+    leasing: &mut Leasing<'_>,
 ) -> Result<Acceptance, StoreError> {
     // Insert, or take over an entry whose window has passed; no row
     // changed means the event_id is still remembered.
@@ -244,8 +303,8 @@ fn accept_one(
     let mut insert = tx
         .prepare_cached(
             "INSERT INTO deliveries (delivery_id, username, endpoint_id, event_id, event_type, body,
-                 status, attempts, next_attempt_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7)",
+                 status, attempts, next_attempt_at, created_at, lease_owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?8, ?9)",
         )
         .map_err(sqlite_error)?;
     let mut deliveries = Vec::new();
@@ -260,6 +319,12 @@ fn accept_one(
             &body,
             now_ms,
         );
+        let lease = leasing.lease(&endpoint.endpoint_id);
+        let due_at = if lease.is_some() {
+            leasing.request.lease_until_ms
+        } else {
+            now_ms
+        };
         insert
             .execute(params![
                 delivery.delivery_id,
@@ -268,23 +333,42 @@ fn accept_one(
                 delivery.event_id,
                 delivery.event_type.as_str(),
                 delivery.body,
-                now_ms
+                due_at,
+                now_ms,
+                lease
             ])
             .map_err(sqlite_error)?;
+        if let Some(lease) = lease {
+            leasing.claims.push(Claim {
+                delivery: Delivery {
+                    next_attempt_at: due_at,
+                    ..delivery.clone()
+                },
+                url: endpoint.url.clone(),
+                secret: endpoint.secret.clone(),
+                lease,
+            });
+        }
         deliveries.push(delivery);
     }
     Ok(Acceptance::Accepted { deliveries })
 }
 
-/// Records one attempt inside `tx` if its lease still holds.
+/// Records one attempt inside `tx` if its lease still holds; a finished
+/// delivery is due for removal at the end of its retention.
 fn record_one_attempt(
     tx: &rusqlite::Transaction<'_>,
+    retention: &Retention,
     FinishedAttempt {
         claim,
         record,
         result,
     }: &FinishedAttempt,
 ) -> Result<bool, StoreError> {
+    let finished_ms = record
+        .started_at
+        .saturating_add(i64::try_from(record.duration_ms).unwrap_or(i64::MAX));
+    let remove_at = retention.removal_at(finished_ms, *result);
     let (status, next_attempt_at) = match result {
         AttemptResult::Delivered => (DeliveryStatus::Delivered, claim.delivery.next_attempt_at),
         AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, *at),
@@ -293,7 +377,8 @@ fn record_one_attempt(
     let updated = tx
         .prepare_cached(
             "UPDATE deliveries SET attempts = ?5, lease_owner = NULL,
-                 status = ?1, next_attempt_at = ?2
+                 status = ?1, next_attempt_at = ?2, remove_at = ?6,
+                 last_attempt = last_attempt AND ?6 IS NULL
              WHERE delivery_id = ?3 AND lease_owner = ?4",
         )
         .and_then(|mut update| {
@@ -302,7 +387,8 @@ fn record_one_attempt(
                 next_attempt_at,
                 claim.delivery.delivery_id,
                 claim.lease,
-                record.attempt
+                record.attempt,
+                remove_at
             ])
         })
         .map_err(sqlite_error)?;
@@ -357,9 +443,9 @@ fn claim_from_endpoint(
                 |row| {
                     Ok((
                         read_delivery(row)?,
-                        row.get::<_, Option<String>>(10)?,
                         row.get::<_, Option<String>>(11)?,
                         row.get::<_, Option<String>>(12)?,
+                        row.get::<_, Option<String>>(13)?,
                     ))
                 },
             )
@@ -397,6 +483,78 @@ fn claim_from_endpoint(
     Ok(())
 }
 
+/// One bounded step of [`Store::sweep`]: at most [`SWEEP_BATCH`] each of
+/// forgotten event ids, deliveries past retention, and deliveries of a
+/// deleted endpoint.
+fn sweep_step(tx: &rusqlite::Transaction<'_>, now_ms: i64) -> Result<SweepReport, StoreError> {
+    let forgotten = tx
+        .prepare_cached(
+            "DELETE FROM seen_events WHERE (username, event_id) IN
+                 (SELECT username, event_id FROM seen_events WHERE expires_at <= ?1 LIMIT ?2)",
+        )
+        .and_then(|mut delete| delete.execute(params![now_ms, SWEEP_BATCH]))
+        .map_err(sqlite_error)?;
+    let expired = delete_delivery_batch(
+        tx,
+        "SELECT delivery_id FROM deliveries WHERE remove_at <= ?1 LIMIT ?2",
+        now_ms,
+    )?;
+    let deleted_endpoint: Option<String> = tx
+        .query_row("SELECT endpoint_id FROM deleted_endpoints LIMIT 1", [], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(sqlite_error)?;
+    let mut orphans = 0;
+    if let Some(endpoint_id) = deleted_endpoint {
+        orphans = delete_delivery_batch(
+            tx,
+            "SELECT delivery_id FROM deliveries WHERE endpoint_id = ?1 LIMIT ?2",
+            &endpoint_id,
+        )?;
+        if orphans < SWEEP_BATCH as usize {
+            tx.execute(
+                "DELETE FROM deleted_endpoints WHERE endpoint_id = ?1",
+                [&endpoint_id],
+            )
+            .map_err(sqlite_error)?;
+        }
+    }
+    let full = |n: usize| n == SWEEP_BATCH as usize;
+    Ok(SweepReport {
+        removed: (expired + orphans) as u64,
+        more: full(forgotten) || full(expired) || full(orphans),
+    })
+}
+
+/// Deletes the deliveries (and their attempts) that `select` lists for
+/// `(?1 = value, ?2 = SWEEP_BATCH)`; returns how many.
+fn delete_delivery_batch(
+    tx: &rusqlite::Transaction<'_>,
+    select: &str,
+    value: impl rusqlite::ToSql,
+) -> Result<usize, StoreError> {
+    let ids: Vec<String> = tx
+        .prepare_cached(select)
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![value, SWEEP_BATCH], |row| row.get(0))?
+                .collect()
+        })
+        .map_err(sqlite_error)?;
+    let mut delete_attempts = tx
+        .prepare_cached("DELETE FROM attempts WHERE delivery_id = ?1")
+        .map_err(sqlite_error)?;
+    let mut delete_delivery = tx
+        .prepare_cached("DELETE FROM deliveries WHERE delivery_id = ?1")
+        .map_err(sqlite_error)?;
+    for id in &ids {
+        delete_attempts.execute([id]).map_err(sqlite_error)?;
+        delete_delivery.execute([id]).map_err(sqlite_error)?;
+    }
+    Ok(ids.len())
+}
+
 /// Deletes deliveries (and their attempts) whose `column` equals `value`.
 fn delete_deliveries(
     tx: &rusqlite::Transaction<'_>,
@@ -418,10 +576,10 @@ fn delete_deliveries(
 
 /// [`DELIVERY_COLUMNS`] qualified with the `d` alias, for joins.
 const DELIVERY_COLUMNS_D: &str = "d.delivery_id, d.username, d.endpoint_id, d.event_id, d.event_type, \
-     d.body, d.status, d.attempts, d.next_attempt_at, d.created_at";
+     d.body, d.status, d.attempts, d.next_attempt_at, d.created_at, d.last_attempt";
 
 const DELIVERY_COLUMNS: &str = "delivery_id, username, endpoint_id, event_id, event_type, body, \
-     status, attempts, next_attempt_at, created_at";
+     status, attempts, next_attempt_at, created_at, last_attempt";
 
 /// A delivery row before its enums are parsed.
 struct RawDelivery {
@@ -435,6 +593,7 @@ struct RawDelivery {
     attempts: u32,
     next_attempt_at: i64,
     created_at: i64,
+    last_attempt: bool,
 }
 
 fn read_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawDelivery> {
@@ -449,6 +608,7 @@ fn read_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawDelivery> {
         attempts: row.get(7)?,
         next_attempt_at: row.get(8)?,
         created_at: row.get(9)?,
+        last_attempt: row.get(10)?,
     })
 }
 
@@ -465,6 +625,7 @@ impl RawDelivery {
             attempts: self.attempts,
             next_attempt_at: self.next_attempt_at,
             created_at: self.created_at,
+            last_attempt: self.last_attempt,
         })
     }
 }
@@ -680,6 +841,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<Endpoint>, StoreError> {
         let (username, endpoint_id, spec) =
             (username.to_owned(), endpoint_id.to_owned(), spec.clone());
+        let changes = Arc::clone(&self.changes);
         self.call(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -702,6 +864,7 @@ impl Store for SqliteStore {
             }
             let endpoint = select_endpoint(&tx, &username, &endpoint_id)?;
             tx.commit().map_err(sqlite_error)?;
+            changes.mark(&endpoint_id);
             Ok(endpoint)
         })
         .await
@@ -709,6 +872,7 @@ impl Store for SqliteStore {
 
     async fn delete_endpoint(&self, username: &str, endpoint_id: &str) -> Result<bool, StoreError> {
         let (username, endpoint_id) = (username.to_owned(), endpoint_id.to_owned());
+        let changes = Arc::clone(&self.changes);
         self.call(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -720,19 +884,18 @@ impl Store for SqliteStore {
                 )
                 .map_err(sqlite_error)?;
             if deleted > 0 {
+                // Its deliveries go in the sweep's bounded steps; claims
+                // already drop those of endpoints that are gone.
                 tx.execute(
-                    "DELETE FROM attempts WHERE delivery_id IN
-                         (SELECT delivery_id FROM deliveries WHERE endpoint_id = ?1)",
-                    [&endpoint_id],
-                )
-                .map_err(sqlite_error)?;
-                tx.execute(
-                    "DELETE FROM deliveries WHERE endpoint_id = ?1",
+                    "INSERT OR IGNORE INTO deleted_endpoints (endpoint_id) VALUES (?1)",
                     [&endpoint_id],
                 )
                 .map_err(sqlite_error)?;
             }
             tx.commit().map_err(sqlite_error)?;
+            if deleted > 0 {
+                changes.mark(&endpoint_id);
+            }
             Ok(deleted > 0)
         })
         .await
@@ -743,19 +906,31 @@ impl Store for SqliteStore {
         events: &[Event],
         now_ms: i64,
     ) -> Result<Vec<Acceptance>, StoreError> {
-        let events = events.to_vec();
+        let nothing = ClaimRequest::default();
+        Ok(self.accept_and_claim(events, now_ms, &nothing).await?.0)
+    }
+
+    async fn accept_and_claim(
+        &self,
+        events: &[Event],
+        now_ms: i64,
+        claim: &ClaimRequest,
+    ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
+        let (events, claim) = (events.to_vec(), claim.clone());
         self.call(move |c| {
-            // One transaction for the whole batch: one fsync instead of one
-            // per event, and still all-or-nothing.
+            // One transaction for the whole batch, leases included: one
+            // fsync instead of one per event, and all-or-nothing — an error
+            // means nothing was accepted, so the producer's retry is safe.
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_error)?;
+            let mut leasing = Leasing::new(&claim);
             let mut outcomes = Vec::with_capacity(events.len());
             for event in &events {
-                outcomes.push(accept_one(&tx, event, now_ms)?);
+                outcomes.push(accept_one(&tx, event, now_ms, &mut leasing)?);
             }
             tx.commit().map_err(sqlite_error)?;
-            Ok(outcomes)
+            Ok((outcomes, leasing.claims))
         })
         .await
     }
@@ -774,6 +949,7 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {DELIVERY_COLUMNS} FROM deliveries
                      WHERE endpoint_id = ?1 AND username = ?2 AND status = ?3 AND delivery_id > ?4
+                       AND EXISTS (SELECT 1 FROM endpoints WHERE endpoint_id = ?1 AND username = ?2)
                      ORDER BY delivery_id LIMIT ?5"
                 ))
                 .map_err(sqlite_error)?;
@@ -831,6 +1007,7 @@ impl Store for SqliteStore {
 
     async fn record_attempts(&self, finished: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError> {
         let finished = finished.to_vec();
+        let retention = self.retention;
         self.call(move |c| {
             // One transaction, one commit (one fsync) for the whole batch.
             let tx = c
@@ -838,7 +1015,7 @@ impl Store for SqliteStore {
                 .map_err(sqlite_error)?;
             let recorded = finished
                 .iter()
-                .map(|attempt| record_one_attempt(&tx, attempt))
+                .map(|attempt| record_one_attempt(&tx, &retention, attempt))
                 .collect::<Result<Vec<bool>, StoreError>>()?;
             tx.commit().map_err(sqlite_error)?;
             Ok(recorded)
@@ -939,7 +1116,8 @@ impl Store for SqliteStore {
                 None => RetryOutcome::NotFound,
                 Some(DeliveryStatus::Failed) => {
                     tx.execute(
-                        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, lease_owner = NULL
+                        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, lease_owner = NULL,
+                             last_attempt = 1, remove_at = NULL
                          WHERE delivery_id = ?2",
                         params![now_ms, delivery_id],
                     )
@@ -973,19 +1151,30 @@ impl Store for SqliteStore {
                     "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at > ?1",
                     Some(now_ms),
                 )?,
-                dead: count("SELECT COUNT(*) FROM deliveries WHERE status = 'failed'", None)?,
+                dead: count(
+                    "SELECT COUNT(*) FROM deliveries WHERE status = 'failed'
+                     AND endpoint_id NOT IN (SELECT endpoint_id FROM deleted_endpoints)",
+                    None,
+                )?,
             })
         })
         .await
     }
 
-    async fn purge_expired(&self, now_ms: i64) -> Result<(), StoreError> {
+    async fn sweep(&self, now_ms: i64) -> Result<SweepReport, StoreError> {
         self.call(move |c| {
-            c.execute("DELETE FROM seen_events WHERE expires_at <= ?1", [now_ms])
-                .map(drop)
-                .map_err(sqlite_error)
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let report = sweep_step(&tx, now_ms)?;
+            tx.commit().map_err(sqlite_error)?;
+            Ok(report)
         })
         .await
+    }
+
+    fn endpoint_changes(&self) -> Arc<EndpointChanges> {
+        Arc::clone(&self.changes)
     }
 
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {

@@ -25,7 +25,12 @@ use webhookd_store::Store;
 
 /// Store setting that holds the generated ingest token.
 const INGEST_TOKEN_SETTING: &str = "ingest_token";
-const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often housekeeping (retention, deleted endpoints' deliveries,
+/// de-duplication entries) looks for work.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Pause between two sweep steps while there is more: the store serves
+/// everyone else in between.
+const SWEEP_PAUSE: Duration = Duration::from_millis(2);
 /// How often the backlog gauges are refreshed.
 const METRICS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the delivery engine looks for due retries when nothing woke it.
@@ -82,10 +87,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let consumer = AmqpConsumer::new(settings, ingest.clone(), readiness.clone());
         tasks.spawn(consumer.run(shutdown.clone()));
     }
-    tasks.spawn(purge_expired_regularly(
-        Arc::clone(&store),
-        shutdown.clone(),
-    ));
+    tasks.spawn(sweep_regularly(Arc::clone(&store), shutdown.clone()));
+    {
+        let (store, shutdown) = (Arc::clone(&store), shutdown.clone());
+        tasks.spawn(async move { store.follow_endpoint_changes(shutdown).await });
+    }
     tasks.spawn(refresh_metrics(
         metrics.clone(),
         Arc::clone(&store),
@@ -146,20 +152,29 @@ async fn ingest_token(config: &Config, store: &dyn Store) -> anyhow::Result<Stri
     Ok(token)
 }
 
-/// Forgets expired de-duplication entries once an hour (a no-op on Redis,
-/// which expires them itself).
-async fn purge_expired_regularly(store: Arc<dyn Store>, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(PURGE_INTERVAL);
+/// Housekeeping: removes what the store no longer keeps, one bounded step
+/// at a time (see `Store::sweep`), so no step stalls the store.
+async fn sweep_regularly(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        if let Err(error) = store
-            .purge_expired(webhookd_core::time::unix_millis())
-            .await
-        {
-            tracing::warn!(%error, "could not purge expired de-duplication entries; will retry");
+        loop {
+            match store.sweep(webhookd_core::time::unix_millis()).await {
+                Ok(report) if report.more => {}
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "housekeeping failed; will retry");
+                    break;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(SWEEP_PAUSE) => {}
+                () = shutdown.cancelled() => return,
+            }
         }
     }
 }

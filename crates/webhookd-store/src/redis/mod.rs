@@ -37,10 +37,12 @@
 //! server; nothing is read, modified and written back from here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
@@ -48,8 +50,8 @@ use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, DEDUP_WINDOW_MS,
-    Delivery, DeliveryStats, DeliveryStatus, FinishedAttempt, Page, RetryOutcome, Store,
-    StoreError, UserSummary, event_type_from_str, events_from_json, events_to_json, new_delivery,
+    Delivery, DeliveryStats, DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Retention,
+    RetryOutcome, Store, StoreError, SweepReport, UserSummary, event_type_from_str, events_from_json, events_to_json, new_delivery,
     status_from_str,
 };
 
@@ -58,273 +60,47 @@ use crate::{
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
-const CREATE_ENDPOINT: &str = r"
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-local seq = redis.call('INCR', KEYS[3])
-redis.call('HSET', KEYS[2], 'endpoint_id', ARGV[2], 'url', ARGV[3], 'secret', ARGV[4],
-  'status', ARGV[5], 'events', ARGV[6], 'username', ARGV[7], 'created_at', ARGV[8])
-redis.call('ZADD', KEYS[1], seq, ARGV[2])
-return 1
-";
+mod changes;
 
-const UPDATE_ENDPOINT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-redis.call('HSET', KEYS[1], 'url', ARGV[1], 'events', ARGV[3])
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
-return redis.call('HGETALL', KEYS[1])
-";
+const CREATE_ENDPOINT: &str = include_str!("lua/create_endpoint.lua");
 
-/// Removes the endpoint and its deliveries, taking pending ones off the due
-/// queues so their retries stop.
-/// KEYS: endpoints, endpoint hash, due, endpoint due, ready. ARGV: endpoint
-/// id, user prefix, partition prefix.
-const DELETE_ENDPOINT: &str = r"
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-if removed == 0 then return 0 end
-redis.call('DEL', KEYS[2])
-for _, status in ipairs({'pending', 'delivered', 'failed'}) do
-  local index = ARGV[2] .. 'ep:' .. ARGV[1] .. ':' .. status
-  if status == 'failed' then redis.call('DECRBY', ARGV[3] .. 'dead', redis.call('ZCARD', index)) end
-  for _, id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    redis.call('DEL', ARGV[3] .. 'dlv:' .. id)
-    if status == 'pending' then redis.call('ZREM', KEYS[3], id) end
-  end
-  redis.call('DEL', index)
-end
-redis.call('DEL', KEYS[4])
-redis.call('ZREM', KEYS[5], KEYS[4])
-return 1
-";
+const UPDATE_ENDPOINT: &str = include_str!("lua/update_endpoint.lua");
 
-/// Lua functions every script that moves a pending delivery in time shares:
-/// the flat schedule and the endpoint's own change together. An endpoint's
-/// score in the ready queue is a lower bound of its earliest due time: it
-/// only ever moves down here (`ZADD LT`, Redis 6.2+), and the claim script,
-/// which visits the endpoint anyway, sets it exactly. A score too low costs
-/// a claim one empty visit; one too high would hide due work, and cannot
-/// happen.
-const SCHEDULE_FUNCTIONS: &str = r"
-local function refresh_ready(ready, endpoint_due)
-  local first = redis.call('ZRANGE', endpoint_due, 0, 0, 'WITHSCORES')
-  if first[1] then
-    redis.call('ZADD', ready, first[2], endpoint_due)
-  else
-    redis.call('ZREM', ready, endpoint_due)
-  end
-end
-local function schedule(due, endpoint_due, ready, id, at)
-  redis.call('ZADD', due, at, id)
-  redis.call('ZADD', endpoint_due, at, id)
-  redis.call('ZADD', ready, 'LT', at, endpoint_due)
-end
-local function unschedule(due, endpoint_due, id)
-  redis.call('ZREM', due, id)
-  redis.call('ZREM', endpoint_due, id)
-end
-";
+const DELETE_ENDPOINT: &str = include_str!("lua/delete_endpoint.lua");
 
-/// Leases due deliveries of one partition, endpoint by endpoint in the order
-/// of their earliest due delivery, at most `room` per endpoint: each claimed
-/// id's due time moves to the lease's end, so a worker that dies leaves it
-/// due again then. Deliveries of deleted endpoints are dropped; of disabled
-/// ones, parked.
-/// KEYS: due, ready. ARGV: now, lease until, limit, partition prefix, park
-/// until, lease token base, room of other endpoints, then (endpoint id,
-/// room) pairs.
-const CLAIM_DUE: &str = r"
-local now, limit, per_endpoint = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[7])
-local room_of, listed = {}, 0
-for i = 8, #ARGV, 2 do
-  room_of[ARGV[i]] = tonumber(ARGV[i + 1])
-  listed = listed + 1
-end
-local claimed = {}
--- Endpoints without room are skipped; at most `listed` of them.
-local queues = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit + listed)
-for _, endpoint_due in ipairs(queues) do
-  if #claimed >= limit then break end
-  local user, endpoint_id = string.match(endpoint_due, '^(.*)ep:([^:]+):due$')
-  local room = math.min(room_of[endpoint_id] or per_endpoint, limit - #claimed)
-  if room > 0 then
-    local endpoint = redis.call('HMGET', user .. 'endpoint:' .. endpoint_id, 'url', 'secret', 'status')
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', endpoint_due, '-inf', now, 'LIMIT', 0, room)) do
-      local key = ARGV[4] .. 'dlv:' .. id
-      local d = redis.call('HMGET', key, 'username', 'event_id', 'event_type', 'body', 'attempts',
-        'created_at', 'status')
-      if not d[1] or d[7] ~= 'pending' then
-        redis.call('ZREM', KEYS[1], id)
-        redis.call('ZREM', endpoint_due, id)
-      elseif not endpoint[1] then
-        redis.call('ZREM', KEYS[1], id)
-        redis.call('ZREM', endpoint_due, id)
-        redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
-        redis.call('DEL', key)
-      elseif endpoint[3] ~= 'enabled' then
-        redis.call('ZADD', KEYS[1], ARGV[5], id)
-        redis.call('ZADD', endpoint_due, ARGV[5], id)
-        redis.call('HSET', key, 'next_attempt_at', ARGV[5])
-      else
-        local lease = ARGV[6] .. ':' .. (#claimed + 1)
-        redis.call('HSET', key, 'lease', lease, 'next_attempt_at', ARGV[2])
-        redis.call('ZADD', KEYS[1], ARGV[2], id)
-        redis.call('ZADD', endpoint_due, ARGV[2], id)
-        claimed[#claimed + 1] = {id, d[1], endpoint_id, d[2], d[3], d[4], d[5], d[6], endpoint[1],
-          endpoint[2], lease}
-      end
-    end
-    refresh_ready(KEYS[2], endpoint_due)
-  end
-end
-return claimed
-";
+const SCHEDULE_FUNCTIONS: &str = include_str!("lua/schedule_functions.lua");
 
-/// Records a batch of attempts of one partition, each only if its lease
-/// still matches: 1 if recorded, else 0.
-/// KEYS: due, ready. ARGV: partition prefix, retention seconds, delivered
-/// index cap, then per attempt 8 values: delivery id, user prefix, endpoint
-/// id, lease, attempt number, result (retry|delivered|failed), next attempt
-/// at, attempt JSON.
-const RECORD_ATTEMPTS: &str = r"
-local partition, retention, keep = ARGV[1], ARGV[2], -1 - tonumber(ARGV[3])
-local results = {}
-for a = 4, #ARGV, 8 do
-  local id, user, endpoint_id, lease, number, result, next_at, log = ARGV[a], ARGV[a + 1],
-    ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
-  local key = partition .. 'dlv:' .. id
-  if redis.call('HGET', key, 'lease') ~= lease then
-    results[#results + 1] = 0
-  else
-    redis.call('HDEL', key, 'lease')
-    local endpoint_due = user .. 'ep:' .. endpoint_id .. ':due'
-    if result == 'retry' then
-      redis.call('HSET', key, 'attempts', number, 'next_attempt_at', next_at, 'attempt:' .. number, log)
-      schedule(KEYS[1], endpoint_due, KEYS[2], id, next_at)
-    else
-      local index = user .. 'ep:' .. endpoint_id .. ':' .. result
-      redis.call('HSET', key, 'attempts', number, 'status', result, 'attempt:' .. number, log)
-      if result == 'failed' then redis.call('INCR', partition .. 'dead') end
-      unschedule(KEYS[1], endpoint_due, id)
-      redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
-      redis.call('ZADD', index, 0, id)
-      if result == 'delivered' then
-        redis.call('EXPIRE', key, retention)
-        -- Keeps the newest `cap` ids: ranks 0 .. -(cap + 1) are the rest.
-        redis.call('ZREMRANGEBYRANK', index, 0, keep)
-      end
-    end
-    results[#results + 1] = 1
-  end
-end
-return results
-";
+const CLAIM_DUE: &str = include_str!("lua/claim_due.lua");
 
-/// Hands a lease back. KEYS: delivery, due, endpoint due, ready. ARGV:
-/// lease, due at, id.
-const RELEASE: &str = r"
-if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
-redis.call('HDEL', KEYS[1], 'lease')
-redis.call('HSET', KEYS[1], 'next_attempt_at', ARGV[2])
-schedule(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[2])
-return 1
-";
+const RECORD_ATTEMPTS: &str = include_str!("lua/record_attempts.lua");
 
-/// Makes a dead delivery pending again. KEYS: delivery, due, failed index,
-/// pending index, endpoint due, ready. ARGV: now, id, dead counter key.
-/// Returns the status before, or false.
-const RETRY_DEAD: &str = r"
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return false end
-if status ~= 'failed' then return status end
-redis.call('HSET', KEYS[1], 'status', 'pending', 'next_attempt_at', ARGV[1])
-redis.call('HDEL', KEYS[1], 'lease')
-schedule(KEYS[2], KEYS[5], KEYS[6], ARGV[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('ZADD', KEYS[4], 0, ARGV[2])
-redis.call('DECR', ARGV[3])
-return 'failed'
-";
+const RELEASE: &str = include_str!("lua/release.lua");
 
-/// How long a delivered delivery and its attempts are kept.
-const DELIVERED_RETENTION_SECS: u64 = 7 * 24 * 3600;
-/// Most delivered ids an endpoint's index keeps (oldest go first).
-const DELIVERED_INDEX_CAP: usize = 10_000;
+const RETRY_DEAD: &str = include_str!("lua/retry_dead.lua");
 
-/// De-duplicates a batch of events of one partition and creates their
-/// deliveries from each owner's current endpoints, leasing up to `limit` of
-/// them to the caller (the fast path; each endpoint within its room, as in
-/// CLAIM_DUE). Returns {per event: 0 for a duplicate, else the endpoint ids
-/// that got a delivery}, {per lease: delivery id, url, secret, lease}. The
-/// i-th delivery of an event has the event's id base followed by i as two
-/// hex digits.
-/// KEYS: due, ready. ARGV: partition prefix, dedup ms, now ms, lease until,
-/// lease token base, limit, room of other endpoints, number of (endpoint id,
-/// room) pairs, the pairs, then per event 7 values: user prefix, username,
-/// event id, event type, quoted event type, body, delivery id base.
-const ACCEPT_EVENTS: &str = r"
-local partition, dedup, now, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local limit, per_endpoint, listed = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local room_of = {}
-for i = 9, 8 + 2 * listed, 2 do room_of[ARGV[i]] = tonumber(ARGV[i + 1]) end
-local results, leased = {}, {}
-for e = 9 + 2 * listed, #ARGV, 7 do
-  local user, username, event_id, event_type, quoted, body, base =
-    ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
-  if not redis.call('SET', user .. 'seen:' .. event_id, '1', 'NX', 'PX', dedup) then
-    results[#results + 1] = 0
-  else
-    local chosen = {}
-    for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
-      local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events', 'url', 'secret')
-      if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true) then
-        local delivery = base .. string.format('%02x', #chosen)
-        local due_at = now
-        local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
-          'event_type', event_type, 'body', body, 'status', 'pending', 'attempts', 0,
-          'created_at', now}
-        local room = room_of[id] or per_endpoint
-        if #leased < limit and room > 0 then
-          room_of[id] = room - 1
-          local lease = lease_base .. ':' .. (#leased + 1)
-          due_at = lease_until
-          fields[#fields + 1] = 'lease'
-          fields[#fields + 1] = lease
-          leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease}
-        end
-        fields[#fields + 1] = 'next_attempt_at'
-        fields[#fields + 1] = due_at
-        redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
-        schedule(KEYS[1], user .. 'ep:' .. id .. ':due', KEYS[2], delivery, due_at)
-        redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
-        chosen[#chosen + 1] = id
-      end
-    end
-    results[#results + 1] = chosen
-  end
-end
-return {results, leased}
-";
 
-const ADD_API_KEY: &str = r"
-redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[1])
-return 1
-";
+const ACCEPT_EVENTS: &str = include_str!("lua/accept_events.lua");
 
-const REVOKE_API_KEYS: &str = r"
-local hashes = redis.call('SMEMBERS', KEYS[2])
-for _, hash in ipairs(hashes) do redis.call('HDEL', KEYS[1], hash) end
-redis.call('DEL', KEYS[2])
-return #hashes
-";
+const ADD_API_KEY: &str = include_str!("lua/add_api_key.lua");
+
+const REVOKE_API_KEYS: &str = include_str!("lua/revoke_api_keys.lua");
+const SWEEP: &str = include_str!("lua/sweep.lua");
+
+/// Most deliveries one sweep step of one partition removes: a few
+/// milliseconds of Redis, so other clients never wait long.
+const SWEEP_BUDGET: usize = 256;
 
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
+    /// For the change subscription, which needs a connection of its own.
+    client: redis::Client,
     prefix: String,
-    scripts: std::sync::Arc<Scripts>,
+    retention: Retention,
+    changes: Arc<EndpointChanges>,
+    scripts: Arc<Scripts>,
     /// Where the next claim starts, rotating so no partition starves.
-    next_partition: std::sync::Arc<AtomicU32>,
+    next_partition: Arc<AtomicU32>,
 }
 
 struct Scripts {
@@ -338,6 +114,7 @@ struct Scripts {
     record_attempts: Script,
     release: Script,
     retry_dead: Script,
+    sweep: Script,
 }
 
 /// Number of partitions user data is spread over. Part of the key layout:
@@ -418,7 +195,7 @@ impl RedisStore {
             .set_connection_timeout(Some(CONNECTION_TIMEOUT))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_with_config(client, config)
+        let connection = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(redis_error)?;
         let scripts = Scripts {
@@ -432,13 +209,28 @@ impl RedisStore {
             record_attempts: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RECORD_ATTEMPTS}")),
             release: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RELEASE}")),
             retry_dead: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RETRY_DEAD}")),
+            sweep: Script::new(SWEEP),
         };
         Ok(RedisStore {
             connection,
+            client,
             prefix: prefix.to_owned(),
-            scripts: std::sync::Arc::new(scripts),
-            next_partition: std::sync::Arc::new(AtomicU32::new(0)),
+            retention: Retention::default(),
+            changes: Arc::default(),
+            scripts: Arc::new(scripts),
+            next_partition: Arc::new(AtomicU32::new(0)),
         })
+    }
+
+    /// Keeps finished deliveries as `retention` says (default: SPEC §4).
+    #[must_use]
+    pub fn with_retention(self, retention: Retention) -> Self {
+        RedisStore { retention, ..self }
+    }
+
+    /// The pub/sub channel endpoint updates and deletes are announced on.
+    fn changes_channel(&self) -> String {
+        format!("{}endpoint-changes", self.prefix)
     }
 
     fn connection(&self) -> ConnectionManager {
@@ -690,7 +482,7 @@ fn endpoint_from_fields(mut fields: HashMap<String, String>) -> Result<Endpoint,
 }
 
 /// A row of [`CLAIM_DUE`]: id, username, endpoint id, event id, event type,
-/// body, attempts, created at, url, secret, lease.
+/// body, attempts, created at, url, secret, lease, last attempt (0 or 1).
 fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Claim, StoreError> {
     let [
         id,
@@ -704,7 +496,8 @@ fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Claim, StoreE
         url,
         secret,
         lease,
-    ]: [String; 11] = row.try_into().map_err(|row: Vec<String>| {
+        last_attempt,
+    ]: [String; 12] = row.try_into().map_err(|row: Vec<String>| {
         StoreError::Corrupt(format!("claim row of {} fields", row.len()))
     })?;
     let number = |name: &str, text: &str| {
@@ -724,6 +517,7 @@ fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Claim, StoreE
                 .map_err(|_| StoreError::Corrupt(format!("delivery attempts {attempts}")))?,
             next_attempt_at: lease_until_ms,
             created_at: number("created_at", &created_at)?,
+            last_attempt: last_attempt == "1",
         },
         url,
         secret,
@@ -756,6 +550,7 @@ fn delivery_from_fields(
             .map_err(|_| StoreError::Corrupt(format!("delivery attempts {attempts}")))?,
         next_attempt_at: number("next_attempt_at", take("next_attempt_at")?)?,
         created_at: number("created_at", take("created_at")?)?,
+        last_attempt: fields.get("last_attempt").is_some_and(|flag| flag == "1"),
         delivery_id,
     })
 }
@@ -919,9 +714,14 @@ impl Store for RedisStore {
             // An empty status keeps the current one.
             .arg(spec.status.map_or("", EndpointStatus::as_str))
             .arg(events_to_json(&spec.events))
+            .arg(self.changes_channel())
+            .arg(endpoint_id)
             .invoke_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
+        if fields.is_some() {
+            self.changes.mark(endpoint_id);
+        }
         fields.map(endpoint_from_fields).transpose()
     }
 
@@ -931,15 +731,26 @@ impl Store for RedisStore {
             .delete_endpoint
             .key(self.endpoints_key(username))
             .key(self.endpoint_key(username, endpoint_id))
-            .key(self.due_key(username))
-            .key(self.endpoint_due_key(username, endpoint_id))
             .key(self.ready_key(username))
+            .key(self.endpoint_due_key(username, endpoint_id))
+            .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Pending))
+            .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Delivered))
+            .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Failed))
+            .key(format!("{}trash", self.partition_prefix(username)))
             .arg(endpoint_id)
-            .arg(self.user_prefix(username))
-            .arg(self.partition_prefix(username))
+            .arg(format!(
+                "{}trash:{}:",
+                self.partition_prefix(username),
+                ids::new_lease_token()
+            ))
+            .arg(format!("{}dead", self.partition_prefix(username)))
+            .arg(self.changes_channel())
             .invoke_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
+        if removed == 1 {
+            self.changes.mark(endpoint_id);
+        }
         Ok(removed == 1)
     }
 
@@ -974,36 +785,53 @@ impl Store for RedisStore {
             self.user_prefix(username),
             status.as_str()
         );
-        let start = page
-            .after
-            .as_ref()
-            .map_or_else(|| "-".to_owned(), |after| format!("({after}"));
-        let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
-            .arg(&index)
-            .arg(start)
-            .arg("+")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(page.limit)
-            .query_async(&mut connection)
-            .await
-            .map_err(redis_error)?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let mut after = page.after.clone();
+        let mut deliveries = Vec::with_capacity(page.limit.min(1000));
+        // An id whose delivery is gone (removed between two calls, or left
+        // by an older webhookd whose deliveries expired on their own) is
+        // skipped and dropped from the index; the page is still filled.
+        while deliveries.len() < page.limit {
+            let wanted = page.limit - deliveries.len();
+            let start = after
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+            let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
+                .arg(&index)
+                .arg(start)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(wanted)
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            let Some(last) = ids.last() else { break };
+            after = Some(last.clone());
+            let index_ends = ids.len() < wanted;
+            let mut pipeline = redis::pipe();
+            for id in &ids {
+                pipeline.hgetall(format!("{}dlv:{id}", self.partition_prefix(username)));
+            }
+            let rows: Vec<HashMap<String, String>> = pipeline
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            let mut gone = Vec::new();
+            for (id, fields) in ids.into_iter().zip(rows) {
+                if fields.is_empty() {
+                    gone.push(id);
+                } else {
+                    deliveries.push(delivery_from_fields(id, fields)?);
+                }
+            }
+            if !gone.is_empty() {
+                let _: i64 = connection.zrem(&index, gone).await.map_err(redis_error)?;
+            }
+            if index_ends {
+                break;
+            }
         }
-        let mut pipeline = redis::pipe();
-        for id in &ids {
-            pipeline.hgetall(format!("{}dlv:{id}", self.partition_prefix(username)));
-        }
-        let rows: Vec<HashMap<String, String>> = pipeline
-            .query_async(&mut connection)
-            .await
-            .map_err(redis_error)?;
-        ids.into_iter()
-            .zip(rows)
-            .filter(|(_, fields)| !fields.is_empty())
-            .map(|(id, fields)| delivery_from_fields(id, fields))
-            .collect()
+        Ok(deliveries)
     }
 
     async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
@@ -1080,9 +908,6 @@ impl Store for RedisStore {
                 &self.scripts.record_attempts,
                 &by_partition,
                 |invocation, _, members| {
-                    invocation
-                        .arg(DELIVERED_RETENTION_SECS)
-                        .arg(DELIVERED_INDEX_CAP);
                     for &i in members {
                         let FinishedAttempt {
                             claim,
@@ -1090,11 +915,18 @@ impl Store for RedisStore {
                             result,
                         } = &finished[i];
                         let delivery = &claim.delivery;
-                        let (outcome, next_at) = match result {
+                        let finished_ms = record.started_at.saturating_add(
+                            i64::try_from(record.duration_ms).unwrap_or(i64::MAX),
+                        );
+                        let (outcome, at) = match result {
                             AttemptResult::Delivered => ("delivered", 0),
                             AttemptResult::RetryAt(at) => ("retry", *at),
                             AttemptResult::Dead => ("failed", 0),
                         };
+                        let at = self
+                            .retention
+                            .removal_at(finished_ms, *result)
+                            .unwrap_or(at);
                         invocation
                             .arg(&delivery.delivery_id)
                             .arg(self.user_prefix(&delivery.username))
@@ -1102,7 +934,7 @@ impl Store for RedisStore {
                             .arg(&claim.lease)
                             .arg(record.attempt)
                             .arg(outcome)
-                            .arg(next_at)
+                            .arg(at)
                             .arg(serde_json::to_string(record).expect("attempt records serialize"));
                     }
                 },
@@ -1188,7 +1020,7 @@ impl Store for RedisStore {
             .key(self.ready_key(username))
             .arg(now_ms)
             .arg(delivery_id)
-            .arg(format!("{}dead", self.partition_prefix(username)))
+            .arg(self.partition_prefix(username))
             .invoke_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
@@ -1228,9 +1060,42 @@ impl Store for RedisStore {
         Ok(stats)
     }
 
-    async fn purge_expired(&self, _now_ms: i64) -> Result<(), StoreError> {
-        // De-duplication keys carry a TTL; Redis expires them itself.
-        Ok(())
+    async fn sweep(&self, now_ms: i64) -> Result<SweepReport, StoreError> {
+        // One partition per call (never a pipeline of them: Redis would run
+        // the whole pipeline before serving anyone else). De-duplication
+        // keys carry a TTL; Redis expires them itself.
+        let mut report = SweepReport::default();
+        for partition in 0..PARTITIONS {
+            let partition_prefix = self.prefix_of_partition(partition);
+            let (removed, more): (u64, u8) = self
+                .scripts
+                .sweep
+                .key(format!("{partition_prefix}due"))
+                .key(format!("{partition_prefix}ready"))
+                .arg(&partition_prefix)
+                .arg(now_ms)
+                .arg(SWEEP_BUDGET)
+                .invoke_async(&mut self.connection())
+                .await
+                .map_err(redis_error)?;
+            report.removed += removed;
+            report.more |= more == 1;
+        }
+        Ok(report)
+    }
+
+    fn endpoint_changes(&self) -> Arc<EndpointChanges> {
+        Arc::clone(&self.changes)
+    }
+
+    async fn follow_endpoint_changes(&self, shutdown: CancellationToken) {
+        changes::follow(
+            &self.client,
+            &self.changes_channel(),
+            &self.changes,
+            &shutdown,
+        )
+        .await;
     }
 
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {

@@ -1,0 +1,52 @@
+-- De-duplicates a batch of events of one partition and creates their
+-- deliveries from each owner's current endpoints, leasing up to `limit` of
+-- them to the caller (the fast path; each endpoint within its room, as in
+-- CLAIM_DUE). Returns {per event: 0 for a duplicate, else the endpoint ids
+-- that got a delivery}, {per lease: delivery id, url, secret, lease}. The
+-- i-th delivery of an event has the event's id base followed by i as two
+-- hex digits.
+-- KEYS: due, ready. ARGV: partition prefix, dedup ms, now ms, lease until,
+-- lease token base, limit, room of other endpoints, number of (endpoint id,
+-- room) pairs, the pairs, then per event 7 values: user prefix, username,
+-- event id, event type, quoted event type, body, delivery id base.
+local partition, dedup, now, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local limit, per_endpoint, listed = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local room_of = {}
+for i = 9, 8 + 2 * listed, 2 do room_of[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local results, leased = {}, {}
+for e = 9 + 2 * listed, #ARGV, 7 do
+  local user, username, event_id, event_type, quoted, body, base =
+    ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
+  if not redis.call('SET', user .. 'seen:' .. event_id, '1', 'NX', 'PX', dedup) then
+    results[#results + 1] = 0
+  else
+    local chosen = {}
+    for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
+      local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events', 'url', 'secret')
+      if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true) then
+        local delivery = base .. string.format('%02x', #chosen)
+        local due_at = now
+        local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
+          'event_type', event_type, 'body', body, 'status', 'pending', 'attempts', 0,
+          'created_at', now}
+        local room = room_of[id] or per_endpoint
+        if #leased < limit and room > 0 then
+          room_of[id] = room - 1
+          local lease = lease_base .. ':' .. (#leased + 1)
+          due_at = lease_until
+          fields[#fields + 1] = 'lease'
+          fields[#fields + 1] = lease
+          leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease}
+        end
+        fields[#fields + 1] = 'next_attempt_at'
+        fields[#fields + 1] = due_at
+        redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
+        schedule(KEYS[1], user .. 'ep:' .. id .. ':due', KEYS[2], delivery, due_at)
+        redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
+        chosen[#chosen + 1] = id
+      end
+    end
+    results[#results + 1] = chosen
+  end
+end
+return {results, leased}

@@ -1,0 +1,52 @@
+-- Leases due deliveries of one partition, endpoint by endpoint in the order
+-- of their earliest due delivery, at most `room` per endpoint: each claimed
+-- id's due time moves to the lease's end, so a worker that dies leaves it
+-- due again then. Deliveries of deleted endpoints are dropped; of disabled
+-- ones, parked.
+-- KEYS: due, ready. ARGV: now, lease until, limit, partition prefix, park
+-- until, lease token base, room of other endpoints, then (endpoint id,
+-- room) pairs.
+local now, limit, per_endpoint = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[7])
+local room_of, listed = {}, 0
+for i = 8, #ARGV, 2 do
+  room_of[ARGV[i]] = tonumber(ARGV[i + 1])
+  listed = listed + 1
+end
+local claimed = {}
+-- Endpoints without room are skipped; at most `listed` of them.
+local queues = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit + listed)
+for _, endpoint_due in ipairs(queues) do
+  if #claimed >= limit then break end
+  local user, endpoint_id = string.match(endpoint_due, '^(.*)ep:([^:]+):due$')
+  local room = math.min(room_of[endpoint_id] or per_endpoint, limit - #claimed)
+  if room > 0 then
+    local endpoint = redis.call('HMGET', user .. 'endpoint:' .. endpoint_id, 'url', 'secret', 'status')
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', endpoint_due, '-inf', now, 'LIMIT', 0, room)) do
+      local key = ARGV[4] .. 'dlv:' .. id
+      local d = redis.call('HMGET', key, 'username', 'event_id', 'event_type', 'body', 'attempts',
+        'created_at', 'status', 'last_attempt')
+      if not d[1] or d[7] ~= 'pending' then
+        redis.call('ZREM', KEYS[1], id)
+        redis.call('ZREM', endpoint_due, id)
+      elseif not endpoint[1] then
+        redis.call('ZREM', KEYS[1], id)
+        redis.call('ZREM', endpoint_due, id)
+        redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
+        redis.call('DEL', key)
+      elseif endpoint[3] ~= 'enabled' then
+        redis.call('ZADD', KEYS[1], ARGV[5], id)
+        redis.call('ZADD', endpoint_due, ARGV[5], id)
+        redis.call('HSET', key, 'next_attempt_at', ARGV[5])
+      else
+        local lease = ARGV[6] .. ':' .. (#claimed + 1)
+        redis.call('HSET', key, 'lease', lease, 'next_attempt_at', ARGV[2])
+        redis.call('ZADD', KEYS[1], ARGV[2], id)
+        redis.call('ZADD', endpoint_due, ARGV[2], id)
+        claimed[#claimed + 1] = {id, d[1], endpoint_id, d[2], d[3], d[4], d[5], d[6], endpoint[1],
+          endpoint[2], lease, d[8] or '0'}
+      end
+    end
+    refresh_ready(KEYS[2], endpoint_due)
+  end
+end
+return claimed

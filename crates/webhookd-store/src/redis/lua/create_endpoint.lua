@@ -1,0 +1,6 @@
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local seq = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[2], 'endpoint_id', ARGV[2], 'url', ARGV[3], 'secret', ARGV[4],
+  'status', ARGV[5], 'events', ARGV[6], 'username', ARGV[7], 'created_at', ARGV[8])
+redis.call('ZADD', KEYS[1], seq, ARGV[2])
+return 1

@@ -1,0 +1,9 @@
+-- Replaces url and events (and status, unless ARGV[2] is empty), then tells
+-- the other webhookd processes, whose queued claims carry the old values.
+-- KEYS: endpoint hash. ARGV: url, status, events JSON, change channel,
+-- endpoint id.
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSET', KEYS[1], 'url', ARGV[1], 'events', ARGV[3])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return redis.call('HGETALL', KEYS[1])

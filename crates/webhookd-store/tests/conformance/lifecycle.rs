@@ -1,0 +1,369 @@
+//! Retention (SPEC §4), deleting endpoints in bounded steps, one-attempt
+//! re-sends (SPEC §8), and the endpoint-change fence.
+
+use super::*;
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+/// The default retention (SPEC §4).
+const KEEP_DELIVERED_MS: i64 = 7 * DAY_MS;
+const KEEP_FAILED_MS: i64 = 30 * DAY_MS;
+
+/// Runs sweep steps at `now_ms` until nothing is left; how many it took.
+async fn sweep_all(store: &dyn Store, now_ms: i64) -> usize {
+    for steps in 1..=100_000 {
+        if !store.sweep(now_ms).await.unwrap().more {
+            return steps;
+        }
+    }
+    panic!("the sweep never finished");
+}
+
+/// `count` events of `username`, each fanned out to its endpoints.
+async fn accept_many(store: &dyn Store, username: &str, count: usize) {
+    let events: Vec<Event> = (0..count)
+        .map(|i| event(username, &format!("evt_{i}"), EventType::GeneratedVideoSuccess))
+        .collect();
+    for chunk in events.chunks(500) {
+        store.accept_events(chunk, NOW_MS).await.unwrap();
+    }
+}
+
+fn finished_at(number: u32, started_at: i64) -> AttemptRecord {
+    AttemptRecord {
+        started_at,
+        ..attempt(number, Some(200), "ok")
+    }
+}
+
+async fn exists(store: &dyn Store, target: &Endpoint, delivery_id: &str) -> bool {
+    store
+        .delivery_attempts(&target.username, &target.endpoint_id, delivery_id)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+pub(crate) async fn finished_deliveries_are_removed_after_their_retention(
+    store: Arc<dyn Store>,
+) {
+    let target = endpoint("ret", 1);
+    create(&*store, &target).await;
+    accept_many(&*store, "ret", 2).await;
+    let claims = claim_at(&*store, NOW_MS, 10).await;
+    assert_eq!(claims.len(), 2);
+    let (delivered, dead) = (&claims[0], &claims[1]);
+    let record = finished_at(1, NOW_MS);
+    assert!(
+        store
+            .record_attempt(delivered, &record, AttemptResult::Delivered)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_attempt(dead, &record, AttemptResult::Dead)
+            .await
+            .unwrap()
+    );
+    let finished = NOW_MS + 12;
+
+    sweep_all(&*store, finished + KEEP_DELIVERED_MS - 1).await;
+    assert!(exists(&*store, &target, &delivered.delivery.delivery_id).await);
+    sweep_all(&*store, finished + KEEP_DELIVERED_MS).await;
+    assert!(!exists(&*store, &target, &delivered.delivery.delivery_id).await);
+    let listed = by_status(&*store, "ret", &target.endpoint_id, DeliveryStatus::Delivered).await;
+    assert!(listed.is_empty(), "{listed:?}");
+    assert!(exists(&*store, &target, &dead.delivery.delivery_id).await);
+    assert_eq!(store.delivery_stats(finished).await.unwrap().dead, 1);
+
+    sweep_all(&*store, finished + KEEP_FAILED_MS).await;
+    assert!(!exists(&*store, &target, &dead.delivery.delivery_id).await);
+    assert!(
+        by_status(&*store, "ret", &target.endpoint_id, DeliveryStatus::Failed)
+            .await
+            .is_empty()
+    );
+    assert_eq!(store.delivery_stats(finished).await.unwrap().dead, 0);
+}
+
+/// 25 delivered, the 20 oldest past retention: pages still fill and follow
+/// each other, whatever has expired.
+pub(crate) async fn listings_page_correctly_while_entries_expire(store: Arc<dyn Store>) {
+    let target = endpoint("pager", 1);
+    create(&*store, &target).await;
+    accept_many(&*store, "pager", 25).await;
+    let mut claims = claim_at(&*store, NOW_MS, 100).await;
+    claims.sort_by(|a, b| a.delivery.delivery_id.cmp(&b.delivery.delivery_id));
+    for (i, claim) in (0_i64..).zip(&claims) {
+        let record = finished_at(1, NOW_MS + i * 1000);
+        assert!(
+            store
+                .record_attempt(claim, &record, AttemptResult::Delivered)
+                .await
+                .unwrap()
+        );
+    }
+    // The 20th oldest finished at NOW + 19 s + 12 ms.
+    sweep_all(&*store, NOW_MS + KEEP_DELIVERED_MS + 19_500).await;
+    let newest: Vec<String> = claims[20..]
+        .iter()
+        .map(|claim| claim.delivery.delivery_id.clone())
+        .collect();
+    let page = |limit, after: Option<String>| {
+        let store = Arc::clone(&store);
+        let endpoint_id = target.endpoint_id.clone();
+        async move {
+            store
+                .list_deliveries(
+                    "pager",
+                    &endpoint_id,
+                    DeliveryStatus::Delivered,
+                    &Page { limit, after },
+                )
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.delivery_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(20, None).await, newest);
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let batch = page(2, after.clone()).await;
+        if batch.is_empty() {
+            break;
+        }
+        after = batch.last().cloned();
+        walked.extend(batch);
+    }
+    assert_eq!(walked, newest);
+}
+
+/// DELETE answers at once; the deliveries go in bounded sweep steps, and
+/// another endpoint of the same user keeps all of its own.
+pub(crate) async fn deleting_an_endpoint_removes_its_deliveries_in_bounded_steps(
+    store: Arc<dyn Store>,
+) {
+    let doomed = endpoint("del", 1);
+    let kept = endpoint("del", 2);
+    create(&*store, &doomed).await;
+    create(&*store, &kept).await;
+    accept_many(&*store, "del", 1500).await;
+    let claims = store
+        .claim_due(&ClaimRequest {
+            room: HashMap::from([(kept.endpoint_id.clone(), 0)]),
+            ..claim_request(NOW_MS, 200)
+        })
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 200);
+    for (i, claim) in claims.iter().enumerate() {
+        let result = if i < 100 {
+            AttemptResult::Delivered
+        } else {
+            AttemptResult::Dead
+        };
+        let recorded = store
+            .record_attempt(claim, &finished_at(1, NOW_MS), result)
+            .await
+            .unwrap();
+        assert!(recorded);
+    }
+    assert_eq!(store.delivery_stats(NOW_MS).await.unwrap().dead, 100);
+
+    assert!(store.delete_endpoint("del", &doomed.endpoint_id).await.unwrap());
+    assert_eq!(store.get_endpoint("del", &doomed.endpoint_id).await.unwrap(), None);
+    assert_eq!(store.delivery_stats(NOW_MS).await.unwrap().dead, 0);
+    let mut steps = 0;
+    loop {
+        let report = store.sweep(NOW_MS).await.unwrap();
+        steps += 1;
+        assert!(report.removed <= 1000 * 16, "one step removed {}", report.removed);
+        if !report.more {
+            break;
+        }
+    }
+    assert!(steps >= 2, "1,500 deliveries in one step ({steps})");
+    for claim in &claims {
+        assert!(!exists(&*store, &doomed, &claim.delivery.delivery_id).await);
+    }
+    let stats = store.delivery_stats(NOW_MS).await.unwrap();
+    assert_eq!(stats.due + stats.scheduled, 1500, "only the kept endpoint's");
+    let page = Page {
+        limit: 2000,
+        after: None,
+    };
+    let kept_pending = store
+        .list_deliveries("del", &kept.endpoint_id, DeliveryStatus::Pending, &page)
+        .await
+        .unwrap();
+    assert_eq!(kept_pending.len(), 1500);
+    assert_eq!(claim_at(&*store, NOW_MS, 5000).await.len(), 1500);
+}
+
+/// A re-sent dead delivery is claimed as its last attempt; recording that
+/// attempt clears the mark.
+pub(crate) async fn a_resent_dead_delivery_is_claimed_as_its_last_attempt(store: Arc<dyn Store>) {
+    let (target, id) = one_delivery(&*store, "last").await;
+    let claim = claim_at(&*store, NOW_MS, 10).await.remove(0);
+    assert!(!claim.delivery.last_attempt, "a fresh delivery has a schedule");
+    let record = attempt(1, Some(500), "http_5xx");
+    assert!(store.record_attempt(&claim, &record, AttemptResult::Dead).await.unwrap());
+    let outcome = store
+        .retry_dead("last", &target.endpoint_id, &id, NOW_MS + 1)
+        .await
+        .unwrap();
+    assert_eq!(outcome, RetryOutcome::Scheduled);
+    let again = claim_at(&*store, NOW_MS + 1, 10).await.remove(0);
+    assert!(again.delivery.last_attempt);
+    assert_eq!(again.delivery.attempts, 1);
+    let record = attempt(2, Some(500), "http_5xx");
+    assert!(store.record_attempt(&again, &record, AttemptResult::Dead).await.unwrap());
+    let (delivery, attempts) = store
+        .delivery_attempts("last", &target.endpoint_id, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.status, DeliveryStatus::Failed);
+    assert!(!delivery.last_attempt);
+    assert_eq!(attempts.len(), 2);
+    // Dead again, it is kept (and can be re-sent) like any dead delivery.
+    assert_eq!(store.delivery_stats(NOW_MS).await.unwrap().dead, 1);
+}
+
+pub(crate) async fn updates_and_deletes_mark_the_endpoint_changed(store: Arc<dyn Store>) {
+    let first = endpoint("fence", 1);
+    let second = endpoint("fence", 2);
+    create(&*store, &first).await;
+    create(&*store, &second).await;
+    let changes = store.endpoint_changes();
+    let before = changes.version();
+    let spec = EndpointSpec {
+        url: "https://example.com/moved".into(),
+        status: None,
+        events: first.events.clone(),
+    };
+    store
+        .update_endpoint("fence", &first.endpoint_id, &spec)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(changes.changed_since(&first.endpoint_id, before));
+    assert!(!changes.changed_since(&second.endpoint_id, before));
+    let missing = store.update_endpoint("fence", "wh_missing", &spec).await.unwrap();
+    assert!(missing.is_none());
+    assert!(!changes.changed_since("wh_missing", before));
+    assert!(store.delete_endpoint("fence", &second.endpoint_id).await.unwrap());
+    assert!(changes.changed_since(&second.endpoint_id, before));
+}
+
+/// What an older webhookd left behind (delivery hashes that expired on
+/// their own, their ids still indexed) does not break a page.
+#[tokio::test]
+async fn redis_listing_skips_deliveries_that_vanished() {
+    let Some(url) = require(Service::Redis) else {
+        return;
+    };
+    let prefix = unique_prefix("vanished");
+    let store = RedisStore::connect(&url, &prefix).await.unwrap();
+    let target = endpoint("gone", 1);
+    create(&store, &target).await;
+    accept_many(&store, "gone", 25).await;
+    let mut ids = by_status(&store, "gone", &target.endpoint_id, DeliveryStatus::Pending).await;
+    ids.sort();
+    let mut connection = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}*dlv:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    for id in &ids[..20] {
+        let key = keys.iter().find(|key| key.ends_with(id.as_str())).unwrap();
+        let _: i64 = ::redis::cmd("DEL").arg(key).query_async(&mut connection).await.unwrap();
+    }
+    let page = Page {
+        limit: 20,
+        after: None,
+    };
+    let listed: Vec<String> = store
+        .list_deliveries("gone", &target.endpoint_id, DeliveryStatus::Pending, &page)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.delivery_id)
+        .collect();
+    assert_eq!(listed, ids[20..].to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_another_process_hears_of_endpoint_changes() {
+    let Some(url) = require(Service::Redis) else {
+        return;
+    };
+    let prefix = unique_prefix("fence");
+    let here = RedisStore::connect(&url, &prefix).await.unwrap();
+    let there = Arc::new(RedisStore::connect(&url, &prefix).await.unwrap());
+    let target = endpoint("far", 1);
+    create(&here, &target).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let following = {
+        let (there, shutdown) = (Arc::clone(&there), shutdown.clone());
+        tokio::spawn(async move { there.follow_endpoint_changes(shutdown).await })
+    };
+    let fence = there.endpoint_changes();
+    // Subscribing marks everything once.
+    wait_until(|| fence.version() > 0).await;
+    let before = fence.version();
+    assert!(here.delete_endpoint("far", &target.endpoint_id).await.unwrap());
+    wait_until(|| fence.changed_since(&target.endpoint_id, before)).await;
+    shutdown.cancel();
+    following.await.unwrap();
+}
+
+async fn wait_until(condition: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("condition not met within 2 s");
+}
+
+/// Accepting and leasing are one transaction: when leasing fails, nothing
+/// was accepted, so the producer's retry is not taken for a duplicate.
+#[tokio::test]
+async fn sqlite_accept_and_claim_commits_nothing_when_leasing_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+    create(&store, &endpoint("tx", 1)).await;
+    let saboteur = rusqlite::Connection::open(&path).unwrap();
+    saboteur
+        .execute_batch(
+            "CREATE TRIGGER no_insert_lease BEFORE INSERT ON deliveries
+                 WHEN NEW.lease_owner IS NOT NULL BEGIN SELECT RAISE(ABORT, 'injected'); END;
+             CREATE TRIGGER no_update_lease BEFORE UPDATE OF lease_owner ON deliveries
+                 WHEN NEW.lease_owner IS NOT NULL BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+    let events = [event("tx", "evt_once", EventType::GeneratedVideoSuccess)];
+    let leased = store
+        .accept_and_claim(&events, NOW_MS, &claim_request(NOW_MS, 10))
+        .await;
+    assert!(leased.is_err(), "leasing was sabotaged");
+    saboteur
+        .execute_batch("DROP TRIGGER no_insert_lease; DROP TRIGGER no_update_lease;")
+        .unwrap();
+    let retried = store.accept_events(&events, NOW_MS).await.unwrap();
+    assert!(
+        matches!(&retried[0], Acceptance::Accepted { deliveries } if deliveries.len() == 1),
+        "the retry is a first acceptance: {retried:?}"
+    );
+}
