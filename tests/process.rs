@@ -4,145 +4,16 @@
 // In tests a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use webhookd_core::{Endpoint, EndpointStatus, EventType, ids};
 use webhookd_store::{DeliveryStatus, Page, RedisStore, Store};
 use webhookd_testkit::{Service, require, unique_prefix};
 
-/// A webhookd command with a clean environment: no WEBHOOKD_* or RUST_LOG of
-/// the developer's leaks in. `store` is the WEBHOOKD_STORE URL; Redis runs
-/// get a key prefix of their own so they never meet another run's data.
-fn webhookd(store: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_webhookd"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("WEBHOOKD_") || name == "RUST_LOG" {
-            command.env_remove(name);
-        }
-    }
-    command
-        .env("WEBHOOKD_STORE", store)
-        .env("WEBHOOKD_LISTEN", "127.0.0.1:0");
-    if store.starts_with("redis://") {
-        command.env("WEBHOOKD_REDIS_PREFIX", redis_prefix());
-    }
-    command
-}
-
-/// One prefix per test (the harness names each test's thread after it), the
-/// same for every webhookd that test starts: tests running side by side
-/// never see each other's users.
-fn redis_prefix() -> String {
-    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let run = RUN.get_or_init(|| unique_prefix("process"));
-    let test = std::thread::current().name().unwrap_or("main").to_owned();
-    format!("{run}{test}:")
-}
-
-fn run(mut command: Command) -> Output {
-    command
-        .stdin(Stdio::null())
-        .output()
-        .expect("webhookd runs")
-}
-
-fn add_user(store: &str, username: &str) -> String {
-    let mut command = webhookd(store);
-    command.args(["users", "add", username]);
-    let output = run(command);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .trim_end()
-        .to_owned()
-}
-
-/// A running `webhookd serve`, killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-    listen: String,
-}
-
-impl Server {
-    fn start(store: &str) -> Server {
-        Server::start_with(webhookd(store))
-    }
-
-    fn start_with(mut command: Command) -> Server {
-        command
-            .args(["serve", "--log-format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("webhookd starts");
-        let stderr = child.stderr.take().unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        // Read the JSON log for the bound address, then keep draining it so
-        // the process never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let log = serde_json::from_str::<Value>(&line).unwrap_or_default();
-                if log["message"] == "webhookd is ready" {
-                    let _ = sender.send(log["listen"].as_str().unwrap().to_owned());
-                }
-            }
-        });
-        let listen = receiver
-            .recv_timeout(Duration::from_secs(30))
-            .expect("webhookd reports ready");
-        Server {
-            child,
-            base: format!("http://{listen}"),
-            listen,
-        }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal(server: &Server, name: &str) {
-    let status = Command::new("kill")
-        .args(["-s", name, &server.pid()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_for_exit(server: &mut Server, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "webhookd did not exit within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn sqlite_store(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}/webhookd.db", dir.path().display())
-}
+mod support;
+use support::*;
 
 #[test]
 fn help_explains_the_commands() {

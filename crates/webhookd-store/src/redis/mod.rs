@@ -86,9 +86,12 @@ const ADD_API_KEY: &str = include_str!("lua/add_api_key.lua");
 const REVOKE_API_KEYS: &str = include_str!("lua/revoke_api_keys.lua");
 const SWEEP: &str = include_str!("lua/sweep.lua");
 
-/// Most deliveries one sweep step of one partition removes: a few
-/// milliseconds of Redis, so other clients never wait long.
-const SWEEP_BUDGET: usize = 256;
+/// Most deliveries one sweep script removes: a few milliseconds of Redis,
+/// so other clients never wait long (they are served between two scripts).
+const SWEEP_BUDGET: usize = 512;
+/// How long one [`Store::sweep`] call keeps sweeping a partition that has
+/// more, script after script.
+const SWEEP_SLICE: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -1067,19 +1070,28 @@ impl Store for RedisStore {
         let mut report = SweepReport::default();
         for partition in 0..PARTITIONS {
             let partition_prefix = self.prefix_of_partition(partition);
-            let (removed, more): (u64, u8) = self
-                .scripts
-                .sweep
-                .key(format!("{partition_prefix}due"))
-                .key(format!("{partition_prefix}ready"))
-                .arg(&partition_prefix)
-                .arg(now_ms)
-                .arg(SWEEP_BUDGET)
-                .invoke_async(&mut self.connection())
-                .await
-                .map_err(redis_error)?;
-            report.removed += removed;
-            report.more |= more == 1;
+            let started = std::time::Instant::now();
+            loop {
+                let (removed, more): (u64, u8) = self
+                    .scripts
+                    .sweep
+                    .key(format!("{partition_prefix}due"))
+                    .key(format!("{partition_prefix}ready"))
+                    .arg(&partition_prefix)
+                    .arg(now_ms)
+                    .arg(SWEEP_BUDGET)
+                    .invoke_async(&mut self.connection())
+                    .await
+                    .map_err(redis_error)?;
+                report.removed += removed;
+                if more == 0 {
+                    break;
+                }
+                if started.elapsed() > SWEEP_SLICE {
+                    report.more = true;
+                    break;
+                }
+            }
         }
         Ok(report)
     }
