@@ -51,9 +51,9 @@ fn trickling_receiver(head_after: Duration, body_for: Duration) -> (String, Arc<
 
 #[test]
 fn sigterm_records_an_attempt_answered_at_the_last_moment() {
-    let timeout = Duration::from_secs(2);
+    // The deadline is 2 s: the head comes at 1.8 s, the body 0.9 s later.
     let (url, requests) =
-        trickling_receiver(timeout - Duration::from_millis(200), Duration::from_millis(900));
+        trickling_receiver(Duration::from_millis(1800), Duration::from_millis(900));
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(&dir);
     let key = add_user(&store, "johndoe");
@@ -110,9 +110,16 @@ fn sigterm_records_an_attempt_answered_at_the_last_moment() {
             .unwrap()
             .json()
             .unwrap();
-        page["data"]["deliveries"].as_array().cloned().unwrap_or_default()
+        page["data"]["deliveries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     };
-    assert_eq!(listed("delivered").len(), 1, "the attempt was recorded before exit");
+    assert_eq!(
+        listed("delivered").len(),
+        1,
+        "the attempt was recorded before exit"
+    );
     assert!(listed("pending").is_empty());
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(requests.load(Ordering::SeqCst), 1, "sent once");

@@ -139,4 +139,3 @@ pub fn wait_for_exit(server: &mut Server, within: Duration) -> std::process::Exi
 pub fn sqlite_store(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}/webhookd.db", dir.path().display())
 }
-

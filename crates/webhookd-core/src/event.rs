@@ -410,8 +410,15 @@ mod tests {
         assert!(odd.starts_with("evt_") && odd.len() == 36, "{odd}");
         assert_eq!(odd, derived(Some("order 42/a")));
         // A producer's event_id always wins.
-        let given = br#"{"event":"generated_video_failed","username":"u","data":{},"event_id":"e1"}"#;
-        let event = Event::parse_with(given, NOW, MissingId::Derived { message_id: Some("m") });
+        let given =
+            br#"{"event":"generated_video_failed","username":"u","data":{},"event_id":"e1"}"#;
+        let event = Event::parse_with(
+            given,
+            NOW,
+            MissingId::Derived {
+                message_id: Some("m"),
+            },
+        );
         assert_eq!(event.unwrap().event_id, "e1");
     }
 

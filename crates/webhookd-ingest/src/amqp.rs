@@ -28,9 +28,9 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
-use webhookd_core::{MissingId, Rejection};
 use webhookd_core::health::Readiness;
 use webhookd_core::telemetry::{self, Source};
+use webhookd_core::{MissingId, Rejection};
 
 use crate::Ingest;
 
@@ -241,7 +241,11 @@ impl AmqpConsumer {
             last_tag = Some(message.delivery_tag);
             // A redelivered message must keep the id it got the first time.
             let missing_id = MissingId::Derived {
-                message_id: message.properties.message_id().as_ref().map(ShortString::as_str),
+                message_id: message
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(ShortString::as_str),
             };
             match Ingest::parse(&message.data, Source::Amqp, missing_id) {
                 Ok(event) => events.push(event),

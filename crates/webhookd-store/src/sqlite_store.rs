@@ -19,8 +19,8 @@ use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, DEDUP_WINDOW_MS,
     Delivery, DeliveryStats, DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Retention,
-    RetryOutcome, Store, StoreError, SweepReport, UserSummary, event_type_from_str, events_from_json, events_to_json, new_delivery,
-    status_from_str,
+    RetryOutcome, Store, StoreError, SweepReport, UserSummary, event_type_from_str,
+    events_from_json, events_to_json, new_delivery, status_from_str,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
@@ -103,7 +103,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// Most rows one sweep step removes per kind: one short transaction.
-const SWEEP_BATCH: i64 = 1000;
+const SWEEP_BATCH: usize = 1000;
 
 /// Endpoints with a due delivery, earliest due first. A skip scan: one index
 /// seek per endpoint with pending deliveries, however long its backlog.
@@ -500,9 +500,11 @@ fn sweep_step(tx: &rusqlite::Transaction<'_>, now_ms: i64) -> Result<SweepReport
         now_ms,
     )?;
     let deleted_endpoint: Option<String> = tx
-        .query_row("SELECT endpoint_id FROM deleted_endpoints LIMIT 1", [], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT endpoint_id FROM deleted_endpoints LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
         .optional()
         .map_err(sqlite_error)?;
     let mut orphans = 0;
@@ -512,7 +514,7 @@ fn sweep_step(tx: &rusqlite::Transaction<'_>, now_ms: i64) -> Result<SweepReport
             "SELECT delivery_id FROM deliveries WHERE endpoint_id = ?1 LIMIT ?2",
             &endpoint_id,
         )?;
-        if orphans < SWEEP_BATCH as usize {
+        if orphans < SWEEP_BATCH {
             tx.execute(
                 "DELETE FROM deleted_endpoints WHERE endpoint_id = ?1",
                 [&endpoint_id],
@@ -520,7 +522,7 @@ fn sweep_step(tx: &rusqlite::Transaction<'_>, now_ms: i64) -> Result<SweepReport
             .map_err(sqlite_error)?;
         }
     }
-    let full = |n: usize| n == SWEEP_BATCH as usize;
+    let full = |n: usize| n == SWEEP_BATCH;
     Ok(SweepReport {
         removed: (expired + orphans) as u64,
         more: full(forgotten) || full(expired) || full(orphans),

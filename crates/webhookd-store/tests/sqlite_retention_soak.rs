@@ -26,10 +26,8 @@ const FIRST: usize = 20_000;
 const HALFWAY: usize = 100_000;
 const BATCH: usize = 500;
 /// Simulated time between two batches: the de-duplication window is full
-/// after the first 20,000 deliveries.
-const TICK_MS: i64 = webhookd_store::DEDUP_WINDOW_MS / (WINDOW_FULL / BATCH) as i64;
-/// Deliveries whose event ids fill the de-duplication window.
-const WINDOW_FULL: usize = 2_500;
+/// after five batches (2,500 deliveries), and turns over from then on.
+const TICK_MS: i64 = webhookd_store::DEDUP_WINDOW_MS / 5;
 
 /// The database after a checkpoint (every committed page in the main
 /// file; the write-ahead log is a bounded journal that SQLite resets): the
@@ -116,7 +114,14 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
                 result: AttemptResult::Delivered,
             })
             .collect();
-        assert!(store.record_attempts(&finished).await.unwrap().iter().all(|ok| *ok));
+        assert!(
+            store
+                .record_attempts(&finished)
+                .await
+                .unwrap()
+                .iter()
+                .all(|ok| *ok)
+        );
         while store.sweep(now).await.unwrap().more {}
         now += TICK_MS;
         match (batch + 1) * BATCH {

@@ -42,17 +42,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio_util::sync::CancellationToken;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
+use tokio_util::sync::CancellationToken;
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, DEDUP_WINDOW_MS,
     Delivery, DeliveryStats, DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Retention,
-    RetryOutcome, Store, StoreError, SweepReport, UserSummary, event_type_from_str, events_from_json, events_to_json, new_delivery,
-    status_from_str,
+    RetryOutcome, Store, StoreError, SweepReport, UserSummary, event_type_from_str,
+    events_from_json, events_to_json, new_delivery, status_from_str,
 };
 
 /// Redis answers in microseconds; 2 s means it is in trouble. (The client's
@@ -77,7 +77,6 @@ const RECORD_ATTEMPTS: &str = include_str!("lua/record_attempts.lua");
 const RELEASE: &str = include_str!("lua/release.lua");
 
 const RETRY_DEAD: &str = include_str!("lua/retry_dead.lua");
-
 
 const ACCEPT_EVENTS: &str = include_str!("lua/accept_events.lua");
 
@@ -918,9 +917,9 @@ impl Store for RedisStore {
                             result,
                         } = &finished[i];
                         let delivery = &claim.delivery;
-                        let finished_ms = record.started_at.saturating_add(
-                            i64::try_from(record.duration_ms).unwrap_or(i64::MAX),
-                        );
+                        let finished_ms = record
+                            .started_at
+                            .saturating_add(i64::try_from(record.duration_ms).unwrap_or(i64::MAX));
                         let (outcome, at) = match result {
                             AttemptResult::Delivered => ("delivered", 0),
                             AttemptResult::RetryAt(at) => ("retry", *at),

@@ -21,7 +21,13 @@ async fn sweep_all(store: &dyn Store, now_ms: i64) -> usize {
 /// `count` events of `username`, each fanned out to its endpoints.
 async fn accept_many(store: &dyn Store, username: &str, count: usize) {
     let events: Vec<Event> = (0..count)
-        .map(|i| event(username, &format!("evt_{i}"), EventType::GeneratedVideoSuccess))
+        .map(|i| {
+            event(
+                username,
+                &format!("evt_{i}"),
+                EventType::GeneratedVideoSuccess,
+            )
+        })
         .collect();
     for chunk in events.chunks(500) {
         store.accept_events(chunk, NOW_MS).await.unwrap();
@@ -43,9 +49,7 @@ async fn exists(store: &dyn Store, target: &Endpoint, delivery_id: &str) -> bool
         .is_some()
 }
 
-pub(crate) async fn finished_deliveries_are_removed_after_their_retention(
-    store: Arc<dyn Store>,
-) {
+pub(crate) async fn finished_deliveries_are_removed_after_their_retention(store: Arc<dyn Store>) {
     let target = endpoint("ret", 1);
     create(&*store, &target).await;
     accept_many(&*store, "ret", 2).await;
@@ -71,7 +75,13 @@ pub(crate) async fn finished_deliveries_are_removed_after_their_retention(
     assert!(exists(&*store, &target, &delivered.delivery.delivery_id).await);
     sweep_all(&*store, finished + KEEP_DELIVERED_MS).await;
     assert!(!exists(&*store, &target, &delivered.delivery.delivery_id).await);
-    let listed = by_status(&*store, "ret", &target.endpoint_id, DeliveryStatus::Delivered).await;
+    let listed = by_status(
+        &*store,
+        "ret",
+        &target.endpoint_id,
+        DeliveryStatus::Delivered,
+    )
+    .await;
     assert!(listed.is_empty(), "{listed:?}");
     assert!(exists(&*store, &target, &dead.delivery.delivery_id).await);
     assert_eq!(store.delivery_stats(finished).await.unwrap().dead, 1);
@@ -173,8 +183,19 @@ pub(crate) async fn deleting_an_endpoint_removes_its_deliveries_in_bounded_steps
     }
     assert_eq!(store.delivery_stats(NOW_MS).await.unwrap().dead, 100);
 
-    assert!(store.delete_endpoint("del", &doomed.endpoint_id).await.unwrap());
-    assert_eq!(store.get_endpoint("del", &doomed.endpoint_id).await.unwrap(), None);
+    assert!(
+        store
+            .delete_endpoint("del", &doomed.endpoint_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get_endpoint("del", &doomed.endpoint_id)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(store.delivery_stats(NOW_MS).await.unwrap().dead, 0);
     // Bounded steps: at most 1,000 deliveries per SQLite transaction, 512
     // per Redis script (large_delete.rs measures what other clients see).
@@ -183,7 +204,11 @@ pub(crate) async fn deleting_an_endpoint_removes_its_deliveries_in_bounded_steps
         assert!(!exists(&*store, &doomed, &claim.delivery.delivery_id).await);
     }
     let stats = store.delivery_stats(NOW_MS).await.unwrap();
-    assert_eq!(stats.due + stats.scheduled, 1500, "only the kept endpoint's");
+    assert_eq!(
+        stats.due + stats.scheduled,
+        1500,
+        "only the kept endpoint's"
+    );
     let page = Page {
         limit: 2000,
         after: None,
@@ -201,9 +226,17 @@ pub(crate) async fn deleting_an_endpoint_removes_its_deliveries_in_bounded_steps
 pub(crate) async fn a_resent_dead_delivery_is_claimed_as_its_last_attempt(store: Arc<dyn Store>) {
     let (target, id) = one_delivery(&*store, "last").await;
     let claim = claim_at(&*store, NOW_MS, 10).await.remove(0);
-    assert!(!claim.delivery.last_attempt, "a fresh delivery has a schedule");
+    assert!(
+        !claim.delivery.last_attempt,
+        "a fresh delivery has a schedule"
+    );
     let record = attempt(1, Some(500), "http_5xx");
-    assert!(store.record_attempt(&claim, &record, AttemptResult::Dead).await.unwrap());
+    assert!(
+        store
+            .record_attempt(&claim, &record, AttemptResult::Dead)
+            .await
+            .unwrap()
+    );
     let outcome = store
         .retry_dead("last", &target.endpoint_id, &id, NOW_MS + 1)
         .await
@@ -213,7 +246,12 @@ pub(crate) async fn a_resent_dead_delivery_is_claimed_as_its_last_attempt(store:
     assert!(again.delivery.last_attempt);
     assert_eq!(again.delivery.attempts, 1);
     let record = attempt(2, Some(500), "http_5xx");
-    assert!(store.record_attempt(&again, &record, AttemptResult::Dead).await.unwrap());
+    assert!(
+        store
+            .record_attempt(&again, &record, AttemptResult::Dead)
+            .await
+            .unwrap()
+    );
     let (delivery, attempts) = store
         .delivery_attempts("last", &target.endpoint_id, &id)
         .await
@@ -245,10 +283,18 @@ pub(crate) async fn updates_and_deletes_mark_the_endpoint_changed(store: Arc<dyn
         .unwrap();
     assert!(changes.changed_since(&first.endpoint_id, before));
     assert!(!changes.changed_since(&second.endpoint_id, before));
-    let missing = store.update_endpoint("fence", "wh_missing", &spec).await.unwrap();
+    let missing = store
+        .update_endpoint("fence", "wh_missing", &spec)
+        .await
+        .unwrap();
     assert!(missing.is_none());
     assert!(!changes.changed_since("wh_missing", before));
-    assert!(store.delete_endpoint("fence", &second.endpoint_id).await.unwrap());
+    assert!(
+        store
+            .delete_endpoint("fence", &second.endpoint_id)
+            .await
+            .unwrap()
+    );
     assert!(changes.changed_since(&second.endpoint_id, before));
 }
 
@@ -278,7 +324,11 @@ async fn redis_listing_skips_deliveries_that_vanished() {
         .unwrap();
     for id in &ids[..20] {
         let key = keys.iter().find(|key| key.ends_with(id.as_str())).unwrap();
-        let _: i64 = ::redis::cmd("DEL").arg(key).query_async(&mut connection).await.unwrap();
+        let _: i64 = ::redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
     }
     let page = Page {
         limit: 20,
@@ -313,7 +363,11 @@ async fn redis_another_process_hears_of_endpoint_changes() {
     // Subscribing marks everything once.
     wait_until(|| fence.version() > 0).await;
     let before = fence.version();
-    assert!(here.delete_endpoint("far", &target.endpoint_id).await.unwrap());
+    assert!(
+        here.delete_endpoint("far", &target.endpoint_id)
+            .await
+            .unwrap()
+    );
     wait_until(|| fence.changed_since(&target.endpoint_id, before)).await;
     shutdown.cancel();
     following.await.unwrap();
