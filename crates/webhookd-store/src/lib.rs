@@ -25,12 +25,12 @@ use webhookd_core::{Config, Endpoint, EndpointSpec, Event, EventType, StoreUrl};
 mod changes;
 mod instrumented;
 mod redis;
-mod sqlite_store;
+mod sqlite;
 
 pub use changes::EndpointChanges;
 pub use instrumented::Instrumented;
 pub use redis::RedisStore;
-pub use sqlite_store::SqliteStore;
+pub use sqlite::SqliteStore;
 
 /// How long finished deliveries are kept (SPEC §4), counted from their last
 /// attempt; then [`Store::sweep`] removes them with their bodies and

@@ -1,0 +1,150 @@
+//! Redis answers turned into the store's types.
+
+use std::collections::HashMap;
+
+use webhookd_core::{Endpoint, Event};
+
+use crate::{
+    Acceptance, Claim, Delivery, DeliveryStatus, StoreError, event_type_from_str, events_from_json,
+    new_delivery, status_from_str,
+};
+
+/// One event's answer from ACCEPT_EVENTS: 0 for a duplicate, else the
+/// endpoint ids that got a delivery.
+pub(super) fn acceptance_from_answer(
+    answer: redis::Value,
+    event: &Event,
+    body: &str,
+    id_base: &str,
+    now_ms: i64,
+) -> Result<Acceptance, StoreError> {
+    let redis::Value::Array(endpoint_ids) = answer else {
+        return Ok(Acceptance::Duplicate);
+    };
+    let deliveries = endpoint_ids
+        .into_iter()
+        .enumerate()
+        .map(|(n, endpoint_id)| {
+            let endpoint_id: String = redis::from_redis_value(endpoint_id)
+                .map_err(|e| StoreError::Corrupt(format!("accept answer: {e}")))?;
+            Ok(new_delivery(
+                format!("{id_base}{n:02x}"),
+                event,
+                &endpoint_id,
+                body,
+                now_ms,
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Acceptance::Accepted { deliveries })
+}
+
+/// Connection trouble is "unavailable" (the API answers 503 and recovers);
+/// anything else is a failure.
+pub(super) fn redis_error(error: redis::RedisError) -> StoreError {
+    if error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+    {
+        StoreError::Unavailable(Box::new(error))
+    } else {
+        StoreError::Failed(Box::new(error))
+    }
+}
+
+pub(super) fn endpoint_from_fields(
+    mut fields: HashMap<String, String>,
+) -> Result<Endpoint, StoreError> {
+    let mut take = |name: &str| {
+        fields
+            .remove(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("endpoint without {name}")))
+    };
+    let created_at = take("created_at")?;
+    Ok(Endpoint {
+        endpoint_id: take("endpoint_id")?,
+        url: take("url")?,
+        secret: take("secret")?,
+        status: status_from_str(&take("status")?)?,
+        events: events_from_json(&take("events")?)?,
+        username: take("username")?,
+        created_at: created_at
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("endpoint created_at {created_at:?}")))?,
+    })
+}
+
+/// A row of `claim_due.lua`: id, username, endpoint id, event id, event type,
+/// body, attempts, created at, url, secret, lease, last attempt (0 or 1).
+pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Claim, StoreError> {
+    let [
+        id,
+        username,
+        endpoint_id,
+        event_id,
+        event_type,
+        body,
+        attempts,
+        created_at,
+        url,
+        secret,
+        lease,
+        last_attempt,
+    ]: [String; 12] = row.try_into().map_err(|row: Vec<String>| {
+        StoreError::Corrupt(format!("claim row of {} fields", row.len()))
+    })?;
+    let number = |name: &str, text: &str| {
+        text.parse::<i64>()
+            .map_err(|_| StoreError::Corrupt(format!("delivery {name} {text:?}")))
+    };
+    Ok(Claim {
+        delivery: Delivery {
+            delivery_id: id,
+            username,
+            endpoint_id,
+            event_id,
+            event_type: event_type_from_str(&event_type)?,
+            body,
+            status: DeliveryStatus::Pending,
+            attempts: u32::try_from(number("attempts", &attempts)?)
+                .map_err(|_| StoreError::Corrupt(format!("delivery attempts {attempts}")))?,
+            next_attempt_at: lease_until_ms,
+            created_at: number("created_at", &created_at)?,
+            last_attempt: last_attempt == "1",
+        },
+        url,
+        secret,
+        lease,
+    })
+}
+
+pub(super) fn delivery_from_fields(
+    delivery_id: String,
+    mut fields: HashMap<String, String>,
+) -> Result<Delivery, StoreError> {
+    let mut take = |name: &str| {
+        fields
+            .remove(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("delivery without {name}")))
+    };
+    let number = |name: &str, text: String| {
+        text.parse::<i64>()
+            .map_err(|_| StoreError::Corrupt(format!("delivery {name} {text:?}")))
+    };
+    let attempts = number("attempts", take("attempts")?)?;
+    Ok(Delivery {
+        username: take("username")?,
+        endpoint_id: take("endpoint_id")?,
+        event_id: take("event_id")?,
+        event_type: event_type_from_str(&take("event_type")?)?,
+        body: take("body")?,
+        status: take("status")?.parse()?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| StoreError::Corrupt(format!("delivery attempts {attempts}")))?,
+        next_attempt_at: number("next_attempt_at", take("next_attempt_at")?)?,
+        created_at: number("created_at", take("created_at")?)?,
+        last_attempt: fields.get("last_attempt").is_some_and(|flag| flag == "1"),
+        delivery_id,
+    })
+}

@@ -1,0 +1,584 @@
+//! [`Store`] on Redis: each operation is a script of `lua/` or a pipeline,
+//! run through the helpers of the parent module.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use tokio_util::sync::CancellationToken;
+use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
+
+use super::rows::{claim_from_row, delivery_from_fields, endpoint_from_fields, redis_error};
+use super::{PARTITIONS, RedisStore, SWEEP_BUDGET, SWEEP_SLICE, changes, group_by_partition};
+use crate::{
+    Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
+    DeliveryStats, DeliveryStatus, EndpointChanges, FinishedAttempt, Page, RetryOutcome, Store,
+    StoreError, SweepReport, UserSummary, events_to_json,
+};
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn add_api_key(
+        &self,
+        username: &str,
+        key_hash: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .add_api_key
+            .key(self.users_key())
+            .key(self.key_owner_key())
+            .key(self.user_keys_key(username))
+            .arg(key_hash)
+            .arg(username)
+            .arg(now)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn user_for_api_key(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
+        self.connection()
+            .hget(self.key_owner_key(), key_hash)
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
+        let mut connection = self.connection();
+        let users: HashMap<String, i64> = connection
+            .hgetall(self.users_key())
+            .await
+            .map_err(redis_error)?;
+        let mut names: Vec<_> = users.keys().cloned().collect();
+        names.sort();
+        let mut pipeline = redis::pipe();
+        for name in &names {
+            pipeline.scard(self.user_keys_key(name));
+        }
+        let key_counts: Vec<usize> = pipeline
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(names
+            .into_iter()
+            .zip(key_counts)
+            .map(|(username, api_keys)| UserSummary {
+                created_at: users[&username],
+                username,
+                api_keys,
+            })
+            .collect())
+    }
+
+    async fn revoke_api_keys(&self, username: &str) -> Result<usize, StoreError> {
+        self.scripts
+            .revoke_api_keys
+            .key(self.key_owner_key())
+            .key(self.user_keys_key(username))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn create_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        limit: usize,
+    ) -> Result<CreateOutcome, StoreError> {
+        let username = &endpoint.username;
+        let created: i64 = self
+            .scripts
+            .create_endpoint
+            .key(self.endpoints_key(username))
+            .key(self.endpoint_key(username, &endpoint.endpoint_id))
+            .key(self.sequence_key(username))
+            .arg(limit)
+            .arg(&endpoint.endpoint_id)
+            .arg(&endpoint.url)
+            .arg(&endpoint.secret)
+            .arg(endpoint.status.as_str())
+            .arg(events_to_json(&endpoint.events))
+            .arg(username)
+            .arg(endpoint.created_at)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(if created == 1 {
+            CreateOutcome::Created
+        } else {
+            CreateOutcome::LimitReached
+        })
+    }
+
+    async fn list_endpoints(&self, username: &str) -> Result<Vec<Endpoint>, StoreError> {
+        let mut connection = self.connection();
+        let ids: Vec<String> = connection
+            .zrange(self.endpoints_key(username), 0, -1)
+            .await
+            .map_err(redis_error)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipeline = redis::pipe();
+        for id in &ids {
+            pipeline.hgetall(self.endpoint_key(username, id));
+        }
+        let rows: Vec<HashMap<String, String>> = pipeline
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        rows.into_iter()
+            // An endpoint deleted between the two round trips reads as empty.
+            .filter(|fields| !fields.is_empty())
+            .map(endpoint_from_fields)
+            .collect()
+    }
+
+    async fn get_endpoint(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let fields: HashMap<String, String> = self
+            .connection()
+            .hgetall(self.endpoint_key(username, endpoint_id))
+            .await
+            .map_err(redis_error)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        endpoint_from_fields(fields).map(Some)
+    }
+
+    async fn update_endpoint(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        spec: &EndpointSpec,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let fields: Option<HashMap<String, String>> = self
+            .scripts
+            .update_endpoint
+            .key(self.endpoint_key(username, endpoint_id))
+            .arg(&spec.url)
+            // An empty status keeps the current one.
+            .arg(spec.status.map_or("", EndpointStatus::as_str))
+            .arg(events_to_json(&spec.events))
+            .arg(self.changes_channel())
+            .arg(endpoint_id)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        if fields.is_some() {
+            self.changes.mark(endpoint_id);
+        }
+        fields.map(endpoint_from_fields).transpose()
+    }
+
+    async fn delete_endpoint(&self, username: &str, endpoint_id: &str) -> Result<bool, StoreError> {
+        let removed: i64 = self
+            .scripts
+            .delete_endpoint
+            .key(self.endpoints_key(username))
+            .key(self.endpoint_key(username, endpoint_id))
+            .key(self.ready_key(username))
+            .key(self.endpoint_due_key(username, endpoint_id))
+            .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Pending))
+            .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Delivered))
+            .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Failed))
+            .key(format!("{}trash", self.partition_prefix(username)))
+            .arg(endpoint_id)
+            .arg(format!(
+                "{}trash:{}:",
+                self.partition_prefix(username),
+                ids::new_lease_token()
+            ))
+            .arg(format!("{}dead", self.partition_prefix(username)))
+            .arg(self.changes_channel())
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        if removed == 1 {
+            self.changes.mark(endpoint_id);
+        }
+        Ok(removed == 1)
+    }
+
+    async fn accept_events(
+        &self,
+        events: &[Event],
+        now_ms: i64,
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        let nothing = ClaimRequest::default();
+        Ok(self.accept(events, now_ms, &nothing).await?.0)
+    }
+
+    async fn accept_and_claim(
+        &self,
+        events: &[Event],
+        now_ms: i64,
+        claim: &ClaimRequest,
+    ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
+        self.accept(events, now_ms, claim).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        status: DeliveryStatus,
+        page: &Page,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut connection = self.connection();
+        let index = format!(
+            "{}ep:{endpoint_id}:{}",
+            self.user_prefix(username),
+            status.as_str()
+        );
+        let mut after = page.after.clone();
+        let mut deliveries = Vec::with_capacity(page.limit.min(1000));
+        // An id whose delivery is gone (removed between two calls, or left
+        // by an older webhookd whose deliveries expired on their own) is
+        // skipped and dropped from the index; the page is still filled.
+        while deliveries.len() < page.limit {
+            let wanted = page.limit - deliveries.len();
+            let start = after
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+            let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
+                .arg(&index)
+                .arg(start)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(wanted)
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            let Some(last) = ids.last() else { break };
+            after = Some(last.clone());
+            let index_ends = ids.len() < wanted;
+            let mut pipeline = redis::pipe();
+            for id in &ids {
+                pipeline.hgetall(format!("{}dlv:{id}", self.partition_prefix(username)));
+            }
+            let rows: Vec<HashMap<String, String>> = pipeline
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            let mut gone = Vec::new();
+            for (id, fields) in ids.into_iter().zip(rows) {
+                if fields.is_empty() {
+                    gone.push(id);
+                } else {
+                    deliveries.push(delivery_from_fields(id, fields)?);
+                }
+            }
+            if !gone.is_empty() {
+                let _: i64 = connection.zrem(&index, gone).await.map_err(redis_error)?;
+            }
+            if index_ends {
+                break;
+            }
+        }
+        Ok(deliveries)
+    }
+
+    async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+        let mut connection = self.connection();
+        // One round trip finds the partitions with a ready endpoint, so an
+        // idle store costs one call, not one per partition.
+        let first = self.next_partition.fetch_add(1, Ordering::Relaxed);
+        let partitions: Vec<u32> = (0..PARTITIONS)
+            .map(|offset| (first + offset) % PARTITIONS)
+            .collect();
+        let mut probe = redis::pipe();
+        for partition in &partitions {
+            probe
+                .cmd("ZRANGEBYSCORE")
+                .arg(format!("{}ready", self.prefix_of_partition(*partition)))
+                .arg("-inf")
+                .arg(request.now_ms)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(1);
+        }
+        let ready: Vec<Vec<String>> = probe
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        let lease_base = ids::new_lease_token();
+        let room: Vec<(&String, &usize)> = request.room.iter().collect();
+        let mut claims = Vec::new();
+        for (partition, ready) in partitions.into_iter().zip(ready) {
+            let wanted = request.limit.saturating_sub(claims.len());
+            if wanted == 0 {
+                break;
+            }
+            if ready.is_empty() {
+                continue;
+            }
+            let partition_prefix = self.prefix_of_partition(partition);
+            let mut invocation = self.scripts.claim_due.prepare_invoke();
+            invocation
+                .key(format!("{partition_prefix}due"))
+                .key(format!("{partition_prefix}ready"))
+                .arg(request.now_ms)
+                .arg(request.lease_until_ms)
+                .arg(wanted)
+                .arg(&partition_prefix)
+                .arg(request.park_until_ms)
+                .arg(format!("{lease_base}:{partition}"))
+                .arg(request.per_endpoint);
+            for (endpoint_id, room) in &room {
+                invocation.arg(endpoint_id.as_str()).arg(**room);
+            }
+            let rows: Vec<Vec<String>> = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            for row in rows {
+                claims.push(claim_from_row(row, request.lease_until_ms)?);
+            }
+        }
+        Ok(claims)
+    }
+
+    async fn record_attempts(&self, finished: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError> {
+        if finished.is_empty() {
+            return Ok(Vec::new());
+        }
+        let by_partition = group_by_partition(
+            finished
+                .iter()
+                .map(|attempt| &attempt.claim.delivery.username),
+        );
+        let answers: Vec<Vec<i64>> = self
+            .per_partition(
+                &self.scripts.record_attempts,
+                &by_partition,
+                |invocation, _, members| {
+                    for &i in members {
+                        let FinishedAttempt {
+                            claim,
+                            record,
+                            result,
+                        } = &finished[i];
+                        let delivery = &claim.delivery;
+                        let finished_ms = record
+                            .started_at
+                            .saturating_add(i64::try_from(record.duration_ms).unwrap_or(i64::MAX));
+                        let (outcome, at) = match result {
+                            AttemptResult::Delivered => ("delivered", 0),
+                            AttemptResult::RetryAt(at) => ("retry", *at),
+                            AttemptResult::Dead => ("failed", 0),
+                        };
+                        let at = self
+                            .retention
+                            .removal_at(finished_ms, *result)
+                            .unwrap_or(at);
+                        invocation
+                            .arg(&delivery.delivery_id)
+                            .arg(self.user_prefix(&delivery.username))
+                            .arg(&delivery.endpoint_id)
+                            .arg(&claim.lease)
+                            .arg(record.attempt)
+                            .arg(outcome)
+                            .arg(at)
+                            .arg(serde_json::to_string(record).expect("attempt records serialize"));
+                    }
+                },
+            )
+            .await?;
+        let mut recorded = vec![false; finished.len()];
+        for ((_, members), answer) in by_partition.iter().zip(answers) {
+            for (&i, ok) in members.iter().zip(answer) {
+                recorded[i] = ok == 1;
+            }
+        }
+        Ok(recorded)
+    }
+
+    async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {
+        let released: i64 = self
+            .scripts
+            .release
+            .key(self.delivery_key(&claim.delivery))
+            .key(self.due_key(&claim.delivery.username))
+            .key(self.endpoint_due_key(&claim.delivery.username, &claim.delivery.endpoint_id))
+            .key(self.ready_key(&claim.delivery.username))
+            .arg(&claim.lease)
+            .arg(due_ms)
+            .arg(&claim.delivery.delivery_id)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(released == 1)
+    }
+
+    async fn delivery_attempts(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        delivery_id: &str,
+    ) -> Result<Option<(Delivery, Vec<AttemptRecord>)>, StoreError> {
+        let key = format!("{}dlv:{delivery_id}", self.partition_prefix(username));
+        let fields: HashMap<String, String> =
+            self.connection().hgetall(&key).await.map_err(redis_error)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        // The attempt log is kept in the delivery's hash, `attempt:<n>`.
+        let mut attempts: Vec<AttemptRecord> = fields
+            .iter()
+            .filter(|(name, _)| name.starts_with("attempt:"))
+            .map(|(_, text)| {
+                serde_json::from_str(text)
+                    .map_err(|e| StoreError::Corrupt(format!("attempt record: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        attempts.sort_by_key(|attempt| attempt.attempt);
+        let delivery = delivery_from_fields(delivery_id.to_owned(), fields)?;
+        if delivery.username != username || delivery.endpoint_id != endpoint_id {
+            return Ok(None);
+        }
+        Ok(Some((delivery, attempts)))
+    }
+
+    async fn retry_dead(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> Result<RetryOutcome, StoreError> {
+        // Ownership first: the id must be one of this endpoint's deliveries.
+        let Some((delivery, _)) = self
+            .delivery_attempts(username, endpoint_id, delivery_id)
+            .await?
+        else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        let before: Option<String> = self
+            .scripts
+            .retry_dead
+            .key(self.delivery_key(&delivery))
+            .key(self.due_key(username))
+            .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Failed))
+            .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Pending))
+            .key(self.endpoint_due_key(username, endpoint_id))
+            .key(self.ready_key(username))
+            .arg(now_ms)
+            .arg(delivery_id)
+            .arg(self.partition_prefix(username))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(
+            match before
+                .as_deref()
+                .map(str::parse::<DeliveryStatus>)
+                .transpose()?
+            {
+                None => RetryOutcome::NotFound,
+                Some(DeliveryStatus::Failed) => RetryOutcome::Scheduled,
+                Some(other) => RetryOutcome::NotFailed(other),
+            },
+        )
+    }
+
+    async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {
+        let mut pipeline = redis::pipe();
+        for partition in 0..PARTITIONS {
+            let prefix = self.prefix_of_partition(partition);
+            pipeline
+                .zcount(format!("{prefix}due"), "-inf", now_ms)
+                .zcount(format!("{prefix}due"), format!("({now_ms}"), "+inf")
+                .get(format!("{prefix}dead"));
+        }
+        let counts: Vec<Option<i64>> = pipeline
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        let mut stats = DeliveryStats::default();
+        for triple in counts.chunks(3) {
+            let value = |i: usize| u64::try_from(triple[i].unwrap_or_default()).unwrap_or_default();
+            stats.due += value(0);
+            stats.scheduled += value(1);
+            stats.dead += value(2);
+        }
+        Ok(stats)
+    }
+
+    async fn sweep(&self, now_ms: i64) -> Result<SweepReport, StoreError> {
+        // One partition per call (never a pipeline of them: Redis would run
+        // the whole pipeline before serving anyone else). De-duplication
+        // keys carry a TTL; Redis expires them itself.
+        let mut report = SweepReport::default();
+        for partition in 0..PARTITIONS {
+            let partition_prefix = self.prefix_of_partition(partition);
+            let started = std::time::Instant::now();
+            loop {
+                let (removed, more): (u64, u8) = self
+                    .scripts
+                    .sweep
+                    .key(format!("{partition_prefix}due"))
+                    .key(format!("{partition_prefix}ready"))
+                    .arg(&partition_prefix)
+                    .arg(now_ms)
+                    .arg(SWEEP_BUDGET)
+                    .invoke_async(&mut self.connection())
+                    .await
+                    .map_err(redis_error)?;
+                report.removed += removed;
+                if more == 0 {
+                    break;
+                }
+                if started.elapsed() > SWEEP_SLICE {
+                    report.more = true;
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn endpoint_changes(&self) -> Arc<EndpointChanges> {
+        Arc::clone(&self.changes)
+    }
+
+    async fn follow_endpoint_changes(&self, shutdown: CancellationToken) {
+        changes::follow(
+            &self.client,
+            &self.changes_channel(),
+            &self.changes,
+            &shutdown,
+        )
+        .await;
+    }
+
+    async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        let mut connection = self.connection();
+        let (_, stored): (bool, String) = redis::pipe()
+            .atomic()
+            .hset_nx(self.settings_key(), name, value)
+            .hget(self.settings_key(), name)
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(stored)
+    }
+}

@@ -1,0 +1,392 @@
+//! The delivery paths inside a transaction: accepting (with the fast
+//! path's leases), claiming, recording attempts, and the sweep's bounded
+//! removals.
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, params};
+use webhookd_core::{Event, ids};
+
+use super::rows::{
+    DELIVERY_COLUMNS_D, ENDPOINT_COLUMNS, RawEndpoint, read_delivery, read_endpoint,
+};
+use super::schema::sqlite_error;
+use crate::{
+    Acceptance, AttemptResult, Claim, ClaimRequest, DEDUP_WINDOW_MS, Delivery, DeliveryStatus,
+    FinishedAttempt, Retention, StoreError, SweepReport, new_delivery,
+};
+
+/// Most rows one sweep step removes per kind: one short transaction.
+pub(super) const SWEEP_BATCH: usize = 1000;
+
+/// Endpoints with a due delivery, earliest due first. A skip scan: one index
+/// seek per endpoint with pending deliveries, however long its backlog.
+/// ?1: now, ?2: most endpoints.
+pub(super) const READY_ENDPOINTS: &str = "
+    WITH RECURSIVE pending(endpoint_id) AS (
+        SELECT MIN(endpoint_id) FROM deliveries WHERE status = 'pending'
+        UNION ALL
+        SELECT (SELECT MIN(d.endpoint_id) FROM deliveries d
+                WHERE d.status = 'pending' AND d.endpoint_id > pending.endpoint_id)
+        FROM pending WHERE pending.endpoint_id IS NOT NULL
+    )
+    SELECT endpoint_id FROM (
+        SELECT endpoint_id,
+               (SELECT MIN(d.next_attempt_at) FROM deliveries d
+                WHERE d.status = 'pending' AND d.endpoint_id = pending.endpoint_id) AS first_due
+        FROM pending WHERE endpoint_id IS NOT NULL
+    )
+    WHERE first_due <= ?1 ORDER BY first_due LIMIT ?2";
+
+/// Fresh deliveries being leased as they are accepted (the fast path), as
+/// [`Store::claim_due`] would lease them under `request`.
+pub(super) struct Leasing<'a> {
+    request: &'a ClaimRequest,
+    pub(super) claims: Vec<Claim>,
+    /// Room used so far per endpoint.
+    taken: HashMap<String, usize>,
+}
+
+impl<'a> Leasing<'a> {
+    pub(super) fn new(request: &'a ClaimRequest) -> Self {
+        Leasing {
+            request,
+            claims: Vec::new(),
+            taken: HashMap::new(),
+        }
+    }
+
+    /// A lease token for a fresh delivery to `endpoint_id`, if there is room.
+    fn lease(&mut self, endpoint_id: &str) -> Option<String> {
+        let room = self
+            .request
+            .room
+            .get(endpoint_id)
+            .copied()
+            .unwrap_or(self.request.per_endpoint);
+        let taken = self.taken.entry(endpoint_id.to_owned()).or_default();
+        if self.claims.len() >= self.request.limit || *taken >= room {
+            return None;
+        }
+        *taken += 1;
+        Some(ids::new_lease_token())
+    }
+}
+
+/// De-duplicates one event and writes its deliveries, leasing what
+/// `leasing` has room for, inside the caller's transaction.
+pub(super) fn accept_one(
+    tx: &rusqlite::Transaction<'_>,
+    event: &Event,
+    now_ms: i64,
+    leasing: &mut Leasing<'_>,
+) -> Result<Acceptance, StoreError> {
+    // Insert, or take over an entry whose window has passed; no row
+    // changed means the event_id is still remembered.
+    let fresh = tx
+        .prepare_cached(
+            "INSERT INTO seen_events (username, event_id, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (username, event_id) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE seen_events.expires_at <= ?4",
+        )
+        .and_then(|mut insert| {
+            insert.execute(params![
+                event.username,
+                event.event_id,
+                now_ms + DEDUP_WINDOW_MS,
+                now_ms
+            ])
+        })
+        .map_err(sqlite_error)?;
+    if fresh == 0 {
+        return Ok(Acceptance::Duplicate);
+    }
+    let mut select = tx
+        .prepare_cached(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE username = ?1 AND status = 'enabled' ORDER BY seq"
+        ))
+        .map_err(sqlite_error)?;
+    let endpoints = select
+        .query_map([&event.username], read_endpoint)
+        .map_err(sqlite_error)?
+        .map(|row| row.map_err(sqlite_error).and_then(RawEndpoint::parse))
+        .collect::<Result<Vec<_>, _>>()?;
+    let body = event.body();
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (delivery_id, username, endpoint_id, event_id, event_type, body,
+                 status, attempts, next_attempt_at, created_at, lease_owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?8, ?9)",
+        )
+        .map_err(sqlite_error)?;
+    let mut deliveries = Vec::new();
+    for endpoint in endpoints
+        .iter()
+        .filter(|endpoint| endpoint.wants(event.event_type))
+    {
+        let delivery = new_delivery(
+            ids::new_delivery_id(),
+            event,
+            &endpoint.endpoint_id,
+            &body,
+            now_ms,
+        );
+        let lease = leasing.lease(&endpoint.endpoint_id);
+        let due_at = if lease.is_some() {
+            leasing.request.lease_until_ms
+        } else {
+            now_ms
+        };
+        insert
+            .execute(params![
+                delivery.delivery_id,
+                delivery.username,
+                delivery.endpoint_id,
+                delivery.event_id,
+                delivery.event_type.as_str(),
+                delivery.body,
+                due_at,
+                now_ms,
+                lease
+            ])
+            .map_err(sqlite_error)?;
+        if let Some(lease) = lease {
+            leasing.claims.push(Claim {
+                delivery: Delivery {
+                    next_attempt_at: due_at,
+                    ..delivery.clone()
+                },
+                url: endpoint.url.clone(),
+                secret: endpoint.secret.clone(),
+                lease,
+            });
+        }
+        deliveries.push(delivery);
+    }
+    Ok(Acceptance::Accepted { deliveries })
+}
+
+/// Records one attempt inside `tx` if its lease still holds; a finished
+/// delivery is due for removal at the end of its retention.
+pub(super) fn record_one_attempt(
+    tx: &rusqlite::Transaction<'_>,
+    retention: &Retention,
+    FinishedAttempt {
+        claim,
+        record,
+        result,
+    }: &FinishedAttempt,
+) -> Result<bool, StoreError> {
+    let finished_ms = record
+        .started_at
+        .saturating_add(i64::try_from(record.duration_ms).unwrap_or(i64::MAX));
+    let remove_at = retention.removal_at(finished_ms, *result);
+    let (status, next_attempt_at) = match result {
+        AttemptResult::Delivered => (DeliveryStatus::Delivered, claim.delivery.next_attempt_at),
+        AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, *at),
+        AttemptResult::Dead => (DeliveryStatus::Failed, claim.delivery.next_attempt_at),
+    };
+    let updated = tx
+        .prepare_cached(
+            "UPDATE deliveries SET attempts = ?5, lease_owner = NULL,
+                 status = ?1, next_attempt_at = ?2, remove_at = ?6,
+                 last_attempt = last_attempt AND ?6 IS NULL
+             WHERE delivery_id = ?3 AND lease_owner = ?4",
+        )
+        .and_then(|mut update| {
+            update.execute(params![
+                status.as_str(),
+                next_attempt_at,
+                claim.delivery.delivery_id,
+                claim.lease,
+                record.attempt,
+                remove_at
+            ])
+        })
+        .map_err(sqlite_error)?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO attempts
+             (delivery_id, attempt, started_at, duration_ms, status_code, reason, response)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            claim.delivery.delivery_id,
+            record.attempt,
+            record.started_at,
+            i64::try_from(record.duration_ms).unwrap_or(i64::MAX),
+            record.status_code,
+            record.reason,
+            record.response
+        ])
+    })
+    .map_err(sqlite_error)?;
+    Ok(true)
+}
+
+/// Leases up to `room` due deliveries of one endpoint into `claims`.
+pub(super) fn claim_from_endpoint(
+    tx: &rusqlite::Transaction<'_>,
+    request: &ClaimRequest,
+    endpoint_id: &str,
+    room: usize,
+    claims: &mut Vec<Claim>,
+) -> Result<(), StoreError> {
+    let due = {
+        let mut select = tx
+            .prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS_D}, e.url, e.secret, e.status
+                 FROM deliveries d
+                 LEFT JOIN endpoints e ON e.endpoint_id = d.endpoint_id AND e.username = d.username
+                 WHERE d.status = 'pending' AND d.endpoint_id = ?1 AND d.next_attempt_at <= ?2
+                 ORDER BY d.next_attempt_at LIMIT ?3"
+            ))
+            .map_err(sqlite_error)?;
+        let rows = select
+            .query_map(
+                params![
+                    endpoint_id,
+                    request.now_ms,
+                    i64::try_from(room).unwrap_or(i64::MAX)
+                ],
+                |row| {
+                    Ok((
+                        read_delivery(row)?,
+                        row.get::<_, Option<String>>(11)?,
+                        row.get::<_, Option<String>>(12)?,
+                        row.get::<_, Option<String>>(13)?,
+                    ))
+                },
+            )
+            .map_err(sqlite_error)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)?
+    };
+    for (raw, url, secret, status) in due {
+        let mut delivery: Delivery = raw.parse()?;
+        match (url, secret, status.as_deref()) {
+            (Some(url), Some(secret), Some("enabled")) => {
+                let lease = ids::new_lease_token();
+                tx.execute(
+                    "UPDATE deliveries SET next_attempt_at = ?1, lease_owner = ?2 WHERE delivery_id = ?3",
+                    params![request.lease_until_ms, lease, delivery.delivery_id],
+                )
+                .map_err(sqlite_error)?;
+                delivery.next_attempt_at = request.lease_until_ms;
+                claims.push(Claim {
+                    delivery,
+                    url,
+                    secret,
+                    lease,
+                });
+            }
+            (Some(_), Some(_), _) => {
+                tx.execute(
+                    "UPDATE deliveries SET next_attempt_at = ?1 WHERE delivery_id = ?2",
+                    params![request.park_until_ms, delivery.delivery_id],
+                )
+                .map_err(sqlite_error)?;
+            }
+            _ => delete_deliveries(tx, "delivery_id", &delivery.delivery_id)?,
+        }
+    }
+    Ok(())
+}
+
+/// One bounded step of [`Store::sweep`]: at most [`SWEEP_BATCH`] each of
+/// forgotten event ids, deliveries past retention, and deliveries of a
+/// deleted endpoint.
+pub(super) fn sweep_step(
+    tx: &rusqlite::Transaction<'_>,
+    now_ms: i64,
+) -> Result<SweepReport, StoreError> {
+    let forgotten = tx
+        .prepare_cached(
+            "DELETE FROM seen_events WHERE (username, event_id) IN
+                 (SELECT username, event_id FROM seen_events WHERE expires_at <= ?1 LIMIT ?2)",
+        )
+        .and_then(|mut delete| delete.execute(params![now_ms, SWEEP_BATCH]))
+        .map_err(sqlite_error)?;
+    let expired = delete_delivery_batch(
+        tx,
+        "SELECT delivery_id FROM deliveries WHERE remove_at <= ?1 LIMIT ?2",
+        now_ms,
+    )?;
+    let deleted_endpoint: Option<String> = tx
+        .query_row(
+            "SELECT endpoint_id FROM deleted_endpoints LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(sqlite_error)?;
+    let mut orphans = 0;
+    if let Some(endpoint_id) = deleted_endpoint {
+        orphans = delete_delivery_batch(
+            tx,
+            "SELECT delivery_id FROM deliveries WHERE endpoint_id = ?1 LIMIT ?2",
+            &endpoint_id,
+        )?;
+        if orphans < SWEEP_BATCH {
+            tx.execute(
+                "DELETE FROM deleted_endpoints WHERE endpoint_id = ?1",
+                [&endpoint_id],
+            )
+            .map_err(sqlite_error)?;
+        }
+    }
+    let full = |n: usize| n == SWEEP_BATCH;
+    Ok(SweepReport {
+        removed: (expired + orphans) as u64,
+        more: full(forgotten) || full(expired) || full(orphans),
+    })
+}
+
+/// Deletes the deliveries (and their attempts) that `select` lists for
+/// `(?1 = value, ?2 = SWEEP_BATCH)`; returns how many.
+pub(super) fn delete_delivery_batch(
+    tx: &rusqlite::Transaction<'_>,
+    select: &str,
+    value: impl rusqlite::ToSql,
+) -> Result<usize, StoreError> {
+    let ids: Vec<String> = tx
+        .prepare_cached(select)
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![value, SWEEP_BATCH], |row| row.get(0))?
+                .collect()
+        })
+        .map_err(sqlite_error)?;
+    let mut delete_attempts = tx
+        .prepare_cached("DELETE FROM attempts WHERE delivery_id = ?1")
+        .map_err(sqlite_error)?;
+    let mut delete_delivery = tx
+        .prepare_cached("DELETE FROM deliveries WHERE delivery_id = ?1")
+        .map_err(sqlite_error)?;
+    for id in &ids {
+        delete_attempts.execute([id]).map_err(sqlite_error)?;
+        delete_delivery.execute([id]).map_err(sqlite_error)?;
+    }
+    Ok(ids.len())
+}
+
+/// Deletes deliveries (and their attempts) whose `column` equals `value`.
+pub(super) fn delete_deliveries(
+    tx: &rusqlite::Transaction<'_>,
+    column: &str,
+    value: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        &format!("DELETE FROM attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries WHERE {column} = ?1)"),
+        [value],
+    )
+    .map_err(sqlite_error)?;
+    tx.execute(
+        &format!("DELETE FROM deliveries WHERE {column} = ?1"),
+        [value],
+    )
+    .map_err(sqlite_error)?;
+    Ok(())
+}

@@ -1,0 +1,596 @@
+//! The embedded store: one SQLite file.
+//!
+//! Durability: WAL journal with `synchronous=FULL`, so a transaction that
+//! returned survives a crash of webhookd *and* of the machine. One
+//! connection serves the process, guarded by a mutex and used only from
+//! `spawn_blocking` threads; SQLite serialises writers anyway, and
+//! `BEGIN IMMEDIATE` plus a busy timeout keep several processes on one file
+//! correct.
+
+mod deliveries;
+mod rows;
+mod schema;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event};
+
+use self::deliveries::{
+    Leasing, READY_ENDPOINTS, accept_one, claim_from_endpoint, record_one_attempt, sweep_step,
+};
+use self::rows::{
+    DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RawDelivery, RawEndpoint, read_delivery, read_endpoint,
+    select_endpoint,
+};
+use self::schema::{open_blocking, sqlite_error};
+use crate::{
+    Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
+    DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Retention, RetryOutcome, Store,
+    StoreError, SweepReport, UserSummary, events_to_json,
+};
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+    retention: Retention,
+    changes: Arc<EndpointChanges>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, with its directory) and migrates the
+    /// database at `path`.
+    pub async fn open(path: &str) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        let connection = tokio::task::spawn_blocking(move || open_blocking(Path::new(&path)))
+            .await
+            .map_err(|e| StoreError::Failed(Box::new(e)))??;
+        Ok(SqliteStore {
+            connection: Arc::new(Mutex::new(connection)),
+            retention: Retention::default(),
+            changes: Arc::default(),
+        })
+    }
+
+    /// Keeps finished deliveries as `retention` says (default: SPEC §4).
+    #[must_use]
+    pub fn with_retention(self, retention: Retention) -> Self {
+        SqliteStore { retention, ..self }
+    }
+
+    /// Runs `work` on a blocking thread with the connection.
+    async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave a half-done
+            // transaction behind (rusqlite rolls back on drop), so a
+            // poisoned mutex is still safe to use.
+            let mut connection = connection
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            work(&mut connection)
+        })
+        .await
+        .map_err(|e| StoreError::Failed(Box::new(e)))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(sqlite_error)
+        })
+        .await
+    }
+
+    async fn add_api_key(
+        &self,
+        username: &str,
+        key_hash: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (username, key_hash) = (username.to_owned(), key_hash.to_owned());
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            tx.execute(
+                "INSERT INTO users (username, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![username, now],
+            )
+            .map_err(sqlite_error)?;
+            tx.execute(
+                "INSERT INTO api_keys (key_hash, username, created_at) VALUES (?1, ?2, ?3)",
+                params![key_hash, username, now],
+            )
+            .map_err(sqlite_error)?;
+            tx.commit().map_err(sqlite_error)
+        })
+        .await
+    }
+
+    async fn user_for_api_key(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
+        let key_hash = key_hash.to_owned();
+        self.call(move |c| {
+            c.prepare_cached("SELECT username FROM api_keys WHERE key_hash = ?1")
+                .and_then(|mut statement| {
+                    statement.query_row([key_hash], |row| row.get(0)).optional()
+                })
+                .map_err(sqlite_error)
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
+        self.call(|c| {
+            let mut statement = c
+                .prepare(
+                    "SELECT u.username, u.created_at, COUNT(k.key_hash)
+                     FROM users u LEFT JOIN api_keys k ON k.username = u.username
+                     GROUP BY u.username ORDER BY u.username",
+                )
+                .map_err(sqlite_error)?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok(UserSummary {
+                        username: row.get(0)?,
+                        created_at: row.get(1)?,
+                        api_keys: row.get(2)?,
+                    })
+                })
+                .map_err(sqlite_error)?;
+            rows.collect::<Result<_, _>>().map_err(sqlite_error)
+        })
+        .await
+    }
+
+    async fn revoke_api_keys(&self, username: &str) -> Result<usize, StoreError> {
+        let username = username.to_owned();
+        self.call(move |c| {
+            c.execute("DELETE FROM api_keys WHERE username = ?1", [username])
+                .map_err(sqlite_error)
+        })
+        .await
+    }
+
+    async fn create_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        limit: usize,
+    ) -> Result<CreateOutcome, StoreError> {
+        let endpoint = endpoint.clone();
+        self.call(move |c| {
+            // IMMEDIATE takes the write lock before the count, so no other
+            // writer (thread or process) can slip in between count and insert.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite_error)?;
+            let held: usize = tx
+                .query_row("SELECT COUNT(*) FROM endpoints WHERE username = ?1", [&endpoint.username], |row| {
+                    row.get(0)
+                })
+                .map_err(sqlite_error)?;
+            if held >= limit {
+                return Ok(CreateOutcome::LimitReached);
+            }
+            tx.execute(
+                "INSERT INTO endpoints (endpoint_id, url, secret, status, events, username, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    endpoint.endpoint_id,
+                    endpoint.url,
+                    endpoint.secret,
+                    endpoint.status.as_str(),
+                    events_to_json(&endpoint.events),
+                    endpoint.username,
+                    endpoint.created_at
+                ],
+            )
+            .map_err(sqlite_error)?;
+            tx.commit().map_err(sqlite_error)?;
+            Ok(CreateOutcome::Created)
+        })
+        .await
+    }
+
+    async fn list_endpoints(&self, username: &str) -> Result<Vec<Endpoint>, StoreError> {
+        let username = username.to_owned();
+        self.call(move |c| {
+            let mut statement = c
+                .prepare_cached(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE username = ?1 ORDER BY seq"
+                ))
+                .map_err(sqlite_error)?;
+            let rows = statement
+                .query_map([username], read_endpoint)
+                .map_err(sqlite_error)?;
+            rows.map(|row| row.map_err(sqlite_error).and_then(RawEndpoint::parse))
+                .collect()
+        })
+        .await
+    }
+
+    async fn get_endpoint(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let (username, endpoint_id) = (username.to_owned(), endpoint_id.to_owned());
+        self.call(move |c| select_endpoint(c, &username, &endpoint_id))
+            .await
+    }
+
+    async fn update_endpoint(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        spec: &EndpointSpec,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let (username, endpoint_id, spec) =
+            (username.to_owned(), endpoint_id.to_owned(), spec.clone());
+        let changes = Arc::clone(&self.changes);
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let changed = tx
+                .execute(
+                    "UPDATE endpoints SET url = ?1, status = COALESCE(?2, status), events = ?3
+                     WHERE username = ?4 AND endpoint_id = ?5",
+                    params![
+                        spec.url,
+                        spec.status.map(EndpointStatus::as_str),
+                        events_to_json(&spec.events),
+                        username,
+                        endpoint_id
+                    ],
+                )
+                .map_err(sqlite_error)?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            let endpoint = select_endpoint(&tx, &username, &endpoint_id)?;
+            tx.commit().map_err(sqlite_error)?;
+            changes.mark(&endpoint_id);
+            Ok(endpoint)
+        })
+        .await
+    }
+
+    async fn delete_endpoint(&self, username: &str, endpoint_id: &str) -> Result<bool, StoreError> {
+        let (username, endpoint_id) = (username.to_owned(), endpoint_id.to_owned());
+        let changes = Arc::clone(&self.changes);
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let deleted = tx
+                .execute(
+                    "DELETE FROM endpoints WHERE username = ?1 AND endpoint_id = ?2",
+                    [&username, &endpoint_id],
+                )
+                .map_err(sqlite_error)?;
+            if deleted > 0 {
+                // Its deliveries go in the sweep's bounded steps; claims
+                // already drop those of endpoints that are gone.
+                tx.execute(
+                    "INSERT OR IGNORE INTO deleted_endpoints (endpoint_id) VALUES (?1)",
+                    [&endpoint_id],
+                )
+                .map_err(sqlite_error)?;
+            }
+            tx.commit().map_err(sqlite_error)?;
+            if deleted > 0 {
+                changes.mark(&endpoint_id);
+            }
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn accept_events(
+        &self,
+        events: &[Event],
+        now_ms: i64,
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        let nothing = ClaimRequest::default();
+        Ok(self.accept_and_claim(events, now_ms, &nothing).await?.0)
+    }
+
+    async fn accept_and_claim(
+        &self,
+        events: &[Event],
+        now_ms: i64,
+        claim: &ClaimRequest,
+    ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
+        let (events, claim) = (events.to_vec(), claim.clone());
+        self.call(move |c| {
+            // One transaction for the whole batch, leases included: one
+            // fsync instead of one per event, and all-or-nothing — an error
+            // means nothing was accepted, so the producer's retry is safe.
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let mut leasing = Leasing::new(&claim);
+            let mut outcomes = Vec::with_capacity(events.len());
+            for event in &events {
+                outcomes.push(accept_one(&tx, event, now_ms, &mut leasing)?);
+            }
+            tx.commit().map_err(sqlite_error)?;
+            Ok((outcomes, leasing.claims))
+        })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        status: DeliveryStatus,
+        page: &Page,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let (username, endpoint_id, page) =
+            (username.to_owned(), endpoint_id.to_owned(), page.clone());
+        self.call(move |c| {
+            let mut statement = c
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                     WHERE endpoint_id = ?1 AND username = ?2 AND status = ?3 AND delivery_id > ?4
+                       AND EXISTS (SELECT 1 FROM endpoints WHERE endpoint_id = ?1 AND username = ?2)
+                     ORDER BY delivery_id LIMIT ?5"
+                ))
+                .map_err(sqlite_error)?;
+            let rows = statement
+                .query_map(
+                    params![
+                        endpoint_id,
+                        username,
+                        status.as_str(),
+                        page.after.unwrap_or_default(),
+                        i64::try_from(page.limit).unwrap_or(i64::MAX)
+                    ],
+                    read_delivery,
+                )
+                .map_err(sqlite_error)?;
+            rows.map(|row| row.map_err(sqlite_error).and_then(RawDelivery::parse))
+                .collect()
+        })
+        .await
+    }
+
+    async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+        let request = request.clone();
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let ready: Vec<String> = {
+                let mut select = tx.prepare_cached(READY_ENDPOINTS).map_err(sqlite_error)?;
+                // Endpoints without room are skipped; at most `room` of them.
+                let most = i64::try_from(request.limit + request.room.len()).unwrap_or(i64::MAX);
+                select
+                    .query_map(params![request.now_ms, most], |row| row.get(0))
+                    .map_err(sqlite_error)?
+                    .collect::<Result<_, _>>()
+                    .map_err(sqlite_error)?
+            };
+            let mut claims = Vec::new();
+            for endpoint_id in ready {
+                let room = request
+                    .room
+                    .get(&endpoint_id)
+                    .copied()
+                    .unwrap_or(request.per_endpoint)
+                    .min(request.limit.saturating_sub(claims.len()));
+                if room > 0 {
+                    claim_from_endpoint(&tx, &request, &endpoint_id, room, &mut claims)?;
+                }
+            }
+            tx.commit().map_err(sqlite_error)?;
+            Ok(claims)
+        })
+        .await
+    }
+
+    async fn record_attempts(&self, finished: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError> {
+        let finished = finished.to_vec();
+        let retention = self.retention;
+        self.call(move |c| {
+            // One transaction, one commit (one fsync) for the whole batch.
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let recorded = finished
+                .iter()
+                .map(|attempt| record_one_attempt(&tx, &retention, attempt))
+                .collect::<Result<Vec<bool>, StoreError>>()?;
+            tx.commit().map_err(sqlite_error)?;
+            Ok(recorded)
+        })
+        .await
+    }
+
+    async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {
+        let (delivery_id, lease) = (claim.delivery.delivery_id.clone(), claim.lease.clone());
+        self.call(move |c| {
+            c.execute(
+                "UPDATE deliveries SET next_attempt_at = ?1, lease_owner = NULL
+                 WHERE delivery_id = ?2 AND lease_owner = ?3 AND status = 'pending'",
+                params![due_ms, delivery_id, lease],
+            )
+            .map(|updated| updated > 0)
+            .map_err(sqlite_error)
+        })
+        .await
+    }
+
+    async fn delivery_attempts(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        delivery_id: &str,
+    ) -> Result<Option<(Delivery, Vec<AttemptRecord>)>, StoreError> {
+        let (username, endpoint_id, delivery_id) = (
+            username.to_owned(),
+            endpoint_id.to_owned(),
+            delivery_id.to_owned(),
+        );
+        self.call(move |c| {
+            let Some(delivery) = c
+                .query_row(
+                    &format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                         WHERE delivery_id = ?1 AND endpoint_id = ?2 AND username = ?3"
+                    ),
+                    [&delivery_id, &endpoint_id, &username],
+                    read_delivery,
+                )
+                .optional()
+                .map_err(sqlite_error)?
+            else {
+                return Ok(None);
+            };
+            let mut select = c
+                .prepare_cached(
+                    "SELECT attempt, started_at, duration_ms, status_code, reason, response
+                     FROM attempts WHERE delivery_id = ?1 ORDER BY attempt",
+                )
+                .map_err(sqlite_error)?;
+            let attempts = select
+                .query_map([&delivery_id], |row| {
+                    Ok(AttemptRecord {
+                        attempt: row.get(0)?,
+                        started_at: row.get(1)?,
+                        duration_ms: row.get::<_, i64>(2)?.try_into().unwrap_or_default(),
+                        status_code: row.get(3)?,
+                        reason: row.get(4)?,
+                        response: row.get(5)?,
+                    })
+                })
+                .map_err(sqlite_error)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sqlite_error)?;
+            Ok(Some((delivery.parse()?, attempts)))
+        })
+        .await
+    }
+
+    async fn retry_dead(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> Result<RetryOutcome, StoreError> {
+        let (username, endpoint_id, delivery_id) = (
+            username.to_owned(),
+            endpoint_id.to_owned(),
+            delivery_id.to_owned(),
+        );
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let status: Option<String> = tx
+                .query_row(
+                    "SELECT status FROM deliveries WHERE delivery_id = ?1 AND endpoint_id = ?2 AND username = ?3",
+                    [&delivery_id, &endpoint_id, &username],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sqlite_error)?;
+            let outcome = match status.as_deref().map(str::parse::<DeliveryStatus>).transpose()? {
+                None => RetryOutcome::NotFound,
+                Some(DeliveryStatus::Failed) => {
+                    tx.execute(
+                        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, lease_owner = NULL,
+                             last_attempt = 1, remove_at = NULL
+                         WHERE delivery_id = ?2",
+                        params![now_ms, delivery_id],
+                    )
+                    .map_err(sqlite_error)?;
+                    RetryOutcome::Scheduled
+                }
+                Some(other) => RetryOutcome::NotFailed(other),
+            };
+            tx.commit().map_err(sqlite_error)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {
+        self.call(move |c| {
+            let count = |sql: &str, now: Option<i64>| -> Result<u64, StoreError> {
+                let count: i64 = match now {
+                    Some(now) => c.query_row(sql, [now], |row| row.get(0)),
+                    None => c.query_row(sql, [], |row| row.get(0)),
+                }
+                .map_err(sqlite_error)?;
+                Ok(u64::try_from(count).unwrap_or_default())
+            };
+            Ok(DeliveryStats {
+                due: count(
+                    "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1",
+                    Some(now_ms),
+                )?,
+                scheduled: count(
+                    "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at > ?1",
+                    Some(now_ms),
+                )?,
+                dead: count(
+                    "SELECT COUNT(*) FROM deliveries WHERE status = 'failed'
+                     AND endpoint_id NOT IN (SELECT endpoint_id FROM deleted_endpoints)",
+                    None,
+                )?,
+            })
+        })
+        .await
+    }
+
+    async fn sweep(&self, now_ms: i64) -> Result<SweepReport, StoreError> {
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let report = sweep_step(&tx, now_ms)?;
+            tx.commit().map_err(sqlite_error)?;
+            Ok(report)
+        })
+        .await
+    }
+
+    fn endpoint_changes(&self) -> Arc<EndpointChanges> {
+        Arc::clone(&self.changes)
+    }
+
+    async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            tx.execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                [&name, &value],
+            )
+            .map_err(sqlite_error)?;
+            let stored: String = tx
+                .query_row(
+                    "SELECT value FROM settings WHERE name = ?1",
+                    [&name],
+                    |row| row.get(0),
+                )
+                .map_err(sqlite_error)?;
+            tx.commit().map_err(sqlite_error)?;
+            Ok(stored)
+        })
+        .await
+    }
+}

@@ -1,0 +1,122 @@
+//! Rows as they come out of SQLite, before their enums are parsed.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use webhookd_core::Endpoint;
+
+use super::schema::sqlite_error;
+use crate::{Delivery, StoreError, event_type_from_str, events_from_json, status_from_str};
+
+/// [`DELIVERY_COLUMNS`] qualified with the `d` alias, for joins.
+pub(super) const DELIVERY_COLUMNS_D: &str = "d.delivery_id, d.username, d.endpoint_id, d.event_id, d.event_type, \
+     d.body, d.status, d.attempts, d.next_attempt_at, d.created_at, d.last_attempt";
+
+pub(super) const DELIVERY_COLUMNS: &str = "delivery_id, username, endpoint_id, event_id, event_type, body, \
+     status, attempts, next_attempt_at, created_at, last_attempt";
+
+/// A delivery row before its enums are parsed.
+pub(super) struct RawDelivery {
+    delivery_id: String,
+    username: String,
+    endpoint_id: String,
+    event_id: String,
+    event_type: String,
+    body: String,
+    status: String,
+    attempts: u32,
+    next_attempt_at: i64,
+    created_at: i64,
+    last_attempt: bool,
+}
+
+pub(super) fn read_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawDelivery> {
+    Ok(RawDelivery {
+        delivery_id: row.get(0)?,
+        username: row.get(1)?,
+        endpoint_id: row.get(2)?,
+        event_id: row.get(3)?,
+        event_type: row.get(4)?,
+        body: row.get(5)?,
+        status: row.get(6)?,
+        attempts: row.get(7)?,
+        next_attempt_at: row.get(8)?,
+        created_at: row.get(9)?,
+        last_attempt: row.get(10)?,
+    })
+}
+
+impl RawDelivery {
+    pub(super) fn parse(self) -> Result<Delivery, StoreError> {
+        Ok(Delivery {
+            event_type: event_type_from_str(&self.event_type)?,
+            status: self.status.parse()?,
+            delivery_id: self.delivery_id,
+            username: self.username,
+            endpoint_id: self.endpoint_id,
+            event_id: self.event_id,
+            body: self.body,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            created_at: self.created_at,
+            last_attempt: self.last_attempt,
+        })
+    }
+}
+
+pub(super) const ENDPOINT_COLUMNS: &str =
+    "endpoint_id, url, secret, status, events, username, created_at";
+
+pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndpoint> {
+    Ok(RawEndpoint {
+        endpoint_id: row.get(0)?,
+        url: row.get(1)?,
+        secret: row.get(2)?,
+        status: row.get(3)?,
+        events: row.get(4)?,
+        username: row.get(5)?,
+        created_at: row.get(6)?,
+    })
+}
+
+/// A row before its status and events are parsed.
+pub(super) struct RawEndpoint {
+    endpoint_id: String,
+    url: String,
+    secret: String,
+    status: String,
+    events: String,
+    username: String,
+    created_at: i64,
+}
+
+impl RawEndpoint {
+    pub(super) fn parse(self) -> Result<Endpoint, StoreError> {
+        Ok(Endpoint {
+            status: status_from_str(&self.status)?,
+            events: events_from_json(&self.events)?,
+            endpoint_id: self.endpoint_id,
+            url: self.url,
+            secret: self.secret,
+            username: self.username,
+            created_at: self.created_at,
+        })
+    }
+}
+
+pub(super) fn select_endpoint(
+    connection: &Connection,
+    username: &str,
+    endpoint_id: &str,
+) -> Result<Option<Endpoint>, StoreError> {
+    connection
+        .query_row(
+            &format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE username = ?1 AND endpoint_id = ?2"
+            ),
+            params![username, endpoint_id],
+            read_endpoint,
+        )
+        .optional()
+        .map_err(sqlite_error)?
+        .map(RawEndpoint::parse)
+        .transpose()
+}

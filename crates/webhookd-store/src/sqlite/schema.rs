@@ -1,0 +1,141 @@
+//! The SQLite schema: versioned migrations, opening a connection with the
+//! durability settings, and how SQLite errors map to store errors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::StoreError;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how
+/// many have run. Append only: never edit a migration that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, API keys, endpoints, settings.
+    "CREATE TABLE users (
+         username   TEXT PRIMARY KEY,
+         created_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE api_keys (
+         key_hash   TEXT PRIMARY KEY,
+         username   TEXT NOT NULL REFERENCES users(username),
+         created_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX api_keys_by_user ON api_keys(username);
+     CREATE TABLE endpoints (
+         seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+         endpoint_id TEXT NOT NULL UNIQUE,
+         username    TEXT NOT NULL,
+         url         TEXT NOT NULL,
+         secret      TEXT NOT NULL,
+         status      TEXT NOT NULL,
+         events      TEXT NOT NULL,
+         created_at  INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX endpoints_by_user ON endpoints(username, seq);
+     CREATE TABLE settings (
+         name  TEXT PRIMARY KEY,
+         value TEXT NOT NULL
+     ) STRICT;",
+    // 2: de-duplication, deliveries and their attempts.
+    "CREATE TABLE seen_events (
+         username   TEXT NOT NULL,
+         event_id   TEXT NOT NULL,
+         expires_at INTEGER NOT NULL,
+         PRIMARY KEY (username, event_id)
+     ) STRICT, WITHOUT ROWID;
+     CREATE INDEX seen_events_by_expiry ON seen_events(expires_at);
+     CREATE TABLE deliveries (
+         delivery_id     TEXT PRIMARY KEY,
+         username        TEXT NOT NULL,
+         endpoint_id     TEXT NOT NULL,
+         event_id        TEXT NOT NULL,
+         event_type      TEXT NOT NULL,
+         body            TEXT NOT NULL,
+         status          TEXT NOT NULL,
+         attempts        INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at INTEGER NOT NULL,
+         lease_owner     TEXT,
+         lease_until     INTEGER,
+         created_at      INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
+     CREATE INDEX deliveries_by_endpoint ON deliveries(endpoint_id, status, delivery_id);
+     CREATE TABLE attempts (
+         delivery_id TEXT NOT NULL,
+         attempt     INTEGER NOT NULL,
+         started_at  INTEGER NOT NULL,
+         duration_ms INTEGER NOT NULL,
+         status_code INTEGER,
+         reason      TEXT NOT NULL,
+         response    TEXT,
+         PRIMARY KEY (delivery_id, attempt)
+     ) STRICT, WITHOUT ROWID;",
+    // 3: counting dead deliveries for the metrics without a table scan.
+    "CREATE INDEX deliveries_failed ON deliveries(status) WHERE status = 'failed';",
+    // 4: claiming endpoint by endpoint (see READY_ENDPOINTS).
+    "CREATE INDEX deliveries_pending_by_endpoint ON deliveries(endpoint_id, next_attempt_at)
+         WHERE status = 'pending';",
+    // 5: retention, one-attempt re-sends, and deleting endpoints in steps.
+    // Deliveries finished before this migration are kept the default time
+    // from their creation.
+    "ALTER TABLE deliveries ADD COLUMN last_attempt INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE deliveries ADD COLUMN remove_at INTEGER;
+     UPDATE deliveries SET remove_at = created_at + 604800000 WHERE status = 'delivered';
+     UPDATE deliveries SET remove_at = created_at + 2592000000 WHERE status = 'failed';
+     CREATE INDEX deliveries_by_removal ON deliveries(remove_at) WHERE remove_at IS NOT NULL;
+     CREATE TABLE deleted_endpoints (endpoint_id TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;",
+];
+
+/// How long a statement waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Failed(Box::new(e)))?;
+    }
+    let mut connection = Connection::open(path).map_err(sqlite_error)?;
+    connection
+        .busy_timeout(BUSY_TIMEOUT)
+        .map_err(sqlite_error)?;
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(sqlite_error)?;
+    migrate(&mut connection)?;
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Exclusive)
+        .map_err(sqlite_error)?;
+    let applied: usize = transaction
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(sqlite_error)?;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {applied} is newer than this webhookd ({}); upgrade webhookd",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        transaction.execute_batch(migration).map_err(sqlite_error)?;
+        transaction
+            .execute_batch(&format!("PRAGMA user_version = {}", index + 1))
+            .map_err(sqlite_error)?;
+    }
+    transaction.commit().map_err(sqlite_error)
+}
+
+/// Lock contention and I/O trouble are "unavailable"; the rest is a failure.
+pub(super) fn sqlite_error(error: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure};
+    match error.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure) => {
+            StoreError::Unavailable(Box::new(error))
+        }
+        _ => StoreError::Failed(Box::new(error)),
+    }
+}
