@@ -21,7 +21,23 @@
 //! | `<u>:ep:<id>:due` | sorted set | the endpoint's pending delivery ids by due time |
 //! | `<p>:ready` | sorted set | the `…:due` keys of endpoints with pending deliveries, by their earliest due time |
 //! | `<p>:dead` | counter | dead deliveries kept in the partition |
+//! | `<p>:expiry` | sorted set | delivered and dead delivery ids by removal time (ms), SPEC §4 retention |
+//! | `<p>:trash` | list | trash bases of deleted endpoints not yet swept |
+//! | `<p>:trash:<token>:<due\|pending\|delivered\|failed>` | sorted set | a deleted endpoint's indexes, renamed |
 //! | `settings` | hash | name → value |
+//!
+//! A delivery hash also holds `lease` while claimed and `last_attempt` after
+//! a manual re-send (one attempt, SPEC §8).
+//!
+//! Housekeeping is bounded: `sweep.lua` removes at most [`SWEEP_BUDGET`]
+//! deliveries per call — past their retention, or left by a deleted
+//! endpoint, whose delete was O(1) (its indexes renamed to a trash base) —
+//! so no call holds Redis for more than a few milliseconds.
+//!
+//! Endpoint updates and deletes `PUBLISH` the endpoint id on
+//! `<prefix>endpoint-changes`; every process follows it (see `changes.rs`)
+//! so claims it holds for that endpoint are re-read before their next
+//! attempt.
 //!
 //! Claims walk `<p>:ready` endpoint by endpoint, oldest due first, and take
 //! at most a worker's per-endpoint room from each: an endpoint with a million
