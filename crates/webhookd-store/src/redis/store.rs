@@ -346,10 +346,16 @@ impl Store for RedisStore {
             for (endpoint_id, room) in &room {
                 invocation.arg(endpoint_id.as_str()).arg(**room);
             }
-            let rows: Vec<Vec<String>> = invocation
-                .invoke_async(&mut connection)
-                .await
-                .map_err(redis_error)?;
+            let rows: Vec<Vec<String>> = match invocation.invoke_async(&mut connection).await {
+                Ok(rows) => rows,
+                // Claims leased in earlier partitions are the caller's now:
+                // dropping them would hide them until their lease ran out.
+                Err(error) if !claims.is_empty() => {
+                    tracing::warn!(%error, claimed = claims.len(), "claiming stopped at a failing partition");
+                    break;
+                }
+                Err(error) => return Err(redis_error(error)),
+            };
             for row in rows {
                 claims.push(claim_from_row(row, request.lease_until_ms)?);
             }
