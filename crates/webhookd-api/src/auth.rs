@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use webhookd_core::ids::{API_KEY_MAX_LEN, hash_api_key};
+use webhookd_core::telemetry::{self, Credential};
 
 use crate::AppState;
 use crate::envelope::ApiError;
@@ -28,7 +29,8 @@ impl FromRequestParts<AppState> for Caller {
             .get("x-api-key")
             .and_then(|value| value.to_str().ok())
             .filter(|key| !key.is_empty() && key.len() <= API_KEY_MAX_LEN)
-            .ok_or(INVALID)?;
+            .ok_or(INVALID)
+            .inspect_err(|_| refused(Credential::ApiKey))?;
         // Only the hash is stored; looking it up compares nothing secret
         // (a SHA-256 of a 256-bit random key reveals nothing about the key).
         let key_hash = hash_api_key(key);
@@ -36,9 +38,40 @@ impl FromRequestParts<AppState> for Caller {
             .store
             .user_for_api_key(&key_hash)
             .await?
-            .ok_or(INVALID)?;
+            .ok_or(INVALID)
+            .inspect_err(|_| refused(Credential::ApiKey))?;
         state.limiter.check(&key_hash, Instant::now())?;
         Ok(Caller { username })
+    }
+}
+
+/// How often a refused credential is logged at most, per kind of
+/// credential: a flood of wrong keys cannot flood the log.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Counts a refused credential (`webhookd_auth_failures_total`) and logs it
+/// at a bounded rate, with how many were refused since the last line. The
+/// credential itself is never logged.
+pub(crate) fn refused(credential: Credential) {
+    static LOGGED: [Mutex<Option<(Instant, u64)>>; 2] = [Mutex::new(None), Mutex::new(None)];
+    telemetry::auth_failed(credential);
+    let slot = match credential {
+        Credential::ApiKey => &LOGGED[0],
+        Credential::IngestToken => &LOGGED[1],
+    };
+    let mut logged = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now = Instant::now();
+    match &mut *logged {
+        Some((at, suppressed)) if now.duration_since(*at) < REFUSAL_LOG_EVERY => *suppressed += 1,
+        _ => {
+            let refused_since = logged.map_or(0, |(_, suppressed)| suppressed) + 1;
+            tracing::warn!(
+                credential = credential.as_str(),
+                refused_since,
+                "request refused: missing or invalid credential"
+            );
+            *logged = Some((now, 0));
+        }
     }
 }
 

@@ -18,9 +18,17 @@ pub async fn healthz() -> impl IntoResponse {
 /// reasons, so a load balancer stops sending traffic and an operator sees
 /// why.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    // What is down, never its internal error text (that goes to the log).
     let store = match tokio::time::timeout(READINESS_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => None,
-        Ok(Err(error)) => Some(format!("store: {error}")),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: the store is not answering");
+            Some(if error.is_unavailable() {
+                "store: unreachable".to_owned()
+            } else {
+                "store: failing".to_owned()
+            })
+        }
         Err(_) => Some(format!(
             "store: no answer within {}s",
             READINESS_TIMEOUT.as_secs()

@@ -12,7 +12,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 use webhookd_core::MissingId;
 use webhookd_core::event::MAX_EVENT_BYTES;
-use webhookd_core::telemetry::Source;
+use webhookd_core::telemetry::{Credential, Source};
 use webhookd_ingest::Ingest;
 
 use crate::AppState;
@@ -59,17 +59,27 @@ pub async fn accept(
     ))
 }
 
-/// `Authorization: Bearer <token>`, compared in constant time.
+/// `Authorization: Bearer <token>` (the scheme in any case, RFC 9110
+/// §11.1), the token compared in constant time.
 fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or_default();
     if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        crate::auth::refused(Credential::IngestToken);
         return Err(ApiError::Unauthorized(
             "missing or invalid ingest token (Authorization: Bearer)",
         ));
     }
     Ok(())
+}
+
+/// The token of a `Bearer` credential, whatever the scheme's case.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }

@@ -20,8 +20,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{Method, Uri};
 use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use webhookd_core::endpoint::UrlRules;
 use webhookd_core::health::Readiness;
 use webhookd_core::telemetry;
@@ -34,6 +32,9 @@ mod endpoints;
 pub mod envelope;
 mod health;
 mod ingest;
+pub mod listener;
+
+pub use listener::{ListenerLimits, serve};
 
 use auth::RateLimiter;
 use envelope::ApiError;
@@ -130,7 +131,7 @@ async fn count_request(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = telemetry::http_method_label(request.method().as_str());
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let status = match response.status().as_u16() {
@@ -152,14 +153,4 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets
-/// requests in progress finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-}
+

@@ -65,6 +65,11 @@ pub struct Config {
     /// `retry_schedule`: delays after each failed attempt, comma-separated.
     /// Default `5s,5m,30m,2h,5h,10h,14h,20h,1d` (10 attempts over ~3.1 days).
     pub retry_schedule: RetrySchedule,
+    /// `max_connections`: client connections the listener holds open at
+    /// once (SPEC §7); more wait in the kernel's backlog. Default `4096`.
+    /// Lowered at start if the open-file limit cannot also cover outbound
+    /// deliveries.
+    pub max_connections: u32,
     /// `api_rate_limit`: requests per second each API key may make to the
     /// management API, with bursts of twice that; `0` turns the limit off.
     /// Default `100`, far above what endpoint management needs.
@@ -106,6 +111,7 @@ impl Default for Config {
             delivery_concurrency: 256,
             endpoint_concurrency: 8,
             retry_schedule: RetrySchedule::default(),
+            max_connections: 4096,
             api_rate_limit: 100,
             keep_delivered: Duration::from_secs(7 * 24 * 3600),
             keep_failed: Duration::from_secs(30 * 24 * 3600),
@@ -134,6 +140,7 @@ impl fmt::Debug for Config {
             .field("delivery_concurrency", &self.delivery_concurrency)
             .field("endpoint_concurrency", &self.endpoint_concurrency)
             .field("retry_schedule", &self.retry_schedule.to_string())
+            .field("max_connections", &self.max_connections)
             .field("api_rate_limit", &self.api_rate_limit)
             .field("keep_delivered", &format_duration(self.keep_delivered))
             .field("keep_failed", &format_duration(self.keep_failed))
@@ -391,6 +398,7 @@ impl Config {
             "delivery_concurrency" => self.delivery_concurrency = raw.integer()?,
             "endpoint_concurrency" => self.endpoint_concurrency = raw.integer()?,
             "retry_schedule" => self.retry_schedule = RetrySchedule::parse(&raw.text()?)?,
+            "max_connections" => self.max_connections = raw.integer()?,
             "api_rate_limit" => self.api_rate_limit = raw.integer()?,
             "keep_delivered" => self.keep_delivered = raw.duration()?,
             "keep_failed" => self.keep_failed = raw.duration()?,
@@ -428,6 +436,12 @@ impl Config {
                     format_duration(RECORD_ALLOWANCE),
                     format_duration(min_grace)
                 ),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(fail(
+                "max_connections",
+                format!("{} is outside 1..1000000", self.max_connections),
             ));
         }
         for (key, keep) in [
@@ -511,6 +525,7 @@ const KEYS: &[&str] = &[
     "delivery_concurrency",
     "endpoint_concurrency",
     "retry_schedule",
+    "max_connections",
     "api_rate_limit",
     "keep_delivered",
     "keep_failed",

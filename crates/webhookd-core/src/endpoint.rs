@@ -141,8 +141,19 @@ impl UrlRules {
         if !url.username().is_empty() || url.password().is_some() {
             return fail("must not contain a user name or password".into());
         }
+        if url.port() == Some(0) {
+            return fail("must not use port 0".into());
+        }
         let literal_ip = match url.host() {
             None => return fail("must have a host".into()),
+            // RFC 1035: a name is at most 253 characters (255 octets on the
+            // wire), each label at most 63; DNS could never resolve more.
+            Some(url::Host::Domain(name)) if name.trim_end_matches('.').len() > 253 => {
+                return fail("has a host name over 253 characters".into());
+            }
+            Some(url::Host::Domain(name)) if name.split('.').any(|label| label.len() > 63) => {
+                return fail("has a host name label over 63 characters".into());
+            }
             Some(url::Host::Domain(_)) => None,
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
@@ -210,6 +221,8 @@ mod tests {
     #[test]
     fn bad_urls_are_refused_with_a_reason() {
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
+        let long_host = format!("https://{}.example.com/", vec!["a".repeat(60); 5].join("."));
+        let long_label = format!("https://{}.example.com/", "a".repeat(64));
         let cases = [
             ("", "is required"),
             ("example.com/webhook", "not an absolute URL"),
@@ -227,6 +240,9 @@ mod tests {
             ("https://[::1]:8443/", "loopback"),
             (" https://example.com/", "spaces"),
             (long.as_str(), "the limit is 2048"),
+            ("https://example.com:0/hook", "port 0"),
+            (long_host.as_str(), "over 253 characters"),
+            (long_label.as_str(), "label over 63"),
         ];
         for (url, reason) in cases {
             let error = strict().check(url).expect_err(url);

@@ -25,6 +25,7 @@ pub const STORE_DURATION: &str = "webhookd_store_operation_duration_seconds";
 pub const STORE_ERRORS: &str = "webhookd_store_errors_total";
 pub const API_REQUESTS: &str = "webhookd_api_requests_total";
 pub const API_DURATION: &str = "webhookd_api_request_duration_seconds";
+pub const AUTH_FAILURES: &str = "webhookd_auth_failures_total";
 pub const BUILD_INFO: &str = "webhookd_build_info";
 
 /// Histogram buckets, 1 ms to 30 s.
@@ -150,6 +151,13 @@ pub fn register(version: &'static str, rejection_codes: &[&'static str]) {
         API_REQUESTS,
         "HTTP requests, by route, method and status class."
     );
+    describe_counter!(
+        AUTH_FAILURES,
+        "Requests refused for a missing or wrong credential, by credential."
+    );
+    for credential in Credential::ALL {
+        counter!(AUTH_FAILURES, "credential" => credential.as_str()).absolute(0);
+    }
     describe_histogram!(
         API_DURATION,
         metrics::Unit::Seconds,
@@ -246,10 +254,52 @@ pub fn store_operation(
     }
 }
 
-/// `route` is the matched route template (or `unmatched`), `status` the
-/// class (`2xx` … `5xx`).
-pub fn api_request(route: String, method: String, status: &'static str, duration: Duration) {
+/// `route` is the matched route template (or `unmatched`), `method` one
+/// of [`http_method_label`]'s closed set, `status` the class (`2xx` …
+/// `5xx`): nothing a client sends becomes a label of its own.
+pub fn api_request(
+    route: String,
+    method: &'static str,
+    status: &'static str,
+    duration: Duration,
+) {
     counter!(API_REQUESTS, "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
     histogram!(API_DURATION, "route" => route).record(duration.as_secs_f64());
+}
+
+/// The metric label of an HTTP method: the standard ones by name, anything
+/// else `other` (a client can send any token as a method).
+pub fn http_method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
+}
+
+/// A credential a request can present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// `x-api-key` on the management API.
+    ApiKey,
+    /// The bearer token of `POST /internal/events`.
+    IngestToken,
+}
+
+impl Credential {
+    pub const ALL: [Credential; 2] = [Credential::ApiKey, Credential::IngestToken];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Credential::ApiKey => "api_key",
+            Credential::IngestToken => "ingest_token",
+        }
+    }
+}
+
+pub fn auth_failed(credential: Credential) {
+    counter!(AUTH_FAILURES, "credential" => credential.as_str()).increment(1);
 }

@@ -124,8 +124,8 @@ impl AmqpConsumer {
                 Ok(()) => "session ended".to_owned(),
                 Err(error) => error.to_string(),
             };
-            self.readiness
-                .set_not_ready(COMPONENT, format!("disconnected: {reason}"));
+            // The reason goes to the log; /readyz only says what is down.
+            self.readiness.set_not_ready(COMPONENT, "disconnected");
             telemetry::amqp_connected(false);
             let delay = delays.next().unwrap_or(MAX_RECONNECT_DELAY);
             tracing::warn!(attempt, retry_in_ms = delay.as_millis(), error = %reason, "RabbitMQ unavailable; reconnecting");

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use webhookd_api::{ApiSettings, AppState};
+use webhookd_api::{ApiSettings, AppState, ListenerLimits};
 use webhookd_core::Config;
 use webhookd_core::Rejection;
 use webhookd_core::address::AddressPolicy;
@@ -47,8 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = webhookd_store::open(&config)
         .await
         .with_context(|| format!("cannot open the store {}", config.store))?;
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = webhookd_api::listener::bind(config.listen)
         .with_context(|| format!("cannot listen on {} (WEBHOOKD_LISTEN)", config.listen))?;
     // The bound address, which differs from the configured one for port 0.
     let listen = listener
@@ -109,7 +107,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: Some(metrics),
     };
     let router = webhookd_api::router(AppState::new(store, ingest, settings));
-    let server = tasks.spawn(webhookd_api::serve(listener, router, shutdown.clone()));
+    let open_files = raise_open_file_limit();
+    let max_connections = webhookd_api::listener::connection_budget(
+        config.max_connections as usize,
+        open_files,
+        u64::from(config.delivery_concurrency) + RESERVED_FILES,
+    );
+    let server = tasks.spawn(webhookd_api::serve(
+        listener,
+        router,
+        ListenerLimits::new(max_connections),
+        shutdown.clone(),
+    ));
     tracing::info!(%listen, store = %config.store, "webhookd is ready");
 
     tokio::select! {
@@ -201,6 +210,37 @@ async fn refresh_metrics(
             Err(error) => tracing::warn!(%error, "cannot read delivery counts for the metrics"),
         }
     }
+}
+
+/// File descriptors kept back from client connections, on top of one per
+/// outbound delivery in flight: the store, the broker, the listener, logs,
+/// DNS, pooled idle connections to receivers.
+const RESERVED_FILES: u64 = 512;
+
+/// Raises the soft open-file limit to the hard one (SPEC §7: client
+/// connections must not take the descriptors outbound deliveries need) and
+/// returns the limit now in force.
+fn raise_open_file_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(current), hard) = (limit.current, limit.maximum) else {
+        return u64::MAX;
+    };
+    let wanted = hard.unwrap_or(current.max(1 << 20));
+    if wanted > current {
+        let raised = rustix::process::Rlimit {
+            current: Some(wanted),
+            maximum: hard,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::debug!(from = current, to = wanted, "raised the open-file limit");
+                return wanted;
+            }
+            Err(error) => tracing::warn!(%error, current, "cannot raise the open-file limit"),
+        }
+    }
+    current
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C) with the signal's name.

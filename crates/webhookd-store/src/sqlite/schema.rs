@@ -90,10 +90,32 @@ const MIGRATIONS: &[&str] = &[
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Creates the database file readable and writable by its owner only
+/// (SPEC §7), or narrows an existing one to that. SQLite gives its `-wal`
+/// and `-shm` files the database's mode.
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        let mut permissions = std::fs::metadata(path)?.permissions();
+        if permissions.mode() & 0o077 != 0 {
+            permissions.set_mode(0o600);
+            std::fs::set_permissions(path, permissions)?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Failed(Box::new(e)))?;
     }
+    restrict_to_owner(path).map_err(|e| StoreError::Failed(Box::new(e)))?;
     let mut connection = Connection::open(path).map_err(sqlite_error)?;
     connection
         .busy_timeout(BUSY_TIMEOUT)

@@ -1,0 +1,325 @@
+//! The listener as an attacker meets it (SPEC §7): what a client sends never
+//! becomes a metric label, idle and slow connections are closed on time and
+//! cannot starve deliveries or `/healthz`, bodies must keep moving, hyper's
+//! own refusals carry the JSON envelope, and the small things: a lowercase
+//! `bearer`, counted token failures, `/readyz` without internals, and a
+//! database file only its owner can read.
+
+// In tests a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Server, add_user, sqlite_store, webhookd};
+
+const TOKEN: &str = "whi_process_test_token_0123456789";
+
+fn start(store: &str) -> Server {
+    let mut command = webhookd(store);
+    command
+        .env("WEBHOOKD_INGEST_TOKEN", TOKEN)
+        .env("WEBHOOKD_REQUIRE_HTTPS", "false")
+        .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
+    Server::start_with(command)
+}
+
+/// Sends raw bytes and reads whatever comes back until the server closes
+/// (or 15 s pass).
+fn exchange(server: &Server, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(&server.listen).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn metrics(server: &Server) -> String {
+    reqwest::blocking::get(format!("{}/metrics", server.base))
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+/// Each new method name used to create a series of its own, forever.
+#[test]
+fn methods_a_client_invents_never_become_metric_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&sqlite_store(&dir));
+    for i in 0..200 {
+        let method = format!("M{i}{}", "X".repeat(500));
+        exchange(
+            &server,
+            format!("{method} /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        );
+    }
+    let text = metrics(&server);
+    assert!(!text.contains("XXXXX"), "an invented method became a label");
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("webhookd_api_requests_total") && line.contains("method=\"other\"")),
+        "invented methods count as other"
+    );
+    assert!(text.len() < 200_000, "/metrics is {} bytes", text.len());
+}
+
+/// A process-wide soft limit the test's own 2,200 sockets fit in.
+fn raise_own_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, raised).unwrap();
+}
+
+/// 2,000 connections that send nothing and 200 that send their headers a
+/// byte a second, held open: an event is still delivered, `/healthz` still
+/// answers at once, and the server closes them all once the head deadline
+/// (10 s) has passed — while a keep-alive connection that finished a
+/// request stays usable (idle limit 60 s).
+#[test]
+fn idle_and_slow_header_connections_starve_nothing_and_are_closed() {
+    raise_own_open_file_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = runtime.block_on(webhookd_testkit::receiver::Receiver::start(
+        webhookd_testkit::receiver::Answer::Status(200),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let key = add_user(&store, "johndoe");
+    let server = start(&store);
+    let client = reqwest::blocking::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let created: Value = client
+        .post(format!("{}/v2/endpoint", server.base))
+        .header("x-api-key", &key)
+        .body(json!({"url": receiver.url, "events": ["generated_video_success"]}).to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(created["code"], 0, "{created}");
+
+    let opened = Instant::now();
+    let idle: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect(&server.listen).unwrap())
+        .collect();
+    let mut slow: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&server.listen).unwrap();
+            stream.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+            stream
+        })
+        .collect();
+    eprintln!("connections open after {:?}", opened.elapsed());
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..12 {
+            for stream in &mut slow {
+                let _ = stream.write_all(b"x");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        slow
+    });
+
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let asked = Instant::now();
+        let answer = client.get(format!("{}/healthz", server.base)).send().unwrap();
+        assert_eq!(answer.status(), 200);
+        worst = worst.max(asked.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("healthz checked after {:?}, worst {worst:?}", opened.elapsed());
+    assert!(worst < Duration::from_millis(100), "/healthz took {worst:?}");
+    let response = client
+        .post(format!("{}/internal/events", server.base))
+        .bearer_auth(TOKEN)
+        .body(r#"{"event":"generated_video_success","username":"johndoe","event_id":"evt_starved","data":{}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let arrived = runtime.block_on(receiver.wait_for(1, Duration::from_secs(5)));
+    assert_eq!(arrived.len(), 1, "the event was delivered meanwhile");
+    eprintln!("delivered after {:?}", opened.elapsed());
+    assert!(opened.elapsed() < Duration::from_secs(10), "checked under load");
+
+    let slow = trickle.join().unwrap();
+    assert!(opened.elapsed() > Duration::from_secs(11));
+    let closed = |mut stream: TcpStream| {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut byte = [0_u8; 1];
+        match stream.read(&mut byte) {
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                false
+            }
+            _ => true,
+        }
+    };
+    let still_open = idle
+        .into_iter()
+        .chain(slow)
+        .map(closed)
+        .filter(|closed| !closed)
+        .count();
+    assert_eq!(still_open, 0, "connections past the head deadline were left open");
+    // The pooled keep-alive connection of `client` is idle, not slow: it
+    // still serves.
+    let answer = client.get(format!("{}/healthz", server.base)).send().unwrap();
+    assert_eq!(answer.status(), 200);
+}
+
+/// A body that stops arriving gets a 40000 and the connection is closed
+/// (it used to be held forever).
+#[test]
+fn a_body_that_stops_moving_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&sqlite_store(&dir));
+    let started = Instant::now();
+    let answer = exchange(
+        &server,
+        format!(
+            "POST /internal/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\ncontent-length: 100\r\n\r\n{{"
+        )
+        .as_bytes(),
+    );
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("\"code\":40000"), "{answer}");
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(14)).contains(&took),
+        "cut off after {took:?}"
+    );
+}
+
+/// 400 and 431 come from hyper, before any route: they carry the envelope.
+#[test]
+fn requests_hyper_refuses_get_the_json_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&sqlite_store(&dir));
+    let garbage = exchange(&server, b"NOT HTTP AT ALL\r\n\r\n");
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+    assert!(garbage.contains("application/json"), "{garbage}");
+    let body = garbage.split("\r\n\r\n").nth(1).unwrap();
+    let envelope: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(envelope["code"], 40000);
+
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let answer = exchange(&server, huge.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    let envelope: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(envelope["code"], 40000);
+
+    // A normal request on the same listener is untouched.
+    let fine = exchange(
+        &server,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+}
+
+#[test]
+fn a_lowercase_bearer_is_accepted_and_wrong_tokens_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&sqlite_store(&dir));
+    let client = reqwest::blocking::Client::new();
+    let post = |authorization: &str| {
+        client
+            .post(format!("{}/internal/events", server.base))
+            .header("authorization", authorization)
+            .body(r#"{"event":"generated_video_success","username":"nobody","data":{}}"#)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(post(&format!("bearer {TOKEN}")), 202);
+    assert_eq!(post(&format!("BEARER {TOKEN}")), 202);
+    for _ in 0..3 {
+        assert_eq!(post("Bearer wrong-token-0123456789"), 401);
+    }
+    let text = metrics(&server);
+    let failures = text
+        .lines()
+        .find(|line| {
+            line.starts_with("webhookd_auth_failures_total")
+                && line.contains("credential=\"ingest_token\"")
+        })
+        .unwrap_or_default();
+    assert!(failures.ends_with(" 3"), "{failures:?}");
+}
+
+/// `/readyz` names what is down, not the client library's error text.
+#[test]
+fn readyz_names_what_is_down_without_internals() {
+    let Some(url) = webhookd_testkit::require(webhookd_testkit::Service::Redis) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let target = webhookd_testkit::service_address(webhookd_testkit::Service::Redis);
+    let proxy = runtime.block_on(webhookd_testkit::CuttableProxy::start(target));
+    let _ = url;
+    let server = start(&format!("redis://{}/0", proxy.address));
+    let ready = reqwest::blocking::get(format!("{}/readyz", server.base)).unwrap();
+    assert_eq!(ready.status(), 200);
+    proxy.cut();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = reqwest::blocking::get(format!("{}/readyz", server.base)).unwrap();
+        if answer.status() == 503 {
+            let body: Value = answer.json().unwrap();
+            let reason = body["reason"].as_str().unwrap();
+            assert!(
+                reason == "store: unreachable" || reason.starts_with("store: no answer within"),
+                "{reason}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reported the store down");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    proxy.restore();
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let _server = start(&store);
+    let mode = std::fs::metadata(dir.path().join("webhookd.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
