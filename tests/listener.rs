@@ -57,14 +57,16 @@ fn methods_a_client_invents_never_become_metric_labels() {
         let method = format!("M{i}{}", "X".repeat(500));
         exchange(
             &server,
-            format!("{method} /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+            format!("{method} /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
         );
     }
     let text = metrics(&server);
     assert!(!text.contains("XXXXX"), "an invented method became a label");
     assert!(
         text.lines()
-            .any(|line| line.starts_with("webhookd_api_requests_total") && line.contains("method=\"other\"")),
+            .any(|line| line.starts_with("webhookd_api_requests_total")
+                && line.contains("method=\"other\"")),
         "invented methods count as other"
     );
     assert!(text.len() < 200_000, "/metrics is {} bytes", text.len());
@@ -105,15 +107,7 @@ fn idle_and_slow_header_connections_starve_nothing_and_are_closed() {
         .pool_idle_timeout(Duration::from_secs(120))
         .build()
         .unwrap();
-    let created: Value = client
-        .post(format!("{}/v2/endpoint", server.base))
-        .header("x-api-key", &key)
-        .body(json!({"url": receiver.url, "events": ["generated_video_success"]}).to_string())
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(created["code"], 0, "{created}");
+    create_endpoint(&server, &key, &receiver.url);
 
     let opened = Instant::now();
     let idle: Vec<TcpStream> = (0..2000)
@@ -140,13 +134,22 @@ fn idle_and_slow_header_connections_starve_nothing_and_are_closed() {
     let mut worst = Duration::ZERO;
     for _ in 0..20 {
         let asked = Instant::now();
-        let answer = client.get(format!("{}/healthz", server.base)).send().unwrap();
+        let answer = client
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .unwrap();
         assert_eq!(answer.status(), 200);
         worst = worst.max(asked.elapsed());
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("healthz checked after {:?}, worst {worst:?}", opened.elapsed());
-    assert!(worst < Duration::from_millis(100), "/healthz took {worst:?}");
+    eprintln!(
+        "healthz checked after {:?}, worst {worst:?}",
+        opened.elapsed()
+    );
+    assert!(
+        worst < Duration::from_millis(100),
+        "/healthz took {worst:?}"
+    );
     let response = client
         .post(format!("{}/internal/events", server.base))
         .bearer_auth(TOKEN)
@@ -157,38 +160,58 @@ fn idle_and_slow_header_connections_starve_nothing_and_are_closed() {
     let arrived = runtime.block_on(receiver.wait_for(1, Duration::from_secs(5)));
     assert_eq!(arrived.len(), 1, "the event was delivered meanwhile");
     eprintln!("delivered after {:?}", opened.elapsed());
-    assert!(opened.elapsed() < Duration::from_secs(10), "checked under load");
+    assert!(
+        opened.elapsed() < Duration::from_secs(10),
+        "checked under load"
+    );
 
     let slow = trickle.join().unwrap();
     assert!(opened.elapsed() > Duration::from_secs(11));
-    let closed = |mut stream: TcpStream| {
-        stream
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let mut byte = [0_u8; 1];
-        match stream.read(&mut byte) {
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                false
-            }
-            _ => true,
-        }
-    };
     let still_open = idle
         .into_iter()
         .chain(slow)
-        .map(closed)
-        .filter(|closed| !closed)
+        .filter(|stream| !closed_by_server(stream))
         .count();
-    assert_eq!(still_open, 0, "connections past the head deadline were left open");
+    assert_eq!(
+        still_open, 0,
+        "connections past the head deadline were left open"
+    );
     // The pooled keep-alive connection of `client` is idle, not slow: it
     // still serves.
-    let answer = client.get(format!("{}/healthz", server.base)).send().unwrap();
+    let answer = client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .unwrap();
     assert_eq!(answer.status(), 200);
+}
+
+/// Whether the server has closed `stream` (a read answers at once rather
+/// than waiting).
+fn closed_by_server(mut stream: &TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut byte = [0_u8; 1];
+    !matches!(
+        stream.read(&mut byte),
+        Err(error) if matches!(
+            error.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    )
+}
+
+/// Creates `username`'s endpoint to `url` through the API.
+fn create_endpoint(server: &Server, key: &str, url: &str) {
+    let created: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v2/endpoint", server.base))
+        .header("x-api-key", key)
+        .body(json!({"url": url, "events": ["generated_video_success"]}).to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(created["code"], 0, "{created}");
 }
 
 /// A body that stops arriving gets a 40000 and the connection is closed

@@ -59,7 +59,9 @@ pub(crate) fn refused(credential: Credential) {
         Credential::ApiKey => &LOGGED[0],
         Credential::IngestToken => &LOGGED[1],
     };
-    let mut logged = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut logged = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = Instant::now();
     match &mut *logged {
         Some((at, suppressed)) if now.duration_since(*at) < REFUSAL_LOG_EVERY => *suppressed += 1,

@@ -10,8 +10,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -240,11 +240,12 @@ impl Activity {
 
     /// When the connection must be closed, as things stand now.
     fn deadline(&self, limits: &ListenerLimits) -> Instant {
-        let at = |millis: u64, limit: Duration| {
-            self.opened + Duration::from_millis(millis) + limit
-        };
+        let at = |millis: u64, limit: Duration| self.opened + Duration::from_millis(millis) + limit;
         let head_started = self.head_started.load(Ordering::Relaxed);
-        let idle = at(self.last_progress.load(Ordering::Relaxed), limits.idle_timeout);
+        let idle = at(
+            self.last_progress.load(Ordering::Relaxed),
+            limits.idle_timeout,
+        );
         if head_started == 0 {
             idle
         } else {

@@ -257,12 +257,7 @@ pub fn store_operation(
 /// `route` is the matched route template (or `unmatched`), `method` one
 /// of [`http_method_label`]'s closed set, `status` the class (`2xx` …
 /// `5xx`): nothing a client sends becomes a label of its own.
-pub fn api_request(
-    route: String,
-    method: &'static str,
-    status: &'static str,
-    duration: Duration,
-) {
+pub fn api_request(route: String, method: &'static str, status: &'static str, duration: Duration) {
     counter!(API_REQUESTS, "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
     histogram!(API_DURATION, "route" => route).record(duration.as_secs_f64());

@@ -24,6 +24,7 @@ use webhookd_core::signer;
 use webhookd_store::Claim;
 
 use crate::classify::{Observed, Reason};
+use crate::reuse::{Counting, Uses};
 
 /// The most of a response body kept for the attempt log.
 pub const RESPONSE_EXCERPT: usize = 1024;
@@ -42,12 +43,15 @@ pub struct Response {
     pub excerpt: Option<String>,
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
+type Connector = Counting<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>>;
 
 /// Sends deliveries. Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]
 pub struct DeliveryClient {
     client: Client<Connector, Full<Bytes>>,
+    /// Never pools: for sending again a request that failed on a reused
+    /// connection the receiver had closed (see `reuse`).
+    fresh: Client<Connector, Full<Bytes>>,
     policy: Arc<AddressPolicy>,
     timeout: Duration,
 }
@@ -68,12 +72,17 @@ impl DeliveryClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
+        let connector = Counting(https);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
-            .build(https);
+            .build(connector.clone());
+        let fresh = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
         DeliveryClient {
             client,
+            fresh,
             policy,
             timeout,
         }
@@ -91,8 +100,17 @@ impl DeliveryClient {
                 };
             }
         };
-        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut sent = tokio::time::timeout_at(deadline, self.client.request(request)).await;
+        if let Ok(Err(error)) = &sent
+            && failed_on_a_reused_connection(error)
+            && let Ok(again) = self.request(claim)
         {
+            // Not an attempt: the receiver had closed the idle connection.
+            tracing::debug!(delivery_id = %claim.delivery.delivery_id, "a reused connection was closed under the request; sending it again on a fresh one");
+            sent = tokio::time::timeout_at(deadline, self.fresh.request(again)).await;
+        }
+        let response = match sent {
             Err(_) => {
                 return Response {
                     observed: Observed::NoResponse(Reason::Timeout),
@@ -107,6 +125,9 @@ impl DeliveryClient {
             }
             Ok(Ok(response)) => response,
         };
+        if let Some(uses) = Uses::of(response.extensions()) {
+            uses.answered();
+        }
         let code = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -170,6 +191,19 @@ async fn read_excerpt(mut body: hyper::body::Incoming) -> Option<String> {
 }
 
 /// Finds the cause of a failed request by type, walking the error chain.
+/// A request that got no byte of an answer on a connection that had
+/// answered before: the receiver closed it while it sat in the pool.
+fn failed_on_a_reused_connection(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() {
+        return false;
+    }
+    let mut extensions = http::Extensions::new();
+    if let Some(connected) = error.connect_info() {
+        connected.get_extras(&mut extensions);
+    }
+    Uses::of(&extensions).is_some_and(Uses::reused)
+}
+
 fn transport_reason(error: &hyper_util::client::legacy::Error) -> Reason {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(cause) = source {

@@ -2,12 +2,14 @@
 //! SPEC §3 says, and record each attempt and its consequence (SPEC §4).
 //!
 //! Layout: [`client`] (HTTP, signing, SSRF guard), [`classify`] (outcome →
-//! verdict, exhaustive), [`engine`] (claiming with leases, concurrency caps,
+//! verdict, exhaustive), `reuse` (telling a reused connection's silent
+//! close from a failed attempt), [`engine`] (claiming with leases, concurrency caps,
 //! fairness, retries as data, draining on shutdown).
 
 pub mod classify;
 pub mod client;
 pub mod engine;
+mod reuse;
 
 pub use classify::{Reason, Verdict};
 pub use client::DeliveryClient;

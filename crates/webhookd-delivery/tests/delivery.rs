@@ -54,6 +54,7 @@ on_both_stores!(
     a_put_applies_to_claims_already_queued,
     a_delete_stops_claims_already_queued,
     a_resent_dead_delivery_gets_exactly_one_attempt,
+    a_receiver_closing_idle_connections_silently_costs_no_attempt,
 );
 
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -502,4 +503,60 @@ async fn a_resent_dead_delivery_gets_exactly_one_attempt(store: Arc<dyn Store>) 
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[1].reason, "http_5xx");
     assert!(!delivery.last_attempt, "the flag goes with the attempt");
+}
+
+/// A receiver that closes each connection shortly after its answer, without
+/// `Connection: close`: the pool hands out connections it has already
+/// closed. A request lost that way is sent again on a fresh connection, not
+/// counted as a failed attempt.
+async fn a_receiver_closing_idle_connections_silently_costs_no_attempt(store: Arc<dyn Store>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&answered);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let mut buffer = vec![0_u8; 16 * 1024];
+                let mut request = Vec::new();
+                // Head and body of one request (its content-length is small).
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") || !request.ends_with(b"}") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Closes soon after, without a word.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            });
+        }
+    });
+    let target = endpoint(&store, &url).await;
+    let mut settings = settings("10s");
+    settings.per_endpoint = 1;
+    let _running = dispatch(&store, settings, loopback_allowed());
+    for i in 0..60 {
+        accept(&store, &[event(&format!("evt_close_{i}"))]).await;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let delivered = wait_for_status(&store, &target, DeliveryStatus::Delivered, 60).await;
+    assert_eq!(delivered.len(), 60);
+    let retried: Vec<u32> = delivered
+        .iter()
+        .map(|delivery| delivery.attempts)
+        .filter(|&attempts| attempts > 1)
+        .collect();
+    assert!(
+        retried.is_empty(),
+        "attempts spent on closed connections: {retried:?}"
+    );
 }
