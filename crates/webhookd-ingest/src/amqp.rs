@@ -38,6 +38,14 @@ use crate::Ingest;
 pub const COMPONENT: &str = "amqp";
 /// Header of a dead-lettered message that says why it was set aside.
 pub const ERROR_HEADER: &str = "x-webhookd-error";
+/// Header of a dead-lettered message whose body was cut to
+/// [`DEAD_LETTER_KEEP`]: the size it had.
+pub const TRUNCATED_HEADER: &str = "x-webhookd-original-bytes";
+/// Most of an invalid message's body kept in the dead-letter queue. A
+/// message far over the event limit is not copied whole (that would double
+/// what it costs webhookd and the broker); its start is enough to find its
+/// producer.
+pub const DEAD_LETTER_KEEP: usize = 1024 * 1024;
 
 /// How long a batch waits to fill up once its first message arrived.
 const BATCH_LINGER: Duration = Duration::from_millis(5);
@@ -301,6 +309,15 @@ impl AmqpConsumer {
             ShortString::from(ERROR_HEADER),
             AMQPValue::LongString(LongString::from(reason)),
         );
+        let kept = if message.data.len() > DEAD_LETTER_KEEP {
+            headers.insert(
+                ShortString::from(TRUNCATED_HEADER),
+                AMQPValue::LongString(LongString::from(message.data.len().to_string())),
+            );
+            &message.data[..DEAD_LETTER_KEEP]
+        } else {
+            &message.data[..]
+        };
         let properties = message
             .properties
             .clone()
@@ -311,7 +328,7 @@ impl AmqpConsumer {
                 "".into(),
                 self.settings.dead_letter_queue().into(),
                 BasicPublishOptions::default(),
-                &message.data,
+                kept,
                 properties,
             )
             .await?

@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use webhookd_core::health::Readiness;
 use webhookd_core::{Endpoint, EndpointStatus, EventType, ids};
 use webhookd_ingest::Ingest;
-use webhookd_ingest::amqp::{AmqpConsumer, AmqpSettings, COMPONENT, ERROR_HEADER};
+use webhookd_ingest::amqp::{
+    AmqpConsumer, AmqpSettings, COMPONENT, DEAD_LETTER_KEEP, ERROR_HEADER, TRUNCATED_HEADER,
+};
 use webhookd_store::{DeliveryStatus, Page, RedisStore, Store};
 use webhookd_testkit::amqp::{close_connections_named, publish, take_all, unique_queue};
 use webhookd_testkit::{Service, require, unique_prefix};
@@ -250,6 +252,38 @@ async fn the_same_event_id_three_times_fans_out_once() {
     assert_eq!(counts, counts_after);
     assert_eq!(counts_after.get("evt_same"), Some(&1));
     assert_eq!(counts_after.get("evt_other"), Some(&1));
+    fixture.stop().await;
+}
+
+/// A message far over the event limit is not copied whole into the
+/// dead-letter queue: its start is kept, with its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_message_is_dead_lettered_cut_to_its_start() {
+    let Some(fixture) = Fixture::start("huge", 1).await else {
+        return;
+    };
+    let huge = "x".repeat(5 * 1024 * 1024);
+    fixture
+        .publish(vec![huge.clone(), message("evt_after_huge")])
+        .await;
+    let counts = fixture.wait_for_events(1, Duration::from_secs(30)).await;
+    assert_eq!(counts.get("evt_after_huge"), Some(&1));
+    let mut dead = Vec::new();
+    for _ in 0..50 {
+        dead.extend(take_all(&fixture.amqp_url, &fixture.settings.dead_letter_queue()).await);
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body.len(), DEAD_LETTER_KEEP);
+    assert_eq!(&dead[0].body[..], &huge.as_bytes()[..DEAD_LETTER_KEEP]);
+    assert_eq!(
+        dead[0].header(TRUNCATED_HEADER),
+        Some(huge.len().to_string().as_str())
+    );
+    assert!(dead[0].header(ERROR_HEADER).unwrap().starts_with("too_large: "));
     fixture.stop().await;
 }
 
