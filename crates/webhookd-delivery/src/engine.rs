@@ -57,10 +57,14 @@ pub struct DispatcherSettings {
 /// Claims a flowing lane may hold waiting, per sending slot: enough that a
 /// fast endpoint's claims come in large batches.
 const QUEUED_PER_SLOT: usize = 8;
-/// An endpoint whose last attempt took less than this is flowing: its lane
-/// may queue. A slower one only gets claims for its sending slots, so its
-/// claims never wait long nor hold permits the others need.
+/// An endpoint whose last attempt succeeded in less than this is flowing:
+/// its lane may queue. A slower one only gets claims for its sending slots,
+/// so its claims never wait long nor hold permits the others need.
 const FLOWING_BELOW: Duration = Duration::from_secs(1);
+/// The share of `max_in_flight` that endpoints which are not flowing (slow
+/// or failing) may hold together: however many hang, the rest of the
+/// permits stay for the endpoints that answer (SPEC §7, fairness).
+const SUSPECT_SHARE_PERCENT: usize = 50;
 
 impl DispatcherSettings {
     /// The lease: time for a claim to wait behind a few attempts of a
@@ -121,8 +125,49 @@ pub struct Reservation {
 struct Lane {
     sending: usize,
     waiting: VecDeque<Held>,
-    /// Whether its last attempt was quick (see `FLOWING_BELOW`).
-    flowing: bool,
+    health: Health,
+}
+
+/// How an endpoint answered its last attempt in this process: a circuit
+/// breaker that decides how many claims its lane may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Health {
+    /// Not tried yet (or idle, and so not listed in a claim request): one
+    /// claim, a probe. A thousand new endpoints that hang hold one permit
+    /// each for one deadline, not `per_endpoint` each wave after wave.
+    #[default]
+    Unknown,
+    /// Succeeded quickly (see `FLOWING_BELOW`): may queue.
+    Flowing,
+    /// Succeeded slowly: `per_endpoint` claims, sending only.
+    Slow,
+    /// Failed (error, timeout, non-2xx): one claim at a time — the
+    /// half-open probe; its first success opens the lane again.
+    Failing,
+}
+
+impl Health {
+    /// Held claims of this health count against the suspects' share.
+    fn is_suspect(self) -> bool {
+        matches!(self, Health::Slow | Health::Failing)
+    }
+
+    fn after(result: AttemptResult, took: Duration) -> Health {
+        match result {
+            AttemptResult::Delivered if took < FLOWING_BELOW => Health::Flowing,
+            AttemptResult::Delivered => Health::Slow,
+            AttemptResult::RetryAt(_) | AttemptResult::Dead => Health::Failing,
+        }
+    }
+
+    /// Claims a lane of this health may hold, sending or waiting.
+    fn room(self, per_endpoint: usize) -> usize {
+        match self {
+            Health::Flowing => per_endpoint * (1 + QUEUED_PER_SLOT),
+            Health::Slow => per_endpoint,
+            Health::Unknown | Health::Failing => 1,
+        }
+    }
 }
 
 impl Lane {
@@ -132,11 +177,7 @@ impl Lane {
 
     /// Claims the lane may hold, sending or waiting.
     fn capacity(&self, per_endpoint: usize) -> usize {
-        if self.flowing {
-            per_endpoint * (1 + QUEUED_PER_SLOT)
-        } else {
-            per_endpoint
-        }
+        self.health.room(per_endpoint)
     }
 }
 
@@ -290,26 +331,41 @@ impl Dispatcher {
     }
 
     /// What this worker can take now: `limit` in all, and per endpoint the
-    /// room its lane has.
+    /// room its lane has. Slow and failing endpoints share at most
+    /// `SUSPECT_SHARE_PERCENT` of the permits between them.
     fn claim_request(&self, limit: usize) -> ClaimRequest {
         let now = unix_millis();
         let per_endpoint = self.settings.per_endpoint;
-        // Idle lanes get the default room, which never exceeds theirs.
-        let room = self
-            .lock_lanes()
+        let lanes = self.lock_lanes();
+        let suspects_held: usize = lanes
+            .values()
+            .filter(|lane| lane.health.is_suspect())
+            .map(Lane::held)
+            .sum();
+        let suspect_share = (self.settings.max_in_flight * SUSPECT_SHARE_PERCENT / 100).max(1);
+        let mut suspect_room = suspect_share.saturating_sub(suspects_held);
+        // Endpoints not listed get one claim (see `Health::Unknown`): an
+        // idle lane starts again with one, and is listed with its full room
+        // from its next claim on. Suspects are always listed.
+        let room = lanes
             .iter()
-            .filter(|(_, lane)| lane.held() > 0)
+            .filter(|(_, lane)| lane.held() > 0 || lane.health.is_suspect())
             .map(|(endpoint_id, lane)| {
-                let room = lane.capacity(per_endpoint).saturating_sub(lane.held());
+                let mut room = lane.capacity(per_endpoint).saturating_sub(lane.held());
+                if lane.health.is_suspect() {
+                    room = room.min(suspect_room);
+                    suspect_room -= room;
+                }
                 (endpoint_id.clone(), room)
             })
             .collect();
+        drop(lanes);
         ClaimRequest {
             now_ms: now,
             lease_until_ms: now + millis(self.settings.lease()),
             park_until_ms: now + millis(DISABLED_PARK),
             limit,
-            per_endpoint,
+            per_endpoint: Health::Unknown.room(per_endpoint),
             room,
         }
     }
@@ -346,7 +402,8 @@ impl Dispatcher {
         // Idle lanes are kept for what they remember (whether the endpoint
         // is flowing), up to a point.
         if lanes.len() > MAX_LANES {
-            lanes.retain(|_, lane| lane.held() > 0);
+            // Suspects are kept: forgetting one would hand it full room.
+            lanes.retain(|_, lane| lane.held() > 0 || lane.health.is_suspect());
         }
         let lane = lanes
             .entry(held.claim.delivery.endpoint_id.clone())
@@ -386,7 +443,10 @@ impl Dispatcher {
                 // joins the recorder's next batch.
                 let started = Instant::now();
                 let finished = self.attempt(claim).await;
-                self.set_flowing(&endpoint_id, started.elapsed() < FLOWING_BELOW);
+                self.set_health(
+                    &endpoint_id,
+                    Health::after(finished.result, started.elapsed()),
+                );
                 let unrecorded = Unrecorded { finished, permit };
                 if recorder.send(unrecorded).is_err() {
                     tracing::error!(
@@ -406,9 +466,9 @@ impl Dispatcher {
         }
     }
 
-    fn set_flowing(&self, endpoint_id: &str, flowing: bool) {
+    fn set_health(&self, endpoint_id: &str, health: Health) {
         if let Some(lane) = self.lock_lanes().get_mut(endpoint_id) {
-            lane.flowing = flowing;
+            lane.health = health;
         }
     }
 

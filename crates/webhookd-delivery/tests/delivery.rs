@@ -55,6 +55,7 @@ on_both_stores!(
     a_delete_stops_claims_already_queued,
     a_resent_dead_delivery_gets_exactly_one_attempt,
     a_receiver_closing_idle_connections_silently_costs_no_attempt,
+    hanging_tenants_cannot_delay_another_tenants_fresh_delivery,
 );
 
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -559,4 +560,53 @@ async fn a_receiver_closing_idle_connections_silently_costs_no_attempt(store: Ar
         retried.is_empty(),
         "attempts spent on closed connections: {retried:?}"
     );
+}
+
+/// Two tenants with ten endpoints each that never answer, each with a
+/// backlog, must not keep a third tenant's fresh delivery waiting for more
+/// than about one attempt's deadline (SPEC §7). Without the breaker they
+/// took every permit, again and again, oldest backlog first.
+async fn hanging_tenants_cannot_delay_another_tenants_fresh_delivery(store: Arc<dyn Store>) {
+    let stuck = Receiver::start(Answer::Hang).await;
+    let healthy = Receiver::start(Answer::Status(200)).await;
+    for tenant in ["noisy_a", "noisy_b"] {
+        for _ in 0..10 {
+            let endpoint = Endpoint {
+                endpoint_id: ids::new_endpoint_id(),
+                url: stuck.url.clone(),
+                secret: ids::new_secret(),
+                status: EndpointStatus::Enabled,
+                events: vec![EventType::GeneratedAvatarVideoSuccess],
+                username: tenant.into(),
+                created_at: 0,
+            };
+            store.create_endpoint(&endpoint, 20).await.unwrap();
+        }
+        let backlog: Vec<Event> = (0..100)
+            .map(|i| {
+                let message = format!(
+                    r#"{{"event":"generated_avatar_video_success","username":"{tenant}","event_id":"evt_{i}","data":{{}}}}"#
+                );
+                Event::parse(message.as_bytes(), 0).unwrap()
+            })
+            .collect();
+        accept(&store, &backlog).await;
+    }
+    let calm = endpoint(&store, &healthy.url).await;
+    let mut settings = settings("10s");
+    settings.max_in_flight = 16;
+    let _running = dispatch(&store, settings, loopback_allowed());
+    // Let the hanging endpoints take their first attempts (and fail them).
+    tokio::time::sleep(TIMEOUT * 2).await;
+    for round in 0..3 {
+        let sent = std::time::Instant::now();
+        accept(&store, &[event(&format!("evt_calm_{round}"))]).await;
+        healthy.wait_for(round + 1, Duration::from_secs(30)).await;
+        let waited = sent.elapsed();
+        assert!(
+            waited < TIMEOUT * 2,
+            "round {round}: a fresh delivery waited {waited:?} behind hanging tenants"
+        );
+    }
+    wait_for_status(&store, &calm, DeliveryStatus::Delivered, 3).await;
 }

@@ -283,7 +283,12 @@ async fn a_huge_message_is_dead_lettered_cut_to_its_start() {
         dead[0].header(TRUNCATED_HEADER),
         Some(huge.len().to_string().as_str())
     );
-    assert!(dead[0].header(ERROR_HEADER).unwrap().starts_with("too_large: "));
+    assert!(
+        dead[0]
+            .header(ERROR_HEADER)
+            .unwrap()
+            .starts_with("too_large: ")
+    );
     fixture.stop().await;
 }
 
