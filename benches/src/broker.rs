@@ -16,8 +16,13 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 /// The event message webhookd gets for event number `n` (SPEC §5), carrying
 /// its publish time for the latency scenario.
 pub fn event_message(n: u64, sent_at_us: u64) -> String {
+    event_message_of("bench", n, sent_at_us)
+}
+
+/// [`event_message`] for another owner.
+pub fn event_message_of(username: &str, n: u64, sent_at_us: u64) -> String {
     format!(
-        r#"{{"event":"generated_video_success","username":"bench","event_id":"evt_{n}","data":{{"n":{n},"sent_at_us":{sent_at_us}}}}}"#
+        r#"{{"event":"generated_video_success","username":"{username}","event_id":"evt_{n}","data":{{"n":{n},"sent_at_us":{sent_at_us}}}}}"#
     )
 }
 
@@ -87,6 +92,18 @@ impl Broker {
         rate: u32,
         duration: Duration,
     ) -> anyhow::Result<u64> {
+        self.publish_steadily_as(queue, rate, duration, |_| "bench".to_owned())
+            .await
+    }
+
+    /// [`Broker::publish_steadily`], event `n` owned by `owner(n)`.
+    pub async fn publish_steadily_as(
+        &self,
+        queue: &str,
+        rate: u32,
+        duration: Duration,
+        owner: impl Fn(u64) -> String,
+    ) -> anyhow::Result<u64> {
         let channel = self.channel_for(queue).await?;
         let total = u64::from(rate) * duration.as_secs();
         let period = Duration::from_secs(1) / rate;
@@ -96,7 +113,8 @@ impl Broker {
             ticks.tick().await;
             // Not waiting for the confirm: the broker hands the message on
             // as soon as it routes it; the wait would only pace us.
-            drop(publish_event(&channel, queue, n).await?);
+            let message = event_message_of(&owner(n), n, crate::unix_micros());
+            drop(publish(&channel, queue, &message).await?);
         }
         Ok(total)
     }
@@ -148,7 +166,14 @@ async fn publish_event(
     queue: &str,
     n: u64,
 ) -> Result<lapin::PublisherConfirm, lapin::Error> {
-    let message = event_message(n, crate::unix_micros());
+    publish(channel, queue, &event_message(n, crate::unix_micros())).await
+}
+
+async fn publish(
+    channel: &Channel,
+    queue: &str,
+    message: &str,
+) -> Result<lapin::PublisherConfirm, lapin::Error> {
     channel
         .basic_publish(
             "".into(),

@@ -68,6 +68,9 @@ enum Scenario {
     Embedded,
     /// Memory with a large retry backlog.
     Backlog,
+    /// 1,000 endpoints of 50 tenants, 100 of them hanging: the healthy
+    /// ones' rate and p99 against the same run without the hanging ones.
+    Noisy,
     All,
 }
 
@@ -96,12 +99,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>> {
-    use Scenario::{All, Backlog, Drain, Embedded, Fanout, Latency, Slow};
+    use Scenario::{All, Backlog, Drain, Embedded, Fanout, Latency, Noisy, Slow};
     let wants = |s: Scenario| scenario == s || scenario == All;
     let mut rows = Vec::new();
     let mut progress = |row: &Row| eprintln!("{}: {:.1} {}", row.scenario, row.figure, row.unit);
 
-    let needs_ceilings = scenario != Latency && scenario != Backlog;
+    let needs_ceilings = !matches!(scenario, Latency | Backlog | Noisy);
     let ceilings: Option<Ceilings> = if needs_ceilings {
         let (ceilings, ceiling_rows) = scenarios::ceilings(settings).await?;
         ceiling_rows.iter().for_each(&mut progress);
@@ -186,7 +189,48 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
         progress(&row);
         rows.push(row);
     }
+    if wants(Noisy) {
+        for row in noisy_rows(settings).await? {
+            progress(&row);
+            rows.push(row);
+        }
+    }
     Ok(rows)
+}
+
+/// The noisy scenario twice, without and with the hanging endpoints: the
+/// healthy endpoints' rate and p99 next to the baseline's.
+async fn noisy_rows(settings: &Settings) -> anyhow::Result<Vec<Row>> {
+    let baseline = scenarios::noisy(settings, false).await?;
+    let noisy = scenarios::noisy(settings, true).await?;
+    let rate = settings.latency_rate / 10;
+    Ok(vec![
+        Row::rate(
+            &format!("noisy baseline: {rate} ev/s × 20, 900 endpoints"),
+            baseline.rate,
+            "deliveries/s",
+        )
+        .with_usage(baseline.usage)
+        .with_note(format!(
+            "healthy p50 {:.1} ms, p99 {:.1} ms; {}",
+            baseline.p50_ms, baseline.p99_ms, baseline.cpu
+        )),
+        Row::rate(
+            "noisy: + 100 endpoints that hang, healthy rate",
+            noisy.rate,
+            "deliveries/s",
+        )
+        .with_ceiling(Ceiling::new("baseline", baseline.rate))
+        .with_target(Target::RatioAtLeast(0.9))
+        .with_usage(noisy.usage)
+        .with_note(noisy.cpu.clone()),
+        Row::rate("noisy: healthy p99", noisy.p99_ms, "ms")
+            .with_target(Target::AtMost(100.0))
+            .with_note(format!(
+                "p50 {:.1} ms (baseline p50 {:.1} ms, p99 {:.1} ms)",
+                noisy.p50_ms, baseline.p50_ms, baseline.p99_ms
+            )),
+    ])
 }
 
 /// A drain-type row: deliveries per second against `ceiling`, which the

@@ -135,13 +135,18 @@ impl Tenant {
 
     /// Subscribes a new endpoint of user `bench` at `url`.
     async fn endpoint(&self, url: String, secret: &str) -> anyhow::Result<()> {
+        self.endpoint_of("bench", url, secret).await
+    }
+
+    /// Subscribes a new endpoint of `username` at `url`.
+    async fn endpoint_of(&self, username: &str, url: String, secret: &str) -> anyhow::Result<()> {
         let endpoint = Endpoint {
             endpoint_id: ids::new_endpoint_id(),
             url,
             secret: secret.to_owned(),
             status: EndpointStatus::Enabled,
             events: vec![EventType::GeneratedVideoSuccess],
-            username: "bench".into(),
+            username: username.into(),
             created_at: 0,
         };
         self.store.create_endpoint(&endpoint, 20).await?;
@@ -466,4 +471,106 @@ pub async fn backlog(settings: &Settings) -> anyhow::Result<Row> {
     )
     .with_target(Target::AtMost(150.0))
     .with_usage(usage))
+}
+
+/// Tenants of the noisy scenario, each with 20 endpoints.
+const NOISY_TENANTS: u64 = 50;
+const NOISY_ENDPOINTS_PER_TENANT: usize = 20;
+/// The first tenants' endpoints never answer: 5 × 20 = 100 of 1,000.
+const NOISY_HANGING_TENANTS: u64 = 5;
+
+/// What the noisy scenario measured for the healthy endpoints.
+#[derive(Debug, Clone)]
+pub struct Noisy {
+    /// Healthy deliveries per second, first publish to last receipt.
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub usage: crate::webhookd::Usage,
+    pub cpu: String,
+}
+
+/// 50 tenants with 20 endpoints each; events published steadily at
+/// `latency_rate / 10` a second, round-robin over the tenants, each fanning
+/// out to its owner's 20 endpoints. With `hanging`, the first 5 tenants'
+/// 100 endpoints never answer; without, those tenants have no endpoints —
+/// the same healthy work, for comparison.
+pub async fn noisy(settings: &Settings, hanging: bool) -> anyhow::Result<Noisy> {
+    let healthy_tenants = NOISY_TENANTS - NOISY_HANGING_TENANTS;
+    let healthy_endpoints = usize::try_from(healthy_tenants)? * NOISY_ENDPOINTS_PER_TENANT;
+    let secrets: Vec<String> = (0..healthy_endpoints).map(|_| ids::new_secret()).collect();
+    let receiver = Receiver::start(secrets.clone()).await?;
+    let tenant = Tenant::redis(&settings.redis_url).await?;
+    let mut next = 0;
+    for user in 0..NOISY_TENANTS {
+        let username = format!("noisy_{user}");
+        for _ in 0..NOISY_ENDPOINTS_PER_TENANT {
+            if user < NOISY_HANGING_TENANTS {
+                if hanging {
+                    let url = receiver.hanging_url();
+                    tenant
+                        .endpoint_of(&username, url, &ids::new_secret())
+                        .await?;
+                }
+            } else {
+                let url = receiver.endpoint_url(next);
+                tenant.endpoint_of(&username, url, &secrets[next]).await?;
+                next += 1;
+            }
+        }
+    }
+    let broker = Broker::connect(&settings.amqp_url).await?;
+    let queue = unique_queue("noisy");
+    let webhookd =
+        Webhookd::start(&settings.webhookd, &amqp_env(settings, &tenant, &queue)).await?;
+    webhookd.wait_until_answering("/readyz").await?;
+    let cpu_before = CpuSample::take(webhookd.pid());
+    let publishing_from = Instant::now();
+    let rate = (settings.latency_rate / 10).max(1);
+    let published = broker
+        .publish_steadily_as(&queue, rate, settings.latency_duration, |n| {
+            format!("noisy_{}", n % NOISY_TENANTS)
+        })
+        .await?;
+    let healthy_events = (0..published)
+        .filter(|n| n % NOISY_TENANTS >= NOISY_HANGING_TENANTS)
+        .count();
+    let expected = healthy_events * NOISY_ENDPOINTS_PER_TENANT;
+    let all_arrived = receiver
+        .wait_until(|r| r.counts().distinct >= expected, STALL)
+        .await;
+    let cpu = CpuSample::take(webhookd.pid()).since(&cpu_before);
+    let usage = webhookd.usage();
+    let counts = receiver.counts();
+    let elapsed = receiver
+        .last_new_at()
+        .unwrap_or_else(Instant::now)
+        .duration_since(publishing_from);
+    let log = webhookd.log_tail();
+    webhookd
+        .save_metrics(if hanging { "noisy" } else { "noisy-baseline" })
+        .await;
+    drop(webhookd);
+    broker.delete(&[&queue, &format!("{queue}.dead")]).await;
+    tenant.remove().await;
+    all_arrived_intact(all_arrived, &counts, expected, &log)?;
+    let latencies = receiver.latencies_us();
+    let quantile = |q: f64| -> f64 {
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        #[allow(clippy::cast_precision_loss)]
+        let micros = latencies.get(index).copied().unwrap_or(0) as f64;
+        micros / 1000.0
+    };
+    Ok(Noisy {
+        rate: per_second(expected as u64, elapsed),
+        p50_ms: quantile(0.5),
+        p99_ms: quantile(0.99),
+        usage,
+        cpu,
+    })
 }
