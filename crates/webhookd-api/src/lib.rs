@@ -10,7 +10,8 @@
 //!
 //! Layout: [`envelope`] (codes and errors), [`auth`] (API keys and the rate
 //! limit), `endpoints` (the `/v2` handlers), `deliveries` (dead deliveries
-//! and re-sends), `ingest`, `health`.
+//! and re-sends), `ingest`, `health`, [`listener`] (serving connections
+//! within the limits of SPEC §7).
 
 use std::sync::Arc;
 use std::time::Duration;

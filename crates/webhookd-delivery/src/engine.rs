@@ -11,9 +11,14 @@
 //!   attempts sending, and — while the endpoint answers quickly — a queue of
 //!   claims waiting their turn, so a fast endpoint's claims come in large
 //!   batches. The store claims for an endpoint only what its lane has room
-//!   for, walking endpoints in order of their oldest due delivery, so a slow
-//!   or dead endpoint holds `per_endpoint` of the `max_in_flight` permits and
-//!   never the healthy endpoints' turn.
+//!   for, walking endpoints in order of their oldest due delivery. A lane's
+//!   room follows its endpoint's health (a circuit breaker, see [`Health`]):
+//!   one probe while failing or not yet known, and slow and failing
+//!   endpoints together hold at most half of `max_in_flight` — so hanging
+//!   endpoints, however many, never take the healthy endpoints' turn.
+//! - **Endpoint changes.** Before each attempt the lane asks the store's
+//!   [`EndpointChanges`] fence whether the endpoint changed since the claim
+//!   was taken; if so the claim is handed back and claimed again fresh.
 //! - **Fast path.** Ingest [`Dispatcher::reserve`]s room before it accepts
 //!   a batch, has the store lease the fresh deliveries to it in the same
 //!   atomic step, and [`Dispatcher::dispatch`]es them: they go out from
