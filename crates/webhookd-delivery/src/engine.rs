@@ -12,7 +12,7 @@
 //!   claims waiting their turn, so a fast endpoint's claims come in large
 //!   batches. The store claims for an endpoint only what its lane has room
 //!   for, walking endpoints in order of their oldest due delivery. A lane's
-//!   room follows its endpoint's health (a circuit breaker, see [`Health`]):
+//!   room follows its endpoint's health (a circuit breaker, see `Health`):
 //!   one probe while failing or not yet known, and slow and failing
 //!   endpoints together hold at most half of `max_in_flight` — so hanging
 //!   endpoints, however many, never take the healthy endpoints' turn.
