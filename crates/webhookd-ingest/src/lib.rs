@@ -9,6 +9,7 @@
 //! only hands it the deliveries the store leased at acceptance (the fast
 //! path, see `webhookd_delivery::Dispatcher::reserve`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
@@ -76,10 +77,11 @@ impl Ingest {
         let now = unix_millis();
         // An event fans out to at most one delivery per endpoint of its owner.
         let most = events.len() * MAX_ENDPOINTS_PER_USER;
+        let owners: HashSet<&str> = events.iter().map(|event| event.username.as_str()).collect();
         let reserved = self
             .dispatcher
             .as_ref()
-            .and_then(|dispatcher| Some((dispatcher, dispatcher.reserve(most)?)));
+            .and_then(|dispatcher| Some((dispatcher, dispatcher.reserve(most, &owners)?)));
         let outcomes = if let Some((dispatcher, reservation)) = reserved {
             let (outcomes, claims) = self
                 .store
