@@ -1,9 +1,16 @@
-//! Body signatures (SPEC §3): lowercase hex HMAC-SHA256 of the raw body bytes,
-//! keyed by the UTF-8 bytes of the *whole* secret string, `whsec_` prefix
-//! included. That is exactly what the Go, Python, Node and openssl snippets
-//! in the JoggAI documentation verify, so receivers written from those docs
-//! accept our requests unchanged.
+//! Body signatures (SPEC §3), two schemes from one secret:
+//!
+//! - JoggAI's `X-Webhook-Signature`: lowercase hex HMAC-SHA256 of the raw
+//!   body bytes, keyed by the UTF-8 bytes of the *whole* secret string,
+//!   `whsec_` prefix included — exactly what the Go, Python, Node and openssl
+//!   snippets in the JoggAI documentation verify.
+//! - Standard Webhooks' `webhook-signature`: `v1,` + base64 HMAC-SHA256 of
+//!   `<webhook-id>.<webhook-timestamp>.<body>`, keyed by the base64-decoded
+//!   part of the secret after `whsec_` — what the official `standardwebhooks`
+//!   libraries verify (with replay protection from the timestamp).
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -20,6 +27,25 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
 pub fn verify(secret: &str, body: &[u8], signature: &str) -> bool {
     let expected = sign(secret, body);
     expected.as_bytes().ct_eq(signature.as_bytes()).into()
+}
+
+/// The Standard Webhooks `webhook-signature` value for `body` sent as
+/// message `id` at `timestamp` (unix seconds): `v1,<base64>`. `None` when
+/// the secret is not `whsec_` + base64 (webhookd only makes such secrets).
+pub fn sign_standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+    let key = STANDARD
+        .decode(secret.strip_prefix(crate::ids::SECRET_PREFIX)?)
+        .ok()?;
+    let mut mac = HmacSha256::new_from_slice(&key).expect("HMAC takes any key length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Some(format!(
+        "v1,{}",
+        STANDARD.encode(mac.finalize().into_bytes())
+    ))
 }
 
 fn mac(secret: &str, body: &[u8]) -> [u8; 32] {
@@ -58,6 +84,23 @@ mod tests {
         );
         assert!(!verify("whsec_k", body, &signature[..63]), "truncated");
         assert!(!verify("whsec_k", body, ""), "empty");
+    }
+
+    /// The example of the Standard Webhooks specification (and of its
+    /// reference libraries' tests).
+    #[test]
+    fn the_standard_signature_matches_the_specifications_example() {
+        let signature = sign_standard(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1_614_265_330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(
+            signature.as_deref(),
+            Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        );
+        assert_eq!(sign_standard("not-whsec", "m", 1, b""), None);
     }
 
     #[test]

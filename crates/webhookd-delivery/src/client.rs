@@ -158,12 +158,22 @@ impl DeliveryClient {
         let delivery = &claim.delivery;
         let body = Bytes::from(delivery.body.clone());
         let signature = signer::sign(&claim.secret, &body);
-        http::Request::post(url.as_str())
+        // Standard Webhooks: signed anew per attempt, with its time.
+        let timestamp = webhookd_core::time::unix_seconds();
+        let mut request = http::Request::post(url.as_str())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(USER_AGENT, HeaderValue::from_static("JoggAI-Webhook/2.0"))
             .header("x-webhook-event", delivery.event_type.as_str())
             .header("x-webhook-signature", signature)
             .header("x-webhook-id", &delivery.event_id)
+            .header("webhook-id", &delivery.event_id)
+            .header("webhook-timestamp", timestamp);
+        if let Some(standard) =
+            signer::sign_standard(&claim.secret, &delivery.event_id, timestamp, &body)
+        {
+            request = request.header("webhook-signature", standard);
+        }
+        request
             .body(Full::new(body))
             .map_err(|_| Reason::InvalidUrl)
     }
@@ -190,7 +200,6 @@ async fn read_excerpt(mut body: hyper::body::Incoming) -> Option<String> {
     (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned())
 }
 
-/// Finds the cause of a failed request by type, walking the error chain.
 /// A request that got no byte of an answer on a connection that had
 /// answered before: the receiver closed it while it sat in the pool.
 fn failed_on_a_reused_connection(error: &hyper_util::client::legacy::Error) -> bool {
@@ -204,6 +213,7 @@ fn failed_on_a_reused_connection(error: &hyper_util::client::legacy::Error) -> b
     Uses::of(&extensions).is_some_and(Uses::reused)
 }
 
+/// Finds the cause of a failed request by type, walking the error chain.
 fn transport_reason(error: &hyper_util::client::legacy::Error) -> Reason {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(cause) = source {
