@@ -41,6 +41,9 @@ pub struct DeliveryView {
     #[serde(skip_serializing_if = "Option::is_none")]
     next_attempt_at: Option<i64>,
     created_at: i64,
+    /// A test delivery (SPEC §8); absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    test: bool,
     attempts: Vec<AttemptView>,
 }
 
@@ -68,6 +71,7 @@ impl DeliveryView {
             status: delivery.status.as_str(),
             attempt_count: delivery.attempts,
             created_at: delivery.created_at / 1000,
+            test: delivery.test,
             attempts: attempts
                 .into_iter()
                 .map(|a| AttemptView {

@@ -1,4 +1,4 @@
-//! The `/v2` management routes (SPEC §1).
+//! The `/v2` management routes (SPEC §1), and sending a test event (§8).
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -8,7 +8,8 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use serde_json::Value;
 use webhookd_core::endpoint::{MAX_ENDPOINTS_PER_USER, parse_events};
-use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, EventType, ids};
+use webhookd_core::time::{unix_millis, unix_seconds};
+use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
 use webhookd_store::CreateOutcome;
 
 use crate::auth::Caller;
@@ -105,6 +106,73 @@ pub async fn events(_caller: Caller) -> impl IntoResponse {
     success(EventList {
         events: EventType::ALL.to_vec(),
     })
+}
+
+#[derive(Serialize)]
+pub struct TestSent {
+    event_id: String,
+    delivery_id: String,
+}
+
+/// `POST /v2/endpoint/{endpoint_id}/test` (SPEC §8): one synthetic event
+/// to this endpoint only, whatever its status, through the normal signing
+/// and retry path; it is listed with the endpoint's deliveries afterwards.
+pub async fn send_test(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let endpoint_id = path_id(path)?;
+    let body = body_bytes(body)?;
+    let endpoint = state
+        .store
+        .get_endpoint(&caller.username, &endpoint_id)
+        .await?
+        .ok_or_else(|| not_found(&endpoint_id))?;
+    let event_type = test_event_type(&body, &endpoint)?;
+    let event = Event::test(&caller.username, event_type, unix_seconds());
+    let delivery = state
+        .store
+        .create_test_delivery(&endpoint_id, &event, unix_millis())
+        .await?
+        .ok_or_else(|| not_found(&endpoint_id))?;
+    state.ingest.wake();
+    tracing::info!(%endpoint_id, event_id = %event.event_id, event = %event_type, "test event sent");
+    Ok(success(TestSent {
+        event_id: event.event_id,
+        delivery_id: delivery.delivery_id,
+    }))
+}
+
+/// The optional body `{"event": "<type>"}`; the endpoint's first subscribed
+/// type when absent.
+fn test_event_type(body: &[u8], endpoint: &Endpoint) -> Result<EventType, ApiError> {
+    let default = || {
+        endpoint.events.first().copied().ok_or_else(|| {
+            ApiError::BadRequest("event: is required (the endpoint subscribes to none)".into())
+        })
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return default();
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::BadRequest(
+            "request body must be a JSON object".into(),
+        ));
+    };
+    match fields.get("event") {
+        None | Some(Value::Null) => default(),
+        Some(Value::String(name)) => name.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "event: {:?} is not a known event type (see GET /v2/events)",
+                name.chars().take(64).collect::<String>()
+            ))
+        }),
+        Some(_) => Err(ApiError::BadRequest("event: must be a string".into())),
+    }
 }
 
 fn not_found(endpoint_id: &str) -> ApiError {

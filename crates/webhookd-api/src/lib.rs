@@ -99,6 +99,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v2/endpoints", get(endpoints::list))
         .route(
+            "/v2/endpoint/{endpoint_id}/test",
+            post(endpoints::send_test),
+        )
+        .route(
             "/v2/endpoint/{endpoint_id}/deliveries",
             get(deliveries::list),
         )

@@ -270,6 +270,18 @@ impl Event {
         })
     }
 
+    /// The synthetic event of a test delivery (SPEC §8): a fresh id, `now`
+    /// as its time, and `data` = `{"test":true}`.
+    pub fn test(username: &str, event_type: EventType, now: i64) -> Event {
+        Event {
+            event_id: new_event_id(),
+            event_type,
+            username: username.to_owned(),
+            timestamp: now,
+            data: r#"{"test":true}"#.to_owned(),
+        }
+    }
+
     /// The exact bytes every attempt POSTs (SPEC §3): compact JSON with the
     /// keys in the order `event_id`, `event`, `timestamp`, `data`.
     pub fn body(&self) -> String {

@@ -217,6 +217,19 @@ impl Store for Instrumented {
         timed("delivery_stats", self.inner.delivery_stats(now_ms)).await
     }
 
+    async fn create_test_delivery(
+        &self,
+        endpoint_id: &str,
+        event: &Event,
+        now_ms: i64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        timed(
+            "create_test_delivery",
+            self.inner.create_test_delivery(endpoint_id, event, now_ms),
+        )
+        .await
+    }
+
     async fn sweep(&self, now_ms: i64) -> Result<SweepReport, StoreError> {
         timed("sweep", self.inner.sweep(now_ms)).await
     }

@@ -137,6 +137,8 @@ pub struct Delivery {
     /// The next attempt is its last: a manual re-send (SPEC §8) gets one
     /// attempt, and is dead again if that fails.
     pub last_attempt: bool,
+    /// A test delivery (SPEC §8): sent whatever the endpoint's status.
+    pub test: bool,
 }
 
 /// What became of one event handed to [`Store::accept_events`].
@@ -378,6 +380,18 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok((accepted, claims))
     }
 
+    /// Creates one pending delivery of `event` (a synthetic test event) to
+    /// the user's endpoint, due `now_ms`, sent whatever the endpoint's
+    /// status ([`Delivery::test`]) and retried as usual. `None` when the user
+    /// has no such endpoint. The event id is not remembered for
+    /// de-duplication.
+    async fn create_test_delivery(
+        &self,
+        endpoint_id: &str,
+        event: &Event,
+        now_ms: i64,
+    ) -> Result<Option<Delivery>, StoreError>;
+
     /// An endpoint's deliveries with `status`, oldest first.
     async fn list_deliveries(
         &self,
@@ -507,6 +521,7 @@ fn new_delivery(
         next_attempt_at: now_ms,
         created_at: now_ms,
         last_attempt: false,
+        test: false,
     }
 }
 

@@ -100,6 +100,7 @@ const ADD_API_KEY: &str = include_str!("lua/add_api_key.lua");
 
 const REVOKE_API_KEYS: &str = include_str!("lua/revoke_api_keys.lua");
 const SWEEP: &str = include_str!("lua/sweep.lua");
+const CREATE_TEST_DELIVERY: &str = include_str!("lua/create_test_delivery.lua");
 
 /// Most deliveries one sweep script removes: a few milliseconds of Redis,
 /// so other clients never wait long (they are served between two scripts).
@@ -133,6 +134,7 @@ struct Scripts {
     release: Script,
     retry_dead: Script,
     sweep: Script,
+    create_test_delivery: Script,
 }
 
 /// Number of partitions user data is spread over. Part of the key layout:
@@ -198,6 +200,9 @@ impl RedisStore {
             release: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RELEASE}")),
             retry_dead: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RETRY_DEAD}")),
             sweep: Script::new(SWEEP),
+            create_test_delivery: Script::new(&format!(
+                "{SCHEDULE_FUNCTIONS}{CREATE_TEST_DELIVERY}"
+            )),
         };
         Ok(RedisStore {
             connection,

@@ -76,7 +76,8 @@ pub(super) fn endpoint_from_fields(
 }
 
 /// A row of `claim_due.lua`: id, username, endpoint id, event id, event type,
-/// body, attempts, created at, url, secret, lease, last attempt (0 or 1).
+/// body, attempts, created at, url, secret, lease, last attempt and test
+/// (0 or 1).
 pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Claim, StoreError> {
     let [
         id,
@@ -91,7 +92,8 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
         secret,
         lease,
         last_attempt,
-    ]: [String; 12] = row.try_into().map_err(|row: Vec<String>| {
+        test,
+    ]: [String; 13] = row.try_into().map_err(|row: Vec<String>| {
         StoreError::Corrupt(format!("claim row of {} fields", row.len()))
     })?;
     let number = |name: &str, text: &str| {
@@ -112,6 +114,7 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
             next_attempt_at: lease_until_ms,
             created_at: number("created_at", &created_at)?,
             last_attempt: last_attempt == "1",
+            test: test == "1",
         },
         url,
         secret,
@@ -145,6 +148,7 @@ pub(super) fn delivery_from_fields(
         next_attempt_at: number("next_attempt_at", take("next_attempt_at")?)?,
         created_at: number("created_at", take("created_at")?)?,
         last_attempt: fields.get("last_attempt").is_some_and(|flag| flag == "1"),
+        test: fields.get("test").is_some_and(|flag| flag == "1"),
         delivery_id,
     })
 }

@@ -15,7 +15,7 @@ use super::{PARTITIONS, RedisStore, SWEEP_BUDGET, SWEEP_SLICE, changes, group_by
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
     DeliveryStats, DeliveryStatus, EndpointChanges, FinishedAttempt, Page, RetryOutcome, Store,
-    StoreError, SweepReport, UserSummary, events_to_json,
+    StoreError, SweepReport, UserSummary, events_to_json, new_delivery,
 };
 
 #[async_trait]
@@ -233,6 +233,45 @@ impl Store for RedisStore {
         claim: &ClaimRequest,
     ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
         self.accept(events, now_ms, claim).await
+    }
+
+    async fn create_test_delivery(
+        &self,
+        endpoint_id: &str,
+        event: &Event,
+        now_ms: i64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let username = &event.username;
+        let delivery = Delivery {
+            test: true,
+            ..new_delivery(
+                ids::new_delivery_id(),
+                event,
+                endpoint_id,
+                &event.body(),
+                now_ms,
+            )
+        };
+        let partition_prefix = self.partition_prefix(username);
+        let created: i64 = self
+            .scripts
+            .create_test_delivery
+            .key(format!("{partition_prefix}due"))
+            .key(format!("{partition_prefix}ready"))
+            .arg(&partition_prefix)
+            .arg(self.endpoint_key(username, endpoint_id))
+            .arg(self.user_prefix(username))
+            .arg(&delivery.delivery_id)
+            .arg(username)
+            .arg(endpoint_id)
+            .arg(&delivery.event_id)
+            .arg(delivery.event_type.as_str())
+            .arg(&delivery.body)
+            .arg(now_ms)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok((created == 1).then_some(delivery))
     }
 
     async fn list_deliveries(

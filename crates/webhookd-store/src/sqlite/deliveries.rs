@@ -255,9 +255,9 @@ pub(super) fn claim_from_endpoint(
                 |row| {
                     Ok((
                         read_delivery(row)?,
-                        row.get::<_, Option<String>>(11)?,
                         row.get::<_, Option<String>>(12)?,
                         row.get::<_, Option<String>>(13)?,
+                        row.get::<_, Option<String>>(14)?,
                     ))
                 },
             )
@@ -266,8 +266,10 @@ pub(super) fn claim_from_endpoint(
     };
     for (raw, url, secret, status) in due {
         let mut delivery: Delivery = raw.parse()?;
-        match (url, secret, status.as_deref()) {
-            (Some(url), Some(secret), Some("enabled")) => {
+        // A test delivery goes whatever the endpoint's status.
+        let sendable = delivery.test || status.as_deref() == Some("enabled");
+        match (url, secret, sendable) {
+            (Some(url), Some(secret), true) => {
                 let lease = ids::new_lease_token();
                 tx.execute(
                     "UPDATE deliveries SET next_attempt_at = ?1, lease_owner = ?2 WHERE delivery_id = ?3",
@@ -282,7 +284,7 @@ pub(super) fn claim_from_endpoint(
                     lease,
                 });
             }
-            (Some(_), Some(_), _) => {
+            (Some(_), Some(_), false) => {
                 tx.execute(
                     "UPDATE deliveries SET next_attempt_at = ?1 WHERE delivery_id = ?2",
                     params![request.park_until_ms, delivery.delivery_id],

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event};
+use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use self::deliveries::{
     Leasing, READY_ENDPOINTS, accept_one, claim_from_endpoint, record_one_attempt, sweep_step,
@@ -29,7 +29,7 @@ use self::schema::{open_blocking, sqlite_error};
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
     DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Retention, RetryOutcome, Store,
-    StoreError, SweepReport, UserSummary, events_to_json,
+    StoreError, SweepReport, UserSummary, events_to_json, new_delivery,
 };
 
 #[derive(Debug, Clone)]
@@ -324,6 +324,50 @@ impl Store for SqliteStore {
             }
             tx.commit().map_err(sqlite_error)?;
             Ok((outcomes, leasing.claims))
+        })
+        .await
+    }
+
+    async fn create_test_delivery(
+        &self,
+        endpoint_id: &str,
+        event: &Event,
+        now_ms: i64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let delivery = Delivery {
+            test: true,
+            ..new_delivery(
+                ids::new_delivery_id(),
+                event,
+                endpoint_id,
+                &event.body(),
+                now_ms,
+            )
+        };
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            if select_endpoint(&tx, &delivery.username, &delivery.endpoint_id)?.is_none() {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO deliveries (delivery_id, username, endpoint_id, event_id, event_type,
+                     body, status, attempts, next_attempt_at, created_at, test)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7, 1)",
+                params![
+                    delivery.delivery_id,
+                    delivery.username,
+                    delivery.endpoint_id,
+                    delivery.event_id,
+                    delivery.event_type.as_str(),
+                    delivery.body,
+                    now_ms
+                ],
+            )
+            .map_err(sqlite_error)?;
+            tx.commit().map_err(sqlite_error)?;
+            Ok(Some(delivery))
         })
         .await
     }

@@ -8,10 +8,10 @@ use crate::{Delivery, StoreError, event_type_from_str, events_from_json, status_
 
 /// [`DELIVERY_COLUMNS`] qualified with the `d` alias, for joins.
 pub(super) const DELIVERY_COLUMNS_D: &str = "d.delivery_id, d.username, d.endpoint_id, d.event_id, d.event_type, \
-     d.body, d.status, d.attempts, d.next_attempt_at, d.created_at, d.last_attempt";
+     d.body, d.status, d.attempts, d.next_attempt_at, d.created_at, d.last_attempt, d.test";
 
 pub(super) const DELIVERY_COLUMNS: &str = "delivery_id, username, endpoint_id, event_id, event_type, body, \
-     status, attempts, next_attempt_at, created_at, last_attempt";
+     status, attempts, next_attempt_at, created_at, last_attempt, test";
 
 /// A delivery row before its enums are parsed.
 pub(super) struct RawDelivery {
@@ -26,6 +26,7 @@ pub(super) struct RawDelivery {
     next_attempt_at: i64,
     created_at: i64,
     last_attempt: bool,
+    test: bool,
 }
 
 pub(super) fn read_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawDelivery> {
@@ -41,6 +42,7 @@ pub(super) fn read_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawDeli
         next_attempt_at: row.get(8)?,
         created_at: row.get(9)?,
         last_attempt: row.get(10)?,
+        test: row.get(11)?,
     })
 }
 
@@ -58,6 +60,7 @@ impl RawDelivery {
             next_attempt_at: self.next_attempt_at,
             created_at: self.created_at,
             last_attempt: self.last_attempt,
+            test: self.test,
         })
     }
 }

@@ -76,7 +76,8 @@ const MIGRATIONS: &[&str] = &[
     // 4: claiming endpoint by endpoint (see READY_ENDPOINTS).
     "CREATE INDEX deliveries_pending_by_endpoint ON deliveries(endpoint_id, next_attempt_at)
          WHERE status = 'pending';",
-    // 5: retention, one-attempt re-sends, and deleting endpoints in steps.
+    // 5: retention, one-attempt re-sends, deleting endpoints in steps, test
+    // deliveries.
     // Deliveries finished before this migration are kept the default time
     // from their creation.
     "ALTER TABLE deliveries ADD COLUMN last_attempt INTEGER NOT NULL DEFAULT 0;
@@ -84,7 +85,8 @@ const MIGRATIONS: &[&str] = &[
      UPDATE deliveries SET remove_at = created_at + 604800000 WHERE status = 'delivered';
      UPDATE deliveries SET remove_at = created_at + 2592000000 WHERE status = 'failed';
      CREATE INDEX deliveries_by_removal ON deliveries(remove_at) WHERE remove_at IS NOT NULL;
-     CREATE TABLE deleted_endpoints (endpoint_id TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;",
+     CREATE TABLE deleted_endpoints (endpoint_id TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;
+     ALTER TABLE deliveries ADD COLUMN test INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// How long a statement waits for another process's write lock.

@@ -2,7 +2,7 @@
 -- of their earliest due delivery, at most `room` per endpoint: each claimed
 -- id's due time moves to the lease's end, so a worker that dies leaves it
 -- due again then. Deliveries of deleted endpoints are dropped; of disabled
--- ones, parked.
+-- ones, parked (test deliveries excepted).
 -- KEYS: due, ready. ARGV: now, lease until, limit, partition prefix, park
 -- until, lease token base, room of other endpoints, then (endpoint id,
 -- room) pairs.
@@ -24,7 +24,7 @@ for _, endpoint_due in ipairs(queues) do
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', endpoint_due, '-inf', now, 'LIMIT', 0, room)) do
       local key = ARGV[4] .. 'dlv:' .. id
       local d = redis.call('HMGET', key, 'username', 'event_id', 'event_type', 'body', 'attempts',
-        'created_at', 'status', 'last_attempt')
+        'created_at', 'status', 'last_attempt', 'test')
       if not d[1] or d[7] ~= 'pending' then
         redis.call('ZREM', KEYS[1], id)
         redis.call('ZREM', endpoint_due, id)
@@ -33,7 +33,7 @@ for _, endpoint_due in ipairs(queues) do
         redis.call('ZREM', endpoint_due, id)
         redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
         redis.call('DEL', key)
-      elseif endpoint[3] ~= 'enabled' then
+      elseif endpoint[3] ~= 'enabled' and d[9] ~= '1' then
         redis.call('ZADD', KEYS[1], ARGV[5], id)
         redis.call('ZADD', endpoint_due, ARGV[5], id)
         redis.call('HSET', key, 'next_attempt_at', ARGV[5])
@@ -43,7 +43,7 @@ for _, endpoint_due in ipairs(queues) do
         redis.call('ZADD', KEYS[1], ARGV[2], id)
         redis.call('ZADD', endpoint_due, ARGV[2], id)
         claimed[#claimed + 1] = {id, d[1], endpoint_id, d[2], d[3], d[4], d[5], d[6], endpoint[1],
-          endpoint[2], lease, d[8] or '0'}
+          endpoint[2], lease, d[8] or '0', d[9] or '0'}
       end
     end
     refresh_ready(KEYS[2], endpoint_due)

@@ -64,7 +64,12 @@ on_both_stores!(
     ingest_refuses_invalid_messages_with_the_reason,
     ingest_of_a_duplicate_is_accepted_but_fans_out_once,
     an_endpoint_change_applies_to_events_ingested_after_it_returns,
+    a_test_event_goes_to_one_endpoint_whatever_its_status,
+    a_test_event_names_a_known_type_or_gets_40000,
 );
+
+mod lifecycle;
+use lifecycle::*;
 
 const INGEST_TOKEN: &str = "whi_test_token_0123456789";
 

@@ -1,0 +1,95 @@
+//! The endpoint lifecycle routes of SPEC §8 through real HTTP.
+
+use super::*;
+
+pub(crate) async fn a_test_event_goes_to_one_endpoint_whatever_its_status(api: Api) {
+    let disabled = api
+        .create(json!({
+            "url": "https://example.com/a",
+            "events": ["generated_image_failed", "generated_video_success"],
+            "status": "disabled"
+        }))
+        .await;
+    let other = api.create(seed_body()).await;
+    let id = disabled["endpoint_id"].as_str().unwrap();
+    let (status, json) = api
+        .call(Method::POST, &format!("/v2/endpoint/{id}/test"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let event_id = json["data"]["event_id"].as_str().unwrap().to_owned();
+    let delivery_id = json["data"]["delivery_id"].as_str().unwrap().to_owned();
+    assert!(event_id.starts_with("evt_"));
+
+    let (_, listed) = api
+        .call(
+            Method::GET,
+            &format!("/v2/endpoint/{id}/deliveries?status=pending"),
+            None,
+        )
+        .await;
+    let deliveries = listed["data"]["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 1, "{listed}");
+    assert_eq!(deliveries[0]["delivery_id"], delivery_id.as_str());
+    assert_eq!(deliveries[0]["event_id"], event_id.as_str());
+    // The default is the endpoint's first subscribed type.
+    assert_eq!(deliveries[0]["event"], "generated_image_failed");
+    assert_eq!(deliveries[0]["test"], true);
+    let other_id = other["endpoint_id"].as_str().unwrap();
+    assert!(
+        api.pending_event_ids(other_id).await.is_empty(),
+        "this endpoint only"
+    );
+
+    // A disabled endpoint's test delivery is claimed, not parked.
+    let now = webhookd_core::time::unix_millis();
+    let claims = api
+        .store
+        .claim_due(&webhookd_store::ClaimRequest {
+            now_ms: now,
+            lease_until_ms: now + 60_000,
+            park_until_ms: now + 60_000,
+            limit: 10,
+            per_endpoint: 10,
+            room: std::collections::HashMap::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+    assert!(claims[0].delivery.test);
+    assert_eq!(
+        claims[0].delivery.body.contains(r#""data":{"test":true}"#),
+        true
+    );
+}
+
+pub(crate) async fn a_test_event_names_a_known_type_or_gets_40000(api: Api) {
+    let endpoint = api.create(seed_body()).await;
+    let id = endpoint["endpoint_id"].as_str().unwrap();
+    let path = format!("/v2/endpoint/{id}/test");
+    let chosen = api
+        .call(
+            Method::POST,
+            &path,
+            Some(json!({"event": "create_avatar_success"})),
+        )
+        .await;
+    assert_eq!(chosen.0, StatusCode::OK, "{}", chosen.1);
+    let unknown = api
+        .call(Method::POST, &path, Some(json!({"event": "video_done"})))
+        .await;
+    assert_error(&unknown, StatusCode::BAD_REQUEST, 40000, "event: ");
+    let wrong = api
+        .call(Method::POST, &path, Some(json!({"event": 5})))
+        .await;
+    assert_error(
+        &wrong,
+        StatusCode::BAD_REQUEST,
+        40000,
+        "event: must be a string",
+    );
+    let not_json = api.call_as(&api.key, Method::POST, &path, Some("{")).await;
+    assert_error(&not_json, StatusCode::BAD_REQUEST, 40000, "not valid JSON");
+    let stranger = api.new_key("mallory").await;
+    let theirs = api.call_as(&stranger, Method::POST, &path, None).await;
+    assert_error(&theirs, StatusCode::NOT_FOUND, 10104, "not found");
+}
