@@ -248,6 +248,7 @@ impl AmqpRun {
             events: vec![EventType::GeneratedVideoSuccess],
             username: "johndoe".into(),
             created_at: 0,
+            previous_secret: None,
         };
         runtime
             .block_on(store.create_endpoint(&endpoint, 20))

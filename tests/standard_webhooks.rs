@@ -63,6 +63,72 @@ fn python_receiver() -> Option<PythonReceiver> {
     })
 }
 
+/// One phase of the test: the secrets the receiver holds, events sent,
+/// and the records of their deliveries once all arrived.
+struct Run<'a> {
+    client: reqwest::blocking::Client,
+    server: &'a Server,
+    receiver: &'a PythonReceiver,
+    sent: usize,
+}
+
+const TOKEN: &str = "whi_process_test_token_0123456789";
+
+impl Run<'_> {
+    fn phase(&mut self, phase: &str, old: &str, new: &str, events: usize) -> Vec<Value> {
+        self.client
+            .post(format!("{}/__secrets", self.receiver.url))
+            .body(json!({"old": old, "new": new, "phase": phase}).to_string())
+            .send()
+            .unwrap();
+        for _ in 0..events {
+            let i = self.sent;
+            self.sent += 1;
+            let response = self
+                .client
+                .post(format!("{}/internal/events", self.server.base))
+                .bearer_auth(TOKEN)
+                .body(format!(
+                    r#"{{"event":"generated_video_success","username":"johndoe","event_id":"evt_std_{i}","data":{{"n":{i},"text":"é ✓"}}}}"#
+                ))
+                .send()
+                .unwrap();
+            assert_eq!(response.status(), 202);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let records: Vec<Value> = self
+                .client
+                .get(format!("{}/__stats", self.receiver.url))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if records.len() >= self.sent || Instant::now() > deadline {
+                assert_eq!(records.len(), self.sent, "every delivery arrived");
+                return records
+                    .into_iter()
+                    .filter(|record| record["phase"] == phase)
+                    .collect();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn all(records: &[Value], field: &str, expected: bool) {
+    assert!(!records.is_empty());
+    for record in records {
+        assert_eq!(record[field], expected, "{field} in {record}");
+    }
+}
+
+/// Before a rotation, during its grace, and after it (SPEC §8): receivers
+/// holding the old secret keep verifying `X-Webhook-Signature` for the
+/// whole grace; those holding the new one verify `-Next` during it and
+/// `X-Webhook-Signature` after; the official library accepts every
+/// delivery with the new secret, and with the old one only during the
+/// grace.
 #[test]
 fn the_official_library_and_the_seeds_snippet_verify_every_delivery() {
     let Some(receiver) = python_receiver() else {
@@ -71,10 +137,9 @@ fn the_official_library_and_the_seeds_snippet_verify_every_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(&dir);
     let key = add_user(&store, "johndoe");
-    let token = "whi_process_test_token_0123456789";
     let mut command = webhookd(&store);
     command
-        .env("WEBHOOKD_INGEST_TOKEN", token)
+        .env("WEBHOOKD_INGEST_TOKEN", TOKEN)
         .env("WEBHOOKD_REQUIRE_HTTPS", "false")
         .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
     let server = Server::start_with(command);
@@ -90,40 +155,53 @@ fn the_official_library_and_the_seeds_snippet_verify_every_delivery() {
         .unwrap()
         .json()
         .unwrap();
-    let secret = created["data"]["secret"].as_str().unwrap().to_owned();
-    client
-        .post(format!("{}/__secret", receiver.url))
-        .body(secret)
-        .send()
-        .unwrap();
-    for i in 0..20 {
-        let response = client
-            .post(format!("{}/internal/events", server.base))
-            .bearer_auth(token)
-            .body(format!(
-                r#"{{"event":"generated_video_success","username":"johndoe","event_id":"evt_std_{i}","data":{{"n":{i},"text":"é ✓"}}}}"#
-            ))
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 202);
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let stats = loop {
-        let stats: Value = client
-            .get(format!("{}/__stats", receiver.url))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let seen =
-            stats["standard_ok"].as_u64().unwrap() + stats["standard_failed"].as_u64().unwrap();
-        if seen >= 20 || Instant::now() > deadline {
-            break stats;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let endpoint_id = created["data"]["endpoint_id"].as_str().unwrap().to_owned();
+    let old = created["data"]["secret"].as_str().unwrap().to_owned();
+    let mut run = Run {
+        client: client.clone(),
+        server: &server,
+        receiver: &receiver,
+        sent: 0,
     };
-    assert_eq!(stats["standard_ok"], 20, "{stats}");
-    assert_eq!(stats["standard_failed"], 0, "{stats}");
-    assert_eq!(stats["joggai_ok"], 20, "{stats}");
-    assert_eq!(stats["joggai_failed"], 0, "{stats}");
+    let before = run.phase("before", &old, &old, 10);
+    all(&before, "standard_new", true);
+    all(&before, "signature_new", true);
+    all(&before, "has_next", false);
+
+    let grace = 3;
+    let rotated: Value = client
+        .post(format!(
+            "{}/v2/endpoint/{endpoint_id}/rotate-secret",
+            server.base
+        ))
+        .header("x-api-key", &key)
+        .body(json!({"grace_seconds": grace}).to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let new = rotated["data"]["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    let expires_at = rotated["data"]["previous_secret_expires_at"]
+        .as_i64()
+        .unwrap();
+    let rotated_at = Instant::now();
+    let during = run.phase("during", &old, &new, 10);
+    assert!(
+        rotated_at.elapsed() < Duration::from_secs(grace - 1),
+        "still in the grace"
+    );
+    all(&during, "signature_old", true);
+    all(&during, "next_new", true);
+    all(&during, "standard_new", true);
+    all(&during, "standard_old", true);
+
+    while webhookd_core::time::unix_seconds() <= expires_at {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = run.phase("after", &old, &new, 10);
+    all(&after, "signature_new", true);
+    all(&after, "has_next", false);
+    all(&after, "standard_new", true);
+    all(&after, "standard_old", false);
 }

@@ -99,6 +99,7 @@ fn subscribe(runtime: &Runtime, store: &dyn Store, username: &str, count: usize)
             events: vec![EventType::GeneratedVideoSuccess],
             username: username.to_owned(),
             created_at: 0,
+            previous_secret: None,
         };
         runtime
             .block_on(store.create_endpoint(&endpoint, 20))

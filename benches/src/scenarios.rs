@@ -148,6 +148,7 @@ impl Tenant {
             events: vec![EventType::GeneratedVideoSuccess],
             username: username.into(),
             created_at: 0,
+            previous_secret: None,
         };
         self.store.create_endpoint(&endpoint, 20).await?;
         Ok(())

@@ -3,28 +3,39 @@ wild do: with the official Standard Webhooks library (`standardwebhooks`
 from PyPI), and with the JoggAI seeds' Python snippet (hex HMAC-SHA256 of
 the raw body keyed by the whole secret). Used by tests/standard_webhooks.rs.
 
-POST /__secret sets the endpoint secret (body: the secret); GET /__stats
-answers the counts as JSON; any other POST is a delivery. Prints its port.
+POST /__secrets {"old": ..., "new": ..., "phase": ...} says which secrets
+the receiver holds (before a rotation both are the same); GET /__stats
+answers one record per delivery; any other POST is a delivery. Prints its
+port.
 """
 
 import hashlib
 import hmac
 import json
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook
 
-state = {"secret": None}
-stats = {"standard_ok": 0, "standard_failed": 0, "joggai_ok": 0, "joggai_failed": 0}
+state = {"old": None, "new": None, "phase": None}
+records = []
 lock = threading.Lock()
 
 
-def joggai_verify(secret: str, body: bytes, signature: str) -> bool:
+def seeds_verify(secret: str, body: bytes, signature) -> bool:
     # The seeds' snippet, unchanged in substance.
+    if signature is None:
+        return False
     expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, signature)
+
+
+def standard_verify(secret: str, body: bytes, headers) -> bool:
+    try:
+        Webhook(secret).verify(body, headers)
+        return True
+    except Exception:
+        return False
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -39,25 +50,27 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         with lock:
-            self.answer(200, json.dumps(stats).encode())
+            self.answer(200, json.dumps(records).encode())
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
-        if self.path == "/__secret":
-            state["secret"] = body.decode()
+        if self.path == "/__secrets":
+            state.update(json.loads(body))
             return self.answer(200)
-        secret = state["secret"]
         headers = {name.lower(): value for name, value in self.headers.items()}
-        try:
-            Webhook(secret).verify(body, headers)
-            standard = True
-        except Exception:
-            standard = False
-        joggai = joggai_verify(secret, body, headers.get("x-webhook-signature", ""))
+        old, new = state["old"], state["new"]
+        record = {
+            "phase": state["phase"],
+            "standard_new": standard_verify(new, body, headers),
+            "standard_old": standard_verify(old, body, headers),
+            "signature_old": seeds_verify(old, body, headers.get("x-webhook-signature")),
+            "signature_new": seeds_verify(new, body, headers.get("x-webhook-signature")),
+            "next_new": seeds_verify(new, body, headers.get("x-webhook-signature-next")),
+            "has_next": "x-webhook-signature-next" in headers,
+        }
         with lock:
-            stats["standard_ok" if standard else "standard_failed"] += 1
-            stats["joggai_ok" if joggai else "joggai_failed"] += 1
-        self.answer(200 if standard and joggai else 400)
+            records.append(record)
+        self.answer(200)
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

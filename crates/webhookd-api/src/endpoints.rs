@@ -44,6 +44,7 @@ pub async fn create(
         events: spec.events,
         username: caller.username,
         created_at: webhookd_core::time::unix_seconds(),
+        previous_secret: None,
     };
     match state
         .store
@@ -64,7 +65,14 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
-    let endpoints = state.store.list_endpoints(&caller.username).await?;
+    let now = unix_seconds();
+    let endpoints = state
+        .store
+        .list_endpoints(&caller.username)
+        .await?
+        .into_iter()
+        .map(|endpoint| endpoint.as_of(now))
+        .collect();
     Ok(success(EndpointList { endpoints }))
 }
 
@@ -82,7 +90,66 @@ pub async fn update(
         .await?
         .ok_or_else(|| not_found(&endpoint_id))?;
     tracing::info!(endpoint_id = %endpoint.endpoint_id, username = %endpoint.username, "endpoint updated");
-    Ok(success(endpoint))
+    Ok(success(endpoint.as_of(unix_seconds())))
+}
+
+/// Default grace of a rotation: the old secret keeps signing a day.
+const DEFAULT_GRACE_SECONDS: i64 = 86_400;
+/// Longest grace (SPEC §8): a week.
+const MAX_GRACE_SECONDS: i64 = 604_800;
+
+/// `POST /v2/endpoint/{endpoint_id}/rotate-secret` (SPEC §8): a new secret;
+/// the current one keeps signing `X-Webhook-Signature` for the grace, the
+/// new one `X-Webhook-Signature-Next`, both `webhook-signature`.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let endpoint_id = path_id(path)?;
+    let grace = grace_seconds(&body_bytes(body)?)?;
+    let now = unix_seconds();
+    let endpoint = state
+        .store
+        .rotate_secret(
+            &caller.username,
+            &endpoint_id,
+            &ids::new_secret(),
+            (grace > 0).then_some(now + grace),
+        )
+        .await?
+        .ok_or_else(|| not_found(&endpoint_id))?;
+    tracing::info!(%endpoint_id, username = %caller.username, grace_seconds = grace, "endpoint secret rotated");
+    Ok(success(endpoint.as_of(now)))
+}
+
+/// The optional body `{"grace_seconds": 0..604800}`.
+fn grace_seconds(body: &[u8]) -> Result<i64, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DEFAULT_GRACE_SECONDS);
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::BadRequest(
+            "request body must be a JSON object".into(),
+        ));
+    };
+    match fields.get("grace_seconds") {
+        None | Some(Value::Null) => Ok(DEFAULT_GRACE_SECONDS),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .filter(|grace| (0..=MAX_GRACE_SECONDS).contains(grace))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "grace_seconds: must be a whole number from 0 to {MAX_GRACE_SECONDS}"
+                ))
+            }),
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "grace_seconds: must be a whole number from 0 to {MAX_GRACE_SECONDS}"
+        ))),
+    }
 }
 
 pub async fn delete(

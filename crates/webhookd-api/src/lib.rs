@@ -103,6 +103,10 @@ pub fn router(state: AppState) -> Router {
             post(endpoints::send_test),
         )
         .route(
+            "/v2/endpoint/{endpoint_id}/rotate-secret",
+            post(endpoints::rotate_secret),
+        )
+        .route(
             "/v2/endpoint/{endpoint_id}/deliveries",
             get(deliveries::list),
         )

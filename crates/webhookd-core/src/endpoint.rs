@@ -63,9 +63,57 @@ pub struct Endpoint {
     pub username: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// During a rotation's grace (SPEC §8), the secret it replaced; shown
+    /// only as `previous_secret_expires_at`.
+    #[serde(
+        rename = "previous_secret_expires_at",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_expiry"
+    )]
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+/// A secret a rotation replaced, still signing until `expires_at` so
+/// receivers can switch without missing a delivery (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub secret: String,
+    /// Unix seconds; from then on only the new secret signs.
+    pub expires_at: i64,
+}
+
+impl PreviousSecret {
+    /// Whether it still signs at `now` (unix seconds).
+    pub fn is_live(&self, now: i64) -> bool {
+        now < self.expires_at
+    }
+}
+
+fn serialize_expiry<S: serde::Serializer>(
+    previous: &Option<PreviousSecret>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match previous {
+        Some(previous) => serializer.serialize_i64(previous.expires_at),
+        None => serializer.serialize_none(),
+    }
 }
 
 impl Endpoint {
+    /// The endpoint as the API shows it at `now`: a previous secret whose
+    /// grace has ended is gone (no process had to be awake when it ended).
+    #[must_use]
+    pub fn as_of(mut self, now: i64) -> Self {
+        if self
+            .previous_secret
+            .as_ref()
+            .is_some_and(|previous| !previous.is_live(now))
+        {
+            self.previous_secret = None;
+        }
+        self
+    }
+
     /// Whether an event of this type goes to this endpoint.
     pub fn wants(&self, event_type: EventType) -> bool {
         self.status == EndpointStatus::Enabled && self.events.contains(&event_type)
@@ -306,6 +354,7 @@ mod tests {
             events: vec![EventType::GeneratedVideoSuccess],
             username: "u".into(),
             created_at: 0,
+            previous_secret: None,
         };
         assert!(endpoint.wants(EventType::GeneratedVideoSuccess));
         assert!(!endpoint.wants(EventType::GeneratedVideoFailed));

@@ -35,6 +35,6 @@ pub mod time;
 
 pub use catalog::EventType;
 pub use config::{Config, ConfigError, LogFormat, StoreUrl};
-pub use endpoint::{Endpoint, EndpointSpec, EndpointStatus, FieldError};
+pub use endpoint::{Endpoint, EndpointSpec, EndpointStatus, FieldError, PreviousSecret};
 pub use event::{Event, MissingId, Rejection};
 pub use retry::{NextAttempt, RetrySchedule};

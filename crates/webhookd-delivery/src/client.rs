@@ -157,21 +157,39 @@ impl DeliveryClient {
         }
         let delivery = &claim.delivery;
         let body = Bytes::from(delivery.body.clone());
-        let signature = signer::sign(&claim.secret, &body);
         // Standard Webhooks: signed anew per attempt, with its time.
         let timestamp = webhookd_core::time::unix_seconds();
+        // During a rotation's grace (SPEC §8) the previous secret still
+        // makes X-Webhook-Signature, so receivers running the seeds' code
+        // unchanged keep verifying; the new one makes the -Next header.
+        let previous = claim
+            .previous_secret
+            .as_ref()
+            .filter(|previous| previous.is_live(timestamp));
+        let signing = previous.map_or(claim.secret.as_str(), |previous| &previous.secret);
         let mut request = http::Request::post(url.as_str())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(USER_AGENT, HeaderValue::from_static("JoggAI-Webhook/2.0"))
             .header("x-webhook-event", delivery.event_type.as_str())
-            .header("x-webhook-signature", signature)
+            .header("x-webhook-signature", signer::sign(signing, &body))
             .header("x-webhook-id", &delivery.event_id)
             .header("webhook-id", &delivery.event_id)
             .header("webhook-timestamp", timestamp);
-        if let Some(standard) =
-            signer::sign_standard(&claim.secret, &delivery.event_id, timestamp, &body)
-        {
-            request = request.header("webhook-signature", standard);
+        if previous.is_some() {
+            request = request.header(
+                "x-webhook-signature-next",
+                signer::sign(&claim.secret, &body),
+            );
+        }
+        // The new secret's signature first, then the previous one's.
+        let standard: Vec<String> = std::iter::once(claim.secret.as_str())
+            .chain(previous.map(|previous| previous.secret.as_str()))
+            .filter_map(|secret| {
+                signer::sign_standard(secret, &delivery.event_id, timestamp, &body)
+            })
+            .collect();
+        if !standard.is_empty() {
+            request = request.header("webhook-signature", standard.join(" "));
         }
         request
             .body(Full::new(body))

@@ -106,6 +106,7 @@ async fn endpoint(store: &Arc<dyn Store>, url: &str) -> Endpoint {
         events: vec![EventType::GeneratedAvatarVideoSuccess],
         username: "johndoe".into(),
         created_at: 0,
+        previous_secret: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
     endpoint
@@ -579,6 +580,7 @@ async fn hanging_tenants_cannot_delay_another_tenants_fresh_delivery(store: Arc<
                 events: vec![EventType::GeneratedAvatarVideoSuccess],
                 username: tenant.into(),
                 created_at: 0,
+                previous_secret: None,
             };
             store.create_endpoint(&endpoint, 20).await.unwrap();
         }

@@ -49,6 +49,7 @@ impl Fixture {
                 events: vec![EventType::GeneratedVideoSuccess],
                 username: "producer-user".into(),
                 created_at: 0,
+                previous_secret: None,
             };
             store.create_endpoint(&endpoint, 20).await.unwrap();
             endpoint_ids.push(endpoint.endpoint_id);

@@ -49,6 +49,7 @@ async fn accepted_deliveries_go_out_without_the_claim_loop(store: Arc<dyn Store>
             events: vec![EventType::GeneratedVideoSuccess],
             username: "johndoe".into(),
             created_at: 0,
+            previous_secret: None,
         };
         store.create_endpoint(&endpoint, 20).await.unwrap();
         endpoints.push(endpoint);

@@ -217,6 +217,21 @@ impl Store for Instrumented {
         timed("delivery_stats", self.inner.delivery_stats(now_ms)).await
     }
 
+    async fn rotate_secret(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        new_secret: &str,
+        previous_until: Option<i64>,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        timed(
+            "rotate_secret",
+            self.inner
+                .rotate_secret(username, endpoint_id, new_secret, previous_until),
+        )
+        .await
+    }
+
     async fn create_test_delivery(
         &self,
         endpoint_id: &str,

@@ -171,6 +171,8 @@ pub struct Claim {
     pub delivery: Delivery,
     pub url: String,
     pub secret: String,
+    /// The secret a rotation replaced, while it may still be live (SPEC §8).
+    pub previous_secret: Option<webhookd_core::PreviousSecret>,
     /// Proves ownership of the lease when the attempt is recorded.
     pub lease: String,
 }
@@ -343,6 +345,19 @@ pub trait Store: Send + Sync + fmt::Debug {
         username: &str,
         endpoint_id: &str,
         spec: &EndpointSpec,
+    ) -> Result<Option<Endpoint>, StoreError>;
+
+    /// Replaces the endpoint's signing secret with `new_secret` (SPEC §8).
+    /// With `previous_until` (unix seconds), the current secret keeps
+    /// signing until then, and a previous secret an earlier rotation left is
+    /// dropped: at most two live. Without, the old secrets are gone at once.
+    /// `None` when the user has no such endpoint.
+    async fn rotate_secret(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        new_secret: &str,
+        previous_until: Option<i64>,
     ) -> Result<Option<Endpoint>, StoreError>;
 
     /// Deletes an endpoint, so pending retries to it stop at once; its

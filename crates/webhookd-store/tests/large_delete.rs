@@ -32,6 +32,7 @@ async fn deleting_a_million_deliveries_never_stalls_redis() {
         events: vec![EventType::GeneratedVideoSuccess],
         username: "big".into(),
         created_at: 0,
+        previous_secret: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
     fill(&store).await;

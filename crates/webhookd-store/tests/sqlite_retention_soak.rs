@@ -75,6 +75,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
         events: vec![EventType::GeneratedVideoSuccess],
         username: "soak".into(),
         created_at: 0,
+        previous_secret: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
     let mut now = 1_732_806_631_000_i64;

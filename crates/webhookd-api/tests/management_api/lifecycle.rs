@@ -93,3 +93,44 @@ pub(crate) async fn a_test_event_names_a_known_type_or_gets_40000(api: Api) {
     let theirs = api.call_as(&stranger, Method::POST, &path, None).await;
     assert_error(&theirs, StatusCode::NOT_FOUND, 10104, "not found");
 }
+
+pub(crate) async fn rotating_gives_a_new_secret_and_a_bounded_grace(api: Api) {
+    let endpoint = api.create(seed_body()).await;
+    let id = endpoint["endpoint_id"].as_str().unwrap();
+    let path = format!("/v2/endpoint/{id}/rotate-secret");
+    let before = webhookd_core::time::unix_seconds();
+    let (status, json) = api.call(Method::POST, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let rotated = &json["data"];
+    assert_ne!(rotated["secret"], endpoint["secret"]);
+    assert!(rotated["secret"].as_str().unwrap().starts_with("whsec_"));
+    let expires = rotated["previous_secret_expires_at"].as_i64().unwrap();
+    assert!(
+        (before + 86_400..=before + 86_402).contains(&expires),
+        "a day by default"
+    );
+    let (_, listed) = api.call(Method::GET, "/v2/endpoints", None).await;
+    assert_eq!(listed["data"]["endpoints"][0]["secret"], rotated["secret"]);
+
+    let (status, json) = api
+        .call(Method::POST, &path, Some(json!({"grace_seconds": 0})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert!(
+        json["data"].get("previous_secret_expires_at").is_none(),
+        "{json}"
+    );
+
+    for bad in [
+        json!({"grace_seconds": -1}),
+        json!({"grace_seconds": 604_801}),
+        json!({"grace_seconds": "1"}),
+        json!({"grace_seconds": 1.5}),
+    ] {
+        let refused = api.call(Method::POST, &path, Some(bad)).await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, 40000, "grace_seconds: ");
+    }
+    let stranger = api.new_key("mallory").await;
+    let theirs = api.call_as(&stranger, Method::POST, &path, None).await;
+    assert_error(&theirs, StatusCode::NOT_FOUND, 10104, "not found");
+}

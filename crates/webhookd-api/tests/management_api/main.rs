@@ -66,6 +66,7 @@ on_both_stores!(
     an_endpoint_change_applies_to_events_ingested_after_it_returns,
     a_test_event_goes_to_one_endpoint_whatever_its_status,
     a_test_event_names_a_known_type_or_gets_40000,
+    rotating_gives_a_new_secret_and_a_bounded_grace,
 );
 
 mod lifecycle;

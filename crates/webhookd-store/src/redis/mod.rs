@@ -60,7 +60,7 @@ use std::time::Duration;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
-use webhookd_core::{Event, ids};
+use webhookd_core::{Event, PreviousSecret, ids};
 
 use crate::{
     Acceptance, Claim, ClaimRequest, DEDUP_WINDOW_MS, Delivery, DeliveryStatus, EndpointChanges,
@@ -101,6 +101,7 @@ const ADD_API_KEY: &str = include_str!("lua/add_api_key.lua");
 const REVOKE_API_KEYS: &str = include_str!("lua/revoke_api_keys.lua");
 const SWEEP: &str = include_str!("lua/sweep.lua");
 const CREATE_TEST_DELIVERY: &str = include_str!("lua/create_test_delivery.lua");
+const ROTATE_SECRET: &str = include_str!("lua/rotate_secret.lua");
 
 /// Most deliveries one sweep script removes: a few milliseconds of Redis,
 /// so other clients never wait long (they are served between two scripts).
@@ -135,6 +136,7 @@ struct Scripts {
     retry_dead: Script,
     sweep: Script,
     create_test_delivery: Script,
+    rotate_secret: Script,
 }
 
 /// Number of partitions user data is spread over. Part of the key layout:
@@ -200,6 +202,7 @@ impl RedisStore {
             release: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RELEASE}")),
             retry_dead: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RETRY_DEAD}")),
             sweep: Script::new(SWEEP),
+            rotate_secret: Script::new(ROTATE_SECRET),
             create_test_delivery: Script::new(&format!(
                 "{SCHEDULE_FUNCTIONS}{CREATE_TEST_DELIVERY}"
             )),
@@ -309,7 +312,7 @@ impl RedisStore {
         let room: Vec<(&String, &usize)> = claim.room.iter().collect();
         // The claim limit is shared out in proportion to each partition's
         // events.
-        let answers: Vec<(Vec<redis::Value>, Vec<[String; 4]>)> = self
+        let answers: Vec<(Vec<redis::Value>, Vec<[String; 6]>)> = self
             .per_partition(
                 &self.scripts.accept_events,
                 &by_partition,
@@ -340,7 +343,8 @@ impl RedisStore {
             )
             .await?;
         let mut outcomes: Vec<Option<Acceptance>> = vec![None; events.len()];
-        let mut leases: HashMap<String, (String, String, String)> = HashMap::new();
+        let mut leases: HashMap<String, (String, String, String, Option<PreviousSecret>)> =
+            HashMap::new();
         for ((_, members), (chosen_per_event, leased)) in by_partition.iter().zip(answers) {
             for (&i, chosen) in members.iter().zip(chosen_per_event) {
                 outcomes[i] = Some(acceptance_from_answer(
@@ -351,8 +355,17 @@ impl RedisStore {
                     now_ms,
                 )?);
             }
-            for [delivery_id, url, secret, lease] in leased {
-                leases.insert(delivery_id, (url, secret, lease));
+            for [
+                delivery_id,
+                url,
+                secret,
+                lease,
+                previous,
+                previous_expires_at,
+            ] in leased
+            {
+                let previous = rows::previous_secret(Some(previous), Some(&previous_expires_at));
+                leases.insert(delivery_id, (url, secret, lease, previous));
             }
         }
         let outcomes = outcomes
@@ -368,7 +381,7 @@ impl RedisStore {
                 Acceptance::Duplicate => &[],
             })
             .filter_map(|delivery| {
-                let (url, secret, lease) = leases.remove(&delivery.delivery_id)?;
+                let (url, secret, lease, previous_secret) = leases.remove(&delivery.delivery_id)?;
                 Some(Claim {
                     delivery: Delivery {
                         next_attempt_at: claim.lease_until_ms,
@@ -376,6 +389,7 @@ impl RedisStore {
                     },
                     url,
                     secret,
+                    previous_secret,
                     lease,
                 })
             })

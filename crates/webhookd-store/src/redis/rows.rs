@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use webhookd_core::{Endpoint, Event};
+use webhookd_core::{Endpoint, Event, PreviousSecret};
 
 use crate::{
     Acceptance, Claim, Delivery, DeliveryStatus, StoreError, event_type_from_str, events_from_json,
@@ -72,12 +72,27 @@ pub(super) fn endpoint_from_fields(
         created_at: created_at
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("endpoint created_at {created_at:?}")))?,
+        previous_secret: previous_secret(
+            fields.remove("previous_secret"),
+            fields.remove("previous_expires_at").as_deref(),
+        ),
+    })
+}
+
+/// A previous secret from its stored fields (both set, the expiry a number).
+pub(super) fn previous_secret(
+    secret: Option<String>,
+    expires_at: Option<&str>,
+) -> Option<PreviousSecret> {
+    Some(PreviousSecret {
+        secret: secret.filter(|secret| !secret.is_empty())?,
+        expires_at: expires_at?.parse().ok()?,
     })
 }
 
 /// A row of `claim_due.lua`: id, username, endpoint id, event id, event type,
 /// body, attempts, created at, url, secret, lease, last attempt and test
-/// (0 or 1).
+/// (0 or 1), previous secret and its expiry (empty when none).
 pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Claim, StoreError> {
     let [
         id,
@@ -93,7 +108,9 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
         lease,
         last_attempt,
         test,
-    ]: [String; 13] = row.try_into().map_err(|row: Vec<String>| {
+        previous,
+        previous_expires_at,
+    ]: [String; 15] = row.try_into().map_err(|row: Vec<String>| {
         StoreError::Corrupt(format!("claim row of {} fields", row.len()))
     })?;
     let number = |name: &str, text: &str| {
@@ -118,6 +135,7 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
         },
         url,
         secret,
+        previous_secret: previous_secret(Some(previous), Some(&previous_expires_at)),
         lease,
     })
 }

@@ -188,6 +188,30 @@ impl Store for RedisStore {
         fields.map(endpoint_from_fields).transpose()
     }
 
+    async fn rotate_secret(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        new_secret: &str,
+        previous_until: Option<i64>,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let fields: Option<HashMap<String, String>> = self
+            .scripts
+            .rotate_secret
+            .key(self.endpoint_key(username, endpoint_id))
+            .arg(new_secret)
+            .arg(previous_until.map(|at| at.to_string()).unwrap_or_default())
+            .arg(self.changes_channel())
+            .arg(endpoint_id)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        if fields.is_some() {
+            self.changes.mark(endpoint_id);
+        }
+        fields.map(endpoint_from_fields).transpose()
+    }
+
     async fn delete_endpoint(&self, username: &str, endpoint_id: &str) -> Result<bool, StoreError> {
         let removed: i64 = self
             .scripts

@@ -8,7 +8,8 @@ use rusqlite::{OptionalExtension, params};
 use webhookd_core::{Event, ids};
 
 use super::rows::{
-    DELIVERY_COLUMNS_D, ENDPOINT_COLUMNS, RawEndpoint, read_delivery, read_endpoint,
+    DELIVERY_COLUMNS_D, ENDPOINT_COLUMNS, RawEndpoint, previous_secret, read_delivery,
+    read_endpoint,
 };
 use super::schema::sqlite_error;
 use crate::{
@@ -158,6 +159,7 @@ pub(super) fn accept_one(
                 },
                 url: endpoint.url.clone(),
                 secret: endpoint.secret.clone(),
+                previous_secret: endpoint.previous_secret.clone(),
                 lease,
             });
         }
@@ -238,7 +240,8 @@ pub(super) fn claim_from_endpoint(
     let due = {
         let mut select = tx
             .prepare_cached(&format!(
-                "SELECT {DELIVERY_COLUMNS_D}, e.url, e.secret, e.status
+                "SELECT {DELIVERY_COLUMNS_D}, e.url, e.secret, e.status, e.previous_secret,
+                     e.previous_expires_at
                  FROM deliveries d
                  LEFT JOIN endpoints e ON e.endpoint_id = d.endpoint_id AND e.username = d.username
                  WHERE d.status = 'pending' AND d.endpoint_id = ?1 AND d.next_attempt_at <= ?2
@@ -258,13 +261,14 @@ pub(super) fn claim_from_endpoint(
                         row.get::<_, Option<String>>(12)?,
                         row.get::<_, Option<String>>(13)?,
                         row.get::<_, Option<String>>(14)?,
+                        previous_secret(row.get(15)?, row.get(16)?),
                     ))
                 },
             )
             .map_err(sqlite_error)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)?
     };
-    for (raw, url, secret, status) in due {
+    for (raw, url, secret, status, previous_secret) in due {
         let mut delivery: Delivery = raw.parse()?;
         // A test delivery goes whatever the endpoint's status.
         let sendable = delivery.test || status.as_deref() == Some("enabled");
@@ -281,6 +285,7 @@ pub(super) fn claim_from_endpoint(
                     delivery,
                     url,
                     secret,
+                    previous_secret,
                     lease,
                 });
             }

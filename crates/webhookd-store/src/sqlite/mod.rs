@@ -263,6 +263,45 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn rotate_secret(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        new_secret: &str,
+        previous_until: Option<i64>,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let (username, endpoint_id, new_secret) = (
+            username.to_owned(),
+            endpoint_id.to_owned(),
+            new_secret.to_owned(),
+        );
+        let changes = Arc::clone(&self.changes);
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            // SET expressions read the row as it was: the current secret
+            // becomes the previous one.
+            let changed = tx
+                .execute(
+                    "UPDATE endpoints SET
+                         previous_secret = CASE WHEN ?1 IS NULL THEN NULL ELSE secret END,
+                         previous_expires_at = ?1, secret = ?2
+                     WHERE username = ?3 AND endpoint_id = ?4",
+                    params![previous_until, new_secret, username, endpoint_id],
+                )
+                .map_err(sqlite_error)?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            let endpoint = select_endpoint(&tx, &username, &endpoint_id)?;
+            tx.commit().map_err(sqlite_error)?;
+            changes.mark(&endpoint_id);
+            Ok(endpoint)
+        })
+        .await
+    }
+
     async fn delete_endpoint(&self, username: &str, endpoint_id: &str) -> Result<bool, StoreError> {
         let (username, endpoint_id) = (username.to_owned(), endpoint_id.to_owned());
         let changes = Arc::clone(&self.changes);

@@ -1,7 +1,7 @@
 //! Rows as they come out of SQLite, before their enums are parsed.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use webhookd_core::Endpoint;
+use webhookd_core::{Endpoint, PreviousSecret};
 
 use super::schema::sqlite_error;
 use crate::{Delivery, StoreError, event_type_from_str, events_from_json, status_from_str};
@@ -65,8 +65,7 @@ impl RawDelivery {
     }
 }
 
-pub(super) const ENDPOINT_COLUMNS: &str =
-    "endpoint_id, url, secret, status, events, username, created_at";
+pub(super) const ENDPOINT_COLUMNS: &str = "endpoint_id, url, secret, status, events, username, created_at, previous_secret, previous_expires_at";
 
 pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndpoint> {
     Ok(RawEndpoint {
@@ -77,6 +76,8 @@ pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndp
         events: row.get(4)?,
         username: row.get(5)?,
         created_at: row.get(6)?,
+        previous_secret: row.get(7)?,
+        previous_expires_at: row.get(8)?,
     })
 }
 
@@ -89,6 +90,8 @@ pub(super) struct RawEndpoint {
     events: String,
     username: String,
     created_at: i64,
+    previous_secret: Option<String>,
+    previous_expires_at: Option<i64>,
 }
 
 impl RawEndpoint {
@@ -101,8 +104,20 @@ impl RawEndpoint {
             secret: self.secret,
             username: self.username,
             created_at: self.created_at,
+            previous_secret: previous_secret(self.previous_secret, self.previous_expires_at),
         })
     }
+}
+
+/// The stored previous secret and its expiry, when both are there.
+pub(super) fn previous_secret(
+    secret: Option<String>,
+    expires_at: Option<i64>,
+) -> Option<PreviousSecret> {
+    Some(PreviousSecret {
+        secret: secret?,
+        expires_at: expires_at?,
+    })
 }
 
 pub(super) fn select_endpoint(

@@ -77,7 +77,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX deliveries_pending_by_endpoint ON deliveries(endpoint_id, next_attempt_at)
          WHERE status = 'pending';",
     // 5: retention, one-attempt re-sends, deleting endpoints in steps, test
-    // deliveries.
+    // deliveries, secret rotation.
     // Deliveries finished before this migration are kept the default time
     // from their creation.
     "ALTER TABLE deliveries ADD COLUMN last_attempt INTEGER NOT NULL DEFAULT 0;
@@ -86,7 +86,9 @@ const MIGRATIONS: &[&str] = &[
      UPDATE deliveries SET remove_at = created_at + 2592000000 WHERE status = 'failed';
      CREATE INDEX deliveries_by_removal ON deliveries(remove_at) WHERE remove_at IS NOT NULL;
      CREATE TABLE deleted_endpoints (endpoint_id TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;
-     ALTER TABLE deliveries ADD COLUMN test INTEGER NOT NULL DEFAULT 0;",
+     ALTER TABLE deliveries ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE endpoints ADD COLUMN previous_secret TEXT;
+     ALTER TABLE endpoints ADD COLUMN previous_expires_at INTEGER;",
 ];
 
 /// How long a statement waits for another process's write lock.

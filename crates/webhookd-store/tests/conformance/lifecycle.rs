@@ -298,6 +298,72 @@ pub(crate) async fn updates_and_deletes_mark_the_endpoint_changed(store: Arc<dyn
     assert!(changes.changed_since(&second.endpoint_id, before));
 }
 
+/// At most two live secrets (SPEC §8): a rotation with a grace keeps the
+/// replaced secret until then, a rotation during a grace drops the oldest,
+/// grace 0 keeps none; claims carry what signs; held claims are told.
+pub(crate) async fn rotation_keeps_at_most_two_secrets(store: Arc<dyn Store>) {
+    let (target, _) = one_delivery(&*store, "rot").await;
+    let original = target.secret.clone();
+    let changes = store.endpoint_changes();
+    let before = changes.version();
+    let first = ids::new_secret();
+    let rotated = store
+        .rotate_secret("rot", &target.endpoint_id, &first, Some(1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rotated.secret, first);
+    let previous = rotated.previous_secret.clone().unwrap();
+    assert_eq!(
+        (previous.secret.as_str(), previous.expires_at),
+        (original.as_str(), 1_000)
+    );
+    assert!(changes.changed_since(&target.endpoint_id, before));
+    let claim = claim_at(&*store, NOW_MS, 10).await.remove(0);
+    assert_eq!(claim.secret, first);
+    assert_eq!(claim.previous_secret, Some(previous.clone()));
+    // The grace ends by itself: nothing has to run at that instant.
+    assert!(previous.is_live(999) && !previous.is_live(1_000));
+    assert_eq!(rotated.clone().as_of(1_000).previous_secret, None);
+
+    let second = ids::new_secret();
+    let again = store
+        .rotate_secret("rot", &target.endpoint_id, &second, Some(2_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let previous = again.previous_secret.unwrap();
+    assert_eq!(
+        previous.secret, first,
+        "the oldest secret is dropped at once"
+    );
+    assert_eq!(previous.expires_at, 2_000);
+    let read = store
+        .get_endpoint("rot", &target.endpoint_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.secret, second);
+
+    let leaked = ids::new_secret();
+    let replaced = store
+        .rotate_secret("rot", &target.endpoint_id, &leaked, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(replaced.secret, leaked);
+    assert_eq!(replaced.previous_secret, None, "grace 0 replaces at once");
+    let listed = store.list_endpoints("rot").await.unwrap();
+    assert_eq!(listed[0].previous_secret, None);
+    assert!(
+        store
+            .rotate_secret("rot", "wh_missing", &leaked, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// What an older webhookd left behind (delivery hashes that expired on
 /// their own, their ids still indexed) does not break a page.
 #[tokio::test]

@@ -75,6 +75,7 @@ conformance!(
     deleting_an_endpoint_removes_its_deliveries_in_bounded_steps,
     a_resent_dead_delivery_is_claimed_as_its_last_attempt,
     updates_and_deletes_mark_the_endpoint_changed,
+    rotation_keeps_at_most_two_secrets,
 );
 
 mod lifecycle;
@@ -101,6 +102,7 @@ fn endpoint(username: &str, created_at: i64) -> Endpoint {
         ],
         username: username.into(),
         created_at,
+        previous_secret: None,
     }
 }
 

@@ -22,7 +22,8 @@ for e = 9 + 2 * listed, #ARGV, 7 do
   else
     local chosen = {}
     for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
-      local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events', 'url', 'secret')
+      local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events', 'url', 'secret',
+        'previous_secret', 'previous_expires_at')
       if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true) then
         local delivery = base .. string.format('%02x', #chosen)
         local due_at = now
@@ -36,7 +37,8 @@ for e = 9 + 2 * listed, #ARGV, 7 do
           due_at = lease_until
           fields[#fields + 1] = 'lease'
           fields[#fields + 1] = lease
-          leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease}
+          leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease, endpoint[5] or '',
+            endpoint[6] or ''}
         end
         fields[#fields + 1] = 'next_attempt_at'
         fields[#fields + 1] = due_at

@@ -20,7 +20,8 @@ for _, endpoint_due in ipairs(queues) do
   local user, endpoint_id = string.match(endpoint_due, '^(.*)ep:([^:]+):due$')
   local room = math.min(room_of[endpoint_id] or per_endpoint, limit - #claimed)
   if room > 0 then
-    local endpoint = redis.call('HMGET', user .. 'endpoint:' .. endpoint_id, 'url', 'secret', 'status')
+    local endpoint = redis.call('HMGET', user .. 'endpoint:' .. endpoint_id, 'url', 'secret', 'status',
+      'previous_secret', 'previous_expires_at')
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', endpoint_due, '-inf', now, 'LIMIT', 0, room)) do
       local key = ARGV[4] .. 'dlv:' .. id
       local d = redis.call('HMGET', key, 'username', 'event_id', 'event_type', 'body', 'attempts',
@@ -43,7 +44,7 @@ for _, endpoint_due in ipairs(queues) do
         redis.call('ZADD', KEYS[1], ARGV[2], id)
         redis.call('ZADD', endpoint_due, ARGV[2], id)
         claimed[#claimed + 1] = {id, d[1], endpoint_id, d[2], d[3], d[4], d[5], d[6], endpoint[1],
-          endpoint[2], lease, d[8] or '0', d[9] or '0'}
+          endpoint[2], lease, d[8] or '0', d[9] or '0', endpoint[4] or '', endpoint[5] or ''}
       end
     end
     refresh_ready(KEYS[2], endpoint_due)
