@@ -89,6 +89,8 @@ impl PreviousSecret {
     }
 }
 
+// serde's `serialize_with` hands over `&Option<_>`.
+#[allow(clippy::ref_option)]
 fn serialize_expiry<S: serde::Serializer>(
     previous: &Option<PreviousSecret>,
     serializer: S,
