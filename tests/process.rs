@@ -249,6 +249,8 @@ impl AmqpRun {
             username: "johndoe".into(),
             created_at: 0,
             previous_secret: None,
+            failing_since: None,
+            disabled_reason: None,
         };
         runtime
             .block_on(store.create_endpoint(&endpoint, 20))

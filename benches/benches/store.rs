@@ -100,6 +100,8 @@ fn subscribe(runtime: &Runtime, store: &dyn Store, username: &str, count: usize)
             username: username.to_owned(),
             created_at: 0,
             previous_secret: None,
+            failing_since: None,
+            disabled_reason: None,
         };
         runtime
             .block_on(store.create_endpoint(&endpoint, 20))

@@ -149,6 +149,8 @@ impl Tenant {
             username: username.into(),
             created_at: 0,
             previous_secret: None,
+            failing_since: None,
+            disabled_reason: None,
         };
         self.store.create_endpoint(&endpoint, 20).await?;
         Ok(())

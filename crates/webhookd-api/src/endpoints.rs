@@ -45,6 +45,8 @@ pub async fn create(
         username: caller.username,
         created_at: webhookd_core::time::unix_seconds(),
         previous_secret: None,
+        failing_since: None,
+        disabled_reason: None,
     };
     match state
         .store

@@ -74,6 +74,10 @@ pub struct Config {
     /// management API, with bursts of twice that; `0` turns the limit off.
     /// Default `100`, far above what endpoint management needs.
     pub api_rate_limit: u32,
+    /// `auto_disable_after`: an endpoint with no successful attempt for this
+    /// long since its failure streak began is disabled by webhookd, with a
+    /// `disabled_reason` (SPEC §8). Default `5d`; `0` never.
+    pub auto_disable_after: Duration,
     /// `keep_delivered`: how long a delivered delivery (body and attempts)
     /// is kept for the listings after its last attempt. Default `7d`.
     pub keep_delivered: Duration,
@@ -113,6 +117,7 @@ impl Default for Config {
             retry_schedule: RetrySchedule::default(),
             max_connections: 4096,
             api_rate_limit: 100,
+            auto_disable_after: Duration::from_secs(5 * 24 * 3600),
             keep_delivered: Duration::from_secs(7 * 24 * 3600),
             keep_failed: Duration::from_secs(30 * 24 * 3600),
             shutdown_grace: Duration::from_secs(30),
@@ -142,6 +147,10 @@ impl fmt::Debug for Config {
             .field("retry_schedule", &self.retry_schedule.to_string())
             .field("max_connections", &self.max_connections)
             .field("api_rate_limit", &self.api_rate_limit)
+            .field(
+                "auto_disable_after",
+                &format_duration(self.auto_disable_after),
+            )
             .field("keep_delivered", &format_duration(self.keep_delivered))
             .field("keep_failed", &format_duration(self.keep_failed))
             .field("shutdown_grace", &format_duration(self.shutdown_grace))
@@ -400,6 +409,14 @@ impl Config {
             "retry_schedule" => self.retry_schedule = RetrySchedule::parse(&raw.text()?)?,
             "max_connections" => self.max_connections = raw.integer()?,
             "api_rate_limit" => self.api_rate_limit = raw.integer()?,
+            "auto_disable_after" => {
+                let text = raw.text()?;
+                self.auto_disable_after = if text.trim() == "0" {
+                    Duration::ZERO
+                } else {
+                    parse_duration(&text)?
+                };
+            }
             "keep_delivered" => self.keep_delivered = raw.duration()?,
             "keep_failed" => self.keep_failed = raw.duration()?,
             "shutdown_grace" => self.shutdown_grace = raw.duration()?,
@@ -527,6 +544,7 @@ const KEYS: &[&str] = &[
     "retry_schedule",
     "max_connections",
     "api_rate_limit",
+    "auto_disable_after",
     "keep_delivered",
     "keep_failed",
     "shutdown_grace",

@@ -71,6 +71,13 @@ pub struct Endpoint {
         serialize_with = "serialize_expiry"
     )]
     pub previous_secret: Option<PreviousSecret>,
+    /// Unix seconds of the first failed attempt of the current failure
+    /// streak (SPEC §8); `None` once an attempt succeeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<i64>,
+    /// Why webhookd disabled it (SPEC §8); `None` unless webhookd did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
 }
 
 /// A secret a rotation replaced, still signing until `expires_at` so
@@ -357,6 +364,8 @@ mod tests {
             username: "u".into(),
             created_at: 0,
             previous_secret: None,
+            failing_since: None,
+            disabled_reason: None,
         };
         assert!(endpoint.wants(EventType::GeneratedVideoSuccess));
         assert!(!endpoint.wants(EventType::GeneratedVideoFailed));

@@ -26,6 +26,7 @@ pub const STORE_ERRORS: &str = "webhookd_store_errors_total";
 pub const API_REQUESTS: &str = "webhookd_api_requests_total";
 pub const API_DURATION: &str = "webhookd_api_request_duration_seconds";
 pub const AUTH_FAILURES: &str = "webhookd_auth_failures_total";
+pub const ENDPOINTS_AUTO_DISABLED: &str = "webhookd_endpoints_auto_disabled_total";
 pub const BUILD_INFO: &str = "webhookd_build_info";
 
 /// Histogram buckets, 1 ms to 30 s.
@@ -155,6 +156,11 @@ pub fn register(version: &'static str, rejection_codes: &[&'static str]) {
         AUTH_FAILURES,
         "Requests refused for a missing or wrong credential, by credential."
     );
+    describe_counter!(
+        ENDPOINTS_AUTO_DISABLED,
+        "Endpoints disabled by webhookd after failing for auto_disable_after."
+    );
+    counter!(ENDPOINTS_AUTO_DISABLED).absolute(0);
     for credential in Credential::ALL {
         counter!(AUTH_FAILURES, "credential" => credential.as_str()).absolute(0);
     }
@@ -293,6 +299,10 @@ impl Credential {
             Credential::IngestToken => "ingest_token",
         }
     }
+}
+
+pub fn endpoint_auto_disabled() {
+    counter!(ENDPOINTS_AUTO_DISABLED).increment(1);
 }
 
 pub fn auth_failed(credential: Credential) {

@@ -38,7 +38,8 @@ use webhookd_core::telemetry::{self, AttemptOutcome};
 use webhookd_core::time::unix_millis;
 use webhookd_core::{NextAttempt, RetrySchedule};
 use webhookd_store::{
-    AttemptRecord, AttemptResult, Claim, ClaimRequest, EndpointChanges, FinishedAttempt, Store,
+    AttemptRecord, AttemptResult, Claim, ClaimRequest, EndpointChanges, FinishedAttempt, Recorded,
+    Store,
 };
 
 use crate::classify::{Verdict, classify};
@@ -615,8 +616,23 @@ async fn record_finished(store: Arc<dyn Store>, mut finished: mpsc::UnboundedRec
         for _ in 0..5 {
             match store.record_attempts(&attempts).await {
                 Ok(recorded) => {
-                    for (attempt, _) in attempts.iter().zip(recorded).filter(|(_, ok)| !ok) {
-                        tracing::warn!(delivery_id = %attempt.claim.delivery.delivery_id, "lease expired before the attempt was recorded; another worker owns it");
+                    for (attempt, recorded) in attempts.iter().zip(recorded) {
+                        let delivery = &attempt.claim.delivery;
+                        match recorded {
+                            Recorded::Written => {}
+                            Recorded::Stale => {
+                                tracing::warn!(delivery_id = %delivery.delivery_id, "lease expired before the attempt was recorded; another worker owns it");
+                            }
+                            Recorded::WrittenAndDisabled { failing_since } => {
+                                telemetry::endpoint_auto_disabled();
+                                tracing::warn!(
+                                    endpoint_id = %delivery.endpoint_id,
+                                    username = %delivery.username,
+                                    failing_since,
+                                    "endpoint disabled: no successful delivery since its failure streak began; its deliveries wait until it is enabled again"
+                                );
+                            }
+                        }
                     }
                     break;
                 }

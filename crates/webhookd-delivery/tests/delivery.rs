@@ -107,6 +107,8 @@ async fn endpoint(store: &Arc<dyn Store>, url: &str) -> Endpoint {
         username: "johndoe".into(),
         created_at: 0,
         previous_secret: None,
+        failing_since: None,
+        disabled_reason: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
     endpoint
@@ -581,6 +583,8 @@ async fn hanging_tenants_cannot_delay_another_tenants_fresh_delivery(store: Arc<
                 username: tenant.into(),
                 created_at: 0,
                 previous_secret: None,
+                failing_since: None,
+                disabled_reason: None,
             };
             store.create_endpoint(&endpoint, 20).await.unwrap();
         }

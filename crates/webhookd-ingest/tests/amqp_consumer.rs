@@ -50,6 +50,8 @@ impl Fixture {
                 username: "producer-user".into(),
                 created_at: 0,
                 previous_secret: None,
+                failing_since: None,
+                disabled_reason: None,
             };
             store.create_endpoint(&endpoint, 20).await.unwrap();
             endpoint_ids.push(endpoint.endpoint_id);

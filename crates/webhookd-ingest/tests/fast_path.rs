@@ -50,6 +50,8 @@ async fn accepted_deliveries_go_out_without_the_claim_loop(store: Arc<dyn Store>
             username: "johndoe".into(),
             created_at: 0,
             previous_secret: None,
+            failing_since: None,
+            disabled_reason: None,
         };
         store.create_endpoint(&endpoint, 20).await.unwrap();
         endpoints.push(endpoint);

@@ -13,8 +13,8 @@ use webhookd_core::{Endpoint, EndpointSpec, Event};
 
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
-    DeliveryStatus, EndpointChanges, FinishedAttempt, Page, RetryOutcome, Store, StoreError,
-    SweepReport, UserSummary,
+    DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Recorded, RetryOutcome, Store,
+    StoreError, SweepReport, UserSummary,
 };
 
 #[derive(Debug)]
@@ -176,7 +176,10 @@ impl Store for Instrumented {
         timed("claim_due", self.inner.claim_due(request)).await
     }
 
-    async fn record_attempts(&self, finished: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError> {
+    async fn record_attempts(
+        &self,
+        finished: &[FinishedAttempt],
+    ) -> Result<Vec<Recorded>, StoreError> {
         timed("record_attempts", self.inner.record_attempts(finished)).await
     }
 

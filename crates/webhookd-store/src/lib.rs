@@ -217,6 +217,27 @@ pub struct AttemptRecord {
     pub response: Option<String>,
 }
 
+/// What recording one finished attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The lease had run out: the delivery may belong to another worker;
+    /// nothing was written.
+    Stale,
+    Written,
+    /// Written, and the endpoint had had no success for
+    /// `auto_disable_after` since `failing_since` (unix seconds): webhookd
+    /// disabled it (SPEC §8).
+    WrittenAndDisabled {
+        failing_since: i64,
+    },
+}
+
+impl Recorded {
+    pub fn is_written(self) -> bool {
+        self != Recorded::Stale
+    }
+}
+
 /// What an attempt leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptResult {
@@ -427,11 +448,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError>;
 
     /// Records finished attempts and their consequences, each atomically if
-    /// the lease is still its claim's. One answer per attempt, in order:
-    /// `false` when the lease expired and the delivery may belong to another
-    /// worker (nothing is written for it then). One call for many attempts
-    /// is one round trip (Redis) or one commit (SQLite).
-    async fn record_attempts(&self, finished: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError>;
+    /// the lease is still its claim's, and keeps each endpoint's failure
+    /// streak (`failing_since`), disabling an endpoint whose streak has
+    /// lasted `auto_disable_after` (SPEC §8). One answer per attempt, in
+    /// order. One call for many attempts is one round trip (Redis) or one
+    /// commit (SQLite).
+    async fn record_attempts(
+        &self,
+        finished: &[FinishedAttempt],
+    ) -> Result<Vec<Recorded>, StoreError>;
 
     /// [`Store::record_attempts`] for one attempt.
     async fn record_attempt(
@@ -445,7 +470,11 @@ pub trait Store: Send + Sync + fmt::Debug {
             record: attempt.clone(),
             result,
         }];
-        Ok(self.record_attempts(&finished).await?.first() == Some(&true))
+        Ok(self
+            .record_attempts(&finished)
+            .await?
+            .first()
+            .is_some_and(|recorded| recorded.is_written()))
     }
 
     /// Hands a claimed delivery back untried, due at `due_ms`, without
@@ -504,13 +533,17 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
         keep_failed: config.keep_failed,
     };
     let store: Arc<dyn Store> = match &config.store {
-        StoreUrl::Sqlite { path } => {
-            Arc::new(SqliteStore::open(path).await?.with_retention(retention))
-        }
+        StoreUrl::Sqlite { path } => Arc::new(
+            SqliteStore::open(path)
+                .await?
+                .with_retention(retention)
+                .with_auto_disable_after(config.auto_disable_after),
+        ),
         StoreUrl::Redis { url } => Arc::new(
             RedisStore::connect(url, &config.redis_prefix)
                 .await?
-                .with_retention(retention),
+                .with_retention(retention)
+                .with_auto_disable_after(config.auto_disable_after),
         ),
     };
     Ok(Arc::new(Instrumented::new(store)))

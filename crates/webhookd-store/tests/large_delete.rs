@@ -33,6 +33,8 @@ async fn deleting_a_million_deliveries_never_stalls_redis() {
         username: "big".into(),
         created_at: 0,
         previous_secret: None,
+        failing_since: None,
+        disabled_reason: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
     fill(&store).await;

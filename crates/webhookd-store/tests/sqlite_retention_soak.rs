@@ -76,6 +76,8 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
         username: "soak".into(),
         created_at: 0,
         previous_secret: None,
+        failing_since: None,
+        disabled_reason: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
     let mut now = 1_732_806_631_000_i64;
@@ -121,7 +123,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
                 .await
                 .unwrap()
                 .iter()
-                .all(|ok| *ok)
+                .all(|recorded| recorded.is_written())
         );
         while store.sweep(now).await.unwrap().more {}
         now += TICK_MS;

@@ -79,6 +79,13 @@ impl Receiver {
         self.lock().received.clone()
     }
 
+    /// Answers `answer` to every request from now on.
+    pub fn answer_from_now(&self, answer: Answer) {
+        let mut inner = self.lock();
+        inner.script.clear();
+        inner.default = answer;
+    }
+
     pub fn count(&self) -> usize {
         self.lock().received.len()
     }

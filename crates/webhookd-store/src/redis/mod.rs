@@ -117,6 +117,8 @@ pub struct RedisStore {
     client: redis::Client,
     prefix: String,
     retention: Retention,
+    /// Zero: never (SPEC §8).
+    auto_disable_after: Duration,
     changes: Arc<EndpointChanges>,
     scripts: Arc<Scripts>,
     /// Where the next claim starts, rotating so no partition starves.
@@ -212,6 +214,7 @@ impl RedisStore {
             client,
             prefix: prefix.to_owned(),
             retention: Retention::default(),
+            auto_disable_after: Duration::ZERO,
             changes: Arc::default(),
             scripts: Arc::new(scripts),
             next_partition: Arc::new(AtomicU32::new(0)),
@@ -222,6 +225,16 @@ impl RedisStore {
     #[must_use]
     pub fn with_retention(self, retention: Retention) -> Self {
         RedisStore { retention, ..self }
+    }
+
+    /// Disables endpoints with no successful attempt for this long (SPEC
+    /// §8; zero never, the default here).
+    #[must_use]
+    pub fn with_auto_disable_after(self, auto_disable_after: Duration) -> Self {
+        RedisStore {
+            auto_disable_after,
+            ..self
+        }
     }
 
     /// The pub/sub channel endpoint updates and deletes are announced on.

@@ -76,6 +76,10 @@ pub(super) fn endpoint_from_fields(
             fields.remove("previous_secret"),
             fields.remove("previous_expires_at").as_deref(),
         ),
+        failing_since: fields
+            .remove("failing_since")
+            .and_then(|since| since.parse().ok()),
+        disabled_reason: fields.remove("disabled_reason"),
     })
 }
 

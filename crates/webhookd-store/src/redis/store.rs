@@ -14,8 +14,8 @@ use super::rows::{claim_from_row, delivery_from_fields, endpoint_from_fields, re
 use super::{PARTITIONS, RedisStore, SWEEP_BUDGET, SWEEP_SLICE, changes, group_by_partition};
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
-    DeliveryStats, DeliveryStatus, EndpointChanges, FinishedAttempt, Page, RetryOutcome, Store,
-    StoreError, SweepReport, UserSummary, events_to_json, new_delivery,
+    DeliveryStats, DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Recorded, RetryOutcome,
+    Store, StoreError, SweepReport, UserSummary, events_to_json, new_delivery,
 };
 
 #[async_trait]
@@ -426,7 +426,10 @@ impl Store for RedisStore {
         Ok(claims)
     }
 
-    async fn record_attempts(&self, finished: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError> {
+    async fn record_attempts(
+        &self,
+        finished: &[FinishedAttempt],
+    ) -> Result<Vec<Recorded>, StoreError> {
         if finished.is_empty() {
             return Ok(Vec::new());
         }
@@ -440,6 +443,9 @@ impl Store for RedisStore {
                 &self.scripts.record_attempts,
                 &by_partition,
                 |invocation, _, members| {
+                    invocation
+                        .arg(self.auto_disable_after.as_secs())
+                        .arg(self.changes_channel());
                     for &i in members {
                         let FinishedAttempt {
                             claim,
@@ -467,15 +473,25 @@ impl Store for RedisStore {
                             .arg(record.attempt)
                             .arg(outcome)
                             .arg(at)
-                            .arg(serde_json::to_string(record).expect("attempt records serialize"));
+                            .arg(serde_json::to_string(record).expect("attempt records serialize"))
+                            .arg(record.started_at.div_euclid(1000));
                     }
                 },
             )
             .await?;
-        let mut recorded = vec![false; finished.len()];
+        let mut recorded = vec![Recorded::Stale; finished.len()];
         for ((_, members), answer) in by_partition.iter().zip(answers) {
-            for (&i, ok) in members.iter().zip(answer) {
-                recorded[i] = ok == 1;
+            for (&i, answer) in members.iter().zip(answer) {
+                recorded[i] = match answer {
+                    0 => Recorded::Stale,
+                    1 => Recorded::Written,
+                    since => Recorded::WrittenAndDisabled {
+                        failing_since: -since,
+                    },
+                };
+                if let Recorded::WrittenAndDisabled { .. } = recorded[i] {
+                    self.changes.mark(&finished[i].claim.delivery.endpoint_id);
+                }
             }
         }
         Ok(recorded)

@@ -14,7 +14,7 @@ use super::rows::{
 use super::schema::sqlite_error;
 use crate::{
     Acceptance, AttemptResult, Claim, ClaimRequest, DEDUP_WINDOW_MS, Delivery, DeliveryStatus,
-    FinishedAttempt, Retention, StoreError, SweepReport, new_delivery,
+    FinishedAttempt, Recorded, Retention, StoreError, SweepReport, new_delivery,
 };
 
 /// Most rows one sweep step removes per kind: one short transaction.
@@ -173,12 +173,13 @@ pub(super) fn accept_one(
 pub(super) fn record_one_attempt(
     tx: &rusqlite::Transaction<'_>,
     retention: &Retention,
+    auto_disable_after: std::time::Duration,
     FinishedAttempt {
         claim,
         record,
         result,
     }: &FinishedAttempt,
-) -> Result<bool, StoreError> {
+) -> Result<Recorded, StoreError> {
     let finished_ms = record
         .started_at
         .saturating_add(i64::try_from(record.duration_ms).unwrap_or(i64::MAX));
@@ -207,7 +208,7 @@ pub(super) fn record_one_attempt(
         })
         .map_err(sqlite_error)?;
     if updated == 0 {
-        return Ok(false);
+        return Ok(Recorded::Stale);
     }
     tx.prepare_cached(
         "INSERT OR REPLACE INTO attempts
@@ -226,7 +227,63 @@ pub(super) fn record_one_attempt(
         ])
     })
     .map_err(sqlite_error)?;
-    Ok(true)
+    keep_failure_streak(
+        tx,
+        &claim.delivery.endpoint_id,
+        *result,
+        record.started_at.div_euclid(1000),
+        auto_disable_after,
+    )
+}
+
+/// An endpoint's failure streak after an attempt that started at
+/// `started` (unix seconds), as `record_attempts.lua` keeps it on Redis: a
+/// success ends it (and re-enables an endpoint webhookd disabled), a failure
+/// starts it, and a streak as old as `auto_disable_after` (zero: never)
+/// disables the endpoint.
+fn keep_failure_streak(
+    tx: &rusqlite::Transaction<'_>,
+    endpoint_id: &str,
+    result: AttemptResult,
+    started: i64,
+    auto_disable_after: std::time::Duration,
+) -> Result<Recorded, StoreError> {
+    if result == AttemptResult::Delivered {
+        tx.prepare_cached(
+            "UPDATE endpoints SET failing_since = NULL,
+                 status = CASE WHEN disabled_reason IS NULL THEN status ELSE 'enabled' END,
+                 disabled_reason = NULL
+             WHERE endpoint_id = ?1 AND (failing_since IS NOT NULL OR disabled_reason IS NOT NULL)",
+        )
+        .and_then(|mut update| update.execute([endpoint_id]))
+        .map_err(sqlite_error)?;
+        return Ok(Recorded::Written);
+    }
+    tx.prepare_cached(
+        "UPDATE endpoints SET failing_since = ?2 WHERE endpoint_id = ?1 AND failing_since IS NULL",
+    )
+    .and_then(|mut update| update.execute(params![endpoint_id, started]))
+    .map_err(sqlite_error)?;
+    let limit = i64::try_from(auto_disable_after.as_secs()).unwrap_or(i64::MAX);
+    if limit == 0 {
+        return Ok(Recorded::Written);
+    }
+    let disabled: Option<i64> = tx
+        .prepare_cached(
+            "UPDATE endpoints SET status = 'disabled',
+                 disabled_reason = 'no successful delivery since ' || failing_since || ' (unix seconds)'
+             WHERE endpoint_id = ?1 AND status = 'enabled' AND ?2 - failing_since >= ?3
+             RETURNING failing_since",
+        )
+        .and_then(|mut update| {
+            update
+                .query_row(params![endpoint_id, started, limit], |row| row.get(0))
+                .optional()
+        })
+        .map_err(sqlite_error)?;
+    Ok(disabled.map_or(Recorded::Written, |failing_since| {
+        Recorded::WrittenAndDisabled { failing_since }
+    }))
 }
 
 /// Leases up to `room` due deliveries of one endpoint into `claims`.

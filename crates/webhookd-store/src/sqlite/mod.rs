@@ -28,14 +28,16 @@ use self::rows::{
 use self::schema::{open_blocking, sqlite_error};
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
-    DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Retention, RetryOutcome, Store,
-    StoreError, SweepReport, UserSummary, events_to_json, new_delivery,
+    DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Recorded, Retention, RetryOutcome,
+    Store, StoreError, SweepReport, UserSummary, events_to_json, new_delivery,
 };
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
     retention: Retention,
+    /// Zero: never (SPEC §8).
+    auto_disable_after: std::time::Duration,
     changes: Arc<EndpointChanges>,
 }
 
@@ -50,8 +52,19 @@ impl SqliteStore {
         Ok(SqliteStore {
             connection: Arc::new(Mutex::new(connection)),
             retention: Retention::default(),
+            auto_disable_after: std::time::Duration::ZERO,
             changes: Arc::default(),
         })
+    }
+
+    /// Disables endpoints with no successful attempt for this long (SPEC
+    /// §8; zero never, the default here).
+    #[must_use]
+    pub fn with_auto_disable_after(self, auto_disable_after: std::time::Duration) -> Self {
+        SqliteStore {
+            auto_disable_after,
+            ..self
+        }
     }
 
     /// Keeps finished deliveries as `retention` says (default: SPEC §4).
@@ -241,7 +254,11 @@ impl Store for SqliteStore {
                 .map_err(sqlite_error)?;
             let changed = tx
                 .execute(
-                    "UPDATE endpoints SET url = ?1, status = COALESCE(?2, status), events = ?3
+                    // A status set by its owner is not webhookd's doing;
+                    // enabling also ends the failure streak (SPEC §8).
+                    "UPDATE endpoints SET url = ?1, status = COALESCE(?2, status), events = ?3,
+                         disabled_reason = CASE WHEN ?2 IS NULL THEN disabled_reason END,
+                         failing_since = CASE WHEN ?2 = 'enabled' THEN NULL ELSE failing_since END
                      WHERE username = ?4 AND endpoint_id = ?5",
                     params![
                         spec.url,
@@ -481,9 +498,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_attempts(&self, finished: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError> {
+    async fn record_attempts(
+        &self,
+        finished: &[FinishedAttempt],
+    ) -> Result<Vec<Recorded>, StoreError> {
         let finished = finished.to_vec();
-        let retention = self.retention;
+        let (retention, auto_disable_after) = (self.retention, self.auto_disable_after);
+        let changes = Arc::clone(&self.changes);
         self.call(move |c| {
             // One transaction, one commit (one fsync) for the whole batch.
             let tx = c
@@ -491,9 +512,14 @@ impl Store for SqliteStore {
                 .map_err(sqlite_error)?;
             let recorded = finished
                 .iter()
-                .map(|attempt| record_one_attempt(&tx, &retention, attempt))
-                .collect::<Result<Vec<bool>, StoreError>>()?;
+                .map(|attempt| record_one_attempt(&tx, &retention, auto_disable_after, attempt))
+                .collect::<Result<Vec<Recorded>, StoreError>>()?;
             tx.commit().map_err(sqlite_error)?;
+            for (attempt, recorded) in finished.iter().zip(&recorded) {
+                if let Recorded::WrittenAndDisabled { .. } = recorded {
+                    changes.mark(&attempt.claim.delivery.endpoint_id);
+                }
+            }
             Ok(recorded)
         })
         .await

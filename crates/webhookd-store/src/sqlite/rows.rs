@@ -65,7 +65,8 @@ impl RawDelivery {
     }
 }
 
-pub(super) const ENDPOINT_COLUMNS: &str = "endpoint_id, url, secret, status, events, username, created_at, previous_secret, previous_expires_at";
+pub(super) const ENDPOINT_COLUMNS: &str = "endpoint_id, url, secret, status, events, username, \
+     created_at, previous_secret, previous_expires_at, failing_since, disabled_reason";
 
 pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndpoint> {
     Ok(RawEndpoint {
@@ -78,6 +79,8 @@ pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndp
         created_at: row.get(6)?,
         previous_secret: row.get(7)?,
         previous_expires_at: row.get(8)?,
+        failing_since: row.get(9)?,
+        disabled_reason: row.get(10)?,
     })
 }
 
@@ -92,6 +95,8 @@ pub(super) struct RawEndpoint {
     created_at: i64,
     previous_secret: Option<String>,
     previous_expires_at: Option<i64>,
+    failing_since: Option<i64>,
+    disabled_reason: Option<String>,
 }
 
 impl RawEndpoint {
@@ -105,6 +110,8 @@ impl RawEndpoint {
             username: self.username,
             created_at: self.created_at,
             previous_secret: previous_secret(self.previous_secret, self.previous_expires_at),
+            failing_since: self.failing_since,
+            disabled_reason: self.disabled_reason,
         })
     }
 }

@@ -77,7 +77,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX deliveries_pending_by_endpoint ON deliveries(endpoint_id, next_attempt_at)
          WHERE status = 'pending';",
     // 5: retention, one-attempt re-sends, deleting endpoints in steps, test
-    // deliveries, secret rotation.
+    // deliveries, secret rotation, failure streaks and auto-disable.
     // Deliveries finished before this migration are kept the default time
     // from their creation.
     "ALTER TABLE deliveries ADD COLUMN last_attempt INTEGER NOT NULL DEFAULT 0;
@@ -88,7 +88,9 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE deleted_endpoints (endpoint_id TEXT PRIMARY KEY) STRICT, WITHOUT ROWID;
      ALTER TABLE deliveries ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE endpoints ADD COLUMN previous_secret TEXT;
-     ALTER TABLE endpoints ADD COLUMN previous_expires_at INTEGER;",
+     ALTER TABLE endpoints ADD COLUMN previous_expires_at INTEGER;
+     ALTER TABLE endpoints ADD COLUMN failing_since INTEGER;
+     ALTER TABLE endpoints ADD COLUMN disabled_reason TEXT;",
 ];
 
 /// How long a statement waits for another process's write lock.

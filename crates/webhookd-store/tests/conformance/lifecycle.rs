@@ -364,6 +364,136 @@ pub(crate) async fn rotation_keeps_at_most_two_secrets(store: Arc<dyn Store>) {
     );
 }
 
+/// SPEC §8: `failing_since` is the first failed attempt of the current
+/// streak; a streak of `auto_disable_after` disables the endpoint with a
+/// reason; enabling it again, or a success (a test delivery reaches a
+/// disabled endpoint), ends the streak.
+pub(crate) async fn a_failure_streak_disables_and_a_success_or_enabling_ends_it(
+    store: Arc<dyn Store>,
+) {
+    let target = endpoint("streak", 1);
+    create(&*store, &target).await;
+    accept_many(&*store, "streak", 4).await;
+    let claims = claim_at(&*store, NOW_MS, 10).await;
+    assert_eq!(claims.len(), 4);
+    let read = |store: Arc<dyn Store>| {
+        let endpoint_id = target.endpoint_id.clone();
+        async move {
+            store
+                .get_endpoint("streak", &endpoint_id)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let fail_at = |claim: &Claim, at_ms: i64, result: AttemptResult| FinishedAttempt {
+        claim: claim.clone(),
+        record: AttemptRecord {
+            started_at: at_ms,
+            ..attempt(1, Some(500), "http_5xx")
+        },
+        result,
+    };
+    let started = NOW_MS / 1000;
+    let recorded = store
+        .record_attempts(&[fail_at(
+            &claims[0],
+            NOW_MS,
+            AttemptResult::RetryAt(NOW_MS + DAY_MS),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(recorded, vec![Recorded::Written]);
+    assert_eq!(read(Arc::clone(&store)).await.failing_since, Some(started));
+    // Half an hour later: failing, not long enough.
+    let half = store
+        .record_attempts(&[fail_at(&claims[1], NOW_MS + 1_800_000, AttemptResult::Dead)])
+        .await
+        .unwrap();
+    assert_eq!(half, vec![Recorded::Written]);
+    let changes = store.endpoint_changes();
+    let before = changes.version();
+    let hour = store
+        .record_attempts(&[fail_at(
+            &claims[2],
+            NOW_MS + 3_600_000,
+            AttemptResult::RetryAt(NOW_MS + DAY_MS),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        hour,
+        vec![Recorded::WrittenAndDisabled {
+            failing_since: started
+        }]
+    );
+    assert!(
+        changes.changed_since(&target.endpoint_id, before),
+        "held claims are told"
+    );
+    let disabled = read(Arc::clone(&store)).await;
+    assert_eq!(disabled.status, EndpointStatus::Disabled);
+    assert_eq!(disabled.failing_since, Some(started));
+    let reason = disabled.disabled_reason.clone().unwrap();
+    assert!(reason.contains(&started.to_string()), "{reason}");
+    // Its deliveries wait (parked), as for any disabled endpoint.
+    assert!(claim_at(&*store, NOW_MS + 2 * DAY_MS, 10).await.is_empty());
+
+    // Enabling it again ends the streak and clears the reason.
+    let spec = EndpointSpec {
+        url: target.url.clone(),
+        status: Some(EndpointStatus::Enabled),
+        events: target.events.clone(),
+    };
+    let enabled = store
+        .update_endpoint("streak", &target.endpoint_id, &spec)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(enabled.status, EndpointStatus::Enabled);
+    assert_eq!(
+        (enabled.failing_since, enabled.disabled_reason),
+        (None, None)
+    );
+
+    // Disabled again; a successful test delivery re-enables it.
+    let later = NOW_MS + 10 * DAY_MS;
+    store
+        .record_attempts(&[fail_at(
+            &claims[3],
+            later,
+            AttemptResult::RetryAt(later + DAY_MS),
+        )])
+        .await
+        .unwrap();
+    let test = Event::test("streak", EventType::GeneratedVideoSuccess, later / 1000);
+    store
+        .create_test_delivery(&target.endpoint_id, &test, later)
+        .await
+        .unwrap()
+        .unwrap();
+    let probes = claim_at(&*store, later + 2 * 3_600_000, 10).await;
+    let retry = probes.iter().find(|claim| !claim.delivery.test).unwrap();
+    let disabling = store
+        .record_attempts(&[fail_at(retry, later + 2 * 3_600_000, AttemptResult::Dead)])
+        .await
+        .unwrap();
+    assert!(matches!(disabling[0], Recorded::WrittenAndDisabled { .. }));
+    let test_claim = probes.iter().find(|claim| claim.delivery.test).unwrap();
+    let success = FinishedAttempt {
+        claim: test_claim.clone(),
+        record: attempt(1, Some(200), "ok"),
+        result: AttemptResult::Delivered,
+    };
+    assert_eq!(
+        store.record_attempts(&[success]).await.unwrap(),
+        vec![Recorded::Written]
+    );
+    let healed = read(Arc::clone(&store)).await;
+    assert_eq!(healed.status, EndpointStatus::Enabled);
+    assert_eq!((healed.failing_since, healed.disabled_reason), (None, None));
+}
+
 /// What an older webhookd left behind (delivery hashes that expired on
 /// their own, their ids still indexed) does not break a page.
 #[tokio::test]

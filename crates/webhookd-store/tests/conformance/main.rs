@@ -12,8 +12,8 @@ use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
 use webhookd_store::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
-    DeliveryStats, DeliveryStatus, FinishedAttempt, Page, RedisStore, RetryOutcome, SqliteStore,
-    Store,
+    DeliveryStats, DeliveryStatus, FinishedAttempt, Page, Recorded, RedisStore, RetryOutcome,
+    SqliteStore, Store,
 };
 use webhookd_testkit::{Service, require, unique_prefix};
 
@@ -26,7 +26,10 @@ macro_rules! conformance {
                 async fn $test() {
                     let dir = tempfile::tempdir().unwrap();
                     let path = dir.path().join("webhookd.db");
-                    let store = webhookd_store::SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+                    let store = webhookd_store::SqliteStore::open(path.to_str().unwrap())
+                        .await
+                        .unwrap()
+                        .with_auto_disable_after(super::AUTO_DISABLE_AFTER);
                     super::$test(std::sync::Arc::new(store)).await;
                 }
             )+
@@ -76,17 +79,23 @@ conformance!(
     a_resent_dead_delivery_is_claimed_as_its_last_attempt,
     updates_and_deletes_mark_the_endpoint_changed,
     rotation_keeps_at_most_two_secrets,
+    a_failure_streak_disables_and_a_success_or_enabling_ends_it,
 );
 
 mod lifecycle;
 use lifecycle::*;
+
+/// Every conformance store disables endpoints failing this long (tests
+/// choose their attempts' times, so an hour costs nothing).
+const AUTO_DISABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 async fn redis_store(test: &str) -> Option<RedisStore> {
     let url = require(Service::Redis)?;
     Some(
         RedisStore::connect(&url, &unique_prefix(test))
             .await
-            .expect("Redis connects"),
+            .expect("Redis connects")
+            .with_auto_disable_after(AUTO_DISABLE_AFTER),
     )
 }
 
@@ -103,6 +112,8 @@ fn endpoint(username: &str, created_at: i64) -> Endpoint {
         username: username.into(),
         created_at,
         previous_secret: None,
+        failing_since: None,
+        disabled_reason: None,
     }
 }
 
@@ -1003,7 +1014,7 @@ async fn a_batch_of_attempts_records_each_on_its_own(store: Arc<dyn Store>) {
     ];
     assert_eq!(
         store.record_attempts(&batch).await.unwrap(),
-        vec![false, true, true]
+        vec![Recorded::Stale, Recorded::Written, Recorded::Written]
     );
     let delivered = by_status(
         &*store,

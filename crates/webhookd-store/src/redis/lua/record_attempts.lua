@@ -1,17 +1,24 @@
 -- Records a batch of attempts of one partition, each only if its lease
--- still matches: 1 if recorded, else 0. A delivered or dead delivery is
--- indexed for the listings and scheduled for removal at the end of its
--- retention (SWEEP); one whose endpoint was deleted meanwhile is dropped.
--- KEYS: due, ready. ARGV: partition prefix, then per attempt 8 values:
--- delivery id, user prefix, endpoint id, lease, attempt number, result
+-- still matches: 1 if recorded, 0 if not, and minus the start of its
+-- endpoint's failure streak if recording it disabled the endpoint. A
+-- delivered or dead delivery is indexed for the listings and scheduled for
+-- removal at the end of its retention (SWEEP); one whose endpoint was
+-- deleted meanwhile is dropped. Each attempt also keeps its endpoint's
+-- failure streak (SPEC §8): a success ends it (and re-enables an endpoint
+-- webhookd disabled: only a test delivery can reach one), a failure starts
+-- it, and a streak older than the limit disables the endpoint.
+-- KEYS: due, ready. ARGV: partition prefix, auto-disable after (seconds, 0
+-- never), change channel, then per attempt 9 values: delivery id, user
+-- prefix, endpoint id, lease, attempt number, result
 -- (retry|delivered|failed), when (a retry's due time, else the removal
--- time), attempt JSON.
-local partition = ARGV[1]
+-- time), attempt JSON, attempt start (unix seconds).
+local partition, disable_after, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local expiry = partition .. 'expiry'
 local results = {}
-for a = 2, #ARGV, 8 do
-  local id, user, endpoint_id, lease, number, result, at, log = ARGV[a], ARGV[a + 1],
-    ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+for a = 4, #ARGV, 9 do
+  local id, user, endpoint_id, lease, number, result, at, log, started = ARGV[a], ARGV[a + 1],
+    ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7],
+    tonumber(ARGV[a + 8])
   local key = partition .. 'dlv:' .. id
   if redis.call('HGET', key, 'lease') ~= lease then
     results[#results + 1] = 0
@@ -33,7 +40,28 @@ for a = 2, #ARGV, 8 do
       redis.call('ZADD', user .. 'ep:' .. endpoint_id .. ':' .. result, 0, id)
       redis.call('ZADD', expiry, at, id)
     end
-    results[#results + 1] = 1
+    local answer = 1
+    local endpoint = user .. 'endpoint:' .. endpoint_id
+    if redis.call('EXISTS', endpoint) == 0 then
+      answer = 1
+    elseif result == 'delivered' then
+      redis.call('HDEL', endpoint, 'failing_since')
+      if redis.call('HDEL', endpoint, 'disabled_reason') == 1 then
+        redis.call('HSET', endpoint, 'status', 'enabled')
+        redis.call('PUBLISH', channel, endpoint_id)
+      end
+    else
+      redis.call('HSETNX', endpoint, 'failing_since', started)
+      local since = tonumber(redis.call('HGET', endpoint, 'failing_since'))
+      if disable_after > 0 and since and started - since >= disable_after
+          and redis.call('HGET', endpoint, 'status') == 'enabled' then
+        redis.call('HSET', endpoint, 'status', 'disabled', 'disabled_reason',
+          'no successful delivery since ' .. since .. ' (unix seconds)')
+        redis.call('PUBLISH', channel, endpoint_id)
+        answer = -since
+      end
+    end
+    results[#results + 1] = answer
   end
 end
 return results

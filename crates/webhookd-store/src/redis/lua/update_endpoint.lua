@@ -4,6 +4,12 @@
 -- endpoint id.
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HSET', KEYS[1], 'url', ARGV[1], 'events', ARGV[3])
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
+if ARGV[2] ~= '' then
+  -- A status set by its owner is not webhookd's doing; enabling also ends
+  -- the failure streak, so the endpoint gets its full time again (SPEC §8).
+  redis.call('HSET', KEYS[1], 'status', ARGV[2])
+  redis.call('HDEL', KEYS[1], 'disabled_reason')
+  if ARGV[2] == 'enabled' then redis.call('HDEL', KEYS[1], 'failing_since') end
+end
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return redis.call('HGETALL', KEYS[1])
