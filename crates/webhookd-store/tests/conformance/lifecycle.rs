@@ -368,6 +368,8 @@ pub(crate) async fn rotation_keeps_at_most_two_secrets(store: Arc<dyn Store>) {
 /// streak; a streak of `auto_disable_after` disables the endpoint with a
 /// reason; enabling it again, or a success (a test delivery reaches a
 /// disabled endpoint), ends the streak.
+// One story, read top to bottom.
+#[allow(clippy::too_many_lines)]
 pub(crate) async fn a_failure_streak_disables_and_a_success_or_enabling_ends_it(
     store: Arc<dyn Store>,
 ) {
