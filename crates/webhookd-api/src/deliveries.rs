@@ -6,7 +6,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use webhookd_store::{AttemptRecord, Delivery, DeliveryStatus, Page, RetryOutcome};
+use webhookd_store::{AttemptRecord, Delivery, DeliveryStatus, DeliveryWindow, Page, RetryOutcome};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -168,6 +168,94 @@ pub async fn retry(
             status.as_str()
         ))),
     }
+}
+
+/// Dead deliveries recovered per store call: a few milliseconds each.
+const RECOVER_BATCH: usize = 1000;
+
+#[derive(Serialize)]
+pub struct Recovered {
+    recovered: u64,
+}
+
+/// `POST /v2/endpoint/{endpoint_id}/recover` `{"since", "until"?}` (SPEC
+/// §8): every dead delivery of the endpoint whose event came in the window
+/// gets one more attempt, oldest first. The answer counts them at once;
+/// they are made pending in bounded batches in the background, so a window
+/// of any size never holds the API (or the store) for long, and pending
+/// deliveries are never touched (nothing is sent twice).
+pub async fn recover(
+    State(state): State<AppState>,
+    caller: Caller,
+    endpoint_id: Result<Path<String>, PathRejection>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Path(endpoint_id) =
+        endpoint_id.map_err(|_| ApiError::BadRequest("endpoint_id: is not valid".into()))?;
+    let body = body.map_err(|_| ApiError::BadRequest("request body could not be read".into()))?;
+    owned_endpoint(&state, &caller, &endpoint_id).await?;
+    let window = recover_window(&body)?;
+    let recovered = state
+        .store
+        .count_dead(&caller.username, &endpoint_id, window)
+        .await?;
+    if recovered > 0 {
+        let (store, ingest, username) = (
+            std::sync::Arc::clone(&state.store),
+            state.ingest.clone(),
+            caller.username.clone(),
+        );
+        let endpoint = endpoint_id.clone();
+        tokio::spawn(async move {
+            loop {
+                let now_ms = webhookd_core::time::unix_millis();
+                match store
+                    .recover(&username, &endpoint, window, now_ms, RECOVER_BATCH)
+                    .await
+                {
+                    Ok(0) => break,
+                    Ok(_) => ingest.wake(),
+                    Err(error) => {
+                        // What was not recovered stays dead, visible and
+                        // recoverable again.
+                        tracing::warn!(%error, endpoint_id = %endpoint, "recovering dead deliveries stopped");
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    tracing::info!(%endpoint_id, recovered, "dead deliveries recovered on request");
+    Ok(success(Recovered { recovered }))
+}
+
+/// `{"since": <unix s>, "until"?: <unix s>}`, `since` ≤ `until`.
+fn recover_window(body: &[u8]) -> Result<DeliveryWindow, ApiError> {
+    let fail = |message: &str| ApiError::BadRequest(message.to_owned());
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+    let serde_json::Value::Object(fields) = value else {
+        return Err(fail("request body must be a JSON object"));
+    };
+    let seconds = |name: &str| -> Result<Option<i64>, ApiError> {
+        match fields.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(value) => value
+                .as_i64()
+                .filter(|s| (0..=webhookd_core::event::MAX_TIMESTAMP).contains(s))
+                .map(Some)
+                .ok_or_else(|| ApiError::BadRequest(format!("{name}: must be whole unix seconds"))),
+        }
+    };
+    let since = seconds("since")?.ok_or_else(|| fail("since: is required (unix seconds)"))?;
+    let until = seconds("until")?.unwrap_or(webhookd_core::event::MAX_TIMESTAMP);
+    if until < since {
+        return Err(fail("until: must not be before since"));
+    }
+    Ok(DeliveryWindow {
+        from_ms: since.saturating_mul(1000),
+        until_ms: until.saturating_add(1).saturating_mul(1000),
+    })
 }
 
 async fn owned_endpoint(

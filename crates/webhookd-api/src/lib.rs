@@ -107,6 +107,10 @@ pub fn router(state: AppState) -> Router {
             post(endpoints::rotate_secret),
         )
         .route(
+            "/v2/endpoint/{endpoint_id}/recover",
+            post(deliveries::recover),
+        )
+        .route(
             "/v2/endpoint/{endpoint_id}/deliveries",
             get(deliveries::list),
         )

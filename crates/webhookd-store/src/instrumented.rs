@@ -13,8 +13,8 @@ use webhookd_core::{Endpoint, EndpointSpec, Event};
 
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
-    DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Recorded, RetryOutcome, Store,
-    StoreError, SweepReport, UserSummary,
+    DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page, Recorded, RetryOutcome,
+    Store, StoreError, SweepReport, UserSummary,
 };
 
 #[derive(Debug)]
@@ -244,6 +244,35 @@ impl Store for Instrumented {
         timed(
             "create_test_delivery",
             self.inner.create_test_delivery(endpoint_id, event, now_ms),
+        )
+        .await
+    }
+
+    async fn count_dead(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        window: DeliveryWindow,
+    ) -> Result<u64, StoreError> {
+        timed(
+            "count_dead",
+            self.inner.count_dead(username, endpoint_id, window),
+        )
+        .await
+    }
+
+    async fn recover(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        window: DeliveryWindow,
+        now_ms: i64,
+        most: usize,
+    ) -> Result<usize, StoreError> {
+        timed(
+            "recover",
+            self.inner
+                .recover(username, endpoint_id, window, now_ms, most),
         )
         .await
     }

@@ -269,6 +269,26 @@ pub enum RetryOutcome {
     NotFailed(DeliveryStatus),
 }
 
+/// Deliveries created in `[from_ms, until_ms)` (unix milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryWindow {
+    pub from_ms: i64,
+    pub until_ms: i64,
+}
+
+impl DeliveryWindow {
+    /// The delivery ids of the window's bounds: ids are `dlv_` + UUIDv7,
+    /// whose first 48 bits are the creation time in milliseconds, so ids
+    /// sort by creation and a window is an id range.
+    fn id_bounds(self) -> (String, String) {
+        let bound = |ms: i64| {
+            let ms = u64::try_from(ms.clamp(0, 0xFFFF_FFFF_FFFF)).unwrap_or_default();
+            format!("{}{ms:012x}", webhookd_core::ids::DELIVERY_ID_PREFIX)
+        };
+        (bound(self.from_ms), bound(self.until_ms))
+    }
+}
+
 /// How long an `event_id` is remembered for de-duplication (SPEC §5).
 pub const DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
@@ -500,6 +520,29 @@ pub trait Store: Send + Sync + fmt::Debug {
         delivery_id: &str,
         now_ms: i64,
     ) -> Result<RetryOutcome, StoreError>;
+
+    /// How many dead deliveries of the user's endpoint were created in
+    /// `[from_ms, until_ms)`: what [`Store::recover`] will take.
+    async fn count_dead(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        window: DeliveryWindow,
+    ) -> Result<u64, StoreError>;
+
+    /// Makes up to `most` dead deliveries of the endpoint created in the
+    /// window pending again, due `now_ms`, oldest first, each for one last
+    /// attempt as [`Store::retry_dead`] does (SPEC §8, recover). Call again
+    /// until it answers 0: each call is one bounded step. Pending
+    /// deliveries are never touched, so nothing is sent twice.
+    async fn recover(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        window: DeliveryWindow,
+        now_ms: i64,
+        most: usize,
+    ) -> Result<usize, StoreError>;
 
     /// Backlog counts for the metrics.
     async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError>;

@@ -131,3 +131,119 @@ pub(crate) async fn rotating_gives_a_new_secret_and_a_bounded_grace(api: Api) {
     let theirs = api.call_as(&stranger, Method::POST, &path, None).await;
     assert_error(&theirs, StatusCode::NOT_FOUND, 10104, "not found");
 }
+
+/// 10,000 dead deliveries recovered: the answer comes at once (under a
+/// second), and every one of them is made pending again, once.
+pub(crate) async fn recovering_ten_thousand_dead_deliveries_answers_at_once(api: Api) {
+    let endpoint = api.create(seed_body()).await;
+    let id = endpoint["endpoint_id"].as_str().unwrap().to_owned();
+    let since = webhookd_core::time::unix_seconds();
+    make_dead(&api, 10, since).await;
+    let asked = std::time::Instant::now();
+    let (status, json) = api
+        .call(
+            Method::POST,
+            &format!("/v2/endpoint/{id}/recover"),
+            Some(json!({"since": since - 1})),
+        )
+        .await;
+    let answered = asked.elapsed();
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["data"]["recovered"], 10_000);
+    assert!(
+        answered < std::time::Duration::from_secs(1),
+        "answered in {answered:?}"
+    );
+    let page = Page {
+        limit: 20_000,
+        after: None,
+    };
+    for _ in 0..200 {
+        let failed = api
+            .store
+            .list_deliveries("johndoe", &id, DeliveryStatus::Failed, &page)
+            .await
+            .unwrap();
+        if failed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pending = api
+        .store
+        .list_deliveries("johndoe", &id, DeliveryStatus::Pending, &page)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 10_000);
+    assert!(pending.iter().all(|delivery| delivery.last_attempt));
+    let again = api
+        .call(
+            Method::POST,
+            &format!("/v2/endpoint/{id}/recover"),
+            Some(json!({"since": since - 1})),
+        )
+        .await;
+    assert_eq!(
+        again.1["data"]["recovered"], 0,
+        "pending ones are not touched"
+    );
+    for bad in [
+        json!({}),
+        json!({"since": "x"}),
+        json!({"since": 10, "until": 5}),
+    ] {
+        let refused = api
+            .call(
+                Method::POST,
+                &format!("/v2/endpoint/{id}/recover"),
+                Some(bad),
+            )
+            .await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, 40000, "");
+    }
+}
+
+/// `thousands` × 1,000 events to the user's endpoint, each delivery dead
+/// after one attempt.
+async fn make_dead(api: &Api, thousands: usize, since: i64) {
+    let now = webhookd_core::time::unix_millis();
+    for chunk in 0..thousands {
+        let events: Vec<webhookd_core::Event> = (0..1000)
+            .map(|i| {
+                let message = format!(
+                    r#"{{"event":"generated_avatar_video_success","username":"johndoe","event_id":"evt_{chunk}_{i}","data":{{}}}}"#
+                );
+                webhookd_core::Event::parse(message.as_bytes(), since).unwrap()
+            })
+            .collect();
+        api.store.accept_events(&events, now).await.unwrap();
+        let claims = api
+            .store
+            .claim_due(&webhookd_store::ClaimRequest {
+                now_ms: now,
+                lease_until_ms: now + 60_000,
+                park_until_ms: now + 60_000,
+                limit: 1000,
+                per_endpoint: 1000,
+                room: std::collections::HashMap::new(),
+            })
+            .await
+            .unwrap();
+        let finished: Vec<webhookd_store::FinishedAttempt> = claims
+            .into_iter()
+            .map(|claim| webhookd_store::FinishedAttempt {
+                claim,
+                record: webhookd_store::AttemptRecord {
+                    attempt: 1,
+                    started_at: now,
+                    duration_ms: 1,
+                    status_code: Some(500),
+                    reason: "http_5xx".into(),
+                    response: None,
+                },
+                result: webhookd_store::AttemptResult::Dead,
+            })
+            .collect();
+        api.store.record_attempts(&finished).await.unwrap();
+    }
+}

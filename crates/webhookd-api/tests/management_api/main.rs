@@ -67,6 +67,7 @@ on_both_stores!(
     a_test_event_goes_to_one_endpoint_whatever_its_status,
     a_test_event_names_a_known_type_or_gets_40000,
     rotating_gives_a_new_secret_and_a_bounded_grace,
+    recovering_ten_thousand_dead_deliveries_answers_at_once,
 );
 
 mod lifecycle;

@@ -102,6 +102,7 @@ const REVOKE_API_KEYS: &str = include_str!("lua/revoke_api_keys.lua");
 const SWEEP: &str = include_str!("lua/sweep.lua");
 const CREATE_TEST_DELIVERY: &str = include_str!("lua/create_test_delivery.lua");
 const ROTATE_SECRET: &str = include_str!("lua/rotate_secret.lua");
+const RECOVER: &str = include_str!("lua/recover.lua");
 
 /// Most deliveries one sweep script removes: a few milliseconds of Redis,
 /// so other clients never wait long (they are served between two scripts).
@@ -139,6 +140,7 @@ struct Scripts {
     sweep: Script,
     create_test_delivery: Script,
     rotate_secret: Script,
+    recover: Script,
 }
 
 /// Number of partitions user data is spread over. Part of the key layout:
@@ -205,6 +207,7 @@ impl RedisStore {
             retry_dead: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RETRY_DEAD}")),
             sweep: Script::new(SWEEP),
             rotate_secret: Script::new(ROTATE_SECRET),
+            recover: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RECOVER}")),
             create_test_delivery: Script::new(&format!(
                 "{SCHEDULE_FUNCTIONS}{CREATE_TEST_DELIVERY}"
             )),

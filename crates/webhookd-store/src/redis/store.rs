@@ -14,8 +14,9 @@ use super::rows::{claim_from_row, delivery_from_fields, endpoint_from_fields, re
 use super::{PARTITIONS, RedisStore, SWEEP_BUDGET, SWEEP_SLICE, changes, group_by_partition};
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
-    DeliveryStats, DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Recorded, RetryOutcome,
-    Store, StoreError, SweepReport, UserSummary, events_to_json, new_delivery,
+    DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
+    Recorded, RetryOutcome, Store, StoreError, SweepReport, UserSummary, events_to_json,
+    new_delivery,
 };
 
 #[async_trait]
@@ -583,6 +584,48 @@ impl Store for RedisStore {
                 Some(other) => RetryOutcome::NotFailed(other),
             },
         )
+    }
+
+    async fn count_dead(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        window: DeliveryWindow,
+    ) -> Result<u64, StoreError> {
+        let (from, until) = window.id_bounds();
+        redis::cmd("ZLEXCOUNT")
+            .arg(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Failed))
+            .arg(format!("[{from}"))
+            .arg(format!("({until}"))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn recover(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        window: DeliveryWindow,
+        now_ms: i64,
+        most: usize,
+    ) -> Result<usize, StoreError> {
+        let (from, until) = window.id_bounds();
+        let partition_prefix = self.partition_prefix(username);
+        self.scripts
+            .recover
+            .key(format!("{partition_prefix}due"))
+            .key(format!("{partition_prefix}ready"))
+            .arg(&partition_prefix)
+            .arg(self.user_prefix(username))
+            .arg(endpoint_id)
+            .arg(most)
+            .arg(now_ms)
+            .arg(from)
+            .arg(until)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)
     }
 
     async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {

@@ -28,8 +28,8 @@ use self::rows::{
 use self::schema::{open_blocking, sqlite_error};
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
-    DeliveryStatus, EndpointChanges, FinishedAttempt, Page, Recorded, Retention, RetryOutcome,
-    Store, StoreError, SweepReport, UserSummary, events_to_json, new_delivery,
+    DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page, Recorded, Retention,
+    RetryOutcome, Store, StoreError, SweepReport, UserSummary, events_to_json, new_delivery,
 };
 
 #[derive(Debug, Clone)]
@@ -630,6 +630,52 @@ impl Store for SqliteStore {
             };
             tx.commit().map_err(sqlite_error)?;
             Ok(outcome)
+        })
+        .await
+    }
+
+    async fn count_dead(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        window: DeliveryWindow,
+    ) -> Result<u64, StoreError> {
+        let (username, endpoint_id) = (username.to_owned(), endpoint_id.to_owned());
+        let (from, until) = window.id_bounds();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE endpoint_id = ?1 AND status = 'failed'
+                     AND delivery_id >= ?2 AND delivery_id < ?3 AND username = ?4",
+                params![endpoint_id, from, until, username],
+                |row| row.get(0),
+            )
+            .map_err(sqlite_error)
+        })
+        .await
+    }
+
+    async fn recover(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        window: DeliveryWindow,
+        now_ms: i64,
+        most: usize,
+    ) -> Result<usize, StoreError> {
+        let (username, endpoint_id) = (username.to_owned(), endpoint_id.to_owned());
+        let (from, until) = window.id_bounds();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?5, lease_owner = NULL,
+                     last_attempt = 1, remove_at = NULL
+                 WHERE delivery_id IN (
+                     SELECT delivery_id FROM deliveries
+                     WHERE endpoint_id = ?1 AND status = 'failed' AND delivery_id >= ?2
+                       AND delivery_id < ?3 AND username = ?4
+                     ORDER BY delivery_id LIMIT ?6)",
+                params![endpoint_id, from, until, username, now_ms, most],
+            )
+            .map_err(sqlite_error)
         })
         .await
     }

@@ -612,3 +612,89 @@ async fn sqlite_accept_and_claim_commits_nothing_when_leasing_fails() {
         "the retry is a first acceptance: {retried:?}"
     );
 }
+
+/// SPEC §8, recover: dead deliveries of one endpoint created in a window get
+/// one more attempt each, oldest first; pending ones and those outside the
+/// window are untouched; steps are bounded and a second run finds nothing.
+pub(crate) async fn recover_takes_the_dead_of_a_window_in_bounded_steps(store: Arc<dyn Store>) {
+    let target = endpoint("rec", 1);
+    create(&*store, &target).await;
+    let mut dead = Vec::new();
+    // Delivery ids carry the real time of their creation, which is what a
+    // window selects: the events are accepted a few milliseconds apart.
+    let mut accepted_from = Vec::new();
+    for second in 0..6_i64 {
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        accepted_from.push(webhookd_core::time::unix_millis());
+        let at = NOW_MS + second * 1000;
+        let event = event(
+            "rec",
+            &format!("evt_{second}"),
+            EventType::GeneratedVideoSuccess,
+        );
+        store
+            .accept_events(std::slice::from_ref(&event), at)
+            .await
+            .unwrap();
+        let claim = claim_at(&*store, at, 10).await.remove(0);
+        if second < 5 {
+            let record = attempt(1, Some(500), "http_5xx");
+            assert!(
+                store
+                    .record_attempt(&claim, &record, AttemptResult::Dead)
+                    .await
+                    .unwrap()
+            );
+            dead.push(claim.delivery.delivery_id.clone());
+        } else {
+            assert!(store.release(&claim, at).await.unwrap(), "stays pending");
+        }
+    }
+    let window = webhookd_store::DeliveryWindow {
+        from_ms: accepted_from[1],
+        until_ms: accepted_from[4],
+    };
+    let count = store
+        .count_dead("rec", &target.endpoint_id, window)
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+    let later = NOW_MS + DAY_MS;
+    assert_eq!(
+        store
+            .recover("rec", &target.endpoint_id, window, later, 2)
+            .await
+            .unwrap(),
+        2,
+        "bounded"
+    );
+    assert_eq!(
+        store
+            .recover("rec", &target.endpoint_id, window, later, 2)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .recover("rec", &target.endpoint_id, window, later, 2)
+            .await
+            .unwrap(),
+        0
+    );
+    let failed = by_status(&*store, "rec", &target.endpoint_id, DeliveryStatus::Failed).await;
+    assert_eq!(failed, vec![dead[0].clone(), dead[4].clone()]);
+    let claims = claim_at(&*store, later, 10).await;
+    let recovered: Vec<&str> = claims
+        .iter()
+        .filter(|claim| claim.delivery.last_attempt)
+        .map(|claim| claim.delivery.delivery_id.as_str())
+        .collect();
+    assert_eq!(
+        recovered,
+        vec![dead[1].as_str(), dead[2].as_str(), dead[3].as_str()],
+        "oldest first"
+    );
+    assert_eq!(claims.len(), 4, "and the pending one, once");
+    assert_eq!(store.delivery_stats(later).await.unwrap().dead, 2);
+}

@@ -80,6 +80,7 @@ conformance!(
     updates_and_deletes_mark_the_endpoint_changed,
     rotation_keeps_at_most_two_secrets,
     a_failure_streak_disables_and_a_success_or_enabling_ends_it,
+    recover_takes_the_dead_of_a_window_in_bounded_steps,
 );
 
 mod lifecycle;
