@@ -232,11 +232,7 @@ pub async fn recover(
 /// `{"since": <unix s>, "until"?: <unix s>}`, `since` ≤ `until`.
 fn recover_window(body: &[u8]) -> Result<DeliveryWindow, ApiError> {
     let fail = |message: &str| ApiError::BadRequest(message.to_owned());
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-    let serde_json::Value::Object(fields) = value else {
-        return Err(fail("request body must be a JSON object"));
-    };
+    let fields = crate::envelope::json_object(body)?;
     let seconds = |name: &str| -> Result<Option<i64>, ApiError> {
         match fields.get(name) {
             None | Some(serde_json::Value::Null) => Ok(None),

@@ -13,7 +13,7 @@ use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, EventType, id
 use webhookd_store::CreateOutcome;
 
 use crate::auth::Caller;
-use crate::envelope::{ApiError, success, success_empty};
+use crate::envelope::{ApiError, json_object, optional_json_object, success, success_empty};
 use crate::{AppState, MAX_API_BODY};
 
 /// Endpoint ids we hand out are 35 characters; anything much longer cannot
@@ -128,16 +128,7 @@ pub async fn rotate_secret(
 
 /// The optional body `{"grace_seconds": 0..604800}`.
 fn grace_seconds(body: &[u8]) -> Result<i64, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(DEFAULT_GRACE_SECONDS);
-    }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(fields) = value else {
-        return Err(ApiError::BadRequest(
-            "request body must be a JSON object".into(),
-        ));
-    };
+    let fields = optional_json_object(body)?;
     match fields.get("grace_seconds") {
         None | Some(Value::Null) => Ok(DEFAULT_GRACE_SECONDS),
         Some(Value::Number(n)) => n
@@ -222,16 +213,7 @@ fn test_event_type(body: &[u8], endpoint: &Endpoint) -> Result<EventType, ApiErr
             ApiError::BadRequest("event: is required (the endpoint subscribes to none)".into())
         })
     };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return default();
-    }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(fields) = value else {
-        return Err(ApiError::BadRequest(
-            "request body must be a JSON object".into(),
-        ));
-    };
+    let fields = optional_json_object(body)?;
     match fields.get("event") {
         None | Some(Value::Null) => default(),
         Some(Value::String(name)) => name.parse().map_err(|_| {
@@ -273,13 +255,7 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 /// Reads `{"url", "status", "events"}`. Unknown fields (a `secret`, say) are
 /// ignored, as SPEC §1 requires; every problem names its field.
 fn parse_spec(body: &[u8], state: &AppState) -> Result<EndpointSpec, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(mut fields) = value else {
-        return Err(ApiError::BadRequest(
-            "request body must be a JSON object".into(),
-        ));
-    };
+    let mut fields = json_object(body)?;
     let field_error = |message: &str| ApiError::BadRequest(message.to_owned());
 
     let url = match fields.remove("url") {

@@ -35,6 +35,31 @@ pub fn success_empty() -> Json<Success<()>> {
     })
 }
 
+/// A request body that must be a JSON object: its fields, or a 40000
+/// saying what is wrong with it.
+pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(ApiError::BadRequest(
+            "request body must be a JSON object".into(),
+        )),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// [`json_object`] for a body that may be left out (empty or whitespace:
+/// no fields).
+pub fn optional_json_object(
+    body: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    json_object(body)
+}
+
 #[derive(Serialize)]
 struct Failure<'a> {
     code: i32,
