@@ -56,6 +56,7 @@ on_both_stores!(
     a_resent_dead_delivery_gets_exactly_one_attempt,
     a_receiver_closing_idle_connections_silently_costs_no_attempt,
     hanging_tenants_cannot_delay_another_tenants_fresh_delivery,
+    recovered_dead_deliveries_are_each_delivered_once,
 );
 
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -615,4 +616,63 @@ async fn hanging_tenants_cannot_delay_another_tenants_fresh_delivery(store: Arc<
         );
     }
     wait_for_status(&store, &calm, DeliveryStatus::Delivered, 3).await;
+}
+
+/// SPEC §8, recover: 1,000 dead deliveries of a window get one more
+/// attempt each, and the receiver gets each event exactly once more.
+async fn recovered_dead_deliveries_are_each_delivered_once(store: Arc<dyn Store>) {
+    let receiver = Receiver::start(Answer::Status(500)).await;
+    let target = endpoint(&store, &receiver.url).await;
+    let from_ms = webhookd_core::time::unix_millis();
+    let _running = dispatch(&store, settings("10ms"), loopback_allowed());
+    let events: Vec<Event> = (0..1000).map(|i| event(&format!("evt_rec_{i}"))).collect();
+    accept(&store, &events).await;
+    let mut dead = 0;
+    for _ in 0..1500 {
+        dead = listed(&store, &target, DeliveryStatus::Failed).await.len();
+        if dead == 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(dead, 1000, "every delivery died first");
+    receiver.answer_from_now(Answer::Status(200));
+    let before = receiver.count();
+    let window = webhookd_store::DeliveryWindow {
+        from_ms,
+        until_ms: webhookd_core::time::unix_millis() + 1,
+    };
+    assert_eq!(
+        store
+            .count_dead("johndoe", &target.endpoint_id, window)
+            .await
+            .unwrap(),
+        1000
+    );
+    let now = webhookd_core::time::unix_millis();
+    while store
+        .recover("johndoe", &target.endpoint_id, window, now, 100)
+        .await
+        .unwrap()
+        > 0
+    {}
+    let mut delivered = 0;
+    for _ in 0..1500 {
+        delivered = listed(&store, &target, DeliveryStatus::Delivered)
+            .await
+            .len();
+        if delivered == 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(delivered, 1000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut per_event = std::collections::HashMap::<String, usize>::new();
+    for request in &receiver.received()[before..] {
+        let id = request.headers["x-webhook-id"].to_str().unwrap().to_owned();
+        *per_event.entry(id).or_default() += 1;
+    }
+    assert_eq!(per_event.len(), 1000);
+    assert!(per_event.values().all(|&n| n == 1), "each once");
 }
