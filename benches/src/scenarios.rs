@@ -324,17 +324,7 @@ pub async fn latency(settings: &Settings) -> anyhow::Result<Row> {
     tenant.remove().await;
     all_arrived_intact(all_arrived, &counts, expected, "")?;
     let latencies = receiver.latencies_us();
-    let quantile = |q: f64| -> f64 {
-        #[allow(
-            clippy::cast_precision_loss,
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss
-        )]
-        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
-        #[allow(clippy::cast_precision_loss)]
-        let micros = latencies.get(index).copied().unwrap_or(0) as f64;
-        micros / 1000.0
-    };
+    let quantile = |q: f64| quantile_ms(&latencies, q);
     let p99 = quantile(0.99);
     Ok(Row::rate(
         &format!(
@@ -558,17 +548,7 @@ pub async fn noisy(settings: &Settings, hanging: bool) -> anyhow::Result<Noisy> 
     tenant.remove().await;
     all_arrived_intact(all_arrived, &counts, expected, &log)?;
     let latencies = receiver.latencies_us();
-    let quantile = |q: f64| -> f64 {
-        #[allow(
-            clippy::cast_precision_loss,
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss
-        )]
-        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
-        #[allow(clippy::cast_precision_loss)]
-        let micros = latencies.get(index).copied().unwrap_or(0) as f64;
-        micros / 1000.0
-    };
+    let quantile = |q: f64| quantile_ms(&latencies, q);
     Ok(Noisy {
         rate: per_second(expected as u64, elapsed),
         p50_ms: quantile(0.5),
@@ -576,4 +556,17 @@ pub async fn noisy(settings: &Settings, hanging: bool) -> anyhow::Result<Noisy> 
         usage,
         cpu,
     })
+}
+
+/// The `q` quantile of sorted latencies in µs, in milliseconds.
+fn quantile_ms(sorted_us: &[u64], q: f64) -> f64 {
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let index = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
+    #[allow(clippy::cast_precision_loss)]
+    let micros = sorted_us.get(index).copied().unwrap_or(0) as f64;
+    micros / 1000.0
 }

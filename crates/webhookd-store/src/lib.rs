@@ -417,24 +417,22 @@ pub trait Store: Send + Sync + fmt::Debug {
         &self,
         events: &[Event],
         now_ms: i64,
-    ) -> Result<Vec<Acceptance>, StoreError>;
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        let nothing = ClaimRequest::default();
+        Ok(self.accept_and_claim(events, now_ms, &nothing).await?.0)
+    }
 
-    /// [`Store::accept_events`], and in the same step leases fresh
+    /// [`Store::accept_events`], and in the same atomic step leases fresh
     /// deliveries to the caller as [`Store::claim_due`] would with `claim`:
     /// the fast path, where what ingest accepted goes out without a claim
     /// round trip. At most `claim.limit` in all and each endpoint's room;
-    /// the rest stay due as usual. Stores without a combined step accept,
-    /// then claim (which may then pick older due work first).
+    /// the rest stay due as usual. An error means nothing was accepted.
     async fn accept_and_claim(
         &self,
         events: &[Event],
         now_ms: i64,
         claim: &ClaimRequest,
-    ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
-        let accepted = self.accept_events(events, now_ms).await?;
-        let claims = self.claim_due(claim).await?;
-        Ok((accepted, claims))
-    }
+    ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError>;
 
     /// Creates one pending delivery of `event` (a synthetic test event) to
     /// the user's endpoint, due `now_ms`, sent whatever the endpoint's

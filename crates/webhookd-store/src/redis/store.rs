@@ -242,15 +242,6 @@ impl Store for RedisStore {
         Ok(removed == 1)
     }
 
-    async fn accept_events(
-        &self,
-        events: &[Event],
-        now_ms: i64,
-    ) -> Result<Vec<Acceptance>, StoreError> {
-        let nothing = ClaimRequest::default();
-        Ok(self.accept(events, now_ms, &nothing).await?.0)
-    }
-
     async fn accept_and_claim(
         &self,
         events: &[Event],

@@ -94,6 +94,25 @@ impl SqliteStore {
     }
 }
 
+/// Ends an update of one endpoint row: the endpoint as it now is, committed
+/// and marked changed for held claims; `None` (nothing written) when no row
+/// matched.
+fn changed_endpoint(
+    tx: rusqlite::Transaction<'_>,
+    changed: usize,
+    username: &str,
+    endpoint_id: &str,
+    changes: &EndpointChanges,
+) -> Result<Option<Endpoint>, StoreError> {
+    if changed == 0 {
+        return Ok(None);
+    }
+    let endpoint = select_endpoint(&tx, username, endpoint_id)?;
+    tx.commit().map_err(sqlite_error)?;
+    changes.mark(endpoint_id);
+    Ok(endpoint)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -269,13 +288,7 @@ impl Store for SqliteStore {
                     ],
                 )
                 .map_err(sqlite_error)?;
-            if changed == 0 {
-                return Ok(None);
-            }
-            let endpoint = select_endpoint(&tx, &username, &endpoint_id)?;
-            tx.commit().map_err(sqlite_error)?;
-            changes.mark(&endpoint_id);
-            Ok(endpoint)
+            changed_endpoint(tx, changed, &username, &endpoint_id, &changes)
         })
         .await
     }
@@ -308,13 +321,7 @@ impl Store for SqliteStore {
                     params![previous_until, new_secret, username, endpoint_id],
                 )
                 .map_err(sqlite_error)?;
-            if changed == 0 {
-                return Ok(None);
-            }
-            let endpoint = select_endpoint(&tx, &username, &endpoint_id)?;
-            tx.commit().map_err(sqlite_error)?;
-            changes.mark(&endpoint_id);
-            Ok(endpoint)
+            changed_endpoint(tx, changed, &username, &endpoint_id, &changes)
         })
         .await
     }
@@ -348,15 +355,6 @@ impl Store for SqliteStore {
             Ok(deleted > 0)
         })
         .await
-    }
-
-    async fn accept_events(
-        &self,
-        events: &[Event],
-        now_ms: i64,
-    ) -> Result<Vec<Acceptance>, StoreError> {
-        let nothing = ClaimRequest::default();
-        Ok(self.accept_and_claim(events, now_ms, &nothing).await?.0)
     }
 
     async fn accept_and_claim(

@@ -14,6 +14,32 @@
 -- time), attempt JSON, attempt start (unix seconds).
 local partition, disable_after, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local expiry = partition .. 'expiry'
+
+-- The endpoint's failure streak after an attempt that started at `started`:
+-- 1, or minus the streak's start if it now disables the endpoint.
+local function keep_streak(endpoint, endpoint_id, result, started)
+  if result == 'delivered' then
+    redis.call('HDEL', endpoint, 'failing_since')
+    if redis.call('HDEL', endpoint, 'disabled_reason') == 1 then
+      redis.call('HSET', endpoint, 'status', 'enabled')
+      redis.call('PUBLISH', channel, endpoint_id)
+    end
+    return 1
+  end
+  local since = started
+  if redis.call('HSETNX', endpoint, 'failing_since', started) == 0 then
+    since = tonumber(redis.call('HGET', endpoint, 'failing_since')) or started
+  end
+  if disable_after > 0 and started - since >= disable_after
+      and redis.call('HGET', endpoint, 'status') == 'enabled' then
+    redis.call('HSET', endpoint, 'status', 'disabled', 'disabled_reason',
+      'no successful delivery since ' .. since .. ' (unix seconds)')
+    redis.call('PUBLISH', channel, endpoint_id)
+    return -since
+  end
+  return 1
+end
+
 local results = {}
 for a = 4, #ARGV, 9 do
   local id, user, endpoint_id, lease, number, result, at, log, started = ARGV[a], ARGV[a + 1],
@@ -23,43 +49,27 @@ for a = 4, #ARGV, 9 do
   if redis.call('HGET', key, 'lease') ~= lease then
     results[#results + 1] = 0
   else
+    local endpoint = user .. 'endpoint:' .. endpoint_id
     local endpoint_due = user .. 'ep:' .. endpoint_id .. ':due'
-    if redis.call('EXISTS', user .. 'endpoint:' .. endpoint_id) == 0 then
+    local answer = 1
+    if redis.call('EXISTS', endpoint) == 0 then
       unschedule(KEYS[1], endpoint_due, id)
       redis.call('DEL', key)
-    elseif result == 'retry' then
-      redis.call('HDEL', key, 'lease')
-      redis.call('HSET', key, 'attempts', number, 'next_attempt_at', at, 'attempt:' .. number, log)
-      schedule(KEYS[1], endpoint_due, KEYS[2], id, at)
     else
-      redis.call('HDEL', key, 'lease', 'last_attempt')
-      redis.call('HSET', key, 'attempts', number, 'status', result, 'attempt:' .. number, log)
-      if result == 'failed' then redis.call('INCR', partition .. 'dead') end
-      unschedule(KEYS[1], endpoint_due, id)
-      redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
-      redis.call('ZADD', user .. 'ep:' .. endpoint_id .. ':' .. result, 0, id)
-      redis.call('ZADD', expiry, at, id)
-    end
-    local answer = 1
-    local endpoint = user .. 'endpoint:' .. endpoint_id
-    if redis.call('EXISTS', endpoint) == 0 then
-      answer = 1
-    elseif result == 'delivered' then
-      redis.call('HDEL', endpoint, 'failing_since')
-      if redis.call('HDEL', endpoint, 'disabled_reason') == 1 then
-        redis.call('HSET', endpoint, 'status', 'enabled')
-        redis.call('PUBLISH', channel, endpoint_id)
+      if result == 'retry' then
+        redis.call('HDEL', key, 'lease')
+        redis.call('HSET', key, 'attempts', number, 'next_attempt_at', at, 'attempt:' .. number, log)
+        schedule(KEYS[1], endpoint_due, KEYS[2], id, at)
+      else
+        redis.call('HDEL', key, 'lease', 'last_attempt')
+        redis.call('HSET', key, 'attempts', number, 'status', result, 'attempt:' .. number, log)
+        if result == 'failed' then redis.call('INCR', partition .. 'dead') end
+        unschedule(KEYS[1], endpoint_due, id)
+        redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
+        redis.call('ZADD', user .. 'ep:' .. endpoint_id .. ':' .. result, 0, id)
+        redis.call('ZADD', expiry, at, id)
       end
-    else
-      redis.call('HSETNX', endpoint, 'failing_since', started)
-      local since = tonumber(redis.call('HGET', endpoint, 'failing_since'))
-      if disable_after > 0 and since and started - since >= disable_after
-          and redis.call('HGET', endpoint, 'status') == 'enabled' then
-        redis.call('HSET', endpoint, 'status', 'disabled', 'disabled_reason',
-          'no successful delivery since ' .. since .. ' (unix seconds)')
-        redis.call('PUBLISH', channel, endpoint_id)
-        answer = -since
-      end
+      answer = keep_streak(endpoint, endpoint_id, result, started)
     end
     results[#results + 1] = answer
   end

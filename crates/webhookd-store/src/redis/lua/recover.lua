@@ -17,9 +17,7 @@ for _, id in ipairs(ids) do
   schedule(KEYS[1], endpoint_due, KEYS[2], id, now)
   redis.call('ZADD', pending, 0, id)
   redis.call('ZREM', partition .. 'expiry', id)
+  redis.call('ZREM', failed, id)
 end
-if #ids > 0 then
-  redis.call('ZREM', failed, unpack(ids))
-  redis.call('DECRBY', partition .. 'dead', #ids)
-end
+if #ids > 0 then redis.call('DECRBY', partition .. 'dead', #ids) end
 return #ids
