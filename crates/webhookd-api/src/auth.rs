@@ -1,5 +1,6 @@
-//! Who is calling: the `x-api-key` header, resolved to a username through the
-//! key's hash, then held to a per-key rate limit.
+//! Who is calling: the `x-api-key` header (an API key or a portal link),
+//! resolved to a username through its hash, then held to a per-key rate
+//! limit; and the bearer tokens of the ingest and admin routes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use webhookd_core::ids::{API_KEY_MAX_LEN, hash_api_key};
+use axum::http::{HeaderMap, header};
+use subtle::ConstantTimeEq;
+use webhookd_core::ids::{API_KEY_MAX_LEN, PORTAL_LINK_PREFIX, hash_api_key};
 use webhookd_core::telemetry::{self, Credential};
+use webhookd_core::time::unix_seconds;
 
 use crate::AppState;
 use crate::envelope::ApiError;
@@ -24,6 +28,9 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         const INVALID: ApiError = ApiError::Unauthorized("missing or invalid API key (x-api-key)");
+        const EXPIRED: ApiError = ApiError::Unauthorized(
+            "portal link expired or invalid (x-api-key): ask for a new link",
+        );
         let key = parts
             .headers
             .get("x-api-key")
@@ -31,18 +38,61 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|key| !key.is_empty() && key.len() <= API_KEY_MAX_LEN)
             .ok_or(INVALID)
             .inspect_err(|_| refused(Credential::ApiKey))?;
-        // Only the hash is stored; looking it up compares nothing secret
-        // (a SHA-256 of a 256-bit random key reveals nothing about the key).
+        // Only hashes are stored; looking one up compares nothing secret
+        // (a SHA-256 of a 256-bit random token reveals nothing about it).
         let key_hash = hash_api_key(key);
-        let username = state
-            .store
-            .user_for_api_key(&key_hash)
-            .await?
-            .ok_or(INVALID)
-            .inspect_err(|_| refused(Credential::ApiKey))?;
+        let username = if key.starts_with(PORTAL_LINK_PREFIX) {
+            // A portal link signs in for the `/v2` routes only: the admin
+            // and ingest routes take their own bearer tokens, never this.
+            state
+                .store
+                .user_for_portal_link(&key_hash, unix_seconds())
+                .await?
+                .ok_or(EXPIRED)
+                .inspect_err(|_| refused(Credential::PortalLink))?
+        } else {
+            state
+                .store
+                .user_for_api_key(&key_hash)
+                .await?
+                .ok_or(INVALID)
+                .inspect_err(|_| refused(Credential::ApiKey))?
+        };
         state.limiter.check(&key_hash, Instant::now())?;
         Ok(Caller { username })
     }
+}
+
+/// Checks `Authorization: Bearer <token>` (the scheme in any case, RFC
+/// 9110 §11.1) against `expected`, in constant time. `None` (the operator
+/// set no token) refuses everyone.
+pub(crate) fn require_bearer(
+    headers: &HeaderMap,
+    expected: Option<&str>,
+    credential: Credential,
+    refusal: &'static str,
+) -> Result<(), ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token)
+        .unwrap_or_default();
+    let accepted = expected.is_some_and(|expected| {
+        !presented.is_empty() && bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
+    });
+    if !accepted {
+        refused(credential);
+        return Err(ApiError::Unauthorized(refusal));
+    }
+    Ok(())
+}
+
+/// The token of a `Bearer` credential, whatever the scheme's case.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 /// How often a refused credential is logged at most, per kind of
@@ -53,13 +103,10 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// at a bounded rate, with how many were refused since the last line. The
 /// credential itself is never logged.
 pub(crate) fn refused(credential: Credential) {
-    static LOGGED: [Mutex<Option<(Instant, u64)>>; 2] = [Mutex::new(None), Mutex::new(None)];
+    static LOGGED: [Mutex<Option<(Instant, u64)>>; Credential::ALL.len()] =
+        [const { Mutex::new(None) }; Credential::ALL.len()];
     telemetry::auth_failed(credential);
-    let slot = match credential {
-        Credential::ApiKey => &LOGGED[0],
-        Credential::IngestToken => &LOGGED[1],
-    };
-    let mut logged = slot
+    let mut logged = LOGGED[credential as usize]
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = Instant::now();

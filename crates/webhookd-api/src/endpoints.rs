@@ -26,8 +26,21 @@ pub struct EndpointList {
 }
 
 #[derive(Serialize)]
+pub struct Me {
+    username: String,
+}
+
+#[derive(Serialize)]
 pub struct EventList {
     events: Vec<EventType>,
+}
+
+/// `GET /v2/me`: who the credential signs in as (our addition; the portal
+/// shows it, also for a user without endpoints).
+pub async fn me(caller: Caller) -> impl IntoResponse {
+    success(Me {
+        username: caller.username,
+    })
 }
 
 pub async fn create(
@@ -240,7 +253,7 @@ fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError
     Ok(id)
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge {

@@ -6,10 +6,9 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 use webhookd_core::MissingId;
 use webhookd_core::event::MAX_EVENT_BYTES;
 use webhookd_core::telemetry::{Credential, Source};
@@ -33,7 +32,12 @@ pub async fn accept(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    authorize(&headers, &state.ingest_token)?;
+    crate::auth::require_bearer(
+        &headers,
+        Some(&state.ingest_token),
+        Credential::IngestToken,
+        "missing or invalid ingest token (Authorization: Bearer)",
+    )?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge {
@@ -57,29 +61,4 @@ pub async fn accept(
             event_id: event.event_id,
         }),
     ))
-}
-
-/// `Authorization: Bearer <token>` (the scheme in any case, RFC 9110
-/// §11.1), the token compared in constant time.
-fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(bearer_token)
-        .unwrap_or_default();
-    if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
-        crate::auth::refused(Credential::IngestToken);
-        return Err(ApiError::Unauthorized(
-            "missing or invalid ingest token (Authorization: Bearer)",
-        ));
-    }
-    Ok(())
-}
-
-/// The token of a `Bearer` credential, whatever the scheme's case.
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim_start())
 }

@@ -1,8 +1,9 @@
 //! webhookd's HTTP surface.
 //!
 //! Owns the routes of SPEC §1 (the JoggAI v2 compatible management API),
-//! HTTP ingest (`POST /internal/events`, SPEC §5), `/healthz`, `/readyz` and
-//! `/openapi.yaml`, and the rules every request
+//! HTTP ingest (`POST /internal/events`, SPEC §5), the admin API and the
+//! portal page (SPEC §9), `/healthz`, `/readyz` and `/openapi.yaml`, and
+//! the rules every request
 //! passes: API-key authentication, a per-key rate limit, a body size limit,
 //! and the `{code, msg, data}` envelope on every answer — errors included,
 //! so no input can produce a 500 or a panic. Persistence is the store's;
@@ -10,7 +11,8 @@
 //!
 //! Layout: [`envelope`] (codes and errors), [`auth`] (API keys and the rate
 //! limit), `endpoints` (the `/v2` handlers), `deliveries` (dead deliveries
-//! and re-sends), `ingest`, `health`, [`listener`] (serving connections
+//! and re-sends), `ingest`, [`admin`] (users, keys, portal links),
+//! `portal` (the web page), `health`, [`listener`] (serving connections
 //! within the limits of SPEC §7).
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use webhookd_core::telemetry;
 use webhookd_ingest::Ingest;
 use webhookd_store::Store;
 
+pub mod admin;
 pub mod auth;
 mod deliveries;
 mod endpoints;
@@ -34,8 +37,10 @@ pub mod envelope;
 mod health;
 mod ingest;
 pub mod listener;
+mod portal;
 
 pub use listener::{ListenerLimits, serve};
+pub use portal::PortalHeaders;
 
 use auth::RateLimiter;
 use envelope::ApiError;
@@ -55,6 +60,10 @@ pub struct ApiSettings {
     pub rate_limit: u32,
     /// Bearer token of `POST /internal/events`.
     pub ingest_token: String,
+    /// Bearer token of the admin API; `None` closes it.
+    pub admin_token: Option<String>,
+    /// The security headers of `/portal`.
+    pub portal: PortalHeaders,
     /// Components whose state `/readyz` reports besides the store.
     pub readiness: Readiness,
     /// Renders `/metrics`; `None` answers 404 there (tests without a
@@ -70,6 +79,8 @@ pub struct AppState {
     limiter: Arc<RateLimiter>,
     ingest: Ingest,
     ingest_token: Arc<str>,
+    admin_token: Option<Arc<str>>,
+    portal: Arc<PortalHeaders>,
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
 }
@@ -83,6 +94,8 @@ impl AppState {
             url_rules: Arc::new(settings.url_rules),
             limiter: Arc::new(RateLimiter::new(settings.rate_limit)),
             ingest_token: settings.ingest_token.into(),
+            admin_token: settings.admin_token.map(Into::into),
+            portal: Arc::new(settings.portal),
             readiness: settings.readiness,
             metrics: settings.metrics,
         }
@@ -119,10 +132,19 @@ pub fn router(state: AppState) -> Router {
             post(deliveries::retry),
         )
         .route("/v2/events", get(endpoints::events))
+        .route("/v2/me", get(endpoints::me))
         .route(
             "/internal/events",
             post(ingest::accept).layer(DefaultBodyLimit::max(ingest::MAX_INGEST_BODY)),
         )
+        .route("/internal/users", post(admin::add_user))
+        .route(
+            "/internal/users/{username}/keys",
+            axum::routing::delete(admin::revoke_keys),
+        )
+        .route("/internal/portal-links", post(admin::create_portal_link))
+        .route("/portal", get(portal::page))
+        .route("/portal/assets/{name}", get(portal::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.yaml", get(health::openapi))

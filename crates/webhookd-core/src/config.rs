@@ -46,6 +46,14 @@ pub struct Config {
     /// `ingest_token`: bearer token for `POST /internal/events`. Unset: one
     /// is generated at first start, kept in the store and logged once.
     pub ingest_token: Option<String>,
+    /// `admin_token`: bearer token of the platform admin API
+    /// (`/internal/users`, `/internal/portal-links`, SPEC §9). Unset: those
+    /// routes are closed (every call answers 10105).
+    pub admin_token: Option<String>,
+    /// `portal_frame_ancestors`: the CSP `frame-ancestors` sources of
+    /// `/portal`, the origins allowed to embed it in a frame (SPEC §9).
+    /// Default `'self'`; e.g. `'self' https://dashboard.example.com`.
+    pub portal_frame_ancestors: String,
     /// `require_https`: endpoint URLs must be `https`. Default `true`; turn
     /// off only for local testing.
     pub require_https: bool,
@@ -109,6 +117,8 @@ impl Default for Config {
             amqp_queue: "webhook.events".into(),
             amqp_prefetch: 300,
             ingest_token: None,
+            admin_token: None,
+            portal_frame_ancestors: "'self'".into(),
             require_https: true,
             allowed_networks: Vec::new(),
             delivery_timeout: Duration::from_secs(5),
@@ -139,6 +149,8 @@ impl fmt::Debug for Config {
             .field("amqp_queue", &self.amqp_queue)
             .field("amqp_prefetch", &self.amqp_prefetch)
             .field("ingest_token", &self.ingest_token.as_ref().map(|_| "<set>"))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("portal_frame_ancestors", &self.portal_frame_ancestors)
             .field("require_https", &self.require_https)
             .field("allowed_networks", &self.allowed_networks)
             .field("delivery_timeout", &format_duration(self.delivery_timeout))
@@ -391,6 +403,11 @@ impl Config {
                 let token = raw.text()?;
                 self.ingest_token = (!token.is_empty()).then_some(token);
             }
+            "admin_token" => {
+                let token = raw.text()?;
+                self.admin_token = (!token.is_empty()).then_some(token);
+            }
+            "portal_frame_ancestors" => self.portal_frame_ancestors = raw.text()?,
             "require_https" => self.require_https = raw.boolean()?,
             "allowed_networks" => {
                 self.allowed_networks = raw
@@ -505,11 +522,43 @@ impl Config {
                 "must be at least 16 characters with no spaces".into(),
             ));
         }
+        if self.admin_token.as_ref().is_some_and(weak_token) {
+            return Err(fail(
+                "admin_token",
+                "must be at least 16 characters with no spaces".into(),
+            ));
+        }
+        if !is_source_list(&self.portal_frame_ancestors) {
+            return Err(fail(
+                "portal_frame_ancestors",
+                "must be CSP sources separated by spaces, e.g. 'self' https://app.example.com \
+                 (no ; or , or quotes other than around keywords)"
+                    .into(),
+            ));
+        }
         if self.log_level.trim().is_empty() {
             return Err(fail("log_level", "must not be empty (e.g. info)".into()));
         }
         Ok(())
     }
+}
+
+/// A CSP source list as `frame-ancestors` takes it: `'none'`, or
+/// sources separated by spaces — keywords in single quotes, schemes,
+/// hosts with optional scheme, port and wildcard. Nothing that could end
+/// the directive (`;`, `,`) or the header (control characters).
+fn is_source_list(list: &str) -> bool {
+    let is_source = |source: &str| {
+        matches!(source, "'self'" | "'none'")
+            || (!source.contains('\'')
+                && source
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._~:/*%[]".contains(c)))
+    };
+    let sources: Vec<&str> = list.split_ascii_whitespace().collect();
+    !sources.is_empty()
+        && sources.iter().all(|source| is_source(source))
+        && (sources.len() == 1 || !sources.contains(&"'none'"))
 }
 
 /// How long reading a response body may take after its head (the delivery
@@ -536,6 +585,8 @@ const KEYS: &[&str] = &[
     "amqp_queue",
     "amqp_prefetch",
     "ingest_token",
+    "admin_token",
+    "portal_frame_ancestors",
     "require_https",
     "allowed_networks",
     "delivery_timeout",
@@ -711,6 +762,35 @@ mod tests {
         );
         let error = load(None, &[("WEBHOOKD_AMQP_URL", "http://x")]).unwrap_err();
         assert_eq!(error.origin, "WEBHOOKD_AMQP_URL");
+        let error = load(None, &[("WEBHOOKD_ADMIN_TOKEN", "short")]).unwrap_err();
+        assert_eq!(error.origin, "WEBHOOKD_ADMIN_TOKEN");
+    }
+
+    #[test]
+    fn frame_ancestors_take_sources_and_nothing_that_ends_the_directive() {
+        let ancestors = |value: &str| {
+            load(None, &[("WEBHOOKD_PORTAL_FRAME_ANCESTORS", value)])
+                .map(|config| config.portal_frame_ancestors)
+        };
+        assert_eq!(load(None, &[]).unwrap().portal_frame_ancestors, "'self'");
+        for good in [
+            "'none'",
+            "'self' https://dashboard.example.com",
+            "https://*.example.com:8443 http://localhost:3000",
+        ] {
+            assert_eq!(ancestors(good).unwrap(), good);
+        }
+        for bad in [
+            "",
+            "'self'; script-src *",
+            "https://a.example, https://b.example",
+            "'unsafe-inline'",
+            "'none' 'self'",
+            "https://example.com\r\nSet-Cookie: x=1",
+        ] {
+            let error = ancestors(bad).unwrap_err();
+            assert_eq!(error.origin, "WEBHOOKD_PORTAL_FRAME_ANCESTORS", "{bad:?}");
+        }
     }
 
     #[test]
@@ -721,11 +801,17 @@ mod tests {
                 ("WEBHOOKD_AMQP_URL", "amqp://guest:hunter2@rabbit:5672/%2f"),
                 ("WEBHOOKD_STORE", "redis://:swordfish@redis:6379/0"),
                 ("WEBHOOKD_INGEST_TOKEN", "tok_0123456789abcdef"),
+                ("WEBHOOKD_ADMIN_TOKEN", "adm_0123456789abcdef"),
             ],
         )
         .unwrap();
         let debug = format!("{config:?}");
-        for secret in ["hunter2", "swordfish", "tok_0123456789abcdef"] {
+        for secret in [
+            "hunter2",
+            "swordfish",
+            "tok_0123456789abcdef",
+            "adm_0123456789abcdef",
+        ] {
             assert!(!debug.contains(secret), "{secret} leaked: {debug}");
         }
         assert!(debug.contains("amqp://guest:***@rabbit:5672/%2f"));

@@ -76,6 +76,19 @@ pub fn new_api_key() -> String {
     format!("{API_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(random_bytes()))
 }
 
+/// What starts a portal link's token (SPEC §9), telling it apart from an
+/// API key where both are presented in `x-api-key`.
+pub const PORTAL_LINK_PREFIX: &str = "wpl_";
+
+/// A new portal link token: `wpl_` + URL-safe base64 of 32 random bytes.
+/// Stored, like an API key, only as its hash ([`hash_api_key`]).
+pub fn new_portal_link_token() -> String {
+    format!(
+        "{PORTAL_LINK_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(random_bytes())
+    )
+}
+
 /// A new bearer token for `POST /internal/events`: `whi_` + URL-safe base64
 /// of 32 random bytes.
 pub fn new_ingest_token() -> String {

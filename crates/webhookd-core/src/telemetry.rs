@@ -288,15 +288,26 @@ pub enum Credential {
     ApiKey,
     /// The bearer token of `POST /internal/events`.
     IngestToken,
+    /// The bearer token of the admin API (`/internal/users`, …).
+    AdminToken,
+    /// A portal link's token, presented in `x-api-key` (SPEC §9).
+    PortalLink,
 }
 
 impl Credential {
-    pub const ALL: [Credential; 2] = [Credential::ApiKey, Credential::IngestToken];
+    pub const ALL: [Credential; 4] = [
+        Credential::ApiKey,
+        Credential::IngestToken,
+        Credential::AdminToken,
+        Credential::PortalLink,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Credential::ApiKey => "api_key",
             Credential::IngestToken => "ingest_token",
+            Credential::AdminToken => "admin_token",
+            Credential::PortalLink => "portal_link",
         }
     }
 }

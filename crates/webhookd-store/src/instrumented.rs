@@ -87,6 +87,33 @@ impl Store for Instrumented {
         timed("revoke_api_keys", self.inner.revoke_api_keys(username)).await
     }
 
+    async fn add_portal_link(
+        &self,
+        username: &str,
+        token_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        timed(
+            "add_portal_link",
+            self.inner
+                .add_portal_link(username, token_hash, expires_at, now),
+        )
+        .await
+    }
+
+    async fn user_for_portal_link(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        timed(
+            "user_for_portal_link",
+            self.inner.user_for_portal_link(token_hash, now),
+        )
+        .await
+    }
+
     async fn create_endpoint(
         &self,
         endpoint: &Endpoint,

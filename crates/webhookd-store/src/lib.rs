@@ -356,9 +356,30 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Every user, by name.
     async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError>;
 
-    /// Removes every API key of `username`; returns how many there were.
-    /// Endpoints and deliveries stay: revoking access is not deleting data.
+    /// Removes every API key of `username`, and its portal links; returns
+    /// how many keys there were. Endpoints and deliveries stay: revoking
+    /// access is not deleting data.
     async fn revoke_api_keys(&self, username: &str) -> Result<usize, StoreError>;
+
+    /// Registers a portal link (SPEC §9), by its token's hash, signing in as
+    /// `username` until `expires_at` (unix seconds). `false` when there is
+    /// no such user: a link is issued only for a user that exists. Links
+    /// that have expired are forgotten here, so they cannot pile up.
+    async fn add_portal_link(
+        &self,
+        username: &str,
+        token_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// The user a portal link with this hash signs in, while it has not
+    /// expired at `now` (unix seconds).
+    async fn user_for_portal_link(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError>;
 
     /// Stores a new endpoint unless its owner already holds `limit`; the
     /// count and the insert are one atomic step.

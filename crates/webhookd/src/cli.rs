@@ -44,6 +44,20 @@ pub enum Command {
         #[command(subcommand)]
         action: UsersCommand,
     },
+    /// Print a short-lived sign-in link to USERNAME's portal (SPEC §9).
+    ///
+    /// The link signs in to that user's endpoints only, until it expires;
+    /// hand it to the user instead of an API key. The user must exist
+    /// (`webhookd users add`).
+    PortalLink {
+        username: String,
+        /// Seconds the link signs in for, 1 to 86400.
+        #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..=86_400))]
+        ttl: i64,
+        /// Where browsers reach webhookd (default: http://<listen>).
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     // One-shot commands stay quiet unless something goes wrong.
     let default_level = match command {
         Command::Serve => config.log_level.clone(),
-        Command::Users { .. } => "warn".to_owned(),
+        Command::Users { .. } | Command::PortalLink { .. } => "warn".to_owned(),
     };
     if let Err(error) = logging::init(cli.log_format.unwrap_or(config.log_format), &default_level) {
         eprintln!("webhookd: configuration error: {error:#}");
@@ -49,6 +49,11 @@ fn main() -> ExitCode {
                             users::revoke(&config, &username).await
                         }
                     },
+                    Command::PortalLink {
+                        username,
+                        ttl,
+                        base_url,
+                    } => users::portal_link(&config, &username, ttl, base_url).await,
                 }
             })
         });

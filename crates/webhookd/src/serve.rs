@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use webhookd_api::{ApiSettings, AppState, ListenerLimits};
+use webhookd_api::{ApiSettings, AppState, ListenerLimits, PortalHeaders};
 use webhookd_core::Config;
 use webhookd_core::Rejection;
 use webhookd_core::address::AddressPolicy;
@@ -103,6 +103,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         rate_limit: config.api_rate_limit,
         ingest_token: ingest_token(&config, &*store).await?,
+        admin_token: config.admin_token.clone(),
+        portal: PortalHeaders::new(&config.portal_frame_ancestors)
+            .context("portal_frame_ancestors is not a valid header value")?,
         readiness,
         metrics: Some(metrics),
     };

@@ -1,4 +1,4 @@
-//! `webhookd users add|list|revoke`.
+//! `webhookd users add|list|revoke` and `webhookd portal-link`.
 
 use std::io::Write as _;
 
@@ -61,6 +61,27 @@ pub async fn revoke(config: &Config, username: &str) -> anyhow::Result<()> {
     writeln!(
         std::io::stdout(),
         "revoked {revoked} API key(s) of {username}"
+    )?;
+    Ok(())
+}
+
+/// Prints the link, and only the link, on stdout.
+pub async fn portal_link(
+    config: &Config,
+    username: &str,
+    ttl: i64,
+    base_url: Option<String>,
+) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let Some(link) = webhookd_api::admin::issue_portal_link(&*store, username, ttl).await? else {
+        bail!("user {username:?} not found: create it first with `webhookd users add {username}`");
+    };
+    let base_url = base_url.unwrap_or_else(|| format!("http://{}", config.listen));
+    writeln!(
+        std::io::stdout(),
+        "{}{}",
+        base_url.trim_end_matches('/'),
+        link.url
     )?;
     Ok(())
 }

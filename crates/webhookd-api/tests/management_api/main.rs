@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use webhookd_api::{ApiSettings, AppState, router};
+use webhookd_api::{ApiSettings, AppState, PortalHeaders, router};
 use webhookd_core::address::AddressPolicy;
 use webhookd_core::endpoint::UrlRules;
 use webhookd_core::health::Readiness;
@@ -74,6 +74,7 @@ mod lifecycle;
 use lifecycle::*;
 
 const INGEST_TOKEN: &str = "whi_test_token_0123456789";
+const ADMIN_TOKEN: &str = "adm_test_token_0123456789";
 
 /// A running API on a free port with one registered user.
 struct Api {
@@ -95,6 +96,8 @@ impl Api {
             url_rules,
             rate_limit,
             ingest_token: INGEST_TOKEN.into(),
+            admin_token: Some(ADMIN_TOKEN.into()),
+            portal: PortalHeaders::new("'self' https://dashboard.example.com").unwrap(),
             readiness: Readiness::default(),
             metrics: None,
         };

@@ -11,6 +11,8 @@
 //! | `{keys}:users` | hash | username → created_at |
 //! | `{keys}:by_hash` | hash | API key hash → username |
 //! | `{keys}:user:<name>` | set | the user's API key hashes |
+//! | `{keys}:links` | hash | portal link hash → `<expires_at> <username>` |
+//! | `{keys}:user_links:<name>` | set | the user's portal link hashes |
 //! | `<u>:endpoints` | sorted set | endpoint ids, scored by creation sequence |
 //! | `<u>:seq` | counter | that sequence |
 //! | `<u>:endpoint:<id>` | hash | one endpoint's fields |
@@ -75,6 +77,7 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 mod changes;
 mod rows;
 mod store;
+mod users;
 
 use self::rows::{acceptance_from_answer, redis_error};
 
@@ -97,8 +100,8 @@ const RETRY_DEAD: &str = include_str!("lua/retry_dead.lua");
 const ACCEPT_EVENTS: &str = include_str!("lua/accept_events.lua");
 
 const ADD_API_KEY: &str = include_str!("lua/add_api_key.lua");
-
 const REVOKE_API_KEYS: &str = include_str!("lua/revoke_api_keys.lua");
+const ADD_PORTAL_LINK: &str = include_str!("lua/add_portal_link.lua");
 const SWEEP: &str = include_str!("lua/sweep.lua");
 const CREATE_TEST_DELIVERY: &str = include_str!("lua/create_test_delivery.lua");
 const ROTATE_SECRET: &str = include_str!("lua/rotate_secret.lua");
@@ -132,6 +135,7 @@ struct Scripts {
     delete_endpoint: Script,
     add_api_key: Script,
     revoke_api_keys: Script,
+    add_portal_link: Script,
     accept_events: Script,
     claim_due: Script,
     record_attempts: Script,
@@ -200,6 +204,7 @@ impl RedisStore {
             delete_endpoint: Script::new(DELETE_ENDPOINT),
             add_api_key: Script::new(ADD_API_KEY),
             revoke_api_keys: Script::new(REVOKE_API_KEYS),
+            add_portal_link: Script::new(ADD_PORTAL_LINK),
             accept_events: Script::new(&format!("{SCHEDULE_FUNCTIONS}{ACCEPT_EVENTS}")),
             claim_due: Script::new(&format!("{SCHEDULE_FUNCTIONS}{CLAIM_DUE}")),
             record_attempts: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RECORD_ATTEMPTS}")),
@@ -259,6 +264,14 @@ impl RedisStore {
 
     fn user_keys_key(&self, username: &str) -> String {
         format!("{}{{keys}}:user:{username}", self.prefix)
+    }
+
+    fn links_key(&self) -> String {
+        format!("{}{{keys}}:links", self.prefix)
+    }
+
+    fn user_links_key(&self, username: &str) -> String {
+        format!("{}{{keys}}:user_links:{username}", self.prefix)
     }
 
     /// `<prefix>{p:<n>}:`, the start of every key in a user's partition.

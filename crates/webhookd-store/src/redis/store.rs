@@ -35,63 +35,37 @@ impl Store for RedisStore {
         key_hash: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let _: i64 = self
-            .scripts
-            .add_api_key
-            .key(self.users_key())
-            .key(self.key_owner_key())
-            .key(self.user_keys_key(username))
-            .arg(key_hash)
-            .arg(username)
-            .arg(now)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(redis_error)?;
-        Ok(())
+        self.add_key(username, key_hash, now).await
     }
 
     async fn user_for_api_key(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
-        self.connection()
-            .hget(self.key_owner_key(), key_hash)
-            .await
-            .map_err(redis_error)
+        self.user_of_key(key_hash).await
     }
 
     async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
-        let mut connection = self.connection();
-        let users: HashMap<String, i64> = connection
-            .hgetall(self.users_key())
-            .await
-            .map_err(redis_error)?;
-        let mut names: Vec<_> = users.keys().cloned().collect();
-        names.sort();
-        let mut pipeline = redis::pipe();
-        for name in &names {
-            pipeline.scard(self.user_keys_key(name));
-        }
-        let key_counts: Vec<usize> = pipeline
-            .query_async(&mut connection)
-            .await
-            .map_err(redis_error)?;
-        Ok(names
-            .into_iter()
-            .zip(key_counts)
-            .map(|(username, api_keys)| UserSummary {
-                created_at: users[&username],
-                username,
-                api_keys,
-            })
-            .collect())
+        self.users().await
     }
 
     async fn revoke_api_keys(&self, username: &str) -> Result<usize, StoreError> {
-        self.scripts
-            .revoke_api_keys
-            .key(self.key_owner_key())
-            .key(self.user_keys_key(username))
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(redis_error)
+        self.revoke_keys(username).await
+    }
+
+    async fn add_portal_link(
+        &self,
+        username: &str,
+        token_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.add_link(username, token_hash, expires_at, now).await
+    }
+
+    async fn user_for_portal_link(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        self.user_of_link(token_hash, now).await
     }
 
     async fn create_endpoint(

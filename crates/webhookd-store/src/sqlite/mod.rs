@@ -10,6 +10,7 @@
 mod deliveries;
 mod rows;
 mod schema;
+mod users;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -130,67 +131,46 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<(), StoreError> {
         let (username, key_hash) = (username.to_owned(), key_hash.to_owned());
-        self.call(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            tx.execute(
-                "INSERT INTO users (username, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                params![username, now],
-            )
-            .map_err(sqlite_error)?;
-            tx.execute(
-                "INSERT INTO api_keys (key_hash, username, created_at) VALUES (?1, ?2, ?3)",
-                params![key_hash, username, now],
-            )
-            .map_err(sqlite_error)?;
-            tx.commit().map_err(sqlite_error)
-        })
-        .await
+        self.call(move |c| users::add_api_key(c, &username, &key_hash, now))
+            .await
     }
 
     async fn user_for_api_key(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
         let key_hash = key_hash.to_owned();
-        self.call(move |c| {
-            c.prepare_cached("SELECT username FROM api_keys WHERE key_hash = ?1")
-                .and_then(|mut statement| {
-                    statement.query_row([key_hash], |row| row.get(0)).optional()
-                })
-                .map_err(sqlite_error)
-        })
-        .await
+        self.call(move |c| users::user_for_api_key(c, &key_hash))
+            .await
     }
 
     async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
-        self.call(|c| {
-            let mut statement = c
-                .prepare(
-                    "SELECT u.username, u.created_at, COUNT(k.key_hash)
-                     FROM users u LEFT JOIN api_keys k ON k.username = u.username
-                     GROUP BY u.username ORDER BY u.username",
-                )
-                .map_err(sqlite_error)?;
-            let rows = statement
-                .query_map([], |row| {
-                    Ok(UserSummary {
-                        username: row.get(0)?,
-                        created_at: row.get(1)?,
-                        api_keys: row.get(2)?,
-                    })
-                })
-                .map_err(sqlite_error)?;
-            rows.collect::<Result<_, _>>().map_err(sqlite_error)
-        })
-        .await
+        self.call(|c| users::list_users(c)).await
     }
 
     async fn revoke_api_keys(&self, username: &str) -> Result<usize, StoreError> {
         let username = username.to_owned();
-        self.call(move |c| {
-            c.execute("DELETE FROM api_keys WHERE username = ?1", [username])
-                .map_err(sqlite_error)
-        })
-        .await
+        self.call(move |c| users::revoke_api_keys(c, &username))
+            .await
+    }
+
+    async fn add_portal_link(
+        &self,
+        username: &str,
+        token_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (username, token_hash) = (username.to_owned(), token_hash.to_owned());
+        self.call(move |c| users::add_portal_link(c, &username, &token_hash, expires_at, now))
+            .await
+    }
+
+    async fn user_for_portal_link(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.call(move |c| users::user_for_portal_link(c, &token_hash, now))
+            .await
     }
 
     async fn create_endpoint(

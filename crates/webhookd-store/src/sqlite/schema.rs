@@ -91,6 +91,14 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE endpoints ADD COLUMN previous_expires_at INTEGER;
      ALTER TABLE endpoints ADD COLUMN failing_since INTEGER;
      ALTER TABLE endpoints ADD COLUMN disabled_reason TEXT;",
+    // 6: portal links (SPEC §9), sign-ins that expire.
+    "CREATE TABLE portal_links (
+         token_hash TEXT PRIMARY KEY,
+         username   TEXT NOT NULL REFERENCES users(username),
+         expires_at INTEGER NOT NULL
+     ) STRICT, WITHOUT ROWID;
+     CREATE INDEX portal_links_by_expiry ON portal_links(expires_at);
+     CREATE INDEX portal_links_by_user ON portal_links(username);",
 ];
 
 /// How long a statement waits for another process's write lock.

@@ -1,0 +1,1146 @@
+// The webhookd portal: endpoint owners sign in with an API key or a portal
+// link and manage their endpoints through the /v2 API (SPEC §9).
+//
+// One page, four views (sign-in, endpoint list, one endpoint, event
+// catalog), kept in memory: the address bar never carries state, so a
+// credential can never end up in it.
+
+import { api, ApiError, Code, credential } from "./api.js";
+import {
+  $, busy, closeDialog, fromLocalInput, h, icon, localTime, openDialog, relative, replace,
+  timeEl, toast, toLocalInput,
+} from "./ui.js";
+
+const MAX_ENDPOINTS = 20;
+const PAGE_SIZE = 20;
+/** How often the Pending tab refreshes itself while it shows something. */
+const PENDING_POLL_MS = 3000;
+
+const state = {
+  events: [],
+  endpoints: [],
+  username: null,
+  view: "loading",
+  /** endpoint_id of the endpoint view. */
+  current: null,
+  revealed: false,
+  deliveries: { status: "failed", items: [], next: null, loaded: false, generation: 0 },
+  pollTimer: null,
+};
+
+// ---------------------------------------------------------------- start
+
+function start() {
+  for (const button of document.querySelectorAll("[data-icon]")) {
+    button.prepend(icon(button.dataset.icon));
+  }
+  wire();
+  takeLinkFromAddress();
+  if (credential.get()) loadAccount();
+  else showSignIn();
+  // A portal link opened while the page is already open in this tab.
+  window.addEventListener("hashchange", () => {
+    if (takeLinkFromAddress()) {
+      state.current = null;
+      showView("loading");
+      loadAccount();
+    }
+  });
+}
+
+/**
+ * A portal link (`/portal#link=wpl_…`): keep its token for this tab and take
+ * it out of the address bar, and so out of history, bookmarks and screenshots.
+ */
+function takeLinkFromAddress() {
+  const link = new URLSearchParams(location.hash.slice(1)).get("link");
+  if (location.hash) history.replaceState(null, "", location.pathname);
+  if (!link) return false;
+  credential.set(link, "link");
+  return true;
+}
+
+function wire() {
+  $("#signin-form").addEventListener("submit", onSignIn);
+  $("#sign-out").addEventListener("click", signOut);
+  $("#banner-retry").addEventListener("click", () => retryAfterOutage());
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    link.addEventListener("click", () => (link.dataset.nav === "catalog" ? showCatalog() : showList()));
+  }
+  $("#add-endpoint").addEventListener("click", () => openEndpointForm(null));
+  $("#back").addEventListener("click", () => showList());
+  $("#ep-edit").addEventListener("click", () => openEndpointForm(currentEndpoint()));
+  $("#ep-toggle").addEventListener("click", onToggle);
+  $("#ep-delete").addEventListener("click", onDelete);
+  $("#ep-reveal").addEventListener("click", onReveal);
+  $("#ep-copy").addEventListener("click", onCopy);
+  $("#ep-rotate").addEventListener("click", () => {
+    $("#rotate-error").hidden = true;
+    $("#rotate-form").reset();
+    openDialog($("#dlg-rotate"));
+  });
+  $("#rotate-form").addEventListener("submit", onRotate);
+  $("#test-form").addEventListener("submit", onSendTest);
+  $("#deliveries-refresh").addEventListener("click", (event) =>
+    busy(event.currentTarget, () => refreshDetail()),
+  );
+  $("#deliveries-more").addEventListener("click", onLoadMore);
+  $("#recover-form").addEventListener("submit", onRecover);
+  $("#endpoint-form").addEventListener("submit", onSaveEndpoint);
+  $("#ef-all").addEventListener("click", () => setAllEvents(true));
+  $("#ef-none").addEventListener("click", () => setAllEvents(false));
+  $("#ef-events").addEventListener("change", updateEventCount);
+  $("#confirm-form").addEventListener("submit", onConfirm);
+  wireTabs();
+  for (const dialog of document.querySelectorAll("dialog")) {
+    dialog.addEventListener("cancel", (event) => {
+      event.preventDefault();
+      closeDialog(dialog);
+    });
+    for (const button of dialog.querySelectorAll("[data-close]")) {
+      button.addEventListener("click", () => closeDialog(dialog));
+    }
+  }
+  document.addEventListener("visibilitychange", schedulePoll);
+}
+
+// ---------------------------------------------------------------- sign-in
+
+const SIGN_IN_MESSAGES = {
+  link: "This sign-in link has expired or is not valid. Ask for a new one.",
+  key: "This API key is not valid. Check it (it may have been revoked) and try again.",
+};
+
+function showSignIn(message) {
+  stopPoll();
+  state.endpoints = [];
+  state.username = null;
+  $("#nav").hidden = true;
+  $("#account").hidden = true;
+  hideBanner();
+  const error = $("#signin-error");
+  error.hidden = !message;
+  replace(error, message ? [icon("alert"), h("span", {}, message)] : []);
+  showView("signin");
+  $("#api-key").focus();
+}
+
+async function onSignIn(event) {
+  event.preventDefault();
+  const input = $("#api-key");
+  const key = input.value.trim();
+  if (!key) {
+    showSignIn("Enter your API key to sign in.");
+    return;
+  }
+  credential.set(key, "key");
+  input.value = "";
+  await busy(event.submitter || $("#signin-form button"), () => loadAccount());
+}
+
+function signOut() {
+  credential.clear();
+  state.current = null;
+  showSignIn();
+  toast("Signed out.");
+}
+
+/** Loads what every view needs: the user's endpoints and the event catalog. */
+async function loadAccount() {
+  if (!["endpoints", "endpoint", "catalog"].includes(state.view)) showView("loading");
+  try {
+    const [username, endpoints, events] = await Promise.all([
+      api.whoAmI(),
+      api.listEndpoints(),
+      api.listEvents(),
+    ]);
+    state.username = username;
+    state.events = events;
+    setEndpoints(endpoints);
+    hideBanner();
+    $("#nav").hidden = false;
+    $("#account").hidden = false;
+    if (state.view === "endpoint" && currentEndpoint()) showDetail(state.current);
+    else if (state.view === "catalog") showCatalog();
+    else showList();
+  } catch (error) {
+    handleError(error, loadAccount);
+  }
+}
+
+function setEndpoints(endpoints) {
+  state.endpoints = endpoints;
+  replace($(".account-name"), ["Signed in as ", h("strong", {}, state.username)]);
+}
+
+// ---------------------------------------------------------------- errors
+
+let retryAction = null;
+
+/**
+ * The common answers to a failed request: a refused credential sends the
+ * user back to the sign-in form; an outage shows the banner with Retry.
+ * Anything else is for the caller to show next to its form (returns false).
+ */
+function handleError(error, retry) {
+  if (!(error instanceof ApiError)) throw error;
+  if (error.code === Code.UNAUTHORIZED) {
+    const kind = credential.kind();
+    credential.clear();
+    showSignIn(SIGN_IN_MESSAGES[kind] || SIGN_IN_MESSAGES.key);
+    return true;
+  }
+  if (error.isOutage) {
+    showBanner(error, retry);
+    if (state.view === "loading") {
+      showView("unavailable");
+      setEndpoints([]);
+      $("#account").hidden = false; // signing out still works
+    }
+    return true;
+  }
+  return false;
+}
+
+function showBanner(error, retry) {
+  retryAction = retry;
+  const text =
+    error.code === Code.NETWORK
+      ? "webhookd cannot be reached right now (the network request failed). Check your connection and try again."
+      : `webhookd cannot reach its store right now (${error.message}). Try again in a moment.`;
+  replace($("#banner-text"), icon("alert"), h("span", {}, text));
+  $("#banner").hidden = false;
+}
+
+function hideBanner() {
+  $("#banner").hidden = true;
+  retryAction = null;
+}
+
+async function retryAfterOutage() {
+  const action = retryAction || loadAccount;
+  await busy($("#banner-retry"), async () => {
+    hideBanner();
+    await action();
+  });
+}
+
+/** Shows a 40000 (or other) answer in a form's alert box. */
+function showFormError(box, error) {
+  replace(box, icon("alert"), h("span", {}, error.message));
+  box.hidden = false;
+}
+
+/** Runs an API call for a form: common errors handled, the rest shown in `box`. */
+async function attempt(box, work, retry) {
+  box.hidden = true;
+  try {
+    return { ok: true, value: await work() };
+  } catch (error) {
+    if (!handleError(error, retry)) showFormError(box, error);
+    return { ok: false, error };
+  }
+}
+
+// ---------------------------------------------------------------- views
+
+const VIEWS = ["loading", "signin", "endpoints", "endpoint", "catalog"];
+
+function showView(name) {
+  state.view = name;
+  for (const view of VIEWS) $(`#view-${view}`).hidden = view !== name;
+  if (name === "unavailable") {
+    replace(
+      $("#view-loading"),
+      h("span", { class: "muted" }, "Your endpoints will appear here as soon as webhookd answers."),
+    );
+    $("#view-loading").hidden = false;
+  } else if (name === "loading") {
+    replace($("#view-loading"), h("span", { class: "spinner", "aria-hidden": "true" }), " Loading…");
+  }
+  const section = name === "endpoint" ? "endpoints" : name;
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    if (link.dataset.nav === section) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (name !== "endpoint") stopPoll();
+}
+
+/** Moves focus to a view's heading, so keyboard and screen reader users follow. */
+function focusHeading(id) {
+  const heading = document.getElementById(id);
+  heading.setAttribute("tabindex", "-1");
+  heading.focus({ preventScroll: true });
+  window.scrollTo(0, 0);
+}
+
+// ---------------------------------------------------------------- endpoint list
+
+function statusOf(endpoint) {
+  if (endpoint.status === "disabled") {
+    return endpoint.disabled_reason
+      ? { key: "auto-disabled", label: "Disabled by webhookd" }
+      : { key: "disabled", label: "Disabled" };
+  }
+  if (endpoint.failing_since) return { key: "failing", label: "Failing" };
+  return { key: "enabled", label: "Enabled" };
+}
+
+function statusBadge(endpoint) {
+  const status = statusOf(endpoint);
+  return h("span", { class: `badge badge-${status.key}` }, h("span", { class: "dot", "aria-hidden": "true" }), status.label);
+}
+
+function showList(focus = true) {
+  showView("endpoints");
+  renderList();
+  if (focus) focusHeading("endpoints-title");
+}
+
+function renderList() {
+  const list = state.endpoints;
+  const count = list.length;
+  $("#add-endpoint").disabled = count >= MAX_ENDPOINTS;
+  $("#endpoints-sub").textContent =
+    count === 0
+      ? "The URLs webhookd sends your events to."
+      : count >= MAX_ENDPOINTS
+        ? `${count} of ${MAX_ENDPOINTS} endpoints — the limit; delete one to add another.`
+        : `${count} of ${MAX_ENDPOINTS} endpoints. Select one to see its deliveries and secret.`;
+  const body = $("#endpoints-body");
+  if (count === 0) {
+    replace(
+      body,
+      h(
+        "div",
+        { class: "card empty-state" },
+        h("div", { class: "empty-icon" }, icon("inbox")),
+        h("h2", {}, "No endpoints yet — add one to start receiving webhooks"),
+        h(
+          "p",
+          { class: "muted" },
+          "An endpoint is a URL of yours. webhookd signs every event you subscribe it to and POSTs it there, retrying until it answers 2xx.",
+        ),
+      ),
+    );
+    return;
+  }
+  replace(
+    body,
+    h(
+      "ul",
+      { class: "card endpoint-list", "aria-label": "Your endpoints" },
+      list.map((endpoint) => {
+        const failing = endpoint.status === "enabled" && endpoint.failing_since;
+        return h(
+          "li",
+          { class: "endpoint-row" },
+          h(
+            "div",
+            { class: "endpoint-main" },
+            h(
+              "button",
+              { type: "button", class: "row-link", onclick: () => showDetail(endpoint.endpoint_id) },
+              endpoint.url,
+            ),
+            h(
+              "p",
+              { class: "endpoint-meta" },
+              h("span", {}, eventSummary(endpoint.events)),
+              h("span", { class: "sep", "aria-hidden": "true" }, "·"),
+              h("span", {}, "Created ", h("time", { title: localTime(endpoint.created_at) }, relative(endpoint.created_at))),
+              failing
+                ? [
+                    h("span", { class: "sep", "aria-hidden": "true" }, "·"),
+                    h("span", { class: "text-warn" }, `Failing since ${relative(endpoint.failing_since)}`),
+                  ]
+                : null,
+            ),
+          ),
+          statusBadge(endpoint),
+          icon("chevron", "icon row-chevron"),
+        );
+      }),
+    ),
+  );
+}
+
+function eventSummary(events) {
+  if (events.length <= 2) return events.join(", ");
+  return `${events[0]} and ${events.length - 1} more`;
+}
+
+// ---------------------------------------------------------------- one endpoint
+
+function currentEndpoint() {
+  return state.endpoints.find((endpoint) => endpoint.endpoint_id === state.current) || null;
+}
+
+function showDetail(endpointId) {
+  const switching = state.current !== endpointId;
+  state.current = endpointId;
+  if (switching) {
+    state.revealed = false;
+    $("#recover-since").value = toLocalInput(new Date(Date.now() - 86400 * 1000));
+    $("#recover-until").value = "";
+    $("#recover-result").textContent = "";
+    $("#recover-error").hidden = true;
+    $("#test-error").hidden = true;
+  }
+  showView("endpoint");
+  renderDetail();
+  if (switching) selectTab("failed", false);
+  loadDeliveries(false);
+  focusHeading("ep-title");
+}
+
+function renderDetail() {
+  const endpoint = currentEndpoint();
+  if (!endpoint) return;
+  $("#ep-title").textContent = endpoint.url;
+  replace(
+    $("#ep-badges"),
+    statusBadge(endpoint),
+    h("span", { class: "id-chip", title: "Endpoint ID" }, endpoint.endpoint_id),
+  );
+  const toggle = $("#ep-toggle");
+  replace(toggle, icon("power"), endpoint.status === "enabled" ? "Disable" : "Enable");
+
+  replace($("#ep-alerts"), endpointAlerts(endpoint));
+
+  replace(
+    $("#ep-overview"),
+    fact("Status", statusBadge(endpoint)),
+    fact(
+      `Events (${endpoint.events.length})`,
+      h("ul", { class: "chips" }, endpoint.events.map((name) => h("li", { class: "chip" }, name))),
+    ),
+    endpoint.failing_since ? fact("Failing since", timeEl(endpoint.failing_since)) : null,
+    fact("Created", timeEl(endpoint.created_at)),
+    fact("Endpoint ID", h("code", {}, endpoint.endpoint_id)),
+    fact("Owner", endpoint.username),
+  );
+
+  renderSecret(endpoint);
+
+  const select = $("#test-event");
+  const previous = select.value;
+  replace(select, endpoint.events.map((name) => h("option", { value: name }, name)));
+  if (endpoint.events.includes(previous)) select.value = previous;
+}
+
+function fact(term, ...value) {
+  return h("div", { class: "fact" }, h("dt", {}, term), h("dd", {}, value));
+}
+
+function endpointAlerts(endpoint) {
+  if (endpoint.status === "disabled" && endpoint.disabled_reason) {
+    return h(
+      "div",
+      { class: "alert alert-warn" },
+      icon("alert"),
+      h(
+        "div",
+        {},
+        h("strong", {}, "webhookd disabled this endpoint: "),
+        endpoint.disabled_reason,
+        h("br"),
+        "New deliveries wait until you enable it again (or a test event succeeds); then they resume.",
+      ),
+    );
+  }
+  if (endpoint.status === "disabled") {
+    return h(
+      "div",
+      { class: "alert alert-info" },
+      icon("power"),
+      h("div", {}, "This endpoint is disabled: webhookd sends it nothing until you enable it. Test events still go out."),
+    );
+  }
+  if (endpoint.failing_since) {
+    return h(
+      "div",
+      { class: "alert alert-warn" },
+      icon("alert"),
+      h(
+        "div",
+        {},
+        h("strong", {}, "Deliveries are failing. "),
+        "The current failure streak began ",
+        timeEl(endpoint.failing_since),
+        ". webhookd keeps retrying; if nothing succeeds for a long time (5 days by default) it disables the endpoint.",
+      ),
+    );
+  }
+  return null;
+}
+
+const SECRET_MASK = `whsec_${"•".repeat(32)}`;
+
+function renderSecret(endpoint) {
+  // Hidden means not in the page at all: the field shows a mask until
+  // Reveal (and is no password field, so no password manager offers to keep it).
+  $("#ep-secret").value = state.revealed ? endpoint.secret : SECRET_MASK;
+  replace($("#ep-reveal"), icon(state.revealed ? "eyeOff" : "eye"), state.revealed ? "Hide" : "Reveal");
+  const grace = $("#ep-grace");
+  if (endpoint.previous_secret_expires_at) {
+    replace(
+      grace,
+      icon("clock"),
+      h(
+        "span",
+        {},
+        "Rotation in progress: the previous secret keeps signing (",
+        h("code", {}, "X-Webhook-Signature"),
+        ") until ",
+        timeEl(endpoint.previous_secret_expires_at),
+        ". This one signs ",
+        h("code", {}, "X-Webhook-Signature-Next"),
+        " meanwhile.",
+      ),
+    );
+    grace.hidden = false;
+  } else {
+    grace.hidden = true;
+  }
+}
+
+function onReveal() {
+  state.revealed = !state.revealed;
+  const endpoint = currentEndpoint();
+  if (endpoint) renderSecret(endpoint);
+}
+
+async function onCopy() {
+  const secret = currentEndpoint()?.secret;
+  if (!secret) return;
+  try {
+    await navigator.clipboard.writeText(secret);
+    toast("Secret copied to the clipboard.");
+  } catch {
+    // Clipboard API refused (an iframe without clipboard-write, say): fall
+    // back to selecting the text and the legacy copy command.
+    const input = $("#ep-secret");
+    const shown = input.value;
+    input.value = secret;
+    input.select();
+    const copied = document.execCommand("copy");
+    input.value = shown;
+    if (copied) toast("Secret copied to the clipboard.");
+    else toast("Copying is blocked here. Reveal the secret and copy it by hand.", "error");
+  }
+}
+
+/** Puts a changed endpoint (from PUT or rotate) into the state and the page. */
+function storeEndpoint(updated) {
+  state.endpoints = state.endpoints.map((endpoint) =>
+    endpoint.endpoint_id === updated.endpoint_id ? updated : endpoint,
+  );
+  setEndpoints(state.endpoints);
+  if (state.view === "endpoint") renderDetail();
+}
+
+async function onToggle(event) {
+  const endpoint = currentEndpoint();
+  if (!endpoint) return;
+  const status = endpoint.status === "enabled" ? "disabled" : "enabled";
+  await busy(event.currentTarget, async () => {
+    try {
+      const updated = await api.updateEndpoint(endpoint.endpoint_id, {
+        url: endpoint.url,
+        events: endpoint.events,
+        status,
+      });
+      storeEndpoint(updated);
+      toast(status === "enabled" ? "Endpoint enabled." : "Endpoint disabled.");
+    } catch (error) {
+      if (!handleError(error, () => onToggle(event))) actionFailed(error);
+    }
+  });
+}
+
+/** An action outside a form failed: say so, or go back if the endpoint is gone. */
+function actionFailed(error) {
+  if (error.code === Code.NOT_FOUND && /endpoint/.test(error.message)) {
+    toast("This endpoint no longer exists.", "error");
+    loadAccount().then(() => showList());
+    return;
+  }
+  toast(error.message, "error");
+}
+
+// Confirmation dialog (Delete).
+
+let confirmAction = null;
+
+function confirmWith({ title, text, detail, action, label }) {
+  $("#dlg-confirm-title").textContent = title;
+  $("#dlg-confirm-text").textContent = text;
+  $("#dlg-confirm-detail").textContent = detail || "";
+  $("#dlg-confirm-detail").hidden = !detail;
+  replace($("#confirm-submit"), icon("trash"), label);
+  $("#confirm-error").hidden = true;
+  confirmAction = action;
+  openDialog($("#dlg-confirm"));
+}
+
+async function onConfirm(event) {
+  event.preventDefault();
+  if (!confirmAction) return;
+  const action = confirmAction;
+  await busy($("#confirm-submit"), async () => {
+    const result = await attempt($("#confirm-error"), action);
+    if (result.ok) closeDialog($("#dlg-confirm"));
+  });
+}
+
+function onDelete() {
+  const endpoint = currentEndpoint();
+  if (!endpoint) return;
+  confirmWith({
+    title: "Delete this endpoint?",
+    text: "webhookd stops sending to it at once and drops its pending retries. Its deliveries are no longer listed. This cannot be undone.",
+    detail: endpoint.url,
+    label: "Delete",
+    action: async () => {
+      await api.deleteEndpoint(endpoint.endpoint_id);
+      setEndpoints(state.endpoints.filter((e) => e.endpoint_id !== endpoint.endpoint_id));
+      state.current = null;
+      closeDialog($("#dlg-confirm"));
+      showList();
+      toast("Endpoint deleted.");
+    },
+  });
+}
+
+async function onRotate(event) {
+  event.preventDefault();
+  const endpoint = currentEndpoint();
+  if (!endpoint) return;
+  const grace = Number(new FormData(event.currentTarget).get("grace"));
+  await busy($("#rotate-submit"), async () => {
+    const result = await attempt($("#rotate-error"), () => api.rotateSecret(endpoint.endpoint_id, grace));
+    if (!result.ok) return;
+    closeDialog($("#dlg-rotate"));
+    storeEndpoint(result.value);
+    toast(
+      result.value.previous_secret_expires_at
+        ? `Secret rotated. The previous one keeps signing until ${localTime(result.value.previous_secret_expires_at)}.`
+        : "Secret rotated. The previous one no longer signs anything.",
+    );
+  });
+}
+
+async function onSendTest(event) {
+  event.preventDefault();
+  const endpoint = currentEndpoint();
+  if (!endpoint) return;
+  const chosen = $("#test-event").value || undefined;
+  await busy($("#test-send"), async () => {
+    const result = await attempt($("#test-error"), () => api.sendTest(endpoint.endpoint_id, chosen));
+    if (!result.ok) return;
+    toast(`Test event sent (${chosen || endpoint.events[0]}). Follow it under Pending.`);
+    selectTab("pending", false);
+    await loadDeliveries(false);
+  });
+}
+
+async function onRecover(event) {
+  event.preventDefault();
+  const endpoint = currentEndpoint();
+  if (!endpoint) return;
+  const since = fromLocalInput($("#recover-since").value);
+  const until = fromLocalInput($("#recover-until").value);
+  const box = $("#recover-error");
+  const result = $("#recover-result");
+  result.textContent = "";
+  if (since == null) {
+    showFormError(box, new Error("Since: pick the date and time the outage began."));
+    $("#recover-since").focus();
+    return;
+  }
+  if (until != null && until < since) {
+    showFormError(box, new Error("Until: must not be before Since."));
+    return;
+  }
+  await busy($("#recover-submit"), async () => {
+    const outcome = await attempt(box, () => api.recover(endpoint.endpoint_id, since, until));
+    if (!outcome.ok) return;
+    const count = outcome.value.recovered;
+    result.textContent =
+      count === 0
+        ? "No failed deliveries in that window: nothing to re-send."
+        : `${count} failed ${count === 1 ? "delivery gets" : "deliveries get"} one more attempt, oldest first.`;
+    if (count > 0) {
+      toast(`Recovering ${count} ${count === 1 ? "delivery" : "deliveries"}.`);
+      await loadDeliveries(false);
+    }
+  });
+}
+
+// ---------------------------------------------------------------- deliveries
+
+const TAB_EMPTY = {
+  failed: ["No failed deliveries", "Deliveries that used up all their retries land here, ready to re-send."],
+  pending: ["Nothing pending", "Deliveries waiting for their first or next attempt show up here. Finished ones move to Delivered or Failed."],
+  delivered: ["No delivered events yet", "Every delivery your endpoint accepted with a 2xx answer is listed here."],
+};
+
+const REASONS = {
+  ok: "OK",
+  http_3xx: "Redirect (not followed)",
+  http_4xx: "Client error (4xx)",
+  http_429: "Too many requests (429)",
+  http_5xx: "Server error (5xx)",
+  http_other: "Unexpected HTTP status",
+  timeout: "Timed out",
+  dns: "Host name did not resolve",
+  connection_refused: "Connection refused",
+  connection_reset: "Connection reset",
+  connect: "Could not connect",
+  tls: "TLS error",
+  protocol: "HTTP protocol error",
+  blocked_address: "Blocked address",
+  invalid_url: "Invalid URL",
+};
+
+function wireTabs() {
+  const tabs = [...document.querySelectorAll('[role="tab"]')];
+  for (const tab of tabs) {
+    tab.addEventListener("click", () => {
+      selectTab(tab.dataset.status, false);
+      loadDeliveries(false);
+    });
+    tab.addEventListener("keydown", (event) => {
+      const index = tabs.indexOf(tab);
+      const next = { ArrowRight: index + 1, ArrowLeft: index - 1, Home: 0, End: tabs.length - 1 }[event.key];
+      if (next === undefined) return;
+      event.preventDefault();
+      const target = tabs[(next + tabs.length) % tabs.length];
+      target.focus();
+      target.click();
+    });
+  }
+}
+
+function selectTab(status, focus) {
+  state.deliveries.status = status;
+  for (const tab of document.querySelectorAll('[role="tab"]')) {
+    const selected = tab.dataset.status === status;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+    if (selected) {
+      $("#deliveries-panel").setAttribute("aria-labelledby", tab.id);
+      if (focus) tab.focus();
+    }
+  }
+}
+
+/** Loads the first page of the selected tab (or the next one, `append`). */
+async function loadDeliveries(append) {
+  const endpoint = currentEndpoint();
+  if (!endpoint) return;
+  const list = state.deliveries;
+  const generation = ++list.generation;
+  const status = list.status;
+  if (!append) {
+    list.items = [];
+    list.next = null;
+    list.loaded = false;
+    renderDeliveries();
+  }
+  $("#deliveries-error").hidden = true;
+  try {
+    const page = await api.listDeliveries(endpoint.endpoint_id, status, append ? list.next : null, PAGE_SIZE);
+    if (generation !== list.generation) return; // a newer load won
+    list.items = append ? list.items.concat(page.deliveries) : page.deliveries;
+    list.next = page.next_after || null;
+    list.loaded = true;
+    renderDeliveries();
+  } catch (error) {
+    if (generation !== list.generation) return;
+    list.loaded = true;
+    renderDeliveries();
+    if (!handleError(error, () => loadDeliveries(append))) {
+      if (error.code === Code.NOT_FOUND) actionFailed(error);
+      else showFormError($("#deliveries-error"), error);
+    }
+  }
+  schedulePoll();
+}
+
+/** Refresh button: the endpoint (its failure streak may have changed) and the tab. */
+async function refreshDetail() {
+  try {
+    setEndpoints(await api.listEndpoints());
+  } catch (error) {
+    if (!handleError(error, refreshDetail)) toast(error.message, "error");
+    return;
+  }
+  if (!currentEndpoint()) {
+    toast("This endpoint no longer exists.", "error");
+    showList();
+    return;
+  }
+  renderDetail();
+  await loadDeliveries(false);
+}
+
+async function onLoadMore(event) {
+  await busy(event.currentTarget, () => loadDeliveries(true));
+}
+
+function renderDeliveries() {
+  const { items, loaded, next, status } = state.deliveries;
+  const container = $("#deliveries");
+  $("#deliveries-more").hidden = !next;
+  if (!loaded && items.length === 0) {
+    replace(container, h("div", { class: "placeholder", role: "status" }, h("span", { class: "spinner", "aria-hidden": "true" }), " Loading deliveries…"));
+    return;
+  }
+  if (items.length === 0) {
+    const [title, text] = TAB_EMPTY[status];
+    replace(container, h("div", { class: "empty-inline" }, h("p", { class: "empty-title" }, title), h("p", { class: "muted small" }, text)));
+    return;
+  }
+  replace(container, h("ol", { class: "delivery-list" }, items.map(deliveryItem)));
+}
+
+function deliveryItem(delivery) {
+  const statusLabel = { failed: "Failed", pending: "Pending", delivered: "Delivered" }[delivery.status] || delivery.status;
+  const attempts = delivery.attempts || [];
+  const head = h(
+    "div",
+    { class: "delivery-head" },
+    h("span", { class: `badge badge-${delivery.status}` }, h("span", { class: "dot", "aria-hidden": "true" }), statusLabel),
+    h("span", { class: "event-name" }, delivery.event),
+    delivery.test ? h("span", { class: "badge badge-test" }, "Test") : null,
+    h("span", { class: "spacer" }),
+    h("span", { class: "delivery-when muted small" }, timeEl(delivery.created_at, { relativeFirst: true })),
+    delivery.status === "failed"
+      ? h(
+          "button",
+          {
+            type: "button",
+            class: "btn btn-sm",
+            "aria-describedby": `dl-${delivery.delivery_id}`,
+            onclick: (event) => onResend(event.currentTarget, delivery),
+          },
+          icon("refresh"),
+          "Resend",
+        )
+      : null,
+  );
+  const facts = [
+    `${delivery.attempt_count} ${delivery.attempt_count === 1 ? "attempt" : "attempts"}`,
+    delivery.next_attempt_at ? `next attempt ${relative(delivery.next_attempt_at)}` : null,
+  ].filter(Boolean);
+  const sub = h(
+    "p",
+    { class: "delivery-sub", id: `dl-${delivery.delivery_id}` },
+    h("span", { class: "mono", title: "Delivery ID" }, delivery.delivery_id),
+    h("span", { class: "sep", "aria-hidden": "true" }, "·"),
+    h("span", { class: "mono", title: "Event ID (X-Webhook-Id)" }, delivery.event_id),
+    h("span", { class: "sep", "aria-hidden": "true" }, "·"),
+    h("span", {}, facts.join(", ")),
+  );
+  return h(
+    "li",
+    { class: `delivery delivery-${delivery.status}` },
+    head,
+    sub,
+    attempts.length ? attemptsTable(delivery, attempts) : h("p", { class: "muted small no-attempts" }, "Not attempted yet."),
+  );
+}
+
+function attemptsTable(delivery, attempts) {
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      { class: "attempts" },
+      h("caption", { class: "sr-only" }, `Attempts of ${delivery.event} (${delivery.delivery_id})`),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          h("th", { scope: "col", class: "col-num" }, "#"),
+          h("th", { scope: "col" }, "Time"),
+          h("th", { scope: "col" }, "HTTP status"),
+          h("th", { scope: "col", class: "col-num" }, "Duration"),
+          h("th", { scope: "col" }, "Reason"),
+          h("th", { scope: "col", class: "col-response" }, "Response"),
+        ),
+      ),
+      h(
+        "tbody",
+        {},
+        attempts.map((a) =>
+          h(
+            "tr",
+            {},
+            h("td", { class: "col-num" }, String(a.attempt)),
+            h("td", { class: "nowrap" }, h("time", { datetime: new Date(a.at * 1000).toISOString(), title: relative(a.at) }, localTime(a.at))),
+            h(
+              "td",
+              {},
+              a.status_code != null
+                ? h("span", { class: `code code-${Math.floor(a.status_code / 100)}xx` }, String(a.status_code))
+                : h("span", { class: "muted" }, "none"),
+            ),
+            h("td", { class: "col-num nowrap" }, formatDuration(a.duration_ms)),
+            h("td", { class: a.reason === "ok" ? "" : "text-bad", title: a.reason }, REASONS[a.reason] || a.reason),
+            h("td", { class: "col-response" }, responseExcerpt(a.response)),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+function formatDuration(ms) {
+  if (ms < 1000) return `${ms} ms`;
+  return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
+}
+
+function responseExcerpt(text) {
+  if (!text) return h("span", { class: "muted" }, "—");
+  const oneLine = text.replace(/\s+/g, " ").trim();
+  if (oneLine.length <= 48 && !text.includes("\n")) return h("code", { class: "response-short" }, oneLine);
+  return h(
+    "details",
+    { class: "response" },
+    h("summary", {}, h("code", {}, oneLine.slice(0, 48) + "…")),
+    h("pre", {}, text),
+  );
+}
+
+async function onResend(button, delivery) {
+  const endpoint = currentEndpoint();
+  if (!endpoint) return;
+  await busy(button, async () => {
+    try {
+      await api.resend(endpoint.endpoint_id, delivery.delivery_id);
+      toast("Re-sent: one more attempt is on its way. Follow it under Pending.");
+      await loadDeliveries(false);
+    } catch (error) {
+      if (!handleError(error, () => onResend(button, delivery))) actionFailed(error);
+    }
+  });
+}
+
+// The Pending tab follows itself while it has something to show.
+
+function schedulePoll() {
+  stopPoll();
+  const list = state.deliveries;
+  const wanted =
+    state.view === "endpoint" &&
+    list.status === "pending" &&
+    list.items.length > 0 &&
+    !list.next &&
+    document.visibilityState === "visible";
+  if (wanted) state.pollTimer = setTimeout(pollPending, PENDING_POLL_MS);
+}
+
+function stopPoll() {
+  clearTimeout(state.pollTimer);
+  state.pollTimer = null;
+}
+
+async function pollPending() {
+  if (state.view !== "endpoint" || state.deliveries.status !== "pending") return;
+  const endpoint = currentEndpoint();
+  if (!endpoint) return;
+  const list = state.deliveries;
+  const generation = ++list.generation;
+  try {
+    const page = await api.listDeliveries(endpoint.endpoint_id, "pending", null, PAGE_SIZE);
+    if (generation !== list.generation) return;
+    list.items = page.deliveries;
+    list.next = page.next_after || null;
+    renderDeliveries();
+  } catch {
+    // A missed poll is not worth an error; the Refresh button says more.
+  }
+  schedulePoll();
+}
+
+// ---------------------------------------------------------------- endpoint form
+
+let editing = null;
+
+function groupOf(type) {
+  if (type.includes("video")) return "Video";
+  if (type.includes("avatar")) return "Avatar";
+  if (type.includes("script")) return "Script";
+  if (type.includes("image")) return "Image";
+  if (type.includes("motion")) return "Motion";
+  return "Other";
+}
+
+function groupEvents(events) {
+  const groups = new Map();
+  for (const type of events) {
+    const group = groupOf(type);
+    if (!groups.has(group)) groups.set(group, []);
+    groups.get(group).push(type);
+  }
+  return groups;
+}
+
+function openEndpointForm(endpoint) {
+  editing = endpoint;
+  const form = $("#endpoint-form");
+  form.reset();
+  $("#endpoint-form-error").hidden = true;
+  for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
+  $("#dlg-endpoint-title").textContent = endpoint ? "Edit endpoint" : "Add endpoint";
+  $("#ef-submit").textContent = endpoint ? "Save" : "Add endpoint";
+  $("#ef-url").value = endpoint ? endpoint.url : "";
+  form.elements.status.value = endpoint ? endpoint.status : "enabled";
+  const chosen = new Set(endpoint ? endpoint.events : []);
+  replace(
+    $("#ef-events"),
+    [...groupEvents(state.events)].map(([group, types]) =>
+      h(
+        "fieldset",
+        { class: "event-group" },
+        h("legend", {}, group),
+        types.map((type) =>
+          h(
+            "label",
+            { class: "check" },
+            h("input", { type: "checkbox", name: "events", value: type, checked: chosen.has(type) }),
+            h("span", {}, type),
+          ),
+        ),
+      ),
+    ),
+  );
+  updateEventCount();
+  openDialog($("#dlg-endpoint"), $("#ef-url"));
+}
+
+function setAllEvents(checked) {
+  for (const box of $("#ef-events").querySelectorAll("input[type=checkbox]")) box.checked = checked;
+  updateEventCount();
+}
+
+function updateEventCount() {
+  const count = $("#ef-events").querySelectorAll("input:checked").length;
+  $("#ef-count").textContent =
+    count === 0 ? "None selected" : `${count} of ${state.events.length} selected`;
+}
+
+async function onSaveEndpoint(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const spec = {
+    url: $("#ef-url").value.trim(),
+    status: form.elements.status.value,
+    events: [...$("#ef-events").querySelectorAll("input:checked")].map((box) => box.value),
+  };
+  const box = $("#endpoint-form-error");
+  for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
+  const target = editing;
+  await busy($("#ef-submit"), async () => {
+    const result = await attempt(box, () =>
+      target ? api.updateEndpoint(target.endpoint_id, spec) : api.createEndpoint(spec),
+    );
+    if (!result.ok) {
+      // The API names the field first ("url: must use https").
+      const field = /^(url|events|status)\b/.exec(result.error.message || "")?.[1];
+      const input = field === "url" ? $("#ef-url") : field === "events" ? $("#ef-events") : null;
+      if (input) {
+        input.setAttribute("aria-invalid", "true");
+        if (field === "url") input.focus();
+      }
+      return;
+    }
+    closeDialog($("#dlg-endpoint"));
+    if (target) {
+      storeEndpoint(result.value);
+      toast("Changes saved.");
+    } else {
+      setEndpoints(state.endpoints.concat([result.value]));
+      showList(false);
+      toast("Endpoint added. Open it to copy its signing secret.");
+    }
+  });
+}
+
+// ---------------------------------------------------------------- event catalog
+
+const SUBJECTS = {
+  generated_video: "A video",
+  generated_product_video: "A product video",
+  generated_avatar_video: "An avatar video",
+  generated_template_video: "A video from a template",
+  generated_translate_video: "A video translation",
+  create_avatar: "An avatar",
+  generated_photo_avatar: "A photo avatar",
+  generated_product_avatar: "A product avatar",
+  generated_script: "A script",
+  generated_image: "An image",
+  generated_motion: "A motion",
+};
+
+function describe(type) {
+  const match = /^(.*)_(success|failed)$/.exec(type);
+  if (!match || !SUBJECTS[match[1]]) return "";
+  return `${SUBJECTS[match[1]]} ${match[2] === "success" ? "finished successfully" : "failed"}.`;
+}
+
+function showCatalog() {
+  showView("catalog");
+  const counts = new Map();
+  for (const endpoint of state.endpoints) {
+    for (const type of endpoint.events) counts.set(type, (counts.get(type) || 0) + 1);
+  }
+  replace(
+    $("#catalog-body"),
+    [...groupEvents(state.events)].map(([group, types]) =>
+      h(
+        "section",
+        { class: "card card-flush catalog-group", "aria-label": `${group} events` },
+        h("h2", { class: "catalog-title" }, group, h("span", { class: "count" }, String(types.length))),
+        h(
+          "table",
+          { class: "catalog" },
+          h(
+            "thead",
+            { class: "sr-only" },
+            h("tr", {}, h("th", { scope: "col" }, "Event type"), h("th", { scope: "col" }, "Meaning"), h("th", { scope: "col" }, "Your endpoints")),
+          ),
+          h(
+            "tbody",
+            {},
+            types.map((type) => {
+              const count = counts.get(type) || 0;
+              return h(
+                "tr",
+                {},
+                h("td", {}, h("code", { class: "event-name" }, type)),
+                h("td", { class: "muted" }, describe(type)),
+                h(
+                  "td",
+                  { class: "catalog-count" },
+                  count
+                    ? h("span", { class: "badge badge-enabled" }, `${count} ${count === 1 ? "endpoint" : "endpoints"}`)
+                    : h("span", { class: "muted small" }, "not subscribed"),
+                ),
+              );
+            }),
+          ),
+        ),
+      ),
+    ),
+  );
+  focusHeading("catalog-title");
+}
+
+start();
