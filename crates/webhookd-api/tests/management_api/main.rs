@@ -68,10 +68,17 @@ on_both_stores!(
     a_test_event_names_a_known_type_or_gets_40000,
     rotating_gives_a_new_secret_and_a_bounded_grace,
     recovering_ten_thousand_dead_deliveries_answers_at_once,
+    admin_routes_take_the_admin_token_and_nothing_else,
+    admin_adds_users_and_keys_and_revokes_them,
+    a_portal_link_reaches_its_users_routes_only,
+    a_portal_link_expires_on_time,
+    the_portal_is_served_with_its_security_headers,
 );
 
 mod lifecycle;
+mod platform;
 use lifecycle::*;
+use platform::*;
 
 const INGEST_TOKEN: &str = "whi_test_token_0123456789";
 const ADMIN_TOKEN: &str = "adm_test_token_0123456789";

@@ -81,10 +81,14 @@ conformance!(
     rotation_keeps_at_most_two_secrets,
     a_failure_streak_disables_and_a_success_or_enabling_ends_it,
     recover_takes_the_dead_of_a_window_in_bounded_steps,
+    portal_links_sign_in_until_they_expire_and_expired_ones_are_forgotten,
+    revoking_keys_ends_the_users_portal_links,
 );
 
 mod lifecycle;
+mod users;
 use lifecycle::*;
+use users::*;
 
 /// Every conformance store disables endpoints failing this long (tests
 /// choose their attempts' times, so an hour costs nothing).
@@ -310,51 +314,6 @@ async fn deleting_frees_a_place_under_the_limit(store: Arc<dyn Store>) {
         CreateOutcome::Created
     );
     assert_eq!(store.list_endpoints("frank").await.unwrap().len(), 3);
-}
-
-async fn api_keys_map_to_their_user_until_revoked(store: Arc<dyn Store>) {
-    let (first, second, other) = (ids::new_api_key(), ids::new_api_key(), ids::new_api_key());
-    store
-        .add_api_key("grace", &ids::hash_api_key(&first), 100)
-        .await
-        .unwrap();
-    store
-        .add_api_key("grace", &ids::hash_api_key(&second), 200)
-        .await
-        .unwrap();
-    store
-        .add_api_key("heidi", &ids::hash_api_key(&other), 300)
-        .await
-        .unwrap();
-    let owner = |key: String| {
-        let store = Arc::clone(&store);
-        async move {
-            store
-                .user_for_api_key(&ids::hash_api_key(&key))
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(owner(first.clone()).await.as_deref(), Some("grace"));
-    assert_eq!(owner(second.clone()).await.as_deref(), Some("grace"));
-    assert_eq!(owner(other.clone()).await.as_deref(), Some("heidi"));
-    assert_eq!(owner(ids::new_api_key()).await, None);
-
-    let users = store.list_users().await.unwrap();
-    let summary: HashSet<_> = users
-        .iter()
-        .map(|u| (u.username.as_str(), u.api_keys, u.created_at))
-        .collect();
-    assert_eq!(
-        summary,
-        HashSet::from([("grace", 2, 100), ("heidi", 1, 300)])
-    );
-
-    assert_eq!(store.revoke_api_keys("grace").await.unwrap(), 2);
-    assert_eq!(owner(first).await, None);
-    assert_eq!(owner(second).await, None);
-    assert_eq!(owner(other).await.as_deref(), Some("heidi"));
-    assert_eq!(store.revoke_api_keys("grace").await.unwrap(), 0);
 }
 
 async fn a_setting_is_inserted_once(store: Arc<dyn Store>) {

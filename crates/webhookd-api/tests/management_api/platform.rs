@@ -1,0 +1,319 @@
+//! The platform side of SPEC §9 through real HTTP: the admin API, portal
+//! links and how far they reach, and the page's security headers.
+
+use super::*;
+
+impl Api {
+    /// A request with `Authorization: Bearer <token>` (none: no header).
+    async fn bearer(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.bearer(Some(ADMIN_TOKEN), method, path, body).await
+    }
+
+    /// A portal link's token for `username`, valid `ttl_seconds`.
+    async fn portal_link(&self, username: &str, ttl_seconds: i64) -> String {
+        let (status, json) = self
+            .admin(
+                Method::POST,
+                "/internal/portal-links",
+                Some(json!({"username": username, "ttl_seconds": ttl_seconds})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        let url = json["data"]["url"].as_str().unwrap();
+        let expires_at = json["data"]["expires_at"].as_i64().unwrap();
+        let now = webhookd_core::time::unix_seconds();
+        assert!((now + ttl_seconds - 2..=now + ttl_seconds).contains(&expires_at));
+        url.strip_prefix("/portal#link=")
+            .unwrap_or_else(|| panic!("a portal URL with the token in its fragment: {url}"))
+            .to_owned()
+    }
+
+    async fn whoami(&self, credential: &str) -> (StatusCode, Value) {
+        self.call_as(credential, Method::GET, "/v2/me", None).await
+    }
+}
+
+const ADMIN_ROUTES: [(Method, &str); 3] = [
+    (Method::POST, "/internal/users"),
+    (Method::DELETE, "/internal/users/johndoe/keys"),
+    (Method::POST, "/internal/portal-links"),
+];
+
+pub(crate) async fn admin_routes_take_the_admin_token_and_nothing_else(api: Api) {
+    let link = api.portal_link("johndoe", 900).await;
+    let body = json!({"username": "johndoe"});
+    for (method, path) in ADMIN_ROUTES {
+        for token in [
+            None,
+            Some("adm_wrong_token_0123456789"),
+            Some(INGEST_TOKEN),
+            Some(api.key.as_str()),
+            Some(link.as_str()),
+        ] {
+            let answer = api
+                .bearer(token, method.clone(), path, Some(body.clone()))
+                .await;
+            assert_error(&answer, StatusCode::UNAUTHORIZED, 10105, "admin token");
+        }
+        // The key and the link are not admin credentials in x-api-key either.
+        for credential in [&api.key, &link] {
+            let answer = api
+                .call_as(credential, method.clone(), path, Some(&body.to_string()))
+                .await;
+            assert_error(&answer, StatusCode::UNAUTHORIZED, 10105, "admin token");
+        }
+    }
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let response = api
+        .client
+        .post(format!("{}/internal/users", api.base))
+        .header("authorization", format!("bEaReR {ADMIN_TOKEN}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+pub(crate) async fn admin_adds_users_and_keys_and_revokes_them(api: Api) {
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let (status, json) = api
+            .admin(
+                Method::POST,
+                "/internal/users",
+                Some(json!({"username": "acme"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["data"]["username"], "acme");
+        keys.push(json["data"]["api_key"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(keys[0], keys[1], "each call adds a key");
+    let link = api.portal_link("acme", 900).await;
+    for credential in keys.iter().chain([&link]) {
+        let (status, json) = api.whoami(credential).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["data"], json!({"username": "acme"}));
+    }
+
+    let (status, json) = api
+        .admin(Method::DELETE, "/internal/users/acme/keys", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["data"], json!({"revoked": 2}));
+    for credential in keys.iter().chain([&link]) {
+        let answer = api.whoami(credential).await;
+        assert_error(&answer, StatusCode::UNAUTHORIZED, 10105, "x-api-key");
+    }
+    // Revoking again is not an error; johndoe's key is untouched.
+    let (_, json) = api
+        .admin(Method::DELETE, "/internal/users/acme/keys", None)
+        .await;
+    assert_eq!(json["data"], json!({"revoked": 0}));
+    assert_eq!(api.whoami(&api.key).await.1["data"]["username"], "johndoe");
+
+    for (body, field) in [
+        (json!({}), "username: is required"),
+        (json!({"username": ""}), "username: use 1-128"),
+        (json!({"username": "a b"}), "username: use 1-128"),
+        (json!({"username": 7}), "username: use 1-128"),
+        (json!([]), "JSON object"),
+    ] {
+        let answer = api.admin(Method::POST, "/internal/users", Some(body)).await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, 40000, field);
+    }
+    let answer = api
+        .admin(Method::DELETE, "/internal/users/a%20b/keys", None)
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, 40000, "username");
+}
+
+pub(crate) async fn a_portal_link_reaches_its_users_routes_only(api: Api) {
+    let mine = api.create(seed_body()).await;
+    let (_, json) = api
+        .admin(
+            Method::POST,
+            "/internal/users",
+            Some(json!({"username": "other"})),
+        )
+        .await;
+    let other_key = json["data"]["api_key"].as_str().unwrap().to_owned();
+    let (_, json) = api
+        .call_as(
+            &other_key,
+            Method::POST,
+            "/v2/endpoint",
+            Some(&seed_body().to_string()),
+        )
+        .await;
+    let theirs = json["data"]["endpoint_id"].as_str().unwrap().to_owned();
+
+    let link = api.portal_link("johndoe", 900).await;
+    assert!(link.starts_with("wpl_"));
+    let (status, json) = api.call_as(&link, Method::GET, "/v2/endpoints", None).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(
+        json["data"]["endpoints"][0]["endpoint_id"],
+        mine["endpoint_id"]
+    );
+    let body = json!({"url": "https://example.com/moved", "events": ["generated_video_success"]});
+    let (status, _) = api
+        .call_as(
+            &link,
+            Method::PUT,
+            &format!("/v2/endpoint/{}", mine["endpoint_id"].as_str().unwrap()),
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a link manages its user's endpoints"
+    );
+
+    // Another user's endpoint does not exist for this link.
+    for method in [Method::PUT, Method::DELETE] {
+        let answer = api
+            .call_as(
+                &link,
+                method,
+                &format!("/v2/endpoint/{theirs}"),
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_error(&answer, StatusCode::NOT_FOUND, 10104, "not found");
+    }
+    // Neither ingest nor the admin API take it.
+    let answer = api
+        .ingest_as(
+            Some(&link),
+            &json!({"event": "generated_video_success", "username": "johndoe", "data": {}})
+                .to_string(),
+        )
+        .await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, 10105, "ingest token");
+
+    // A link is only for a user that exists; its lifetime is bounded.
+    let answer = api
+        .admin(
+            Method::POST,
+            "/internal/portal-links",
+            Some(json!({"username": "nobody"})),
+        )
+        .await;
+    assert_error(&answer, StatusCode::NOT_FOUND, 10104, "nobody");
+    for ttl in [json!(0), json!(86_401), json!(1.5), json!("900")] {
+        let answer = api
+            .admin(
+                Method::POST,
+                "/internal/portal-links",
+                Some(json!({"username": "johndoe", "ttl_seconds": ttl})),
+            )
+            .await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, 40000, "ttl_seconds");
+    }
+}
+
+pub(crate) async fn a_portal_link_expires_on_time(api: Api) {
+    let (_, json) = api
+        .admin(
+            Method::POST,
+            "/internal/portal-links",
+            Some(json!({"username": "johndoe"})),
+        )
+        .await;
+    let expires_at = json["data"]["expires_at"].as_i64().unwrap();
+    let default_ttl = expires_at - webhookd_core::time::unix_seconds();
+    assert!((899..=900).contains(&default_ttl), "default 900 s: {json}");
+
+    let short = api.portal_link("johndoe", 1).await;
+    assert_eq!(api.whoami(&short).await.0, StatusCode::OK);
+    // Expiry is to the second: past the next second boundary it is gone.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let answer = api.whoami(&short).await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, 10105, "expired");
+    // A made-up link is refused the same way.
+    let answer = api.whoami("wpl_made_up_0123456789").await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, 10105, "expired");
+    // Issuing links forgets the expired ones; the live ones keep working.
+    let live = api.portal_link("johndoe", 900).await;
+    assert_eq!(api.whoami(&live).await.0, StatusCode::OK);
+    assert_eq!(api.whoami(&short).await.0, StatusCode::UNAUTHORIZED);
+}
+
+pub(crate) async fn the_portal_is_served_with_its_security_headers(api: Api) {
+    let response = api
+        .client
+        .get(format!("{}/portal", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("content-type"), "text/html; charset=utf-8");
+    let policy = header("content-security-policy");
+    assert!(
+        policy.starts_with("default-src 'self'; script-src 'self';"),
+        "{policy}"
+    );
+    assert!(!policy.contains("unsafe"), "{policy}");
+    assert!(
+        policy.ends_with("frame-ancestors 'self' https://dashboard.example.com"),
+        "{policy}"
+    );
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("referrer-policy"), "no-referrer");
+    let page = response.text().await.unwrap();
+    assert!(page.contains("/portal/assets/app.js"));
+
+    for (asset, media_type) in [
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("style.css", "text/css; charset=utf-8"),
+        ("icon.svg", "image/svg+xml"),
+    ] {
+        let response = api
+            .client
+            .get(format!("{}/portal/assets/{asset}", api.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        assert_eq!(response.headers()["content-type"], media_type);
+        assert!(response.headers().contains_key("content-security-policy"));
+    }
+    let response = api
+        .client
+        .get(format!("{}/portal/assets/..%2Fsrc%2Flib.rs", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let json: Value = response.json().await.unwrap();
+    assert_eq!(json["code"], 10104);
+}
