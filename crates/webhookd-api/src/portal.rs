@@ -123,10 +123,21 @@ mod tests {
                 "index.html refers to {name:?}, which is not served"
             );
         }
-        for (name, text) in std::iter::once(("index.html", INDEX))
-            .chain(ASSETS.iter().map(|&(name, _, body)| (name, body)))
-        {
-            for forbidden in ["style=\"", "<style", " onclick=", "innerHTML", "eval("] {
+        // The CSP would block these; API data must never be parsed as HTML.
+        for forbidden in ["style=\"", "<style", " onclick=", " onload="] {
+            assert!(
+                !INDEX.contains(forbidden),
+                "index.html contains {forbidden}"
+            );
+        }
+        for (name, _, text) in ASSETS {
+            for forbidden in [
+                ".innerHTML",
+                ".outerHTML",
+                "insertAdjacentHTML",
+                "eval(",
+                "new Function",
+            ] {
                 assert!(!text.contains(forbidden), "{name} contains {forbidden}");
             }
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::duration::{format_duration, parse_duration};
+use crate::encryption_key::EncryptionKey;
 use crate::retry::RetrySchedule;
 
 /// Prefix of every environment variable webhookd reads.
@@ -54,6 +55,11 @@ pub struct Config {
     /// `/portal`, the origins allowed to embed it in a frame (SPEC §9).
     /// Default `'self'`; e.g. `'self' https://dashboard.example.com`.
     pub portal_frame_ancestors: String,
+    /// `encryption_key`: keys sealing endpoint secrets at rest (SPEC §7),
+    /// base64 of 32 bytes each, comma-separated; the first seals, all open.
+    /// Empty: SQLite uses (and at first start makes) the key file beside
+    /// its database; Redis keeps secrets unsealed, with a warning.
+    pub encryption_keys: Vec<EncryptionKey>,
     /// `require_https`: endpoint URLs must be `https`. Default `true`; turn
     /// off only for local testing.
     pub require_https: bool,
@@ -119,6 +125,7 @@ impl Default for Config {
             ingest_token: None,
             admin_token: None,
             portal_frame_ancestors: "'self'".into(),
+            encryption_keys: Vec::new(),
             require_https: true,
             allowed_networks: Vec::new(),
             delivery_timeout: Duration::from_secs(5),
@@ -151,6 +158,7 @@ impl fmt::Debug for Config {
             .field("ingest_token", &self.ingest_token.as_ref().map(|_| "<set>"))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("portal_frame_ancestors", &self.portal_frame_ancestors)
+            .field("encryption_keys", &self.encryption_keys.len())
             .field("require_https", &self.require_https)
             .field("allowed_networks", &self.allowed_networks)
             .field("delivery_timeout", &format_duration(self.delivery_timeout))
@@ -408,6 +416,14 @@ impl Config {
                 self.admin_token = (!token.is_empty()).then_some(token);
             }
             "portal_frame_ancestors" => self.portal_frame_ancestors = raw.text()?,
+            "encryption_key" => {
+                self.encryption_keys = raw
+                    .list()?
+                    .iter()
+                    .filter(|key| !key.is_empty())
+                    .map(|key| EncryptionKey::parse(key))
+                    .collect::<Result<_, _>>()?;
+            }
             "require_https" => self.require_https = raw.boolean()?,
             "allowed_networks" => {
                 self.allowed_networks = raw
@@ -587,6 +603,7 @@ const KEYS: &[&str] = &[
     "ingest_token",
     "admin_token",
     "portal_frame_ancestors",
+    "encryption_key",
     "require_https",
     "allowed_networks",
     "delivery_timeout",
@@ -764,6 +781,14 @@ mod tests {
         assert_eq!(error.origin, "WEBHOOKD_AMQP_URL");
         let error = load(None, &[("WEBHOOKD_ADMIN_TOKEN", "short")]).unwrap_err();
         assert_eq!(error.origin, "WEBHOOKD_ADMIN_TOKEN");
+        let (first, second) = (EncryptionKey::generate(), EncryptionKey::generate());
+        let both = format!("{}, {}", first.to_base64(), second.to_base64());
+        let config = load(None, &[("WEBHOOKD_ENCRYPTION_KEY", &both)]).unwrap();
+        assert_eq!(config.encryption_keys, vec![first, second]);
+        assert!(!format!("{config:?}").contains(&both[..20]));
+        let error = load(None, &[("WEBHOOKD_ENCRYPTION_KEY", "c2hvcnQ=")]).unwrap_err();
+        assert_eq!(error.origin, "WEBHOOKD_ENCRYPTION_KEY");
+        assert!(error.to_string().contains("must be 32"), "{error}");
     }
 
     #[test]

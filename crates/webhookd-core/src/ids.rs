@@ -27,7 +27,7 @@ fn prefixed_uuid(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::now_v7().simple())
 }
 
-fn random_bytes() -> [u8; 32] {
+pub(crate) fn random_bytes() -> [u8; 32] {
     let mut bytes = [0u8; 32];
     // The OS RNG failing means the machine cannot produce secrets at all;
     // there is nothing sensible to continue with.

@@ -24,6 +24,7 @@ pub mod address;
 pub mod catalog;
 pub mod config;
 pub mod duration;
+pub mod encryption_key;
 pub mod endpoint;
 pub mod event;
 pub mod health;

@@ -14,7 +14,7 @@ use webhookd_core::{Endpoint, EndpointSpec, Event};
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
     DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page, Recorded, RetryOutcome,
-    Store, StoreError, SweepReport, UserSummary,
+    SecretSlot, Store, StoreError, SweepReport, UserSummary,
 };
 
 #[derive(Debug)]
@@ -85,6 +85,22 @@ impl Store for Instrumented {
 
     async fn revoke_api_keys(&self, username: &str) -> Result<usize, StoreError> {
         timed("revoke_api_keys", self.inner.revoke_api_keys(username)).await
+    }
+
+    async fn replace_secret(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        slot: SecretSlot,
+        expected: &str,
+        replacement: &str,
+    ) -> Result<bool, StoreError> {
+        timed(
+            "replace_secret",
+            self.inner
+                .replace_secret(username, endpoint_id, slot, expected, replacement),
+        )
+        .await
     }
 
     async fn add_portal_link(

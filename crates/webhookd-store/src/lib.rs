@@ -25,11 +25,13 @@ use webhookd_core::{Config, Endpoint, EndpointSpec, Event, EventType, StoreUrl};
 mod changes;
 mod instrumented;
 mod redis;
+mod sealed;
 mod sqlite;
 
 pub use changes::EndpointChanges;
 pub use instrumented::Instrumented;
 pub use redis::RedisStore;
+pub use sealed::{ResealReport, Sealed, SecretBox, key_id};
 pub use sqlite::SqliteStore;
 
 /// How long finished deliveries are kept (SPEC §4), counted from their last
@@ -308,6 +310,15 @@ pub enum CreateOutcome {
     LimitReached,
 }
 
+/// Which of an endpoint's (at most two) secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSlot {
+    /// The secret that signs.
+    Current,
+    /// The one still signing during a rotation's grace (SPEC §8).
+    Previous,
+}
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -321,6 +332,11 @@ pub enum StoreError {
     /// Data in the store does not have the shape webhookd wrote.
     #[error("store holds unreadable data: {0}")]
     Corrupt(String),
+    /// A sealed secret cannot be sealed or opened (a key missing from
+    /// `WEBHOOKD_ENCRYPTION_KEY`, or a value altered); the message says
+    /// which key, never a secret.
+    #[error("{0}")]
+    Sealing(String),
 }
 
 impl StoreError {
@@ -334,6 +350,7 @@ impl StoreError {
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Failed(_) => "failed",
             StoreError::Corrupt(_) => "corrupt",
+            StoreError::Sealing(_) => "sealing",
         }
     }
 }
@@ -421,6 +438,18 @@ pub trait Store: Send + Sync + fmt::Debug {
         new_secret: &str,
         previous_until: Option<i64>,
     ) -> Result<Option<Endpoint>, StoreError>;
+
+    /// Replaces the stored form of one of the endpoint's secrets, if it is
+    /// still `expected` (a compare-and-set): re-sealing at rest, never a
+    /// change of the secret itself. `false` when it was not.
+    async fn replace_secret(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        slot: SecretSlot,
+        expected: &str,
+        replacement: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Deletes an endpoint, so pending retries to it stop at once; its
     /// deliveries are removed by [`Store::sweep`] in bounded steps (a large
@@ -588,8 +617,40 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError>;
 }
 
-/// Opens the store the configuration names, instrumented for the metrics.
+/// Opens the store the configuration names, its endpoint secrets sealed
+/// at rest, instrumented for the metrics.
 pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(Instrumented::new(open_sealed(config).await?)))
+}
+
+/// [`open`], first sealing every stored secret not yet sealed with the
+/// first key ([`Sealed::reseal`]): what `webhookd serve` does at start and
+/// `webhookd keys rotate` on demand. A wrong key fails here, by name.
+pub async fn open_and_reseal(
+    config: &Config,
+) -> Result<(Arc<dyn Store>, ResealReport), StoreError> {
+    let sealed = open_sealed(config).await?;
+    let report = sealed.reseal().await?;
+    Ok((Arc::new(Instrumented::new(sealed)), report))
+}
+
+async fn open_sealed(config: &Config) -> Result<Arc<Sealed>, StoreError> {
+    let keys = match (&config.store, config.encryption_keys.is_empty()) {
+        (StoreUrl::Sqlite { path }, true) => vec![sqlite::key_file(path)?],
+        (StoreUrl::Redis { .. }, true) => {
+            tracing::warn!(
+                "WEBHOOKD_ENCRYPTION_KEY is not set: endpoint secrets are stored in Redis \
+                 unsealed (make a key with `webhookd gen-key`; docs/operations.md)"
+            );
+            Vec::new()
+        }
+        (_, false) => config.encryption_keys.clone(),
+    };
+    let raw = open_raw(config).await?;
+    Ok(Arc::new(Sealed::new(raw, SecretBox::new(&keys))))
+}
+
+async fn open_raw(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     let retention = Retention {
         keep_delivered: config.keep_delivered,
         keep_failed: config.keep_failed,
@@ -608,7 +669,7 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
                 .with_auto_disable_after(config.auto_disable_after),
         ),
     };
-    Ok(Arc::new(Instrumented::new(store)))
+    Ok(store)
 }
 
 /// A fresh pending delivery of `event` to `endpoint_id`, due `now_ms`.

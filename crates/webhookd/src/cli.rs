@@ -44,6 +44,14 @@ pub enum Command {
         #[command(subcommand)]
         action: UsersCommand,
     },
+    /// Print a fresh encryption key (base64 of 32 random bytes) for
+    /// WEBHOOKD_ENCRYPTION_KEY.
+    GenKey,
+    /// Manage the keys that seal endpoint secrets at rest.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
     /// Print a short-lived sign-in link to USERNAME's portal (SPEC §9).
     ///
     /// The link signs in to that user's endpoints only, until it expires;
@@ -58,6 +66,14 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         base_url: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Seal every stored endpoint secret with the first key of
+    /// WEBHOOKD_ENCRYPTION_KEY (what each start also does), so an older key
+    /// can then be dropped from the list.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use webhookd_core::Config;
 
-use cli::{Cli, Command, UsersCommand};
+use cli::{Cli, Command, KeysCommand, UsersCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,7 +28,10 @@ fn main() -> ExitCode {
     // One-shot commands stay quiet unless something goes wrong.
     let default_level = match command {
         Command::Serve => config.log_level.clone(),
-        Command::Users { .. } | Command::PortalLink { .. } => "warn".to_owned(),
+        Command::Users { .. }
+        | Command::PortalLink { .. }
+        | Command::GenKey
+        | Command::Keys { .. } => "warn".to_owned(),
     };
     if let Err(error) = logging::init(cli.log_format.unwrap_or(config.log_format), &default_level) {
         eprintln!("webhookd: configuration error: {error:#}");
@@ -49,6 +52,10 @@ fn main() -> ExitCode {
                             users::revoke(&config, &username).await
                         }
                     },
+                    Command::GenKey => users::gen_key(),
+                    Command::Keys {
+                        action: KeysCommand::Rotate,
+                    } => users::rotate_keys(&config).await,
                     Command::PortalLink {
                         username,
                         ttl,

@@ -35,6 +35,23 @@ const METRICS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the delivery engine looks for due retries when nothing woke it.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Opens the store, first sealing what an earlier start (or an older key)
+/// left unsealed: a wrong WEBHOOKD_ENCRYPTION_KEY stops the start here, by
+/// name.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let (store, resealed) = webhookd_store::open_and_reseal(config)
+        .await
+        .with_context(|| format!("cannot open the store {}", config.store))?;
+    if resealed.resealed > 0 {
+        tracing::info!(
+            secrets = resealed.secrets,
+            resealed = resealed.resealed,
+            "endpoint secrets sealed with the current encryption key"
+        );
+    }
+    Ok(store)
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(?config, "starting webhookd");
     let metrics = PrometheusBuilder::new()
@@ -43,9 +60,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     telemetry::register(env!("CARGO_PKG_VERSION"), Rejection::CODES);
-    let store = webhookd_store::open(&config)
-        .await
-        .with_context(|| format!("cannot open the store {}", config.store))?;
+    let store = open_store(&config).await?;
     let listener = webhookd_api::listener::bind(config.listen)
         .with_context(|| format!("cannot listen on {} (WEBHOOKD_LISTEN)", config.listen))?;
     // The bound address, which differs from the configured one for port 0.

@@ -1,4 +1,5 @@
-//! `webhookd users add|list|revoke` and `webhookd portal-link`.
+//! The one-shot commands: `webhookd users add|list|revoke`,
+//! `webhookd portal-link`, `webhookd gen-key` and `webhookd keys rotate`.
 
 use std::io::Write as _;
 
@@ -82,6 +83,26 @@ pub async fn portal_link(
         "{}{}",
         base_url.trim_end_matches('/'),
         link.url
+    )?;
+    Ok(())
+}
+
+/// Prints a fresh key, and only the key, on stdout.
+pub fn gen_key() -> anyhow::Result<()> {
+    let key = webhookd_core::encryption_key::EncryptionKey::generate();
+    writeln!(std::io::stdout(), "{}", key.to_base64())?;
+    Ok(())
+}
+
+pub async fn rotate_keys(config: &Config) -> anyhow::Result<()> {
+    let (_, report) = webhookd_store::open_and_reseal(config)
+        .await
+        .with_context(|| format!("cannot reseal the secrets in {}", config.store))?;
+    writeln!(
+        std::io::stdout(),
+        "{} of {} endpoint secret(s) sealed anew with the first key",
+        report.resealed,
+        report.secrets
     )?;
     Ok(())
 }

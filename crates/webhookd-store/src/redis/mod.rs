@@ -102,6 +102,7 @@ const ACCEPT_EVENTS: &str = include_str!("lua/accept_events.lua");
 const ADD_API_KEY: &str = include_str!("lua/add_api_key.lua");
 const REVOKE_API_KEYS: &str = include_str!("lua/revoke_api_keys.lua");
 const ADD_PORTAL_LINK: &str = include_str!("lua/add_portal_link.lua");
+const REPLACE_FIELD: &str = include_str!("lua/replace_field.lua");
 const SWEEP: &str = include_str!("lua/sweep.lua");
 const CREATE_TEST_DELIVERY: &str = include_str!("lua/create_test_delivery.lua");
 const ROTATE_SECRET: &str = include_str!("lua/rotate_secret.lua");
@@ -136,6 +137,7 @@ struct Scripts {
     add_api_key: Script,
     revoke_api_keys: Script,
     add_portal_link: Script,
+    replace_field: Script,
     accept_events: Script,
     claim_due: Script,
     record_attempts: Script,
@@ -205,6 +207,7 @@ impl RedisStore {
             add_api_key: Script::new(ADD_API_KEY),
             revoke_api_keys: Script::new(REVOKE_API_KEYS),
             add_portal_link: Script::new(ADD_PORTAL_LINK),
+            replace_field: Script::new(REPLACE_FIELD),
             accept_events: Script::new(&format!("{SCHEDULE_FUNCTIONS}{ACCEPT_EVENTS}")),
             claim_due: Script::new(&format!("{SCHEDULE_FUNCTIONS}{CLAIM_DUE}")),
             record_attempts: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RECORD_ATTEMPTS}")),

@@ -15,8 +15,8 @@ use super::{PARTITIONS, RedisStore, SWEEP_BUDGET, SWEEP_SLICE, changes, group_by
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
     DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
-    Recorded, RetryOutcome, Store, StoreError, SweepReport, UserSummary, events_to_json,
-    new_delivery,
+    Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
+    events_to_json, new_delivery,
 };
 
 #[async_trait]
@@ -48,6 +48,31 @@ impl Store for RedisStore {
 
     async fn revoke_api_keys(&self, username: &str) -> Result<usize, StoreError> {
         self.revoke_keys(username).await
+    }
+
+    async fn replace_secret(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        slot: SecretSlot,
+        expected: &str,
+        replacement: &str,
+    ) -> Result<bool, StoreError> {
+        let field = match slot {
+            SecretSlot::Current => "secret",
+            SecretSlot::Previous => "previous_secret",
+        };
+        let replaced: i64 = self
+            .scripts
+            .replace_field
+            .key(self.endpoint_key(username, endpoint_id))
+            .arg(field)
+            .arg(expected)
+            .arg(replacement)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(replaced == 1)
     }
 
     async fn add_portal_link(

@@ -26,11 +26,13 @@ use self::rows::{
     DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RawDelivery, RawEndpoint, read_delivery, read_endpoint,
     select_endpoint,
 };
+pub(crate) use self::schema::key_file;
 use self::schema::{open_blocking, sqlite_error};
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
     DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page, Recorded, Retention,
-    RetryOutcome, Store, StoreError, SweepReport, UserSummary, events_to_json, new_delivery,
+    RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary, events_to_json,
+    new_delivery,
 };
 
 #[derive(Debug, Clone)]
@@ -149,6 +151,32 @@ impl Store for SqliteStore {
         let username = username.to_owned();
         self.call(move |c| users::revoke_api_keys(c, &username))
             .await
+    }
+
+    async fn replace_secret(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+        slot: SecretSlot,
+        expected: &str,
+        replacement: &str,
+    ) -> Result<bool, StoreError> {
+        let statement = match slot {
+            SecretSlot::Current => {
+                "UPDATE endpoints SET secret = ?4 WHERE username = ?1 AND endpoint_id = ?2 AND secret = ?3"
+            }
+            SecretSlot::Previous => {
+                "UPDATE endpoints SET previous_secret = ?4
+                 WHERE username = ?1 AND endpoint_id = ?2 AND previous_secret = ?3"
+            }
+        };
+        let values = [username, endpoint_id, expected, replacement].map(str::to_owned);
+        self.call(move |c| {
+            c.execute(statement, values)
+                .map(|changed| changed == 1)
+                .map_err(sqlite_error)
+        })
+        .await
     }
 
     async fn add_portal_link(

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use webhookd_core::encryption_key::EncryptionKey;
+
 use crate::StoreError;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
@@ -174,4 +176,38 @@ pub(super) fn sqlite_error(error: rusqlite::Error) -> StoreError {
         }
         _ => StoreError::Failed(Box::new(error)),
     }
+}
+
+/// The key sealing the embedded store's secrets when none is configured:
+/// `<database>.key`, beside the database, mode 0600, made at first start.
+/// Made under a temporary name and linked into place, so two processes
+/// starting at once agree on one key.
+pub(crate) fn key_file(database: &str) -> Result<EncryptionKey, StoreError> {
+    let path = std::path::PathBuf::from(format!("{database}.key"));
+    let failed = |e: std::io::Error| StoreError::Failed(Box::new(e));
+    if !path.exists() {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(failed)?;
+        }
+        let staging = std::path::PathBuf::from(format!("{database}.key.{}", std::process::id()));
+        restrict_to_owner(&staging).map_err(failed)?;
+        let written = std::fs::write(
+            &staging,
+            format!("{}\n", EncryptionKey::generate().to_base64()),
+        )
+        .and_then(|()| std::fs::File::open(&staging)?.sync_all());
+        let linked = written.and_then(|()| match std::fs::hard_link(&staging, &path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        });
+        let _ = std::fs::remove_file(&staging);
+        linked.map_err(failed)?;
+    }
+    let text = std::fs::read_to_string(&path).map_err(failed)?;
+    EncryptionKey::parse(&text).map_err(|reason| {
+        StoreError::Sealing(format!(
+            "the key file {} is not a key ({reason}); restore it, or set WEBHOOKD_ENCRYPTION_KEY",
+            path.display()
+        ))
+    })
 }

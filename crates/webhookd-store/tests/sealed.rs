@@ -1,0 +1,258 @@
+//! Secrets at rest (SPEC §7) on both stores: after endpoints are created
+//! and rotated, nothing the store holds contains a secret, the store still
+//! answers the right ones, secrets stored before a key existed are sealed
+//! at the next start, and a wrong key is refused by name.
+
+// In tests a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use webhookd_core::config::StoreUrl;
+use webhookd_core::encryption_key::EncryptionKey;
+use webhookd_core::{Config, Endpoint, EndpointStatus, EventType, ids};
+use webhookd_store::{RedisStore, SqliteStore, Store, key_id};
+use webhookd_testkit::{Service, require, unique_prefix};
+
+fn endpoint(username: &str) -> Endpoint {
+    Endpoint {
+        endpoint_id: ids::new_endpoint_id(),
+        url: "https://example.com/hook".into(),
+        secret: ids::new_secret(),
+        status: EndpointStatus::Enabled,
+        events: vec![EventType::GeneratedVideoSuccess],
+        username: username.into(),
+        created_at: 0,
+        previous_secret: None,
+        failing_since: None,
+        disabled_reason: None,
+    }
+}
+
+/// Creates two endpoints through `store` and rotates one with a grace, so
+/// three secrets are live; returns them, the endpoints as created.
+async fn create_and_rotate(store: &Arc<dyn Store>) -> (Vec<Endpoint>, Vec<String>) {
+    store
+        .add_api_key("sealer", &ids::hash_api_key(&ids::new_api_key()), 0)
+        .await
+        .unwrap();
+    let endpoints = vec![endpoint("sealer"), endpoint("sealer")];
+    for created in &endpoints {
+        store.create_endpoint(created, 20).await.unwrap();
+    }
+    let rotated = ids::new_secret();
+    let after = store
+        .rotate_secret(
+            "sealer",
+            &endpoints[0].endpoint_id,
+            &rotated,
+            Some(i64::MAX / 2),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.secret, rotated);
+    assert_eq!(after.previous_secret.unwrap().secret, endpoints[0].secret);
+    let secrets = vec![
+        endpoints[0].secret.clone(),
+        endpoints[1].secret.clone(),
+        rotated,
+    ];
+    (endpoints, secrets)
+}
+
+/// The store answers the secrets it was given.
+async fn answers_the_secrets(store: &Arc<dyn Store>, secrets: &[String]) {
+    let listed = store.list_endpoints("sealer").await.unwrap();
+    assert_eq!(listed[0].secret, secrets[2]);
+    assert_eq!(
+        listed[0].previous_secret.as_ref().unwrap().secret,
+        secrets[0]
+    );
+    assert_eq!(listed[1].secret, secrets[1]);
+}
+
+fn config(store: StoreUrl, prefix: &str, keys: &[&EncryptionKey]) -> Config {
+    Config {
+        store,
+        redis_prefix: prefix.to_owned(),
+        encryption_keys: keys.iter().map(|&key| key.clone()).collect(),
+        ..Config::default()
+    }
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn sqlite_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("webhookd.db");
+    let path = path.to_str().unwrap().to_owned();
+    // Secrets written by a webhookd that did not seal yet.
+    let raw: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let (_, secrets) = create_and_rotate(&raw).await;
+    drop(raw);
+
+    let key = EncryptionKey::generate();
+    let sqlite = StoreUrl::Sqlite { path: path.clone() };
+    let (store, report) = webhookd_store::open_and_reseal(&config(sqlite.clone(), "", &[&key]))
+        .await
+        .unwrap();
+    assert_eq!((report.secrets, report.resealed), (3, 3));
+    answers_the_secrets(&store, &secrets).await;
+    let (_, more) = create_and_rotate_more(&store).await;
+    drop(store);
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal"] {
+        bytes.extend(std::fs::read(format!("{path}{suffix}")).unwrap_or_default());
+    }
+    for secret in secrets.iter().chain(&more) {
+        assert!(!holds(&bytes, secret), "{secret} is in the database file");
+    }
+    assert!(holds(&bytes, &format!("sealed:v1:{}:", key_id(&key))));
+
+    let wrong = EncryptionKey::generate();
+    let error = webhookd_store::open_and_reseal(&config(sqlite, "", &[&wrong]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("WEBHOOKD_ENCRYPTION_KEY") && error.contains(&key_id(&key)),
+        "{error}"
+    );
+}
+
+/// One more endpoint created through the sealing store itself.
+async fn create_and_rotate_more(store: &Arc<dyn Store>) -> (Endpoint, Vec<String>) {
+    let more = endpoint("sealer");
+    store.create_endpoint(&more, 20).await.unwrap();
+    let listed = store.list_endpoints("sealer").await.unwrap();
+    assert_eq!(listed.last().unwrap().secret, more.secret);
+    let secret = more.secret.clone();
+    (more, vec![secret])
+}
+
+#[tokio::test]
+async fn redis_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
+    let Some(url) = require(Service::Redis) else {
+        return;
+    };
+    let prefix = unique_prefix("sealed");
+    let raw: Arc<dyn Store> = Arc::new(RedisStore::connect(&url, &prefix).await.unwrap());
+    let (_, secrets) = create_and_rotate(&raw).await;
+
+    let (old, new) = (EncryptionKey::generate(), EncryptionKey::generate());
+    let redis = StoreUrl::Redis { url: url.clone() };
+    let (store, report) = webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&old]))
+        .await
+        .unwrap();
+    assert_eq!((report.secrets, report.resealed), (3, 3));
+    answers_the_secrets(&store, &secrets).await;
+    let (_, more) = create_and_rotate_more(&store).await;
+
+    let values = every_value_under(&url, &prefix).await;
+    for secret in secrets.iter().chain(&more) {
+        assert!(!holds(&values, secret), "{secret} is in Redis");
+    }
+    assert!(holds(&values, &format!("sealed:v1:{}:", key_id(&old))));
+
+    // Rotating: the new key first re-seals everything; then it alone opens.
+    let (_, report) =
+        webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&new, &old]))
+            .await
+            .unwrap();
+    assert_eq!((report.secrets, report.resealed), (4, 4));
+    let values = every_value_under(&url, &prefix).await;
+    assert!(!holds(&values, &format!("sealed:v1:{}:", key_id(&old))));
+    let (store, report) = webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&new]))
+        .await
+        .unwrap();
+    assert_eq!(report.resealed, 0);
+    answers_the_secrets(&store, &secrets).await;
+
+    for keys in [vec![&old], vec![]] {
+        let error = webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &keys))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("WEBHOOKD_ENCRYPTION_KEY"), "{error}");
+    }
+}
+
+/// Every value of every key under `prefix`, concatenated, read by type
+/// (not `DUMP`, whose compression could hide a secret from the search).
+async fn every_value_under(url: &str, prefix: &str) -> Vec<u8> {
+    let mut connection = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    assert!(!keys.is_empty());
+    let mut values = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let parts: Vec<Vec<u8>> = match kind.as_str() {
+            "string" => vec![
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap(),
+            ],
+            "hash" => redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await
+                .unwrap(),
+            "set" => redis::cmd("SMEMBERS")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await
+                .unwrap(),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut connection)
+                .await
+                .unwrap(),
+            "list" => redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut connection)
+                .await
+                .unwrap(),
+            other => panic!("{key} is a {other}"),
+        };
+        values.push(key.into_bytes());
+        values.extend(parts);
+    }
+    values.concat()
+}

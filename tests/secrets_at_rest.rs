@@ -1,0 +1,172 @@
+//! SPEC §7, end to end on the embedded store: endpoint secrets are sealed
+//! with `WEBHOOKD_ENCRYPTION_KEY`; a key rotation re-seals them and
+//! deliveries keep verifying with the same secret; a wrong key stops the
+//! start with a message naming the variable; without a key the store makes
+//! its own key file, mode 0600.
+
+// In tests a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Server, add_user, run, sqlite_store, webhookd};
+use webhookd_core::encryption_key::EncryptionKey;
+use webhookd_testkit::receiver::{Answer, Receiver, signature_is_valid};
+
+const TOKEN: &str = "whi_process_test_token_0123456789";
+
+fn serve(store: &str, keys: Option<&str>) -> Server {
+    let mut command = webhookd(store);
+    command
+        .env("WEBHOOKD_INGEST_TOKEN", TOKEN)
+        .env("WEBHOOKD_REQUIRE_HTTPS", "false")
+        .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
+    if let Some(keys) = keys {
+        command.env("WEBHOOKD_ENCRYPTION_KEY", keys);
+    }
+    Server::start_with(command)
+}
+
+/// Sends one event and waits for its delivery; it must verify with `secret`.
+fn delivers_signed_with(
+    runtime: &tokio::runtime::Runtime,
+    server: &Server,
+    receiver: &Receiver,
+    secret: &str,
+) {
+    let before = receiver.count();
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/internal/events", server.base))
+        .bearer_auth(TOKEN)
+        .body(r#"{"event":"generated_video_success","username":"johndoe","data":{}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let received = runtime.block_on(receiver.wait_for(before + 1, Duration::from_secs(15)));
+    let last = received.last().unwrap();
+    assert!(
+        signature_is_valid(last, secret),
+        "the delivery does not verify"
+    );
+}
+
+fn database_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal"] {
+        if let Ok(file) = std::fs::read(dir.path().join(format!("webhookd.db{suffix}"))) {
+            bytes.extend(file);
+        }
+    }
+    bytes
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+// One story, read top to bottom: the key's life across four starts.
+#[allow(clippy::too_many_lines)]
+#[test]
+fn secrets_are_sealed_rotate_with_the_key_and_a_wrong_key_stops_the_start() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = runtime.block_on(Receiver::start(Answer::Status(200)));
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let key = add_user(&store, "johndoe");
+    let (old, new) = (EncryptionKey::generate(), EncryptionKey::generate());
+
+    let server = serve(&store, Some(&old.to_base64()));
+    let created: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v2/endpoint", server.base))
+        .header("x-api-key", &key)
+        .body(json!({"url": receiver.url, "events": ["generated_video_success"]}).to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let secret = created["data"]["secret"].as_str().unwrap().to_owned();
+    delivers_signed_with(&runtime, &server, &receiver, &secret);
+    drop(server);
+    assert!(
+        !contains(&database_bytes(&dir), &secret),
+        "the secret is in the file"
+    );
+    assert!(contains(
+        &database_bytes(&dir),
+        &format!("sealed:v1:{}:", webhookd_store::key_id(&old))
+    ));
+
+    // A new key first, the old one still listed: the start re-seals, and
+    // deliveries verify with the same secret.
+    let both = format!("{},{}", new.to_base64(), old.to_base64());
+    let server = serve(&store, Some(&both));
+    delivers_signed_with(&runtime, &server, &receiver, &secret);
+    drop(server);
+    let bytes = database_bytes(&dir);
+    assert!(contains(
+        &bytes,
+        &format!("sealed:v1:{}:", webhookd_store::key_id(&new))
+    ));
+
+    // The old key can go now.
+    let server = serve(&store, Some(&new.to_base64()));
+    delivers_signed_with(&runtime, &server, &receiver, &secret);
+    let listed: Value = reqwest::blocking::Client::new()
+        .get(format!("{}/v2/endpoints", server.base))
+        .header("x-api-key", &key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed["data"]["endpoints"][0]["secret"], secret.as_str());
+    drop(server);
+
+    // Only the old key: the start fails, saying which variable and key.
+    let mut command = webhookd(&store);
+    command
+        .env("WEBHOOKD_ENCRYPTION_KEY", old.to_base64())
+        .args(["serve", "--log-format", "json"]);
+    let output = run(command);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("WEBHOOKD_ENCRYPTION_KEY"), "{stderr}");
+    assert!(stderr.contains(&webhookd_store::key_id(&new)), "{stderr}");
+    assert!(!stderr.contains(&secret));
+}
+
+#[test]
+fn without_a_key_the_embedded_store_makes_a_private_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    add_user(&store, "johndoe");
+    let key_file = dir.path().join("webhookd.db.key");
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    EncryptionKey::parse(&text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The next start keeps it.
+    add_user(&store, "janedoe");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), text);
+
+    // `webhookd gen-key` prints a key and nothing else.
+    let mut command = webhookd(&store);
+    command.arg("gen-key");
+    let output = run(command);
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(printed.lines().count(), 1);
+    EncryptionKey::parse(printed.trim_end()).unwrap();
+}
