@@ -265,41 +265,11 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
     })
 }
 
-/// Reads `{"url", "status", "events"}`. Unknown fields (a `secret`, say) are
-/// ignored, as SPEC §1 requires; every problem names its field.
+/// The endpoint a request body describes (SPEC §1's validation, the
+/// core's rules).
 fn parse_spec(body: &[u8], state: &AppState) -> Result<EndpointSpec, ApiError> {
-    let mut fields = json_object(body)?;
-    let field_error = |message: &str| ApiError::BadRequest(message.to_owned());
-
-    let url = match fields.remove("url") {
-        Some(Value::String(url)) => url,
-        None | Some(Value::Null) => return Err(field_error("url: is required")),
-        Some(_) => return Err(field_error("url: must be a string")),
-    };
-    state.url_rules.check(&url)?;
-
-    let status = match fields.remove("status") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(status)) => Some(status.parse::<EndpointStatus>()?),
-        Some(_) => return Err(field_error("status: must be \"enabled\" or \"disabled\"")),
-    };
-
-    let names = match fields.remove("events") {
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|item| match item {
-                Value::String(name) => Ok(name),
-                _ => Err(field_error("events: every item must be a string")),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        None | Some(Value::Null) => return Err(field_error("events: is required")),
-        Some(_) => return Err(field_error("events: must be an array of event type names")),
-    };
-    let events = parse_events(&names)?;
-
-    Ok(EndpointSpec {
-        url,
-        status,
-        events,
-    })
+    Ok(EndpointSpec::from_fields(
+        json_object(body)?,
+        &state.url_rules,
+    )?)
 }

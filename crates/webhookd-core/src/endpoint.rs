@@ -140,6 +140,58 @@ pub struct EndpointSpec {
     pub events: Vec<EventType>,
 }
 
+impl EndpointSpec {
+    /// Reads `{"url", "status", "events"}` from a request body's fields.
+    /// Unknown fields (a `secret`, say) are ignored, as SPEC §1 requires;
+    /// every problem names its field.
+    pub fn from_fields(
+        mut fields: serde_json::Map<String, serde_json::Value>,
+        rules: &UrlRules,
+    ) -> Result<Self, FieldError> {
+        use serde_json::Value;
+
+        let url = match fields.remove("url") {
+            Some(Value::String(url)) => url,
+            None | Some(Value::Null) => return Err(FieldError::new("url", "is required")),
+            Some(_) => return Err(FieldError::new("url", "must be a string")),
+        };
+        rules.check(&url)?;
+
+        let status = match fields.remove("status") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(status)) => Some(status.parse::<EndpointStatus>()?),
+            Some(_) => {
+                return Err(FieldError::new(
+                    "status",
+                    "must be \"enabled\" or \"disabled\"",
+                ));
+            }
+        };
+
+        let names = match fields.remove("events") {
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(name) => Ok(name),
+                    _ => Err(FieldError::new("events", "every item must be a string")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None | Some(Value::Null) => return Err(FieldError::new("events", "is required")),
+            Some(_) => {
+                return Err(FieldError::new(
+                    "events",
+                    "must be an array of event type names",
+                ));
+            }
+        };
+        Ok(EndpointSpec {
+            url,
+            status,
+            events: parse_events(&names)?,
+        })
+    }
+}
+
 /// A request field that failed validation; becomes a 40000 whose message
 /// names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

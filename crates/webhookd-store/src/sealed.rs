@@ -18,6 +18,7 @@
 //! the delivery path pays a map lookup per claim, not a decryption.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -180,6 +181,8 @@ pub struct Sealed {
     secrets: SecretBox,
     /// Sealed form → opened secret.
     opened: Mutex<HashMap<String, String>>,
+    /// AEAD opens so far (cache misses), for tests and benchmarks.
+    decryptions: AtomicU64,
 }
 
 impl std::fmt::Debug for Sealed {
@@ -197,7 +200,14 @@ impl Sealed {
             inner,
             secrets,
             opened: Mutex::new(HashMap::new()),
+            decryptions: AtomicU64::new(0),
         }
+    }
+
+    /// How many sealed values this process has decrypted: one per secret,
+    /// however many deliveries it signs.
+    pub fn decryptions(&self) -> u64 {
+        self.decryptions.load(Ordering::Relaxed)
     }
 
     /// Seals every stored secret not yet sealed with the first key —
@@ -249,6 +259,7 @@ impl Sealed {
             return Ok(secret.clone());
         }
         let secret = self.secrets.open(endpoint_id, &stored)?;
+        self.decryptions.fetch_add(1, Ordering::Relaxed);
         if opened.len() >= CACHE_LIMIT {
             opened.clear();
         }

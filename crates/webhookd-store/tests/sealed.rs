@@ -256,3 +256,53 @@ async fn every_value_under(url: &str, prefix: &str) -> Vec<u8> {
     }
     values.concat()
 }
+
+/// The delivery path opens each sealed secret once per process, not once
+/// per claim: 200 deliveries to two endpoints (one mid-rotation, so three
+/// live secrets) cost three decryptions.
+#[tokio::test]
+async fn claims_cost_one_decryption_per_secret_not_per_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("webhookd.db");
+    let raw: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).await.unwrap());
+    let sealed = Arc::new(webhookd_store::Sealed::new(
+        raw,
+        webhookd_store::SecretBox::new(&[EncryptionKey::generate()]),
+    ));
+    let store: Arc<dyn Store> = Arc::clone(&sealed) as Arc<dyn Store>;
+    let (_, secrets) = create_and_rotate(&store).await;
+    let opened_by_setup = sealed.decryptions();
+    assert_eq!(
+        opened_by_setup, 2,
+        "rotate answers the endpoint: its two secrets"
+    );
+
+    let now_ms = 1_732_806_631_000;
+    let events: Vec<webhookd_core::Event> = (0..100)
+        .map(|i| {
+            let message = format!(
+                r#"{{"event":"generated_video_success","username":"sealer","event_id":"evt_{i}","data":{{}}}}"#
+            );
+            webhookd_core::Event::parse(message.as_bytes(), now_ms / 1000).unwrap()
+        })
+        .collect();
+    store.accept_events(&events, now_ms).await.unwrap();
+    let request = webhookd_store::ClaimRequest {
+        now_ms,
+        lease_until_ms: now_ms + 30_000,
+        park_until_ms: now_ms + 60_000,
+        limit: 1000,
+        per_endpoint: 1000,
+        room: std::collections::HashMap::new(),
+    };
+    let claims = store.claim_due(&request).await.unwrap();
+    assert_eq!(claims.len(), 200);
+    for claim in &claims {
+        assert!(secrets.contains(&claim.secret));
+    }
+    assert_eq!(
+        sealed.decryptions(),
+        3,
+        "one more: the second endpoint's secret"
+    );
+}

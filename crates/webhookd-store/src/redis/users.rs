@@ -46,6 +46,10 @@ impl RedisStore {
             .map_err(redis_error)?;
         let mut names: Vec<_> = users.keys().cloned().collect();
         names.sort();
+        if names.is_empty() {
+            // An empty pipeline is a client error, not an empty answer.
+            return Ok(Vec::new());
+        }
         let mut pipeline = redis::pipe();
         for name in &names {
             pipeline.scard(self.user_keys_key(name));

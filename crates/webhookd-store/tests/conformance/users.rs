@@ -3,6 +3,7 @@
 use super::*;
 
 pub(crate) async fn api_keys_map_to_their_user_until_revoked(store: Arc<dyn Store>) {
+    assert!(store.list_users().await.unwrap().is_empty(), "no users yet");
     let (first, second, other) = (ids::new_api_key(), ids::new_api_key(), ids::new_api_key());
     store
         .add_api_key("grace", &ids::hash_api_key(&first), 100)
