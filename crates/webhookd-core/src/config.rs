@@ -342,12 +342,14 @@ impl Config {
         I: IntoIterator<Item = (String, String)>,
     {
         let mut config = Config::default();
+        let mut grace_set = false;
         if let Some((file_name, text)) = file {
             let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
                 origin: file_name.to_owned(),
                 message: format!("not valid TOML: {}", e.message()),
             })?;
             for (key, value) in table {
+                grace_set |= key == "shutdown_grace";
                 config
                     .set(&key, Raw::Toml(value))
                     .map_err(|message| ConfigError {
@@ -366,12 +368,20 @@ impl Config {
         // Deterministic: with several bad variables, always report the same.
         env.sort();
         for (name, key, value) in env {
+            grace_set |= key == "shutdown_grace";
             config
                 .set(&key, Raw::Env(value))
                 .map_err(|message| ConfigError {
                     origin: name,
                     message,
                 })?;
+        }
+        if !grace_set {
+            // The default grace follows a longer delivery_timeout instead
+            // of refusing a setting the operator never made (found by
+            // fuzzing: WEBHOOKD_DELIVERY_TIMEOUT=1m was blamed on
+            // WEBHOOKD_SHUTDOWN_GRACE).
+            config.shutdown_grace = config.shutdown_grace.max(config.min_shutdown_grace());
         }
         config.validate()?;
         Ok(config)
@@ -779,6 +789,18 @@ mod tests {
         );
         let error = load(None, &[("WEBHOOKD_AMQP_URL", "http://x")]).unwrap_err();
         assert_eq!(error.origin, "WEBHOOKD_AMQP_URL");
+        // Fuzzing found this one: a long delivery timeout alone raises the
+        // default grace rather than failing on a variable never set.
+        let config = load(None, &[("WEBHOOKD_DELIVERY_TIMEOUT", "1m")]).unwrap();
+        assert_eq!(config.shutdown_grace, config.min_shutdown_grace());
+        let explicit = [
+            ("WEBHOOKD_DELIVERY_TIMEOUT", "1m"),
+            ("WEBHOOKD_SHUTDOWN_GRACE", "30s"),
+        ];
+        assert_eq!(
+            load(None, &explicit).unwrap_err().origin,
+            "WEBHOOKD_SHUTDOWN_GRACE"
+        );
         let error = load(None, &[("WEBHOOKD_ADMIN_TOKEN", "short")]).unwrap_err();
         assert_eq!(error.origin, "WEBHOOKD_ADMIN_TOKEN");
         let (first, second) = (EncryptionKey::generate(), EncryptionKey::generate());

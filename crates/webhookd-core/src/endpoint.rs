@@ -247,6 +247,15 @@ impl UrlRules {
             "http" => return fail("must use https".into()),
             other => return fail(format!("must use https, not {other}")),
         }
+        // RFC 3986: without `//` there is no authority, so no host. The
+        // WHATWG parser would read `https:example.com` or `https:\\example.com`
+        // as `https://example.com`; webhookd stores what it was given, so
+        // it takes only the form every other tool reads the same way
+        // (found by fuzzing).
+        let after_scheme = &raw[url.scheme().len()..];
+        if !after_scheme.starts_with("://") {
+            return fail(format!("must start with {}://", url.scheme()));
+        }
         if !url.username().is_empty() || url.password().is_some() {
             return fail("must not contain a user name or password".into());
         }
@@ -350,6 +359,9 @@ mod tests {
             (" https://example.com/", "spaces"),
             (long.as_str(), "the limit is 2048"),
             ("https://example.com:0/hook", "port 0"),
+            ("https:ample.com/webhook", "must start with https://"),
+            ("https:\\\\example.com/webhook", "must start with https://"),
+            ("https:/example.com/webhook", "must start with https://"),
             (long_host.as_str(), "over 253 characters"),
             (long_label.as_str(), "label over 63"),
         ];
