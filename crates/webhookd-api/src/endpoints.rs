@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Serialize;
 use serde_json::Value;
-use webhookd_core::endpoint::{MAX_ENDPOINTS_PER_USER, parse_events};
+use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::time::{unix_millis, unix_seconds};
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
 use webhookd_store::CreateOutcome;
