@@ -2,8 +2,8 @@
 """Browser test of the webhookd portal (SPEC §9), as an endpoint owner sees it.
 
     python3 tests/portal/test_portal.py --webhookd target/release/webhookd
-    python3 tests/portal/test_portal.py --webhookd PATH --devserver --skip-links
-    python3 tests/portal/test_portal.py --base-url http://127.0.0.1:8080 --api-key whk_… [--admin-token T]
+    python3 tests/portal/test_portal.py --webhookd PATH --devserver
+    python3 tests/portal/test_portal.py --base-url http://127.0.0.1:8080 --api-key whk_… --admin-token T
 
 By default it starts the given webhookd binary on a free port with a fresh
 SQLite store (http endpoints and 127.0.0.0/8 allowed, retry schedule "1s":
@@ -30,9 +30,7 @@ Options:
                     127.0.0.1 and retry quickly, e.g. WEBHOOKD_RETRY_SCHEDULE=1s);
                     then --api-key names a user with no endpoints yet
   --devserver       serve the page from crates/webhookd-api/portal through
-                    tests/portal/devserver.py (for a binary without /portal)
-  --skip-links      skip the portal-link steps (admin API not built yet); the
-                    started webhookd then gets no WEBHOOKD_ADMIN_TOKEN
+                    tests/portal/devserver.py (to try changes without a rebuild)
   --headed          show the browser
 Exit status: 0 when every step passed, 1 otherwise.
 """
@@ -493,13 +491,7 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
 
         # ---- portal links (minted by the admin API)
         step("a portal link signs in as its user and leaves the address bar")
-        if args.skip_links:
-            # No admin API to mint a wpl_ token: the page sends whatever the
-            # fragment holds in x-api-key, so the API key stands in for one.
-            print("     (--skip-links: link made by hand, not by POST /internal/portal-links)", flush=True)
-            url = f"/portal#link={api_key}"
-        else:
-            url = portal_link(api_url, admin_token, USERNAME, 900)
+        url = portal_link(api_url, admin_token, USERNAME, 900)
         page.goto("about:blank")
         page.goto(f"{base_url}{url}")
         expect(page.get_by_role("heading", name="Endpoints", exact=True)).to_be_visible()
@@ -513,11 +505,8 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
 
         step("an expired link says so and shows the sign-in form")
         button("Sign out").click()
-        if args.skip_links:
-            url = "/portal#link=wpl_expired_or_unknown"
-        else:
-            url = portal_link(api_url, admin_token, USERNAME, 1)
-            time.sleep(2)
+        url = portal_link(api_url, admin_token, USERNAME, 1)
+        time.sleep(2)
         page.goto("about:blank")
         page.goto(f"{base_url}{url}")
         expect(page.get_by_text("This sign-in link has expired or is not valid. Ask for a new one.")).to_be_visible()
@@ -550,15 +539,14 @@ def main():
     parser.add_argument("--api-key", help="with --base-url: key of a user with no endpoints")
     parser.add_argument("--admin-token", help="with --base-url: WEBHOOKD_ADMIN_TOKEN, for the portal-link steps")
     parser.add_argument("--devserver", action="store_true", help="serve the page from source via devserver.py")
-    parser.add_argument("--skip-links", action="store_true", help="skip the portal-link steps")
     parser.add_argument("--headed", action="store_true", help="show the browser")
     args = parser.parse_args()
     if not args.base_url and not args.webhookd:
         parser.error("--webhookd PATH is required (or --base-url with --api-key)")
     if args.base_url and not args.api_key:
         parser.error("--base-url needs --api-key")
-    if args.base_url and not args.skip_links and not args.admin_token:
-        parser.error("--base-url needs --admin-token for the portal-link steps (or --skip-links)")
+    if args.base_url and not args.admin_token:
+        parser.error("--base-url needs --admin-token for the portal-link steps")
     if not os.path.exists(CHROMIUM):
         parser.error(f"{CHROMIUM} not found: apt-get install chromium")
 
@@ -571,7 +559,7 @@ def main():
             api_url = args.base_url.rstrip("/")
             api_key, admin_token = args.api_key, args.admin_token
         else:
-            admin_token = None if args.skip_links else secrets.token_urlsafe(24)
+            admin_token = secrets.token_urlsafe(24)
             server = Webhookd(os.path.abspath(args.webhookd), workdir, admin_token)
             step(f"start webhookd on {server.url} (store in {workdir})")
             api_key = server.add_user(USERNAME)
