@@ -18,7 +18,9 @@ fuzz_target!(|body: &[u8]| {
         };
         if let Ok(spec) = EndpointSpec::from_fields(fields.clone(), &rules) {
             assert!(spec.url.len() <= 2048);
-            assert!(allow_http || spec.url.starts_with("https://"));
+            // Schemes are case-insensitive (RFC 3986 §3.1): `hTtps://` is https.
+            let https = spec.url.get(..8).is_some_and(|start| start.eq_ignore_ascii_case("https://"));
+            assert!(allow_http || https, "{}", spec.url);
             assert!(!spec.events.is_empty());
         }
     }

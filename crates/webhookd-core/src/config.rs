@@ -40,6 +40,11 @@ pub struct Config {
     /// `amqp_queue`: durable queue to consume; invalid messages go to
     /// `<queue>.dead`. Default `webhook.events`.
     pub amqp_queue: String,
+    /// `amqp_queue_type`: how the queue and its `.dead` queue are declared
+    /// (SPEC §10): `classic` (default) or `quorum`, replicated across a
+    /// RabbitMQ cluster. An existing queue keeps its type: RabbitMQ refuses
+    /// to redeclare it as another (move messages with a shovel first).
+    pub amqp_queue_type: QueueType,
     /// `amqp_prefetch`: messages RabbitMQ may hand webhookd before they are
     /// acknowledged; also the most webhookd writes to the store in one batch.
     /// Default `300` (RabbitMQ recommends 100-300 and up).
@@ -121,6 +126,7 @@ impl Default for Config {
             redis_prefix: "webhookd:".into(),
             amqp_url: None,
             amqp_queue: "webhook.events".into(),
+            amqp_queue_type: QueueType::Classic,
             amqp_prefetch: 300,
             ingest_token: None,
             admin_token: None,
@@ -154,6 +160,7 @@ impl fmt::Debug for Config {
             .field("redis_prefix", &self.redis_prefix)
             .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
             .field("amqp_queue", &self.amqp_queue)
+            .field("amqp_queue_type", &self.amqp_queue_type)
             .field("amqp_prefetch", &self.amqp_prefetch)
             .field("ingest_token", &self.ingest_token.as_ref().map(|_| "<set>"))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
@@ -215,6 +222,36 @@ impl fmt::Display for StoreUrl {
         match self {
             StoreUrl::Sqlite { path } => write!(f, "sqlite://{path}"),
             StoreUrl::Redis { url } => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+/// The RabbitMQ queue type webhookd declares (`x-queue-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+impl QueueType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "classic" => Ok(QueueType::Classic),
+            "quorum" => Ok(QueueType::Quorum),
+            other => Err(format!(
+                "{other:?} is not a queue type (use classic or quorum)"
+            )),
         }
     }
 }
@@ -411,6 +448,7 @@ impl Config {
                 };
             }
             "amqp_queue" => self.amqp_queue = raw.text()?,
+            "amqp_queue_type" => self.amqp_queue_type = raw.text()?.parse()?,
             "amqp_prefetch" => {
                 self.amqp_prefetch = match u16::try_from(raw.integer()?) {
                     Ok(prefetch) if prefetch > 0 => prefetch,
@@ -609,6 +647,7 @@ const KEYS: &[&str] = &[
     "redis_prefix",
     "amqp_url",
     "amqp_queue",
+    "amqp_queue_type",
     "amqp_prefetch",
     "ingest_token",
     "admin_token",
@@ -800,6 +839,13 @@ mod tests {
         assert_eq!(
             load(None, &explicit).unwrap_err().origin,
             "WEBHOOKD_SHUTDOWN_GRACE"
+        );
+        let config = load(None, &[("WEBHOOKD_AMQP_QUEUE_TYPE", "quorum")]).unwrap();
+        assert_eq!(config.amqp_queue_type, QueueType::Quorum);
+        let error = load(None, &[("WEBHOOKD_AMQP_QUEUE_TYPE", "stream")]).unwrap_err();
+        assert!(
+            error.to_string().contains("use classic or quorum"),
+            "{error}"
         );
         let error = load(None, &[("WEBHOOKD_ADMIN_TOKEN", "short")]).unwrap_err();
         assert_eq!(error.origin, "WEBHOOKD_ADMIN_TOKEN");

@@ -28,6 +28,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
+use webhookd_core::config::QueueType;
 use webhookd_core::health::Readiness;
 use webhookd_core::telemetry::{self, Source};
 use webhookd_core::{MissingId, Rejection};
@@ -62,6 +63,8 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 pub struct AmqpSettings {
     pub url: String,
     pub queue: String,
+    /// Declared for the queue and its `.dead` queue (SPEC §10).
+    pub queue_type: QueueType,
     pub prefetch: u16,
     /// How the connection shows in the RabbitMQ management UI and
     /// `rabbitmqctl list_connections`.
@@ -170,7 +173,7 @@ impl AmqpConsumer {
                         durable: true,
                         ..QueueDeclareOptions::default()
                     },
-                    FieldTable::default(),
+                    self.queue_arguments(),
                 )
                 .await?;
         }
@@ -211,6 +214,20 @@ impl AmqpConsumer {
         // Closing hands every unacknowledged message back to the queue.
         let _ = connection.close(200, "webhookd is closing".into()).await;
         result
+    }
+
+    /// `x-queue-type` for a quorum queue. A classic queue is declared with
+    /// no arguments, exactly as before the setting existed, so upgrading
+    /// never trips RabbitMQ's check that a redeclare matches.
+    fn queue_arguments(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if self.settings.queue_type == QueueType::Quorum {
+            arguments.insert(
+                ShortString::from("x-queue-type"),
+                AMQPValue::LongString(LongString::from(QueueType::Quorum.as_str())),
+            );
+        }
+        arguments
     }
 
     /// Publishes how many messages wait in the queue and its dead-letter

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use webhookd_core::config::QueueType;
 use webhookd_core::health::Readiness;
 use webhookd_core::{Endpoint, EndpointStatus, EventType, ids};
 use webhookd_ingest::Ingest;
@@ -15,7 +16,9 @@ use webhookd_ingest::amqp::{
     AmqpConsumer, AmqpSettings, COMPONENT, DEAD_LETTER_KEEP, ERROR_HEADER, TRUNCATED_HEADER,
 };
 use webhookd_store::{DeliveryStatus, Page, RedisStore, Store};
-use webhookd_testkit::amqp::{close_connections_named, publish, take_all, unique_queue};
+use webhookd_testkit::amqp::{
+    close_connections_named, publish, publish_typed, take_all, unique_queue,
+};
 use webhookd_testkit::{Service, require, unique_prefix};
 
 /// A consumer on a queue of its own, feeding a Redis store with a prefix
@@ -32,6 +35,10 @@ struct Fixture {
 
 impl Fixture {
     async fn start(test: &str, endpoints: usize) -> Option<Fixture> {
+        Fixture::start_with(test, endpoints, QueueType::Classic).await
+    }
+
+    async fn start_with(test: &str, endpoints: usize, queue_type: QueueType) -> Option<Fixture> {
         let amqp_url = require(Service::RabbitMq)?;
         let redis_url = require(Service::Redis)?;
         let store: Arc<dyn Store> = Arc::new(
@@ -61,6 +68,7 @@ impl Fixture {
             url: amqp_url.clone(),
             connection_name: format!("webhookd-{queue}"),
             queue,
+            queue_type,
             prefetch: 50,
         };
         let readiness = Readiness::default();
@@ -83,7 +91,11 @@ impl Fixture {
     }
 
     async fn publish(&self, messages: Vec<String>) {
-        publish(&self.amqp_url, &self.settings.queue, messages).await;
+        let (url, queue) = (&self.amqp_url, &self.settings.queue);
+        match self.settings.queue_type {
+            QueueType::Classic => publish(url, queue, messages).await,
+            QueueType::Quorum => publish_typed(url, queue, "quorum", messages).await,
+        }
     }
 
     /// event_id → number of pending deliveries, for one endpoint.
@@ -174,6 +186,69 @@ async fn published_events_become_one_delivery_per_endpoint() {
         fixture.deliveries_by_event(1).await.len(),
         500,
         "the second endpoint too"
+    );
+    fixture.stop().await;
+}
+
+/// SPEC §10: `WEBHOOKD_AMQP_QUEUE_TYPE=quorum` declares the queue and its
+/// `.dead` queue as quorum queues, and events flow through them as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_are_declared_as_such_and_consumed() {
+    let Some(fixture) = Fixture::start_with("quorum", 1, QueueType::Quorum).await else {
+        return;
+    };
+    fixture.wait_until_ready().await;
+    // RabbitMQ holds both as quorum queues: declaring one classic is refused.
+    for queue in [
+        fixture.settings.queue.clone(),
+        fixture.settings.dead_letter_queue(),
+    ] {
+        let connection =
+            lapin::Connection::connect(&fixture.amqp_url, lapin::ConnectionProperties::default())
+                .await
+                .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let mut classic = lapin::types::FieldTable::default();
+        classic.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("classic".into()),
+        );
+        let refused = channel
+            .queue_declare(
+                queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    durable: true,
+                    ..lapin::options::QueueDeclareOptions::default()
+                },
+                classic,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("x-queue-type"),
+            "{queue}: {refused}"
+        );
+        let _ = connection.close(200, "done".into()).await;
+    }
+    fixture
+        .publish((0..200).map(|i| message(&format!("evt_q{i}"))).collect())
+        .await;
+    fixture.publish(vec!["not json".to_owned()]).await;
+    let counts = fixture.wait_for_events(200, Duration::from_secs(30)).await;
+    assert_eq!(counts.len(), 200);
+    assert!(counts.values().all(|&n| n == 1));
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead.extend(take_all(&fixture.amqp_url, &fixture.settings.dead_letter_queue()).await);
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        dead.len(),
+        1,
+        "the poison message, in the quorum .dead queue"
     );
     fixture.stop().await;
 }

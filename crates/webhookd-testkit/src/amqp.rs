@@ -37,6 +37,34 @@ where
     I: IntoIterator,
     I::Item: AsRef<[u8]>,
 {
+    publish_declared(url, queue, FieldTable::default(), messages, properties).await;
+}
+
+/// [`publish`] to a queue declared with `x-queue-type` = `queue_type`
+/// (a queue is redeclared with the arguments it has, or not at all).
+pub async fn publish_typed<I>(url: &str, queue: &str, queue_type: &str, messages: I)
+where
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString(queue_type.into()),
+    );
+    publish_declared(url, queue, arguments, messages, BasicProperties::default()).await;
+}
+
+async fn publish_declared<I>(
+    url: &str,
+    queue: &str,
+    arguments: FieldTable,
+    messages: I,
+    properties: BasicProperties,
+) where
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
     let connection = connect(url).await;
     let channel = connection.create_channel().await.expect("channel");
     channel
@@ -50,7 +78,7 @@ where
                 durable: true,
                 ..QueueDeclareOptions::default()
             },
-            FieldTable::default(),
+            arguments,
         )
         .await
         .expect("queue declared");

@@ -93,6 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let settings = AmqpSettings {
             url: url.clone(),
             queue: config.amqp_queue.clone(),
+            queue_type: config.amqp_queue_type,
             prefetch: config.amqp_prefetch,
             connection_name: format!("webhookd@{listen}"),
         };
