@@ -112,6 +112,52 @@ fn users_add_prints_only_the_key_and_list_and_revoke_work() {
     assert!(output.stdout.is_empty());
 }
 
+/// `webhookd portal-link` (SPEC §9) prints one link, for users that exist;
+/// the link signs in to that user's `/v2` routes on a running webhookd.
+#[test]
+fn portal_link_prints_a_link_that_signs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let mut command = webhookd(&store);
+    command.args(["portal-link", "nobody"]);
+    let output = run(command);
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("users add nobody"));
+
+    add_user(&store, "johndoe");
+    let server = Server::start(&store);
+    let mut command = webhookd(&store);
+    command.args([
+        "portal-link",
+        "johndoe",
+        "--ttl",
+        "60",
+        "--base-url",
+        &server.base,
+    ]);
+    let output = run(command);
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout:?}");
+    let link = stdout.trim_end();
+    let token = link
+        .strip_prefix(&format!("{}/portal#link=", server.base))
+        .unwrap_or_else(|| panic!("{link}"));
+    let me: Value = reqwest::blocking::Client::new()
+        .get(format!("{}/v2/me", server.base))
+        .header("x-api-key", token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(me["data"]["username"], "johndoe", "{me}");
+
+    let mut command = webhookd(&store);
+    command.args(["portal-link", "johndoe", "--ttl", "86401"]);
+    assert!(!run(command).status.success(), "a link lives at most a day");
+}
+
 #[test]
 fn sigterm_and_sigint_stop_it_cleanly_with_exit_0() {
     let dir = tempfile::tempdir().unwrap();

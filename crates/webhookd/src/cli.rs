@@ -60,7 +60,11 @@ pub enum Command {
     PortalLink {
         username: String,
         /// Seconds the link signs in for, 1 to 86400.
-        #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..=86_400))]
+        #[arg(
+            long,
+            default_value_t = webhookd_api::admin::DEFAULT_LINK_TTL,
+            value_parser = clap::value_parser!(i64).range(1..=webhookd_api::admin::MAX_LINK_TTL)
+        )]
         ttl: i64,
         /// Where browsers reach webhookd (default: http://<listen>).
         #[arg(long, value_name = "URL")]
