@@ -179,8 +179,10 @@ pub struct ResealReport {
 pub struct Sealed {
     inner: Arc<dyn Store>,
     secrets: SecretBox,
-    /// Sealed form → opened secret.
-    opened: Mutex<HashMap<String, String>>,
+    /// Sealed form → the endpoint it opened for, and the secret. A hit
+    /// for another endpoint is no hit: a sealed value copied onto another
+    /// endpoint must fail as the associated data says, cached or not.
+    opened: Mutex<HashMap<String, (String, String)>>,
     /// AEAD opens so far (cache misses), for tests and benchmarks.
     decryptions: AtomicU64,
 }
@@ -255,7 +257,9 @@ impl Sealed {
             .opened
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(secret) = opened.get(&stored) {
+        if let Some((owner, secret)) = opened.get(&stored)
+            && owner == endpoint_id
+        {
             return Ok(secret.clone());
         }
         let secret = self.secrets.open(endpoint_id, &stored)?;
@@ -263,7 +267,7 @@ impl Sealed {
         if opened.len() >= CACHE_LIMIT {
             opened.clear();
         }
-        opened.insert(stored, secret.clone());
+        opened.insert(stored, (endpoint_id.to_owned(), secret.clone()));
         Ok(secret)
     }
 

@@ -306,3 +306,38 @@ async fn claims_cost_one_decryption_per_secret_not_per_delivery() {
         "one more: the second endpoint's secret"
     );
 }
+
+/// A sealed secret copied onto another endpoint does not open there, even
+/// after this process has opened (and cached) it for its own endpoint.
+#[tokio::test]
+async fn a_secret_copied_onto_another_endpoint_does_not_open_even_when_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("webhookd.db");
+    let raw: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(webhookd_store::Sealed::new(
+        Arc::clone(&raw),
+        webhookd_store::SecretBox::new(&[EncryptionKey::generate()]),
+    ));
+    let (endpoints, _) = create_and_rotate(&store).await;
+    let listed = store.list_endpoints("sealer").await.unwrap();
+    assert_eq!(listed[1].secret, endpoints[1].secret, "opened, and cached");
+    // Copy endpoint 1's sealed secret over endpoint 0's, in the store below.
+    let stored = raw.list_endpoints("sealer").await.unwrap();
+    let copied = raw
+        .replace_secret(
+            "sealer",
+            &stored[0].endpoint_id,
+            webhookd_store::SecretSlot::Current,
+            &stored[0].secret,
+            &stored[1].secret,
+        )
+        .await
+        .unwrap();
+    assert!(copied);
+    let error = store
+        .list_endpoints("sealer")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("copied from another endpoint"), "{error}");
+}
