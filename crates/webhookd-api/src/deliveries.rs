@@ -15,10 +15,12 @@ use crate::envelope::{ApiError, success, success_empty};
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 100;
 
+/// Every parameter as text, so that a bad value gets this module's message
+/// naming it, not the query parser's (which would echo the input).
 #[derive(Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
     after: Option<String>,
 }
 
@@ -95,7 +97,8 @@ pub async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(endpoint_id) =
         endpoint_id.map_err(|_| ApiError::BadRequest("endpoint_id: is not valid".into()))?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+    let Query(query) =
+        query.map_err(|_| ApiError::BadRequest("query: is not a valid query string".into()))?;
     let status = match query.status.as_deref().unwrap_or("failed") {
         "failed" => DeliveryStatus::Failed,
         "pending" => DeliveryStatus::Pending,
@@ -107,12 +110,18 @@ pub async fn list(
             )));
         }
     };
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit: must be between 1 and {MAX_LIMIT}"
-        )));
-    }
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit: must be a whole number between 1 and {MAX_LIMIT}"
+                ))
+            })?,
+    };
     owned_endpoint(&state, &caller, &endpoint_id).await?;
     let page = Page {
         limit,

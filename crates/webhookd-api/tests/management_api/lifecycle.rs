@@ -247,3 +247,44 @@ async fn make_dead(api: &Api, thousands: usize, since: i64) {
         api.store.record_attempts(&finished).await.unwrap();
     }
 }
+
+/// A bad listing parameter gets a 40000 naming it, in our words: never the
+/// query parser's message, which would repeat what the client sent.
+pub(crate) async fn bad_listing_parameters_are_named_not_echoed(api: Api) {
+    let created = api.create(seed_body()).await;
+    let id = created["endpoint_id"].as_str().unwrap();
+    for query in [
+        "limit=%3Cscript%3Exyz",
+        "limit=0",
+        "limit=101",
+        "limit=-1",
+        "limit=1.5",
+    ] {
+        let answer = api
+            .call(
+                Method::GET,
+                &format!("/v2/endpoint/{id}/deliveries?{query}"),
+                None,
+            )
+            .await;
+        assert_error(
+            &answer,
+            StatusCode::BAD_REQUEST,
+            40000,
+            "limit: must be a whole number between 1 and 100",
+        );
+        let msg = answer.1["msg"].as_str().unwrap();
+        assert!(
+            !msg.contains("script") && !msg.contains("invalid digit"),
+            "{msg}"
+        );
+    }
+    let (status, json) = api
+        .call(
+            Method::GET,
+            &format!("/v2/endpoint/{id}/deliveries?limit=5&status=pending"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+}

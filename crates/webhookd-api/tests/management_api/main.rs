@@ -68,6 +68,7 @@ on_both_stores!(
     a_test_event_names_a_known_type_or_gets_40000,
     rotating_gives_a_new_secret_and_a_bounded_grace,
     recovering_ten_thousand_dead_deliveries_answers_at_once,
+    bad_listing_parameters_are_named_not_echoed,
     admin_routes_take_the_admin_token_and_nothing_else,
     admin_adds_users_and_keys_and_revokes_them,
     a_portal_link_reaches_its_users_routes_only,
