@@ -83,10 +83,6 @@ impl SecretBox {
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        !self.keys.is_empty()
-    }
-
     /// `secret` sealed with the first key for `endpoint_id`.
     pub fn seal(&self, endpoint_id: &str, secret: &str) -> Result<String, StoreError> {
         let Some((id, key)) = self.keys.first() else {
