@@ -74,6 +74,18 @@ fn settings(schedule: &str) -> DispatcherSettings {
 /// Runs a dispatcher until dropped.
 struct Running {
     shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the dispatcher and waits until it has: a claim loop still
+    /// winding down would race the next dispatcher for the same deliveries.
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
 }
 
 impl Drop for Running {
@@ -90,8 +102,11 @@ fn dispatch(
     let client = DeliveryClient::new(policy, settings.timeout);
     let dispatcher = Dispatcher::new(Arc::clone(store), client, settings);
     let shutdown = CancellationToken::new();
-    tokio::spawn(dispatcher.run(shutdown.clone()));
-    Running { shutdown }
+    let task = tokio::spawn(dispatcher.run(shutdown.clone()));
+    Running {
+        shutdown,
+        task: Some(task),
+    }
 }
 
 fn loopback_allowed() -> AddressPolicy {
@@ -485,7 +500,9 @@ async fn a_resent_dead_delivery_gets_exactly_one_attempt(store: Arc<dyn Store>) 
     accept(&store, &[event("evt_resend")]).await;
     let dead = wait_for_status(&store, &target, DeliveryStatus::Failed, 1).await;
     assert_eq!(dead[0].attempts, 1);
-    drop(blocked);
+    // Stopped, not just dropped: a winding-down claim loop with the blocking
+    // policy could take the re-sent delivery and fail it unsent (seen in CI).
+    blocked.stop().await;
 
     let _running = dispatch(&store, settings("50ms,50ms,50ms"), loopback_allowed());
     let now = webhookd_core::time::unix_millis();
