@@ -359,7 +359,11 @@ fn lone_surrogate(json: &str) -> Option<&str> {
             .flatten()
     };
     let mut at = 0;
-    while let Some(offset) = bytes[at..].iter().position(|&b| b == b'\\') {
+    // `get`: a backslash ending the text (never in valid JSON) ends the scan.
+    while let Some(offset) = bytes
+        .get(at..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'\\'))
+    {
         at += offset;
         match unit_at(at) {
             Some(0xD800..=0xDBFF) if matches!(unit_at(at + 6), Some(0xDC00..=0xDFFF)) => at += 12,
