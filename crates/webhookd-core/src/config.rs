@@ -27,8 +27,9 @@ pub struct Config {
     /// run exposes nothing.
     pub listen: SocketAddr,
     /// `store`: where state lives. `sqlite://<path>` (the embedded default,
-    /// `sqlite://webhookd-data/webhookd.db`) or `redis://host:port/db` for
-    /// production.
+    /// `sqlite://webhookd-data/webhookd.db`), `redis://host:port/db` for
+    /// production, or `redis+cluster://host:port,host:port` for a Redis
+    /// Cluster (SPEC §10).
     pub store: StoreUrl,
     /// `redis_prefix`: prefix of every Redis key, so several deployments (or
     /// test runs) can share one Redis. Default `webhookd:`.
@@ -192,9 +193,19 @@ impl fmt::Debug for Config {
 pub enum StoreUrl {
     /// The embedded SQLite database at this path.
     Sqlite { path: String },
-    /// A Redis server; the URL is handed to the client as written.
+    /// A Redis server (`redis://`, `rediss://`) or Redis Cluster
+    /// (`redis+cluster://host:port,…`, `rediss+cluster://`); the URL is
+    /// handed to the store as written.
     Redis { url: String },
 }
+
+/// The schemes a Redis store URL may start with: one server, or a cluster.
+const REDIS_SCHEMES: [&str; 4] = [
+    "redis://",
+    "rediss://",
+    "redis+cluster://",
+    "rediss+cluster://",
+];
 
 impl StoreUrl {
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -206,11 +217,12 @@ impl StoreUrl {
             }
             return Ok(StoreUrl::Sqlite { path: path.into() });
         }
-        if text.starts_with("redis://") || text.starts_with("rediss://") {
+        if REDIS_SCHEMES.iter().any(|scheme| text.starts_with(scheme)) {
             return Ok(StoreUrl::Redis { url: text.into() });
         }
         Err(format!(
-            "{:?} is not a store URL (use sqlite://<path> or redis://host:port/db)",
+            "{:?} is not a store URL (use sqlite://<path>, redis://host:port/db or \
+             redis+cluster://host:port,host:port)",
             redact_url(text)
         ))
     }

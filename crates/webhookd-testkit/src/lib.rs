@@ -15,6 +15,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy)]
 pub enum Service {
     Redis,
+    /// The local Redis Cluster `.ci/redis-cluster start` runs (3 primaries,
+    /// 3 replicas).
+    RedisCluster,
     RabbitMq,
 }
 
@@ -25,6 +28,10 @@ impl Service {
     pub fn url(self) -> String {
         let (variable, default) = match self {
             Service::Redis => ("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            Service::RedisCluster => (
+                "TEST_REDIS_CLUSTER_URL",
+                "redis+cluster://127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103",
+            ),
             Service::RabbitMq => ("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
         };
         std::env::var(variable).unwrap_or_else(|_| default.to_owned())
@@ -34,7 +41,8 @@ impl Service {
         let url = self.url();
         let rest = url.split_once("://")?.1;
         let authority = rest.split('/').next()?;
-        let host_port = authority.rsplit('@').next()?;
+        // A cluster URL lists several nodes; the first one tells.
+        let host_port = authority.rsplit('@').next()?.split(',').next()?;
         host_port.to_socket_addrs().ok()?.next()
     }
 }

@@ -17,14 +17,16 @@ use crate::EndpointChanges;
 /// Wait before subscribing again after the subscription broke.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
-/// Follows `channel` until `shutdown`, resubscribing forever.
+/// Follows `channel` until `shutdown`, resubscribing forever — through the
+/// next of `clients` each time: on a cluster every node hears every
+/// `PUBLISH`, so whichever node still answers will do.
 pub(super) async fn follow(
-    client: &redis::Client,
+    clients: &[redis::Client],
     channel: &str,
     changes: &EndpointChanges,
     shutdown: &CancellationToken,
 ) {
-    loop {
+    for client in clients.iter().cycle() {
         let following = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(channel).await?;

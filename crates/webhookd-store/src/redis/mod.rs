@@ -2,9 +2,10 @@
 //!
 //! Key layout. Every name starts with a configurable prefix (`webhookd:` by
 //! default, `redis_prefix`), so deployments and test runs can share a server.
-//! A user's data lives in one of [`PARTITIONS`] partitions, chosen by a
-//! fixed hash of the username; `<p>` below is `{p:<n>}`, and `<u>` is
-//! `<p>:u:<username>`.
+//! A user's data lives in one of the store's partitions, chosen by a fixed
+//! hash of the username; `<p>` below is the partition's hash tag — `{p:<n>}`
+//! of 16 on one server, `{c:<n>:<k>}` of 48 on a cluster (see
+//! `connection.rs`) — and `<u>` is `<p>:u:<username>`.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -47,20 +48,23 @@
 //! backlog, so it cannot starve the others. `<p>:due` holds the same
 //! schedule flat, for the backlog gauges.
 //!
-//! The braces are Redis Cluster hash tags. Every script touches keys of one
-//! tag only — an event's de-duplication, its owner's endpoints, its
-//! deliveries and the partition's due queue share the partition's tag — so
-//! the scripts run on a cluster unchanged, and the 16 partitions spread over
-//! up to 16 primaries. Changes that span keys are Lua scripts, atomic on the
-//! server; nothing is read, modified and written back from here.
+//! The braces are Redis Cluster hash tags. Every script and pipeline
+//! touches keys of one tag only — an event's de-duplication, its owner's
+//! endpoints, its deliveries and the partition's due queue share the
+//! partition's tag — so they run on a cluster unchanged (there the scripts
+//! start with `#!lua`, under which Redis refuses a key of another slot, and
+//! `tests/conformance/single_slot.rs` lists the keys each one touches). Work that spans
+//! partitions is one request per partition, sent together. Changes that
+//! span keys are Lua scripts, atomic on the server; nothing is read,
+//! modified and written back from here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
+use futures_util::future::try_join_all;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::{Event, PreviousSecret, ids};
 
@@ -69,16 +73,13 @@ use crate::{
     Retention, StoreError,
 };
 
-/// Redis answers in microseconds; 2 s means it is in trouble. (The client's
-/// own default of 500 ms trips on a busy two-core machine.)
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
-
 mod changes;
+mod connection;
 mod rows;
 mod store;
 mod users;
 
+use self::connection::Connection;
 use self::rows::{acceptance_from_answer, redis_error};
 
 const CREATE_ENDPOINT: &str = include_str!("lua/create_endpoint.lua");
@@ -117,9 +118,12 @@ const SWEEP_SLICE: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
-    /// For the change subscription, which needs a connection of its own.
-    client: redis::Client,
+    connection: Connection,
+    /// For the change subscription, which needs a connection of its own:
+    /// the server, or each node given for a cluster, tried in turn.
+    subscribers: Arc<Vec<redis::Client>>,
+    /// `<prefix>{<tag>}:` of each partition.
+    partition_prefixes: Arc<Vec<String>>,
     prefix: String,
     retention: Retention,
     /// Zero: never (SPEC §8).
@@ -149,30 +153,17 @@ struct Scripts {
     recover: Script,
 }
 
-/// Number of partitions user data is spread over. Part of the key layout:
-/// changing it on a deployment with data would strand that data.
-pub const PARTITIONS: u32 = 16;
-
 // Two hex digits number the deliveries of one event.
 const _: () = assert!(MAX_ENDPOINTS_PER_USER <= 256);
 
-/// Indexes of `usernames`, grouped by their users' partition.
-fn group_by_partition<'a>(
-    usernames: impl Iterator<Item = &'a String>,
-) -> BTreeMap<u32, Vec<usize>> {
-    let mut groups = BTreeMap::<u32, Vec<usize>>::new();
-    for (i, username) in usernames.enumerate() {
-        groups.entry(partition_of(username)).or_default().push(i);
-    }
-    groups
-}
-
-/// The partition of a user: FNV-1a of the name, fixed forever.
-fn partition_of(username: &str) -> u32 {
+/// The partition of a user of `partitions`: FNV-1a of the name, fixed
+/// forever (the partition count is part of the key layout: changing it on
+/// a deployment with data would strand that data).
+fn partition_of(username: &str, partitions: usize) -> usize {
     let hash = username.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
     });
-    hash % PARTITIONS
+    hash as usize % partitions
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -184,45 +175,55 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to `url`. The connection reconnects by itself after Redis
-    /// restarts; requests in the meantime fail as [`StoreError::Unavailable`].
+    /// Connects to `url`: `redis://…` for one server, `redis+cluster://
+    /// host:port,…` for a Redis Cluster. The connection reconnects by itself
+    /// after Redis restarts (or a cluster fails over); requests in the
+    /// meantime fail as [`StoreError::Unavailable`].
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         assert!(
             !prefix.contains(['{', '}']),
             "the key prefix must not contain hash-tag braces"
         );
-        let client = redis::Client::open(url).map_err(|e| StoreError::Failed(Box::new(e)))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(redis_error)?;
+        let connected = connection::connect(url).await?;
+        // On a cluster (Redis 7 or later) the `#!lua` header makes Redis
+        // refuse any key outside the slot of the declared ones, even one
+        // the node happens to serve too: a layout mistake fails in every
+        // test, not only on clusters whose slots fall apart. One server
+        // (6.2 or later) runs them without it.
+        let header = match connected.connection {
+            Connection::Cluster(_) => "#!lua\n",
+            Connection::Server(_) => "",
+        };
+        let with_flags = |body: &str| Script::new(&format!("{header}{body}"));
+        let scheduling = |body: &str| with_flags(&format!("{SCHEDULE_FUNCTIONS}{body}"));
         let scripts = Scripts {
-            create_endpoint: Script::new(CREATE_ENDPOINT),
-            update_endpoint: Script::new(UPDATE_ENDPOINT),
-            delete_endpoint: Script::new(DELETE_ENDPOINT),
-            add_api_key: Script::new(ADD_API_KEY),
-            revoke_api_keys: Script::new(REVOKE_API_KEYS),
-            add_portal_link: Script::new(ADD_PORTAL_LINK),
-            replace_field: Script::new(REPLACE_FIELD),
-            accept_events: Script::new(&format!("{SCHEDULE_FUNCTIONS}{ACCEPT_EVENTS}")),
-            claim_due: Script::new(&format!("{SCHEDULE_FUNCTIONS}{CLAIM_DUE}")),
-            record_attempts: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RECORD_ATTEMPTS}")),
-            release: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RELEASE}")),
-            retry_dead: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RETRY_DEAD}")),
-            sweep: Script::new(SWEEP),
-            rotate_secret: Script::new(ROTATE_SECRET),
-            recover: Script::new(&format!("{SCHEDULE_FUNCTIONS}{RECOVER}")),
-            create_test_delivery: Script::new(&format!(
-                "{SCHEDULE_FUNCTIONS}{CREATE_TEST_DELIVERY}"
-            )),
+            create_endpoint: with_flags(CREATE_ENDPOINT),
+            update_endpoint: with_flags(UPDATE_ENDPOINT),
+            delete_endpoint: with_flags(DELETE_ENDPOINT),
+            add_api_key: with_flags(ADD_API_KEY),
+            revoke_api_keys: with_flags(REVOKE_API_KEYS),
+            add_portal_link: with_flags(ADD_PORTAL_LINK),
+            replace_field: with_flags(REPLACE_FIELD),
+            accept_events: scheduling(ACCEPT_EVENTS),
+            claim_due: scheduling(CLAIM_DUE),
+            record_attempts: scheduling(RECORD_ATTEMPTS),
+            release: scheduling(RELEASE),
+            retry_dead: scheduling(RETRY_DEAD),
+            sweep: with_flags(SWEEP),
+            rotate_secret: with_flags(ROTATE_SECRET),
+            recover: scheduling(RECOVER),
+            create_test_delivery: scheduling(CREATE_TEST_DELIVERY),
         };
         Ok(RedisStore {
-            connection,
-            client,
+            connection: connected.connection,
+            subscribers: Arc::new(connected.subscribers),
+            partition_prefixes: Arc::new(
+                connected
+                    .partition_tags
+                    .iter()
+                    .map(|tag| format!("{prefix}{{{tag}}}:"))
+                    .collect(),
+            ),
             prefix: prefix.to_owned(),
             retention: Retention::default(),
             auto_disable_after: Duration::ZERO,
@@ -253,8 +254,27 @@ impl RedisStore {
         format!("{}endpoint-changes", self.prefix)
     }
 
-    fn connection(&self) -> ConnectionManager {
+    fn connection(&self) -> Connection {
         self.connection.clone()
+    }
+
+    fn partitions(&self) -> usize {
+        self.partition_prefixes.len()
+    }
+
+    /// Indexes of `usernames`, grouped by their users' partition.
+    fn group_by_partition<'a>(
+        &self,
+        usernames: impl Iterator<Item = &'a String>,
+    ) -> BTreeMap<usize, Vec<usize>> {
+        let mut groups = BTreeMap::<usize, Vec<usize>>::new();
+        for (i, username) in usernames.enumerate() {
+            groups
+                .entry(partition_of(username, self.partitions()))
+                .or_default()
+                .push(i);
+        }
+        groups
     }
 
     fn users_key(&self) -> String {
@@ -279,40 +299,45 @@ impl RedisStore {
 
     /// `<prefix>{p:<n>}:`, the start of every key in a user's partition.
     fn partition_prefix(&self, username: &str) -> String {
-        self.prefix_of_partition(partition_of(username))
+        self.prefix_of_partition(partition_of(username, self.partitions()))
     }
 
-    fn prefix_of_partition(&self, partition: u32) -> String {
-        format!("{}{{p:{partition}}}:", self.prefix)
+    fn prefix_of_partition(&self, partition: usize) -> String {
+        self.partition_prefixes[partition].clone()
     }
 
-    /// One round trip: loads `script` (a no-op when it is cached, and it
-    /// survives a Redis restart this way), then runs it once per partition
-    /// of `groups`, atomically, with KEYS due and ready and the partition
-    /// prefix as ARGV[1]; `add_args` adds the rest for the partition and its
-    /// members. Answers in the order of `groups`.
+    /// Runs `script` once per partition of `groups`, atomically, with KEYS
+    /// due and ready and the partition prefix as ARGV[1]; `add_args` adds
+    /// the rest for the partition and its members. The invocations go out
+    /// together (one request per partition: on a cluster each goes to its
+    /// own primary); a script Redis does not have yet is loaded on the way.
+    /// Answers in the order of `groups`.
     async fn per_partition<T: redis::FromRedisValue>(
         &self,
         script: &Script,
-        groups: &BTreeMap<u32, Vec<usize>>,
-        mut add_args: impl FnMut(&mut redis::ScriptInvocation<'_>, u32, &[usize]),
+        groups: &BTreeMap<usize, Vec<usize>>,
+        mut add_args: impl FnMut(&mut redis::ScriptInvocation<'_>, usize, &[usize]),
     ) -> Result<Vec<T>, StoreError> {
-        let mut pipeline = redis::pipe();
-        pipeline.load_script(script).ignore();
-        for (partition, members) in groups {
-            let partition_prefix = self.prefix_of_partition(*partition);
-            let mut invocation = script.prepare_invoke();
-            invocation
-                .key(format!("{partition_prefix}due"))
-                .key(format!("{partition_prefix}ready"))
-                .arg(&partition_prefix);
-            add_args(&mut invocation, *partition, members);
-            pipeline.invoke_script(&invocation);
-        }
-        pipeline
-            .query_async(&mut self.connection())
-            .await
-            .map_err(redis_error)
+        let invocations: Vec<redis::ScriptInvocation<'_>> = groups
+            .iter()
+            .map(|(partition, members)| {
+                let partition_prefix = self.prefix_of_partition(*partition);
+                let mut invocation = script.prepare_invoke();
+                invocation
+                    .key(format!("{partition_prefix}due"))
+                    .key(format!("{partition_prefix}ready"))
+                    .arg(&partition_prefix);
+                add_args(&mut invocation, *partition, members);
+                invocation
+            })
+            .collect();
+        try_join_all(
+            invocations
+                .iter()
+                .map(|invocation| async { invocation.invoke_async(&mut self.connection()).await }),
+        )
+        .await
+        .map_err(redis_error)
     }
 
     /// Accepts `events`, leasing fresh deliveries as `claim` allows (a
@@ -339,7 +364,7 @@ impl RedisStore {
                 id
             })
             .collect();
-        let by_partition = group_by_partition(events.iter().map(|event| &event.username));
+        let by_partition = self.group_by_partition(events.iter().map(|event| &event.username));
         let lease_base = ids::new_lease_token();
         let room: Vec<(&String, &usize)> = claim.room.iter().collect();
         // The claim limit is shared out in proportion to each partition's

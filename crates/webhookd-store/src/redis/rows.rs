@@ -41,8 +41,22 @@ pub(super) fn acceptance_from_answer(
 
 /// Connection trouble is "unavailable" (the API answers 503 and recovers);
 /// anything else is a failure.
+/// Unavailable: Redis is away or a cluster is moving (a failover, a slot
+/// on the move, a promoted replica not yet known) — retry later, `/readyz`
+/// says 503. Anything else is a failure of the request itself.
 pub(super) fn redis_error(error: redis::RedisError) -> StoreError {
-    if error.is_io_error()
+    use redis::{ErrorKind, ServerErrorKind};
+    let cluster_moving = error.is_cluster_error()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+                    | ServerErrorKind::BusyLoading
+            ) | ErrorKind::ClusterConnectionNotFound
+        );
+    if cluster_moving
+        || error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
+use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use super::rows::{claim_from_row, delivery_from_fields, endpoint_from_fields, redis_error};
-use super::{PARTITIONS, RedisStore, SWEEP_BUDGET, SWEEP_SLICE, changes, group_by_partition};
+use super::{RedisStore, SWEEP_BUDGET, SWEEP_SLICE, changes};
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
     DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
@@ -353,27 +354,28 @@ impl Store for RedisStore {
 
     async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
         let mut connection = self.connection();
-        // One round trip finds the partitions with a ready endpoint, so an
-        // idle store costs one call, not one per partition.
-        let first = self.next_partition.fetch_add(1, Ordering::Relaxed);
-        let partitions: Vec<u32> = (0..PARTITIONS)
-            .map(|offset| (first + offset) % PARTITIONS)
+        // One round of requests, sent together, finds the partitions with a
+        // ready endpoint, so an idle store costs one wait, not one per
+        // partition.
+        let partitions = self.partitions();
+        let first = self.next_partition.fetch_add(1, Ordering::Relaxed) as usize;
+        let partitions: Vec<usize> = (0..partitions)
+            .map(|offset| (first + offset) % partitions)
             .collect();
-        let mut probe = redis::pipe();
-        for partition in &partitions {
+        let ready: Vec<Vec<String>> = try_join_all(partitions.iter().map(|partition| {
+            let mut connection = self.connection();
+            let mut probe = redis::cmd("ZRANGEBYSCORE");
             probe
-                .cmd("ZRANGEBYSCORE")
                 .arg(format!("{}ready", self.prefix_of_partition(*partition)))
                 .arg("-inf")
                 .arg(request.now_ms)
                 .arg("LIMIT")
                 .arg(0)
                 .arg(1);
-        }
-        let ready: Vec<Vec<String>> = probe
-            .query_async(&mut connection)
-            .await
-            .map_err(redis_error)?;
+            async move { probe.query_async(&mut connection).await }
+        }))
+        .await
+        .map_err(redis_error)?;
         let lease_base = ids::new_lease_token();
         let room: Vec<(&String, &usize)> = request.room.iter().collect();
         let mut claims = Vec::new();
@@ -424,7 +426,7 @@ impl Store for RedisStore {
         if finished.is_empty() {
             return Ok(Vec::new());
         }
-        let by_partition = group_by_partition(
+        let by_partition = self.group_by_partition(
             finished
                 .iter()
                 .map(|attempt| &attempt.claim.delivery.username),
@@ -619,24 +621,25 @@ impl Store for RedisStore {
     }
 
     async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {
-        let mut pipeline = redis::pipe();
-        for partition in 0..PARTITIONS {
-            let prefix = self.prefix_of_partition(partition);
-            pipeline
-                .zcount(format!("{prefix}due"), "-inf", now_ms)
-                .zcount(format!("{prefix}due"), format!("({now_ms}"), "+inf")
-                .get(format!("{prefix}dead"));
-        }
-        let counts: Vec<Option<i64>> = pipeline
-            .query_async(&mut self.connection())
+        let counts: Vec<(i64, i64, Option<i64>)> =
+            try_join_all((0..self.partitions()).map(|partition| {
+                let prefix = self.prefix_of_partition(partition);
+                let mut connection = self.connection();
+                let mut pipeline = redis::pipe();
+                pipeline
+                    .zcount(format!("{prefix}due"), "-inf", now_ms)
+                    .zcount(format!("{prefix}due"), format!("({now_ms}"), "+inf")
+                    .get(format!("{prefix}dead"));
+                async move { pipeline.query_async(&mut connection).await }
+            }))
             .await
             .map_err(redis_error)?;
         let mut stats = DeliveryStats::default();
-        for triple in counts.chunks(3) {
-            let value = |i: usize| u64::try_from(triple[i].unwrap_or_default()).unwrap_or_default();
-            stats.due += value(0);
-            stats.scheduled += value(1);
-            stats.dead += value(2);
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        for (due, scheduled, dead) in counts {
+            stats.due += count(due);
+            stats.scheduled += count(scheduled);
+            stats.dead += count(dead.unwrap_or_default());
         }
         Ok(stats)
     }
@@ -646,7 +649,7 @@ impl Store for RedisStore {
         // the whole pipeline before serving anyone else). De-duplication
         // keys carry a TTL; Redis expires them itself.
         let mut report = SweepReport::default();
-        for partition in 0..PARTITIONS {
+        for partition in 0..self.partitions() {
             let partition_prefix = self.prefix_of_partition(partition);
             let started = std::time::Instant::now();
             loop {
@@ -680,7 +683,7 @@ impl Store for RedisStore {
 
     async fn follow_endpoint_changes(&self, shutdown: CancellationToken) {
         changes::follow(
-            &self.client,
+            &self.subscribers,
             &self.changes_channel(),
             &self.changes,
             &shutdown,

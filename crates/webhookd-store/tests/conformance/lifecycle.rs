@@ -542,12 +542,29 @@ async fn redis_listing_skips_deliveries_that_vanished() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_another_process_hears_of_endpoint_changes() {
-    let Some(url) = require(Service::Redis) else {
+    if let Some(url) = require(Service::Redis) {
+        another_process_hears_of_endpoint_changes(&url, &url).await;
+    }
+}
+
+/// On a cluster the change is published on the endpoint's primary; a
+/// process subscribed through another node hears it all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_another_process_hears_of_endpoint_changes() {
+    let Some(url) = require(Service::RedisCluster) else {
         return;
     };
+    let (scheme, nodes) = url.split_once("://").unwrap();
+    let mut reversed: Vec<&str> = nodes.split(',').collect();
+    reversed.reverse();
+    let elsewhere = format!("{scheme}://{}", reversed.join(","));
+    another_process_hears_of_endpoint_changes(&url, &elsewhere).await;
+}
+
+async fn another_process_hears_of_endpoint_changes(here: &str, there: &str) {
     let prefix = unique_prefix("fence");
-    let here = RedisStore::connect(&url, &prefix).await.unwrap();
-    let there = Arc::new(RedisStore::connect(&url, &prefix).await.unwrap());
+    let here = RedisStore::connect(here, &prefix).await.unwrap();
+    let there = Arc::new(RedisStore::connect(there, &prefix).await.unwrap());
     let target = endpoint("far", 1);
     create(&here, &target).await;
     let shutdown = tokio_util::sync::CancellationToken::new();

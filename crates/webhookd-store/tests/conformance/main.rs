@@ -1,6 +1,6 @@
 //! One conformance suite, run against every store: each test below is a
-//! sentence of the store contract, generated once for SQLite and once for
-//! Redis (with a prefix of its own, so runs never see each other's keys).
+//! sentence of the store contract, generated for SQLite, Redis and Redis
+//! Cluster (with a prefix of its own, so runs never see each other's keys).
 
 // In tests a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
@@ -17,7 +17,8 @@ use webhookd_store::{
 };
 use webhookd_testkit::{Service, require, unique_prefix};
 
-/// Generates `sqlite::<test>` and `redis::<test>` for every listed test.
+/// Generates `sqlite::<test>`, `redis::<test>` and `cluster::<test>` for
+/// every listed test.
 macro_rules! conformance {
     ($($test:ident),+ $(,)?) => {
         mod sqlite {
@@ -38,7 +39,16 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $test() {
-                    let Some(store) = super::redis_store(stringify!($test)).await else { return };
+                    let Some(store) = super::redis_store(webhookd_testkit::Service::Redis, stringify!($test)).await else { return };
+                    super::$test(std::sync::Arc::new(store)).await;
+                }
+            )+
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    let Some(store) = super::redis_store(webhookd_testkit::Service::RedisCluster, stringify!($test)).await else { return };
                     super::$test(std::sync::Arc::new(store)).await;
                 }
             )+
@@ -86,6 +96,7 @@ conformance!(
 );
 
 mod lifecycle;
+mod single_slot;
 mod users;
 use lifecycle::*;
 use users::*;
@@ -94,8 +105,8 @@ use users::*;
 /// choose their attempts' times, so an hour costs nothing).
 const AUTO_DISABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
-async fn redis_store(test: &str) -> Option<RedisStore> {
-    let url = require(Service::Redis)?;
+async fn redis_store(service: Service, test: &str) -> Option<RedisStore> {
+    let url = require(service)?;
     Some(
         RedisStore::connect(&url, &unique_prefix(test))
             .await
