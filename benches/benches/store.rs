@@ -130,6 +130,7 @@ fn claim_everything(runtime: &Runtime, store: &dyn Store) -> Vec<Claim> {
         limit: BATCH,
         per_endpoint: BATCH,
         room: std::collections::HashMap::new(),
+        endpoint_limit: 0,
     };
     runtime
         .block_on(store.claim_due(&request))

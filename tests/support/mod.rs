@@ -24,7 +24,7 @@ pub fn webhookd(store: &str) -> Command {
     command
         .env("WEBHOOKD_STORE", store)
         .env("WEBHOOKD_LISTEN", "127.0.0.1:0");
-    if store.starts_with("redis://") {
+    if store.starts_with("redis") {
         command.env("WEBHOOKD_REDIS_PREFIX", redis_prefix());
     }
     command

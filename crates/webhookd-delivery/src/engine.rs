@@ -385,6 +385,9 @@ impl Dispatcher {
             limit,
             per_endpoint: Health::Unknown.room(per_endpoint),
             room,
+            // The lanes hold `per_endpoint` sending in this process; the
+            // store holds it across every process sharing it (SPEC §10).
+            endpoint_limit: per_endpoint,
         }
     }
 

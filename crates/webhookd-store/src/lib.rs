@@ -191,6 +191,11 @@ pub struct ClaimRequest {
     pub per_endpoint: usize,
     /// Most claims for these endpoints (0: none).
     pub room: HashMap<String, usize>,
+    /// Most leases an endpoint may have at once across every process
+    /// sharing the store (SPEC §10; 0: no such limit). The Redis store
+    /// counts them; SQLite serves one process, whose lanes already hold
+    /// the limit.
+    pub endpoint_limit: usize,
 }
 
 /// An attempt to record: the claim it was made on, its log entry (whose

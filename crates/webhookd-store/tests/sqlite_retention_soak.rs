@@ -99,6 +99,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
             limit: BATCH,
             per_endpoint: BATCH,
             room: HashMap::new(),
+            endpoint_limit: 0,
         };
         let (_, claims) = store.accept_and_claim(&events, now, &lease).await.unwrap();
         assert_eq!(claims.len(), BATCH);

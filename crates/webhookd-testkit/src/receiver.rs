@@ -38,6 +38,9 @@ struct Inner {
     received: Vec<Received>,
     script: VecDeque<Answer>,
     default: Answer,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: usize,
+    most_in_flight: usize,
 }
 
 /// A running receiver.
@@ -59,6 +62,8 @@ impl Receiver {
             received: Vec::new(),
             script: script.into(),
             default,
+            in_flight: 0,
+            most_in_flight: 0,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -90,6 +95,11 @@ impl Receiver {
         self.lock().received.len()
     }
 
+    /// The most requests this receiver was answering at one moment.
+    pub fn most_in_flight(&self) -> usize {
+        self.lock().most_in_flight
+    }
+
     /// Waits until at least `n` requests arrived, or `within` passed.
     pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
         let deadline = Instant::now() + within;
@@ -105,6 +115,7 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _answering = Answering::begin(&inner);
     let answer = {
         let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.received.push(Received {
@@ -133,6 +144,28 @@ async fn receive(
             tokio::time::sleep(delay).await;
             StatusCode::OK.into_response()
         }
+    }
+}
+
+/// Counts a request in flight until it is answered or its connection
+/// drops (which drops the handler).
+struct Answering(Arc<Mutex<Inner>>);
+
+impl Answering {
+    fn begin(inner: &Arc<Mutex<Inner>>) -> Answering {
+        let mut locked = inner.lock().unwrap_or_else(PoisonError::into_inner);
+        locked.in_flight += 1;
+        locked.most_in_flight = locked.most_in_flight.max(locked.in_flight);
+        Answering(Arc::clone(inner))
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .in_flight -= 1;
     }
 }
 

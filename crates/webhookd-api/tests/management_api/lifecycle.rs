@@ -51,6 +51,7 @@ pub(crate) async fn a_test_event_goes_to_one_endpoint_whatever_its_status(api: A
             limit: 10,
             per_endpoint: 10,
             room: std::collections::HashMap::new(),
+            endpoint_limit: 0,
         })
         .await
         .unwrap();
@@ -226,6 +227,7 @@ async fn make_dead(api: &Api, thousands: usize, since: i64) {
                 limit: 1000,
                 per_endpoint: 1000,
                 room: std::collections::HashMap::new(),
+                endpoint_limit: 0,
             })
             .await
             .unwrap();

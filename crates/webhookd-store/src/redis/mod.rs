@@ -22,6 +22,7 @@
 //! | `<p>:dlv:<id>` | hash | one delivery, with its attempt log as fields `attempt:<n>` |
 //! | `<p>:due` | sorted set | pending delivery ids by due time (ms) |
 //! | `<u>:ep:<id>:due` | sorted set | the endpoint's pending delivery ids by due time |
+//! | `<u>:ep:<id>:leased` | sorted set | the endpoint's leased delivery ids by lease end: its lease count across processes (SPEC §10) |
 //! | `<p>:ready` | sorted set | the `…:due` keys of endpoints with pending deliveries, by their earliest due time |
 //! | `<p>:dead` | counter | dead deliveries kept in the partition |
 //! | `<p>:expiry` | sorted set | delivered and dead delivery ids by removal time (ms), SPEC §4 retention |
@@ -381,6 +382,7 @@ impl RedisStore {
                         .arg(format!("{lease_base}:{partition}"))
                         .arg(claim.limit * members.len() / events.len())
                         .arg(claim.per_endpoint)
+                        .arg(claim.endpoint_limit)
                         .arg(room.len());
                     for (endpoint_id, room) in &room {
                         invocation.arg(endpoint_id.as_str()).arg(**room);
@@ -478,6 +480,12 @@ impl RedisStore {
     /// The endpoint's pending deliveries by due time.
     fn endpoint_due_key(&self, username: &str, endpoint_id: &str) -> String {
         format!("{}ep:{endpoint_id}:due", self.user_prefix(username))
+    }
+
+    /// The endpoint's leased delivery ids by lease end (its cluster-wide
+    /// lease count).
+    fn leases_key(&self, username: &str, endpoint_id: &str) -> String {
+        format!("{}ep:{endpoint_id}:leased", self.user_prefix(username))
     }
 
     /// The partition's endpoints with pending deliveries, by earliest due.

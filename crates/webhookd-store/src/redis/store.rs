@@ -225,6 +225,7 @@ impl Store for RedisStore {
             .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Delivered))
             .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Failed))
             .key(format!("{}trash", self.partition_prefix(username)))
+            .key(self.leases_key(username, endpoint_id))
             .arg(endpoint_id)
             .arg(format!(
                 "{}trash:{}:",
@@ -398,7 +399,8 @@ impl Store for RedisStore {
                 .arg(&partition_prefix)
                 .arg(request.park_until_ms)
                 .arg(format!("{lease_base}:{partition}"))
-                .arg(request.per_endpoint);
+                .arg(request.per_endpoint)
+                .arg(request.endpoint_limit);
             for (endpoint_id, room) in &room {
                 invocation.arg(endpoint_id.as_str()).arg(**room);
             }
@@ -498,6 +500,7 @@ impl Store for RedisStore {
             .key(self.due_key(&claim.delivery.username))
             .key(self.endpoint_due_key(&claim.delivery.username, &claim.delivery.endpoint_id))
             .key(self.ready_key(&claim.delivery.username))
+            .key(self.leases_key(&claim.delivery.username, &claim.delivery.endpoint_id))
             .arg(&claim.lease)
             .arg(due_ms)
             .arg(&claim.delivery.delivery_id)

@@ -713,3 +713,106 @@ pub(crate) async fn recover_takes_the_dead_of_a_window_in_bounded_steps(store: A
     assert_eq!(claims.len(), 4, "and the pending one, once");
     assert_eq!(store.delivery_stats(later).await.unwrap().dead, 2);
 }
+
+/// SPEC §10: an endpoint's leases are counted in the store, so several
+/// processes together never hold more than the limit — through claims and
+/// the fast path alike — and a lease frees its place when recorded, handed
+/// back, or at its end (a crashed worker's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_endpoint_leases_hold_across_processes() {
+    if let Some(url) = require(Service::Redis) {
+        endpoint_leases_hold_across_processes(&url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_endpoint_leases_hold_across_processes() {
+    if let Some(url) = require(Service::RedisCluster) {
+        endpoint_leases_hold_across_processes(&url).await;
+    }
+}
+
+async fn endpoint_leases_hold_across_processes(url: &str) {
+    const LIMIT: usize = 3;
+    let prefix = unique_prefix("leases");
+    let one = RedisStore::connect(url, &prefix).await.unwrap();
+    let two = RedisStore::connect(url, &prefix).await.unwrap();
+    let target = endpoint("busy", 1);
+    let quiet = endpoint("calm", 1);
+    create(&one, &target).await;
+    create(&one, &quiet).await;
+    accept_many(&one, "busy", 20).await;
+    accept_many(&one, "calm", 2).await;
+    let request = |now_ms| ClaimRequest {
+        endpoint_limit: LIMIT,
+        ..claim_request(now_ms, 50)
+    };
+    let of_target = |claims: &[Claim]| {
+        claims
+            .iter()
+            .filter(|c| c.delivery.endpoint_id == target.endpoint_id)
+            .count()
+    };
+
+    let first = one.claim_due(&request(NOW_MS)).await.unwrap();
+    assert_eq!(of_target(&first), LIMIT);
+    // The other process gets none of the full endpoint, and the full one
+    // hides nobody else's.
+    let second = two.claim_due(&request(NOW_MS)).await.unwrap();
+    assert_eq!(of_target(&second), 0);
+    assert_eq!(second.len() + first.len() - LIMIT, 2, "calm's two");
+
+    // The fast path counts too: a fresh event leases nothing for it.
+    let (_, fast) = two
+        .accept_and_claim(
+            &[event("busy", "evt_fast", EventType::GeneratedVideoSuccess)],
+            NOW_MS,
+            &request(NOW_MS),
+        )
+        .await
+        .unwrap();
+    assert!(fast.is_empty(), "{fast:?}");
+
+    // Recording one frees one place, at once (not at the lease's end).
+    let held: Vec<&Claim> = first
+        .iter()
+        .filter(|c| c.delivery.endpoint_id == target.endpoint_id)
+        .collect();
+    assert!(
+        one.record_attempt(
+            held[0],
+            &attempt(1, Some(200), "ok"),
+            AttemptResult::Delivered
+        )
+        .await
+        .unwrap()
+    );
+    let third = two.claim_due(&request(NOW_MS + 1)).await.unwrap();
+    assert_eq!(of_target(&third), 1);
+    // Handing one back frees one too.
+    assert!(one.release(held[1], NOW_MS).await.unwrap());
+    let (_, fast) = two
+        .accept_and_claim(
+            &[event(
+                "busy",
+                "evt_fast_2",
+                EventType::GeneratedVideoSuccess,
+            )],
+            NOW_MS + 2,
+            &request(NOW_MS + 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fast.len(), 1, "the fast path takes the freed place");
+    assert!(
+        two.claim_due(&request(NOW_MS + 3))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A crashed process's leases end by themselves.
+    let later = NOW_MS + 3 + LEASE_MS;
+    let after_crash = two.claim_due(&request(later)).await.unwrap();
+    assert_eq!(of_target(&after_crash), LIMIT);
+}

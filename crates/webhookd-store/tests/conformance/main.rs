@@ -658,6 +658,7 @@ fn claim_request(now_ms: i64, limit: usize) -> ClaimRequest {
         limit,
         per_endpoint: limit,
         room: HashMap::new(),
+        endpoint_limit: 0,
     }
 }
 

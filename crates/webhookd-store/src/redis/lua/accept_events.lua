@@ -5,16 +5,20 @@
 -- that got a delivery}, {per lease: delivery id, url, secret, lease}. The
 -- i-th delivery of an event has the event's id base followed by i as two
 -- hex digits.
+-- Leases also count against the endpoint's cluster-wide limit, as in
+-- CLAIM_DUE.
 -- KEYS: due, ready. ARGV: partition prefix, dedup ms, now ms, lease until,
--- lease token base, limit, room of other endpoints, number of (endpoint id,
--- room) pairs, the pairs, then per event 7 values: user prefix, username,
--- event id, event type, quoted event type, body, delivery id base.
+-- lease token base, limit, room of other endpoints, leases per endpoint
+-- across every process (0: no limit), number of (endpoint id, room) pairs,
+-- the pairs, then per event 7 values: user prefix, username, event id,
+-- event type, quoted event type, body, delivery id base.
 local partition, dedup, now, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local limit, per_endpoint, listed = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local room_of = {}
-for i = 9, 8 + 2 * listed, 2 do room_of[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local limit, per_endpoint = tonumber(ARGV[6]), tonumber(ARGV[7])
+local endpoint_limit, listed = tonumber(ARGV[8]), tonumber(ARGV[9])
+local room_of, free_of = {}, {}
+for i = 10, 9 + 2 * listed, 2 do room_of[ARGV[i]] = tonumber(ARGV[i + 1]) end
 local results, leased = {}, {}
-for e = 9 + 2 * listed, #ARGV, 7 do
+for e = 10 + 2 * listed, #ARGV, 7 do
   local user, username, event_id, event_type, quoted, body, base =
     ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
   if not redis.call('SET', user .. 'seen:' .. event_id, '1', 'NX', 'PX', dedup) then
@@ -31,8 +35,17 @@ for e = 9 + 2 * listed, #ARGV, 7 do
           'event_type', event_type, 'body', body, 'status', 'pending', 'attempts', 0,
           'created_at', now}
         local room = room_of[id] or per_endpoint
+        local leases = user .. 'ep:' .. id .. ':leased'
+        if #leased < limit and room > 0 and endpoint_limit > 0 then
+          free_of[id] = free_of[id] or free_leases(leases, endpoint_limit, tonumber(now))
+          room = math.min(room, free_of[id])
+        end
         if #leased < limit and room > 0 then
           room_of[id] = room - 1
+          if endpoint_limit > 0 then
+            free_of[id] = free_of[id] - 1
+            redis.call('ZADD', leases, lease_until, delivery)
+          end
           local lease = lease_base .. ':' .. (#leased + 1)
           due_at = lease_until
           fields[#fields + 1] = 'lease'

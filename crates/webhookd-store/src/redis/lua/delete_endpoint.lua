@@ -4,10 +4,10 @@
 -- bounded steps, deleting the deliveries they list. Tells the other
 -- webhookd processes, whose queued claims may be for it.
 -- KEYS: endpoints, endpoint hash, ready, endpoint due, pending index,
--- delivered index, failed index, trash list. ARGV: endpoint id, trash base,
+-- delivered index, failed index, trash list, leases. ARGV: endpoint id, trash base,
 -- dead counter key, change channel.
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[9])
 redis.call('ZREM', KEYS[3], KEYS[4])
 -- Its dead deliveries stop counting now, not when they are swept.
 redis.call('DECRBY', ARGV[3], redis.call('ZCARD', KEYS[7]))

@@ -70,6 +70,11 @@ for a = 4, #ARGV, 9 do
         redis.call('ZADD', expiry, at, id)
       end
       answer = keep_streak(endpoint, endpoint_id, result, started)
+      -- Its lease no longer counts against the endpoint's limit; the
+      -- endpoint may have been set aside as full (CLAIM_DUE): show it again.
+      if redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':leased', id) == 1 then
+        refresh_ready(KEYS[2], endpoint_due)
+      end
     end
     results[#results + 1] = answer
   end

@@ -22,3 +22,13 @@ local function unschedule(due, endpoint_due, id)
   redis.call('ZREM', due, id)
   redis.call('ZREM', endpoint_due, id)
 end
+-- The room left under an endpoint's cluster-wide limit of leases (SPEC
+-- §10: `endpoint_concurrency` across every process). `leased` holds the
+-- endpoint's leased delivery ids scored by their lease's end: a lease
+-- leaves it when its attempt is recorded or handed back, or by itself at
+-- its end (a crashed worker's). A limit of 0 is none.
+local function free_leases(leased, endpoint_limit, now)
+  if endpoint_limit <= 0 then return math.huge end
+  redis.call('ZREMRANGEBYSCORE', leased, '-inf', now)
+  return endpoint_limit - redis.call('ZCARD', leased)
+end
