@@ -157,6 +157,15 @@ struct Scripts {
 // Two hex digits number the deliveries of one event.
 const _: () = assert!(MAX_ENDPOINTS_PER_USER <= 256);
 
+/// The start of the delivery ids of one event: its deliveries share all but
+/// the last two hex digits (a user has at most 256 endpoints, asserted
+/// above), so ids stay time-ordered and one fresh id serves every endpoint.
+fn delivery_id_base() -> String {
+    let mut id = ids::new_delivery_id();
+    id.truncate(id.len() - 2);
+    id
+}
+
 /// The partition of a user of `partitions`: FNV-1a of the name, fixed
 /// forever (the partition count is part of the key layout: changing it on
 /// a deployment with data would strand that data).
@@ -353,18 +362,7 @@ impl RedisStore {
             return Ok((Vec::new(), Vec::new()));
         }
         let bodies: Vec<String> = events.iter().map(Event::body).collect();
-        // The deliveries of one event share all but the last two hex digits
-        // of their ids (a user has at most 256 endpoints, asserted at
-        // `group_by_partition`), so ids stay time-ordered and one fresh id
-        // serves every endpoint.
-        let id_bases: Vec<String> = events
-            .iter()
-            .map(|_| {
-                let mut id = ids::new_delivery_id();
-                id.truncate(id.len() - 2);
-                id
-            })
-            .collect();
+        let id_bases: Vec<String> = events.iter().map(|_| delivery_id_base()).collect();
         let by_partition = self.group_by_partition(events.iter().map(|event| &event.username));
         let lease_base = ids::new_lease_token();
         let room: Vec<(&String, &usize)> = claim.room.iter().collect();
