@@ -50,6 +50,12 @@ pub struct Config {
     /// acknowledged; also the most webhookd writes to the store in one batch.
     /// Default `300` (RabbitMQ recommends 100-300 and up).
     pub amqp_prefetch: u16,
+    /// `amqp_heartbeat`: the AMQP heartbeat webhookd asks RabbitMQ for, in
+    /// whole seconds (1s..300s). A broker link that goes silent — frozen,
+    /// no RST — is noticed after about two missed heartbeats, and `/readyz`
+    /// turns 503. Default `10s` (lapin's negotiated default was 60 s, which
+    /// left a frozen link unnoticed for over two minutes).
+    pub amqp_heartbeat: Duration,
     /// `ingest_token`: bearer token for `POST /internal/events`. Unset: one
     /// is generated at first start, kept in the store and logged once.
     pub ingest_token: Option<String>,
@@ -129,6 +135,7 @@ impl Default for Config {
             amqp_queue: "webhook.events".into(),
             amqp_queue_type: QueueType::Classic,
             amqp_prefetch: 300,
+            amqp_heartbeat: Duration::from_secs(10),
             ingest_token: None,
             admin_token: None,
             portal_frame_ancestors: "'self'".into(),
@@ -163,6 +170,7 @@ impl fmt::Debug for Config {
             .field("amqp_queue", &self.amqp_queue)
             .field("amqp_queue_type", &self.amqp_queue_type)
             .field("amqp_prefetch", &self.amqp_prefetch)
+            .field("amqp_heartbeat", &format_duration(self.amqp_heartbeat))
             .field("ingest_token", &self.ingest_token.as_ref().map(|_| "<set>"))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("portal_frame_ancestors", &self.portal_frame_ancestors)
@@ -467,6 +475,16 @@ impl Config {
                     _ => return Err("must be between 1 and 65535".into()),
                 };
             }
+            "amqp_heartbeat" => {
+                let heartbeat = raw.duration()?;
+                if heartbeat.subsec_nanos() != 0 || !(1..=300).contains(&heartbeat.as_secs()) {
+                    return Err(format!(
+                        "{} is not whole seconds between 1s and 300s (AMQP counts heartbeats in seconds)",
+                        format_duration(heartbeat)
+                    ));
+                }
+                self.amqp_heartbeat = heartbeat;
+            }
             "ingest_token" => {
                 let token = raw.text()?;
                 self.ingest_token = (!token.is_empty()).then_some(token);
@@ -661,6 +679,7 @@ const KEYS: &[&str] = &[
     "amqp_queue",
     "amqp_queue_type",
     "amqp_prefetch",
+    "amqp_heartbeat",
     "ingest_token",
     "admin_token",
     "portal_frame_ancestors",
@@ -852,6 +871,13 @@ mod tests {
             load(None, &explicit).unwrap_err().origin,
             "WEBHOOKD_SHUTDOWN_GRACE"
         );
+        let config = load(None, &[("WEBHOOKD_AMQP_HEARTBEAT", "5s")]).unwrap();
+        assert_eq!(config.amqp_heartbeat, Duration::from_secs(5));
+        assert_eq!(Config::default().amqp_heartbeat, Duration::from_secs(10));
+        for refused in ["0s", "1500ms", "301s"] {
+            let error = load(None, &[("WEBHOOKD_AMQP_HEARTBEAT", refused)]).unwrap_err();
+            assert!(error.message.contains("whole seconds"), "{error}");
+        }
         let config = load(None, &[("WEBHOOKD_AMQP_QUEUE_TYPE", "quorum")]).unwrap();
         assert_eq!(config.amqp_queue_type, QueueType::Quorum);
         let error = load(None, &[("WEBHOOKD_AMQP_QUEUE_TYPE", "stream")]).unwrap_err();

@@ -66,6 +66,9 @@ pub struct AmqpSettings {
     /// Declared for the queue and its `.dead` queue (SPEC §10).
     pub queue_type: QueueType,
     pub prefetch: u16,
+    /// Asked of the broker; a silent link is noticed after about two
+    /// missed heartbeats (whole seconds, at least one).
+    pub heartbeat: Duration,
     /// How the connection shows in the RabbitMQ management UI and
     /// `rabbitmqctl list_connections`.
     pub connection_name: String,
@@ -86,6 +89,8 @@ enum SessionError {
     ConsumerEnded,
     #[error("the broker did not confirm the dead-lettered message")]
     DeadLetterNotConfirmed,
+    #[error("the AMQP URL does not parse: {0}")]
+    Url(String),
 }
 
 /// The supervised consumer.
@@ -154,7 +159,18 @@ impl AmqpConsumer {
     async fn session(&self, shutdown: &CancellationToken) -> Result<(), SessionError> {
         let properties = ConnectionProperties::default()
             .with_connection_name(self.settings.connection_name.clone().into());
-        let connection = Connection::connect(&self.settings.url, properties).await?;
+        let mut uri: lapin::uri::AMQPUri = self.settings.url.parse().map_err(SessionError::Url)?;
+        // Ours, whatever the URL says: the heartbeat, and a connection
+        // timeout of three of them, so a broker that accepts TCP but never
+        // answers (a frozen link) fails the attempt instead of hanging it.
+        let heartbeat = self
+            .settings
+            .heartbeat
+            .as_secs()
+            .clamp(1, u64::from(u16::MAX));
+        uri.query.heartbeat = Some(u16::try_from(heartbeat).unwrap_or(u16::MAX));
+        uri.query.connection_timeout = Some(heartbeat * 3 * 1000);
+        let connection = Connection::connect_uri(uri, properties).await?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

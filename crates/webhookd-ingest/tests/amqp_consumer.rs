@@ -70,6 +70,7 @@ impl Fixture {
             queue,
             queue_type,
             prefetch: 50,
+            heartbeat: std::time::Duration::from_secs(10),
         };
         let readiness = Readiness::default();
         let shutdown = CancellationToken::new();

@@ -70,13 +70,27 @@ pub fn unique_prefix(test: &str) -> String {
     format!("test:{test}:{}:", uuid::Uuid::now_v7().simple())
 }
 
-/// A TCP forwarder in front of a real service that a test can cut and
-/// restore, to show what webhookd does when its store or broker goes away
-/// and comes back — without stopping the shared service itself.
+/// A TCP forwarder in front of a real service that a test can cut, freeze
+/// and restore, to show what webhookd does when its store or broker goes
+/// away or goes silent, and comes back — without touching the shared
+/// service itself.
 #[derive(Debug)]
 pub struct CuttableProxy {
     pub address: SocketAddr,
-    open: tokio::sync::watch::Sender<bool>,
+    link: tokio::sync::watch::Sender<Link>,
+}
+
+/// What the proxy does with the connections through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Forwards.
+    Open,
+    /// Closes every connection and refuses new ones: the peer sees it at once.
+    Cut,
+    /// Keeps every connection open and moves no byte, either way, and
+    /// accepts new connections without answering: a network partition
+    /// (packets dropped, no reset), which only a timeout or heartbeat notices.
+    Frozen,
 }
 
 impl CuttableProxy {
@@ -86,38 +100,78 @@ impl CuttableProxy {
             .await
             .expect("bind proxy");
         let address = listener.local_addr().expect("proxy address");
-        let (open, watch) = tokio::sync::watch::channel(true);
+        let (link, watch) = tokio::sync::watch::channel(Link::Open);
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     return;
                 };
                 let mut watch = watch.clone();
-                if !*watch.borrow() {
-                    continue; // dropped: the client sees a closed connection
-                }
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    // A frozen link holds a new connection unanswered.
+                    if passable(&mut watch).await.is_none() {
+                        return; // cut: the client sees a closed connection
+                    }
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = watch.wait_for(|open| !open) => {}
-                    }
+                    let (from_client, to_client) = inbound.into_split();
+                    let (from_service, to_service) = outbound.into_split();
+                    tokio::join!(
+                        pump(from_client, to_service, watch.clone()),
+                        pump(from_service, to_client, watch),
+                    );
                 });
             }
         });
-        CuttableProxy { address, open }
+        CuttableProxy { address, link }
     }
 
     /// Drops every forwarded connection and refuses new ones.
     pub fn cut(&self) {
-        self.open.send_replace(false);
+        self.link.send_replace(Link::Cut);
     }
 
-    /// Forwards again.
+    /// Goes silent: connections stay open, nothing moves (see [`Link`]).
+    pub fn freeze(&self) {
+        self.link.send_replace(Link::Frozen);
+    }
+
+    /// Forwards again (what a frozen link held moves on).
     pub fn restore(&self) {
-        self.open.send_replace(true);
+        self.link.send_replace(Link::Open);
+    }
+}
+
+/// Waits while the link is frozen: `Some` once open, `None` when cut.
+async fn passable(link: &mut tokio::sync::watch::Receiver<Link>) -> Option<()> {
+    let state = *link.wait_for(|state| *state != Link::Frozen).await.ok()?;
+    (state == Link::Open).then_some(())
+}
+
+/// Copies one direction of a connection while the link is open, holding
+/// still while it is frozen; a cut or either end closing ends it.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut link: tokio::sync::watch::Receiver<Link>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = vec![0_u8; 16 * 1024];
+    loop {
+        if passable(&mut link).await.is_none() {
+            return;
+        }
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            // Frozen or cut while waiting: look again before reading on.
+            _ = link.wait_for(|state| *state != Link::Open) => continue,
+        };
+        let Ok(n @ 1..) = read else { return };
+        // Bytes read as the link froze wait for it to open again.
+        if passable(&mut link).await.is_none() || to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

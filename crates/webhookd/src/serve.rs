@@ -95,6 +95,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             queue: config.amqp_queue.clone(),
             queue_type: config.amqp_queue_type,
             prefetch: config.amqp_prefetch,
+            heartbeat: config.amqp_heartbeat,
             connection_name: format!("webhookd@{listen}"),
         };
         // The same ingest as HTTP's: AMQP events take the fast path too.
