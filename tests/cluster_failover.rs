@@ -1,0 +1,250 @@
+//! SPEC §10 on a real Redis Cluster (the 3 primaries + 3 replicas of
+//! `.ci/redis-cluster`): two webhookd processes share the cluster and one
+//! queue; mid-stream one primary — the one holding the endpoint's data —
+//! and one webhookd process are killed with SIGKILL. The replica takes
+//! over; every event arrives, duplicates are counted and printed, and
+//! nothing is left pending afterwards. The killed node is started again
+//! (it rejoins as a replica), so the cluster is whole for what runs next.
+
+// In tests a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{Server, redis_prefix, webhookd};
+use webhookd_core::{Endpoint, EndpointStatus, EventType, ids};
+use webhookd_store::{RedisStore, Store};
+use webhookd_testkit::receiver::{Answer, Receiver};
+use webhookd_testkit::{Service, require};
+
+const EVENTS: usize = 20_000;
+
+/// A cluster node: its address and the server process behind it.
+struct Node {
+    address: String,
+    pid: u32,
+}
+
+/// The primary whose keys start with `prefix` (all of one user's data is in
+/// one slot, so on one primary).
+async fn primary_holding(cluster_url: &str, prefix: &str) -> Node {
+    let seed = cluster_url
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    let mut seed = redis::Client::open(format!("redis://{seed}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut seed)
+        .await
+        .unwrap();
+    for line in nodes
+        .lines()
+        .filter(|line| line.contains("master") && !line.contains("fail"))
+    {
+        let address = line
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .split('@')
+            .next()
+            .unwrap()
+            .to_owned();
+        let mut node = redis::Client::open(format!("redis://{address}"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let (_, keys): (String, Vec<String>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(100_000)
+            .query_async(&mut node)
+            .await
+            .unwrap();
+        if keys.is_empty() {
+            continue;
+        }
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut node)
+            .await
+            .unwrap();
+        let pid: u32 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        return Node { address, pid };
+    }
+    panic!("no primary holds {prefix}*");
+}
+
+async fn cluster_is_whole(cluster_url: &str) -> bool {
+    let seed = cluster_url
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    let Ok(client) = redis::Client::open(format!("redis://{seed}")) else {
+        return false;
+    };
+    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    let info: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_default();
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_default();
+    info.contains("cluster_state:ok") && !nodes.contains("fail") && nodes.lines().count() == 6
+}
+
+#[test]
+fn a_primary_and_a_process_killed_mid_stream_lose_nothing() {
+    let (Some(amqp_url), Some(cluster_url)) =
+        (require(Service::RabbitMq), require(Service::RedisCluster))
+    else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = runtime.block_on(Receiver::start(Answer::Status(200)));
+    let queue = webhookd_testkit::amqp::unique_queue("failover");
+    let store = runtime
+        .block_on(RedisStore::connect(&cluster_url, &redis_prefix()))
+        .unwrap();
+    runtime.block_on(async {
+        let endpoint = Endpoint {
+            endpoint_id: ids::new_endpoint_id(),
+            url: receiver.url.clone(),
+            secret: ids::new_secret(),
+            status: EndpointStatus::Enabled,
+            events: vec![EventType::GeneratedVideoSuccess],
+            username: "johndoe".into(),
+            created_at: 0,
+            previous_secret: None,
+            failing_since: None,
+            disabled_reason: None,
+        };
+        store.create_endpoint(&endpoint, 20).await.unwrap();
+        webhookd_testkit::amqp::publish(
+            &amqp_url,
+            &queue,
+            (0..EVENTS).map(|i| {
+                format!(r#"{{"event":"generated_video_success","username":"johndoe","event_id":"evt_{i}","data":{{"n":{i}}}}}"#)
+            }),
+        )
+        .await;
+    });
+    let start = || {
+        let mut command = webhookd(&cluster_url);
+        command
+            .env("WEBHOOKD_AMQP_URL", &amqp_url)
+            .env("WEBHOOKD_AMQP_QUEUE", &queue)
+            .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
+        Server::start_with(command)
+    };
+    let mut doomed = start();
+    let _survivor = start();
+    let distinct = || -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for received in receiver.received() {
+            let id = received.headers["x-webhook-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            *counts.entry(id).or_default() += 1;
+        }
+        counts
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while distinct().len() < EVENTS / 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let primary = runtime.block_on(primary_holding(&cluster_url, &redis_prefix()));
+    let at = distinct().len();
+    Command::new("kill")
+        .args(["-9", &primary.pid.to_string()])
+        .status()
+        .unwrap();
+    doomed.child.kill().unwrap();
+    doomed.child.wait().unwrap();
+    println!(
+        "killed primary {} and one webhookd after {at} of {EVENTS} events",
+        primary.address
+    );
+
+    // The killed process's leases end within 50 s; the survivor sends them.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while distinct().len() < EVENTS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let counts = distinct();
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    println!(
+        "{} of {EVENTS} events arrived in {} requests: {duplicates} duplicates",
+        counts.len(),
+        receiver.count()
+    );
+
+    // Relaunch the killed node (its nodes.conf makes it rejoin as a
+    // replica) before asserting, so a failure leaves the cluster whole.
+    let port = primary.address.rsplit(':').next().unwrap();
+    let status = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.ci/redis-cluster"
+    ))
+    .args(["restart", port])
+    .status()
+    .unwrap();
+    assert!(status.success(), "the killed node restarts");
+    let whole_by = Instant::now() + Duration::from_secs(30);
+    while !runtime.block_on(cluster_is_whole(&cluster_url)) && Instant::now() < whole_by {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    assert_eq!(counts.len(), EVENTS, "every event arrives");
+    // Nothing stuck: no delivery left pending once all arrived.
+    let stats = runtime
+        .block_on(store.delivery_stats(i64::MAX / 2))
+        .unwrap();
+    assert_eq!(
+        (stats.due, stats.scheduled, stats.dead),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    assert!(
+        runtime.block_on(cluster_is_whole(&cluster_url)),
+        "the cluster is whole again"
+    );
+    runtime.block_on(webhookd_testkit::amqp::delete_queues(
+        &amqp_url,
+        &[&queue, &format!("{queue}.dead")],
+    ));
+}
