@@ -122,6 +122,41 @@ async fn cluster_is_whole(cluster_url: &str) -> bool {
     info.contains("cluster_state:ok") && !nodes.contains("fail") && nodes.lines().count() == 6
 }
 
+/// The store, johndoe's endpoint at `receiver`, and [`EVENTS`] events in
+/// `queue`.
+async fn prepare(
+    cluster_url: &str,
+    amqp_url: &str,
+    queue: &str,
+    receiver: &Receiver,
+) -> RedisStore {
+    let store = RedisStore::connect(cluster_url, &redis_prefix())
+        .await
+        .unwrap();
+    let endpoint = Endpoint {
+        endpoint_id: ids::new_endpoint_id(),
+        url: receiver.url.clone(),
+        secret: ids::new_secret(),
+        status: EndpointStatus::Enabled,
+        events: vec![EventType::GeneratedVideoSuccess],
+        username: "johndoe".into(),
+        created_at: 0,
+        previous_secret: None,
+        failing_since: None,
+        disabled_reason: None,
+    };
+    store.create_endpoint(&endpoint, 20).await.unwrap();
+    webhookd_testkit::amqp::publish(
+        amqp_url,
+        queue,
+        (0..EVENTS).map(|i| {
+            format!(r#"{{"event":"generated_video_success","username":"johndoe","event_id":"evt_{i}","data":{{"n":{i}}}}}"#)
+        }),
+    )
+    .await;
+    store
+}
+
 #[test]
 fn a_primary_and_a_process_killed_mid_stream_lose_nothing() {
     let (Some(amqp_url), Some(cluster_url)) =
@@ -136,32 +171,7 @@ fn a_primary_and_a_process_killed_mid_stream_lose_nothing() {
         .unwrap();
     let receiver = runtime.block_on(Receiver::start(Answer::Status(200)));
     let queue = webhookd_testkit::amqp::unique_queue("failover");
-    let store = runtime
-        .block_on(RedisStore::connect(&cluster_url, &redis_prefix()))
-        .unwrap();
-    runtime.block_on(async {
-        let endpoint = Endpoint {
-            endpoint_id: ids::new_endpoint_id(),
-            url: receiver.url.clone(),
-            secret: ids::new_secret(),
-            status: EndpointStatus::Enabled,
-            events: vec![EventType::GeneratedVideoSuccess],
-            username: "johndoe".into(),
-            created_at: 0,
-            previous_secret: None,
-            failing_since: None,
-            disabled_reason: None,
-        };
-        store.create_endpoint(&endpoint, 20).await.unwrap();
-        webhookd_testkit::amqp::publish(
-            &amqp_url,
-            &queue,
-            (0..EVENTS).map(|i| {
-                format!(r#"{{"event":"generated_video_success","username":"johndoe","event_id":"evt_{i}","data":{{"n":{i}}}}}"#)
-            }),
-        )
-        .await;
-    });
+    let store = runtime.block_on(prepare(&cluster_url, &amqp_url, &queue, &receiver));
     let start = || {
         let mut command = webhookd(&cluster_url);
         command
