@@ -131,6 +131,7 @@ fn claim_everything(runtime: &Runtime, store: &dyn Store) -> Vec<Claim> {
         per_endpoint: BATCH,
         room: std::collections::HashMap::new(),
         endpoint_limit: 0,
+        slots_held: std::collections::HashMap::new(),
     };
     runtime
         .block_on(store.claim_due(&request))

@@ -26,6 +26,11 @@ pub fn event_message_of(username: &str, n: u64, sent_at_us: u64) -> String {
     )
 }
 
+/// The owner of tenant `n` of a scenario with several.
+pub fn tenant_name(n: u64) -> String {
+    format!("bench-{n}")
+}
+
 /// A queue name no other run uses.
 pub fn unique_queue(scenario: &str) -> String {
     format!("bench.{scenario}.{}", uuid::Uuid::now_v7().simple())
@@ -62,6 +67,17 @@ impl Broker {
     /// Publishes events `numbers` persistently with publisher confirms,
     /// keeping up to 1,000 unconfirmed. Returns messages per second.
     pub async fn preload(&self, queue: &str, numbers: std::ops::Range<u64>) -> anyhow::Result<f64> {
+        self.preload_for(queue, numbers, 1).await
+    }
+
+    /// [`Broker::preload`] with the events spread over `tenants` owners,
+    /// `bench` alone for one, else `bench-<n % tenants>`.
+    pub async fn preload_for(
+        &self,
+        queue: &str,
+        numbers: std::ops::Range<u64>,
+        tenants: u64,
+    ) -> anyhow::Result<f64> {
         let channel = self.channel_for(queue).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -70,7 +86,12 @@ impl Broker {
         let started = Instant::now();
         let mut confirms = Vec::with_capacity(1000);
         for n in numbers {
-            confirms.push(publish_event(&channel, queue, n).await?);
+            let message = if tenants <= 1 {
+                event_message(n, crate::unix_micros())
+            } else {
+                event_message_of(&tenant_name(n % tenants), n, crate::unix_micros())
+            };
+            confirms.push(publish(&channel, queue, &message).await?);
             if confirms.len() == 1000 {
                 for confirm in confirms.drain(..) {
                     anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a message");
@@ -161,14 +182,6 @@ impl Broker {
 }
 
 /// Publishes event `n`, persistent, stamped with the moment it is sent.
-async fn publish_event(
-    channel: &Channel,
-    queue: &str,
-    n: u64,
-) -> Result<lapin::PublisherConfirm, lapin::Error> {
-    publish(channel, queue, &event_message(n, crate::unix_micros())).await
-}
-
 async fn publish(
     channel: &Channel,
     queue: &str,

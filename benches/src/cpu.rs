@@ -18,8 +18,16 @@ pub struct CpuSample {
 impl CpuSample {
     /// Samples the services, this harness, and webhookd (`pid`).
     pub fn take(webhookd_pid: u32) -> CpuSample {
+        CpuSample::take_all(&[webhookd_pid])
+    }
+
+    /// [`CpuSample::take`] with several webhookd processes, summed.
+    pub fn take_all(webhookd_pids: &[u32]) -> CpuSample {
         let mut seconds = vec![
-            ("webhookd", cpu_seconds_of(webhookd_pid)),
+            (
+                "webhookd",
+                webhookd_pids.iter().copied().map(cpu_seconds_of).sum(),
+            ),
             ("harness", cpu_seconds_of(std::process::id())),
         ];
         for (name, comm) in SERVICES {
@@ -81,4 +89,78 @@ pub fn cpu_seconds_of(pid: u32) -> f64 {
             .sum()
     });
     ticks / 100.0
+}
+
+/// A Redis Cluster node: its address, whether it is a primary, its pid.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub address: String,
+    pub primary: bool,
+    pub pid: u32,
+}
+
+/// The nodes of the cluster `url` names (`redis+cluster://…`), read with
+/// CLUSTER NODES and INFO; none for one server.
+pub async fn redis_nodes(url: &str) -> Vec<Node> {
+    let Some(seed) = url
+        .strip_prefix("redis+cluster://")
+        .and_then(|rest| rest.split(',').next())
+    else {
+        return Vec::new();
+    };
+    let query = |address: String, command: Vec<&'static str>| async move {
+        let client = redis::Client::open(format!("redis://{address}")).ok()?;
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        let mut cmd = redis::cmd(command[0]);
+        cmd.arg(&command[1..]);
+        cmd.query_async::<String>(&mut connection).await.ok()
+    };
+    let listing = query(seed.to_owned(), vec!["CLUSTER", "NODES"])
+        .await
+        .unwrap_or_default();
+    let mut nodes = Vec::new();
+    for line in listing.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(address), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        let address = address.split('@').next().unwrap_or(address).to_owned();
+        let info = query(address.clone(), vec!["INFO", "server"])
+            .await
+            .unwrap_or_default();
+        let Some(pid) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+        else {
+            continue;
+        };
+        nodes.push(Node {
+            primary: flags.contains("master"),
+            address,
+            pid,
+        });
+    }
+    nodes.sort_by(|a, b| a.address.cmp(&b.address));
+    nodes
+}
+
+/// CPU seconds of each node so far.
+pub fn node_seconds(nodes: &[Node]) -> Vec<f64> {
+    nodes.iter().map(|node| cpu_seconds_of(node.pid)).collect()
+}
+
+/// "; per Redis node: 7101 (primary) 1.2, …": what each node used since
+/// `before`, so the spread across shards shows.
+pub fn per_node(nodes: &[Node], before: &[f64]) -> String {
+    let used: Vec<String> = nodes
+        .iter()
+        .zip(node_seconds(nodes).iter().zip(before))
+        .map(|(node, (now, then))| {
+            let port = node.address.rsplit(':').next().unwrap_or(&node.address);
+            let role = if node.primary { "primary" } else { "replica" };
+            format!("{port} ({role}) {:.1}", now - then)
+        })
+        .collect();
+    format!("; CPU s per Redis node: {}", used.join(", "))
 }

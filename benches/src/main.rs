@@ -50,6 +50,13 @@ struct Cli {
         default_value = "redis://127.0.0.1:6379/0"
     )]
     redis_url: String,
+    /// The Redis Cluster of the `cluster` scenario (`.ci/redis-cluster start`).
+    #[arg(
+        long,
+        env = "BENCH_REDIS_CLUSTER_URL",
+        default_value = "redis+cluster://127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
+    )]
+    redis_cluster_url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,6 +78,9 @@ enum Scenario {
     /// 1,000 endpoints of 50 tenants, 100 of them hanging: the healthy
     /// ones' rate and p99 against the same run without the hanging ones.
     Noisy,
+    /// Drain and fan-out on a Redis Cluster with 2 webhookd processes, with
+    /// each Redis node's CPU (not part of `all`: it needs the cluster).
+    Cluster,
     All,
 }
 
@@ -80,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         webhookd: webhookd_bench::webhookd::locate(cli.webhookd.clone())?,
         amqp_url: cli.amqp_url.clone(),
         redis_url: cli.redis_url.clone(),
+        redis_cluster_url: cli.redis_cluster_url.clone(),
         events: cli.events,
         latency_rate: cli.latency_rate,
         latency_duration: Duration::from_secs(cli.latency_seconds),
@@ -89,7 +100,11 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let rows = runtime.block_on(run(cli.scenario, &settings))?;
+    let rows = if cli.scenario == Scenario::Cluster {
+        runtime.block_on(cluster_rows(&settings))?
+    } else {
+        runtime.block_on(run(cli.scenario, &settings))?
+    };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -122,6 +137,8 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
             events: settings.events,
             endpoints: 1,
             hanging_endpoint: false,
+            processes: 1,
+            tenants: 1,
         };
         let drained = scenarios::drain(settings, shape).await?;
         drain_rate = Some(drained.rate);
@@ -141,6 +158,8 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
             events,
             endpoints: 10,
             hanging_endpoint: false,
+            processes: 1,
+            tenants: 1,
         };
         let drained = scenarios::drain(settings, shape).await?;
         let row = drain_row(
@@ -163,6 +182,8 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
             events: settings.events,
             endpoints: 1,
             hanging_endpoint: true,
+            processes: 1,
+            tenants: 1,
         };
         let drained = scenarios::drain(settings, shape).await?;
         let drain = drain_rate.map(|rate| Ceiling::new("drain", rate));
@@ -194,6 +215,36 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
             progress(&row);
             rows.push(row);
         }
+    }
+    Ok(rows)
+}
+
+/// Drain and fan-out on the Redis Cluster, two webhookd processes each.
+async fn cluster_rows(settings: &Settings) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (name, events, endpoints) in [
+        (
+            "cluster drain: 2 processes, 48 tenants, 1 endpoint each",
+            settings.events,
+            1,
+        ),
+        (
+            "cluster fan-out: 2 processes, 48 tenants, 10 endpoints each",
+            (settings.events / 10).max(1),
+            10,
+        ),
+    ] {
+        let shape = DrainShape {
+            events,
+            endpoints,
+            hanging_endpoint: false,
+            processes: 2,
+            tenants: 48,
+        };
+        let drained = scenarios::drain_on(settings, &settings.redis_cluster_url, shape).await?;
+        let row = drain_row(name, shape, &drained, None, 0.0);
+        eprintln!("{}: {:.1} {}", row.scenario, row.figure, row.unit);
+        rows.push(row);
     }
     Ok(rows)
 }

@@ -22,6 +22,7 @@ pub struct Settings {
     pub webhookd: PathBuf,
     pub amqp_url: String,
     pub redis_url: String,
+    pub redis_cluster_url: String,
     /// Events per drain-type scenario.
     pub events: u64,
     pub latency_rate: u32,
@@ -208,6 +209,11 @@ pub struct DrainShape {
     pub endpoints: usize,
     /// One more endpoint per event that never answers.
     pub hanging_endpoint: bool,
+    /// webhookd processes sharing the store and the queue.
+    pub processes: usize,
+    /// Owners the events are spread over, each with `endpoints` endpoints
+    /// of its own (on a cluster, their data spreads over the shards).
+    pub tenants: usize,
 }
 
 /// What a drain-type scenario measured.
@@ -224,11 +230,30 @@ pub struct Drained {
 /// Preloads the queue, starts webhookd, and times it until the receiver has
 /// verified every healthy delivery.
 pub async fn drain(settings: &Settings, shape: DrainShape) -> anyhow::Result<Drained> {
-    let secrets: Vec<String> = (0..shape.endpoints).map(|_| ids::new_secret()).collect();
+    drain_on(settings, &settings.redis_url, shape).await
+}
+
+/// [`drain`] on the store at `redis_url` (one server or a cluster).
+pub async fn drain_on(
+    settings: &Settings,
+    redis_url: &str,
+    shape: DrainShape,
+) -> anyhow::Result<Drained> {
+    let tenants = shape.tenants.max(1);
+    let secrets: Vec<String> = (0..shape.endpoints * tenants)
+        .map(|_| ids::new_secret())
+        .collect();
     let receiver = Receiver::start(secrets.clone()).await?;
-    let tenant = Tenant::redis(&settings.redis_url).await?;
+    let tenant = Tenant::redis(redis_url).await?;
     for (n, secret) in secrets.iter().enumerate() {
-        tenant.endpoint(receiver.endpoint_url(n), secret).await?;
+        let owner = if tenants == 1 {
+            "bench".to_owned()
+        } else {
+            crate::broker::tenant_name((n / shape.endpoints) as u64)
+        };
+        tenant
+            .endpoint_of(&owner, receiver.endpoint_url(n), secret)
+            .await?;
     }
     if shape.hanging_endpoint {
         tenant
@@ -237,16 +262,28 @@ pub async fn drain(settings: &Settings, shape: DrainShape) -> anyhow::Result<Dra
     }
     let broker = Broker::connect(&settings.amqp_url).await?;
     let queue = unique_queue("drain");
-    broker.preload(&queue, 0..shape.events).await?;
+    broker
+        .preload_for(&queue, 0..shape.events, tenants as u64)
+        .await?;
 
     let expected = usize::try_from(shape.events)? * shape.endpoints;
-    let webhookd =
-        Webhookd::start(&settings.webhookd, &amqp_env(settings, &tenant, &queue)).await?;
-    let cpu_before = CpuSample::take(webhookd.pid());
+    let mut processes = Vec::new();
+    for _ in 0..shape.processes.max(1) {
+        processes
+            .push(Webhookd::start(&settings.webhookd, &amqp_env(settings, &tenant, &queue)).await?);
+    }
+    let webhookd = &processes[0];
+    let pids: Vec<u32> = processes.iter().map(Webhookd::pid).collect();
+    let nodes = crate::cpu::redis_nodes(redis_url).await;
+    let cpu_before = CpuSample::take_all(&pids);
+    let nodes_before = crate::cpu::node_seconds(&nodes);
     let all_arrived = receiver
         .wait_until(|r| r.counts().distinct >= expected, STALL)
         .await;
-    let cpu = CpuSample::take(webhookd.pid()).since(&cpu_before);
+    let mut cpu = CpuSample::take_all(&pids).since(&cpu_before);
+    if nodes.len() > 1 {
+        cpu.push_str(&crate::cpu::per_node(&nodes, &nodes_before));
+    }
     let usage = webhookd.usage();
     let counts = receiver.counts();
     // The clock runs from webhookd's start to the last new delivery.
@@ -261,7 +298,7 @@ pub async fn drain(settings: &Settings, shape: DrainShape) -> anyhow::Result<Dra
         _ => "fanout",
     };
     webhookd.save_metrics(name).await;
-    drop(webhookd);
+    drop(processes);
     broker.delete(&[&queue, &format!("{queue}.dead")]).await;
     tenant.remove().await;
     all_arrived_intact(all_arrived, &counts, expected, &log)?;

@@ -16,6 +16,12 @@
 //!   one probe while failing or not yet known, and slow and failing
 //!   endpoints together hold at most half of `max_in_flight` — so hanging
 //!   endpoints, however many, never take the healthy endpoints' turn.
+//! - **Across processes.** On a store shared by several processes (Redis)
+//!   an endpoint's `per_endpoint` sending slots are counted in the store
+//!   (SPEC §10): claims come with slots, at most what is free; a lane sends
+//!   only with a slot, each worker passing its slot on to the lane's next
+//!   claim and giving it up when the lane runs dry — so queued claims cost
+//!   no store call, and the limit holds however many processes send.
 //! - **Endpoint changes.** Before each attempt the lane asks the store's
 //!   [`EndpointChanges`] fence whether the endpoint changed since the claim
 //!   was taken; if so the claim is handed back and claimed again fresh.
@@ -39,7 +45,7 @@ use webhookd_core::time::unix_millis;
 use webhookd_core::{NextAttempt, RetrySchedule};
 use webhookd_store::{
     AttemptRecord, AttemptResult, Claim, ClaimRequest, EndpointChanges, FinishedAttempt, Recorded,
-    Store,
+    SendingSlot, Store,
 };
 
 use crate::classify::{Verdict, classify};
@@ -99,6 +105,9 @@ pub struct Dispatcher {
     store: Arc<dyn Store>,
     /// Tells held claims their endpoint changed since they were taken.
     endpoint_changes: Arc<EndpointChanges>,
+    /// Whether the store counts sending slots across processes: lanes then
+    /// send only with a slot.
+    counts_slots: bool,
     client: DeliveryClient,
     settings: DispatcherSettings,
     wake: Notify,
@@ -131,6 +140,8 @@ pub struct Reservation {
 struct Lane {
     sending: usize,
     waiting: VecDeque<Held>,
+    /// Sending slots that came with claims and no worker holds yet.
+    free_slots: Vec<SendingSlot>,
     health: Health,
     /// The endpoint's owner.
     owner: String,
@@ -183,10 +194,33 @@ impl Lane {
         self.sending + self.waiting.len()
     }
 
+    /// Sending slots the lane holds: one per worker, and those not yet
+    /// taken up.
+    fn slots(&self) -> usize {
+        self.sending + self.free_slots.len()
+    }
+
     /// Claims the lane may hold, sending or waiting.
     fn capacity(&self, per_endpoint: usize) -> usize {
         self.health.room(per_endpoint)
     }
+}
+
+/// Where [`Dispatcher::enqueue`] put a claim.
+enum Enqueued {
+    /// The lane may start one more sender: start a worker with this claim
+    /// and slot.
+    Start(Held, Option<SendingSlot>),
+    /// Behind the lane's senders.
+    Waiting,
+    /// Not sendable here: the lane holds no sending slot. Hand it back.
+    NoSlot(Held),
+}
+
+/// What became of a claim a lane worker took up.
+enum Done {
+    Attempted(FinishedAttempt),
+    HandBack(Claim),
 }
 
 /// A claim and the permit it holds until its attempt is recorded.
@@ -217,6 +251,7 @@ impl Dispatcher {
         let (recorder, finished) = mpsc::unbounded_channel();
         Arc::new(Dispatcher {
             endpoint_changes: store.endpoint_changes(),
+            counts_slots: store.counts_sending_slots(),
             store,
             client,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
@@ -364,19 +399,30 @@ impl Dispatcher {
         // while it holds claims. Suspects are always listed: they must not
         // get even that. (Listing idle healthy lanes as well made every
         // claim carry hundreds of ids: Redis CPU ×2.5 with 900 endpoints.)
-        let room = lanes
+        let listed: Vec<(&String, &Lane)> = lanes
             .iter()
             .filter(|(_, lane)| owners.is_none_or(|owners| owners.contains(lane.owner.as_str())))
             .filter(|(_, lane)| lane.held() > 0 || lane.health.is_suspect())
+            .collect();
+        let room = listed
+            .iter()
             .map(|(endpoint_id, lane)| {
                 let mut room = lane.capacity(per_endpoint).saturating_sub(lane.held());
                 if lane.health.is_suspect() {
                     room = room.min(suspect_room);
                     suspect_room -= room;
                 }
-                (endpoint_id.clone(), room)
+                ((*endpoint_id).clone(), room)
             })
             .collect();
+        let slots_held = if self.counts_slots {
+            listed
+                .iter()
+                .map(|(endpoint_id, lane)| ((*endpoint_id).clone(), lane.slots()))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         drop(lanes);
         ClaimRequest {
             now_ms: now,
@@ -385,9 +431,10 @@ impl Dispatcher {
             limit,
             per_endpoint: Health::Unknown.room(per_endpoint),
             room,
-            // The lanes hold `per_endpoint` sending in this process; the
-            // store holds it across every process sharing it (SPEC §10).
-            endpoint_limit: per_endpoint,
+            // The lanes hold `per_endpoint` sending in this process; a store
+            // shared by several holds it across all of them (SPEC §10).
+            endpoint_limit: if self.counts_slots { per_endpoint } else { 0 },
+            slots_held,
         }
     }
 
@@ -405,10 +452,18 @@ impl Dispatcher {
                 .spawn(async move { this.hand_back(&held.claim).await });
             return;
         };
-        if let Some(first) = self.enqueue(held) {
-            let this = Arc::clone(self);
-            self.attempts
-                .spawn(async move { this.work_lane(first, recorder).await });
+        match self.enqueue(held) {
+            Enqueued::Start(first, slot) => {
+                let this = Arc::clone(self);
+                self.attempts
+                    .spawn(async move { this.work_lane(first, slot, recorder).await });
+            }
+            Enqueued::Waiting => {}
+            Enqueued::NoSlot(held) => {
+                let this = Arc::clone(self);
+                self.attempts
+                    .spawn(async move { this.hand_back(&held.claim).await });
+            }
         }
     }
 
@@ -416,9 +471,9 @@ impl Dispatcher {
         self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Puts a claim in its endpoint's lane. Returns it back if the lane has a
-    /// free sending slot: the caller then starts a worker for the lane.
-    fn enqueue(&self, held: Held) -> Option<Held> {
+    /// Puts a claim in its endpoint's lane, and the slot it came with in the
+    /// lane's; see [`Enqueued`].
+    fn enqueue(&self, mut held: Held) -> Enqueued {
         let mut lanes = self.lock_lanes();
         // Idle lanes are kept for what they remember (whether the endpoint
         // is flowing), up to a point.
@@ -432,19 +487,33 @@ impl Dispatcher {
                 owner: held.claim.delivery.username.clone(),
                 ..Lane::default()
             });
-        if lane.sending < self.settings.per_endpoint {
+        lane.free_slots.extend(held.claim.slot.take());
+        if self.counts_slots && lane.slots() == 0 {
+            // Queued behind slots the lane gave up meanwhile: nothing would
+            // ever send it.
+            return Enqueued::NoSlot(held);
+        }
+        let slot_free = !self.counts_slots || !lane.free_slots.is_empty();
+        if lane.sending < self.settings.per_endpoint && slot_free {
             lane.sending += 1;
-            Some(held)
+            Enqueued::Start(held, lane.free_slots.pop())
         } else {
             lane.waiting.push_back(held);
-            None
+            Enqueued::Waiting
         }
     }
 
     /// Sends `first`, then whatever waits in the same lane, one at a time;
     /// one task per sending slot, not per delivery. On shutdown the claims
-    /// still waiting are handed back rather than sent.
-    async fn work_lane(&self, first: Held, recorder: mpsc::UnboundedSender<Unrecorded>) {
+    /// still waiting are handed back rather than sent. `slot` (on a store
+    /// that counts them) goes from claim to claim with the worker, and is
+    /// given up with the record or hand-back of its last one.
+    async fn work_lane(
+        &self,
+        first: Held,
+        mut slot: Option<SendingSlot>,
+        recorder: mpsc::UnboundedSender<Unrecorded>,
+    ) {
         let endpoint_id = first.claim.delivery.endpoint_id.clone();
         let mut next = Some(first);
         while let Some(Held {
@@ -454,35 +523,56 @@ impl Dispatcher {
         }) = next.take()
         {
             let lease_left = claim.delivery.next_attempt_at - unix_millis();
-            if self
+            let done = if self
                 .endpoint_changes
                 .changed_since(&endpoint_id, endpoints_seen)
             {
                 // Updated or deleted since the claim read it: claimed again,
                 // it carries the endpoint as it is now (or is dropped).
                 tracing::debug!(delivery_id = %claim.delivery.delivery_id, "endpoint changed; handing the claim back");
-                self.hand_back(&claim).await;
+                Done::HandBack(claim)
             } else if lease_left > millis(self.settings.timeout + LEASE_SAFETY) {
-                // The slot is free again once the answer is in; the write
-                // joins the recorder's next batch.
                 let started = Instant::now();
                 let finished = self.attempt(claim).await;
                 self.set_health(
                     &endpoint_id,
                     Health::after(finished.result, started.elapsed()),
                 );
-                let unrecorded = Unrecorded { finished, permit };
-                if recorder.send(unrecorded).is_err() {
-                    tracing::error!(
-                        "the attempt recorder is gone; the lease will expire and the delivery be sent again"
-                    );
-                }
+                Done::Attempted(finished)
             } else {
                 tracing::warn!(delivery_id = %claim.delivery.delivery_id, "a queued claim's lease is nearly over; handing it back");
-                self.hand_back(&claim).await;
-            }
+                Done::HandBack(claim)
+            };
             let (following, abandoned) =
                 self.next_in_lane(&endpoint_id, self.stopping.is_cancelled());
+            // The slot passes on to the next claim (renewed until its lease
+            // ends) or, with none, is given up along with this one.
+            let settled = slot.take().map(|held| SendingSlot {
+                keep_until: following
+                    .as_ref()
+                    .map(|next| next.claim.delivery.next_attempt_at),
+                ..held
+            });
+            if following.is_some() {
+                slot.clone_from(&settled);
+            }
+            match done {
+                Done::Attempted(mut finished) => {
+                    // The write joins the recorder's next batch; the worker
+                    // goes on at once.
+                    finished.claim.slot = settled;
+                    if recorder.send(Unrecorded { finished, permit }).is_err() {
+                        tracing::error!(
+                            "the attempt recorder is gone; the lease will expire and the delivery be sent again"
+                        );
+                    }
+                }
+                Done::HandBack(mut claim) => {
+                    claim.slot = settled;
+                    self.hand_back(&claim).await;
+                    drop(permit);
+                }
+            }
             for held in abandoned {
                 self.hand_back(&held.claim).await;
             }

@@ -226,6 +226,10 @@ impl Store for Instrumented {
         timed("record_attempts", self.inner.record_attempts(finished)).await
     }
 
+    fn counts_sending_slots(&self) -> bool {
+        self.inner.counts_sending_slots()
+    }
+
     async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {
         timed("release", self.inner.release(claim, due_ms)).await
     }

@@ -177,6 +177,23 @@ pub struct Claim {
     pub previous_secret: Option<webhookd_core::PreviousSecret>,
     /// Proves ownership of the lease when the attempt is recorded.
     pub lease: String,
+    /// A sending slot of the endpoint's cluster-wide limit (SPEC §10) that
+    /// came with the claim, or that the worker recording or handing back
+    /// the claim holds, and what becomes of it then.
+    pub slot: Option<SendingSlot>,
+}
+
+/// One of an endpoint's `endpoint_concurrency` sending slots, shared by
+/// every process on a store that counts them
+/// ([`Store::counts_sending_slots`]). A worker holds one while it sends,
+/// passes it on to its lane's next claim, and gives it up when the lane
+/// runs dry; one never given up (a crash) lapses at its time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendingSlot {
+    pub token: String,
+    /// Kept, renewed until then (the next claim's lease end), or — `None`
+    /// — given up when the claim carrying it is recorded or handed back.
+    pub keep_until: Option<i64>,
 }
 
 /// What a worker asks of [`Store::claim_due`].
@@ -191,11 +208,13 @@ pub struct ClaimRequest {
     pub per_endpoint: usize,
     /// Most claims for these endpoints (0: none).
     pub room: HashMap<String, usize>,
-    /// Most leases an endpoint may have at once across every process
-    /// sharing the store (SPEC §10; 0: no such limit). The Redis store
-    /// counts them; SQLite serves one process, whose lanes already hold
-    /// the limit.
+    /// Sending slots an endpoint has across every process sharing the
+    /// store (SPEC §10; 0: no such limit), on a store that counts them.
     pub endpoint_limit: usize,
+    /// Slots the caller's lanes hold, by endpoint: a lane that holds some
+    /// may queue claims behind them; one that holds none only takes claims
+    /// that come with a slot.
+    pub slots_held: HashMap<String, usize>,
 }
 
 /// An attempt to record: the claim it was made on, its log entry (whose
@@ -552,8 +571,16 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Hands a claimed delivery back untried, due at `due_ms`, without
     /// spending an attempt (shutdown, or a queued claim whose lease is
-    /// nearly over).
+    /// nearly over), settling the sending slot it carries.
     async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError>;
+
+    /// Whether claims come with sending slots, counted across every
+    /// process sharing the store ([`ClaimRequest::endpoint_limit`]). A
+    /// store serving one process (SQLite) does not count them: its
+    /// dispatcher's lanes hold the limit.
+    fn counts_sending_slots(&self) -> bool {
+        false
+    }
 
     /// One delivery of the user's endpoint with its attempt log, oldest
     /// attempt first.

@@ -465,6 +465,10 @@ impl Store for Sealed {
         self.inner.record_attempts(finished).await
     }
 
+    fn counts_sending_slots(&self) -> bool {
+        self.inner.counts_sending_slots()
+    }
+
     async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {
         self.inner.release(claim, due_ms).await
     }

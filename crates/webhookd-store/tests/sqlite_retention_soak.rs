@@ -100,6 +100,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
             per_endpoint: BATCH,
             room: HashMap::new(),
             endpoint_limit: 0,
+            slots_held: std::collections::HashMap::new(),
         };
         let (_, claims) = store.accept_and_claim(&events, now, &lease).await.unwrap();
         assert_eq!(claims.len(), BATCH);

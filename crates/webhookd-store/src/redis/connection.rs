@@ -79,6 +79,34 @@ impl ConnectionLike for Connection {
     }
 }
 
+impl Connection {
+    /// Runs `commands` — each within one slot — and answers in their order:
+    /// as one pipeline on one server (one write, one round trip), and on a
+    /// cluster as one request each, sent together (a cluster pipeline must
+    /// stay in one slot).
+    pub(super) async fn each<T: redis::FromRedisValue>(
+        &self,
+        commands: Vec<Cmd>,
+    ) -> redis::RedisResult<Vec<T>> {
+        match self {
+            Connection::Server(connection) => {
+                let mut pipeline = redis::pipe();
+                for command in commands {
+                    pipeline.add_command(command);
+                }
+                pipeline.query_async(&mut connection.clone()).await
+            }
+            Connection::Cluster(connection) => {
+                futures_util::future::try_join_all(commands.into_iter().map(|command| {
+                    let mut connection = connection.clone();
+                    async move { command.query_async(&mut connection).await }
+                }))
+                .await
+            }
+        }
+    }
+}
+
 /// Where a store URL points: the connection, the clients the change
 /// subscription may use (any node hears a cluster's `PUBLISH`), and the
 /// hash tags of the partitions.

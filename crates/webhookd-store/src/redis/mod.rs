@@ -22,7 +22,7 @@
 //! | `<p>:dlv:<id>` | hash | one delivery, with its attempt log as fields `attempt:<n>` |
 //! | `<p>:due` | sorted set | pending delivery ids by due time (ms) |
 //! | `<u>:ep:<id>:due` | sorted set | the endpoint's pending delivery ids by due time |
-//! | `<u>:ep:<id>:leased` | sorted set | the endpoint's leased delivery ids by lease end: its lease count across processes (SPEC §10) |
+//! | `<u>:ep:<id>:sending` | sorted set | the endpoint's sending slots by when they lapse: its concurrency across processes (SPEC §10) |
 //! | `<p>:ready` | sorted set | the `…:due` keys of endpoints with pending deliveries, by their earliest due time |
 //! | `<p>:dead` | counter | dead deliveries kept in the partition |
 //! | `<p>:expiry` | sorted set | delivered and dead delivery ids by removal time (ms), SPEC §4 retention |
@@ -156,6 +156,38 @@ struct Scripts {
 
 // Two hex digits number the deliveries of one event.
 const _: () = assert!(MAX_ENDPOINTS_PER_USER <= 256);
+
+/// What the accept script says of a delivery it leased.
+struct Leased {
+    url: String,
+    secret: String,
+    lease: String,
+    previous_secret: Option<PreviousSecret>,
+    slot: Option<crate::SendingSlot>,
+}
+
+impl Leased {
+    /// `(delivery id, what was leased)` from the script's row.
+    fn from_row(row: [String; 7]) -> (String, Leased) {
+        let [
+            delivery_id,
+            url,
+            secret,
+            lease,
+            previous,
+            previous_expires_at,
+            slot,
+        ] = row;
+        let leased = Leased {
+            url,
+            secret,
+            lease,
+            previous_secret: rows::previous_secret(Some(previous), Some(&previous_expires_at)),
+            slot: rows::granted_slot(slot),
+        };
+        (delivery_id, leased)
+    }
+}
 
 /// The start of the delivery ids of one event: its deliveries share all but
 /// the last two hex digits (a user has at most 256 endpoints, asserted
@@ -368,7 +400,7 @@ impl RedisStore {
         let room: Vec<(&String, &usize)> = claim.room.iter().collect();
         // The claim limit is shared out in proportion to each partition's
         // events.
-        let answers: Vec<(Vec<redis::Value>, Vec<[String; 6]>)> = self
+        let answers: Vec<(Vec<redis::Value>, Vec<[String; 7]>)> = self
             .per_partition(
                 &self.scripts.accept_events,
                 &by_partition,
@@ -383,7 +415,8 @@ impl RedisStore {
                         .arg(claim.endpoint_limit)
                         .arg(room.len());
                     for (endpoint_id, room) in &room {
-                        invocation.arg(endpoint_id.as_str()).arg(**room);
+                        let held = claim.slots_held.get(*endpoint_id).copied().unwrap_or(0);
+                        invocation.arg(endpoint_id.as_str()).arg(**room).arg(held);
                     }
                     for &i in members {
                         let event = &events[i];
@@ -400,8 +433,7 @@ impl RedisStore {
             )
             .await?;
         let mut outcomes: Vec<Option<Acceptance>> = vec![None; events.len()];
-        let mut leases: HashMap<String, (String, String, String, Option<PreviousSecret>)> =
-            HashMap::new();
+        let mut leases: HashMap<String, Leased> = HashMap::new();
         for ((_, members), (chosen_per_event, leased)) in by_partition.iter().zip(answers) {
             for (&i, chosen) in members.iter().zip(chosen_per_event) {
                 outcomes[i] = Some(acceptance_from_answer(
@@ -412,18 +444,7 @@ impl RedisStore {
                     now_ms,
                 )?);
             }
-            for [
-                delivery_id,
-                url,
-                secret,
-                lease,
-                previous,
-                previous_expires_at,
-            ] in leased
-            {
-                let previous = rows::previous_secret(Some(previous), Some(&previous_expires_at));
-                leases.insert(delivery_id, (url, secret, lease, previous));
-            }
+            leases.extend(leased.into_iter().map(Leased::from_row));
         }
         let outcomes = outcomes
             .into_iter()
@@ -438,16 +459,17 @@ impl RedisStore {
                 Acceptance::Duplicate => &[],
             })
             .filter_map(|delivery| {
-                let (url, secret, lease, previous_secret) = leases.remove(&delivery.delivery_id)?;
+                let leased = leases.remove(&delivery.delivery_id)?;
                 Some(Claim {
                     delivery: Delivery {
                         next_attempt_at: claim.lease_until_ms,
                         ..delivery.clone()
                     },
-                    url,
-                    secret,
-                    previous_secret,
-                    lease,
+                    url: leased.url,
+                    secret: leased.secret,
+                    previous_secret: leased.previous_secret,
+                    lease: leased.lease,
+                    slot: leased.slot,
                 })
             })
             .collect();
@@ -480,10 +502,10 @@ impl RedisStore {
         format!("{}ep:{endpoint_id}:due", self.user_prefix(username))
     }
 
-    /// The endpoint's leased delivery ids by lease end (its cluster-wide
-    /// lease count).
-    fn leases_key(&self, username: &str, endpoint_id: &str) -> String {
-        format!("{}ep:{endpoint_id}:leased", self.user_prefix(username))
+    /// The endpoint's sending slots by when they lapse (its cluster-wide
+    /// concurrency, SPEC §10).
+    fn sending_key(&self, username: &str, endpoint_id: &str) -> String {
+        format!("{}ep:{endpoint_id}:sending", self.user_prefix(username))
     }
 
     /// The partition's endpoints with pending deliveries, by earliest due.

@@ -128,7 +128,8 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
         test,
         previous,
         previous_expires_at,
-    ]: [String; 15] = row.try_into().map_err(|row: Vec<String>| {
+        slot,
+    ]: [String; 16] = row.try_into().map_err(|row: Vec<String>| {
         StoreError::Corrupt(format!("claim row of {} fields", row.len()))
     })?;
     let number = |name: &str, text: &str| {
@@ -155,6 +156,26 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
         secret,
         previous_secret: previous_secret(Some(previous), Some(&previous_expires_at)),
         lease,
+        slot: granted_slot(slot),
+    })
+}
+
+/// A slot a claim came with: its token, or `""` for none.
+pub(super) fn granted_slot(token: String) -> Option<crate::SendingSlot> {
+    (!token.is_empty()).then_some(crate::SendingSlot {
+        token,
+        keep_until: None,
+    })
+}
+
+/// The slot a claim carries to a record or a hand-back, as the scripts
+/// take it: its token and until when it is kept (`""`: none, given up).
+pub(super) fn slot_arguments(claim: &Claim) -> (&str, String) {
+    claim.slot.as_ref().map_or(("", String::new()), |slot| {
+        (
+            slot.token.as_str(),
+            slot.keep_until.map(|at| at.to_string()).unwrap_or_default(),
+        )
     })
 }
 

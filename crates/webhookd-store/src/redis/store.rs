@@ -11,7 +11,9 @@ use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
-use super::rows::{claim_from_row, delivery_from_fields, endpoint_from_fields, redis_error};
+use super::rows::{
+    claim_from_row, delivery_from_fields, endpoint_from_fields, redis_error, slot_arguments,
+};
 use super::{RedisStore, SWEEP_BUDGET, SWEEP_SLICE, changes};
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
@@ -225,7 +227,7 @@ impl Store for RedisStore {
             .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Delivered))
             .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Failed))
             .key(format!("{}trash", self.partition_prefix(username)))
-            .key(self.leases_key(username, endpoint_id))
+            .key(self.sending_key(username, endpoint_id))
             .arg(endpoint_id)
             .arg(format!(
                 "{}trash:{}:",
@@ -355,28 +357,28 @@ impl Store for RedisStore {
 
     async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
         let mut connection = self.connection();
-        // One round of requests, sent together, finds the partitions with a
-        // ready endpoint, so an idle store costs one wait, not one per
-        // partition.
+        // One round trip finds the partitions with a ready endpoint, so an
+        // idle store costs one wait, not one per partition.
         let partitions = self.partitions();
         let first = self.next_partition.fetch_add(1, Ordering::Relaxed) as usize;
         let partitions: Vec<usize> = (0..partitions)
             .map(|offset| (first + offset) % partitions)
             .collect();
-        let ready: Vec<Vec<String>> = try_join_all(partitions.iter().map(|partition| {
-            let mut connection = self.connection();
-            let mut probe = redis::cmd("ZRANGEBYSCORE");
-            probe
-                .arg(format!("{}ready", self.prefix_of_partition(*partition)))
-                .arg("-inf")
-                .arg(request.now_ms)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(1);
-            async move { probe.query_async(&mut connection).await }
-        }))
-        .await
-        .map_err(redis_error)?;
+        let probes = partitions
+            .iter()
+            .map(|partition| {
+                let mut probe = redis::cmd("ZRANGEBYSCORE");
+                probe
+                    .arg(format!("{}ready", self.prefix_of_partition(*partition)))
+                    .arg("-inf")
+                    .arg(request.now_ms)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(1);
+                probe
+            })
+            .collect();
+        let ready: Vec<Vec<String>> = connection.each(probes).await.map_err(redis_error)?;
         let lease_base = ids::new_lease_token();
         let room: Vec<(&String, &usize)> = request.room.iter().collect();
         let mut claims = Vec::new();
@@ -402,7 +404,8 @@ impl Store for RedisStore {
                 .arg(request.per_endpoint)
                 .arg(request.endpoint_limit);
             for (endpoint_id, room) in &room {
-                invocation.arg(endpoint_id.as_str()).arg(**room);
+                let held = request.slots_held.get(*endpoint_id).copied().unwrap_or(0);
+                invocation.arg(endpoint_id.as_str()).arg(**room).arg(held);
             }
             let rows: Vec<Vec<String>> = match invocation.invoke_async(&mut connection).await {
                 Ok(rows) => rows,
@@ -470,6 +473,8 @@ impl Store for RedisStore {
                             .arg(at)
                             .arg(serde_json::to_string(record).expect("attempt records serialize"))
                             .arg(record.started_at.div_euclid(1000));
+                        let (slot_token, slot_until) = slot_arguments(claim);
+                        invocation.arg(slot_token).arg(slot_until);
                     }
                 },
             )
@@ -493,6 +498,7 @@ impl Store for RedisStore {
     }
 
     async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {
+        let (slot_token, slot_until) = slot_arguments(claim);
         let released: i64 = self
             .scripts
             .release
@@ -500,10 +506,12 @@ impl Store for RedisStore {
             .key(self.due_key(&claim.delivery.username))
             .key(self.endpoint_due_key(&claim.delivery.username, &claim.delivery.endpoint_id))
             .key(self.ready_key(&claim.delivery.username))
-            .key(self.leases_key(&claim.delivery.username, &claim.delivery.endpoint_id))
+            .key(self.sending_key(&claim.delivery.username, &claim.delivery.endpoint_id))
             .arg(&claim.lease)
             .arg(due_ms)
             .arg(&claim.delivery.delivery_id)
+            .arg(slot_token)
+            .arg(slot_until)
             .invoke_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
@@ -678,6 +686,10 @@ impl Store for RedisStore {
             }
         }
         Ok(report)
+    }
+
+    fn counts_sending_slots(&self) -> bool {
+        true
     }
 
     fn endpoint_changes(&self) -> Arc<EndpointChanges> {

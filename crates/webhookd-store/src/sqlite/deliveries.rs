@@ -161,6 +161,8 @@ pub(super) fn accept_one(
                 secret: endpoint.secret.clone(),
                 previous_secret: endpoint.previous_secret.clone(),
                 lease,
+                // One process: its lanes hold the concurrency.
+                slot: None,
             });
         }
         deliveries.push(delivery);
@@ -344,6 +346,7 @@ pub(super) fn claim_from_endpoint(
                     secret,
                     previous_secret,
                     lease,
+                    slot: None,
                 });
             }
             (Some(_), Some(_), false) => {

@@ -714,105 +714,133 @@ pub(crate) async fn recover_takes_the_dead_of_a_window_in_bounded_steps(store: A
     assert_eq!(store.delivery_stats(later).await.unwrap().dead, 2);
 }
 
-/// SPEC §10: an endpoint's leases are counted in the store, so several
-/// processes together never hold more than the limit — through claims and
-/// the fast path alike — and a lease frees its place when recorded, handed
-/// back, or at its end (a crashed worker's).
+/// SPEC §10: an endpoint's sending slots are counted in the store, so
+/// several processes together never send more than the limit at once —
+/// through claims and the fast path alike. A lane holding slots may queue
+/// claims behind them; a slot passes from claim to claim, frees its place
+/// when given up (recorded or handed back), or lapses (a crashed worker's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_endpoint_leases_hold_across_processes() {
+async fn redis_sending_slots_hold_across_processes() {
     if let Some(url) = require(Service::Redis) {
-        endpoint_leases_hold_across_processes(&url).await;
+        sending_slots_hold_across_processes(&url).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_endpoint_leases_hold_across_processes() {
+async fn cluster_sending_slots_hold_across_processes() {
     if let Some(url) = require(Service::RedisCluster) {
-        endpoint_leases_hold_across_processes(&url).await;
+        sending_slots_hold_across_processes(&url).await;
     }
 }
 
-async fn endpoint_leases_hold_across_processes(url: &str) {
+async fn sending_slots_hold_across_processes(url: &str) {
     const LIMIT: usize = 3;
-    let prefix = unique_prefix("leases");
+    let prefix = unique_prefix("slots");
     let one = RedisStore::connect(url, &prefix).await.unwrap();
     let two = RedisStore::connect(url, &prefix).await.unwrap();
+    assert!(one.counts_sending_slots());
     let target = endpoint("busy", 1);
     let quiet = endpoint("calm", 1);
     create(&one, &target).await;
     create(&one, &quiet).await;
     accept_many(&one, "busy", 20).await;
     accept_many(&one, "calm", 2).await;
-    let request = |now_ms| ClaimRequest {
+    let request = |now_ms, held: usize| ClaimRequest {
         endpoint_limit: LIMIT,
+        room: HashMap::from([(target.endpoint_id.clone(), 10)]),
+        slots_held: HashMap::from([(target.endpoint_id.clone(), held)]),
         ..claim_request(now_ms, 50)
     };
-    let of_target = |claims: &[Claim]| {
-        claims
+    let busy = |claims: &[Claim]| -> (usize, usize) {
+        let mine: Vec<&Claim> = claims
             .iter()
             .filter(|c| c.delivery.endpoint_id == target.endpoint_id)
-            .count()
+            .collect();
+        (mine.len(), mine.iter().filter(|c| c.slot.is_some()).count())
     };
 
-    let first = one.claim_due(&request(NOW_MS)).await.unwrap();
-    assert_eq!(of_target(&first), LIMIT);
-    // The other process gets none of the full endpoint, and the full one
-    // hides nobody else's.
-    let second = two.claim_due(&request(NOW_MS)).await.unwrap();
-    assert_eq!(of_target(&second), 0);
-    assert_eq!(second.len() + first.len() - LIMIT, 2, "calm's two");
-
-    // The fast path counts too: a fresh event leases nothing for it.
+    // Ten claims, three of them with the slots; the rest queue behind.
+    let first = one.claim_due(&request(NOW_MS, 0)).await.unwrap();
+    assert_eq!(busy(&first), (10, LIMIT));
+    // Another process gets none of the full endpoint, and it hides nobody
+    // else's.
+    let second = two.claim_due(&request(NOW_MS, 0)).await.unwrap();
+    assert_eq!(busy(&second), (0, 0));
+    assert_eq!(first.len() + second.len() - 10, 2, "calm's two");
+    // The fast path counts too: a fresh event leases nothing for it there.
+    let fresh = |n: u32| {
+        [event(
+            "busy",
+            &format!("evt_fresh_{n}"),
+            EventType::GeneratedVideoSuccess,
+        )]
+    };
     let (_, fast) = two
-        .accept_and_claim(
-            &[event("busy", "evt_fast", EventType::GeneratedVideoSuccess)],
-            NOW_MS,
-            &request(NOW_MS),
-        )
+        .accept_and_claim(&fresh(1), NOW_MS, &request(NOW_MS, 0))
         .await
         .unwrap();
     assert!(fast.is_empty(), "{fast:?}");
 
-    // Recording one frees one place, at once (not at the lease's end).
-    let held: Vec<&Claim> = first
-        .iter()
-        .filter(|c| c.delivery.endpoint_id == target.endpoint_id)
-        .collect();
+    let with_slot: Vec<Claim> = first.iter().filter(|c| c.slot.is_some()).cloned().collect();
+    let settled = |claim: &Claim, keep_until: Option<i64>| Claim {
+        slot: claim
+            .slot
+            .clone()
+            .map(|slot| webhookd_store::SendingSlot { keep_until, ..slot }),
+        ..claim.clone()
+    };
+    // A slot passed on to the lane's next claim stays taken…
+    let kept = settled(&with_slot[0], Some(NOW_MS + LEASE_MS));
     assert!(
         one.record_attempt(
-            held[0],
+            &kept,
             &attempt(1, Some(200), "ok"),
             AttemptResult::Delivered
         )
         .await
         .unwrap()
     );
-    let third = two.claim_due(&request(NOW_MS + 1)).await.unwrap();
-    assert_eq!(of_target(&third), 1);
-    // Handing one back frees one too.
-    assert!(one.release(held[1], NOW_MS).await.unwrap());
-    let (_, fast) = two
-        .accept_and_claim(
-            &[event(
-                "busy",
-                "evt_fast_2",
-                EventType::GeneratedVideoSuccess,
-            )],
-            NOW_MS + 2,
-            &request(NOW_MS + 2),
+    assert_eq!(
+        busy(&two.claim_due(&request(NOW_MS + 1, 0)).await.unwrap()),
+        (0, 0)
+    );
+    // …one given up frees its place at once (not when it would lapse): the
+    // other process gets it, and queues the rest behind it.
+    let given_up = settled(&with_slot[1], None);
+    assert!(
+        one.record_attempt(
+            &given_up,
+            &attempt(1, Some(200), "ok"),
+            AttemptResult::Delivered
         )
         .await
-        .unwrap();
-    assert_eq!(fast.len(), 1, "the fast path takes the freed place");
+        .unwrap()
+    );
+    assert_eq!(
+        busy(&two.claim_due(&request(NOW_MS + 2, 0)).await.unwrap()),
+        (10, 1)
+    );
+    // Handing a claim back gives up the slot it carries, for the fast path.
     assert!(
-        two.claim_due(&request(NOW_MS + 3))
+        one.release(&settled(&with_slot[2], None), NOW_MS)
             .await
             .unwrap()
-            .is_empty()
+    );
+    let (_, fast) = two
+        .accept_and_claim(&fresh(2), NOW_MS + 3, &request(NOW_MS + 3, 0))
+        .await
+        .unwrap();
+    assert_eq!((fast.len(), fast[0].slot.is_some()), (1, true));
+    assert_eq!(
+        busy(&two.claim_due(&request(NOW_MS + 4, 0)).await.unwrap()),
+        (0, 0)
     );
 
-    // A crashed process's leases end by themselves.
-    let later = NOW_MS + 3 + LEASE_MS;
-    let after_crash = two.claim_due(&request(later)).await.unwrap();
-    assert_eq!(of_target(&after_crash), LIMIT);
+    // A crashed process's slots lapse: the kept one (renewed until
+    // NOW_MS + LEASE_MS) and the two granted at NOW_MS + 2 and + 3.
+    let later = NOW_MS + 4 + LEASE_MS;
+    assert_eq!(
+        busy(&two.claim_due(&request(later, 0)).await.unwrap()).1,
+        LIMIT
+    );
 }

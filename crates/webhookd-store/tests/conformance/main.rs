@@ -659,6 +659,7 @@ fn claim_request(now_ms: i64, limit: usize) -> ClaimRequest {
         per_endpoint: limit,
         room: HashMap::new(),
         endpoint_limit: 0,
+        slots_held: std::collections::HashMap::new(),
     }
 }
 

@@ -5,20 +5,24 @@
 -- that got a delivery}, {per lease: delivery id, url, secret, lease}. The
 -- i-th delivery of an event has the event's id base followed by i as two
 -- hex digits.
--- Leases also count against the endpoint's cluster-wide limit, as in
+-- Under a cluster-wide limit, leases come with sending slots as in
 -- CLAIM_DUE.
 -- KEYS: due, ready. ARGV: partition prefix, dedup ms, now ms, lease until,
--- lease token base, limit, room of other endpoints, leases per endpoint
--- across every process (0: no limit), number of (endpoint id, room) pairs,
--- the pairs, then per event 7 values: user prefix, username, event id,
--- event type, quoted event type, body, delivery id base.
+-- lease token base, limit, room of other endpoints, sending slots per
+-- endpoint across every process (0: no limit), number of (endpoint id,
+-- room, slots the caller's lane holds) triples, the triples, then per event
+-- 7 values: user prefix, username, event id, event type, quoted event
+-- type, body, delivery id base.
 local partition, dedup, now, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit, per_endpoint = tonumber(ARGV[6]), tonumber(ARGV[7])
 local endpoint_limit, listed = tonumber(ARGV[8]), tonumber(ARGV[9])
-local room_of, free_of = {}, {}
-for i = 10, 9 + 2 * listed, 2 do room_of[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local room_of, held_of, grant_of = {}, {}, {}
+for i = 10, 9 + 3 * listed, 3 do
+  room_of[ARGV[i]] = tonumber(ARGV[i + 1])
+  held_of[ARGV[i]] = tonumber(ARGV[i + 2])
+end
 local results, leased = {}, {}
-for e = 10 + 2 * listed, #ARGV, 7 do
+for e = 10 + 3 * listed, #ARGV, 7 do
   local user, username, event_id, event_type, quoted, body, base =
     ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
   if not redis.call('SET', user .. 'seen:' .. event_id, '1', 'NX', 'PX', dedup) then
@@ -35,23 +39,30 @@ for e = 10 + 2 * listed, #ARGV, 7 do
           'event_type', event_type, 'body', body, 'status', 'pending', 'attempts', 0,
           'created_at', now}
         local room = room_of[id] or per_endpoint
-        local leases = user .. 'ep:' .. id .. ':leased'
-        if #leased < limit and room > 0 and endpoint_limit > 0 then
-          free_of[id] = free_of[id] or free_leases(leases, endpoint_limit, tonumber(now))
-          room = math.min(room, free_of[id])
+        local sending = user .. 'ep:' .. id .. ':sending'
+        if endpoint_limit > 0 and #leased < limit and room > 0 then
+          local held = held_of[id] or 0
+          if grant_of[id] == nil then
+            grant_of[id] = math.max(0, math.min(free_slots(sending, endpoint_limit, tonumber(now)),
+              endpoint_limit - held))
+          end
+          -- No slot in the lane and none free: the lane could not send it.
+          if held + grant_of[id] == 0 then room = 0 end
         end
         if #leased < limit and room > 0 then
           room_of[id] = room - 1
-          if endpoint_limit > 0 then
-            free_of[id] = free_of[id] - 1
-            redis.call('ZADD', leases, lease_until, delivery)
-          end
           local lease = lease_base .. ':' .. (#leased + 1)
+          local slot = ''
+          if endpoint_limit > 0 and grant_of[id] > 0 then
+            grant_of[id] = grant_of[id] - 1
+            slot = lease .. ':slot'
+            redis.call('ZADD', sending, lease_until, slot)
+          end
           due_at = lease_until
           fields[#fields + 1] = 'lease'
           fields[#fields + 1] = lease
           leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease, endpoint[5] or '',
-            endpoint[6] or ''}
+            endpoint[6] or '', slot}
         end
         fields[#fields + 1] = 'next_attempt_at'
         fields[#fields + 1] = due_at

@@ -2,18 +2,22 @@
 -- of their earliest due delivery, at most `room` per endpoint: each claimed
 -- id's due time moves to the lease's end, so a worker that dies leaves it
 -- due again then. Deliveries of deleted endpoints are dropped; of disabled
--- ones, parked (test deliveries excepted). An endpoint whose leases are at
--- the cluster-wide limit gets none; its place in the ready queue moves to
--- when its first lease ends (recording or handing back a lease moves it
--- back at once, see refresh_ready), so it does not hide other endpoints.
+-- ones, parked (test deliveries excepted). Under a cluster-wide limit the
+-- first claims of an endpoint come with sending slots (see free_slots),
+-- at most what the limit leaves free; an endpoint with no slot free and
+-- none in the caller's lane gets nothing, and its place in the ready queue
+-- moves to when its first slot lapses (a slot given up moves it back at
+-- once), so it does not hide other endpoints.
 -- KEYS: due, ready. ARGV: now, lease until, limit, partition prefix, park
--- until, lease token base, room of other endpoints, leases per endpoint
--- across every process (0: no limit), then (endpoint id, room) pairs.
+-- until, lease token base, room of other endpoints, sending slots per
+-- endpoint across every process (0: no limit), then (endpoint id, room,
+-- slots the caller's lane holds) triples.
 local now, limit, per_endpoint = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[7])
 local endpoint_limit = tonumber(ARGV[8])
-local room_of, listed = {}, 0
-for i = 9, #ARGV, 2 do
+local room_of, held_of, listed = {}, {}, 0
+for i = 9, #ARGV, 3 do
   room_of[ARGV[i]] = tonumber(ARGV[i + 1])
+  held_of[ARGV[i]] = tonumber(ARGV[i + 2])
   listed = listed + 1
 end
 local claimed = {}
@@ -23,12 +27,15 @@ for _, endpoint_due in ipairs(queues) do
   if #claimed >= limit then break end
   local user, endpoint_id = string.match(endpoint_due, '^(.*)ep:([^:]+):due$')
   local room = math.min(room_of[endpoint_id] or per_endpoint, limit - #claimed)
-  local leased = user .. 'ep:' .. endpoint_id .. ':leased'
+  local sending = user .. 'ep:' .. endpoint_id .. ':sending'
+  local grant = 0
   if room > 0 and endpoint_limit > 0 then
-    room = math.min(room, free_leases(leased, endpoint_limit, now))
-    if room <= 0 then
-      local first = redis.call('ZRANGE', leased, 0, 0, 'WITHSCORES')
-      redis.call('ZADD', KEYS[2], first[2], endpoint_due)
+    local held = held_of[endpoint_id] or 0
+    grant = math.max(0, math.min(free_slots(sending, endpoint_limit, now), endpoint_limit - held, room))
+    if held + grant == 0 then
+      room = 0
+      local first = redis.call('ZRANGE', sending, 0, 0, 'WITHSCORES')
+      if first[2] then redis.call('ZADD', KEYS[2], first[2], endpoint_due) end
     end
   end
   if room > 0 then
@@ -55,9 +62,14 @@ for _, endpoint_due in ipairs(queues) do
         redis.call('HSET', key, 'lease', lease, 'next_attempt_at', ARGV[2])
         redis.call('ZADD', KEYS[1], ARGV[2], id)
         redis.call('ZADD', endpoint_due, ARGV[2], id)
-        if endpoint_limit > 0 then redis.call('ZADD', leased, ARGV[2], id) end
+        local slot = ''
+        if grant > 0 then
+          grant = grant - 1
+          slot = lease .. ':slot'
+          redis.call('ZADD', sending, ARGV[2], slot)
+        end
         claimed[#claimed + 1] = {id, d[1], endpoint_id, d[2], d[3], d[4], d[5], d[6], endpoint[1],
-          endpoint[2], lease, d[8] or '0', d[9] or '0', endpoint[4] or '', endpoint[5] or ''}
+          endpoint[2], lease, d[8] or '0', d[9] or '0', endpoint[4] or '', endpoint[5] or '', slot}
       end
     end
     refresh_ready(KEYS[2], endpoint_due)

@@ -8,10 +8,12 @@
 -- webhookd disabled: only a test delivery can reach one), a failure starts
 -- it, and a streak older than the limit disables the endpoint.
 -- KEYS: due, ready. ARGV: partition prefix, auto-disable after (seconds, 0
--- never), change channel, then per attempt 9 values: delivery id, user
+-- never), change channel, then per attempt 11 values: delivery id, user
 -- prefix, endpoint id, lease, attempt number, result
 -- (retry|delivered|failed), when (a retry's due time, else the removal
--- time), attempt JSON, attempt start (unix seconds).
+-- time), attempt JSON, attempt start (unix seconds), the worker's sending
+-- slot token ('' none) and until when it keeps it ('' gives it up; see
+-- settle_slot).
 local partition, disable_after, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local expiry = partition .. 'expiry'
 
@@ -41,11 +43,15 @@ local function keep_streak(endpoint, endpoint_id, result, started)
 end
 
 local results = {}
-for a = 4, #ARGV, 9 do
+for a = 4, #ARGV, 11 do
   local id, user, endpoint_id, lease, number, result, at, log, started = ARGV[a], ARGV[a + 1],
     ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7],
     tonumber(ARGV[a + 8])
   local key = partition .. 'dlv:' .. id
+  -- The slot is the worker's, not the delivery's: settled even when the
+  -- lease went stale.
+  settle_slot(user .. 'ep:' .. endpoint_id .. ':sending', KEYS[2],
+    user .. 'ep:' .. endpoint_id .. ':due', ARGV[a + 9], ARGV[a + 10])
   if redis.call('HGET', key, 'lease') ~= lease then
     results[#results + 1] = 0
   else
@@ -70,11 +76,6 @@ for a = 4, #ARGV, 9 do
         redis.call('ZADD', expiry, at, id)
       end
       answer = keep_streak(endpoint, endpoint_id, result, started)
-      -- Its lease no longer counts against the endpoint's limit; the
-      -- endpoint may have been set aside as full (CLAIM_DUE): show it again.
-      if redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':leased', id) == 1 then
-        refresh_ready(KEYS[2], endpoint_due)
-      end
     end
     results[#results + 1] = answer
   end

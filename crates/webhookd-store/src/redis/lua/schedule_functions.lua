@@ -22,13 +22,25 @@ local function unschedule(due, endpoint_due, id)
   redis.call('ZREM', due, id)
   redis.call('ZREM', endpoint_due, id)
 end
--- The room left under an endpoint's cluster-wide limit of leases (SPEC
--- §10: `endpoint_concurrency` across every process). `leased` holds the
--- endpoint's leased delivery ids scored by their lease's end: a lease
--- leaves it when its attempt is recorded or handed back, or by itself at
--- its end (a crashed worker's). A limit of 0 is none.
-local function free_leases(leased, endpoint_limit, now)
-  if endpoint_limit <= 0 then return math.huge end
-  redis.call('ZREMRANGEBYSCORE', leased, '-inf', now)
-  return endpoint_limit - redis.call('ZCARD', leased)
+-- SPEC §10, `endpoint_concurrency` across every process: an endpoint's
+-- `sending` set holds its sending slots, tokens scored by when they lapse.
+-- Claims grant slots (at most the limit in all); a worker that finishes an
+-- attempt passes its slot on to the next claim of its lane (renewing it),
+-- or gives it up when the lane has none. A crashed worker's slots lapse.
+-- Claims beyond a lane's slots queue behind them, uncounted: they are not
+-- being sent.
+local function free_slots(sending, endpoint_limit, now)
+  redis.call('ZREMRANGEBYSCORE', sending, '-inf', now)
+  return endpoint_limit - redis.call('ZCARD', sending)
+end
+-- What a recorded or handed-back claim says of its worker's slot: kept
+-- until `keep_until`, or given up (an empty keep_until); no token, nothing.
+-- An endpoint set aside as full (CLAIM_DUE) shows again once a slot frees.
+local function settle_slot(sending, ready, endpoint_due, token, keep_until)
+  if token == '' then return end
+  if keep_until ~= '' then
+    redis.call('ZADD', sending, 'XX', keep_until, token)
+  elseif redis.call('ZREM', sending, token) == 1 then
+    refresh_ready(ready, endpoint_due)
+  end
 end
