@@ -133,13 +133,7 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
 
     let mut drain_rate = None;
     if wants(Drain) || wants(Slow) {
-        let shape = DrainShape {
-            events: settings.events,
-            endpoints: 1,
-            hanging_endpoint: false,
-            processes: 1,
-            tenants: 1,
-        };
+        let shape = DrainShape::one_process(settings.events, 1, false);
         let drained = scenarios::drain(settings, shape).await?;
         drain_rate = Some(drained.rate);
         let row = drain_row(
@@ -154,13 +148,7 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
     }
     if wants(Fanout) {
         let events = (settings.events / 10).max(1);
-        let shape = DrainShape {
-            events,
-            endpoints: 10,
-            hanging_endpoint: false,
-            processes: 1,
-            tenants: 1,
-        };
+        let shape = DrainShape::one_process(events, 10, false);
         let drained = scenarios::drain(settings, shape).await?;
         let row = drain_row(
             "fan-out: 10 endpoints per event",
@@ -178,13 +166,7 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
         rows.push(row);
     }
     if wants(Slow) {
-        let shape = DrainShape {
-            events: settings.events,
-            endpoints: 1,
-            hanging_endpoint: true,
-            processes: 1,
-            tenants: 1,
-        };
+        let shape = DrainShape::one_process(settings.events, 1, true);
         let drained = scenarios::drain(settings, shape).await?;
         let drain = drain_rate.map(|rate| Ceiling::new("drain", rate));
         let row = drain_row(

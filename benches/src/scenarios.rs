@@ -216,6 +216,19 @@ pub struct DrainShape {
     pub tenants: usize,
 }
 
+impl DrainShape {
+    /// One webhookd process, one tenant.
+    pub fn one_process(events: u64, endpoints: usize, hanging_endpoint: bool) -> DrainShape {
+        DrainShape {
+            events,
+            endpoints,
+            hanging_endpoint,
+            processes: 1,
+            tenants: 1,
+        }
+    }
+}
+
 /// What a drain-type scenario measured.
 #[derive(Debug, Clone)]
 pub struct Drained {
