@@ -3,7 +3,11 @@
 //! queue; mid-stream one primary — the one holding the endpoint's data —
 //! and one webhookd process are killed with SIGKILL. The replica takes
 //! over; every event arrives, duplicates are counted and printed, and
-//! nothing is left pending afterwards. The killed node is started again
+//! nothing is left pending afterwards. The processes run with
+//! `WEBHOOKD_REDIS_WAIT_REPLICAS=1`, as docs/operations.md advises for a
+//! cluster: Redis replicates asynchronously, and without it an accept the
+//! killed primary acknowledged but had not yet replicated could be lost
+//! with it. The killed node is started again
 //! (it rejoins as a replica), so the cluster is whole for what runs next.
 
 // In tests a failed unwrap is a failed test, with its location.
@@ -177,6 +181,7 @@ fn a_primary_and_a_process_killed_mid_stream_lose_nothing() {
         command
             .env("WEBHOOKD_AMQP_URL", &amqp_url)
             .env("WEBHOOKD_AMQP_QUEUE", &queue)
+            .env("WEBHOOKD_REDIS_WAIT_REPLICAS", "1")
             .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
         Server::start_with(command)
     };

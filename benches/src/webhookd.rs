@@ -76,6 +76,13 @@ impl Webhookd {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        // Settings of the harness's own environment (WEBHOOKD_REDIS_WAIT_
+        // REPLICAS=1, say) pass on, under the scenario's own.
+        for (name, value) in std::env::vars().filter(|(name, _)| name.starts_with("WEBHOOKD_")) {
+            if env.iter().all(|(own, _)| *own != name) {
+                command.env(name, value);
+            }
+        }
         for (name, value) in env {
             command.env(name, value);
         }

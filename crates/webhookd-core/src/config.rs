@@ -34,6 +34,13 @@ pub struct Config {
     /// `redis_prefix`: prefix of every Redis key, so several deployments (or
     /// test runs) can share one Redis. Default `webhookd:`.
     pub redis_prefix: String,
+    /// `redis_wait_replicas`: replicas of its primary that must have each
+    /// accepted batch (Redis `WAIT`, 1 s) before webhookd acknowledges it
+    /// to the producer; fewer answers 503 / leaves the message to the
+    /// broker, to be tried again. Redis replicates asynchronously: without
+    /// it a failover can lose the last writes a primary acknowledged.
+    /// Default `0` (docs/operations.md weighs the cost).
+    pub redis_wait_replicas: usize,
     /// `amqp_url`: RabbitMQ to consume events from, e.g.
     /// `amqp://guest:guest@127.0.0.1:5672/%2f`. Unset: no consumer; events
     /// come in over HTTP only.
@@ -131,6 +138,7 @@ impl Default for Config {
                 path: "webhookd-data/webhookd.db".into(),
             },
             redis_prefix: "webhookd:".into(),
+            redis_wait_replicas: 0,
             amqp_url: None,
             amqp_queue: "webhook.events".into(),
             amqp_queue_type: QueueType::Classic,
@@ -166,6 +174,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("store", &self.store.to_string())
             .field("redis_prefix", &self.redis_prefix)
+            .field("redis_wait_replicas", &self.redis_wait_replicas)
             .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
             .field("amqp_queue", &self.amqp_queue)
             .field("amqp_queue_type", &self.amqp_queue_type)
@@ -454,6 +463,12 @@ impl Config {
             }
             "store" => self.store = StoreUrl::parse(&raw.text()?)?,
             "redis_prefix" => self.redis_prefix = raw.text()?,
+            "redis_wait_replicas" => {
+                self.redis_wait_replicas = match usize::try_from(raw.integer()?) {
+                    Ok(replicas) if replicas <= 16 => replicas,
+                    _ => return Err("must be between 0 and 16".into()),
+                };
+            }
             "amqp_url" => {
                 let url = raw.text()?;
                 self.amqp_url = if url.is_empty() {
@@ -675,6 +690,7 @@ const KEYS: &[&str] = &[
     "listen",
     "store",
     "redis_prefix",
+    "redis_wait_replicas",
     "amqp_url",
     "amqp_queue",
     "amqp_queue_type",
@@ -871,6 +887,10 @@ mod tests {
             load(None, &explicit).unwrap_err().origin,
             "WEBHOOKD_SHUTDOWN_GRACE"
         );
+        let config = load(None, &[("WEBHOOKD_REDIS_WAIT_REPLICAS", "1")]).unwrap();
+        assert_eq!(config.redis_wait_replicas, 1);
+        let error = load(None, &[("WEBHOOKD_REDIS_WAIT_REPLICAS", "17")]).unwrap_err();
+        assert!(error.message.contains("between 0 and 16"), "{error}");
         let config = load(None, &[("WEBHOOKD_AMQP_HEARTBEAT", "5s")]).unwrap();
         assert_eq!(config.amqp_heartbeat, Duration::from_secs(5));
         assert_eq!(Config::default().amqp_heartbeat, Duration::from_secs(10));

@@ -698,7 +698,8 @@ async fn open_raw(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
             RedisStore::connect(url, &config.redis_prefix)
                 .await?
                 .with_retention(retention)
-                .with_auto_disable_after(config.auto_disable_after),
+                .with_auto_disable_after(config.auto_disable_after)
+                .with_wait_replicas(config.redis_wait_replicas),
         ),
     };
     Ok(store)

@@ -110,6 +110,9 @@ const CREATE_TEST_DELIVERY: &str = include_str!("lua/create_test_delivery.lua");
 const ROTATE_SECRET: &str = include_str!("lua/rotate_secret.lua");
 const RECOVER: &str = include_str!("lua/recover.lua");
 
+/// How long an accepted batch waits for its replicas (`WAIT`).
+const WAIT_TIMEOUT_MS: u64 = 1_000;
+
 /// Most deliveries one sweep script removes: a few milliseconds of Redis,
 /// so other clients never wait long (they are served between two scripts).
 const SWEEP_BUDGET: usize = 512;
@@ -129,6 +132,9 @@ pub struct RedisStore {
     retention: Retention,
     /// Zero: never (SPEC §8).
     auto_disable_after: Duration,
+    /// Replicas that must have each accepted batch before it counts as
+    /// durable (`WAIT`; 0: Redis's asynchronous replication alone).
+    wait_replicas: usize,
     changes: Arc<EndpointChanges>,
     scripts: Arc<Scripts>,
     /// Where the next claim starts, rotating so no partition starves.
@@ -269,6 +275,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             retention: Retention::default(),
             auto_disable_after: Duration::ZERO,
+            wait_replicas: 0,
             changes: Arc::default(),
             scripts: Arc::new(scripts),
             next_partition: Arc::new(AtomicU32::new(0)),
@@ -287,6 +294,18 @@ impl RedisStore {
     pub fn with_auto_disable_after(self, auto_disable_after: Duration) -> Self {
         RedisStore {
             auto_disable_after,
+            ..self
+        }
+    }
+
+    /// Has every accepted batch reach `replicas` replicas of its primary
+    /// before it counts as durable (`redis_wait_replicas`; see
+    /// docs/operations.md): a failover then cannot lose an event already
+    /// acknowledged to its producer.
+    #[must_use]
+    pub fn with_wait_replicas(self, wait_replicas: usize) -> Self {
+        RedisStore {
+            wait_replicas,
             ..self
         }
     }
@@ -354,10 +373,14 @@ impl RedisStore {
     /// together (one request per partition: on a cluster each goes to its
     /// own primary); a script Redis does not have yet is loaded on the way.
     /// Answers in the order of `groups`.
+    /// With `replicas` above 0, each invocation is followed by `WAIT` on the
+    /// same primary, and fails as unavailable unless that many replicas
+    /// have it.
     async fn per_partition<T: redis::FromRedisValue>(
         &self,
         script: &Script,
         groups: &BTreeMap<usize, Vec<usize>>,
+        replicas: usize,
         mut add_args: impl FnMut(&mut redis::ScriptInvocation<'_>, usize, &[usize]),
     ) -> Result<Vec<T>, StoreError> {
         let invocations: Vec<redis::ScriptInvocation<'_>> = groups
@@ -373,13 +396,61 @@ impl RedisStore {
                 invocation
             })
             .collect();
+        if replicas == 0 {
+            return try_join_all(invocations.iter().map(|invocation| async {
+                invocation.invoke_async(&mut self.connection()).await
+            }))
+            .await
+            .map_err(redis_error);
+        }
         try_join_all(
             invocations
                 .iter()
-                .map(|invocation| async { invocation.invoke_async(&mut self.connection()).await }),
+                .map(|invocation| self.invoke_replicated(script, invocation, replicas)),
         )
         .await
-        .map_err(redis_error)
+    }
+
+    /// Runs `invocation` and `WAIT replicas` in one pipeline, so both reach
+    /// the primary of the invocation's slot (loading the script first if
+    /// Redis does not have it).
+    async fn invoke_replicated<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        invocation: &redis::ScriptInvocation<'_>,
+        replicas: usize,
+    ) -> Result<T, StoreError> {
+        let mut pipeline = redis::pipe();
+        pipeline
+            .invoke_script(invocation)
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(WAIT_TIMEOUT_MS);
+        let mut connection = self.connection();
+        let answer: redis::RedisResult<(T, usize)> = pipeline.query_async(&mut connection).await;
+        let (value, acknowledged) = match answer {
+            Err(error) if error.kind() == redis::ServerErrorKind::NoScript.into() => {
+                script
+                    .load_async(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+                pipeline
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(redis_error)?
+            }
+            answer => answer.map_err(redis_error)?,
+        };
+        if acknowledged < replicas {
+            return Err(StoreError::Unavailable(
+                format!(
+                    "the write reached {acknowledged} of the {replicas} replicas \
+                     redis_wait_replicas asks for within {WAIT_TIMEOUT_MS} ms"
+                )
+                .into(),
+            ));
+        }
+        Ok(value)
     }
 
     /// Accepts `events`, leasing fresh deliveries as `claim` allows (a
@@ -404,6 +475,7 @@ impl RedisStore {
             .per_partition(
                 &self.scripts.accept_events,
                 &by_partition,
+                self.wait_replicas,
                 |invocation, partition, members| {
                     invocation
                         .arg(DEDUP_WINDOW_MS)

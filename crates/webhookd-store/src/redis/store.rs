@@ -440,6 +440,8 @@ impl Store for RedisStore {
             .per_partition(
                 &self.scripts.record_attempts,
                 &by_partition,
+                // A lost record costs a duplicate, never a delivery.
+                0,
                 |invocation, _, members| {
                     invocation
                         .arg(self.auto_disable_after.as_secs())

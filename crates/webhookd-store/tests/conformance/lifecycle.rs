@@ -844,3 +844,38 @@ async fn sending_slots_hold_across_processes(url: &str) {
         LIMIT
     );
 }
+
+/// `redis_wait_replicas`: an accepted batch counts as durable only once
+/// that many replicas of its primary have it (each primary of the local
+/// cluster has one), else the accept fails as unavailable, to be retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_accepts_wait_for_the_replicas_asked_for() {
+    let Some(url) = require(Service::RedisCluster) else {
+        return;
+    };
+    let prefix = unique_prefix("wait");
+    let store = RedisStore::connect(&url, &prefix).await.unwrap();
+    create(&store, &endpoint("waits", 1)).await;
+    let replicated = store.clone().with_wait_replicas(1);
+    let accepted = replicated
+        .accept_events(
+            &[event("waits", "evt_1", EventType::GeneratedVideoSuccess)],
+            NOW_MS,
+        )
+        .await
+        .unwrap();
+    assert_eq!(deliveries(accepted.into_iter().next().unwrap()).len(), 1);
+
+    let too_many = store.with_wait_replicas(2);
+    let started = std::time::Instant::now();
+    let error = too_many
+        .accept_events(
+            &[event("waits", "evt_2", EventType::GeneratedVideoSuccess)],
+            NOW_MS,
+        )
+        .await
+        .unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    assert!(error.to_string().contains("1 of the 2 replicas"), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
