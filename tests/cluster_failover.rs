@@ -148,6 +148,7 @@ async fn prepare(
         previous_secret: None,
         failing_since: None,
         disabled_reason: None,
+        rate_limit: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
     webhookd_testkit::amqp::publish(

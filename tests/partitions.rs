@@ -113,6 +113,7 @@ fn silent_broker_and_silent_store_are_noticed_and_lose_nothing() {
             previous_secret: None,
             failing_since: None,
             disabled_reason: None,
+            rate_limit: None,
         };
         store.create_endpoint(&endpoint, 20).await.unwrap();
     });

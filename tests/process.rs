@@ -297,6 +297,7 @@ impl AmqpRun {
             previous_secret: None,
             failing_since: None,
             disabled_reason: None,
+            rate_limit: None,
         };
         runtime
             .block_on(store.create_endpoint(&endpoint, 20))

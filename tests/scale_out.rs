@@ -1,6 +1,7 @@
 //! SPEC §10: several webhookd processes on one store and one queue behave
 //! as one — here, a receiver never sees more than `endpoint_concurrency`
-//! requests at once in total, however many processes send.
+//! requests at once in total, nor more than its endpoint's `rate_limit`
+//! a second, however many processes send.
 
 // In tests a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
@@ -19,83 +20,177 @@ use webhookd_testkit::{Service, require};
 const PROCESSES: usize = 3;
 const CONCURRENCY: usize = 4;
 const EVENTS: usize = 400;
+#[allow(clippy::cast_possible_truncation)] // 400
+const EVENTS_U32: u32 = EVENTS as u32;
 
-#[test]
-fn three_processes_never_exceed_endpoint_concurrency_at_one_receiver() {
-    let (Some(amqp_url), Some(redis_url)) = (require(Service::RabbitMq), require(Service::Redis))
-    else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    // Slow enough that every process always has more to send than the
-    // limit allows.
-    let receiver = runtime.block_on(Receiver::start(Answer::Slow(Duration::from_millis(40))));
-    let queue = webhookd_testkit::amqp::unique_queue("concurrency");
-    runtime.block_on(async {
-        let store = RedisStore::connect(&redis_url, &redis_prefix()).await.unwrap();
-        let endpoint = Endpoint {
-            endpoint_id: ids::new_endpoint_id(),
-            url: receiver.url.clone(),
-            secret: ids::new_secret(),
-            status: EndpointStatus::Enabled,
-            events: vec![EventType::GeneratedVideoSuccess],
-            username: "johndoe".into(),
-            created_at: 0,
-            previous_secret: None,
-            failing_since: None,
-            disabled_reason: None,
+/// A receiver answering `answer`, johndoe's endpoint at it (with
+/// `rate_limit`), [`EVENTS`] events in a fresh queue, and `PROCESSES`
+/// webhookd processes consuming it.
+struct Run {
+    runtime: tokio::runtime::Runtime,
+    receiver: Receiver,
+    amqp_url: String,
+    queue: String,
+    _servers: Vec<Server>,
+}
+
+impl Run {
+    fn start(name: &str, answer: Answer, rate_limit: Option<u32>) -> Option<Run> {
+        let (Some(amqp_url), Some(redis_url)) =
+            (require(Service::RabbitMq), require(Service::Redis))
+        else {
+            return None;
         };
-        store.create_endpoint(&endpoint, 20).await.unwrap();
-        webhookd_testkit::amqp::publish(
-            &amqp_url,
-            &queue,
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let receiver = runtime.block_on(Receiver::start(answer));
+        let queue = webhookd_testkit::amqp::unique_queue(name);
+        runtime.block_on(prepare(
+            &redis_url, &amqp_url, &queue, &receiver, rate_limit,
+        ));
+        let servers = (0..PROCESSES)
+            .map(|_| {
+                let mut command = webhookd(&redis_url);
+                command
+                    .env("WEBHOOKD_AMQP_URL", &amqp_url)
+                    .env("WEBHOOKD_AMQP_QUEUE", &queue)
+                    .env("WEBHOOKD_ENDPOINT_CONCURRENCY", CONCURRENCY.to_string())
+                    .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
+                Server::start_with(command)
+            })
+            .collect();
+        Some(Run {
+            runtime,
+            receiver,
+            amqp_url,
+            queue,
+            _servers: servers,
+        })
+    }
+
+    /// Distinct events received, waiting up to 90 s for all of them.
+    fn wait_for_every_event(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut distinct = HashSet::new();
+        while distinct.len() < EVENTS && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            distinct = self
+                .receiver
+                .received()
+                .iter()
+                .map(|r| r.headers["x-webhook-id"].to_str().unwrap().to_owned())
+                .collect();
+        }
+        distinct.len()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.runtime.block_on(webhookd_testkit::amqp::delete_queues(
+            &self.amqp_url,
+            &[&self.queue, &format!("{}.dead", self.queue)],
+        ));
+    }
+}
+
+async fn prepare(
+    redis_url: &str,
+    amqp_url: &str,
+    queue: &str,
+    receiver: &Receiver,
+    rate_limit: Option<u32>,
+) {
+    let store = RedisStore::connect(redis_url, &redis_prefix())
+        .await
+        .unwrap();
+    let endpoint = Endpoint {
+        endpoint_id: ids::new_endpoint_id(),
+        url: receiver.url.clone(),
+        secret: ids::new_secret(),
+        status: EndpointStatus::Enabled,
+        events: vec![EventType::GeneratedVideoSuccess],
+        username: "johndoe".into(),
+        created_at: 0,
+        previous_secret: None,
+        failing_since: None,
+        disabled_reason: None,
+        rate_limit,
+    };
+    store.create_endpoint(&endpoint, 20).await.unwrap();
+    webhookd_testkit::amqp::publish(
+            amqp_url,
+            queue,
             (0..EVENTS).map(|i| {
                 format!(r#"{{"event":"generated_video_success","username":"johndoe","event_id":"evt_{i}","data":{{"n":{i}}}}}"#)
             }),
         )
         .await;
-    });
-    let _servers: Vec<Server> = (0..PROCESSES)
-        .map(|_| {
-            let mut command = webhookd(&redis_url);
-            command
-                .env("WEBHOOKD_AMQP_URL", &amqp_url)
-                .env("WEBHOOKD_AMQP_QUEUE", &queue)
-                .env("WEBHOOKD_ENDPOINT_CONCURRENCY", CONCURRENCY.to_string())
-                .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
-            Server::start_with(command)
-        })
-        .collect();
+}
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut distinct = HashSet::new();
-    while distinct.len() < EVENTS && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        distinct = receiver
-            .received()
-            .iter()
-            .map(|r| r.headers["x-webhook-id"].to_str().unwrap().to_owned())
-            .collect();
-    }
+#[test]
+fn three_processes_never_exceed_endpoint_concurrency_at_one_receiver() {
+    // Slow enough that every process always has more to send than the
+    // limit allows.
+    let Some(run) = Run::start("concurrency", Answer::Slow(Duration::from_millis(40)), None) else {
+        return;
+    };
+    let arrived = run.wait_for_every_event();
+    let receiver = &run.receiver;
     let most = receiver.most_in_flight();
     println!(
         "{PROCESSES} processes, endpoint_concurrency {CONCURRENCY}: {} of {EVENTS} events \
          arrived in {} requests, at most {most} at once",
-        distinct.len(),
+        arrived,
         receiver.count()
     );
-    assert_eq!(distinct.len(), EVENTS, "every event arrives");
+    assert_eq!(arrived, EVENTS, "every event arrives");
     assert!(
         most <= CONCURRENCY,
         "{most} requests at once, limit {CONCURRENCY}"
     );
     assert_eq!(most, CONCURRENCY, "the limit is used, not undershot");
-    runtime.block_on(webhookd_testkit::amqp::delete_queues(
-        &amqp_url,
-        &[&queue, &format!("{queue}.dead")],
-    ));
+}
+
+/// The bucket holds one second's worth and refills at the rate, so no
+/// second sees more than twice the rate (plus what a lane had claimed and
+/// not yet sent), and all of them take at least (events − rate) ÷ rate.
+#[test]
+fn three_processes_together_keep_an_endpoints_rate_limit() {
+    const RATE: u32 = 40;
+    let Some(run) = Run::start("rate", Answer::Status(200), Some(RATE)) else {
+        return;
+    };
+    let arrived = run.wait_for_every_event();
+    let mut times: Vec<Instant> = run.receiver.received().iter().map(|r| r.at).collect();
+    times.sort();
+    let busiest = times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|at| **at >= *start && at.duration_since(*start) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    let took = times.last().unwrap().duration_since(times[0]);
+    println!(
+        "rate_limit {RATE}/s over {PROCESSES} processes: {arrived} of {EVENTS} events in {took:?}, \
+         at most {busiest} in one second"
+    );
+    assert_eq!(arrived, EVENTS, "every event arrives");
+    let allowed = 2 * RATE as usize + CONCURRENCY;
+    assert!(
+        busiest <= allowed,
+        "{busiest} in one second, at most {allowed} allowed"
+    );
+    let least = Duration::from_secs_f64(f64::from(EVENTS_U32 - RATE) / f64::from(RATE));
+    assert!(
+        took >= least.mul_f64(0.95),
+        "{took:?} is faster than the rate allows ({least:?})"
+    );
 }

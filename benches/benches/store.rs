@@ -102,6 +102,7 @@ fn subscribe(runtime: &Runtime, store: &dyn Store, username: &str, count: usize)
             previous_secret: None,
             failing_since: None,
             disabled_reason: None,
+            rate_limit: None,
         };
         runtime
             .block_on(store.create_endpoint(&endpoint, 20))

@@ -152,6 +152,7 @@ impl Tenant {
             previous_secret: None,
             failing_since: None,
             disabled_reason: None,
+            rate_limit: None,
         };
         self.store.create_endpoint(&endpoint, 20).await?;
         Ok(())

@@ -60,6 +60,7 @@ pub async fn create(
         previous_secret: None,
         failing_since: None,
         disabled_reason: None,
+        rate_limit: spec.rate_limit.flatten(),
     };
     match state
         .store

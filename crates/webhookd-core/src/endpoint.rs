@@ -78,7 +78,14 @@ pub struct Endpoint {
     /// Why webhookd disabled it (SPEC §8); `None` unless webhookd did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
+    /// Most deliveries per second, across every process sharing the store
+    /// (SPEC §10); `None`: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
 }
+
+/// The highest `rate_limit` an endpoint may have (deliveries per second).
+pub const MAX_RATE_LIMIT: u32 = 100_000;
 
 /// A secret a rotation replaced, still signing until `expires_at` so
 /// receivers can switch without missing a delivery (SPEC §8).
@@ -138,10 +145,13 @@ pub struct EndpointSpec {
     /// on update (so changing a URL never re-enables a disabled endpoint).
     pub status: Option<EndpointStatus>,
     pub events: Vec<EventType>,
+    /// `None` when the request left it out (no limit on create, unchanged
+    /// on update); `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<u32>>,
 }
 
 impl EndpointSpec {
-    /// Reads `{"url", "status", "events"}` from a request body's fields.
+    /// Reads `{"url", "status", "events", "rate_limit"}` from a request body's fields.
     /// Unknown fields (a `secret`, say) are ignored, as SPEC §1 requires;
     /// every problem names its field.
     pub fn from_fields(
@@ -184,12 +194,31 @@ impl EndpointSpec {
                 ));
             }
         };
+        let rate_limit = match fields.remove("rate_limit") {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(Value::Number(number)) => match number.as_u64().map(u32::try_from) {
+                Some(Ok(limit)) if (1..=MAX_RATE_LIMIT).contains(&limit) => Some(Some(limit)),
+                _ => return Err(rate_limit_error()),
+            },
+            Some(_) => return Err(rate_limit_error()),
+        };
         Ok(EndpointSpec {
             url,
             status,
             events: parse_events(&names)?,
+            rate_limit,
         })
     }
+}
+
+fn rate_limit_error() -> FieldError {
+    FieldError::new(
+        "rate_limit",
+        format!(
+            "must be a whole number of deliveries per second from 1 to {MAX_RATE_LIMIT}, or null"
+        ),
+    )
 }
 
 /// A request field that failed validation; becomes a 40000 whose message
@@ -430,6 +459,7 @@ mod tests {
             previous_secret: None,
             failing_since: None,
             disabled_reason: None,
+            rate_limit: None,
         };
         assert!(endpoint.wants(EventType::GeneratedVideoSuccess));
         assert!(!endpoint.wants(EventType::GeneratedVideoFailed));

@@ -125,6 +125,7 @@ async fn endpoint(store: &Arc<dyn Store>, url: &str) -> Endpoint {
         previous_secret: None,
         failing_since: None,
         disabled_reason: None,
+        rate_limit: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
     endpoint
@@ -443,6 +444,7 @@ async fn a_put_applies_to_claims_already_queued(store: Arc<dyn Store>) {
         url: new.url.clone(),
         status: None,
         events: target.events.clone(),
+        rate_limit: None,
     };
     store
         .update_endpoint("johndoe", &target.endpoint_id, &spec)
@@ -603,6 +605,7 @@ async fn hanging_tenants_cannot_delay_another_tenants_fresh_delivery(store: Arc<
                 previous_secret: None,
                 failing_since: None,
                 disabled_reason: None,
+                rate_limit: None,
             };
             store.create_endpoint(&endpoint, 20).await.unwrap();
         }

@@ -59,6 +59,7 @@ impl Fixture {
                 previous_secret: None,
                 failing_since: None,
                 disabled_reason: None,
+                rate_limit: None,
             };
             store.create_endpoint(&endpoint, 20).await.unwrap();
             endpoint_ids.push(endpoint.endpoint_id);

@@ -52,6 +52,7 @@ async fn accepted_deliveries_go_out_without_the_claim_loop(store: Arc<dyn Store>
             previous_secret: None,
             failing_since: None,
             disabled_reason: None,
+            rate_limit: None,
         };
         store.create_endpoint(&endpoint, 20).await.unwrap();
         endpoints.push(endpoint);

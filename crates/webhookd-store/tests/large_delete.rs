@@ -35,6 +35,7 @@ async fn deleting_a_million_deliveries_never_stalls_redis() {
         previous_secret: None,
         failing_since: None,
         disabled_reason: None,
+        rate_limit: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
     fill(&store).await;

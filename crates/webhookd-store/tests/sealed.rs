@@ -26,6 +26,7 @@ fn endpoint(username: &str) -> Endpoint {
         previous_secret: None,
         failing_since: None,
         disabled_reason: None,
+        rate_limit: None,
     }
 }
 

@@ -78,6 +78,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
         previous_secret: None,
         failing_since: None,
         disabled_reason: None,
+        rate_limit: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
     let mut now = 1_732_806_631_000_i64;

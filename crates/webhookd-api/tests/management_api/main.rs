@@ -50,6 +50,7 @@ on_both_stores!(
     list_returns_only_the_callers_endpoints_oldest_first,
     put_changes_url_events_and_status_but_never_the_secret,
     put_without_status_keeps_the_current_status,
+    a_rate_limit_is_set_kept_and_removed,
     delete_removes_the_endpoint_and_a_second_delete_is_not_found,
     another_users_endpoint_is_not_found,
     the_21st_endpoint_is_refused,
@@ -330,6 +331,40 @@ async fn put_without_status_keeps_the_current_status(api: Api) {
         .await;
     assert_eq!(json["data"]["status"], "disabled");
     assert_eq!(json["data"]["url"], "https://example.org/");
+}
+
+/// SPEC §10: `rate_limit` is optional on create; a PUT that leaves it out
+/// keeps it, `null` removes it; anything but 1..=100000 is a 40000 naming it.
+async fn a_rate_limit_is_set_kept_and_removed(api: Api) {
+    let created = api
+        .create(json!({"url": "https://example.com/", "events": ["generated_video_success"], "rate_limit": 25}))
+        .await;
+    assert_eq!(created["rate_limit"], 25);
+    let id = created["endpoint_id"].as_str().unwrap();
+    let path = format!("/v2/endpoint/{id}");
+    let put = |body: Value| api.call(Method::PUT, &path, Some(body));
+    let (_, kept) =
+        put(json!({"url": "https://example.org/", "events": ["generated_video_failed"]})).await;
+    assert_eq!(kept["data"]["rate_limit"], 25, "{kept}");
+    let (_, changed) = put(json!({"url": "https://example.org/", "events": ["generated_video_failed"], "rate_limit": 3})).await;
+    assert_eq!(changed["data"]["rate_limit"], 3, "{changed}");
+    let (_, removed) = put(json!({"url": "https://example.org/", "events": ["generated_video_failed"], "rate_limit": null})).await;
+    assert!(removed["data"].get("rate_limit").is_none(), "{removed}");
+    let (_, listed) = api.call(Method::GET, "/v2/endpoints", None).await;
+    assert!(
+        listed["data"]["endpoints"][0].get("rate_limit").is_none(),
+        "{listed}"
+    );
+    for refused in [json!(0), json!(100_001), json!(-1), json!(2.5), json!("10")] {
+        let response = api
+            .call(
+                Method::POST,
+                "/v2/endpoint",
+                Some(json!({"url": "https://example.com/", "events": ["generated_video_success"], "rate_limit": refused})),
+            )
+            .await;
+        assert_error(&response, StatusCode::BAD_REQUEST, 40000, "rate_limit");
+    }
 }
 
 async fn delete_removes_the_endpoint_and_a_second_delete_is_not_found(api: Api) {

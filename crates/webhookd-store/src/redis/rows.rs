@@ -94,6 +94,14 @@ pub(super) fn endpoint_from_fields(
             .remove("failing_since")
             .and_then(|since| since.parse().ok()),
         disabled_reason: fields.remove("disabled_reason"),
+        rate_limit: fields
+            .remove("rate_limit")
+            .map(|limit| {
+                limit
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("endpoint rate_limit {limit:?}")))
+            })
+            .transpose()?,
     })
 }
 

@@ -116,6 +116,12 @@ impl Store for RedisStore {
             .arg(events_to_json(&endpoint.events))
             .arg(username)
             .arg(endpoint.created_at)
+            .arg(
+                endpoint
+                    .rate_limit
+                    .map(|limit| limit.to_string())
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
@@ -182,6 +188,10 @@ impl Store for RedisStore {
             .arg(events_to_json(&spec.events))
             .arg(self.changes_channel())
             .arg(endpoint_id)
+            .arg(match spec.rate_limit {
+                None => "keep".to_owned(),
+                Some(limit) => limit.map(|limit| limit.to_string()).unwrap_or_default(),
+            })
             .invoke_async(&mut self.connection())
             .await
             .map_err(redis_error)?;

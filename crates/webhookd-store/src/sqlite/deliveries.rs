@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
-use webhookd_core::{Event, ids};
+use webhookd_core::{Endpoint, Event, ids};
 
+use super::rates::RateBuckets;
 use super::rows::{
     DELIVERY_COLUMNS_D, ENDPOINT_COLUMNS, RawEndpoint, previous_secret, read_delivery,
     read_endpoint,
@@ -46,19 +47,25 @@ pub(super) struct Leasing<'a> {
     pub(super) claims: Vec<Claim>,
     /// Room used so far per endpoint.
     taken: HashMap<String, usize>,
+    rates: &'a RateBuckets,
+    now_ms: i64,
 }
 
 impl<'a> Leasing<'a> {
-    pub(super) fn new(request: &'a ClaimRequest) -> Self {
+    pub(super) fn new(request: &'a ClaimRequest, rates: &'a RateBuckets, now_ms: i64) -> Self {
         Leasing {
             request,
             claims: Vec::new(),
             taken: HashMap::new(),
+            rates,
+            now_ms,
         }
     }
 
-    /// A lease token for a fresh delivery to `endpoint_id`, if there is room.
-    fn lease(&mut self, endpoint_id: &str) -> Option<String> {
+    /// A lease token for a fresh delivery to `endpoint`, if there is room
+    /// (and, under a rate limit, a token).
+    fn lease(&mut self, endpoint: &Endpoint) -> Option<String> {
+        let endpoint_id = endpoint.endpoint_id.as_str();
         let room = self
             .request
             .room
@@ -67,6 +74,11 @@ impl<'a> Leasing<'a> {
             .unwrap_or(self.request.per_endpoint);
         let taken = self.taken.entry(endpoint_id.to_owned()).or_default();
         if self.claims.len() >= self.request.limit || *taken >= room {
+            return None;
+        }
+        if let Some(limit) = endpoint.rate_limit
+            && self.rates.take(endpoint_id, limit, self.now_ms, 1) == 0
+        {
             return None;
         }
         *taken += 1;
@@ -132,7 +144,7 @@ pub(super) fn accept_one(
             &body,
             now_ms,
         );
-        let lease = leasing.lease(&endpoint.endpoint_id);
+        let lease = leasing.lease(endpoint);
         let due_at = if lease.is_some() {
             leasing.request.lease_until_ms
         } else {

@@ -8,6 +8,7 @@
 //! correct.
 
 mod deliveries;
+mod rates;
 mod rows;
 mod schema;
 mod users;
@@ -42,6 +43,7 @@ pub struct SqliteStore {
     /// Zero: never (SPEC §8).
     auto_disable_after: std::time::Duration,
     changes: Arc<EndpointChanges>,
+    rates: Arc<rates::RateBuckets>,
 }
 
 impl SqliteStore {
@@ -57,6 +59,7 @@ impl SqliteStore {
             retention: Retention::default(),
             auto_disable_after: std::time::Duration::ZERO,
             changes: Arc::default(),
+            rates: Arc::default(),
         })
     }
 
@@ -220,8 +223,9 @@ impl Store for SqliteStore {
                 return Ok(CreateOutcome::LimitReached);
             }
             tx.execute(
-                "INSERT INTO endpoints (endpoint_id, url, secret, status, events, username, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO endpoints (endpoint_id, url, secret, status, events, username, created_at,
+                     rate_limit)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     endpoint.endpoint_id,
                     endpoint.url,
@@ -229,7 +233,8 @@ impl Store for SqliteStore {
                     endpoint.status.as_str(),
                     events_to_json(&endpoint.events),
                     endpoint.username,
-                    endpoint.created_at
+                    endpoint.created_at,
+                    endpoint.rate_limit
                 ],
             )
             .map_err(sqlite_error)?;
@@ -283,16 +288,20 @@ impl Store for SqliteStore {
                 .execute(
                     // A status set by its owner is not webhookd's doing;
                     // enabling also ends the failure streak (SPEC §8).
+                    // ?6 says whether ?7 replaces the rate limit.
                     "UPDATE endpoints SET url = ?1, status = COALESCE(?2, status), events = ?3,
                          disabled_reason = CASE WHEN ?2 IS NULL THEN disabled_reason END,
-                         failing_since = CASE WHEN ?2 = 'enabled' THEN NULL ELSE failing_since END
+                         failing_since = CASE WHEN ?2 = 'enabled' THEN NULL ELSE failing_since END,
+                         rate_limit = CASE WHEN ?6 THEN ?7 ELSE rate_limit END
                      WHERE username = ?4 AND endpoint_id = ?5",
                     params![
                         spec.url,
                         spec.status.map(EndpointStatus::as_str),
                         events_to_json(&spec.events),
                         username,
-                        endpoint_id
+                        endpoint_id,
+                        spec.rate_limit.is_some(),
+                        spec.rate_limit.flatten()
                     ],
                 )
                 .map_err(sqlite_error)?;
@@ -372,6 +381,7 @@ impl Store for SqliteStore {
         claim: &ClaimRequest,
     ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
         let (events, claim) = (events.to_vec(), claim.clone());
+        let rates = Arc::clone(&self.rates);
         self.call(move |c| {
             // One transaction for the whole batch, leases included: one
             // fsync instead of one per event, and all-or-nothing — an error
@@ -379,7 +389,7 @@ impl Store for SqliteStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_error)?;
-            let mut leasing = Leasing::new(&claim);
+            let mut leasing = Leasing::new(&claim, &rates, now_ms);
             let mut outcomes = Vec::with_capacity(events.len());
             for event in &events {
                 outcomes.push(accept_one(&tx, event, now_ms, &mut leasing)?);
@@ -472,6 +482,7 @@ impl Store for SqliteStore {
 
     async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
         let request = request.clone();
+        let rates = Arc::clone(&self.rates);
         self.call(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -494,8 +505,25 @@ impl Store for SqliteStore {
                     .copied()
                     .unwrap_or(request.per_endpoint)
                     .min(request.limit.saturating_sub(claims.len()));
-                if room > 0 {
-                    claim_from_endpoint(&tx, &request, &endpoint_id, room, &mut claims)?;
+                if room == 0 {
+                    continue;
+                }
+                let rate_limit: Option<u32> = tx
+                    .prepare_cached("SELECT rate_limit FROM endpoints WHERE endpoint_id = ?1")
+                    .and_then(|mut select| {
+                        select
+                            .query_row([&endpoint_id], |row| row.get(0))
+                            .optional()
+                    })
+                    .map_err(sqlite_error)?
+                    .flatten();
+                let room = rate_limit.map_or(room, |limit| {
+                    rates.take(&endpoint_id, limit, request.now_ms, room)
+                });
+                let before = claims.len();
+                claim_from_endpoint(&tx, &request, &endpoint_id, room, &mut claims)?;
+                if let Some(limit) = rate_limit {
+                    rates.give_back(&endpoint_id, limit, room - (claims.len() - before));
                 }
             }
             tx.commit().map_err(sqlite_error)?;

@@ -66,7 +66,7 @@ impl RawDelivery {
 }
 
 pub(super) const ENDPOINT_COLUMNS: &str = "endpoint_id, url, secret, status, events, username, \
-     created_at, previous_secret, previous_expires_at, failing_since, disabled_reason";
+     created_at, previous_secret, previous_expires_at, failing_since, disabled_reason, rate_limit";
 
 pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndpoint> {
     Ok(RawEndpoint {
@@ -81,6 +81,7 @@ pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndp
         previous_expires_at: row.get(8)?,
         failing_since: row.get(9)?,
         disabled_reason: row.get(10)?,
+        rate_limit: row.get(11)?,
     })
 }
 
@@ -97,6 +98,7 @@ pub(super) struct RawEndpoint {
     previous_expires_at: Option<i64>,
     failing_since: Option<i64>,
     disabled_reason: Option<String>,
+    rate_limit: Option<u32>,
 }
 
 impl RawEndpoint {
@@ -112,6 +114,7 @@ impl RawEndpoint {
             previous_secret: previous_secret(self.previous_secret, self.previous_expires_at),
             failing_since: self.failing_since,
             disabled_reason: self.disabled_reason,
+            rate_limit: self.rate_limit,
         })
     }
 }

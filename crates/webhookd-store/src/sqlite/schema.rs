@@ -101,6 +101,8 @@ const MIGRATIONS: &[&str] = &[
      ) STRICT, WITHOUT ROWID;
      CREATE INDEX portal_links_by_expiry ON portal_links(expires_at);
      CREATE INDEX portal_links_by_user ON portal_links(username);",
+    // 7: an endpoint's deliveries per second (SPEC §10; NULL: no limit).
+    "ALTER TABLE endpoints ADD COLUMN rate_limit INTEGER;",
 ];
 
 /// How long a statement waits for another process's write lock.

@@ -275,6 +275,7 @@ pub(crate) async fn updates_and_deletes_mark_the_endpoint_changed(store: Arc<dyn
         url: "https://example.com/moved".into(),
         status: None,
         events: first.events.clone(),
+        rate_limit: None,
     };
     store
         .update_endpoint("fence", &first.endpoint_id, &spec)
@@ -446,6 +447,7 @@ pub(crate) async fn a_failure_streak_disables_and_a_success_or_enabling_ends_it(
         url: target.url.clone(),
         status: Some(EndpointStatus::Enabled),
         events: target.events.clone(),
+        rate_limit: None,
     };
     let enabled = store
         .update_endpoint("streak", &target.endpoint_id, &spec)
@@ -878,4 +880,60 @@ async fn cluster_accepts_wait_for_the_replicas_asked_for() {
     assert!(error.is_unavailable(), "{error}");
     assert!(error.to_string().contains("1 of the 2 replicas"), "{error}");
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
+
+/// SPEC §10: an endpoint's `rate_limit` caps the deliveries that start:
+/// a burst of one second's worth, then the rate — for claims and the fast
+/// path alike; removing it lifts the cap.
+pub(super) async fn a_rate_limit_caps_the_deliveries_that_start_each_second(store: Arc<dyn Store>) {
+    let metered = Endpoint {
+        rate_limit: Some(5),
+        ..endpoint("metered", 1)
+    };
+    create(&*store, &metered).await;
+    let read = store
+        .get_endpoint("metered", &metered.endpoint_id)
+        .await
+        .unwrap();
+    assert_eq!(read.unwrap().rate_limit, Some(5));
+    accept_many(&*store, "metered", 20).await;
+
+    assert_eq!(
+        claim_at(&*store, NOW_MS, 50).await.len(),
+        5,
+        "one second's worth"
+    );
+    assert!(claim_at(&*store, NOW_MS + 1, 50).await.is_empty());
+    // 2.5 tokens in 500 ms.
+    assert_eq!(claim_at(&*store, NOW_MS + 500, 50).await.len(), 2);
+    let (_, fast) = store
+        .accept_and_claim(
+            &[event(
+                "metered",
+                "evt_fast",
+                EventType::GeneratedVideoSuccess,
+            )],
+            NOW_MS + 500,
+            &claim_request(NOW_MS + 500, 50),
+        )
+        .await
+        .unwrap();
+    assert!(fast.is_empty(), "no token for the fast path either");
+    // Idle for long: still one second's worth, not ten.
+    assert_eq!(claim_at(&*store, NOW_MS + 10_000, 50).await.len(), 5);
+
+    let unlimited = EndpointSpec {
+        url: metered.url.clone(),
+        status: None,
+        events: metered.events.clone(),
+        rate_limit: Some(None),
+    };
+    let updated = store
+        .update_endpoint("metered", &metered.endpoint_id, &unlimited)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.rate_limit, None);
+    // The rest: 20 + 1 accepted, 12 claimed.
+    assert_eq!(claim_at(&*store, NOW_MS + 10_001, 50).await.len(), 9);
 }

@@ -93,6 +93,7 @@ conformance!(
     recover_takes_the_dead_of_a_window_in_bounded_steps,
     portal_links_sign_in_until_they_expire_and_expired_ones_are_forgotten,
     revoking_keys_ends_the_users_portal_links,
+    a_rate_limit_caps_the_deliveries_that_start_each_second,
 );
 
 mod lifecycle;
@@ -130,6 +131,7 @@ fn endpoint(username: &str, created_at: i64) -> Endpoint {
         previous_secret: None,
         failing_since: None,
         disabled_reason: None,
+        rate_limit: None,
     }
 }
 
@@ -185,6 +187,7 @@ async fn users_never_see_each_others_endpoints(store: Arc<dyn Store>) {
         url: "https://evil.example/".into(),
         status: Some(EndpointStatus::Enabled),
         events: vec![EventType::GeneratedImageSuccess],
+        rate_limit: None,
     };
     assert_eq!(
         store
@@ -240,6 +243,7 @@ async fn update_changes_url_status_and_events_but_never_the_secret(store: Arc<dy
         url: "https://new-url.com/webhook".into(),
         status: Some(EndpointStatus::Disabled),
         events: vec![EventType::GeneratedPhotoAvatarSuccess],
+        rate_limit: None,
     };
     let updated = store
         .update_endpoint("dave", &original.endpoint_id, &spec)
@@ -279,6 +283,7 @@ async fn update_and_delete_of_a_missing_endpoint_report_none(store: Arc<dyn Stor
         url: "https://example.com/".into(),
         status: Some(EndpointStatus::Enabled),
         events: vec![EventType::GeneratedVideoSuccess],
+        rate_limit: None,
     };
     assert_eq!(
         store
@@ -494,6 +499,7 @@ async fn endpoint_changes_apply_to_the_next_event(store: Arc<dyn Store>) {
         url: target.url.clone(),
         status: Some(status),
         events,
+        rate_limit: None,
     };
     let disabled = spec(EndpointStatus::Disabled, target.events.clone());
     store
@@ -1097,6 +1103,7 @@ async fn disabled_endpoints_park_their_deliveries(store: Arc<dyn Store>) {
         url: target.url.clone(),
         status: Some(EndpointStatus::Disabled),
         events: target.events.clone(),
+        rate_limit: None,
     };
     store
         .update_endpoint("walt", &target.endpoint_id, &disable)

@@ -101,6 +101,7 @@ async fn exercise_users_and_endpoints(store: &RedisStore) -> (Endpoint, String, 
                 url: other.url.clone(),
                 status: Some(EndpointStatus::Enabled),
                 events: other.events.clone(),
+                rate_limit: None,
             },
         )
         .await

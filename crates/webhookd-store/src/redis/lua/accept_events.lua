@@ -5,8 +5,8 @@
 -- that got a delivery}, {per lease: delivery id, url, secret, lease}. The
 -- i-th delivery of an event has the event's id base followed by i as two
 -- hex digits.
--- Under a cluster-wide limit, leases come with sending slots as in
--- CLAIM_DUE.
+-- Under a cluster-wide limit, leases come with sending slots, and an
+-- endpoint with a rate limit gets no more than its tokens, as in CLAIM_DUE.
 -- KEYS: due, ready. ARGV: partition prefix, dedup ms, now ms, lease until,
 -- lease token base, limit, room of other endpoints, sending slots per
 -- endpoint across every process (0: no limit), number of (endpoint id,
@@ -16,7 +16,7 @@
 local partition, dedup, now, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit, per_endpoint = tonumber(ARGV[6]), tonumber(ARGV[7])
 local endpoint_limit, listed = tonumber(ARGV[8]), tonumber(ARGV[9])
-local room_of, held_of, grant_of = {}, {}, {}
+local room_of, held_of, grant_of, tokens_of = {}, {}, {}, {}
 for i = 10, 9 + 3 * listed, 3 do
   room_of[ARGV[i]] = tonumber(ARGV[i + 1])
   held_of[ARGV[i]] = tonumber(ARGV[i + 2])
@@ -31,7 +31,7 @@ for e = 10 + 3 * listed, #ARGV, 7 do
     local chosen = {}
     for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
       local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events', 'url', 'secret',
-        'previous_secret', 'previous_expires_at')
+        'previous_secret', 'previous_expires_at', 'rate_limit')
       if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true) then
         local delivery = base .. string.format('%02x', #chosen)
         local due_at = now
@@ -49,6 +49,11 @@ for e = 10 + 3 * listed, #ARGV, 7 do
           -- No slot in the lane and none free: the lane could not send it.
           if held + grant_of[id] == 0 then room = 0 end
         end
+        local rate = tonumber(endpoint[7])
+        if rate and #leased < limit and room > 0 then
+          tokens_of[id] = tokens_of[id] or rate_tokens(user .. 'ep:' .. id .. ':rate', rate, tonumber(now))
+          if tokens_of[id] < 1 then room = 0 end
+        end
         if #leased < limit and room > 0 then
           room_of[id] = room - 1
           local lease = lease_base .. ':' .. (#leased + 1)
@@ -57,6 +62,10 @@ for e = 10 + 3 * listed, #ARGV, 7 do
             grant_of[id] = grant_of[id] - 1
             slot = lease .. ':slot'
             redis.call('ZADD', sending, lease_until, slot)
+          end
+          if rate then
+            rate_spend(user .. 'ep:' .. id .. ':rate', rate, tonumber(now), tokens_of[id], 1)
+            tokens_of[id] = tokens_of[id] - 1
           end
           due_at = lease_until
           fields[#fields + 1] = 'lease'

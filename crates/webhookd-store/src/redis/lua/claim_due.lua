@@ -2,7 +2,9 @@
 -- of their earliest due delivery, at most `room` per endpoint: each claimed
 -- id's due time moves to the lease's end, so a worker that dies leaves it
 -- due again then. Deliveries of deleted endpoints are dropped; of disabled
--- ones, parked (test deliveries excepted). Under a cluster-wide limit the
+-- ones, parked (test deliveries excepted). An endpoint with a rate limit
+-- gets no more than its bucket's tokens (see rate_tokens). Under a
+-- cluster-wide limit the
 -- first claims of an endpoint come with sending slots (see free_slots),
 -- at most what the limit leaves free; an endpoint with no slot free and
 -- none in the caller's lane gets nothing, and its place in the ready queue
@@ -28,6 +30,18 @@ for _, endpoint_due in ipairs(queues) do
   local user, endpoint_id = string.match(endpoint_due, '^(.*)ep:([^:]+):due$')
   local room = math.min(room_of[endpoint_id] or per_endpoint, limit - #claimed)
   local sending = user .. 'ep:' .. endpoint_id .. ':sending'
+  local bucket, rate, tokens = user .. 'ep:' .. endpoint_id .. ':rate', nil, 0
+  if room > 0 then
+    rate = tonumber(redis.call('HGET', user .. 'endpoint:' .. endpoint_id, 'rate_limit'))
+    if rate then
+      tokens = rate_tokens(bucket, rate, now)
+      room = math.min(room, math.floor(tokens))
+      if room <= 0 then
+        -- Out of tokens: look again when the next one is in.
+        redis.call('ZADD', KEYS[2], now + math.ceil((1 - tokens) * 1000 / rate), endpoint_due)
+      end
+    end
+  end
   local grant = 0
   if room > 0 and endpoint_limit > 0 then
     local held = held_of[endpoint_id] or 0
@@ -41,6 +55,7 @@ for _, endpoint_due in ipairs(queues) do
   if room > 0 then
     local endpoint = redis.call('HMGET', user .. 'endpoint:' .. endpoint_id, 'url', 'secret', 'status',
       'previous_secret', 'previous_expires_at')
+    local spent = 0
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', endpoint_due, '-inf', now, 'LIMIT', 0, room)) do
       local key = ARGV[4] .. 'dlv:' .. id
       local d = redis.call('HMGET', key, 'username', 'event_id', 'event_type', 'body', 'attempts',
@@ -59,6 +74,7 @@ for _, endpoint_due in ipairs(queues) do
         redis.call('HSET', key, 'next_attempt_at', ARGV[5])
       else
         local lease = ARGV[6] .. ':' .. (#claimed + 1)
+        spent = spent + 1
         redis.call('HSET', key, 'lease', lease, 'next_attempt_at', ARGV[2])
         redis.call('ZADD', KEYS[1], ARGV[2], id)
         redis.call('ZADD', endpoint_due, ARGV[2], id)
@@ -73,6 +89,7 @@ for _, endpoint_due in ipairs(queues) do
       end
     end
     refresh_ready(KEYS[2], endpoint_due)
+    if rate then rate_spend(bucket, rate, now, tokens, spent) end
   end
 end
 return claimed

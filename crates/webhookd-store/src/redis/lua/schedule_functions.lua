@@ -44,3 +44,20 @@ local function settle_slot(sending, ready, endpoint_due, token, keep_until)
     refresh_ready(ready, endpoint_due)
   end
 end
+-- An endpoint's `rate_limit` (SPEC §10) is a token bucket in `bucket`
+-- that every process draws from: `limit` tokens a second, at most one
+-- second's worth saved (a full bucket is no key at all: it expires once
+-- full). The tokens there are now:
+local function rate_tokens(bucket, limit, now)
+  local saved = redis.call('HMGET', bucket, 'tokens', 'at')
+  local tokens = tonumber(saved[1])
+  if not tokens then return limit end
+  return math.min(limit, tokens + (now - tonumber(saved[2])) * limit / 1000)
+end
+-- Takes `spent` of the `tokens` rate_tokens found at `now`.
+local function rate_spend(bucket, limit, now, tokens, spent)
+  if spent == 0 then return end
+  local left = tokens - spent
+  redis.call('HSET', bucket, 'tokens', left, 'at', now)
+  redis.call('PEXPIRE', bucket, math.ceil((limit - left) * 1000 / limit) + 1)
+end

@@ -1,7 +1,8 @@
--- Replaces url and events (and status, unless ARGV[2] is empty), then tells
--- the other webhookd processes, whose queued claims carry the old values.
+-- Replaces url and events (and status, unless ARGV[2] is empty; and the
+-- rate limit, unless ARGV[6] is 'keep': '' removes it), then tells the
+-- other webhookd processes, whose queued claims carry the old values.
 -- KEYS: endpoint hash. ARGV: url, status, events JSON, change channel,
--- endpoint id.
+-- endpoint id, rate limit.
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HSET', KEYS[1], 'url', ARGV[1], 'events', ARGV[3])
 if ARGV[2] ~= '' then
@@ -10,6 +11,11 @@ if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'status', ARGV[2])
   redis.call('HDEL', KEYS[1], 'disabled_reason')
   if ARGV[2] == 'enabled' then redis.call('HDEL', KEYS[1], 'failing_since') end
+end
+if ARGV[6] == '' then
+  redis.call('HDEL', KEYS[1], 'rate_limit')
+elseif ARGV[6] ~= 'keep' then
+  redis.call('HSET', KEYS[1], 'rate_limit', ARGV[6])
 end
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return redis.call('HGETALL', KEYS[1])
