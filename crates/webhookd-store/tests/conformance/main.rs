@@ -97,9 +97,11 @@ conformance!(
 );
 
 mod lifecycle;
+mod scale_out;
 mod single_slot;
 mod users;
 use lifecycle::*;
+use scale_out::*;
 use users::*;
 
 /// Every conformance store disables endpoints failing this long (tests
