@@ -20,10 +20,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{Server, redis_prefix, webhookd};
-use webhookd_core::{Endpoint, EndpointStatus, EventType, ids};
+use webhookd_core::EventType;
 use webhookd_store::{RedisStore, Store};
 use webhookd_testkit::receiver::{Answer, Receiver};
-use webhookd_testkit::{Service, require};
+use webhookd_testkit::{Service, require, subscription, video_events};
 
 const EVENTS: usize = 20_000;
 
@@ -33,96 +33,73 @@ struct Node {
     pid: u32,
 }
 
+/// A connection to one node of the cluster (by `host:port`), if it answers.
+async fn node(address: &str) -> Option<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://{address}")).ok()?;
+    client.get_multiplexed_async_connection().await.ok()
+}
+
+/// A node's answer to `command` (a text one: CLUSTER NODES, INFO…); empty
+/// when it fails.
+async fn ask(connection: &mut redis::aio::MultiplexedConnection, command: &[&str]) -> String {
+    redis::cmd(command[0])
+        .arg(&command[1..])
+        .query_async(connection)
+        .await
+        .unwrap_or_default()
+}
+
+/// The first node of a `redis+cluster://` URL.
+fn seed(cluster_url: &str) -> &str {
+    let nodes = cluster_url.split("://").nth(1).unwrap();
+    nodes.split(',').next().unwrap()
+}
+
 /// The primary whose keys start with `prefix` (all of one user's data is in
 /// one slot, so on one primary).
 async fn primary_holding(cluster_url: &str, prefix: &str) -> Node {
-    let seed = cluster_url
-        .split("://")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap();
-    let mut seed = redis::Client::open(format!("redis://{seed}"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let nodes: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query_async(&mut seed)
-        .await
-        .unwrap();
+    let mut seed = node(seed(cluster_url)).await.unwrap();
+    let nodes = ask(&mut seed, &["CLUSTER", "NODES"]).await;
     for line in nodes
         .lines()
         .filter(|line| line.contains("master") && !line.contains("fail"))
     {
-        let address = line
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .split('@')
-            .next()
-            .unwrap()
-            .to_owned();
-        let mut node = redis::Client::open(format!("redis://{address}"))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let address = line.split(' ').nth(1).unwrap().split('@').next().unwrap();
+        let mut primary = node(address).await.unwrap();
         let (_, keys): (String, Vec<String>) = redis::cmd("SCAN")
             .arg(0)
             .arg("MATCH")
             .arg(format!("{prefix}*"))
             .arg("COUNT")
             .arg(100_000)
-            .query_async(&mut node)
+            .query_async(&mut primary)
             .await
             .unwrap();
         if keys.is_empty() {
             continue;
         }
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut node)
-            .await
-            .unwrap();
-        let pid: u32 = info
+        let info = ask(&mut primary, &["INFO", "server"]).await;
+        let pid = info
             .lines()
             .find_map(|l| l.strip_prefix("process_id:"))
             .unwrap()
             .trim()
             .parse()
             .unwrap();
-        return Node { address, pid };
+        return Node {
+            address: address.to_owned(),
+            pid,
+        };
     }
     panic!("no primary holds {prefix}*");
 }
 
 async fn cluster_is_whole(cluster_url: &str) -> bool {
-    let seed = cluster_url
-        .split("://")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap();
-    let Ok(client) = redis::Client::open(format!("redis://{seed}")) else {
+    let Some(mut seed) = node(seed(cluster_url)).await else {
         return false;
     };
-    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
-        return false;
-    };
-    let info: String = redis::cmd("CLUSTER")
-        .arg("INFO")
-        .query_async(&mut connection)
-        .await
-        .unwrap_or_default();
-    let nodes: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query_async(&mut connection)
-        .await
-        .unwrap_or_default();
+    let info = ask(&mut seed, &["CLUSTER", "INFO"]).await;
+    let nodes = ask(&mut seed, &["CLUSTER", "NODES"]).await;
     info.contains("cluster_state:ok") && !nodes.contains("fail") && nodes.lines().count() == 6
 }
 
@@ -137,28 +114,13 @@ async fn prepare(
     let store = RedisStore::connect(cluster_url, &redis_prefix())
         .await
         .unwrap();
-    let endpoint = Endpoint {
-        endpoint_id: ids::new_endpoint_id(),
-        url: receiver.url.clone(),
-        secret: ids::new_secret(),
-        status: EndpointStatus::Enabled,
-        events: vec![EventType::GeneratedVideoSuccess],
-        username: "johndoe".into(),
-        created_at: 0,
-        previous_secret: None,
-        failing_since: None,
-        disabled_reason: None,
-        rate_limit: None,
-    };
+    let endpoint = subscription(
+        "johndoe",
+        &receiver.url,
+        &[EventType::GeneratedVideoSuccess],
+    );
     store.create_endpoint(&endpoint, 20).await.unwrap();
-    webhookd_testkit::amqp::publish(
-        amqp_url,
-        queue,
-        (0..EVENTS).map(|i| {
-            format!(r#"{{"event":"generated_video_success","username":"johndoe","event_id":"evt_{i}","data":{{"n":{i}}}}}"#)
-        }),
-    )
-    .await;
+    webhookd_testkit::amqp::publish(amqp_url, queue, video_events("johndoe", 0..EVENTS)).await;
     store
 }
 

@@ -12,10 +12,12 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use support::{Server, redis_prefix, webhookd};
-use webhookd_core::{Endpoint, EndpointStatus, EventType, ids};
+use webhookd_core::EventType;
 use webhookd_store::{RedisStore, Store};
 use webhookd_testkit::receiver::{Answer, Receiver};
-use webhookd_testkit::{CuttableProxy, Service, require, service_address};
+use webhookd_testkit::{
+    CuttableProxy, Service, require, service_address, subscription, video_events,
+};
 
 /// SPEC §6: a silent broker link is noticed within ~3× the heartbeat (10 s
 /// by default); the issue asks for 30 s.
@@ -36,9 +38,7 @@ impl Run {
         self.runtime.block_on(webhookd_testkit::amqp::publish(
             &self.amqp_url,
             &self.queue,
-            (first..first + PER_ROUND).map(|i| {
-                format!(r#"{{"event":"generated_video_success","username":"johndoe","event_id":"evt_{i}","data":{{"n":{i}}}}}"#)
-            }),
+            video_events("johndoe", first..first + PER_ROUND),
         ));
         self.published += PER_ROUND;
     }
@@ -102,19 +102,11 @@ fn silent_broker_and_silent_store_are_noticed_and_lose_nothing() {
         let store = RedisStore::connect(&redis_url, &redis_prefix())
             .await
             .unwrap();
-        let endpoint = Endpoint {
-            endpoint_id: ids::new_endpoint_id(),
-            url: receiver.url.clone(),
-            secret: ids::new_secret(),
-            status: EndpointStatus::Enabled,
-            events: vec![EventType::GeneratedVideoSuccess],
-            username: "johndoe".into(),
-            created_at: 0,
-            previous_secret: None,
-            failing_since: None,
-            disabled_reason: None,
-            rate_limit: None,
-        };
+        let endpoint = subscription(
+            "johndoe",
+            &receiver.url,
+            &[EventType::GeneratedVideoSuccess],
+        );
         store.create_endpoint(&endpoint, 20).await.unwrap();
     });
     let mut run = Run {

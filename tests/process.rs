@@ -263,9 +263,7 @@ const EVENTS: usize = 20_000;
 
 /// Event messages `evt_<i>` for johndoe, one per `i`.
 fn messages(range: std::ops::Range<usize>) -> impl Iterator<Item = String> {
-    range.map(|i| {
-        format!(r#"{{"event":"generated_video_success","username":"johndoe","event_id":"evt_{i}","data":{{"n":{i}}}}}"#)
-    })
+    webhookd_testkit::video_events("johndoe", range)
 }
 
 impl AmqpRun {

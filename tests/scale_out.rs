@@ -12,10 +12,10 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use support::{Server, redis_prefix, webhookd};
-use webhookd_core::{Endpoint, EndpointStatus, EventType, ids};
+use webhookd_core::{Endpoint, EventType};
 use webhookd_store::{RedisStore, Store};
 use webhookd_testkit::receiver::{Answer, Receiver};
-use webhookd_testkit::{Service, require};
+use webhookd_testkit::{Service, require, subscription, video_events};
 
 const PROCESSES: usize = 3;
 const CONCURRENCY: usize = 4;
@@ -108,27 +108,15 @@ async fn prepare(
         .await
         .unwrap();
     let endpoint = Endpoint {
-        endpoint_id: ids::new_endpoint_id(),
-        url: receiver.url.clone(),
-        secret: ids::new_secret(),
-        status: EndpointStatus::Enabled,
-        events: vec![EventType::GeneratedVideoSuccess],
-        username: "johndoe".into(),
-        created_at: 0,
-        previous_secret: None,
-        failing_since: None,
-        disabled_reason: None,
         rate_limit,
+        ..subscription(
+            "johndoe",
+            &receiver.url,
+            &[EventType::GeneratedVideoSuccess],
+        )
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
-    webhookd_testkit::amqp::publish(
-            amqp_url,
-            queue,
-            (0..EVENTS).map(|i| {
-                format!(r#"{{"event":"generated_video_success","username":"johndoe","event_id":"evt_{i}","data":{{"n":{i}}}}}"#)
-            }),
-        )
-        .await;
+    webhookd_testkit::amqp::publish(amqp_url, queue, video_events("johndoe", 0..EVENTS)).await;
 }
 
 #[test]

@@ -345,8 +345,9 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         button("Add endpoint").click()  # the dialog's: the page behind is hidden
         expect(dialog.get_by_role("alert")).to_contain_text("url:")
 
-        step("Add endpoint to the receiver with two event types: listed")
+        step("Add endpoint to the receiver with two event types and a rate limit: listed")
         page.get_by_label("URL", exact=True).fill(hook)
+        page.get_by_label("Rate limit", exact=True).fill("50")
         button("Add endpoint").click()
         expect(dialog).to_be_hidden()
         expect(button(hook)).to_be_visible()
@@ -361,6 +362,7 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         receiver.status = 500
         button(hook).click()
         expect(page.get_by_role("heading", name=hook)).to_be_visible()
+        expect(page.get_by_text("50 per second")).to_be_visible()
         secret_field = page.get_by_role("textbox", name="Signing secret", exact=True)
         assert "•" in secret_field.input_value(), "the secret is shown before Reveal"
         page.get_by_label("Event type").select_option(EVENT_B)

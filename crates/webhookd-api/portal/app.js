@@ -416,6 +416,7 @@ function renderDetail() {
       h("ul", { class: "chips" }, endpoint.events.map((name) => h("li", { class: "chip" }, name))),
     ),
     endpoint.failing_since ? fact("Failing since", timeEl(endpoint.failing_since)) : null,
+    fact("Rate limit", endpoint.rate_limit ? `${endpoint.rate_limit} per second` : "None"),
     fact("Created", timeEl(endpoint.created_at)),
     fact("Endpoint ID", h("code", {}, endpoint.endpoint_id)),
     fact("Owner", endpoint.username),
@@ -1001,6 +1002,7 @@ function openEndpointForm(endpoint) {
   $("#dlg-endpoint-title").textContent = endpoint ? "Edit endpoint" : "Add endpoint";
   $("#ef-submit").textContent = endpoint ? "Save" : "Add endpoint";
   $("#ef-url").value = endpoint ? endpoint.url : "";
+  $("#ef-rate").value = endpoint?.rate_limit ?? "";
   form.elements.status.value = endpoint ? endpoint.status : "enabled";
   const chosen = new Set(endpoint ? endpoint.events : []);
   replace(
@@ -1043,6 +1045,8 @@ async function onSaveEndpoint(event) {
     url: $("#ef-url").value.trim(),
     status: form.elements.status.value,
     events: [...$("#ef-events").querySelectorAll("input:checked")].map((box) => box.value),
+    // Empty: no limit (null removes one an edit had).
+    rate_limit: $("#ef-rate").value.trim() === "" ? null : Number($("#ef-rate").value),
   };
   const box = $("#endpoint-form-error");
   for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
@@ -1053,11 +1057,12 @@ async function onSaveEndpoint(event) {
     );
     if (!result.ok) {
       // The API names the field first ("url: must use https").
-      const field = /^(url|events|status)\b/.exec(result.error.message || "")?.[1];
-      const input = field === "url" ? $("#ef-url") : field === "events" ? $("#ef-events") : null;
+      const field = /^(url|events|status|rate_limit)\b/.exec(result.error.message || "")?.[1];
+      const inputs = { url: $("#ef-url"), events: $("#ef-events"), rate_limit: $("#ef-rate") };
+      const input = inputs[field];
       if (input) {
         input.setAttribute("aria-invalid", "true");
-        if (field === "url") input.focus();
+        if (field !== "events") input.focus();
       }
       return;
     }

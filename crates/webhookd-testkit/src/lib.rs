@@ -65,6 +65,41 @@ pub fn require(service: Service) -> Option<String> {
     None
 }
 
+/// An enabled endpoint of `username` at `url` for `events`, with a fresh
+/// id and secret, as a test subscribes one.
+pub fn subscription(
+    username: &str,
+    url: &str,
+    events: &[webhookd_core::EventType],
+) -> webhookd_core::Endpoint {
+    webhookd_core::Endpoint {
+        endpoint_id: webhookd_core::ids::new_endpoint_id(),
+        url: url.to_owned(),
+        secret: webhookd_core::ids::new_secret(),
+        status: webhookd_core::EndpointStatus::Enabled,
+        events: events.to_vec(),
+        username: username.to_owned(),
+        created_at: 0,
+        previous_secret: None,
+        failing_since: None,
+        disabled_reason: None,
+        rate_limit: None,
+    }
+}
+
+/// Event messages `evt_<i>` of `username`, `generated_video_success`, one
+/// per `i`, as producers publish them.
+pub fn video_events(
+    username: &str,
+    range: std::ops::Range<usize>,
+) -> impl Iterator<Item = String> + '_ {
+    range.map(move |i| {
+        format!(
+            r#"{{"event":"generated_video_success","username":"{username}","event_id":"evt_{i}","data":{{"n":{i}}}}}"#
+        )
+    })
+}
+
 /// A key prefix no other test run uses, so tests share one Redis safely.
 pub fn unique_prefix(test: &str) -> String {
     format!("test:{test}:{}:", uuid::Uuid::now_v7().simple())
