@@ -40,9 +40,26 @@ impl CpuSample {
         }
     }
 
+    /// What each process used since `earlier`: the summary for the note,
+    /// and the whole stack's seconds (webhookd, Redis, RabbitMQ — not the
+    /// harness) for the CPU-per-delivery column.
+    pub fn since(&self, earlier: &CpuSample) -> CpuUse {
+        let stack_seconds = self
+            .seconds
+            .iter()
+            .zip(&earlier.seconds)
+            .filter(|((name, _), _)| *name != "harness")
+            .map(|((_, now), (_, before))| now - before)
+            .sum();
+        CpuUse {
+            summary: self.summary_since(earlier),
+            stack_seconds,
+        }
+    }
+
     /// "webhookd 1.2 s, Redis 0.9 s, … of 6.4 core-seconds": the CPU each
     /// used since `earlier`, next to what the machine had.
-    pub fn since(&self, earlier: &CpuSample) -> String {
+    fn summary_since(&self, earlier: &CpuSample) -> String {
         let wall = self.at.duration_since(earlier.at);
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let used: Vec<String> = self
@@ -58,6 +75,19 @@ impl CpuSample {
             used.join(", "),
             wall.as_secs_f64()
         )
+    }
+}
+
+/// CPU a measured phase used: see [`CpuSample::since`].
+#[derive(Debug, Clone)]
+pub struct CpuUse {
+    pub summary: String,
+    pub stack_seconds: f64,
+}
+
+impl std::fmt::Display for CpuUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary)
     }
 }
 

@@ -188,9 +188,10 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
         rows.push(row);
     }
     if wants(Backlog) {
-        let row = scenarios::backlog(settings).await?;
-        progress(&row);
-        rows.push(row);
+        for row in scenarios::backlog(settings).await? {
+            progress(&row);
+            rows.push(row);
+        }
     }
     if wants(Noisy) {
         for row in noisy_rows(settings).await? {
@@ -244,6 +245,7 @@ async fn noisy_rows(settings: &Settings) -> anyhow::Result<Vec<Row>> {
             "deliveries/s",
         )
         .with_usage(baseline.usage)
+        .with_stack_cpu(baseline.cpu.stack_seconds, baseline.deliveries)
         .with_note(format!(
             "healthy p50 {:.1} ms, p99 {:.1} ms; {}",
             baseline.p50_ms, baseline.p99_ms, baseline.cpu
@@ -256,7 +258,8 @@ async fn noisy_rows(settings: &Settings) -> anyhow::Result<Vec<Row>> {
         .with_ceiling(Ceiling::new("baseline", baseline.rate))
         .with_target(Target::RatioAtLeast(0.9))
         .with_usage(noisy.usage)
-        .with_note(noisy.cpu.clone()),
+        .with_stack_cpu(noisy.cpu.stack_seconds, noisy.deliveries)
+        .with_note(noisy.cpu.to_string()),
         Row::rate("noisy: healthy p99", noisy.p99_ms, "ms")
             .with_target(Target::AtMost(100.0))
             .with_note(format!(
@@ -277,6 +280,7 @@ fn drain_row(
 ) -> Row {
     let mut row = Row::rate(name, drained.rate, "deliveries/s")
         .with_usage(drained.usage)
+        .with_stack_cpu(drained.cpu.stack_seconds, drained.deliveries)
         .with_note(format!(
             "{} events × {} endpoints{}, {} duplicates; {}",
             shape.events,

@@ -1,5 +1,6 @@
 //! One row per figure: the figure, the ceiling it is compared with, the
-//! ratio, the target, and what webhookd cost. Printed as a table or JSON.
+//! ratio, the target, what webhookd cost, and what the whole stack spent
+//! per delivery (`µs/dlv`: webhookd + Redis + RabbitMQ CPU ÷ deliveries). Printed as a table or JSON.
 
 use std::fmt::Write as _;
 
@@ -43,6 +44,8 @@ pub struct Row {
     pub met: Option<bool>,
     pub peak_rss_mb: Option<f64>,
     pub cpu_seconds: Option<f64>,
+    /// CPU of the whole stack (webhookd, Redis, RabbitMQ) per delivery, µs.
+    pub stack_cpu_us: Option<f64>,
     pub note: Option<String>,
 }
 
@@ -58,6 +61,7 @@ impl Row {
             met: None,
             peak_rss_mb: None,
             cpu_seconds: None,
+            stack_cpu_us: None,
             note: None,
         }
     }
@@ -82,6 +86,15 @@ impl Row {
         self
     }
 
+    /// The whole stack's CPU seconds spread over `deliveries`.
+    #[must_use]
+    pub fn with_stack_cpu(mut self, seconds: f64, deliveries: usize) -> Row {
+        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+        let per = seconds * 1e6 / deliveries.max(1) as f64;
+        self.stack_cpu_us = Some(per);
+        self
+    }
+
     #[must_use]
     pub fn with_note(mut self, note: String) -> Row {
         self.note = Some(note);
@@ -101,8 +114,17 @@ impl Row {
 /// The rows as a fixed-width table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<52} {:>14} {:<13} {:>28} {:>6} {:>9} {:>4} {:>8} {:>7}\n",
-        "scenario", "figure", "unit", "ceiling", "ratio", "target", "met", "RSS MB", "CPU s"
+        "{:<52} {:>14} {:<13} {:>28} {:>6} {:>9} {:>4} {:>8} {:>7} {:>9}\n",
+        "scenario",
+        "figure",
+        "unit",
+        "ceiling",
+        "ratio",
+        "target",
+        "met",
+        "RSS MB",
+        "CPU s",
+        "µs/dlv"
     );
     for row in rows {
         let ceiling = row
@@ -121,7 +143,7 @@ pub fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<52} {:>14.1} {:<13} {:>28} {:>6} {:>9} {:>4} {:>8} {:>7}",
+            "{:<52} {:>14.1} {:<13} {:>28} {:>6} {:>9} {:>4} {:>8} {:>7} {:>9}",
             row.scenario,
             row.figure,
             row.unit,
@@ -134,6 +156,8 @@ pub fn table(rows: &[Row]) -> String {
                 .map_or_else(|| "-".to_owned(), |m| format!("{m:.0}")),
             row.cpu_seconds
                 .map_or_else(|| "-".to_owned(), |s| format!("{s:.1}")),
+            row.stack_cpu_us
+                .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}")),
         );
         if let Some(note) = &row.note {
             let _ = writeln!(out, "    {note}");

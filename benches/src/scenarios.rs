@@ -238,7 +238,9 @@ pub struct Drained {
     pub usage: crate::webhookd::Usage,
     pub duplicates: usize,
     /// Where the machine's CPU went meanwhile.
-    pub cpu: String,
+    pub cpu: crate::cpu::CpuUse,
+    /// Deliveries the figure counts (the CPU column divides by them).
+    pub deliveries: usize,
 }
 
 /// Preloads the queue, starts webhookd, and times it until the receiver has
@@ -296,7 +298,8 @@ pub async fn drain_on(
         .await;
     let mut cpu = CpuSample::take_all(&pids).since(&cpu_before);
     if nodes.len() > 1 {
-        cpu.push_str(&crate::cpu::per_node(&nodes, &nodes_before));
+        cpu.summary
+            .push_str(&crate::cpu::per_node(&nodes, &nodes_before));
     }
     let usage = webhookd.usage();
     let counts = receiver.counts();
@@ -321,6 +324,7 @@ pub async fn drain_on(
         usage,
         duplicates: counts.duplicates,
         cpu,
+        deliveries: expected,
     })
 }
 
@@ -388,6 +392,7 @@ pub async fn latency(settings: &Settings) -> anyhow::Result<Row> {
     )
     .with_target(Target::AtMost(25.0))
     .with_usage(usage)
+    .with_stack_cpu(cpu.stack_seconds, expected)
     .with_note(format!(
         "p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms, {} duplicates; {cpu}",
         quantile(0.5),
@@ -462,6 +467,7 @@ pub async fn embedded(settings: &Settings, events: u64) -> anyhow::Result<Row> {
         "deliveries/s",
     )
     .with_usage(usage)
+    .with_stack_cpu(cpu.stack_seconds, expected)
     .with_note(format!(
         "ingest {ingest_rate:.0} events/s (202 = durable); {cpu}"
     )))
@@ -469,11 +475,13 @@ pub async fn embedded(settings: &Settings, events: u64) -> anyhow::Result<Row> {
 
 /// Every delivery fails (500) and waits for its retry: webhookd's memory
 /// while `backlog` deliveries are scheduled in the store.
-pub async fn backlog(settings: &Settings) -> anyhow::Result<Row> {
+/// Rows: webhookd's peak RSS, and Redis's bytes per pending delivery.
+pub async fn backlog(settings: &Settings) -> anyhow::Result<Vec<Row>> {
     let secret = ids::new_secret();
     let receiver = Receiver::start(vec![secret.clone()]).await?;
     let tenant = Tenant::redis(&settings.redis_url).await?;
     tenant.endpoint(receiver.failing_url(), &secret).await?;
+    let memory_before = redis_used_memory(&settings.redis_url).await?;
     let broker = Broker::connect(&settings.amqp_url).await?;
     let queue = unique_queue("backlog");
     broker.preload(&queue, 0..settings.backlog).await?;
@@ -489,6 +497,7 @@ pub async fn backlog(settings: &Settings) -> anyhow::Result<Row> {
         .store
         .delivery_stats(webhookd_core::time::unix_millis())
         .await?;
+    let memory_after = redis_used_memory(&settings.redis_url).await?;
     let usage = webhookd.usage();
     drop(webhookd);
     broker.delete(&[&queue, &format!("{queue}.dead")]).await;
@@ -505,16 +514,44 @@ pub async fn backlog(settings: &Settings) -> anyhow::Result<Row> {
             settings.backlog
         );
     }
-    Ok(Row::rate(
-        &format!(
-            "memory with {} deliveries awaiting retry: peak RSS",
-            settings.backlog
-        ),
-        usage.peak_rss_mb,
-        "MB",
-    )
-    .with_target(Target::AtMost(150.0))
-    .with_usage(usage))
+    #[allow(clippy::cast_precision_loss)] // bytes and counts far below 2^52
+    let per_delivery = memory_after.saturating_sub(memory_before) as f64 / expected as f64;
+    Ok(vec![
+        Row::rate(
+            &format!(
+                "memory with {} deliveries awaiting retry: peak RSS",
+                settings.backlog
+            ),
+            usage.peak_rss_mb,
+            "MB",
+        )
+        .with_target(Target::AtMost(150.0))
+        .with_usage(usage),
+        // A 1M-delivery outage should fit in under 1 GB of Redis.
+        Row::rate(
+            "Redis memory per pending delivery (1 failed attempt logged)",
+            per_delivery,
+            "bytes",
+        )
+        .with_target(Target::AtMost(800.0))
+        .with_note(format!(
+            "INFO used_memory {memory_before} → {memory_after} bytes for {expected} deliveries"
+        )),
+    ])
+}
+
+/// Redis's `used_memory` (INFO memory), in bytes.
+async fn redis_used_memory(redis_url: &str) -> anyhow::Result<u64> {
+    let client = redis::Client::open(redis_url)?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut connection)
+        .await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|bytes| bytes.trim().parse().ok())
+        .context("INFO memory has no used_memory")
 }
 
 /// Tenants of the noisy scenario, each with 20 endpoints.
@@ -531,7 +568,9 @@ pub struct Noisy {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub usage: crate::webhookd::Usage,
-    pub cpu: String,
+    pub cpu: crate::cpu::CpuUse,
+    /// Healthy deliveries.
+    pub deliveries: usize,
 }
 
 /// 50 tenants with 20 endpoints each; events published steadily at
@@ -606,6 +645,7 @@ pub async fn noisy(settings: &Settings, hanging: bool) -> anyhow::Result<Noisy> 
         p99_ms: quantile(0.99),
         usage,
         cpu,
+        deliveries: expected,
     })
 }
 
