@@ -55,10 +55,10 @@
 //! endpoints, its deliveries and the partition's due queue share the
 //! partition's tag — so they run on a cluster unchanged (there the scripts
 //! start with `#!lua`, under which Redis refuses a key of another slot, and
-//! `tests/conformance/single_slot.rs` lists the keys each one touches). Work that spans
-//! partitions is one request per partition, sent together. Changes that
-//! span keys are Lua scripts, atomic on the server; nothing is read,
-//! modified and written back from here.
+//! `tests/conformance/single_slot.rs` lists the keys each one touches).
+//! Work that spans partitions is one request per partition, sent together.
+//! Changes that span keys are Lua scripts, atomic on the server; nothing is
+//! read, modified and written back from here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -243,23 +243,23 @@ impl RedisStore {
             Connection::Cluster(_) => "#!lua\n",
             Connection::Server(_) => "",
         };
-        let with_flags = |body: &str| Script::new(&format!("{header}{body}"));
-        let scheduling = |body: &str| with_flags(&format!("{SCHEDULE_FUNCTIONS}{body}"));
+        let script = |body: &str| Script::new(&format!("{header}{body}"));
+        let scheduling = |body: &str| script(&format!("{SCHEDULE_FUNCTIONS}{body}"));
         let scripts = Scripts {
-            create_endpoint: with_flags(CREATE_ENDPOINT),
-            update_endpoint: with_flags(UPDATE_ENDPOINT),
-            delete_endpoint: with_flags(DELETE_ENDPOINT),
-            add_api_key: with_flags(ADD_API_KEY),
-            revoke_api_keys: with_flags(REVOKE_API_KEYS),
-            add_portal_link: with_flags(ADD_PORTAL_LINK),
-            replace_field: with_flags(REPLACE_FIELD),
+            create_endpoint: script(CREATE_ENDPOINT),
+            update_endpoint: script(UPDATE_ENDPOINT),
+            delete_endpoint: script(DELETE_ENDPOINT),
+            add_api_key: script(ADD_API_KEY),
+            revoke_api_keys: script(REVOKE_API_KEYS),
+            add_portal_link: script(ADD_PORTAL_LINK),
+            replace_field: script(REPLACE_FIELD),
             accept_events: scheduling(ACCEPT_EVENTS),
             claim_due: scheduling(CLAIM_DUE),
             record_attempts: scheduling(RECORD_ATTEMPTS),
             release: scheduling(RELEASE),
             retry_dead: scheduling(RETRY_DEAD),
-            sweep: with_flags(SWEEP),
-            rotate_secret: with_flags(ROTATE_SECRET),
+            sweep: script(SWEEP),
+            rotate_secret: script(ROTATE_SECRET),
             recover: scheduling(RECOVER),
             create_test_delivery: scheduling(CREATE_TEST_DELIVERY),
         };

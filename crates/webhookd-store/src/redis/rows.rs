@@ -39,8 +39,6 @@ pub(super) fn acceptance_from_answer(
     Ok(Acceptance::Accepted { deliveries })
 }
 
-/// Connection trouble is "unavailable" (the API answers 503 and recovers);
-/// anything else is a failure.
 /// Unavailable: Redis is away or a cluster is moving (a failover, a slot
 /// on the move, a promoted replica not yet known) — retry later, `/readyz`
 /// says 503. Anything else is a failure of the request itself.

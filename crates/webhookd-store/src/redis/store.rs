@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
-use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
@@ -644,25 +643,33 @@ impl Store for RedisStore {
     }
 
     async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {
-        let counts: Vec<(i64, i64, Option<i64>)> =
-            try_join_all((0..self.partitions()).map(|partition| {
-                let prefix = self.prefix_of_partition(partition);
-                let mut connection = self.connection();
-                let mut pipeline = redis::pipe();
-                pipeline
-                    .zcount(format!("{prefix}due"), "-inf", now_ms)
-                    .zcount(format!("{prefix}due"), format!("({now_ms}"), "+inf")
-                    .get(format!("{prefix}dead"));
-                async move { pipeline.query_async(&mut connection).await }
-            }))
-            .await
-            .map_err(redis_error)?;
+        let mut commands = Vec::with_capacity(3 * self.partitions());
+        for partition in 0..self.partitions() {
+            let prefix = self.prefix_of_partition(partition);
+            let due = format!("{prefix}due");
+            commands.push(
+                redis::cmd("ZCOUNT")
+                    .arg(&due)
+                    .arg("-inf")
+                    .arg(now_ms)
+                    .clone(),
+            );
+            commands.push(
+                redis::cmd("ZCOUNT")
+                    .arg(&due)
+                    .arg(format!("({now_ms}"))
+                    .arg("+inf")
+                    .clone(),
+            );
+            commands.push(redis::cmd("GET").arg(format!("{prefix}dead")).clone());
+        }
+        let counts: Vec<Option<i64>> = self.connection.each(commands).await.map_err(redis_error)?;
         let mut stats = DeliveryStats::default();
-        let count = |n: i64| u64::try_from(n).unwrap_or_default();
-        for (due, scheduled, dead) in counts {
-            stats.due += count(due);
-            stats.scheduled += count(scheduled);
-            stats.dead += count(dead.unwrap_or_default());
+        for triple in counts.chunks(3) {
+            let value = |i: usize| u64::try_from(triple[i].unwrap_or_default()).unwrap_or_default();
+            stats.due += value(0);
+            stats.scheduled += value(1);
+            stats.dead += value(2);
         }
         Ok(stats)
     }
