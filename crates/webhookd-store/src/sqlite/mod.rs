@@ -2,19 +2,21 @@
 //!
 //! Durability: WAL journal with `synchronous=FULL`, so a transaction that
 //! returned survives a crash of webhookd *and* of the machine. One
-//! connection serves the process, guarded by a mutex and used only from
-//! `spawn_blocking` threads; SQLite serialises writers anyway, and
-//! `BEGIN IMMEDIATE` plus a busy timeout keep several processes on one file
-//! correct.
+//! connection serves the process, owned by one thread that runs the
+//! store's calls in turn (SQLite serialises writers anyway; one dedicated
+//! thread costs a wake-up per call, where blocking-pool threads fighting
+//! over a mutex cost several). `BEGIN IMMEDIATE` plus a busy timeout keep
+//! several processes on one file correct.
 
 mod deliveries;
+mod group_commit;
 mod rates;
 mod rows;
 mod schema;
 mod users;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -38,12 +40,15 @@ use crate::{
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    connection: Arc<Mutex<Connection>>,
+    /// The connection's thread takes its work here.
+    jobs: std::sync::mpsc::Sender<Job>,
     retention: Retention,
     /// Zero: never (SPEC §8).
     auto_disable_after: std::time::Duration,
     changes: Arc<EndpointChanges>,
     rates: Arc<rates::RateBuckets>,
+    /// Writes waiting to share the next commit (accepts and records).
+    writes: Arc<group_commit::Waiting>,
 }
 
 impl SqliteStore {
@@ -51,15 +56,42 @@ impl SqliteStore {
     /// database at `path`.
     pub async fn open(path: &str) -> Result<Self, StoreError> {
         let path = path.to_owned();
-        let connection = tokio::task::spawn_blocking(move || open_blocking(Path::new(&path)))
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (opened, opening) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("sqlite".to_owned())
+            .spawn(move || {
+                let mut connection = match open_blocking(Path::new(&path)) {
+                    Ok(connection) => {
+                        let _ = opened.send(Ok(()));
+                        connection
+                    }
+                    Err(error) => {
+                        let _ = opened.send(Err(error));
+                        return;
+                    }
+                };
+                // Ends when the last handle on the store is dropped.
+                while let Ok(job) = queue.recv() {
+                    // A panicking job drops its answer (its caller gets an
+                    // error); rusqlite rolls back an unfinished transaction
+                    // on unwind, so the connection stays usable.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job(&mut connection);
+                    }));
+                }
+            })
+            .map_err(|e| StoreError::Failed(Box::new(e)))?;
+        opening
             .await
             .map_err(|e| StoreError::Failed(Box::new(e)))??;
         Ok(SqliteStore {
-            connection: Arc::new(Mutex::new(connection)),
+            jobs,
             retention: Retention::default(),
             auto_disable_after: std::time::Duration::ZERO,
             changes: Arc::default(),
             rates: Arc::default(),
+            writes: Arc::default(),
         })
     }
 
@@ -79,26 +111,47 @@ impl SqliteStore {
         SqliteStore { retention, ..self }
     }
 
-    /// Runs `work` on a blocking thread with the connection.
+    /// Runs `work` with the connection, on its thread.
     async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let connection = Arc::clone(&self.connection);
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave a half-done
-            // transaction behind (rusqlite rolls back on drop), so a
-            // poisoned mutex is still safe to use.
-            let mut connection = connection
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            work(&mut connection)
-        })
-        .await
-        .map_err(|e| StoreError::Failed(Box::new(e)))?
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |connection: &mut Connection| {
+                let _ = answer.send(work(connection));
+            }))
+            .map_err(|e| StoreError::Failed(format!("the SQLite thread is gone: {e}").into()))?;
+        answered
+            .await
+            .map_err(|e| StoreError::Failed(Box::new(e)))?
     }
 }
+
+impl SqliteStore {
+    /// Runs `work` in the next group commit (see `group_commit`): its
+    /// answer comes once the transaction that holds it is durable.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let answered = self.writes.add(work);
+        let writes = Arc::clone(&self.writes);
+        self.call(move |c| {
+            writes.commit(c);
+            Ok(())
+        })
+        .await?;
+        answered
+            .await
+            .map_err(|e| StoreError::Failed(Box::new(e)))?
+    }
+}
+
+/// Work for the connection's thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// Ends an update of one endpoint row: the endpoint as it now is, committed
 /// and marked changed for held claims; `None` (nothing written) when no row
@@ -380,21 +433,17 @@ impl Store for SqliteStore {
         now_ms: i64,
         claim: &ClaimRequest,
     ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
+        // All-or-nothing: an error means nothing was accepted, so the
+        // producer's retry is safe. Sharing its commit with whatever else
+        // waits saves an fsync per batch.
         let (events, claim) = (events.to_vec(), claim.clone());
         let rates = Arc::clone(&self.rates);
-        self.call(move |c| {
-            // One transaction for the whole batch, leases included: one
-            // fsync instead of one per event, and all-or-nothing — an error
-            // means nothing was accepted, so the producer's retry is safe.
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
+        self.write(move |tx| {
             let mut leasing = Leasing::new(&claim, &rates, now_ms);
             let mut outcomes = Vec::with_capacity(events.len());
             for event in &events {
-                outcomes.push(accept_one(&tx, event, now_ms, &mut leasing)?);
+                outcomes.push(accept_one(tx, event, now_ms, &mut leasing)?);
             }
-            tx.commit().map_err(sqlite_error)?;
             Ok((outcomes, leasing.claims))
         })
         .await
@@ -539,24 +588,22 @@ impl Store for SqliteStore {
         let finished = finished.to_vec();
         let (retention, auto_disable_after) = (self.retention, self.auto_disable_after);
         let changes = Arc::clone(&self.changes);
-        self.call(move |c| {
-            // One transaction, one commit (one fsync) for the whole batch.
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            let recorded = finished
-                .iter()
-                .map(|attempt| record_one_attempt(&tx, &retention, auto_disable_after, attempt))
-                .collect::<Result<Vec<Recorded>, StoreError>>()?;
-            tx.commit().map_err(sqlite_error)?;
-            for (attempt, recorded) in finished.iter().zip(&recorded) {
-                if let Recorded::WrittenAndDisabled { .. } = recorded {
-                    changes.mark(&attempt.claim.delivery.endpoint_id);
-                }
+        let recorded = self
+            .write(move |tx| {
+                finished
+                    .iter()
+                    .map(|attempt| record_one_attempt(tx, &retention, auto_disable_after, attempt))
+                    .collect::<Result<Vec<Recorded>, StoreError>>()
+                    .map(|recorded| (finished, recorded))
+            })
+            .await;
+        let (finished, recorded) = recorded?;
+        for (attempt, recorded) in finished.iter().zip(&recorded) {
+            if let Recorded::WrittenAndDisabled { .. } = recorded {
+                changes.mark(&attempt.claim.delivery.endpoint_id);
             }
-            Ok(recorded)
-        })
-        .await
+        }
+        Ok(recorded)
     }
 
     async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {

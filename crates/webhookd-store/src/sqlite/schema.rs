@@ -105,6 +105,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE endpoints ADD COLUMN rate_limit INTEGER;",
 ];
 
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -144,6 +146,9 @@ pub(super) fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
         )
         .map_err(sqlite_error)?;
     migrate(&mut connection)?;
+    // Room for every statement the store caches: rusqlite's default of 16
+    // is fewer than the store uses, and an evicted statement is parsed anew.
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(connection)
 }
 
