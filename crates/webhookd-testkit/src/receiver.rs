@@ -28,6 +28,9 @@ pub enum Answer {
 /// One request as received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The request's path: endpoints of one receiver can tell themselves
+    /// apart by it (`<url>/<anything>`).
+    pub path: String,
     pub body: Bytes,
     pub headers: HeaderMap,
     pub at: Instant,
@@ -112,6 +115,7 @@ impl Receiver {
 
 async fn receive(
     State(inner): State<Arc<Mutex<Inner>>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -119,6 +123,7 @@ async fn receive(
     let answer = {
         let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.received.push(Received {
+            path: uri.path().to_owned(),
             body,
             headers,
             at: Instant::now(),
