@@ -170,7 +170,10 @@ impl FanOut {
         loop {
             let stats = self
                 .runtime
-                .block_on(self.store.delivery_stats(webhookd_core::time::unix_millis()))
+                .block_on(
+                    self.store
+                        .delivery_stats(webhookd_core::time::unix_millis()),
+                )
                 .unwrap();
             if stats.due + stats.scheduled + stats.dead == 0 {
                 return;
@@ -214,9 +217,7 @@ fn kill_9_with_a_fan_out_10_half_delivered_loses_no_pair() {
     run.publish(0..EVENTS);
     let pairs = EVENTS * ENDPOINTS;
     let server = run.server();
-    let before_kill = run
-        .wait_for_pairs(pairs / 2, Duration::from_secs(60))
-        .len();
+    let before_kill = run.wait_for_pairs(pairs / 2, Duration::from_secs(60)).len();
     signal(&server, "KILL");
     drop(server);
     assert!(
@@ -228,7 +229,11 @@ fn kill_9_with_a_fan_out_10_half_delivered_loses_no_pair() {
     // Attempts in flight at the kill come due again when their lease ends
     // (50 s by default).
     let arrivals = run.wait_for_pairs(pairs, Duration::from_secs(150));
-    assert_eq!(arrivals.len(), pairs, "every (event, endpoint) pair arrived");
+    assert_eq!(
+        arrivals.len(),
+        pairs,
+        "every (event, endpoint) pair arrived"
+    );
     let duplicates: usize = arrivals.values().map(|n| n - 1).sum();
     eprintln!(
         "kill -9 at {before_kill} of {pairs} pairs: every pair arrived, {duplicates} duplicate requests"
@@ -239,7 +244,10 @@ fn kill_9_with_a_fan_out_10_half_delivered_loses_no_pair() {
         duplicates < pairs / 4,
         "{duplicates} duplicates: more than the attempts a kill can interrupt"
     );
-    assert!(run.queue_drained(Duration::from_secs(30)), "the queue drains");
+    assert!(
+        run.queue_drained(Duration::from_secs(30)),
+        "the queue drains"
+    );
     run.assert_one_fan_out_each(EVENTS);
     run.assert_store_settled();
 }
@@ -262,7 +270,10 @@ fn the_same_event_id_twice_1ms_apart_fans_out_once() {
     let _server = run.server();
     publish_twice_1ms_apart(&run, 0..EVENTS);
     let arrivals = run.wait_for_pairs(EVENTS * ENDPOINTS, Duration::from_secs(60));
-    assert!(run.queue_drained(Duration::from_secs(30)), "the queue drains");
+    assert!(
+        run.queue_drained(Duration::from_secs(30)),
+        "the queue drains"
+    );
     // Whatever the second copies would send has had time to arrive.
     std::thread::sleep(Duration::from_millis(500));
     let arrivals_after = run.arrivals();
@@ -270,7 +281,10 @@ fn the_same_event_id_twice_1ms_apart_fans_out_once() {
     assert!(
         arrivals_after.values().all(|&n| n == 1),
         "no pair arrived twice without a fault: {:?}",
-        arrivals_after.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+        arrivals_after
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .collect::<Vec<_>>()
     );
     run.assert_one_fan_out_each(EVENTS);
 }
@@ -297,8 +311,15 @@ fn the_same_event_id_twice_with_kill_9_between_fans_out_once() {
 
     let pairs = EVENTS * ENDPOINTS;
     let arrivals = run.wait_for_pairs(pairs, Duration::from_secs(150));
-    assert_eq!(arrivals.len(), pairs, "every (event, endpoint) pair arrived");
-    assert!(run.queue_drained(Duration::from_secs(30)), "the queue drains");
+    assert_eq!(
+        arrivals.len(),
+        pairs,
+        "every (event, endpoint) pair arrived"
+    );
+    assert!(
+        run.queue_drained(Duration::from_secs(30)),
+        "the queue drains"
+    );
     run.assert_one_fan_out_each(EVENTS);
     // A duplicate request after the kill is allowed (at-least-once), but
     // only for pairs sent before it: each at most once more.

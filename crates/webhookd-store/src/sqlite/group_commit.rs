@@ -71,14 +71,9 @@ impl Waiting {
         };
         let applied: Vec<Box<dyn Applied>> =
             writes.into_iter().map(|write| write.apply(&tx)).collect();
-        match tx.commit() {
-            Ok(()) => applied.into_iter().for_each(|write| write.answer(None)),
-            Err(error) => {
-                let error = sqlite_error(error);
-                applied
-                    .into_iter()
-                    .for_each(|write| write.answer(Some(&error)));
-            }
+        let failed = tx.commit().err().map(sqlite_error);
+        for write in applied {
+            write.answer(failed.as_ref());
         }
     }
 }

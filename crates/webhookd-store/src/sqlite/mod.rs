@@ -40,8 +40,8 @@ use crate::{
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    /// The connection's thread takes its work here.
-    jobs: std::sync::mpsc::Sender<Job>,
+    /// The connection's thread, which takes its work here.
+    thread: Arc<ConnectionThread>,
     retention: Retention,
     /// Zero: never (SPEC §8).
     auto_disable_after: std::time::Duration,
@@ -58,7 +58,7 @@ impl SqliteStore {
         let path = path.to_owned();
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let (opened, opening) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("sqlite".to_owned())
             .spawn(move || {
                 let mut connection = match open_blocking(Path::new(&path)) {
@@ -86,7 +86,10 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Failed(Box::new(e)))??;
         Ok(SqliteStore {
-            jobs,
+            thread: Arc::new(ConnectionThread {
+                jobs: Some(jobs),
+                handle: Some(handle),
+            }),
             retention: Retention::default(),
             auto_disable_after: std::time::Duration::ZERO,
             changes: Arc::default(),
@@ -118,11 +121,10 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        self.jobs
+        self.thread
             .send(Box::new(move |connection: &mut Connection| {
                 let _ = answer.send(work(connection));
-            }))
-            .map_err(|e| StoreError::Failed(format!("the SQLite thread is gone: {e}").into()))?;
+            }))?;
         answered
             .await
             .map_err(|e| StoreError::Failed(Box::new(e)))?
@@ -152,6 +154,39 @@ impl SqliteStore {
 
 /// Work for the connection's thread.
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The thread that owns the connection. Dropping the last handle on the
+/// store closes the connection before the drop returns — as dropping the
+/// connection itself would — so the file is complete and checkpointed once
+/// the store is gone (a test, or a `webhookd` command, may read it next).
+#[derive(Debug)]
+struct ConnectionThread {
+    /// `None` only while dropping.
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ConnectionThread {
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        match &self.jobs {
+            Some(jobs) if jobs.send(job).is_ok() => Ok(()),
+            _ => Err(StoreError::Failed("the SQLite thread is gone".into())),
+        }
+    }
+}
+
+impl Drop for ConnectionThread {
+    fn drop(&mut self) {
+        // No more work: the thread finishes what it has, closes the
+        // connection and ends.
+        drop(self.jobs.take());
+        if let Some(handle) = self.handle.take()
+            && handle.thread().id() != std::thread::current().id()
+        {
+            let _ = handle.join();
+        }
+    }
+}
 
 /// Ends an update of one endpoint row: the endpoint as it now is, committed
 /// and marked changed for held claims; `None` (nothing written) when no row
