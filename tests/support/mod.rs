@@ -4,7 +4,7 @@
 // Each test binary uses some of these.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -84,8 +84,19 @@ impl Server {
         let (sender, receiver) = std::sync::mpsc::channel();
         // Read the JSON log for the bound address, then keep draining it so
         // the process never blocks on a full pipe.
+        // TEST_WEBHOOKD_LOGS=<dir> keeps each process's log there, to see
+        // what a failing test's webhookd did.
+        let mut kept = std::env::var_os("TEST_WEBHOOKD_LOGS").and_then(|dir| {
+            std::fs::File::create(
+                std::path::Path::new(&dir).join(format!("webhookd-{}.log", child.id())),
+            )
+            .ok()
+        });
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(file) = kept.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
                 let log = serde_json::from_str::<Value>(&line).unwrap_or_default();
                 if log["message"] == "webhookd is ready" {
                     let _ = sender.send(log["listen"].as_str().unwrap().to_owned());

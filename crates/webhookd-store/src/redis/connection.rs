@@ -6,13 +6,14 @@
 //! partition its own request; on one server the same requests share the
 //! multiplexed connection, written together.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
+use super::cluster::Cluster;
 use super::rows::redis_error;
 use crate::StoreError;
 
@@ -44,14 +45,15 @@ const SLOTS: u32 = 16_384;
 #[derive(Clone)]
 pub(super) enum Connection {
     Server(ConnectionManager),
-    Cluster(ClusterConnection),
+    /// Replaced when it stops recovering by itself (see `cluster.rs`).
+    Cluster(Arc<Cluster>),
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Server(connection) => connection.req_packed_command(cmd),
-            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(cluster) => Box::pin(cluster.command(cmd)),
         }
     }
 
@@ -65,16 +67,14 @@ impl ConnectionLike for Connection {
             Connection::Server(connection) => {
                 connection.req_packed_commands(pipeline, offset, count)
             }
-            Connection::Cluster(connection) => {
-                connection.req_packed_commands(pipeline, offset, count)
-            }
+            Connection::Cluster(cluster) => Box::pin(cluster.pipeline(pipeline, offset, count)),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Connection::Server(connection) => connection.get_db(),
-            Connection::Cluster(connection) => connection.get_db(),
+            Connection::Cluster(cluster) => cluster.connection().get_db(),
         }
     }
 }
@@ -96,9 +96,9 @@ impl Connection {
                 }
                 pipeline.query_async(&mut connection.clone()).await
             }
-            Connection::Cluster(connection) => {
+            Connection::Cluster(cluster) => {
                 futures_util::future::try_join_all(commands.into_iter().map(|command| {
-                    let mut connection = connection.clone();
+                    let mut connection = Connection::Cluster(Arc::clone(cluster));
                     async move { command.query_async(&mut connection).await }
                 }))
                 .await
@@ -135,7 +135,7 @@ pub(super) async fn connect(url: &str) -> Result<Connected, StoreError> {
             .map_err(invalid)?;
         let connection = client.get_async_connection().await.map_err(redis_error)?;
         return Ok(Connected {
-            connection: Connection::Cluster(connection),
+            connection: Connection::Cluster(Arc::new(Cluster::new(client, connection))),
             subscribers,
             partition_tags: (0..CLUSTER_PARTITIONS)
                 .map(|partition| cluster_tag(partition, CLUSTER_PARTITIONS))

@@ -76,6 +76,7 @@ use crate::{
 };
 
 mod changes;
+mod cluster;
 mod connection;
 mod rows;
 mod store;
