@@ -159,6 +159,43 @@ async fn prepare(
     store
 }
 
+/// As an orchestrator would, starts the killed node again once its replica
+/// has taken over: it rejoins as the new primary's replica. Until then the
+/// new primary has no replica, so accepts waiting for one
+/// (WEBHOOKD_REDIS_WAIT_REPLICAS=1) fail and are retried. Not before: the
+/// nodes persist nothing, and a node back before its replica was promoted
+/// would take its slots back empty.
+fn restart_after_failover(
+    runtime: &tokio::runtime::Runtime,
+    cluster_url: &str,
+    killed: &Node,
+    killed_at: Instant,
+) {
+    let failover_by = Instant::now() + Duration::from_secs(60);
+    while !runtime.block_on(failed_over(cluster_url, &killed.address)) {
+        assert!(
+            Instant::now() < failover_by,
+            "a replica of {} took over",
+            killed.address
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "a replica took over {:.1} s after the kill",
+        killed_at.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let port = killed.address.rsplit(':').next().unwrap();
+    let status = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.ci/redis-cluster"
+    ))
+    .args(["restart", port])
+    .status()
+    .unwrap();
+    assert!(status.success(), "the killed node restarts");
+}
+
 #[test]
 fn a_primary_and_a_process_killed_mid_stream_lose_nothing() {
     let (Some(amqp_url), Some(cluster_url)) =
@@ -215,36 +252,7 @@ fn a_primary_and_a_process_killed_mid_stream_lose_nothing() {
         primary.address
     );
 
-    // As an orchestrator would, start the killed node again once its
-    // replica has taken over: it rejoins as the new primary's replica.
-    // Until then the new primary has no replica, so accepts waiting for
-    // one (WEBHOOKD_REDIS_WAIT_REPLICAS=1) fail and are retried. Not
-    // before: the nodes persist nothing, and a node back before its
-    // replica was promoted would take its slots back empty (CI saw that
-    // once on a loaded machine: the data was gone, the stream stalled).
-    let failover_by = Instant::now() + Duration::from_secs(60);
-    while !runtime.block_on(failed_over(&cluster_url, &primary.address)) {
-        assert!(
-            Instant::now() < failover_by,
-            "a replica of {} took over",
-            primary.address
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    println!(
-        "a replica took over {:.1} s after the kill",
-        killed_at.elapsed().as_secs_f64()
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    let port = primary.address.rsplit(':').next().unwrap();
-    let status = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../.ci/redis-cluster"
-    ))
-    .args(["restart", port])
-    .status()
-    .unwrap();
-    assert!(status.success(), "the killed node restarts");
+    restart_after_failover(&runtime, &cluster_url, &primary, killed_at);
 
     // The killed process's leases end within 50 s; the survivor sends them.
     let deadline = Instant::now() + Duration::from_secs(180);
