@@ -70,13 +70,7 @@ impl FanOut {
     }
 
     fn server(&self) -> Server {
-        let mut command = webhookd(&self.redis_url);
-        command
-            .env("WEBHOOKD_REDIS_PREFIX", &self.prefix)
-            .env("WEBHOOKD_AMQP_URL", &self.amqp_url)
-            .env("WEBHOOKD_AMQP_QUEUE", &self.queue)
-            .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
-        Server::start_with(command)
+        amqp_server(&self.redis_url, &self.prefix, &self.amqp_url, &self.queue)
     }
 
     fn publish(&self, range: std::ops::Range<usize>) {
@@ -110,58 +104,13 @@ impl FanOut {
         }
     }
 
-    /// event id → deliveries the store made of it, in any status: one per
-    /// endpoint means one fan-out.
-    fn deliveries_by_event(&self) -> HashMap<String, usize> {
-        self.runtime.block_on(async {
-            let client = redis::Client::open(self.redis_url.as_str()).unwrap();
-            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-            let keys: Vec<String> = {
-                let mut scan = redis::cmd("SCAN")
-                    .cursor_arg(0)
-                    .arg("MATCH")
-                    .arg(format!("{}*dlv:*", self.prefix))
-                    .arg("COUNT")
-                    .arg(5000)
-                    .clone()
-                    .iter_async::<String>(&mut connection)
-                    .await
-                    .unwrap();
-                let mut keys = Vec::new();
-                while let Some(key) = scan.next_item().await {
-                    keys.push(key.unwrap());
-                }
-                keys
-            };
-            let mut deliveries = HashMap::new();
-            for chunk in keys.chunks(1000) {
-                let mut pipeline = redis::pipe();
-                for key in chunk {
-                    pipeline.hget(key, "event_id");
-                }
-                let event_ids: Vec<Option<String>> =
-                    pipeline.query_async(&mut connection).await.unwrap();
-                for event_id in event_ids.into_iter().flatten() {
-                    *deliveries.entry(event_id).or_default() += 1;
-                }
-            }
-            deliveries
-        })
-    }
-
-    fn queue_drained(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            let waiting = self.runtime.block_on(webhookd_testkit::amqp::ready_count(
-                &self.amqp_url,
-                &self.queue,
-            ));
-            if waiting == 0 {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+    fn queue_drained(&self) -> bool {
+        queue_drained(
+            &self.runtime,
+            &self.amqp_url,
+            &self.queue,
+            Duration::from_secs(30),
+        )
     }
 
     /// Nothing due, scheduled or dead is left in the store.
@@ -185,7 +134,10 @@ impl FanOut {
 
     /// Every event of `events` made exactly one delivery per endpoint.
     fn assert_one_fan_out_each(&self, events: usize) {
-        let deliveries = self.deliveries_by_event();
+        // One delivery per endpoint is one fan-out.
+        let deliveries = self
+            .runtime
+            .block_on(deliveries_by_event(&self.redis_url, &self.prefix));
         assert_eq!(deliveries.len(), events, "every event was fanned out");
         let doubled: Vec<_> = deliveries
             .iter()
@@ -244,10 +196,7 @@ fn kill_9_with_a_fan_out_10_half_delivered_loses_no_pair() {
         duplicates < pairs / 4,
         "{duplicates} duplicates: more than the attempts a kill can interrupt"
     );
-    assert!(
-        run.queue_drained(Duration::from_secs(30)),
-        "the queue drains"
-    );
+    assert!(run.queue_drained(), "the queue drains");
     run.assert_one_fan_out_each(EVENTS);
     run.assert_store_settled();
 }
@@ -270,10 +219,7 @@ fn the_same_event_id_twice_1ms_apart_fans_out_once() {
     let _server = run.server();
     publish_twice_1ms_apart(&run, 0..EVENTS);
     let arrivals = run.wait_for_pairs(EVENTS * ENDPOINTS, Duration::from_secs(60));
-    assert!(
-        run.queue_drained(Duration::from_secs(30)),
-        "the queue drains"
-    );
+    assert!(run.queue_drained(), "the queue drains");
     // Whatever the second copies would send has had time to arrive.
     std::thread::sleep(Duration::from_millis(500));
     let arrivals_after = run.arrivals();
@@ -316,10 +262,7 @@ fn the_same_event_id_twice_with_kill_9_between_fans_out_once() {
         pairs,
         "every (event, endpoint) pair arrived"
     );
-    assert!(
-        run.queue_drained(Duration::from_secs(30)),
-        "the queue drains"
-    );
+    assert!(run.queue_drained(), "the queue drains");
     run.assert_one_fan_out_each(EVENTS);
     // A duplicate request after the kill is allowed (at-least-once), but
     // only for pairs sent before it: each at most once more.

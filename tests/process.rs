@@ -316,57 +316,12 @@ impl AmqpRun {
     }
 
     fn server(&self) -> Server {
-        let mut command = webhookd(&self.redis_url);
-        command
-            .env("WEBHOOKD_REDIS_PREFIX", &self.prefix)
-            .env("WEBHOOKD_AMQP_URL", &self.amqp_url)
-            .env("WEBHOOKD_AMQP_QUEUE", &self.queue)
-            .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
-        Server::start_with(command)
+        amqp_server(&self.redis_url, &self.prefix, &self.amqp_url, &self.queue)
     }
 
-    /// event_id → how many deliveries it has, in any status. Read from the
-    /// delivery hashes themselves: the per-endpoint listing keeps only the
-    /// newest 10,000 delivered ids, fewer than this run makes.
     fn deliveries_by_event(&self) -> HashMap<String, usize> {
-        self.runtime.block_on(async {
-            let client = redis::Client::open(self.redis_url.as_str()).unwrap();
-            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-            let mut keys: Vec<String> = Vec::new();
-            {
-                let mut scan = redis::cmd("SCAN")
-                    .cursor_arg(0)
-                    .arg("MATCH")
-                    .arg(format!("{}*dlv:*", self.prefix))
-                    .arg("COUNT")
-                    .arg(5000)
-                    .clone()
-                    .iter_async::<String>(&mut connection)
-                    .await
-                    .unwrap();
-                while let Some(key) = scan.next_item().await {
-                    let key = key.unwrap();
-                    // `dlv:<id>` is the delivery; `dlv:<id>:attempts` its log.
-                    if !key.rsplit_once("dlv:").unwrap().1.contains(':') {
-                        keys.push(key);
-                    }
-                }
-            }
-            let mut deliveries = HashMap::new();
-            for chunk in keys.chunks(1000) {
-                let mut pipeline = redis::pipe();
-                for key in chunk {
-                    pipeline.hget(key, "event_id");
-                }
-                let event_ids: Vec<Option<String>> =
-                    pipeline.query_async(&mut connection).await.unwrap();
-                // A delivery purged between SCAN and HGET has no event id.
-                for event_id in event_ids.into_iter().flatten() {
-                    *deliveries.entry(event_id).or_default() += 1;
-                }
-            }
-            deliveries
-        })
+        self.runtime
+            .block_on(deliveries_by_event(&self.redis_url, &self.prefix))
     }
 
     fn wait_for(&self, at_least: usize, within: Duration) -> HashMap<String, usize> {
@@ -393,16 +348,15 @@ impl AmqpRun {
             "events fanned out more than once: {doubled:?}"
         );
         // Re-published duplicates may still be flowing: the queue must empty.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut waiting = u32::MAX;
-        while waiting > 0 && Instant::now() < deadline {
-            waiting = self.runtime.block_on(webhookd_testkit::amqp::ready_count(
+        assert!(
+            queue_drained(
+                &self.runtime,
                 &self.amqp_url,
                 &self.queue,
-            ));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert_eq!(waiting, 0, "the queue drains");
+                Duration::from_secs(60)
+            ),
+            "the queue drains"
+        );
         let counts = self.deliveries_by_event();
         assert!(
             counts.values().all(|&n| n == 1),

@@ -150,3 +150,77 @@ pub fn wait_for_exit(server: &mut Server, within: Duration) -> std::process::Exi
 pub fn sqlite_store(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}/webhookd.db", dir.path().display())
 }
+
+/// `webhookd serve` on Redis under `prefix`, consuming `queue`, sending to
+/// loopback receivers.
+pub fn amqp_server(redis_url: &str, prefix: &str, amqp_url: &str, queue: &str) -> Server {
+    let mut command = webhookd(redis_url);
+    command
+        .env("WEBHOOKD_REDIS_PREFIX", prefix)
+        .env("WEBHOOKD_AMQP_URL", amqp_url)
+        .env("WEBHOOKD_AMQP_QUEUE", queue)
+        .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
+    Server::start_with(command)
+}
+
+/// event_id → how many deliveries the store under `prefix` has of it, in
+/// any status. Read from the delivery hashes themselves: the per-endpoint
+/// listing keeps only the newest 10,000 delivered ids, fewer than the
+/// stream tests make.
+pub async fn deliveries_by_event(
+    redis_url: &str,
+    prefix: &str,
+) -> std::collections::HashMap<String, usize> {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys: Vec<String> = Vec::new();
+    {
+        let mut scan = redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("MATCH")
+            .arg(format!("{prefix}*dlv:*"))
+            .arg("COUNT")
+            .arg(5000)
+            .clone()
+            .iter_async::<String>(&mut connection)
+            .await
+            .unwrap();
+        while let Some(key) = scan.next_item().await {
+            let key = key.unwrap();
+            // `dlv:<id>` is the delivery; nothing else may be read as one.
+            if !key.rsplit_once("dlv:").unwrap().1.contains(':') {
+                keys.push(key);
+            }
+        }
+    }
+    let mut deliveries = std::collections::HashMap::new();
+    for chunk in keys.chunks(1000) {
+        let mut pipeline = redis::pipe();
+        for key in chunk {
+            pipeline.hget(key, "event_id");
+        }
+        let event_ids: Vec<Option<String>> = pipeline.query_async(&mut connection).await.unwrap();
+        // A delivery purged between SCAN and HGET has no event id.
+        for event_id in event_ids.into_iter().flatten() {
+            *deliveries.entry(event_id).or_default() += 1;
+        }
+    }
+    deliveries
+}
+
+/// Waits until RabbitMQ's `queue` has no message ready; whether it did.
+pub fn queue_drained(
+    runtime: &tokio::runtime::Runtime,
+    amqp_url: &str,
+    queue: &str,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if runtime.block_on(webhookd_testkit::amqp::ready_count(amqp_url, queue)) == 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

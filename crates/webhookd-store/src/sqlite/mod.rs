@@ -129,9 +129,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Failed(Box::new(e)))?
     }
-}
 
-impl SqliteStore {
     /// Runs `work` in the next group commit (see `group_commit`): its
     /// answer comes once the transaction that holds it is durable.
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
@@ -622,8 +620,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Recorded>, StoreError> {
         let finished = finished.to_vec();
         let (retention, auto_disable_after) = (self.retention, self.auto_disable_after);
-        let changes = Arc::clone(&self.changes);
-        let recorded = self
+        let (finished, recorded) = self
             .write(move |tx| {
                 finished
                     .iter()
@@ -631,11 +628,11 @@ impl Store for SqliteStore {
                     .collect::<Result<Vec<Recorded>, StoreError>>()
                     .map(|recorded| (finished, recorded))
             })
-            .await;
-        let (finished, recorded) = recorded?;
+            .await?;
+        // Held claims hear of a disabled endpoint once that is committed.
         for (attempt, recorded) in finished.iter().zip(&recorded) {
             if let Recorded::WrittenAndDisabled { .. } = recorded {
-                changes.mark(&attempt.claim.delivery.endpoint_id);
+                self.changes.mark(&attempt.claim.delivery.endpoint_id);
             }
         }
         Ok(recorded)
