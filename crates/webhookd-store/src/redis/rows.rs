@@ -189,6 +189,10 @@ pub(super) fn delivery_from_fields(
     delivery_id: String,
     mut fields: HashMap<String, String>,
 ) -> Result<Delivery, StoreError> {
+    let first = fields
+        .remove("body")
+        .ok_or_else(|| StoreError::Corrupt("delivery without body".to_owned()))?;
+    let body = joined_pieces(first, &mut fields, "body");
     let mut take = |name: &str| {
         fields
             .remove(name)
@@ -204,7 +208,7 @@ pub(super) fn delivery_from_fields(
         endpoint_id: take("endpoint_id")?,
         event_id: take("event_id")?,
         event_type: event_type_from_str(&take("event_type")?)?,
-        body: take("body")?,
+        body,
         status: take("status")?.parse()?,
         attempts: u32::try_from(attempts)
             .map_err(|_| StoreError::Corrupt(format!("delivery attempts {attempts}")))?,
@@ -214,4 +218,22 @@ pub(super) fn delivery_from_fields(
         test: fields.get("test").is_some_and(|flag| flag == "1"),
         delivery_id,
     })
+}
+
+/// A hash value kept in pieces (`put_pieces` in `schedule_functions.lua`:
+/// `name`, `name~2`, `name~3`… so the hash stays a listpack), joined:
+/// `first` is the piece under `name`; the others are taken out of `fields`.
+pub(super) fn joined_pieces(
+    first: String,
+    fields: &mut HashMap<String, String>,
+    name: &str,
+) -> String {
+    let mut whole = first;
+    for n in 2.. {
+        match fields.remove(&format!("{name}~{n}")) {
+            Some(piece) => whole.push_str(&piece),
+            None => break,
+        }
+    }
+    whole
 }

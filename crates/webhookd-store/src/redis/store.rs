@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use super::rows::{
-    claim_from_row, delivery_from_fields, endpoint_from_fields, redis_error, slot_arguments,
+    claim_from_row, delivery_from_fields, endpoint_from_fields, joined_pieces, redis_error,
+    slot_arguments,
 };
 use super::{RedisStore, SWEEP_BUDGET, SWEEP_SLICE, changes};
 use crate::{
@@ -536,17 +537,24 @@ impl Store for RedisStore {
         delivery_id: &str,
     ) -> Result<Option<(Delivery, Vec<AttemptRecord>)>, StoreError> {
         let key = format!("{}dlv:{delivery_id}", self.partition_prefix(username));
-        let fields: HashMap<String, String> =
+        let mut fields: HashMap<String, String> =
             self.connection().hgetall(&key).await.map_err(redis_error)?;
         if fields.is_empty() {
             return Ok(None);
         }
-        // The attempt log is kept in the delivery's hash, `attempt:<n>`.
-        let mut attempts: Vec<AttemptRecord> = fields
+        // The attempt log is kept in the delivery's hash, `attempt:<n>`
+        // (in pieces when long: `attempt:<n>~2`…).
+        let names: Vec<String> = fields
+            .keys()
+            .filter(|name| name.starts_with("attempt:") && !name.contains('~'))
+            .cloned()
+            .collect();
+        let mut attempts: Vec<AttemptRecord> = names
             .iter()
-            .filter(|(name, _)| name.starts_with("attempt:"))
-            .map(|(_, text)| {
-                serde_json::from_str(text)
+            .map(|name| {
+                let first = fields.remove(name).unwrap_or_default();
+                let text = joined_pieces(first, &mut fields, name);
+                serde_json::from_str(&text)
                     .map_err(|e| StoreError::Corrupt(format!("attempt record: {e}")))
             })
             .collect::<Result<_, _>>()?;

@@ -75,6 +75,7 @@ conformance!(
     deliveries_page_in_creation_order,
     a_claimed_delivery_is_hidden_until_its_lease_ends,
     a_retry_comes_due_at_its_time_and_the_attempt_log_grows,
+    long_multibyte_bodies_and_records_come_back_byte_for_byte,
     dead_deliveries_are_kept_and_can_be_sent_again,
     release_hands_a_delivery_back_without_spending_an_attempt,
     disabled_endpoints_park_their_deliveries,
@@ -888,6 +889,67 @@ async fn a_retry_comes_due_at_its_time_and_the_attempt_log_grows(store: Arc<dyn 
             .unwrap(),
         None
     );
+}
+
+/// Bodies and attempt records of every length around the 64-byte pieces
+/// Redis keeps them in (`put_pieces`), full of 2-, 3- and 4-byte UTF-8
+/// characters that a cut could split: each comes back byte for byte from
+/// a claim, the listing and the attempt log.
+async fn long_multibyte_bodies_and_records_come_back_byte_for_byte(store: Arc<dyn Store>) {
+    let target = endpoint("vera", 1);
+    create(&*store, &target).await;
+    let mut sent = HashMap::new();
+    for (n, repeat) in [1usize, 12, 40, 63, 64, 130, 400].into_iter().enumerate() {
+        let text = "é€😀a".repeat(repeat);
+        let message = format!(
+            r#"{{"event":"generated_video_success","username":"vera","event_id":"evt_{n}","data":{{"text":"{text}"}}}}"#
+        );
+        let event = Event::parse(message.as_bytes(), NOW_MS / 1000).unwrap();
+        let delivery = deliveries(accept(&*store, &event).await).remove(0);
+        assert_eq!(delivery.body, event.body());
+        sent.insert(delivery.delivery_id, (event.body(), text));
+    }
+    let claims = claim_at(&*store, NOW_MS, 100).await;
+    assert_eq!(claims.len(), sent.len());
+    let retry_at = NOW_MS + 5_000;
+    for claim in &claims {
+        let (body, text) = &sent[&claim.delivery.delivery_id];
+        assert_eq!(&claim.delivery.body, body, "a claim reads the body whole");
+        let failed = AttemptRecord {
+            response: Some(text.clone()),
+            ..attempt(1, Some(500), "http_5xx")
+        };
+        assert!(
+            store
+                .record_attempt(claim, &failed, AttemptResult::RetryAt(retry_at))
+                .await
+                .unwrap()
+        );
+    }
+    for listed in pending(&*store, "vera", &target.endpoint_id).await {
+        assert_eq!(listed.body, sent[&listed.delivery_id].0, "the listing too");
+    }
+    for (id, (body, text)) in &sent {
+        let (delivery, attempts) = store
+            .delivery_attempts("vera", &target.endpoint_id, id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&delivery.body, body);
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(
+            attempts[0].response.as_ref(),
+            Some(text),
+            "the attempt log too"
+        );
+    }
+    let again = claim_at(&*store, retry_at, 100).await;
+    assert!(
+        again
+            .iter()
+            .all(|claim| claim.delivery.body == sent[&claim.delivery.delivery_id].0)
+    );
+    assert_eq!(again.len(), sent.len());
 }
 
 async fn dead_deliveries_are_kept_and_can_be_sent_again(store: Arc<dyn Store>) {

@@ -36,8 +36,8 @@ for e = 10 + 3 * listed, #ARGV, 7 do
         local delivery = base .. string.format('%02x', #chosen)
         local due_at = now
         local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
-          'event_type', event_type, 'body', body, 'status', 'pending', 'attempts', 0,
-          'created_at', now}
+          'event_type', event_type, 'status', 'pending', 'attempts', 0, 'created_at', now}
+        put_pieces(fields, 'body', body)
         local room = room_of[id] or per_endpoint
         local sending = user .. 'ep:' .. id .. ':sending'
         if endpoint_limit > 0 and #leased < limit and room > 0 then

@@ -59,7 +59,9 @@ for _, endpoint_due in ipairs(queues) do
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', endpoint_due, '-inf', now, 'LIMIT', 0, room)) do
       local key = ARGV[4] .. 'dlv:' .. id
       local d = redis.call('HMGET', key, 'username', 'event_id', 'event_type', 'body', 'attempts',
-        'created_at', 'status', 'last_attempt', 'test')
+        'created_at', 'status', 'last_attempt', 'test', 'body~2')
+      -- A body kept in pieces (put_pieces) is read whole.
+      if d[10] then d[4] = get_pieces(key, 'body') end
       if not d[1] or d[7] ~= 'pending' then
         redis.call('ZREM', KEYS[1], id)
         redis.call('ZREM', endpoint_due, id)

@@ -5,9 +5,11 @@
 -- delivery id, username, endpoint id, event id, event type, body, now.
 local partition, endpoint, user, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('EXISTS', endpoint) == 0 then return 0 end
-redis.call('HSET', partition .. 'dlv:' .. id, 'username', ARGV[5], 'endpoint_id', ARGV[6],
-  'event_id', ARGV[7], 'event_type', ARGV[8], 'body', ARGV[9], 'status', 'pending',
-  'attempts', 0, 'created_at', ARGV[10], 'next_attempt_at', ARGV[10], 'test', '1')
+local fields = {'username', ARGV[5], 'endpoint_id', ARGV[6], 'event_id', ARGV[7],
+  'event_type', ARGV[8], 'status', 'pending', 'attempts', 0, 'created_at', ARGV[10],
+  'next_attempt_at', ARGV[10], 'test', '1'}
+put_pieces(fields, 'body', ARGV[9])
+redis.call('HSET', partition .. 'dlv:' .. id, unpack(fields))
 schedule(KEYS[1], user .. 'ep:' .. ARGV[6] .. ':due', KEYS[2], id, ARGV[10])
 redis.call('ZADD', user .. 'ep:' .. ARGV[6] .. ':pending', 0, id)
 return 1

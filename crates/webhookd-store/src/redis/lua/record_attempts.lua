@@ -64,11 +64,15 @@ for a = 4, #ARGV, 11 do
     else
       if result == 'retry' then
         redis.call('HDEL', key, 'lease')
-        redis.call('HSET', key, 'attempts', number, 'next_attempt_at', at, 'attempt:' .. number, log)
+        local fields = {'attempts', number, 'next_attempt_at', at}
+        put_pieces(fields, 'attempt:' .. number, log)
+        redis.call('HSET', key, unpack(fields))
         schedule(KEYS[1], endpoint_due, KEYS[2], id, at)
       else
         redis.call('HDEL', key, 'lease', 'last_attempt')
-        redis.call('HSET', key, 'attempts', number, 'status', result, 'attempt:' .. number, log)
+        local fields = {'attempts', number, 'status', result}
+        put_pieces(fields, 'attempt:' .. number, log)
+        redis.call('HSET', key, unpack(fields))
         if result == 'failed' then redis.call('INCR', partition .. 'dead') end
         unschedule(KEYS[1], endpoint_due, id)
         redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)

@@ -61,3 +61,41 @@ local function rate_spend(bucket, limit, now, tokens, spent)
   redis.call('HSET', bucket, 'tokens', left, 'at', now)
   redis.call('PEXPIRE', bucket, math.ceil((limit - left) * 1000 / limit) + 1)
 end
+-- A delivery's hash stays compact (a listpack: 648 bytes where a
+-- `hashtable` took 1,232) only while every value is at most Redis's
+-- `hash-max-listpack-value`, 64 bytes by default. So a longer body or
+-- attempt record of up to 512 bytes is kept as pieces of at most 64:
+-- `name`, `name~2`, `name~3`… (never cutting a UTF-8 character); a longer
+-- one stays whole, its hash being a `hashtable` anyway. Readers join the
+-- pieces (`rows.rs` on the Rust side).
+local function put_pieces(fields, name, value)
+  if #value <= 64 or #value > 512 then
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
+    return
+  end
+  local start, n = 1, 1
+  while start <= #value do
+    local stop = math.min(start + 63, #value)
+    -- Back off while the next byte continues a UTF-8 character.
+    while stop < #value and stop > start do
+      local next_byte = string.byte(value, stop + 1)
+      if next_byte < 128 or next_byte >= 192 then break end
+      stop = stop - 1
+    end
+    fields[#fields + 1] = (n == 1) and name or (name .. '~' .. n)
+    fields[#fields + 1] = string.sub(value, start, stop)
+    start, n = stop + 1, n + 1
+  end
+end
+-- The value put_pieces kept under `name` in hash `key`, joined.
+local function get_pieces(key, name)
+  local names = {name}
+  for n = 2, 12 do names[n] = name .. '~' .. n end
+  local pieces, whole = redis.call('HMGET', key, unpack(names)), {}
+  for n = 1, #pieces do
+    if not pieces[n] then break end
+    whole[n] = pieces[n]
+  end
+  return table.concat(whole)
+end
