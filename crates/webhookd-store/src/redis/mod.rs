@@ -19,7 +19,7 @@
 //! | `<u>:endpoint:<id>` | hash | one endpoint's fields |
 //! | `<u>:seen:<event_id>` | string, 24 h TTL | de-duplication |
 //! | `<u>:ep:<id>:<status>` | sorted set, score 0 | the endpoint's delivery ids by status (lexical = creation order) |
-//! | `<p>:dlv:<id>` | hash | one delivery, with its attempt log as fields `attempt:<n>` |
+//! | `<p>:dlv:<id>` | hash | one delivery, with its attempt log as fields `attempt:<n>`; a body or record of 65–512 bytes in 64-byte pieces (`body`, `body~2`…) so the hash stays a listpack |
 //! | `<p>:due` | sorted set | pending delivery ids by due time (ms) |
 //! | `<u>:ep:<id>:due` | sorted set | the endpoint's pending delivery ids by due time |
 //! | `<u>:ep:<id>:sending` | sorted set | the endpoint's sending slots by when they lapse: its concurrency across processes (SPEC §10) |

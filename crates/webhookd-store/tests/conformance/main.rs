@@ -894,22 +894,37 @@ async fn a_retry_comes_due_at_its_time_and_the_attempt_log_grows(store: Arc<dyn 
 /// Bodies and attempt records of every length around the 64-byte pieces
 /// Redis keeps them in (`put_pieces`), full of 2-, 3- and 4-byte UTF-8
 /// characters that a cut could split: each comes back byte for byte from
-/// a claim, the listing and the attempt log.
+/// a claim, the listing and the attempt log — whether the delivery waited
+/// from the start or was leased at acceptance (whole) and compacted when
+/// its retry was recorded.
 async fn long_multibyte_bodies_and_records_come_back_byte_for_byte(store: Arc<dyn Store>) {
     let target = endpoint("vera", 1);
     create(&*store, &target).await;
     let mut sent = HashMap::new();
+    let mut claims = Vec::new();
     for (n, repeat) in [1usize, 12, 40, 63, 64, 130, 400].into_iter().enumerate() {
         let text = "é€😀a".repeat(repeat);
         let message = format!(
             r#"{{"event":"generated_video_success","username":"vera","event_id":"evt_{n}","data":{{"text":"{text}"}}}}"#
         );
         let event = Event::parse(message.as_bytes(), NOW_MS / 1000).unwrap();
-        let delivery = deliveries(accept(&*store, &event).await).remove(0);
-        assert_eq!(delivery.body, event.body());
-        sent.insert(delivery.delivery_id, (event.body(), text));
+        for leased in [false, true] {
+            let event = Event {
+                event_id: format!("{}-{leased}", event.event_id),
+                ..event.clone()
+            };
+            let request = claim_request(NOW_MS, usize::from(leased));
+            let (mut accepted, leases) = store
+                .accept_and_claim(std::slice::from_ref(&event), NOW_MS, &request)
+                .await
+                .unwrap();
+            let delivery = deliveries(accepted.remove(0)).remove(0);
+            assert_eq!(delivery.body, event.body());
+            claims.extend(leases);
+            sent.insert(delivery.delivery_id, (event.body(), text.clone()));
+        }
     }
-    let claims = claim_at(&*store, NOW_MS, 100).await;
+    claims.extend(claim_at(&*store, NOW_MS, 100).await);
     assert_eq!(claims.len(), sent.len());
     let retry_at = NOW_MS + 5_000;
     for claim in &claims {

@@ -37,7 +37,6 @@ for e = 10 + 3 * listed, #ARGV, 7 do
         local due_at = now
         local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
           'event_type', event_type, 'status', 'pending', 'attempts', 0, 'created_at', now}
-        put_pieces(fields, 'body', body)
         local room = room_of[id] or per_endpoint
         local sending = user .. 'ep:' .. id .. ':sending'
         if endpoint_limit > 0 and #leased < limit and room > 0 then
@@ -75,6 +74,15 @@ for e = 10 + 3 * listed, #ARGV, 7 do
         end
         fields[#fields + 1] = 'next_attempt_at'
         fields[#fields + 1] = due_at
+        -- A delivery that waits is kept compact; one sent at once is most
+        -- likely delivered at once, and splitting its body would be work
+        -- for nothing (a retry compacts it then).
+        if due_at == now then
+          put_pieces(fields, 'body', body)
+        else
+          fields[#fields + 1] = 'body'
+          fields[#fields + 1] = body
+        end
         redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
         schedule(KEYS[1], user .. 'ep:' .. id .. ':due', KEYS[2], delivery, due_at)
         redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)

@@ -66,12 +66,22 @@ for a = 4, #ARGV, 11 do
         redis.call('HDEL', key, 'lease')
         local fields = {'attempts', number, 'next_attempt_at', at}
         put_pieces(fields, 'attempt:' .. number, log)
+        -- It waits now: its body too is kept compact (see put_pieces).
+        compact_body(key, fields)
         redis.call('HSET', key, unpack(fields))
         schedule(KEYS[1], endpoint_due, KEYS[2], id, at)
       else
         redis.call('HDEL', key, 'lease', 'last_attempt')
         local fields = {'attempts', number, 'status', result}
-        put_pieces(fields, 'attempt:' .. number, log)
+        if result == 'failed' then
+          -- Kept for weeks (keep_failed): compact.
+          put_pieces(fields, 'attempt:' .. number, log)
+          compact_body(key, fields)
+        else
+          -- Delivered: its body is whole anyway (see ACCEPT_EVENTS).
+          fields[#fields + 1] = 'attempt:' .. number
+          fields[#fields + 1] = log
+        end
         redis.call('HSET', key, unpack(fields))
         if result == 'failed' then redis.call('INCR', partition .. 'dead') end
         unschedule(KEYS[1], endpoint_due, id)

@@ -64,7 +64,8 @@ end
 -- A delivery's hash stays compact (a listpack: 648 bytes where a
 -- `hashtable` took 1,232) only while every value is at most Redis's
 -- `hash-max-listpack-value`, 64 bytes by default. So a longer body or
--- attempt record of up to 512 bytes is kept as pieces of at most 64:
+-- attempt record of up to 512 bytes of a delivery that waits (due later,
+-- or dead) is kept as pieces of at most 64:
 -- `name`, `name~2`, `name~3`… (never cutting a UTF-8 character); a longer
 -- one stays whole, its hash being a `hashtable` anyway. Readers join the
 -- pieces (`rows.rs` on the Rust side).
@@ -98,4 +99,13 @@ local function get_pieces(key, name)
     whole[n] = pieces[n]
   end
   return table.concat(whole)
+end
+-- Adds to `fields` the pieces of the body of delivery `key` if it is still
+-- whole and could be kept in pieces (a delivery sent at once on acceptance
+-- keeps its body whole until it has to wait).
+local function compact_body(key, fields)
+  local body = redis.call('HGET', key, 'body')
+  if body and #body > 64 and #body <= 512 then
+    put_pieces(fields, 'body', body)
+  end
 end
