@@ -273,23 +273,26 @@ fn a_primary_and_a_process_killed_mid_stream_lose_nothing() {
     }
 
     assert_eq!(counts.len(), EVENTS, "every event arrives");
-    // Nothing stuck: no delivery left pending once all arrived.
-    // This test's own connection lived through the failover too: it may
-    // need its own fresh start (after 10 s of failures) to answer.
-    let stats_by = Instant::now() + Duration::from_secs(40);
-    let stats = loop {
+    // Nothing stuck: every delivery settles. Not at once: a record the
+    // killed primary took but had not replicated is lost with it (see
+    // docs/operations.md), so its delivery is sent again — a duplicate —
+    // when its lease ends, 50 s after it was taken. And this test's own
+    // connection lived through the failover too: it may need its own fresh
+    // start (after 10 s of failures) to answer.
+    let settle_by = Instant::now() + Duration::from_secs(120);
+    loop {
         match runtime.block_on(store.delivery_stats(i64::MAX / 2)) {
-            Ok(stats) => break stats,
-            Err(error) => {
-                assert!(Instant::now() < stats_by, "the store answers: {error}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            Ok(stats) if (stats.due, stats.scheduled, stats.dead) == (0, 0, 0) => break,
+            Ok(stats) => assert!(Instant::now() < settle_by, "the store settles: {stats:?}"),
+            Err(error) => assert!(Instant::now() < settle_by, "the store answers: {error}"),
         }
-    };
-    assert_eq!(
-        (stats.due, stats.scheduled, stats.dead),
-        (0, 0, 0),
-        "{stats:?}"
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let settled = distinct();
+    println!(
+        "settled: {} requests, {} duplicates",
+        receiver.count(),
+        settled.values().map(|n| n - 1).sum::<usize>()
     );
     assert!(
         runtime.block_on(cluster_is_whole(&cluster_url)),
