@@ -30,7 +30,10 @@
 //!   atomic step, and [`Dispatcher::dispatch`]es them: they go out from
 //!   memory with no claim round trip, the store copy (leased, due again when
 //!   the lease ends) being the safety net. What did not fit is claimed by
-//!   the loop, which ingest [`Dispatcher::wake`]s.
+//!   the loop, which ingest [`Dispatcher::wake`]s. From a broker, the
+//!   fresh deliveries need not even be written ([`Claim::unwritten`]): the
+//!   message stays unacknowledged until the store has answered for each
+//!   ([`Dispatcher::take_settled`]), and recording writes them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -122,6 +125,12 @@ pub struct Dispatcher {
     /// channel) once the last worker is done.
     recorder: Mutex<Option<mpsc::UnboundedSender<Unrecorded>>>,
     finished: Mutex<Option<mpsc::UnboundedReceiver<Unrecorded>>>,
+    /// The delivery ids of unwritten claims ([`Claim::unwritten`]) the store
+    /// has answered for — recorded or handed back — so their messages may
+    /// be acknowledged; the receiver goes to whoever leases them
+    /// ([`Dispatcher::take_settled`]).
+    settled: mpsc::UnboundedSender<String>,
+    settled_receiver: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
 /// Room reserved for fresh claims: the request to lease them with, and a
@@ -249,6 +258,7 @@ impl Dispatcher {
         settings: DispatcherSettings,
     ) -> Arc<Self> {
         let (recorder, finished) = mpsc::unbounded_channel();
+        let (settled, settled_receiver) = mpsc::unbounded_channel();
         Arc::new(Dispatcher {
             endpoint_changes: store.endpoint_changes(),
             counts_slots: store.counts_sending_slots(),
@@ -262,13 +272,31 @@ impl Dispatcher {
             stopping: CancellationToken::new(),
             recorder: Mutex::new(Some(recorder)),
             finished: Mutex::new(Some(finished)),
+            settled,
+            settled_receiver: Mutex::new(Some(settled_receiver)),
         })
+    }
+
+    /// The delivery ids of unwritten claims as the store answers for them
+    /// (see [`Claim::unwritten`]): for the one ingest path that leases
+    /// unwritten deliveries, whose messages wait for them. `None` after the
+    /// first call.
+    pub fn take_settled(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        self.settled_receiver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Tells the claim loop there is due work (deliveries accepted but not
     /// leased at once).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// How long a claim is leased, in milliseconds.
+    pub fn lease_millis(&self) -> i64 {
+        millis(self.settings.lease())
     }
 
     /// Reserves up to `most` free permits for the fresh deliveries of
@@ -329,7 +357,11 @@ impl Dispatcher {
             tracing::error!("the dispatcher runs once");
             return;
         };
-        let recording = tokio::spawn(record_finished(Arc::clone(&self.store), finished));
+        let recording = tokio::spawn(record_finished(
+            Arc::clone(&self.store),
+            finished,
+            self.settled.clone(),
+        ));
         loop {
             // Wait for room before claiming, then take all there is: every
             // claim holds a permit until its attempt is recorded, so claims
@@ -435,6 +467,7 @@ impl Dispatcher {
             // shared by several holds it across all of them (SPEC §10).
             endpoint_limit: if self.counts_slots { per_endpoint } else { 0 },
             slots_held,
+            unwritten: false,
         }
     }
 
@@ -611,9 +644,16 @@ impl Dispatcher {
 
     /// Makes a claim due again now, without spending an attempt.
     async fn hand_back(&self, claim: &Claim) {
-        if let Err(error) = self.store.release(claim, unix_millis()).await {
-            // The lease runs out by itself; the delivery is only late.
-            tracing::warn!(%error, delivery_id = %claim.delivery.delivery_id, "could not hand a claim back");
+        match self.store.release(claim, unix_millis()).await {
+            Ok(_) if claim.unwritten => {
+                let _ = self.settled.send(claim.delivery.delivery_id.clone());
+            }
+            Ok(_) => {}
+            // The lease runs out by itself; the delivery is only late (an
+            // unwritten one's message is handed out again then).
+            Err(error) => {
+                tracing::warn!(%error, delivery_id = %claim.delivery.delivery_id, "could not hand a claim back");
+            }
         }
     }
 
@@ -698,8 +738,13 @@ impl Dispatcher {
 /// commit, for many). Retries briefly while the store is down; if it stays
 /// down the leases expire and the deliveries are sent again — a duplicate
 /// after a fault, never a loss. Ends when every sender is gone and the last
-/// batch is written.
-async fn record_finished(store: Arc<dyn Store>, mut finished: mpsc::UnboundedReceiver<Unrecorded>) {
+/// batch is written. Unwritten claims the store answered for go to
+/// `settled`.
+async fn record_finished(
+    store: Arc<dyn Store>,
+    mut finished: mpsc::UnboundedReceiver<Unrecorded>,
+    settled: mpsc::UnboundedSender<String>,
+) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let (attempts, permits): (Vec<FinishedAttempt>, Vec<OwnedSemaphorePermit>) = batch
@@ -711,6 +756,10 @@ async fn record_finished(store: Arc<dyn Store>, mut finished: mpsc::UnboundedRec
                 Ok(recorded) => {
                     for (attempt, recorded) in attempts.iter().zip(recorded) {
                         let delivery = &attempt.claim.delivery;
+                        if attempt.claim.unwritten {
+                            // Written or stale, it is the store's now.
+                            let _ = settled.send(delivery.delivery_id.clone());
+                        }
                         match recorded {
                             Recorded::Written => {}
                             Recorded::Stale => {

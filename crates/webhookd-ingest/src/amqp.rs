@@ -6,10 +6,16 @@
 //!
 //! 1. invalid messages are published to `<queue>.dead` with the reason in
 //!    header `x-webhookd-error`, and the publish is confirmed by the broker;
-//! 2. valid events are made durable by [`Ingest::accept`] — retried for as
-//!    long as the store is unreachable, never skipped;
-//! 3. only then is the batch acknowledged with one `basic.ack(multiple)`
-//!    for its last tag.
+//! 2. valid events are accepted by the store — retried for as long as it is
+//!    unreachable, never skipped. Deliveries the dispatcher can send at once
+//!    are not written (deliver before writing, docs/delivery.md): the
+//!    message, unacknowledged, is their record;
+//! 3. a message is acknowledged once the store has answered for each of its
+//!    deliveries: at acceptance, or when the unwritten ones are recorded
+//!    (see `acks`). One whose deliveries are not answered for by the end of
+//!    their lease is handed back to the queue; its redelivery takes the
+//!    event over. An event another consumer holds that way waits, parked,
+//!    and is offered again.
 //!
 //! Anything going wrong with the broker ends the session; the supervisor
 //! reconnects with capped, jittered exponential backoff, forever, logging
@@ -17,23 +23,27 @@
 //! channel per session is simpler to reason about, and unacked messages
 //! are redelivered by the broker (and de-duplicated by the store).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use webhookd_core::config::QueueType;
 use webhookd_core::health::Readiness;
 use webhookd_core::telemetry::{self, Source};
-use webhookd_core::{MissingId, Rejection};
+use webhookd_core::time::unix_millis;
+use webhookd_core::{Event, MissingId, Rejection};
+use webhookd_store::{Acceptance, StoreError};
 
 use crate::Ingest;
+use crate::acks::{AckPlan, Acks};
 
 /// Name of this component in `/readyz`.
 pub const COMPONENT: &str = "amqp";
@@ -57,6 +67,15 @@ const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(15);
 /// A session that lasted this long was healthy: the next failure starts the
 /// backoff from the beginning again.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+/// How often waiting messages are looked at: overdue ones handed back,
+/// parked ones offered again.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
+/// A message waits this long past its deliveries' lease before it is
+/// handed back: their records may be on their way.
+const GIVE_UP_MARGIN: Duration = Duration::from_secs(5);
+/// A parked event is offered again at least this often: its holder's
+/// records usually end the hold long before its lease does.
+const PARKED_RETRY: Duration = Duration::from_secs(1);
 
 /// Where and how to consume.
 #[derive(Debug, Clone)]
@@ -125,9 +144,11 @@ impl AmqpConsumer {
         };
         let mut delays = backoff();
         let mut attempt: u32 = 0;
+        // With it, deliveries go out before they are written.
+        let mut settled = self.ingest.take_settled();
         while !shutdown.is_cancelled() {
             let started = tokio::time::Instant::now();
-            let result = self.session(&shutdown).await;
+            let result = self.session(&shutdown, settled.as_mut()).await;
             if shutdown.is_cancelled() {
                 break;
             }
@@ -156,7 +177,11 @@ impl AmqpConsumer {
     }
 
     /// One connection's life. Returns `Ok` only on shutdown.
-    async fn session(&self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        mut settled: Option<&mut mpsc::UnboundedReceiver<String>>,
+    ) -> Result<(), SessionError> {
         let properties = ConnectionProperties::default()
             .with_connection_name(self.settings.connection_name.clone().into());
         let mut uri: lapin::uri::AMQPUri = self.settings.url.parse().map_err(SessionError::Url)?;
@@ -208,22 +233,39 @@ impl AmqpConsumer {
         let batches = consumer.chunks_timeout(usize::from(self.settings.prefetch), BATCH_LINGER);
         tokio::pin!(batches);
         let mut depth_ticks = tokio::time::interval(QUEUE_DEPTH_INTERVAL);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        // Ids of deliveries sent on an earlier channel mean nothing here.
+        if let Some(settled) = settled.as_deref_mut() {
+            while settled.try_recv().is_ok() {}
+        }
+        let mut waiting = Waiting {
+            unwritten: settled.is_some(),
+            ..Waiting::default()
+        };
         let result = loop {
-            let batch = tokio::select! {
+            let step = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break Ok(()),
-                batch = batches.next() => batch,
-                _ = depth_ticks.tick() => {
-                    if let Err(error) = self.report_queue_depth(&channel).await {
-                        break Err(error);
+                Some(first) = next_settled(settled.as_deref_mut()) => {
+                    waiting.acks.settled(&first);
+                    if let Some(settled) = settled.as_deref_mut() {
+                        while let Ok(delivery_id) = settled.try_recv() {
+                            waiting.acks.settled(&delivery_id);
+                        }
                     }
-                    continue;
+                    Ok(())
                 }
+                batch = batches.next() => match batch {
+                    Some(batch) => self.handle_batch(&channel, batch, &mut waiting, shutdown).await,
+                    None => Err(SessionError::ConsumerEnded),
+                },
+                _ = housekeeping.tick() => self.look_after(&channel, &mut waiting, shutdown).await,
+                _ = depth_ticks.tick() => self.report_queue_depth(&channel).await,
             };
-            let Some(batch) = batch else {
-                break Err(SessionError::ConsumerEnded);
-            };
-            if let Err(error) = self.handle_batch(&channel, batch, shutdown).await {
+            if let Err(error) = step {
+                break Err(error);
+            }
+            if let Err(error) = send_acks(&channel, waiting.acks.plan()).await {
                 break Err(error);
             }
         };
@@ -268,18 +310,19 @@ impl AmqpConsumer {
         Ok(())
     }
 
-    /// Dead-letters the invalid, persists the valid, then acks the lot.
+    /// Dead-letters the invalid and offers the valid to the store; what may
+    /// be acknowledged goes to `waiting.acks`.
     async fn handle_batch(
         &self,
         channel: &Channel,
         batch: Vec<Result<lapin::message::Delivery, lapin::Error>>,
+        waiting: &mut Waiting,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionError> {
-        let mut last_tag = None;
+        let mut tags = Vec::with_capacity(batch.len());
         let mut events = Vec::with_capacity(batch.len());
         for message in batch {
             let message = message?;
-            last_tag = Some(message.delivery_tag);
             // A redelivered message must keep the id it got the first time.
             let missing_id = MissingId::Derived {
                 message_id: message
@@ -289,25 +332,113 @@ impl AmqpConsumer {
                     .map(ShortString::as_str),
             };
             match Ingest::parse(&message.data, Source::Amqp, missing_id) {
-                Ok(event) => events.push(event),
-                Err(rejection) => self.dead_letter(channel, &message, &rejection).await?,
+                Ok(event) => {
+                    tags.push(message.delivery_tag);
+                    events.push(event);
+                }
+                Err(rejection) => {
+                    self.dead_letter(channel, &message, &rejection).await?;
+                    waiting.acks.done(message.delivery_tag);
+                }
             }
         }
-        if !events.is_empty() && !self.persist(&events, shutdown).await {
-            // Shutting down before the batch was durable: leave it unacked.
-            return Ok(());
-        }
-        if let Some(tag) = last_tag {
-            channel
-                .basic_ack(tag, BasicAckOptions { multiple: true })
-                .await?;
-        }
+        self.offer(tags, events, waiting, shutdown).await;
         Ok(())
     }
 
-    /// Retries the store until the events are durable; `false` if shutdown
-    /// came first.
-    async fn persist(&self, events: &[webhookd_core::Event], shutdown: &CancellationToken) -> bool {
+    /// Has the store accept the events of the messages `tags`, retrying
+    /// while it is unreachable; on shutdown first, leaves them unacked.
+    async fn offer(
+        &self,
+        tags: Vec<u64>,
+        events: Vec<Event>,
+        waiting: &mut Waiting,
+        shutdown: &CancellationToken,
+    ) {
+        if events.is_empty() {
+            return;
+        }
+        if !waiting.unwritten {
+            if self
+                .until_accepted(&events, shutdown, || self.ingest.accept(&events, Source::Amqp))
+                .await
+                .is_some()
+            {
+                tags.into_iter().for_each(|tag| waiting.acks.done(tag));
+            }
+            return;
+        }
+        let accept = || self.ingest.accept_unacknowledged(&events, Source::Amqp);
+        let Some(accepted) = self.until_accepted(&events, shutdown, accept).await else {
+            return;
+        };
+        let lease_left = accepted.lease_until_ms.saturating_sub(unix_millis());
+        let give_up_at = Instant::now()
+            + Duration::from_millis(u64::try_from(lease_left).unwrap_or_default())
+            + GIVE_UP_MARGIN;
+        let outcomes = accepted.outcomes.into_iter();
+        for ((tag, event), (outcome, unwritten)) in tags.into_iter().zip(events).zip(outcomes) {
+            match outcome {
+                Acceptance::HeldElsewhere { until_ms } => {
+                    let wait = until_ms.saturating_sub(unix_millis());
+                    let wait = Duration::from_millis(u64::try_from(wait).unwrap_or_default());
+                    waiting.acks.park(tag);
+                    waiting.parked.push(Parked {
+                        tag,
+                        event,
+                        offer_at: Instant::now() + wait.min(PARKED_RETRY),
+                    });
+                }
+                _ => waiting.acks.wait(tag, unwritten, give_up_at),
+            }
+        }
+    }
+
+    /// Hands back to the queue the messages whose deliveries' lease is
+    /// over, and offers the parked ones again when their time comes.
+    async fn look_after(
+        &self,
+        channel: &Channel,
+        waiting: &mut Waiting,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SessionError> {
+        let now = Instant::now();
+        for tag in waiting.acks.overdue(now) {
+            tracing::warn!(
+                delivery_tag = tag,
+                "deliveries of a message were not recorded within their lease; handing it back to the queue"
+            );
+            channel
+                .basic_reject(tag, BasicRejectOptions { requeue: true })
+                .await?;
+        }
+        let (due, later): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut waiting.parked)
+            .into_iter()
+            .partition(|parked| parked.offer_at <= now);
+        waiting.parked = later;
+        let (tags, events): (Vec<u64>, Vec<Event>) = due
+            .into_iter()
+            .map(|parked| {
+                waiting.acks.unpark(parked.tag);
+                (parked.tag, parked.event)
+            })
+            .unzip();
+        self.offer(tags, events, waiting, shutdown).await;
+        Ok(())
+    }
+
+    /// Runs `accept` until the store answers; `None` if shutdown came
+    /// first.
+    async fn until_accepted<T, F, Fut>(
+        &self,
+        events: &[Event],
+        shutdown: &CancellationToken,
+        mut accept: F,
+    ) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(5))
@@ -315,14 +446,14 @@ impl AmqpConsumer {
             .without_max_times()
             .build();
         loop {
-            match self.ingest.accept(events, Source::Amqp).await {
-                Ok(_) => return true,
+            match accept().await {
+                Ok(accepted) => return Some(accepted),
                 Err(error) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(%error, events = events.len(), retry_in_ms = delay.as_millis(), "store unavailable; holding the batch unacknowledged");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = shutdown.cancelled() => return false,
+                        () = shutdown.cancelled() => return None,
                     }
                 }
             }
@@ -370,6 +501,43 @@ impl AmqpConsumer {
             return Err(SessionError::DeadLetterNotConfirmed);
         }
         Ok(())
+    }
+}
+
+/// One channel's messages not yet acknowledged.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// Whether deliveries go out before they are written.
+    unwritten: bool,
+    acks: Acks,
+    /// Events another consumer holds, to offer again.
+    parked: Vec<Parked>,
+}
+
+#[derive(Debug)]
+struct Parked {
+    tag: u64,
+    event: Event,
+    offer_at: Instant,
+}
+
+async fn send_acks(channel: &Channel, plan: AckPlan) -> Result<(), SessionError> {
+    if let Some(tag) = plan.up_to {
+        channel
+            .basic_ack(tag, BasicAckOptions { multiple: true })
+            .await?;
+    }
+    for tag in plan.single {
+        channel.basic_ack(tag, BasicAckOptions::default()).await?;
+    }
+    Ok(())
+}
+
+/// The next settled delivery id; never, without a receiver.
+async fn next_settled(settled: Option<&mut mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match settled {
+        Some(settled) => settled.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -153,6 +153,11 @@ pub enum Acceptance {
     /// The owner already sent this `event_id` within the de-duplication
     /// window; nothing was written.
     Duplicate,
+    /// Another consumer holds this event's unwritten deliveries
+    /// ([`ClaimRequest::unwritten`]) until `until_ms`: its message is still
+    /// their record. Nothing was written; offer it again then — if their
+    /// records have not come by then, it is taken over.
+    HeldElsewhere { until_ms: i64 },
 }
 
 impl Acceptance {
@@ -160,7 +165,7 @@ impl Acceptance {
     pub fn delivery_count(&self) -> usize {
         match self {
             Acceptance::Accepted { deliveries } => deliveries.len(),
-            Acceptance::Duplicate => 0,
+            Acceptance::Duplicate | Acceptance::HeldElsewhere { .. } => 0,
         }
     }
 }
@@ -181,6 +186,10 @@ pub struct Claim {
     /// came with the claim, or that the worker recording or handing back
     /// the claim holds, and what becomes of it then.
     pub slot: Option<SendingSlot>,
+    /// Leased at acceptance and not written (deliver before writing,
+    /// [`ClaimRequest::unwritten`]): recording or releasing it writes it.
+    /// Until then its event's message, unacknowledged, is its record.
+    pub unwritten: bool,
 }
 
 /// One of an endpoint's `endpoint_concurrency` sending slots, shared by
@@ -215,6 +224,12 @@ pub struct ClaimRequest {
     /// may queue claims behind them; one that holds none only takes claims
     /// that come with a slot.
     pub slots_held: HashMap<String, usize>,
+    /// For [`Store::accept_and_claim`] of events whose broker message stays
+    /// unacknowledged until their deliveries are recorded: the store may
+    /// lease fresh deliveries without writing them (deliver before writing,
+    /// docs/delivery.md), holding the event's de-duplication marker for them
+    /// until the lease ends. A store that does not (SQLite) writes them.
+    pub unwritten: bool,
 }
 
 /// An attempt to record: the claim it was made on, its log entry (whose

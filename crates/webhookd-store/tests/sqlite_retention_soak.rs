@@ -102,6 +102,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
             room: HashMap::new(),
             endpoint_limit: 0,
             slots_held: std::collections::HashMap::new(),
+            unwritten: false,
         };
         let (_, claims) = store.accept_and_claim(&events, now, &lease).await.unwrap();
         assert_eq!(claims.len(), BATCH);

@@ -53,6 +53,7 @@ pub(crate) async fn a_test_event_goes_to_one_endpoint_whatever_its_status(api: A
             room: std::collections::HashMap::new(),
             endpoint_limit: 0,
             slots_held: std::collections::HashMap::new(),
+            unwritten: false,
         })
         .await
         .unwrap();
@@ -230,6 +231,7 @@ async fn make_dead(api: &Api, thousands: usize, since: i64) {
                 room: std::collections::HashMap::new(),
                 endpoint_limit: 0,
                 slots_held: std::collections::HashMap::new(),
+                unwritten: false,
             })
             .await
             .unwrap();

@@ -72,7 +72,7 @@ use webhookd_core::{Event, PreviousSecret, ids};
 
 use crate::{
     Acceptance, Claim, ClaimRequest, DEDUP_WINDOW_MS, Delivery, DeliveryStatus, EndpointChanges,
-    Retention, StoreError,
+    Recorded, Retention, StoreError,
 };
 
 mod changes;
@@ -172,11 +172,12 @@ struct Leased {
     lease: String,
     previous_secret: Option<PreviousSecret>,
     slot: Option<crate::SendingSlot>,
+    unwritten: bool,
 }
 
 impl Leased {
     /// `(delivery id, what was leased)` from the script's row.
-    fn from_row(row: [String; 7]) -> (String, Leased) {
+    fn from_row(row: [String; 8]) -> (String, Leased) {
         let [
             delivery_id,
             url,
@@ -185,6 +186,7 @@ impl Leased {
             previous,
             previous_expires_at,
             slot,
+            unwritten,
         ] = row;
         let leased = Leased {
             url,
@@ -192,9 +194,25 @@ impl Leased {
             lease,
             previous_secret: rows::previous_secret(Some(previous), Some(&previous_expires_at)),
             slot: rows::granted_slot(slot),
+            unwritten: unwritten == "1",
         };
         (delivery_id, leased)
     }
+}
+
+/// What became of one claim, for RECORD_ATTEMPTS.
+struct Write<'a> {
+    claim: &'a Claim,
+    /// `delivered`, `retry`, `failed`, or `release` (handed back untried).
+    outcome: &'static str,
+    /// A retry's or release's due time, else the removal time.
+    at: i64,
+    /// The attempt count it now has.
+    attempt: u32,
+    /// The attempt's log entry (JSON); empty for a release.
+    log: String,
+    /// When the attempt started, unix seconds.
+    started_s: i64,
 }
 
 /// The start of the delivery ids of one event: its deliveries share all but
@@ -473,7 +491,7 @@ impl RedisStore {
         let room: Vec<(&String, &usize)> = claim.room.iter().collect();
         // The claim limit is shared out in proportion to each partition's
         // events.
-        let answers: Vec<(Vec<redis::Value>, Vec<[String; 7]>)> = self
+        let answers: Vec<(Vec<redis::Value>, Vec<[String; 8]>)> = self
             .per_partition(
                 &self.scripts.accept_events,
                 &by_partition,
@@ -487,6 +505,7 @@ impl RedisStore {
                         .arg(claim.limit * members.len() / events.len())
                         .arg(claim.per_endpoint)
                         .arg(claim.endpoint_limit)
+                        .arg(u8::from(claim.unwritten))
                         .arg(room.len());
                     for (endpoint_id, room) in &room {
                         let held = claim.slots_held.get(*endpoint_id).copied().unwrap_or(0);
@@ -530,7 +549,7 @@ impl RedisStore {
             .iter()
             .flat_map(|outcome| match outcome {
                 Acceptance::Accepted { deliveries } => deliveries.as_slice(),
-                Acceptance::Duplicate => &[],
+                Acceptance::Duplicate | Acceptance::HeldElsewhere { .. } => &[],
             })
             .filter_map(|delivery| {
                 let leased = leases.remove(&delivery.delivery_id)?;
@@ -544,10 +563,87 @@ impl RedisStore {
                     previous_secret: leased.previous_secret,
                     lease: leased.lease,
                     slot: leased.slot,
+                    unwritten: leased.unwritten,
                 })
             })
             .collect();
         Ok((outcomes, claims))
+    }
+
+    /// Writes what became of claims (RECORD_ATTEMPTS), one script call per
+    /// partition: each only if its lease is still its claim's.
+    async fn write_claims(&self, writes: &[Write<'_>]) -> Result<Vec<Recorded>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let by_partition =
+            self.group_by_partition(writes.iter().map(|write| &write.claim.delivery.username));
+        let answers: Vec<Vec<i64>> = self
+            .per_partition(
+                &self.scripts.record_attempts,
+                &by_partition,
+                // A lost record costs a duplicate, never a delivery.
+                0,
+                |invocation, _, members| {
+                    invocation
+                        .arg(self.auto_disable_after.as_secs())
+                        .arg(self.changes_channel());
+                    for &i in members {
+                        let Write {
+                            claim,
+                            outcome,
+                            at,
+                            attempt,
+                            log,
+                            started_s,
+                        } = &writes[i];
+                        let delivery = &claim.delivery;
+                        let (slot_token, slot_until) = rows::slot_arguments(claim);
+                        invocation
+                            .arg(&delivery.delivery_id)
+                            .arg(self.user_prefix(&delivery.username))
+                            .arg(&delivery.endpoint_id)
+                            .arg(&claim.lease)
+                            .arg(attempt)
+                            .arg(outcome)
+                            .arg(at)
+                            .arg(log)
+                            .arg(started_s)
+                            .arg(slot_token)
+                            .arg(slot_until);
+                        if claim.unwritten {
+                            // A delivered one is written slim: no body.
+                            let body = if *outcome == "delivered" { "" } else { &delivery.body };
+                            invocation
+                                .arg("1")
+                                .arg(&delivery.username)
+                                .arg(&delivery.event_id)
+                                .arg(delivery.event_type.as_str())
+                                .arg(body)
+                                .arg(delivery.created_at);
+                        } else {
+                            invocation.arg("");
+                        }
+                    }
+                },
+            )
+            .await?;
+        let mut recorded = vec![Recorded::Stale; writes.len()];
+        for ((_, members), answer) in by_partition.iter().zip(answers) {
+            for (&i, answer) in members.iter().zip(answer) {
+                recorded[i] = match answer {
+                    0 => Recorded::Stale,
+                    1 => Recorded::Written,
+                    since => Recorded::WrittenAndDisabled {
+                        failing_since: -since,
+                    },
+                };
+                if let Recorded::WrittenAndDisabled { .. } = recorded[i] {
+                    self.changes.mark(&writes[i].claim.delivery.endpoint_id);
+                }
+            }
+        }
+        Ok(recorded)
     }
 
     /// `<prefix>{p:<n>}:u:<username>:`, the start of every key of a user.

@@ -9,8 +9,9 @@ use crate::{
     new_delivery, status_from_str,
 };
 
-/// One event's answer from ACCEPT_EVENTS: 0 for a duplicate, else the
-/// endpoint ids that got a delivery.
+/// One event's answer from ACCEPT_EVENTS: 0 for a duplicate, the end of
+/// another consumer's hold on it, else the endpoint ids that got a
+/// delivery.
 pub(super) fn acceptance_from_answer(
     answer: redis::Value,
     event: &Event,
@@ -18,8 +19,12 @@ pub(super) fn acceptance_from_answer(
     id_base: &str,
     now_ms: i64,
 ) -> Result<Acceptance, StoreError> {
-    let redis::Value::Array(endpoint_ids) = answer else {
-        return Ok(Acceptance::Duplicate);
+    let endpoint_ids = match answer {
+        redis::Value::Array(endpoint_ids) => endpoint_ids,
+        redis::Value::Int(until_ms) if until_ms > 0 => {
+            return Ok(Acceptance::HeldElsewhere { until_ms });
+        }
+        _ => return Ok(Acceptance::Duplicate),
     };
     let deliveries = endpoint_ids
         .into_iter()
@@ -163,6 +168,7 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
         previous_secret: previous_secret(Some(previous), Some(&previous_expires_at)),
         lease,
         slot: granted_slot(slot),
+        unwritten: false,
     })
 }
 
@@ -189,9 +195,9 @@ pub(super) fn delivery_from_fields(
     delivery_id: String,
     mut fields: HashMap<String, String>,
 ) -> Result<Delivery, StoreError> {
-    let first = fields
-        .remove("body")
-        .ok_or_else(|| StoreError::Corrupt("delivery without body".to_owned()))?;
+    // A delivered delivery written by its record is slim: no body (it is
+    // never sent again; ACCEPT_EVENTS, deliver before writing).
+    let first = fields.remove("body").unwrap_or_default();
     let body = joined_pieces(first, &mut fields, "body");
     let mut take = |name: &str| {
         fields

@@ -14,7 +14,7 @@ use super::rows::{
     claim_from_row, delivery_from_fields, endpoint_from_fields, joined_pieces, redis_error,
     slot_arguments,
 };
-use super::{RedisStore, SWEEP_BUDGET, SWEEP_SLICE, changes};
+use super::{RedisStore, SWEEP_BUDGET, SWEEP_SLICE, Write, changes};
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
     DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
@@ -438,78 +438,44 @@ impl Store for RedisStore {
         &self,
         finished: &[FinishedAttempt],
     ) -> Result<Vec<Recorded>, StoreError> {
-        if finished.is_empty() {
-            return Ok(Vec::new());
-        }
-        let by_partition = self.group_by_partition(
-            finished
-                .iter()
-                .map(|attempt| &attempt.claim.delivery.username),
-        );
-        let answers: Vec<Vec<i64>> = self
-            .per_partition(
-                &self.scripts.record_attempts,
-                &by_partition,
-                // A lost record costs a duplicate, never a delivery.
-                0,
-                |invocation, _, members| {
-                    invocation
-                        .arg(self.auto_disable_after.as_secs())
-                        .arg(self.changes_channel());
-                    for &i in members {
-                        let FinishedAttempt {
-                            claim,
-                            record,
-                            result,
-                        } = &finished[i];
-                        let delivery = &claim.delivery;
-                        let finished_ms = record
-                            .started_at
-                            .saturating_add(i64::try_from(record.duration_ms).unwrap_or(i64::MAX));
-                        let (outcome, at) = match result {
-                            AttemptResult::Delivered => ("delivered", 0),
-                            AttemptResult::RetryAt(at) => ("retry", *at),
-                            AttemptResult::Dead => ("failed", 0),
-                        };
-                        let at = self
-                            .retention
-                            .removal_at(finished_ms, *result)
-                            .unwrap_or(at);
-                        invocation
-                            .arg(&delivery.delivery_id)
-                            .arg(self.user_prefix(&delivery.username))
-                            .arg(&delivery.endpoint_id)
-                            .arg(&claim.lease)
-                            .arg(record.attempt)
-                            .arg(outcome)
-                            .arg(at)
-                            .arg(serde_json::to_string(record).expect("attempt records serialize"))
-                            .arg(record.started_at.div_euclid(1000));
-                        let (slot_token, slot_until) = slot_arguments(claim);
-                        invocation.arg(slot_token).arg(slot_until);
-                    }
-                },
-            )
-            .await?;
-        let mut recorded = vec![Recorded::Stale; finished.len()];
-        for ((_, members), answer) in by_partition.iter().zip(answers) {
-            for (&i, answer) in members.iter().zip(answer) {
-                recorded[i] = match answer {
-                    0 => Recorded::Stale,
-                    1 => Recorded::Written,
-                    since => Recorded::WrittenAndDisabled {
-                        failing_since: -since,
-                    },
+        let writes: Vec<Write<'_>> = finished
+            .iter()
+            .map(|FinishedAttempt { claim, record, result }| {
+                let finished_ms = record
+                    .started_at
+                    .saturating_add(i64::try_from(record.duration_ms).unwrap_or(i64::MAX));
+                let (outcome, at) = match result {
+                    AttemptResult::Delivered => ("delivered", 0),
+                    AttemptResult::RetryAt(at) => ("retry", *at),
+                    AttemptResult::Dead => ("failed", 0),
                 };
-                if let Recorded::WrittenAndDisabled { .. } = recorded[i] {
-                    self.changes.mark(&finished[i].claim.delivery.endpoint_id);
+                Write {
+                    claim,
+                    outcome,
+                    at: self.retention.removal_at(finished_ms, *result).unwrap_or(at),
+                    attempt: record.attempt,
+                    log: serde_json::to_string(record).expect("attempt records serialize"),
+                    started_s: record.started_at.div_euclid(1000),
                 }
-            }
-        }
-        Ok(recorded)
+            })
+            .collect();
+        self.write_claims(&writes).await
     }
 
     async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {
+        if claim.unwritten {
+            // Never written: handing it back writes it, due then.
+            let write = Write {
+                claim,
+                outcome: "release",
+                at: due_ms,
+                attempt: claim.delivery.attempts,
+                log: String::new(),
+                started_s: 0,
+            };
+            let recorded = self.write_claims(&[write]).await?;
+            return Ok(recorded.first().is_some_and(|recorded| recorded.is_written()));
+        }
         let (slot_token, slot_until) = slot_arguments(claim);
         let released: i64 = self
             .scripts

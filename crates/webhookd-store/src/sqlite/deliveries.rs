@@ -175,6 +175,7 @@ pub(super) fn accept_one(
                 lease,
                 // One process: its lanes hold the concurrency.
                 slot: None,
+                unwritten: false,
             });
         }
         deliveries.push(delivery);
@@ -359,6 +360,7 @@ pub(super) fn claim_from_endpoint(
                     previous_secret,
                     lease,
                     slot: None,
+                    unwritten: false,
                 });
             }
             (Some(_), Some(_), false) => {
