@@ -447,6 +447,11 @@ impl Dispatcher {
                 ((*endpoint_id).clone(), room)
             })
             .collect();
+        let flowing = listed
+            .iter()
+            .filter(|(_, lane)| lane.health == Health::Flowing)
+            .map(|(endpoint_id, _)| (*endpoint_id).clone())
+            .collect();
         let slots_held = if self.counts_slots {
             listed
                 .iter()
@@ -463,6 +468,7 @@ impl Dispatcher {
             limit,
             per_endpoint: Health::Unknown.room(per_endpoint),
             room,
+            flowing,
             // The lanes hold `per_endpoint` sending in this process; a store
             // shared by several holds it across all of them (SPEC §10).
             endpoint_limit: if self.counts_slots { per_endpoint } else { 0 },

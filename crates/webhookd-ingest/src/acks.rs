@@ -118,7 +118,6 @@ impl Acks {
     }
 
     /// How many messages wait.
-    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }

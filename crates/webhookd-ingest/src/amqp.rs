@@ -253,6 +253,8 @@ impl AmqpConsumer {
                             waiting.acks.settled(&delivery_id);
                         }
                     }
+                    // Room was made: the deferred go first.
+                    self.offer(Vec::new(), Vec::new(), &mut waiting, shutdown).await;
                     Ok(())
                 }
                 batch = batches.next() => match batch {
@@ -348,27 +350,36 @@ impl AmqpConsumer {
 
     /// Has the store accept the events of the messages `tags`, retrying
     /// while it is unreachable; on shutdown first, leaves them unacked.
+    /// The events deferred earlier go first.
     async fn offer(
         &self,
-        tags: Vec<u64>,
-        events: Vec<Event>,
+        mut tags: Vec<u64>,
+        mut events: Vec<Event>,
         waiting: &mut Waiting,
         shutdown: &CancellationToken,
     ) {
+        if !waiting.deferred.is_empty() {
+            let (deferred_tags, deferred): (Vec<u64>, Vec<Event>) =
+                std::mem::take(&mut waiting.deferred).into_iter().unzip();
+            for tag in &deferred_tags {
+                waiting.acks.unpark(*tag);
+            }
+            tags.splice(0..0, deferred_tags);
+            events.splice(0..0, deferred);
+        }
         if events.is_empty() {
             return;
         }
-        if !waiting.unwritten {
-            if self
-                .until_accepted(&events, shutdown, || self.ingest.accept(&events, Source::Amqp))
-                .await
-                .is_some()
-            {
-                tags.into_iter().for_each(|tag| waiting.acks.done(tag));
-            }
-            return;
-        }
-        let accept = || self.ingest.accept_unacknowledged(&events, Source::Amqp);
+        // Messages held for their deliveries never take more than half the
+        // prefetch window: past that, deliveries are written at once and
+        // their messages acknowledged, so slow endpoints, however many,
+        // cannot stall the queue.
+        let send_unwritten = waiting.unwritten
+            && waiting.acks.waiting() < usize::from(self.settings.prefetch) / 2;
+        let accept = || {
+            self.ingest
+                .accept_unacknowledged(&events, Source::Amqp, send_unwritten)
+        };
         let Some(accepted) = self.until_accepted(&events, shutdown, accept).await else {
             return;
         };
@@ -388,6 +399,13 @@ impl AmqpConsumer {
                         event,
                         offer_at: Instant::now() + wait.min(PARKED_RETRY),
                     });
+                }
+                // Its endpoint is busy: it waits in its message, and is
+                // offered again with the next batch, or once deliveries
+                // settle.
+                Acceptance::Deferred => {
+                    waiting.acks.park(tag);
+                    waiting.deferred.push((tag, event));
                 }
                 _ => waiting.acks.wait(tag, unwritten, give_up_at),
             }
@@ -512,6 +530,8 @@ struct Waiting {
     acks: Acks,
     /// Events another consumer holds, to offer again.
     parked: Vec<Parked>,
+    /// Events whose endpoint had no room, to offer again first thing.
+    deferred: Vec<(u64, Event)>,
 }
 
 #[derive(Debug)]

@@ -76,7 +76,7 @@ impl Ingest {
         events: &[Event],
         source: Source,
     ) -> Result<Vec<Acceptance>, StoreError> {
-        let accepted = self.accept_with(events, source, false).await?;
+        let accepted = self.accept_with(events, source, Mode::Durable).await?;
         Ok(accepted.into_iter().map(|(outcome, _)| outcome).collect())
     }
 
@@ -89,20 +89,24 @@ impl Ingest {
 
     /// Accepts events whose messages stay unacknowledged until their
     /// deliveries are recorded (deliver before writing, docs/delivery.md):
-    /// fresh deliveries sent at once are not written yet. With each outcome
-    /// come the ids of those deliveries; the message may be acknowledged
-    /// once [`Ingest::take_settled`] has given each of them (the rest are
-    /// durable when this returns).
+    /// with `send_unwritten`, fresh deliveries sent at once are not written
+    /// yet. With each outcome come the ids of those deliveries; the message
+    /// may be acknowledged once [`Ingest::take_settled`] has given each of
+    /// them (the rest are durable when this returns). Either way an event
+    /// another consumer holds so is [`Acceptance::HeldElsewhere`], never a
+    /// duplicate.
     pub async fn accept_unacknowledged(
         &self,
         events: &[Event],
         source: Source,
+        send_unwritten: bool,
     ) -> Result<Unacknowledged, StoreError> {
         let lease_until_ms = self
             .dispatcher
             .as_ref()
             .map_or(0, |dispatcher| unix_millis() + dispatcher.lease_millis());
-        let outcomes = self.accept_with(events, source, true).await?;
+        let mode = Mode::FromBroker { send_unwritten };
+        let outcomes = self.accept_with(events, source, mode).await?;
         Ok(Unacknowledged {
             outcomes,
             lease_until_ms,
@@ -113,15 +117,17 @@ impl Ingest {
         &self,
         events: &[Event],
         source: Source,
-        unwritten: bool,
+        mode: Mode,
     ) -> Result<Vec<(Acceptance, Vec<String>)>, StoreError> {
         let now = unix_millis();
         // An event fans out to at most one delivery per endpoint of its owner.
         let most = events.len() * MAX_ENDPOINTS_PER_USER;
         let owners: HashSet<&str> = events.iter().map(|event| event.username.as_str()).collect();
+        let unwritten = matches!(mode, Mode::FromBroker { .. });
         let reserved = self
             .dispatcher
             .as_ref()
+            .filter(|_| mode != Mode::FromBroker { send_unwritten: false })
             .and_then(|dispatcher| Some((dispatcher, dispatcher.reserve(most, &owners)?)));
         let (outcomes, unwritten) = if let Some((dispatcher, mut reservation)) = reserved {
             reservation.request.unwritten = unwritten;
@@ -174,6 +180,15 @@ impl Ingest {
     }
 }
 
+/// How events are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Durable when accepted (HTTP: 202 = durable).
+    Durable,
+    /// From a broker whose message is their record until acknowledged.
+    FromBroker { send_unwritten: bool },
+}
+
 /// What [`Ingest::accept_unacknowledged`] did.
 #[derive(Debug)]
 pub struct Unacknowledged {
@@ -208,6 +223,7 @@ fn report(event: &Event, outcome: &Acceptance, source: Source) {
             tracing::debug!(event_id = %event.event_id, until_ms, "event held by another consumer; offered again later");
             return;
         }
+        Acceptance::Deferred => return,
     };
     telemetry::event_received(source, counted);
 }

@@ -54,6 +54,7 @@ pub(crate) async fn a_test_event_goes_to_one_endpoint_whatever_its_status(api: A
             endpoint_limit: 0,
             slots_held: std::collections::HashMap::new(),
             unwritten: false,
+            flowing: std::collections::HashSet::new(),
         })
         .await
         .unwrap();
@@ -232,6 +233,7 @@ async fn make_dead(api: &Api, thousands: usize, since: i64) {
                 endpoint_limit: 0,
                 slots_held: std::collections::HashMap::new(),
                 unwritten: false,
+                flowing: std::collections::HashSet::new(),
             })
             .await
             .unwrap();

@@ -509,7 +509,12 @@ impl RedisStore {
                         .arg(room.len());
                     for (endpoint_id, room) in &room {
                         let held = claim.slots_held.get(*endpoint_id).copied().unwrap_or(0);
-                        invocation.arg(endpoint_id.as_str()).arg(**room).arg(held);
+                        let flowing = u8::from(claim.flowing.contains(*endpoint_id));
+                        invocation
+                            .arg(endpoint_id.as_str())
+                            .arg(**room)
+                            .arg(held)
+                            .arg(flowing);
                     }
                     for &i in members {
                         let event = &events[i];
@@ -549,7 +554,9 @@ impl RedisStore {
             .iter()
             .flat_map(|outcome| match outcome {
                 Acceptance::Accepted { deliveries } => deliveries.as_slice(),
-                Acceptance::Duplicate | Acceptance::HeldElsewhere { .. } => &[],
+                Acceptance::Duplicate
+                | Acceptance::HeldElsewhere { .. }
+                | Acceptance::Deferred => &[],
             })
             .filter_map(|delivery| {
                 let leased = leases.remove(&delivery.delivery_id)?;

@@ -178,3 +178,39 @@ pub(crate) async fn a_held_event_taken_over_without_room_is_written(store: Arc<d
     assert_eq!(due[0].delivery.endpoint_id, second.endpoint_id);
     assert_eq!(due[0].delivery.body, sent.body());
 }
+
+/// An event a flowing endpoint has no room for is deferred — nothing
+/// written, not even its de-duplication marker — or, on a store that does
+/// not defer, written as usual; offered again with room, it goes out once.
+pub(crate) async fn an_event_a_flowing_endpoint_has_no_room_for_is_deferred(
+    store: Arc<dyn Store>,
+) {
+    let busy = endpoint("vic", 1);
+    create(&*store, &busy).await;
+    let sent = event("vic", "evt_d", EventType::GeneratedVideoSuccess);
+    let full = ClaimRequest {
+        room: HashMap::from([(busy.endpoint_id.clone(), 0)]),
+        flowing: HashSet::from([busy.endpoint_id.clone()]),
+        ..unwritten_request(NOW_MS)
+    };
+    let (mut accepted, claims) = store
+        .accept_and_claim(std::slice::from_ref(&sent), NOW_MS, &full)
+        .await
+        .unwrap();
+    assert!(claims.is_empty());
+    match accepted.remove(0) {
+        Acceptance::Deferred => {
+            assert!(pending(&*store, "vic", &busy.endpoint_id).await.is_empty());
+            let (again, claims) = offer_again(&*store, &sent, NOW_MS + 1).await;
+            assert_eq!(deliveries(again).len(), 1);
+            assert_eq!(claims.len(), 1);
+            assert!(claims[0].unwritten);
+        }
+        written => {
+            assert_eq!(deliveries(written).len(), 1);
+            assert_eq!(pending(&*store, "vic", &busy.endpoint_id).await.len(), 1);
+        }
+    }
+    let (outcome, _) = offer_again(&*store, &sent, NOW_MS + 2).await;
+    assert!(matches!(outcome, Acceptance::Duplicate | Acceptance::HeldElsewhere { .. }));
+}
