@@ -133,6 +133,7 @@ fn claim_everything(runtime: &Runtime, store: &dyn Store) -> Vec<Claim> {
         room: std::collections::HashMap::new(),
         endpoint_limit: 0,
         slots_held: std::collections::HashMap::new(),
+        unwritten: false,
     };
     runtime
         .block_on(store.claim_due(&request))

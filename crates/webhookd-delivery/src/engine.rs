@@ -431,10 +431,17 @@ impl Dispatcher {
         // while it holds claims. Suspects are always listed: they must not
         // get even that. (Listing idle healthy lanes as well made every
         // claim carry hundreds of ids: Redis CPU ×2.5 with 900 endpoints.)
+        // A request for fresh deliveries of some owners lists their flowing
+        // lanes, idle or not — a few ids at most — so an idle endpoint's
+        // burst goes out whole by the fast path.
         let listed: Vec<(&String, &Lane)> = lanes
             .iter()
             .filter(|(_, lane)| owners.is_none_or(|owners| owners.contains(lane.owner.as_str())))
-            .filter(|(_, lane)| lane.held() > 0 || lane.health.is_suspect())
+            .filter(|(_, lane)| {
+                lane.held() > 0
+                    || lane.health.is_suspect()
+                    || (owners.is_some() && lane.health == Health::Flowing)
+            })
             .collect();
         let room = listed
             .iter()
@@ -446,11 +453,6 @@ impl Dispatcher {
                 }
                 ((*endpoint_id).clone(), room)
             })
-            .collect();
-        let flowing = listed
-            .iter()
-            .filter(|(_, lane)| lane.health == Health::Flowing)
-            .map(|(endpoint_id, _)| (*endpoint_id).clone())
             .collect();
         let slots_held = if self.counts_slots {
             listed
@@ -468,7 +470,6 @@ impl Dispatcher {
             limit,
             per_endpoint: Health::Unknown.room(per_endpoint),
             room,
-            flowing,
             // The lanes hold `per_endpoint` sending in this process; a store
             // shared by several holds it across all of them (SPEC §10).
             endpoint_limit: if self.counts_slots { per_endpoint } else { 0 },

@@ -10,7 +10,12 @@
 //! waiting message never holds the others' acks, nor the prefetch window.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long the oldest waiting message may hold back the acks of those
+/// after it: past this they are acknowledged one by one, so the prefetch
+/// window never fills with messages that are done.
+pub(crate) const SINGLE_ACKS_AFTER: Duration = Duration::from_millis(50);
 
 /// The messages of one channel that are not acknowledged yet.
 #[derive(Debug, Default)]
@@ -26,6 +31,8 @@ pub(crate) struct Acks {
 
 #[derive(Debug)]
 struct Waiting {
+    /// Since when.
+    since: Instant,
     /// Deliveries not yet answered for.
     deliveries: usize,
     /// When to give up on them (their lease is over: the message goes back
@@ -56,6 +63,7 @@ impl Acks {
             return;
         }
         let waiting = Waiting {
+            since: Instant::now(),
             deliveries: deliveries.len(),
             give_up_at: Some(give_up_at),
         };
@@ -71,6 +79,7 @@ impl Acks {
         self.waiting.insert(
             tag,
             Waiting {
+                since: Instant::now(),
                 deliveries: 0,
                 give_up_at: None,
             },
@@ -111,28 +120,51 @@ impl Acks {
             self.waiting.remove(tag);
         }
         if !overdue.is_empty() {
-            self.messages
-                .retain(|_, tag| !overdue.contains(tag));
+            self.messages.retain(|_, tag| !overdue.contains(tag));
         }
         overdue
     }
 
-    /// How many messages wait.
+    /// How many messages wait, parked or not.
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }
 
-    /// The acks for every message done since the last plan.
-    pub fn plan(&mut self) -> AckPlan {
+    /// How many messages wait for their deliveries (not parked).
+    pub fn held(&self) -> usize {
+        self.waiting
+            .values()
+            .filter(|waiting| waiting.give_up_at.is_some())
+            .count()
+    }
+
+    /// The acks for the messages done: one `multiple` ack below the oldest
+    /// message still waiting, and — once that one has waited
+    /// [`SINGLE_ACKS_AFTER`] at `now` — single acks above it (until then
+    /// they are kept: it most likely finishes first, and one ack covers
+    /// them all).
+    pub fn plan(&mut self, now: Instant) -> AckPlan {
         if self.done.is_empty() {
             return AckPlan::default();
         }
         self.done.sort_unstable();
-        let oldest_waiting = self.waiting.keys().next().copied().unwrap_or(u64::MAX);
-        let below = self.done.partition_point(|&tag| tag < oldest_waiting);
-        let single = self.done.split_off(below);
+        let oldest_waiting = self.waiting.iter().next();
+        let below = match oldest_waiting {
+            Some((&tag, _)) => self.done.partition_point(|&done| done < tag),
+            None => self.done.len(),
+        };
+        let above = self.done.split_off(below);
         let up_to = self.done.last().copied();
         self.done.clear();
+        let stuck =
+            oldest_waiting.is_some_and(|(_, waiting)| now >= waiting.since + SINGLE_ACKS_AFTER);
+        let single = if stuck {
+            above
+        } else {
+            self.done = above;
+            Vec::new()
+        };
         AckPlan { up_to, single }
     }
 }
@@ -142,6 +174,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// A moment at which every waiting message is stuck.
+    fn later_now() -> Instant {
+        Instant::now() + SINGLE_ACKS_AFTER
+    }
 
     fn ids(names: &[&str]) -> Vec<String> {
         names.iter().map(|name| (*name).to_owned()).collect()
@@ -155,7 +192,7 @@ mod tests {
         acks.wait(2, ids(&["a"]), later);
         acks.wait(3, Vec::new(), later);
         assert_eq!(
-            acks.plan(),
+            acks.plan(later_now()),
             AckPlan {
                 up_to: Some(1),
                 single: vec![3]
@@ -163,13 +200,30 @@ mod tests {
         );
         acks.settled("a");
         assert_eq!(
-            acks.plan(),
+            acks.plan(later_now()),
             AckPlan {
                 up_to: Some(2),
                 single: vec![]
             }
         );
-        assert_eq!(acks.plan(), AckPlan::default());
+        assert_eq!(acks.plan(later_now()), AckPlan::default());
+    }
+
+    #[test]
+    fn acks_after_a_waiting_message_wait_a_moment_for_it() {
+        let mut acks = Acks::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        acks.wait(1, ids(&["a"]), later);
+        acks.done(2);
+        assert_eq!(acks.plan(Instant::now()), AckPlan::default());
+        acks.settled("a");
+        assert_eq!(
+            acks.plan(Instant::now()),
+            AckPlan {
+                up_to: Some(2),
+                single: vec![]
+            }
+        );
     }
 
     #[test]
@@ -179,10 +233,10 @@ mod tests {
         acks.wait(7, ids(&["a", "b"]), later);
         acks.settled("a");
         acks.settled("a");
-        assert_eq!(acks.plan(), AckPlan::default());
+        assert_eq!(acks.plan(later_now()), AckPlan::default());
         assert_eq!(acks.waiting(), 1);
         acks.settled("b");
-        assert_eq!(acks.plan().up_to, Some(7));
+        assert_eq!(acks.plan(later_now()).up_to, Some(7));
         assert_eq!(acks.waiting(), 0);
     }
 
@@ -192,11 +246,15 @@ mod tests {
         let now = Instant::now();
         acks.wait(1, ids(&["slow"]), now + Duration::from_secs(5));
         for tag in 2..=4 {
-            acks.wait(tag, ids(&[&format!("fast{tag}")]), now + Duration::from_secs(60));
+            acks.wait(
+                tag,
+                ids(&[&format!("fast{tag}")]),
+                now + Duration::from_secs(60),
+            );
             acks.settled(&format!("fast{tag}"));
         }
         assert_eq!(
-            acks.plan(),
+            acks.plan(later_now()),
             AckPlan {
                 up_to: None,
                 single: vec![2, 3, 4]
@@ -206,7 +264,7 @@ mod tests {
         assert_eq!(acks.overdue(now + Duration::from_secs(5)), vec![1]);
         // Its delivery answered for after all: the message is gone already.
         acks.settled("slow");
-        assert_eq!(acks.plan(), AckPlan::default());
+        assert_eq!(acks.plan(later_now()), AckPlan::default());
     }
 
     #[test]
@@ -217,7 +275,7 @@ mod tests {
         acks.done(2);
         assert!(acks.overdue(now + Duration::from_secs(3600)).is_empty());
         assert_eq!(
-            acks.plan(),
+            acks.plan(later_now()),
             AckPlan {
                 up_to: None,
                 single: vec![2]
@@ -225,6 +283,6 @@ mod tests {
         );
         acks.unpark(1);
         acks.done(1);
-        assert_eq!(acks.plan().up_to, Some(1));
+        assert_eq!(acks.plan(later_now()).up_to, Some(1));
     }
 }

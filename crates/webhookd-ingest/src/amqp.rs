@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -253,8 +253,6 @@ impl AmqpConsumer {
                             waiting.acks.settled(&delivery_id);
                         }
                     }
-                    // Room was made: the deferred go first.
-                    self.offer(Vec::new(), Vec::new(), &mut waiting, shutdown).await;
                     Ok(())
                 }
                 batch = batches.next() => match batch {
@@ -267,7 +265,7 @@ impl AmqpConsumer {
             if let Err(error) = step {
                 break Err(error);
             }
-            if let Err(error) = send_acks(&channel, waiting.acks.plan()).await {
+            if let Err(error) = send_acks(&channel, waiting.acks.plan(Instant::now())).await {
                 break Err(error);
             }
         };
@@ -350,23 +348,13 @@ impl AmqpConsumer {
 
     /// Has the store accept the events of the messages `tags`, retrying
     /// while it is unreachable; on shutdown first, leaves them unacked.
-    /// The events deferred earlier go first.
     async fn offer(
         &self,
-        mut tags: Vec<u64>,
-        mut events: Vec<Event>,
+        tags: Vec<u64>,
+        events: Vec<Event>,
         waiting: &mut Waiting,
         shutdown: &CancellationToken,
     ) {
-        if !waiting.deferred.is_empty() {
-            let (deferred_tags, deferred): (Vec<u64>, Vec<Event>) =
-                std::mem::take(&mut waiting.deferred).into_iter().unzip();
-            for tag in &deferred_tags {
-                waiting.acks.unpark(*tag);
-            }
-            tags.splice(0..0, deferred_tags);
-            events.splice(0..0, deferred);
-        }
         if events.is_empty() {
             return;
         }
@@ -374,8 +362,8 @@ impl AmqpConsumer {
         // prefetch window: past that, deliveries are written at once and
         // their messages acknowledged, so slow endpoints, however many,
         // cannot stall the queue.
-        let send_unwritten = waiting.unwritten
-            && waiting.acks.waiting() < usize::from(self.settings.prefetch) / 2;
+        let send_unwritten =
+            waiting.unwritten && waiting.acks.held() < usize::from(self.settings.prefetch) / 2;
         let accept = || {
             self.ingest
                 .accept_unacknowledged(&events, Source::Amqp, send_unwritten)
@@ -399,13 +387,6 @@ impl AmqpConsumer {
                         event,
                         offer_at: Instant::now() + wait.min(PARKED_RETRY),
                     });
-                }
-                // Its endpoint is busy: it waits in its message, and is
-                // offered again with the next batch, or once deliveries
-                // settle.
-                Acceptance::Deferred => {
-                    waiting.acks.park(tag);
-                    waiting.deferred.push((tag, event));
                 }
                 _ => waiting.acks.wait(tag, unwritten, give_up_at),
             }
@@ -530,8 +511,6 @@ struct Waiting {
     acks: Acks,
     /// Events another consumer holds, to offer again.
     parked: Vec<Parked>,
-    /// Events whose endpoint had no room, to offer again first thing.
-    deferred: Vec<(u64, Event)>,
 }
 
 #[derive(Debug)]

@@ -12,12 +12,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::telemetry::{self, EventOutcome, Source};
 use webhookd_core::time::{unix_millis, unix_seconds};
 use webhookd_core::{Event, MissingId, Rejection};
 use webhookd_delivery::Dispatcher;
-use tokio::sync::mpsc;
 use webhookd_store::{Acceptance, ClaimRequest, Store, StoreError};
 
 mod acks;
@@ -127,7 +127,11 @@ impl Ingest {
         let reserved = self
             .dispatcher
             .as_ref()
-            .filter(|_| mode != Mode::FromBroker { send_unwritten: false })
+            .filter(|_| {
+                mode != Mode::FromBroker {
+                    send_unwritten: false,
+                }
+            })
             .and_then(|dispatcher| Some((dispatcher, dispatcher.reserve(most, &owners)?)));
         let (outcomes, unwritten) = if let Some((dispatcher, mut reservation)) = reserved {
             reservation.request.unwritten = unwritten;
@@ -223,7 +227,6 @@ fn report(event: &Event, outcome: &Acceptance, source: Source) {
             tracing::debug!(event_id = %event.event_id, until_ms, "event held by another consumer; offered again later");
             return;
         }
-        Acceptance::Deferred => return,
     };
     telemetry::event_received(source, counted);
 }

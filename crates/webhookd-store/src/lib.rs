@@ -13,7 +13,7 @@
 //! owns persistence and atomicity only; validation (URLs, event names,
 //! limits' wording) belongs to the API and the core.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,9 +158,6 @@ pub enum Acceptance {
     /// their record. Nothing was written; offer it again then — if their
     /// records have not come by then, it is taken over.
     HeldElsewhere { until_ms: i64 },
-    /// Not accepted: an endpoint it goes to is flowing and has no room now
-    /// ([`ClaimRequest::flowing`]). Nothing was written; offer it again.
-    Deferred,
 }
 
 impl Acceptance {
@@ -168,7 +165,7 @@ impl Acceptance {
     pub fn delivery_count(&self) -> usize {
         match self {
             Acceptance::Accepted { deliveries } => deliveries.len(),
-            Acceptance::Duplicate | Acceptance::HeldElsewhere { .. } | Acceptance::Deferred => 0,
+            Acceptance::Duplicate | Acceptance::HeldElsewhere { .. } => 0,
         }
     }
 }
@@ -220,11 +217,6 @@ pub struct ClaimRequest {
     pub per_endpoint: usize,
     /// Most claims for these endpoints (0: none).
     pub room: HashMap<String, usize>,
-    /// Endpoints answering quickly, among those in `room`. With
-    /// `unwritten`, an event one of them has no room for now is
-    /// [`Acceptance::Deferred`] rather than written: its message waits for
-    /// room instead, and nothing is written for it at all.
-    pub flowing: HashSet<String>,
     /// Sending slots an endpoint has across every process sharing the
     /// store (SPEC §10; 0: no such limit), on a store that counts them.
     pub endpoint_limit: usize,

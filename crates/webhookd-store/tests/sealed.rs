@@ -298,7 +298,6 @@ async fn claims_cost_one_decryption_per_secret_not_per_delivery() {
         endpoint_limit: 0,
         slots_held: std::collections::HashMap::new(),
         unwritten: false,
-        flowing: std::collections::HashSet::new(),
     };
     let claims = store.claim_due(&request).await.unwrap();
     assert_eq!(claims.len(), 200);

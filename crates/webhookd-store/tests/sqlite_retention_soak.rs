@@ -103,7 +103,6 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
             endpoint_limit: 0,
             slots_held: std::collections::HashMap::new(),
             unwritten: false,
-            flowing: std::collections::HashSet::new(),
         };
         let (_, claims) = store.accept_and_claim(&events, now, &lease).await.unwrap();
         assert_eq!(claims.len(), BATCH);

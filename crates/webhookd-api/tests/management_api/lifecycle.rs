@@ -54,7 +54,6 @@ pub(crate) async fn a_test_event_goes_to_one_endpoint_whatever_its_status(api: A
             endpoint_limit: 0,
             slots_held: std::collections::HashMap::new(),
             unwritten: false,
-            flowing: std::collections::HashSet::new(),
         })
         .await
         .unwrap();
@@ -233,7 +232,6 @@ async fn make_dead(api: &Api, thousands: usize, since: i64) {
                 endpoint_limit: 0,
                 slots_held: std::collections::HashMap::new(),
                 unwritten: false,
-                flowing: std::collections::HashSet::new(),
             })
             .await
             .unwrap();

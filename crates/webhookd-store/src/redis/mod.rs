@@ -509,12 +509,7 @@ impl RedisStore {
                         .arg(room.len());
                     for (endpoint_id, room) in &room {
                         let held = claim.slots_held.get(*endpoint_id).copied().unwrap_or(0);
-                        let flowing = u8::from(claim.flowing.contains(*endpoint_id));
-                        invocation
-                            .arg(endpoint_id.as_str())
-                            .arg(**room)
-                            .arg(held)
-                            .arg(flowing);
+                        invocation.arg(endpoint_id.as_str()).arg(**room).arg(held);
                     }
                     for &i in members {
                         let event = &events[i];
@@ -554,9 +549,7 @@ impl RedisStore {
             .iter()
             .flat_map(|outcome| match outcome {
                 Acceptance::Accepted { deliveries } => deliveries.as_slice(),
-                Acceptance::Duplicate
-                | Acceptance::HeldElsewhere { .. }
-                | Acceptance::Deferred => &[],
+                Acceptance::Duplicate | Acceptance::HeldElsewhere { .. } => &[],
             })
             .filter_map(|delivery| {
                 let leased = leases.remove(&delivery.delivery_id)?;
@@ -620,7 +613,11 @@ impl RedisStore {
                             .arg(slot_until);
                         if claim.unwritten {
                             // A delivered one is written slim: no body.
-                            let body = if *outcome == "delivered" { "" } else { &delivery.body };
+                            let body = if *outcome == "delivered" {
+                                ""
+                            } else {
+                                &delivery.body
+                            };
                             invocation
                                 .arg("1")
                                 .arg(&delivery.username)

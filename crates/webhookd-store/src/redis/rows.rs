@@ -9,9 +9,9 @@ use crate::{
     new_delivery, status_from_str,
 };
 
-/// One event's answer from ACCEPT_EVENTS: 0 for a duplicate, -1 deferred,
-/// the end of another consumer's hold on it, else the endpoint ids that
-/// got a delivery.
+/// One event's answer from ACCEPT_EVENTS: 0 for a duplicate, the end of
+/// another consumer's hold on it, else the endpoint ids that got a
+/// delivery.
 pub(super) fn acceptance_from_answer(
     answer: redis::Value,
     event: &Event,
@@ -24,7 +24,6 @@ pub(super) fn acceptance_from_answer(
         redis::Value::Int(until_ms) if until_ms > 0 => {
             return Ok(Acceptance::HeldElsewhere { until_ms });
         }
-        redis::Value::Int(-1) => return Ok(Acceptance::Deferred),
         _ => return Ok(Acceptance::Duplicate),
     };
     let deliveries = endpoint_ids

@@ -440,24 +440,33 @@ impl Store for RedisStore {
     ) -> Result<Vec<Recorded>, StoreError> {
         let writes: Vec<Write<'_>> = finished
             .iter()
-            .map(|FinishedAttempt { claim, record, result }| {
-                let finished_ms = record
-                    .started_at
-                    .saturating_add(i64::try_from(record.duration_ms).unwrap_or(i64::MAX));
-                let (outcome, at) = match result {
-                    AttemptResult::Delivered => ("delivered", 0),
-                    AttemptResult::RetryAt(at) => ("retry", *at),
-                    AttemptResult::Dead => ("failed", 0),
-                };
-                Write {
-                    claim,
-                    outcome,
-                    at: self.retention.removal_at(finished_ms, *result).unwrap_or(at),
-                    attempt: record.attempt,
-                    log: serde_json::to_string(record).expect("attempt records serialize"),
-                    started_s: record.started_at.div_euclid(1000),
-                }
-            })
+            .map(
+                |FinishedAttempt {
+                     claim,
+                     record,
+                     result,
+                 }| {
+                    let finished_ms = record
+                        .started_at
+                        .saturating_add(i64::try_from(record.duration_ms).unwrap_or(i64::MAX));
+                    let (outcome, at) = match result {
+                        AttemptResult::Delivered => ("delivered", 0),
+                        AttemptResult::RetryAt(at) => ("retry", *at),
+                        AttemptResult::Dead => ("failed", 0),
+                    };
+                    Write {
+                        claim,
+                        outcome,
+                        at: self
+                            .retention
+                            .removal_at(finished_ms, *result)
+                            .unwrap_or(at),
+                        attempt: record.attempt,
+                        log: serde_json::to_string(record).expect("attempt records serialize"),
+                        started_s: record.started_at.div_euclid(1000),
+                    }
+                },
+            )
             .collect();
         self.write_claims(&writes).await
     }
@@ -474,7 +483,9 @@ impl Store for RedisStore {
                 started_s: 0,
             };
             let recorded = self.write_claims(&[write]).await?;
-            return Ok(recorded.first().is_some_and(|recorded| recorded.is_written()));
+            return Ok(recorded
+                .first()
+                .is_some_and(|recorded| recorded.is_written()));
         }
         let (slot_token, slot_until) = slot_arguments(claim);
         let released: i64 = self

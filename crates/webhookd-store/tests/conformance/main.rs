@@ -99,7 +99,6 @@ conformance!(
     an_unwritten_delivery_handed_back_is_written_due_then,
     an_unrecorded_unwritten_delivery_is_sent_again_after_its_lease,
     a_held_event_taken_over_without_room_is_written,
-    an_event_a_flowing_endpoint_has_no_room_for_is_deferred,
 );
 
 mod lifecycle;
@@ -677,7 +676,6 @@ fn claim_request(now_ms: i64, limit: usize) -> ClaimRequest {
         endpoint_limit: 0,
         slots_held: std::collections::HashMap::new(),
         unwritten: false,
-        flowing: std::collections::HashSet::new(),
     }
 }
 

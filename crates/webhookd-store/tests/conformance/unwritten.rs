@@ -15,17 +15,18 @@ fn unwritten_request(now_ms: i64) -> ClaimRequest {
 }
 
 /// Two endpoints of `username` and one event to both, leased unwritten.
-async fn leased_to_two(
-    store: &dyn Store,
-    username: &str,
-) -> (Event, [Endpoint; 2], [Claim; 2]) {
+async fn leased_to_two(store: &dyn Store, username: &str) -> (Event, [Endpoint; 2], [Claim; 2]) {
     let first = endpoint(username, 1);
     let second = endpoint(username, 2);
     create(store, &first).await;
     create(store, &second).await;
     let sent = event(username, "evt_u", EventType::GeneratedVideoSuccess);
     let (accepted, mut claims) = store
-        .accept_and_claim(std::slice::from_ref(&sent), NOW_MS, &unwritten_request(NOW_MS))
+        .accept_and_claim(
+            std::slice::from_ref(&sent),
+            NOW_MS,
+            &unwritten_request(NOW_MS),
+        )
         .await
         .unwrap();
     assert_eq!(deliveries(accepted.into_iter().next().unwrap()).len(), 2);
@@ -37,7 +38,11 @@ async fn leased_to_two(
 
 async fn offer_again(store: &dyn Store, sent: &Event, now_ms: i64) -> (Acceptance, Vec<Claim>) {
     let (mut accepted, claims) = store
-        .accept_and_claim(std::slice::from_ref(sent), now_ms, &unwritten_request(now_ms))
+        .accept_and_claim(
+            std::slice::from_ref(sent),
+            now_ms,
+            &unwritten_request(now_ms),
+        )
         .await
         .unwrap();
     (accepted.remove(0), claims)
@@ -63,7 +68,13 @@ pub(crate) async fn unwritten_deliveries_are_written_by_their_records(store: Arc
         .unwrap();
     assert_eq!(recorded, vec![Recorded::Written, Recorded::Written]);
 
-    let delivered = by_status(&*store, "ulla", &first.endpoint_id, DeliveryStatus::Delivered).await;
+    let delivered = by_status(
+        &*store,
+        "ulla",
+        &first.endpoint_id,
+        DeliveryStatus::Delivered,
+    )
+    .await;
     assert_eq!(delivered, vec![a.delivery.delivery_id.clone()]);
     let (_, log) = store
         .delivery_attempts("ulla", &first.endpoint_id, &a.delivery.delivery_id)
@@ -75,13 +86,21 @@ pub(crate) async fn unwritten_deliveries_are_written_by_their_records(store: Arc
     let waiting = pending(&*store, "ulla", &second.endpoint_id).await;
     assert_eq!(waiting.len(), 1);
     assert_eq!(
-        (&waiting[0].delivery_id, waiting[0].attempts, waiting[0].next_attempt_at),
+        (
+            &waiting[0].delivery_id,
+            waiting[0].attempts,
+            waiting[0].next_attempt_at
+        ),
         (&b.delivery.delivery_id, 1, retry_at)
     );
     assert!(claim_at(&*store, retry_at - 1, 10).await.is_empty());
     let again = claim_at(&*store, retry_at, 10).await;
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0].delivery.body, sent.body(), "sent again byte for byte");
+    assert_eq!(
+        again[0].delivery.body,
+        sent.body(),
+        "sent again byte for byte"
+    );
     assert!(!again[0].unwritten);
 
     let (outcome, claims) = offer_again(&*store, &sent, NOW_MS + 1).await;
@@ -91,10 +110,12 @@ pub(crate) async fn unwritten_deliveries_are_written_by_their_records(store: Arc
 pub(crate) async fn an_unwritten_delivery_handed_back_is_written_due_then(store: Arc<dyn Store>) {
     let (sent, [first, _], [a, _]) = leased_to_two(&*store, "uma").await;
     assert!(store.release(&a, NOW_MS + 1_000).await.unwrap());
-    assert!(claim_at(&*store, NOW_MS + 999, 10)
-        .await
-        .iter()
-        .all(|claim| claim.delivery.delivery_id != a.delivery.delivery_id));
+    assert!(
+        claim_at(&*store, NOW_MS + 999, 10)
+            .await
+            .iter()
+            .all(|claim| claim.delivery.delivery_id != a.delivery.delivery_id)
+    );
     let again: Vec<Claim> = claim_at(&*store, NOW_MS + 1_000, 10)
         .await
         .into_iter()
@@ -113,22 +134,33 @@ pub(crate) async fn an_unrecorded_unwritten_delivery_is_sent_again_after_its_lea
     store: Arc<dyn Store>,
 ) {
     let (sent, [_, second], [a, b]) = leased_to_two(&*store, "ursa").await;
-    assert!(store
-        .record_attempt(&a, &attempt(1, Some(200), "ok"), AttemptResult::Delivered)
-        .await
-        .unwrap());
+    assert!(
+        store
+            .record_attempt(&a, &attempt(1, Some(200), "ok"), AttemptResult::Delivered)
+            .await
+            .unwrap()
+    );
     let lease_end = NOW_MS + LEASE_MS;
 
     let (held, claims) = offer_again(&*store, &sent, NOW_MS + 1).await;
     let again = if b.unwritten {
-        assert_eq!(held, Acceptance::HeldElsewhere { until_ms: lease_end });
+        assert_eq!(
+            held,
+            Acceptance::HeldElsewhere {
+                until_ms: lease_end
+            }
+        );
         assert!(claims.is_empty());
         let (taken_over, mut claims) = offer_again(&*store, &sent, lease_end + 1).await;
         let to: Vec<String> = deliveries(taken_over)
             .into_iter()
             .map(|delivery| delivery.endpoint_id)
             .collect();
-        assert_eq!(to, vec![second.endpoint_id.clone()], "only the unrecorded endpoint");
+        assert_eq!(
+            to,
+            vec![second.endpoint_id.clone()],
+            "only the unrecorded endpoint"
+        );
         assert_eq!(claims.len(), 1);
         claims.remove(0)
     } else {
@@ -147,10 +179,16 @@ pub(crate) async fn an_unrecorded_unwritten_delivery_is_sent_again_after_its_lea
             .unwrap(),
         "the first worker's lease is over"
     );
-    assert!(store
-        .record_attempt(&again, &attempt(1, Some(200), "ok"), AttemptResult::Delivered)
-        .await
-        .unwrap());
+    assert!(
+        store
+            .record_attempt(
+                &again,
+                &attempt(1, Some(200), "ok"),
+                AttemptResult::Delivered
+            )
+            .await
+            .unwrap()
+    );
     let (outcome, claims) = offer_again(&*store, &sent, lease_end + 2).await;
     assert_eq!((outcome, claims.len()), (Acceptance::Duplicate, 0));
 }
@@ -159,10 +197,12 @@ pub(crate) async fn an_unrecorded_unwritten_delivery_is_sent_again_after_its_lea
 /// lists is written, due at once — never mistaken for a duplicate.
 pub(crate) async fn a_held_event_taken_over_without_room_is_written(store: Arc<dyn Store>) {
     let (sent, [_, second], [a, _]) = leased_to_two(&*store, "uwe").await;
-    assert!(store
-        .record_attempt(&a, &attempt(1, Some(200), "ok"), AttemptResult::Delivered)
-        .await
-        .unwrap());
+    assert!(
+        store
+            .record_attempt(&a, &attempt(1, Some(200), "ok"), AttemptResult::Delivered)
+            .await
+            .unwrap()
+    );
     let after_lease = NOW_MS + LEASE_MS + 1;
     let no_room = ClaimRequest {
         unwritten: true,
@@ -177,40 +217,4 @@ pub(crate) async fn a_held_event_taken_over_without_room_is_written(store: Arc<d
     assert_eq!(due.len(), 1, "{accepted:?}");
     assert_eq!(due[0].delivery.endpoint_id, second.endpoint_id);
     assert_eq!(due[0].delivery.body, sent.body());
-}
-
-/// An event a flowing endpoint has no room for is deferred — nothing
-/// written, not even its de-duplication marker — or, on a store that does
-/// not defer, written as usual; offered again with room, it goes out once.
-pub(crate) async fn an_event_a_flowing_endpoint_has_no_room_for_is_deferred(
-    store: Arc<dyn Store>,
-) {
-    let busy = endpoint("vic", 1);
-    create(&*store, &busy).await;
-    let sent = event("vic", "evt_d", EventType::GeneratedVideoSuccess);
-    let full = ClaimRequest {
-        room: HashMap::from([(busy.endpoint_id.clone(), 0)]),
-        flowing: HashSet::from([busy.endpoint_id.clone()]),
-        ..unwritten_request(NOW_MS)
-    };
-    let (mut accepted, claims) = store
-        .accept_and_claim(std::slice::from_ref(&sent), NOW_MS, &full)
-        .await
-        .unwrap();
-    assert!(claims.is_empty());
-    match accepted.remove(0) {
-        Acceptance::Deferred => {
-            assert!(pending(&*store, "vic", &busy.endpoint_id).await.is_empty());
-            let (again, claims) = offer_again(&*store, &sent, NOW_MS + 1).await;
-            assert_eq!(deliveries(again).len(), 1);
-            assert_eq!(claims.len(), 1);
-            assert!(claims[0].unwritten);
-        }
-        written => {
-            assert_eq!(deliveries(written).len(), 1);
-            assert_eq!(pending(&*store, "vic", &busy.endpoint_id).await.len(), 1);
-        }
-    }
-    let (outcome, _) = offer_again(&*store, &sent, NOW_MS + 2).await;
-    assert!(matches!(outcome, Acceptance::Duplicate | Acceptance::HeldElsewhere { .. }));
 }

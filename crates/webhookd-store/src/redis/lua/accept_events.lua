@@ -1,9 +1,9 @@
 -- De-duplicates a batch of events of one partition and creates their
 -- deliveries from each owner's current endpoints, leasing up to `limit` of
 -- them to the caller (the fast path; each endpoint within its room, as in
--- CLAIM_DUE). Returns {per event: 0 for a duplicate, -1 deferred, the
--- unix ms until which another consumer holds it (deliver before writing,
--- below), else the endpoint ids that got a delivery}, {per lease: delivery id, url,
+-- CLAIM_DUE). Returns {per event: 0 for a duplicate, the unix ms until
+-- which another consumer holds it (deliver before writing, below), else
+-- the endpoint ids that got a delivery}, {per lease: delivery id, url,
 -- secret, lease, previous secret, its expiry, slot, '1' if unwritten}. The
 -- i-th delivery of an event has the event's id base followed by i as two
 -- hex digits.
@@ -20,21 +20,19 @@
 -- KEYS: due, ready. ARGV: partition prefix, dedup ms, now ms, lease until,
 -- lease token base, limit, room of other endpoints, sending slots per
 -- endpoint across every process (0: no limit), unwritten (0 or 1), number
--- of (endpoint id, room, slots the caller's lane holds, flowing 0 or 1)
--- quadruples, the quadruples, then per event 7 values: user prefix,
--- username, event id, event type, quoted event type, body, delivery id
--- base.
+-- of (endpoint id, room, slots the caller's lane holds) triples, the
+-- triples, then per event 7 values: user prefix, username, event id,
+-- event type, quoted event type, body, delivery id base.
 local partition, dedup, now, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit, per_endpoint = tonumber(ARGV[6]), tonumber(ARGV[7])
 local endpoint_limit, unwritten, listed = tonumber(ARGV[8]), ARGV[9] == '1', tonumber(ARGV[10])
-local room_of, held_of, flowing, grant_of, tokens_of = {}, {}, {}, {}, {}
-for i = 11, 10 + 4 * listed, 4 do
+local room_of, held_of, grant_of, tokens_of = {}, {}, {}, {}
+for i = 11, 10 + 3 * listed, 3 do
   room_of[ARGV[i]] = tonumber(ARGV[i + 1])
   held_of[ARGV[i]] = tonumber(ARGV[i + 2])
-  flowing[ARGV[i]] = ARGV[i + 3] == '1'
 end
 local results, leased = {}, {}
-for e = 11 + 4 * listed, #ARGV, 7 do
+for e = 11 + 3 * listed, #ARGV, 7 do
   local user, username, event_id, event_type, quoted, body, base =
     ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
   local seen = user .. 'seen:' .. event_id
@@ -50,95 +48,73 @@ for e = 11 + 4 * listed, #ARGV, 7 do
       only = marker.ids
     end
   end
-  local targets = {}
-  if not answer then
+  if answer then
+    results[#results + 1] = answer
+  else
+    local chosen, kept = {}, {}
     for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
       local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events', 'url', 'secret',
         'previous_secret', 'previous_expires_at', 'rate_limit')
       if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true)
           and (only == nil or only[id]) then
-        targets[#targets + 1] = {id, endpoint}
-      end
-    end
-    -- A new event a flowing endpoint has no room for now waits in its
-    -- message (deferred) rather than being written: it is offered again
-    -- once the endpoint has room.
-    if unwritten and only == nil then
-      local wanted = 0
-      for _, target in ipairs(targets) do
-        local id = target[1]
-        wanted = wanted + 1
-        if flowing[id] and (room_of[id] <= 0 or #leased + wanted > limit) then
-          redis.call('DEL', seen)
-          answer = -1
-          break
+        local delivery = base .. string.format('%02x', #chosen)
+        local due_at, lease = now, nil
+        local room = room_of[id] or per_endpoint
+        local sending = user .. 'ep:' .. id .. ':sending'
+        if endpoint_limit > 0 and #leased < limit and room > 0 then
+          local held = held_of[id] or 0
+          if grant_of[id] == nil then
+            grant_of[id] = math.max(0, math.min(free_slots(sending, endpoint_limit, tonumber(now)),
+              endpoint_limit - held))
+          end
+          -- No slot in the lane and none free: the lane could not send it.
+          if held + grant_of[id] == 0 then room = 0 end
         end
-      end
-    end
-  end
-  if answer then
-    results[#results + 1] = answer
-  else
-    local chosen, kept = {}, {}
-    for _, target in ipairs(targets) do
-      local id, endpoint = target[1], target[2]
-      local delivery = base .. string.format('%02x', #chosen)
-      local due_at, lease = now, nil
-      local room = room_of[id] or per_endpoint
-      local sending = user .. 'ep:' .. id .. ':sending'
-      if endpoint_limit > 0 and #leased < limit and room > 0 then
-        local held = held_of[id] or 0
-        if grant_of[id] == nil then
-          grant_of[id] = math.max(0, math.min(free_slots(sending, endpoint_limit, tonumber(now)),
-            endpoint_limit - held))
+        local rate = tonumber(endpoint[7])
+        if rate and #leased < limit and room > 0 then
+          tokens_of[id] = tokens_of[id] or rate_tokens(user .. 'ep:' .. id .. ':rate', rate, tonumber(now))
+          if tokens_of[id] < 1 then room = 0 end
         end
-        -- No slot in the lane and none free: the lane could not send it.
-        if held + grant_of[id] == 0 then room = 0 end
-      end
-      local rate = tonumber(endpoint[7])
-      if rate and #leased < limit and room > 0 then
-        tokens_of[id] = tokens_of[id] or rate_tokens(user .. 'ep:' .. id .. ':rate', rate, tonumber(now))
-        if tokens_of[id] < 1 then room = 0 end
-      end
-      if #leased < limit and room > 0 then
-        room_of[id] = room - 1
-        lease = lease_base .. ':' .. (#leased + 1)
-        local slot = ''
-        if endpoint_limit > 0 and grant_of[id] > 0 then
-          grant_of[id] = grant_of[id] - 1
-          slot = lease .. ':slot'
-          redis.call('ZADD', sending, lease_until, slot)
+        if #leased < limit and room > 0 then
+          room_of[id] = room - 1
+          lease = lease_base .. ':' .. (#leased + 1)
+          local slot = ''
+          if endpoint_limit > 0 and grant_of[id] > 0 then
+            grant_of[id] = grant_of[id] - 1
+            slot = lease .. ':slot'
+            redis.call('ZADD', sending, lease_until, slot)
+          end
+          if rate then
+            rate_spend(user .. 'ep:' .. id .. ':rate', rate, tonumber(now), tokens_of[id], 1)
+            tokens_of[id] = tokens_of[id] - 1
+          end
+          due_at = lease_until
+          leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease, endpoint[5] or '',
+            endpoint[6] or '', slot, unwritten and '1' or ''}
         end
-        if rate then
-          rate_spend(user .. 'ep:' .. id .. ':rate', rate, tonumber(now), tokens_of[id], 1)
-          tokens_of[id] = tokens_of[id] - 1
-        end
-        due_at = lease_until
-        leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease, endpoint[5] or '',
-          endpoint[6] or '', slot, unwritten and '1' or ''}
-      end
-      if lease and unwritten then
-        kept[#kept + 1] = id
-      else
-        local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
-          'event_type', event_type, 'status', 'pending', 'attempts', 0, 'created_at', now,
-          'next_attempt_at', due_at}
-        if lease then
-          -- Sent at once, most likely delivered at once: splitting its
-          -- body would be work for nothing (a retry compacts it then).
-          fields[#fields + 1] = 'lease'
-          fields[#fields + 1] = lease
-          fields[#fields + 1] = 'body'
-          fields[#fields + 1] = body
+        if lease and unwritten then
+          kept[#kept + 1] = id
         else
-          -- It waits: compact (see put_pieces).
-          put_pieces(fields, 'body', body)
+          local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
+            'event_type', event_type, 'status', 'pending', 'attempts', 0, 'created_at', now,
+            'next_attempt_at', due_at}
+          if lease then
+            -- Sent at once, most likely delivered at once: splitting its
+            -- body would be work for nothing (a retry compacts it then).
+            fields[#fields + 1] = 'lease'
+            fields[#fields + 1] = lease
+            fields[#fields + 1] = 'body'
+            fields[#fields + 1] = body
+          else
+            -- It waits: compact (see put_pieces).
+            put_pieces(fields, 'body', body)
+          end
+          redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
+          schedule(KEYS[1], user .. 'ep:' .. id .. ':due', KEYS[2], delivery, due_at)
+          redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
         end
-        redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
-        schedule(KEYS[1], user .. 'ep:' .. id .. ':due', KEYS[2], delivery, due_at)
-        redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
+        chosen[#chosen + 1] = id
       end
-      chosen[#chosen + 1] = id
     end
     if #kept > 0 then
       redis.call('SET', seen, lease_base .. '|' .. lease_until .. '|' .. table.concat(kept, ','), 'KEEPTTL')
