@@ -40,10 +40,10 @@ use webhookd_core::health::Readiness;
 use webhookd_core::telemetry::{self, Source};
 use webhookd_core::time::unix_millis;
 use webhookd_core::{Event, MissingId, Rejection};
-use webhookd_store::{Acceptance, StoreError};
+use webhookd_store::Acceptance;
 
-use crate::Ingest;
 use crate::acks::{AckPlan, Acks};
+use crate::{Ingest, Unacknowledged};
 
 /// Name of this component in `/readyz`.
 pub const COMPONENT: &str = "amqp";
@@ -364,11 +364,7 @@ impl AmqpConsumer {
         // cannot stall the queue.
         let send_unwritten =
             waiting.unwritten && waiting.acks.held() < usize::from(self.settings.prefetch) / 2;
-        let accept = || {
-            self.ingest
-                .accept_unacknowledged(&events, Source::Amqp, send_unwritten)
-        };
-        let Some(accepted) = self.until_accepted(&events, shutdown, accept).await else {
+        let Some(accepted) = self.until_accepted(&events, send_unwritten, shutdown).await else {
             return;
         };
         let lease_left = accepted.lease_until_ms.saturating_sub(unix_millis());
@@ -426,18 +422,14 @@ impl AmqpConsumer {
         Ok(())
     }
 
-    /// Runs `accept` until the store answers; `None` if shutdown came
+    /// Offers `events` until the store answers; `None` if shutdown came
     /// first.
-    async fn until_accepted<T, F, Fut>(
+    async fn until_accepted(
         &self,
         events: &[Event],
+        send_unwritten: bool,
         shutdown: &CancellationToken,
-        mut accept: F,
-    ) -> Option<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
+    ) -> Option<Unacknowledged> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(5))
@@ -445,7 +437,11 @@ impl AmqpConsumer {
             .without_max_times()
             .build();
         loop {
-            match accept().await {
+            let accepted = self
+                .ingest
+                .accept_unacknowledged(events, Source::Amqp, send_unwritten)
+                .await;
+            match accepted {
                 Ok(accepted) => return Some(accepted),
                 Err(error) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
