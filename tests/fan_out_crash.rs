@@ -133,11 +133,23 @@ impl FanOut {
     }
 
     /// Every event of `events` made exactly one delivery per endpoint.
+    /// Deliveries sent before they were written are in the store once
+    /// recorded — for those a kill -9 cut short, once their event is taken
+    /// over after the lease (50 s) — so this waits for every event to show
+    /// a whole fan-out first.
     fn assert_one_fan_out_each(&self, events: usize) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let deliveries = loop {
+            let deliveries = self
+                .runtime
+                .block_on(deliveries_by_event(&self.redis_url, &self.prefix));
+            let whole = deliveries.values().filter(|&&n| n >= ENDPOINTS).count();
+            if whole == events || Instant::now() > deadline {
+                break deliveries;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         // One delivery per endpoint is one fan-out.
-        let deliveries = self
-            .runtime
-            .block_on(deliveries_by_event(&self.redis_url, &self.prefix));
         assert_eq!(deliveries.len(), events, "every event was fanned out");
         let doubled: Vec<_> = deliveries
             .iter()
