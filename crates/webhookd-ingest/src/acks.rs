@@ -6,8 +6,9 @@
 //! those sent unwritten when their attempt is recorded (or the claim handed
 //! back). Messages finish out of order — a slow endpoint's attempt takes up
 //! to its deadline — so acks go out as one `multiple` ack for everything
-//! below the oldest message still waiting, and single acks above it: a
-//! waiting message never holds the others' acks, nor the prefetch window.
+//! below the oldest message still waiting and, once that one has waited
+//! [`SINGLE_ACKS_AFTER`], single acks above it: a waiting message holds
+//! neither the others' acks nor the prefetch window for longer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

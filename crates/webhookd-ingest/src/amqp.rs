@@ -358,10 +358,9 @@ impl AmqpConsumer {
         if events.is_empty() {
             return;
         }
-        // Messages held for their deliveries never take more than half the
-        // prefetch window: past that, deliveries are written at once and
-        // their messages acknowledged, so slow endpoints, however many,
-        // cannot stall the queue.
+        // Once half the prefetch window is held for deliveries, a batch's
+        // deliveries are written at once and its messages acknowledged, so
+        // slow endpoints, however many, cannot stall the queue.
         let send_unwritten =
             waiting.unwritten && waiting.acks.held() < usize::from(self.settings.prefetch) / 2;
         let Some(accepted) = self.until_accepted(&events, send_unwritten, shutdown).await else {
