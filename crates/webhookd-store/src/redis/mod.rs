@@ -20,7 +20,6 @@
 //! | `<u>:seen:<event_id>` | string, 24 h TTL | de-duplication |
 //! | `<u>:ep:<id>:<status>` | sorted set, score 0 | the endpoint's delivery ids by status (lexical = creation order) |
 //! | `<p>:dlv:<id>` | hash | one delivery, with its attempt log as fields `attempt:<n>`; a body or record of 65–512 bytes in 64-byte pieces (`body`, `body~2`…) so the hash stays a listpack |
-//! | `<p>:due` | sorted set | pending delivery ids by due time (ms) |
 //! | `<u>:ep:<id>:due` | sorted set | the endpoint's pending delivery ids by due time |
 //! | `<u>:ep:<id>:sending` | sorted set | the endpoint's sending slots by when they lapse: its concurrency across processes (SPEC §10) |
 //! | `<u>:ep:<id>:rate` | hash, expires once full | the endpoint's `rate_limit` token bucket: `tokens`, `at` (ms) |
@@ -47,12 +46,15 @@
 //! Claims walk `<p>:ready` endpoint by endpoint, oldest due first, and take
 //! at most a worker's per-endpoint room from each: an endpoint with a million
 //! overdue deliveries costs a claim one skipped entry, not a scan of its
-//! backlog, so it cannot starve the others. `<p>:due` holds the same
-//! schedule flat, for the backlog gauges.
+//! backlog, so it cannot starve the others. The backlog gauges count the
+//! schedules of the endpoints in `<p>:ready` (`delivery_counts.lua`); a
+//! partition-wide schedule kept for them cost every pending delivery one
+//! more sorted-set entry (≈ 138 bytes) and two more commands each time it
+//! moved, and is gone (the sweep unlinks one an older webhookd left).
 //!
 //! The braces are Redis Cluster hash tags. Every script and pipeline
 //! touches keys of one tag only — an event's de-duplication, its owner's
-//! endpoints, its deliveries and the partition's due queue share the
+//! endpoints, its deliveries and the partition's ready queue share the
 //! partition's tag — so they run on a cluster unchanged (there the scripts
 //! start with `#!lua`, under which Redis refuses a key of another slot, and
 //! `tests/conformance/single_slot.rs` lists the keys each one touches).
@@ -111,6 +113,7 @@ const SWEEP: &str = include_str!("lua/sweep.lua");
 const CREATE_TEST_DELIVERY: &str = include_str!("lua/create_test_delivery.lua");
 const ROTATE_SECRET: &str = include_str!("lua/rotate_secret.lua");
 const RECOVER: &str = include_str!("lua/recover.lua");
+const DELIVERY_COUNTS: &str = include_str!("lua/delivery_counts.lua");
 
 /// How long an accepted batch waits for its replicas (`WAIT`).
 const WAIT_TIMEOUT_MS: u64 = 1_000;
@@ -160,6 +163,7 @@ struct Scripts {
     create_test_delivery: Script,
     rotate_secret: Script,
     recover: Script,
+    delivery_counts: Script,
 }
 
 // Two hex digits number the deliveries of one event.
@@ -281,6 +285,7 @@ impl RedisStore {
             rotate_secret: script(ROTATE_SECRET),
             recover: scheduling(RECOVER),
             create_test_delivery: scheduling(CREATE_TEST_DELIVERY),
+            delivery_counts: script(DELIVERY_COUNTS),
         };
         Ok(RedisStore {
             connection: connected.connection,
@@ -388,7 +393,7 @@ impl RedisStore {
     }
 
     /// Runs `script` once per partition of `groups`, atomically, with KEYS
-    /// due and ready and the partition prefix as ARGV[1]; `add_args` adds
+    /// ready and the partition prefix as ARGV[1]; `add_args` adds
     /// the rest for the partition and its members. The invocations go out
     /// together (one request per partition: on a cluster each goes to its
     /// own primary); a script Redis does not have yet is loaded on the way.
@@ -409,7 +414,6 @@ impl RedisStore {
                 let partition_prefix = self.prefix_of_partition(*partition);
                 let mut invocation = script.prepare_invoke();
                 invocation
-                    .key(format!("{partition_prefix}due"))
                     .key(format!("{partition_prefix}ready"))
                     .arg(&partition_prefix);
                 add_args(&mut invocation, *partition, members);
@@ -665,10 +669,6 @@ impl RedisStore {
 
     fn endpoint_key(&self, username: &str, endpoint_id: &str) -> String {
         format!("{}endpoint:{endpoint_id}", self.user_prefix(username))
-    }
-
-    fn due_key(&self, username: &str) -> String {
-        format!("{}due", self.partition_prefix(username))
     }
 
     /// The endpoint's pending deliveries by due time.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
+use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
@@ -285,7 +286,6 @@ impl Store for RedisStore {
         let created: i64 = self
             .scripts
             .create_test_delivery
-            .key(format!("{partition_prefix}due"))
             .key(format!("{partition_prefix}ready"))
             .arg(&partition_prefix)
             .arg(self.endpoint_key(username, endpoint_id))
@@ -403,7 +403,6 @@ impl Store for RedisStore {
             let partition_prefix = self.prefix_of_partition(partition);
             let mut invocation = self.scripts.claim_due.prepare_invoke();
             invocation
-                .key(format!("{partition_prefix}due"))
                 .key(format!("{partition_prefix}ready"))
                 .arg(request.now_ms)
                 .arg(request.lease_until_ms)
@@ -492,7 +491,6 @@ impl Store for RedisStore {
             .scripts
             .release
             .key(self.delivery_key(&claim.delivery))
-            .key(self.due_key(&claim.delivery.username))
             .key(self.endpoint_due_key(&claim.delivery.username, &claim.delivery.endpoint_id))
             .key(self.ready_key(&claim.delivery.username))
             .key(self.sending_key(&claim.delivery.username, &claim.delivery.endpoint_id))
@@ -561,7 +559,6 @@ impl Store for RedisStore {
             .scripts
             .retry_dead
             .key(self.delivery_key(&delivery))
-            .key(self.due_key(username))
             .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Failed))
             .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Pending))
             .key(self.endpoint_due_key(username, endpoint_id))
@@ -613,7 +610,6 @@ impl Store for RedisStore {
         let partition_prefix = self.partition_prefix(username);
         self.scripts
             .recover
-            .key(format!("{partition_prefix}due"))
             .key(format!("{partition_prefix}ready"))
             .arg(&partition_prefix)
             .arg(self.user_prefix(username))
@@ -628,33 +624,29 @@ impl Store for RedisStore {
     }
 
     async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {
-        let mut commands = Vec::with_capacity(3 * self.partitions());
-        for partition in 0..self.partitions() {
+        let partitions = 0..self.partitions();
+        let counts: Vec<(u64, u64, Option<u64>)> = try_join_all(partitions.map(|partition| {
             let prefix = self.prefix_of_partition(partition);
-            let due = format!("{prefix}due");
-            commands.push(
-                redis::cmd("ZCOUNT")
-                    .arg(&due)
-                    .arg("-inf")
+            async move {
+                let mut connection = self.connection();
+                let (due, scheduled): (u64, u64) = self
+                    .scripts
+                    .delivery_counts
+                    .key(format!("{prefix}ready"))
                     .arg(now_ms)
-                    .clone(),
-            );
-            commands.push(
-                redis::cmd("ZCOUNT")
-                    .arg(&due)
-                    .arg(format!("({now_ms}"))
-                    .arg("+inf")
-                    .clone(),
-            );
-            commands.push(redis::cmd("GET").arg(format!("{prefix}dead")).clone());
-        }
-        let counts: Vec<Option<i64>> = self.connection.each(commands).await.map_err(redis_error)?;
+                    .invoke_async(&mut connection)
+                    .await?;
+                let dead: Option<u64> = connection.get(format!("{prefix}dead")).await?;
+                Ok::<_, redis::RedisError>((due, scheduled, dead))
+            }
+        }))
+        .await
+        .map_err(redis_error)?;
         let mut stats = DeliveryStats::default();
-        for triple in counts.chunks(3) {
-            let value = |i: usize| u64::try_from(triple[i].unwrap_or_default()).unwrap_or_default();
-            stats.due += value(0);
-            stats.scheduled += value(1);
-            stats.dead += value(2);
+        for (due, scheduled, dead) in counts {
+            stats.due += due;
+            stats.scheduled += scheduled;
+            stats.dead += dead.unwrap_or_default();
         }
         Ok(stats)
     }
@@ -671,7 +663,6 @@ impl Store for RedisStore {
                 let (removed, more): (u64, u8) = self
                     .scripts
                     .sweep
-                    .key(format!("{partition_prefix}due"))
                     .key(format!("{partition_prefix}ready"))
                     .arg(&partition_prefix)
                     .arg(now_ms)

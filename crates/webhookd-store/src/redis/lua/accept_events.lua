@@ -17,7 +17,7 @@
 -- same event again while that lease runs is held elsewhere (the answer is
 -- the lease end); after it, it is taken over: sent again only to the
 -- endpoints the marker still lists.
--- KEYS: due, ready. ARGV: partition prefix, dedup ms, now ms, lease until,
+-- KEYS: ready. ARGV: partition prefix, dedup ms, now ms, lease until,
 -- lease token base, limit, room of other endpoints, sending slots per
 -- endpoint across every process (0: no limit), unwritten (0 or 1), number
 -- of (endpoint id, room, slots the caller's lane holds) triples, the
@@ -110,7 +110,7 @@ for e = 11 + 3 * listed, #ARGV, 7 do
             put_pieces(fields, 'body', body)
           end
           redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
-          schedule(KEYS[1], user .. 'ep:' .. id .. ':due', KEYS[2], delivery, due_at)
+          schedule(user .. 'ep:' .. id .. ':due', KEYS[1], delivery, due_at)
           redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
         end
         chosen[#chosen + 1] = id

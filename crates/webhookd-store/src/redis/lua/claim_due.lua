@@ -10,7 +10,7 @@
 -- none in the caller's lane gets nothing, and its place in the ready queue
 -- moves to when its first slot lapses (a slot given up moves it back at
 -- once), so it does not hide other endpoints.
--- KEYS: due, ready. ARGV: now, lease until, limit, partition prefix, park
+-- KEYS: ready. ARGV: now, lease until, limit, partition prefix, park
 -- until, lease token base, room of other endpoints, sending slots per
 -- endpoint across every process (0: no limit), then (endpoint id, room,
 -- slots the caller's lane holds) triples.
@@ -24,7 +24,7 @@ for i = 9, #ARGV, 3 do
 end
 local claimed = {}
 -- Endpoints without room are skipped; at most `listed` of them.
-local queues = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit + listed)
+local queues = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit + listed)
 for _, endpoint_due in ipairs(queues) do
   if #claimed >= limit then break end
   local user, endpoint_id = string.match(endpoint_due, '^(.*)ep:([^:]+):due$')
@@ -38,7 +38,7 @@ for _, endpoint_due in ipairs(queues) do
       room = math.min(room, math.floor(tokens))
       if room <= 0 then
         -- Out of tokens: look again when the next one is in.
-        redis.call('ZADD', KEYS[2], now + math.ceil((1 - tokens) * 1000 / rate), endpoint_due)
+        redis.call('ZADD', KEYS[1], now + math.ceil((1 - tokens) * 1000 / rate), endpoint_due)
       end
     end
   end
@@ -49,7 +49,7 @@ for _, endpoint_due in ipairs(queues) do
     if held + grant == 0 then
       room = 0
       local first = redis.call('ZRANGE', sending, 0, 0, 'WITHSCORES')
-      if first[2] then redis.call('ZADD', KEYS[2], first[2], endpoint_due) end
+      if first[2] then redis.call('ZADD', KEYS[1], first[2], endpoint_due) end
     end
   end
   if room > 0 then
@@ -63,22 +63,18 @@ for _, endpoint_due in ipairs(queues) do
       -- A body kept in pieces (put_pieces) is read whole.
       if d[10] then d[4] = get_pieces(key, 'body') end
       if not d[1] or d[7] ~= 'pending' then
-        redis.call('ZREM', KEYS[1], id)
         redis.call('ZREM', endpoint_due, id)
       elseif not endpoint[1] then
-        redis.call('ZREM', KEYS[1], id)
         redis.call('ZREM', endpoint_due, id)
         redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
         redis.call('DEL', key)
       elseif endpoint[3] ~= 'enabled' and d[9] ~= '1' then
-        redis.call('ZADD', KEYS[1], ARGV[5], id)
         redis.call('ZADD', endpoint_due, ARGV[5], id)
         redis.call('HSET', key, 'next_attempt_at', ARGV[5])
       else
         local lease = ARGV[6] .. ':' .. (#claimed + 1)
         spent = spent + 1
         redis.call('HSET', key, 'lease', lease, 'next_attempt_at', ARGV[2])
-        redis.call('ZADD', KEYS[1], ARGV[2], id)
         redis.call('ZADD', endpoint_due, ARGV[2], id)
         local slot = ''
         if grant > 0 then
@@ -90,7 +86,7 @@ for _, endpoint_due in ipairs(queues) do
           endpoint[2], lease, d[8] or '0', d[9] or '0', endpoint[4] or '', endpoint[5] or '', slot}
       end
     end
-    refresh_ready(KEYS[2], endpoint_due)
+    refresh_ready(KEYS[1], endpoint_due)
     if rate then rate_spend(bucket, rate, now, tokens, spent) end
   end
 end

@@ -12,7 +12,7 @@
 -- is never sent again); to retry, dead or handed back untried
 -- (`release`: no attempt, no streak), whole. Its endpoint leaves the
 -- marker.
--- KEYS: due, ready. ARGV: partition prefix, auto-disable after (seconds, 0
+-- KEYS: ready. ARGV: partition prefix, auto-disable after (seconds, 0
 -- never), change channel, then per attempt 12 values: delivery id, user
 -- prefix, endpoint id, lease, attempt number, result
 -- (retry|delivered|failed|release), when (a retry's or release's due time,
@@ -78,7 +78,7 @@ local function write_unwritten(a, key, user, endpoint_id, lease, number, result,
   end
   redis.call('HSET', key, unpack(fields))
   if status == 'pending' then
-    schedule(KEYS[1], user .. 'ep:' .. endpoint_id .. ':due', KEYS[2], ARGV[a], at)
+    schedule(user .. 'ep:' .. endpoint_id .. ':due', KEYS[1], ARGV[a], at)
     redis.call('ZADD', user .. 'ep:' .. endpoint_id .. ':pending', 0, ARGV[a])
   else
     if status == 'failed' then redis.call('INCR', partition .. 'dead') end
@@ -97,7 +97,7 @@ while a <= #ARGV do
   local key = partition .. 'dlv:' .. id
   -- The slot is the worker's, not the delivery's: settled even when the
   -- lease went stale.
-  settle_slot(user .. 'ep:' .. endpoint_id .. ':sending', KEYS[2],
+  settle_slot(user .. 'ep:' .. endpoint_id .. ':sending', KEYS[1],
     user .. 'ep:' .. endpoint_id .. ':due', ARGV[a + 9], ARGV[a + 10])
   if ARGV[a + 11] == '1' then
     local answer = 0
@@ -117,7 +117,7 @@ while a <= #ARGV do
     local endpoint_due = user .. 'ep:' .. endpoint_id .. ':due'
     local answer = 1
     if redis.call('EXISTS', endpoint) == 0 then
-      unschedule(KEYS[1], endpoint_due, id)
+      redis.call('ZREM', endpoint_due, id)
       redis.call('DEL', key)
     else
       if result == 'retry' then
@@ -127,7 +127,7 @@ while a <= #ARGV do
         -- It waits now: its body too is kept compact (see put_pieces).
         compact_body(key, fields)
         redis.call('HSET', key, unpack(fields))
-        schedule(KEYS[1], endpoint_due, KEYS[2], id, at)
+        schedule(endpoint_due, KEYS[1], id, at)
       else
         redis.call('HDEL', key, 'lease', 'last_attempt')
         local fields = {'attempts', number, 'status', result}
@@ -142,7 +142,7 @@ while a <= #ARGV do
         end
         redis.call('HSET', key, unpack(fields))
         if result == 'failed' then redis.call('INCR', partition .. 'dead') end
-        unschedule(KEYS[1], endpoint_due, id)
+        redis.call('ZREM', endpoint_due, id)
         redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
         redis.call('ZADD', user .. 'ep:' .. endpoint_id .. ':' .. result, 0, id)
         redis.call('ZADD', expiry, at, id)

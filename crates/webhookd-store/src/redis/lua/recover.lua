@@ -3,7 +3,7 @@
 -- last attempt, exactly as a single re-send does. Delivery ids are UUIDv7,
 -- so the failed index's lexical order is creation order and the window is
 -- a lexical range. Returns how many were recovered.
--- KEYS: due, ready. ARGV: partition prefix, user prefix, endpoint id,
+-- KEYS: ready. ARGV: partition prefix, user prefix, endpoint id,
 -- most, now, lowest id (inclusive), highest id (exclusive).
 local partition, user, endpoint_id, most, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local failed = user .. 'ep:' .. endpoint_id .. ':failed'
@@ -14,7 +14,7 @@ for _, id in ipairs(ids) do
   local key = partition .. 'dlv:' .. id
   redis.call('HSET', key, 'status', 'pending', 'next_attempt_at', now, 'last_attempt', '1')
   redis.call('HDEL', key, 'lease')
-  schedule(KEYS[1], endpoint_due, KEYS[2], id, now)
+  schedule(endpoint_due, KEYS[1], id, now)
   redis.call('ZADD', pending, 0, id)
   redis.call('ZREM', partition .. 'expiry', id)
   redis.call('ZREM', failed, id)

@@ -1,5 +1,5 @@
 -- Lua functions every script that moves a pending delivery in time shares:
--- the flat schedule and the endpoint's own change together. An endpoint's
+-- the endpoint's schedule and its place in the ready queue change together. An endpoint's
 -- score in the ready queue is a lower bound of its earliest due time: it
 -- only ever moves down here (`ZADD LT`, Redis 6.2+), and the claim script,
 -- which visits the endpoint anyway, sets it exactly. A score too low costs
@@ -13,14 +13,9 @@ local function refresh_ready(ready, endpoint_due)
     redis.call('ZREM', ready, endpoint_due)
   end
 end
-local function schedule(due, endpoint_due, ready, id, at)
-  redis.call('ZADD', due, at, id)
+local function schedule(endpoint_due, ready, id, at)
   redis.call('ZADD', endpoint_due, at, id)
   redis.call('ZADD', ready, 'LT', at, endpoint_due)
-end
-local function unschedule(due, endpoint_due, id)
-  redis.call('ZREM', due, id)
-  redis.call('ZREM', endpoint_due, id)
 end
 -- SPEC §10, `endpoint_concurrency` across every process: an endpoint's
 -- `sending` set holds its sending slots, tokens scored by when they lapse.

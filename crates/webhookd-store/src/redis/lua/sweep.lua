@@ -3,10 +3,13 @@
 -- deliveries past their retention (`expiry`), then what is left of deleted
 -- endpoints (`trash`, see DELETE_ENDPOINT). Returns {removed, 1 if more is
 -- left else 0}.
--- KEYS: due, ready. ARGV: partition prefix, now, budget.
+-- KEYS: ready. ARGV: partition prefix, now, budget.
 local partition, now, budget = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local expiry, trash = partition .. 'expiry', partition .. 'trash'
 local removed = 0
+-- A partition-wide schedule an older webhookd kept (`<p>:due`, for the
+-- gauges; see DELIVERY_COUNTS), freed in the background.
+redis.call('UNLINK', partition .. 'due')
 local expired = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, budget)
 for _, id in ipairs(expired) do
   local key = partition .. 'dlv:' .. id
@@ -34,7 +37,6 @@ while left > 0 do
       local ids = redis.call('ZRANGE', index, 0, left - 1)
       for _, id in ipairs(ids) do
         redis.call('DEL', partition .. 'dlv:' .. id)
-        redis.call('ZREM', KEYS[1], id)
         redis.call('ZREM', expiry, id)
       end
       if #ids > 0 then redis.call('ZREMRANGEBYRANK', index, 0, #ids - 1) end
