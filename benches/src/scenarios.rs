@@ -106,7 +106,11 @@ struct Tenant {
 
 impl Tenant {
     async fn redis(redis_url: &str) -> anyhow::Result<Tenant> {
-        let prefix = format!("bench:{}:", uuid::Uuid::now_v7().simple());
+        // As long as the default `webhookd:`, so that Redis bytes per
+        // delivery are what a deployment sees; the random tail of a UUIDv7
+        // keeps concurrent runs apart.
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let prefix = format!("b{}:", &id[25..]);
         let store = RedisStore::connect(redis_url, &prefix)
             .await
             .with_context(|| format!("connecting to Redis at {redis_url}"))?;

@@ -213,7 +213,7 @@ struct Write<'a> {
     at: i64,
     /// The attempt count it now has.
     attempt: u32,
-    /// The attempt's log entry (JSON); empty for a release.
+    /// The attempt's log entry (`rows::attempt_field`); empty for a release.
     log: String,
     /// When the attempt started, unix seconds.
     started_s: i64,

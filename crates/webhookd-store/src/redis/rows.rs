@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use webhookd_core::{Endpoint, Event, PreviousSecret};
 
 use crate::{
-    Acceptance, Claim, Delivery, DeliveryStatus, StoreError, event_type_from_str, events_from_json,
-    new_delivery, status_from_str,
+    Acceptance, AttemptRecord, Claim, Delivery, DeliveryStatus, StoreError, event_type_from_str,
+    events_from_json, new_delivery, status_from_str,
 };
 
 /// One event's answer from ACCEPT_EVENTS: 0 for a duplicate, the end of
@@ -242,4 +242,105 @@ pub(super) fn joined_pieces(
         }
     }
     whole
+}
+
+/// One attempt record as the delivery hash keeps it, under `attempt:<n>`
+/// (the name holds the number): `<started_at>|<duration_ms>|<status
+/// code>|<reason>`, then `|<response>` when there was one (last: it may
+/// hold `|`). A quarter of the JSON it replaced (28 bytes against 110 for
+/// a failed attempt), which keeps a waiting delivery's hash in a smaller
+/// allocation.
+pub(super) fn attempt_field(record: &AttemptRecord) -> String {
+    let status_code = record
+        .status_code
+        .map_or_else(String::new, |code| code.to_string());
+    let mut field = format!(
+        "{}|{}|{status_code}|{}",
+        record.started_at, record.duration_ms, record.reason
+    );
+    if let Some(response) = &record.response {
+        field.push('|');
+        field.push_str(response);
+    }
+    field
+}
+
+/// The record of attempt `attempt` from its field: as [`attempt_field`]
+/// writes it, or the JSON an older webhookd wrote.
+pub(super) fn attempt_from_field(attempt: u32, field: &str) -> Result<AttemptRecord, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("attempt record {attempt}: {field:?}"));
+    if field.starts_with('{') {
+        return serde_json::from_str(field)
+            .map_err(|e| StoreError::Corrupt(format!("attempt record {attempt}: {e}")));
+    }
+    let mut parts = field.splitn(5, '|');
+    let mut next = || parts.next().ok_or_else(corrupt);
+    let started_at = next()?.parse().map_err(|_| corrupt())?;
+    let duration_ms = next()?.parse().map_err(|_| corrupt())?;
+    let status_code = match next()? {
+        "" => None,
+        code => Some(code.parse().map_err(|_| corrupt())?),
+    };
+    let reason = next()?.to_owned();
+    let response = parts.next().map(str::to_owned);
+    Ok(AttemptRecord {
+        attempt,
+        started_at,
+        duration_ms,
+        status_code,
+        reason,
+        response,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status_code: Option<u16>, response: Option<&str>) -> AttemptRecord {
+        AttemptRecord {
+            attempt: 3,
+            started_at: 1_796_304_240_504,
+            duration_ms: 4_999,
+            status_code,
+            reason: "http_5xx".into(),
+            response: response.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn attempt_records_read_back_as_written() {
+        for record in [
+            record(Some(500), Some("oops | not | json")),
+            record(Some(503), Some("")),
+            record(None, None),
+            record(Some(200), None),
+        ] {
+            let field = attempt_field(&record);
+            assert_eq!(attempt_from_field(3, &field).unwrap(), record, "{field}");
+        }
+        assert_eq!(
+            attempt_field(&record(Some(500), None)),
+            "1796304240504|4999|500|http_5xx"
+        );
+    }
+
+    #[test]
+    fn records_an_older_webhookd_wrote_as_json_still_read() {
+        let json = r#"{"attempt":3,"started_at":1796304240504,"duration_ms":4999,"status_code":500,"reason":"http_5xx","response":null}"#;
+        assert_eq!(
+            attempt_from_field(3, json).unwrap(),
+            record(Some(500), None)
+        );
+    }
+
+    #[test]
+    fn a_mangled_record_is_corrupt_not_a_panic() {
+        for field in ["", "12|x|500|timeout", "12|3|abc|timeout", "12|3", "{nope"] {
+            assert!(
+                matches!(attempt_from_field(1, field), Err(StoreError::Corrupt(_))),
+                "{field:?}"
+            );
+        }
+    }
 }

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use super::rows::{
-    claim_from_row, delivery_from_fields, endpoint_from_fields, joined_pieces, redis_error,
-    slot_arguments,
+    attempt_field, attempt_from_field, claim_from_row, delivery_from_fields, endpoint_from_fields,
+    joined_pieces, redis_error, slot_arguments,
 };
 use super::{RedisStore, SWEEP_BUDGET, SWEEP_SLICE, Write, changes};
 use crate::{
@@ -461,7 +461,7 @@ impl Store for RedisStore {
                             .removal_at(finished_ms, *result)
                             .unwrap_or(at),
                         attempt: record.attempt,
-                        log: serde_json::to_string(record).expect("attempt records serialize"),
+                        log: attempt_field(record),
                         started_s: record.started_at.div_euclid(1000),
                     }
                 },
@@ -529,8 +529,10 @@ impl Store for RedisStore {
             .map(|name| {
                 let first = fields.remove(name).unwrap_or_default();
                 let text = joined_pieces(first, &mut fields, name);
-                serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("attempt record: {e}")))
+                let number = name["attempt:".len()..]
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("attempt field {name}")))?;
+                attempt_from_field(number, &text)
             })
             .collect::<Result<_, _>>()?;
         attempts.sort_by_key(|attempt| attempt.attempt);
