@@ -300,8 +300,18 @@ impl Dispatcher {
     }
 
     /// Reserves up to `most` free permits for the fresh deliveries of
-    /// events owned by `owners`; none when all are taken.
-    pub fn reserve(&self, most: usize, owners: &HashSet<&str>) -> Option<Reservation> {
+    /// events owned by `owners`; none when all are taken. With `unwritten`
+    /// (deliver before writing), only flowing lanes get room: a claim sent
+    /// unwritten keeps its message unacknowledged until it is recorded, and
+    /// the probe of an endpoint not known to answer quickly may hang for a
+    /// whole deadline — long enough to turn every acknowledgement after its
+    /// message into a single one. Such deliveries are written and claimed.
+    pub fn reserve(
+        &self,
+        most: usize,
+        owners: &HashSet<&str>,
+        unwritten: bool,
+    ) -> Option<Reservation> {
         let free = u32::try_from(self.in_flight.available_permits().min(most)).ok()?;
         if free == 0 || self.stopping.is_cancelled() {
             return None;
@@ -309,7 +319,22 @@ impl Dispatcher {
         let permits = Arc::clone(&self.in_flight)
             .try_acquire_many_owned(free)
             .ok()?;
-        Some(self.reservation(permits, Some(owners)))
+        let mut reservation = self.reservation(permits, Some(owners));
+        if unwritten {
+            let lanes = self.lock_lanes();
+            let request = &mut reservation.request;
+            request.unwritten = true;
+            request.per_endpoint = 0;
+            for (endpoint_id, room) in &mut request.room {
+                if lanes
+                    .get(endpoint_id)
+                    .is_none_or(|lane| lane.health != Health::Flowing)
+                {
+                    *room = 0;
+                }
+            }
+        }
+        Some(reservation)
     }
 
     /// A claim request for as many claims as `permits` hold, listing the

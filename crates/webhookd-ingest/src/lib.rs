@@ -132,9 +132,10 @@ impl Ingest {
                     send_unwritten: false,
                 }
             })
-            .and_then(|dispatcher| Some((dispatcher, dispatcher.reserve(most, &owners)?)));
-        let (outcomes, unwritten) = if let Some((dispatcher, mut reservation)) = reserved {
-            reservation.request.unwritten = unwritten;
+            .and_then(|dispatcher| {
+                Some((dispatcher, dispatcher.reserve(most, &owners, unwritten)?))
+            });
+        let (outcomes, unwritten) = if let Some((dispatcher, reservation)) = reserved {
             let (outcomes, claims) = self
                 .store
                 .accept_and_claim(events, now, &reservation.request)
