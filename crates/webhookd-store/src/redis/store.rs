@@ -627,7 +627,7 @@ impl Store for RedisStore {
 
     async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {
         let partitions = 0..self.partitions();
-        let counts: Vec<(u64, u64, Option<u64>)> = try_join_all(partitions.map(|partition| {
+        let counts: Vec<(u64, u64, Option<i64>)> = try_join_all(partitions.map(|partition| {
             let prefix = self.prefix_of_partition(partition);
             async move {
                 let mut connection = self.connection();
@@ -638,7 +638,7 @@ impl Store for RedisStore {
                     .arg(now_ms)
                     .invoke_async(&mut connection)
                     .await?;
-                let dead: Option<u64> = connection.get(format!("{prefix}dead")).await?;
+                let dead: Option<i64> = connection.get(format!("{prefix}dead")).await?;
                 Ok::<_, redis::RedisError>((due, scheduled, dead))
             }
         }))
@@ -648,7 +648,8 @@ impl Store for RedisStore {
         for (due, scheduled, dead) in counts {
             stats.due += due;
             stats.scheduled += scheduled;
-            stats.dead += dead.unwrap_or_default();
+            // A counter below zero would be a bug elsewhere; never a panic here.
+            stats.dead += u64::try_from(dead.unwrap_or_default()).unwrap_or_default();
         }
         Ok(stats)
     }
