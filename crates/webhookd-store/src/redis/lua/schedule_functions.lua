@@ -1,10 +1,10 @@
 -- Lua functions every script that moves a pending delivery in time shares:
 -- the endpoint's schedule and its place in the ready queue change
 -- together. An endpoint's score in the ready queue is a lower bound of its
--- earliest due time: it only ever moves down here (`ZADD LT`, Redis 6.2+), and the claim script,
--- which visits the endpoint anyway, sets it exactly. A score too low costs
--- a claim one empty visit; one too high would hide due work, and cannot
--- happen.
+-- earliest due time: it only ever moves down here (`ZADD LT`, Redis
+-- 6.2+), and the claim script, which visits the endpoint anyway, sets it
+-- exactly. A score too low costs a claim one empty visit; one too high
+-- would hide due work, and cannot happen.
 local function refresh_ready(ready, endpoint_due)
   local first = redis.call('ZRANGE', endpoint_due, 0, 0, 'WITHSCORES')
   if first[1] then
