@@ -70,6 +70,8 @@ for _, endpoint_due in ipairs(queues) do
         redis.call('DEL', key)
       elseif endpoint[3] ~= 'enabled' and d[9] ~= '1' then
         redis.call('ZADD', endpoint_due, ARGV[5], id)
+        -- Parked while its endpoint is disabled: it waits.
+        compact_body(key)
         redis.call('HSET', key, 'next_attempt_at', ARGV[5])
       else
         local lease = ARGV[6] .. ':' .. (#claimed + 1)

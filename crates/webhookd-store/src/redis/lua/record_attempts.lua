@@ -125,7 +125,7 @@ while a <= #ARGV do
         local fields = {'attempts', number, 'next_attempt_at', at}
         put_pieces(fields, 'attempt:' .. number, log)
         -- It waits now: its body too is kept compact (see put_pieces).
-        compact_body(key, fields)
+        compact_body(key)
         redis.call('HSET', key, unpack(fields))
         schedule(endpoint_due, KEYS[1], id, at)
       else
@@ -134,7 +134,7 @@ while a <= #ARGV do
         if result == 'failed' then
           -- Kept for weeks (keep_failed): compact.
           put_pieces(fields, 'attempt:' .. number, log)
-          compact_body(key, fields)
+          compact_body(key)
         else
           -- Delivered: its body is whole anyway (see ACCEPT_EVENTS).
           fields[#fields + 1] = 'attempt:' .. number

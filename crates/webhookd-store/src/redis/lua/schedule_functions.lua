@@ -95,14 +95,23 @@ local function get_pieces(key, name)
   end
   return table.concat(whole)
 end
--- Adds to `fields` the pieces of the body of delivery `key` if it is still
--- whole and could be kept in pieces (a delivery sent at once on acceptance
--- keeps its body whole until it has to wait).
-local function compact_body(key, fields)
+-- Compacts delivery `key` once it has to wait, if its body is still whole
+-- and could be kept in pieces: a delivery written to be sent at once keeps
+-- its body whole, and its hash became a `hashtable` then — which Redis
+-- never turns back into a listpack, so the hash is written again.
+local function compact_body(key)
   local body = redis.call('HGET', key, 'body')
-  if body and #body > 64 and #body <= 512 then
-    put_pieces(fields, 'body', body)
+  if not body or #body <= 64 or #body > 512 then return end
+  local all, kept = redis.call('HGETALL', key), {}
+  for i = 1, #all, 2 do
+    if all[i] ~= 'body' then
+      kept[#kept + 1] = all[i]
+      kept[#kept + 1] = all[i + 1]
+    end
   end
+  put_pieces(kept, 'body', body)
+  redis.call('DEL', key)
+  redis.call('HSET', key, unpack(kept))
 end
 -- The de-duplication marker of an event some of whose deliveries are not
 -- written yet (deliver before writing, ACCEPT_EVENTS):
