@@ -319,35 +319,22 @@ impl Dispatcher {
         let permits = Arc::clone(&self.in_flight)
             .try_acquire_many_owned(free)
             .ok()?;
-        let mut reservation = self.reservation(permits, Some(owners));
-        if unwritten {
-            let lanes = self.lock_lanes();
-            let request = &mut reservation.request;
-            request.unwritten = true;
-            request.per_endpoint = 0;
-            for (endpoint_id, room) in &mut request.room {
-                if lanes
-                    .get(endpoint_id)
-                    .is_none_or(|lane| lane.health != Health::Flowing)
-                {
-                    *room = 0;
-                }
-            }
-        }
-        Some(reservation)
+        Some(self.reservation(permits, Some(owners), unwritten))
     }
 
     /// A claim request for as many claims as `permits` hold, listing the
     /// lanes of `owners` only when given (fresh deliveries can only be
-    /// theirs: a shorter request for the fast path).
+    /// theirs: a shorter request for the fast path), with room for flowing
+    /// lanes only when `unwritten` (see `reserve`).
     fn reservation(
         &self,
         permits: OwnedSemaphorePermit,
         owners: Option<&HashSet<&str>>,
+        unwritten: bool,
     ) -> Reservation {
         Reservation {
             endpoints_seen: self.endpoint_changes.version(),
-            request: self.claim_request(permits.num_permits(), owners),
+            request: self.claim_request(permits.num_permits(), owners, unwritten),
             permits,
         }
     }
@@ -400,7 +387,7 @@ impl Dispatcher {
             if let Ok(more) = Arc::clone(&self.in_flight).try_acquire_many_owned(more) {
                 permits.merge(more);
             }
-            let reservation = self.reservation(permits, None);
+            let reservation = self.reservation(permits, None, false);
             match self.store.claim_due(&reservation.request).await {
                 Ok(claims) if !claims.is_empty() => self.dispatch(reservation, claims),
                 Ok(_) => {
@@ -438,8 +425,14 @@ impl Dispatcher {
 
     /// What this worker can take now: `limit` in all, and per endpoint the
     /// room its lane has. Slow and failing endpoints share at most
-    /// `SUSPECT_SHARE_PERCENT` of the permits between them.
-    fn claim_request(&self, limit: usize, owners: Option<&HashSet<&str>>) -> ClaimRequest {
+    /// `SUSPECT_SHARE_PERCENT` of the permits between them. With
+    /// `unwritten`, only flowing lanes have room (see `reserve`).
+    fn claim_request(
+        &self,
+        limit: usize,
+        owners: Option<&HashSet<&str>>,
+        unwritten: bool,
+    ) -> ClaimRequest {
         let now = unix_millis();
         let per_endpoint = self.settings.per_endpoint;
         let lanes = self.lock_lanes();
@@ -472,7 +465,9 @@ impl Dispatcher {
             .iter()
             .map(|(endpoint_id, lane)| {
                 let mut room = lane.capacity(per_endpoint).saturating_sub(lane.held());
-                if lane.health.is_suspect() {
+                if unwritten && lane.health != Health::Flowing {
+                    room = 0;
+                } else if lane.health.is_suspect() {
                     room = room.min(suspect_room);
                     suspect_room -= room;
                 }
@@ -493,13 +488,18 @@ impl Dispatcher {
             lease_until_ms: now + millis(self.settings.lease()),
             park_until_ms: now + millis(DISABLED_PARK),
             limit,
-            per_endpoint: Health::Unknown.room(per_endpoint),
+            // An endpoint not listed is not known to flow.
+            per_endpoint: if unwritten {
+                0
+            } else {
+                Health::Unknown.room(per_endpoint)
+            },
             room,
             // The lanes hold `per_endpoint` sending in this process; a store
             // shared by several holds it across all of them (SPEC §10).
             endpoint_limit: if self.counts_slots { per_endpoint } else { 0 },
             slots_held,
-            unwritten: false,
+            unwritten,
         }
     }
 

@@ -7,9 +7,9 @@
 // In tests a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
-use webhookd_core::{Endpoint, EndpointStatus, Event, EventType, ids};
+use webhookd_core::{Event, EventType};
 use webhookd_store::{AttemptRecord, AttemptResult, ClaimRequest, RedisStore, Store};
-use webhookd_testkit::{Service, require, unique_prefix};
+use webhookd_testkit::{Service, require, subscription, unique_prefix};
 
 const NOW_MS: i64 = 1_732_806_631_000;
 
@@ -22,19 +22,11 @@ async fn a_delivery_leased_at_acceptance_is_compacted_once_it_waits() {
     let store = RedisStore::connect(&url, &prefix).await.unwrap();
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let endpoint = Endpoint {
-        endpoint_id: ids::new_endpoint_id(),
-        url: "https://example.com/hook".into(),
-        secret: ids::new_secret(),
-        status: EndpointStatus::Enabled,
-        events: vec![EventType::GeneratedVideoSuccess],
-        username: "compact".into(),
-        created_at: 0,
-        previous_secret: None,
-        failing_since: None,
-        disabled_reason: None,
-        rate_limit: None,
-    };
+    let endpoint = subscription(
+        "compact",
+        "https://example.com/hook",
+        &[EventType::GeneratedVideoSuccess],
+    );
     store.create_endpoint(&endpoint, 20).await.unwrap();
     // A body of 65–512 bytes, multi-byte characters at the piece borders.
     let text = "é".repeat(90);
