@@ -130,10 +130,7 @@ fn claim_everything(runtime: &Runtime, store: &dyn Store) -> Vec<Claim> {
         park_until_ms: now + 60_000,
         limit: BATCH,
         per_endpoint: BATCH,
-        room: std::collections::HashMap::new(),
-        endpoint_limit: 0,
-        slots_held: std::collections::HashMap::new(),
-        unwritten: false,
+        ..ClaimRequest::default()
     };
     runtime
         .block_on(store.claim_due(&request))

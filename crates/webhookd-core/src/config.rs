@@ -57,6 +57,12 @@ pub struct Config {
     /// acknowledged; also the most webhookd writes to the store in one batch.
     /// Default `300` (RabbitMQ recommends 100-300 and up).
     pub amqp_prefetch: u16,
+    /// `amqp_delivery_limit`: a quorum queue's `x-delivery-limit` (1..=1000,
+    /// default `20`): a message handed out this many times without an ack
+    /// — a poison message that kills its consumer — goes to `<queue>.dead`
+    /// instead of back to the queue forever (or, RabbitMQ 4's default,
+    /// dropped). Classic queues have no such limit.
+    pub amqp_delivery_limit: u32,
     /// `amqp_heartbeat`: the AMQP heartbeat webhookd asks RabbitMQ for, in
     /// whole seconds (1s..300s). A broker link that goes silent — frozen,
     /// no RST — is noticed after about two missed heartbeats, and `/readyz`
@@ -143,6 +149,7 @@ impl Default for Config {
             amqp_queue: "webhook.events".into(),
             amqp_queue_type: QueueType::Classic,
             amqp_prefetch: 300,
+            amqp_delivery_limit: 20,
             amqp_heartbeat: Duration::from_secs(10),
             ingest_token: None,
             admin_token: None,
@@ -179,6 +186,7 @@ impl fmt::Debug for Config {
             .field("amqp_queue", &self.amqp_queue)
             .field("amqp_queue_type", &self.amqp_queue_type)
             .field("amqp_prefetch", &self.amqp_prefetch)
+            .field("amqp_delivery_limit", &self.amqp_delivery_limit)
             .field("amqp_heartbeat", &format_duration(self.amqp_heartbeat))
             .field("ingest_token", &self.ingest_token.as_ref().map(|_| "<set>"))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
@@ -490,6 +498,12 @@ impl Config {
                     _ => return Err("must be between 1 and 65535".into()),
                 };
             }
+            "amqp_delivery_limit" => {
+                self.amqp_delivery_limit = match raw.integer()? {
+                    limit @ 1..=1000 => limit,
+                    _ => return Err("must be between 1 and 1000".into()),
+                };
+            }
             "amqp_heartbeat" => {
                 let heartbeat = raw.duration()?;
                 if heartbeat.subsec_nanos() != 0 || !(1..=300).contains(&heartbeat.as_secs()) {
@@ -695,6 +709,7 @@ const KEYS: &[&str] = &[
     "amqp_queue",
     "amqp_queue_type",
     "amqp_prefetch",
+    "amqp_delivery_limit",
     "amqp_heartbeat",
     "ingest_token",
     "admin_token",

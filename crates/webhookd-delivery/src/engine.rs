@@ -30,10 +30,7 @@
 //!   atomic step, and [`Dispatcher::dispatch`]es them: they go out from
 //!   memory with no claim round trip, the store copy (leased, due again when
 //!   the lease ends) being the safety net. What did not fit is claimed by
-//!   the loop, which ingest [`Dispatcher::wake`]s. From a broker, the
-//!   fresh deliveries need not even be written ([`Claim::unwritten`]): the
-//!   message stays unacknowledged until the store has answered for each
-//!   ([`Dispatcher::take_settled`]), and recording writes them.
+//!   the loop, which ingest [`Dispatcher::wake`]s.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -125,12 +122,6 @@ pub struct Dispatcher {
     /// channel) once the last worker is done.
     recorder: Mutex<Option<mpsc::UnboundedSender<Unrecorded>>>,
     finished: Mutex<Option<mpsc::UnboundedReceiver<Unrecorded>>>,
-    /// The delivery ids of unwritten claims ([`Claim::unwritten`]) the store
-    /// has answered for — recorded or handed back — so their messages may
-    /// be acknowledged; the receiver goes to whoever leases them
-    /// ([`Dispatcher::take_settled`]).
-    settled: mpsc::UnboundedSender<String>,
-    settled_receiver: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
 /// Room reserved for fresh claims: the request to lease them with, and a
@@ -258,7 +249,6 @@ impl Dispatcher {
         settings: DispatcherSettings,
     ) -> Arc<Self> {
         let (recorder, finished) = mpsc::unbounded_channel();
-        let (settled, settled_receiver) = mpsc::unbounded_channel();
         Arc::new(Dispatcher {
             endpoint_changes: store.endpoint_changes(),
             counts_slots: store.counts_sending_slots(),
@@ -272,20 +262,7 @@ impl Dispatcher {
             stopping: CancellationToken::new(),
             recorder: Mutex::new(Some(recorder)),
             finished: Mutex::new(Some(finished)),
-            settled,
-            settled_receiver: Mutex::new(Some(settled_receiver)),
         })
-    }
-
-    /// The delivery ids of unwritten claims as the store answers for them
-    /// (see [`Claim::unwritten`]): for the one ingest path that leases
-    /// unwritten deliveries, whose messages wait for them. `None` after the
-    /// first call.
-    pub fn take_settled(&self) -> Option<mpsc::UnboundedReceiver<String>> {
-        self.settled_receiver
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
     }
 
     /// Tells the claim loop there is due work (deliveries accepted but not
@@ -294,24 +271,9 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// How long a claim is leased, in milliseconds.
-    pub fn lease_millis(&self) -> i64 {
-        millis(self.settings.lease())
-    }
-
     /// Reserves up to `most` free permits for the fresh deliveries of
-    /// events owned by `owners`; none when all are taken. With `unwritten`
-    /// (deliver before writing), only flowing lanes get room: a claim sent
-    /// unwritten keeps its message unacknowledged until it is recorded, and
-    /// the probe of an endpoint not known to answer quickly may hang for a
-    /// whole deadline — long enough to turn every acknowledgement after its
-    /// message into a single one. Such deliveries are written and claimed.
-    pub fn reserve(
-        &self,
-        most: usize,
-        owners: &HashSet<&str>,
-        unwritten: bool,
-    ) -> Option<Reservation> {
+    /// events owned by `owners`; none when all are taken.
+    pub fn reserve(&self, most: usize, owners: &HashSet<&str>) -> Option<Reservation> {
         let free = u32::try_from(self.in_flight.available_permits().min(most)).ok()?;
         if free == 0 || self.stopping.is_cancelled() {
             return None;
@@ -319,22 +281,20 @@ impl Dispatcher {
         let permits = Arc::clone(&self.in_flight)
             .try_acquire_many_owned(free)
             .ok()?;
-        Some(self.reservation(permits, Some(owners), unwritten))
+        Some(self.reservation(permits, Some(owners)))
     }
 
     /// A claim request for as many claims as `permits` hold, listing the
     /// lanes of `owners` only when given (fresh deliveries can only be
-    /// theirs: a shorter request for the fast path), with room for flowing
-    /// lanes only when `unwritten` (see `reserve`).
+    /// theirs: a shorter request for the fast path).
     fn reservation(
         &self,
         permits: OwnedSemaphorePermit,
         owners: Option<&HashSet<&str>>,
-        unwritten: bool,
     ) -> Reservation {
         Reservation {
             endpoints_seen: self.endpoint_changes.version(),
-            request: self.claim_request(permits.num_permits(), owners, unwritten),
+            request: self.claim_request(permits.num_permits(), owners),
             permits,
         }
     }
@@ -369,11 +329,7 @@ impl Dispatcher {
             tracing::error!("the dispatcher runs once");
             return;
         };
-        let recording = tokio::spawn(record_finished(
-            Arc::clone(&self.store),
-            finished,
-            self.settled.clone(),
-        ));
+        let recording = tokio::spawn(record_finished(Arc::clone(&self.store), finished));
         loop {
             // Wait for room before claiming, then take all there is: every
             // claim holds a permit until its attempt is recorded, so claims
@@ -387,7 +343,7 @@ impl Dispatcher {
             if let Ok(more) = Arc::clone(&self.in_flight).try_acquire_many_owned(more) {
                 permits.merge(more);
             }
-            let reservation = self.reservation(permits, None, false);
+            let reservation = self.reservation(permits, None);
             match self.store.claim_due(&reservation.request).await {
                 Ok(claims) if !claims.is_empty() => self.dispatch(reservation, claims),
                 Ok(_) => {
@@ -425,14 +381,8 @@ impl Dispatcher {
 
     /// What this worker can take now: `limit` in all, and per endpoint the
     /// room its lane has. Slow and failing endpoints share at most
-    /// `SUSPECT_SHARE_PERCENT` of the permits between them. With
-    /// `unwritten`, only flowing lanes have room (see `reserve`).
-    fn claim_request(
-        &self,
-        limit: usize,
-        owners: Option<&HashSet<&str>>,
-        unwritten: bool,
-    ) -> ClaimRequest {
+    /// `SUSPECT_SHARE_PERCENT` of the permits between them.
+    fn claim_request(&self, limit: usize, owners: Option<&HashSet<&str>>) -> ClaimRequest {
         let now = unix_millis();
         let per_endpoint = self.settings.per_endpoint;
         let lanes = self.lock_lanes();
@@ -443,7 +393,6 @@ impl Dispatcher {
             .map(Lane::held)
             .sum();
         let suspect_share = (self.settings.max_in_flight * SUSPECT_SHARE_PERCENT / 100).max(1);
-        let mut suspect_room = suspect_share.saturating_sub(suspects_held);
         // Endpoints not listed get one claim (see `Health::Unknown`): an
         // idle lane starts again with one, and is listed with its full room
         // while it holds claims. Suspects are always listed: they must not
@@ -464,15 +413,17 @@ impl Dispatcher {
         let room = listed
             .iter()
             .map(|(endpoint_id, lane)| {
-                let mut room = lane.capacity(per_endpoint).saturating_sub(lane.held());
-                if unwritten && lane.health != Health::Flowing {
-                    room = 0;
-                } else if lane.health.is_suspect() {
-                    room = room.min(suspect_room);
-                    suspect_room -= room;
-                }
+                let room = lane.capacity(per_endpoint).saturating_sub(lane.held());
                 ((*endpoint_id).clone(), room)
             })
+            .collect();
+        // Which suspects get the share is the store's choice: it meets them
+        // in the order their work came due (a choice made here, without
+        // knowing who has work due, starved all but the first few).
+        let suspects = listed
+            .iter()
+            .filter(|(_, lane)| lane.health.is_suspect())
+            .map(|(endpoint_id, _)| (*endpoint_id).clone())
             .collect();
         let slots_held = if self.counts_slots {
             listed
@@ -489,17 +440,14 @@ impl Dispatcher {
             park_until_ms: now + millis(DISABLED_PARK),
             limit,
             // An endpoint not listed is not known to flow.
-            per_endpoint: if unwritten {
-                0
-            } else {
-                Health::Unknown.room(per_endpoint)
-            },
+            per_endpoint: Health::Unknown.room(per_endpoint),
             room,
+            suspects,
+            suspect_room: suspect_share.saturating_sub(suspects_held),
             // The lanes hold `per_endpoint` sending in this process; a store
             // shared by several holds it across all of them (SPEC §10).
             endpoint_limit: if self.counts_slots { per_endpoint } else { 0 },
             slots_held,
-            unwritten,
         }
     }
 
@@ -677,12 +625,8 @@ impl Dispatcher {
     /// Makes a claim due again now, without spending an attempt.
     async fn hand_back(&self, claim: &Claim) {
         match self.store.release(claim, unix_millis()).await {
-            Ok(_) if claim.unwritten => {
-                let _ = self.settled.send(claim.delivery.delivery_id.clone());
-            }
             Ok(_) => {}
-            // The lease runs out by itself; the delivery is only late (an
-            // unwritten one's message is handed out again then).
+            // The lease runs out by itself; the delivery is only late.
             Err(error) => {
                 tracing::warn!(%error, delivery_id = %claim.delivery.delivery_id, "could not hand a claim back");
             }
@@ -770,12 +714,10 @@ impl Dispatcher {
 /// commit, for many). Retries briefly while the store is down; if it stays
 /// down the leases expire and the deliveries are sent again — a duplicate
 /// after a fault, never a loss. Ends when every sender is gone and the last
-/// batch is written. Unwritten claims the store answered for go to
-/// `settled`.
+/// batch is written.
 async fn record_finished(
     store: Arc<dyn Store>,
     mut finished: mpsc::UnboundedReceiver<Unrecorded>,
-    settled: mpsc::UnboundedSender<String>,
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -788,10 +730,6 @@ async fn record_finished(
                 Ok(recorded) => {
                     for (attempt, recorded) in attempts.iter().zip(recorded) {
                         let delivery = &attempt.claim.delivery;
-                        if attempt.claim.unwritten {
-                            // Written or stale, it is the store's now.
-                            let _ = settled.send(delivery.delivery_id.clone());
-                        }
                         match recorded {
                             Recorded::Written => {}
                             Recorded::Stale => {

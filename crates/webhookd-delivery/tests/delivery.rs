@@ -57,6 +57,7 @@ on_both_stores!(
     a_receiver_closing_idle_connections_silently_costs_no_attempt,
     hanging_tenants_cannot_delay_another_tenants_fresh_delivery,
     recovered_dead_deliveries_are_each_delivered_once,
+    every_failing_endpoint_with_due_work_gets_attempts_and_its_recovery_is_noticed,
 );
 
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -695,4 +696,47 @@ async fn recovered_dead_deliveries_are_each_delivered_once(store: Arc<dyn Store>
     }
     assert_eq!(per_event.len(), 1000);
     assert!(per_event.values().all(|&n| n == 1), "each once");
+}
+
+/// "Correctness, round 3", item 4: failing endpoints share half the
+/// permits, and that half goes to those with work due — in the order of
+/// their oldest due delivery — not to whichever lanes a hash map lists
+/// first. With 4 permits and 8 endpoints answering 500, every endpoint
+/// keeps getting attempts; once they answer 200, every one is noticed and
+/// drained.
+async fn every_failing_endpoint_with_due_work_gets_attempts_and_its_recovery_is_noticed(
+    store: Arc<dyn Store>,
+) {
+    let mut receivers = Vec::new();
+    let mut endpoints = Vec::new();
+    for _ in 0..8 {
+        let receiver = Receiver::start(Answer::Status(500)).await;
+        endpoints.push(endpoint(&store, &receiver.url).await);
+        receivers.push(receiver);
+    }
+    let mut settings = settings(&["1s"; 40].join(","));
+    settings.max_in_flight = 4;
+    let _running = dispatch(&store, settings, loopback_allowed());
+    let events: Vec<Event> = (0..3).map(|i| event(&format!("evt_share_{i}"))).collect();
+    accept(&store, &events).await;
+    // Each delivery is due about every second: 8 s give each endpoint
+    // some 24 chances; a starved one gets its first and no more.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let attempts: Vec<usize> = receivers.iter().map(Receiver::count).collect();
+    assert!(
+        attempts.iter().all(|&n| n >= 4),
+        "attempts per failing endpoint over 8 s: {attempts:?}"
+    );
+    for receiver in &receivers {
+        receiver.answer_from_now(Answer::Status(200));
+    }
+    for (n, target) in endpoints.iter().enumerate() {
+        let delivered = wait_for_status(&store, target, DeliveryStatus::Delivered, 3).await;
+        assert_eq!(
+            delivered.len(),
+            3,
+            "endpoint {n} recovered but its deliveries are still pending (attempts so far: {})",
+            receivers[n].count()
+        );
+    }
 }

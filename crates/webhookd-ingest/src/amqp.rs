@@ -7,15 +7,15 @@
 //! 1. invalid messages are published to `<queue>.dead` with the reason in
 //!    header `x-webhookd-error`, and the publish is confirmed by the broker;
 //! 2. valid events are accepted by the store — retried for as long as it is
-//!    unreachable, never skipped. Deliveries the dispatcher can send at once
-//!    are not written (deliver before writing, docs/delivery.md): the
-//!    message, unacknowledged, is their record;
-//! 3. a message is acknowledged once the store has answered for each of its
-//!    deliveries: at acceptance, or when the unwritten ones are recorded
-//!    (see `acks`). One whose deliveries are not answered for by the end of
-//!    their lease is handed back to the queue; its redelivery takes the
-//!    event over. An event another consumer holds that way waits, parked,
-//!    and is offered again.
+//!    unreachable, never skipped; one the store refuses for another reason
+//!    (its answer would not change) is dead-lettered with that reason after
+//!    a few tries, alone, so it cannot block the queue;
+//! 3. the batch is acknowledged with one `multiple` ack once every message
+//!    in it is durable: accepted (its deliveries written in the store) or
+//!    dead-lettered. Batches are handled one after the other, so every
+//!    message below the batch is acknowledged already. On shutdown before
+//!    the store answered, only the dead-lettered messages are acknowledged
+//!    (one by one); the others go back to the queue.
 //!
 //! Anything going wrong with the broker ends the session; the supervisor
 //! reconnects with capped, jittered exponential backoff, forever, logging
@@ -23,27 +23,24 @@
 //! channel per session is simpler to reason about, and unacked messages
 //! are redelivered by the broker (and de-duplicated by the store).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use webhookd_core::config::QueueType;
 use webhookd_core::health::Readiness;
 use webhookd_core::telemetry::{self, Source};
-use webhookd_core::time::unix_millis;
-use webhookd_core::{Event, MissingId, Rejection};
-use webhookd_store::Acceptance;
+use webhookd_core::{Event, MissingId};
+use webhookd_store::StoreError;
 
-use crate::acks::{AckPlan, Acks};
-use crate::{Ingest, Unacknowledged};
+use crate::Ingest;
 
 /// Name of this component in `/readyz`.
 pub const COMPONENT: &str = "amqp";
@@ -67,15 +64,10 @@ const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(15);
 /// A session that lasted this long was healthy: the next failure starts the
 /// backoff from the beginning again.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
-/// How often waiting messages are looked at: overdue ones handed back,
-/// parked ones offered again.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
-/// A message waits this long past its deliveries' lease before it is
-/// handed back: their records may be on their way.
-const GIVE_UP_MARGIN: Duration = Duration::from_secs(5);
-/// A parked event is offered again at least this often: its holder's
-/// records usually end the hold long before its lease does.
-const PARKED_RETRY: Duration = Duration::from_secs(1);
+/// Tries an event the store refuses (not "unavailable": an answer that
+/// will not change, such as a script error or unreadable data) gets before
+/// its message is dead-lettered with the store's reason.
+const REFUSALS_BEFORE_DEAD_LETTER: u32 = 5;
 
 /// Where and how to consume.
 #[derive(Debug, Clone)]
@@ -84,6 +76,10 @@ pub struct AmqpSettings {
     pub queue: String,
     /// Declared for the queue and its `.dead` queue (SPEC §10).
     pub queue_type: QueueType,
+    /// A quorum queue's `x-delivery-limit`: a message handed out this many
+    /// times without an ack (a poison message that crashes its consumer)
+    /// goes to `.dead` instead of back to the queue.
+    pub delivery_limit: u32,
     pub prefetch: u16,
     /// Asked of the broker; a silent link is noticed after about two
     /// missed heartbeats (whole seconds, at least one).
@@ -97,6 +93,46 @@ impl AmqpSettings {
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dead", self.queue)
     }
+
+    /// The arguments the main queue is declared with.
+    pub fn main_queue_arguments(&self) -> FieldTable {
+        self.queue_arguments(Some(&self.dead_letter_queue()))
+    }
+
+    /// `x-queue-type` for a quorum queue and, for the main queue
+    /// (`dead_letters_to` given), its delivery limit with where a message
+    /// past it goes. A classic queue is declared with no arguments, exactly
+    /// as before the setting existed, so upgrading never trips RabbitMQ's
+    /// check that a redeclare matches.
+    ///
+    /// A producer that declares the queue too must declare it with exactly
+    /// these (or passively): RabbitMQ refuses a redeclare whose arguments
+    /// differ.
+    pub fn queue_arguments(&self, dead_letters_to: Option<&str>) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if self.queue_type != QueueType::Quorum {
+            return arguments;
+        }
+        arguments.insert(
+            ShortString::from("x-queue-type"),
+            AMQPValue::LongString(LongString::from(QueueType::Quorum.as_str())),
+        );
+        if let Some(dead) = dead_letters_to {
+            arguments.insert(
+                ShortString::from("x-delivery-limit"),
+                AMQPValue::LongUInt(self.delivery_limit),
+            );
+            arguments.insert(
+                ShortString::from("x-dead-letter-exchange"),
+                AMQPValue::LongString(LongString::from("")),
+            );
+            arguments.insert(
+                ShortString::from("x-dead-letter-routing-key"),
+                AMQPValue::LongString(LongString::from(dead)),
+            );
+        }
+        arguments
+    }
 }
 
 /// Why a session ended.
@@ -108,6 +144,8 @@ enum SessionError {
     ConsumerEnded,
     #[error("the broker did not confirm the dead-lettered message")]
     DeadLetterNotConfirmed,
+    #[error("shutting down")]
+    ShuttingDown,
     #[error("the AMQP URL does not parse: {0}")]
     Url(String),
 }
@@ -144,11 +182,9 @@ impl AmqpConsumer {
         };
         let mut delays = backoff();
         let mut attempt: u32 = 0;
-        // With it, deliveries go out before they are written.
-        let mut settled = self.ingest.take_settled();
         while !shutdown.is_cancelled() {
             let started = tokio::time::Instant::now();
-            let result = self.session(&shutdown, settled.as_mut()).await;
+            let result = self.session(&shutdown).await;
             if shutdown.is_cancelled() {
                 break;
             }
@@ -177,11 +213,7 @@ impl AmqpConsumer {
     }
 
     /// One connection's life. Returns `Ok` only on shutdown.
-    async fn session(
-        &self,
-        shutdown: &CancellationToken,
-        mut settled: Option<&mut mpsc::UnboundedReceiver<String>>,
-    ) -> Result<(), SessionError> {
+    async fn session(&self, shutdown: &CancellationToken) -> Result<(), SessionError> {
         let properties = ConnectionProperties::default()
             .with_connection_name(self.settings.connection_name.clone().into());
         let mut uri: lapin::uri::AMQPUri = self.settings.url.parse().map_err(SessionError::Url)?;
@@ -203,21 +235,7 @@ impl AmqpConsumer {
         channel
             .basic_qos(self.settings.prefetch, BasicQosOptions::default())
             .await?;
-        for queue in [
-            self.settings.queue.clone(),
-            self.settings.dead_letter_queue(),
-        ] {
-            channel
-                .queue_declare(
-                    queue.into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    self.queue_arguments(),
-                )
-                .await?;
-        }
+        let channel = self.declare_queues(&connection, channel).await?;
         let consumer = channel
             .basic_consume(
                 self.settings.queue.clone().into(),
@@ -233,40 +251,20 @@ impl AmqpConsumer {
         let batches = consumer.chunks_timeout(usize::from(self.settings.prefetch), BATCH_LINGER);
         tokio::pin!(batches);
         let mut depth_ticks = tokio::time::interval(QUEUE_DEPTH_INTERVAL);
-        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
-        // Ids of deliveries sent on an earlier channel mean nothing here.
-        if let Some(settled) = settled.as_deref_mut() {
-            while settled.try_recv().is_ok() {}
-        }
-        let mut waiting = Waiting {
-            unwritten: settled.is_some(),
-            ..Waiting::default()
-        };
         let result = loop {
             let step = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break Ok(()),
-                Some(first) = next_settled(settled.as_deref_mut()) => {
-                    waiting.acks.settled(&first);
-                    if let Some(settled) = settled.as_deref_mut() {
-                        while let Ok(delivery_id) = settled.try_recv() {
-                            waiting.acks.settled(&delivery_id);
-                        }
-                    }
-                    Ok(())
-                }
                 batch = batches.next() => match batch {
-                    Some(batch) => self.handle_batch(&channel, batch, &mut waiting, shutdown).await,
+                    Some(batch) => self.handle_batch(&channel, batch, shutdown).await,
                     None => Err(SessionError::ConsumerEnded),
                 },
-                _ = housekeeping.tick() => self.look_after(&channel, &mut waiting, shutdown).await,
                 _ = depth_ticks.tick() => self.report_queue_depth(&channel).await,
             };
-            if let Err(error) = step {
-                break Err(error);
-            }
-            if let Err(error) = send_acks(&channel, waiting.acks.plan(Instant::now())).await {
-                break Err(error);
+            match step {
+                Ok(()) => {}
+                Err(SessionError::ShuttingDown) => break Ok(()),
+                Err(error) => break Err(error),
             }
         };
         // Closing hands every unacknowledged message back to the queue.
@@ -274,18 +272,60 @@ impl AmqpConsumer {
         result
     }
 
-    /// `x-queue-type` for a quorum queue. A classic queue is declared with
-    /// no arguments, exactly as before the setting existed, so upgrading
-    /// never trips RabbitMQ's check that a redeclare matches.
-    fn queue_arguments(&self) -> FieldTable {
-        let mut arguments = FieldTable::default();
-        if self.settings.queue_type == QueueType::Quorum {
-            arguments.insert(
-                ShortString::from("x-queue-type"),
-                AMQPValue::LongString(LongString::from(QueueType::Quorum.as_str())),
-            );
+    /// Declares `<queue>` and `<queue>.dead`, durable, of the configured
+    /// type. A quorum queue an older webhookd declared without a delivery
+    /// limit cannot be redeclared with one (RabbitMQ refuses a redeclare
+    /// whose arguments differ, closing the channel): it is then used as it
+    /// is, on a fresh channel, with a warning saying how to set the limit by
+    /// policy. Returns the channel to consume on.
+    async fn declare_queues(
+        &self,
+        connection: &Connection,
+        channel: Channel,
+    ) -> Result<Channel, SessionError> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let dead = self.settings.dead_letter_queue();
+        channel
+            .queue_declare(dead.as_str().into(), durable, self.settings.queue_arguments(None))
+            .await?;
+        let limited = self.settings.main_queue_arguments();
+        let declared = channel
+            .queue_declare(self.settings.queue.as_str().into(), durable, limited)
+            .await;
+        match declared {
+            Ok(_) => Ok(channel),
+            Err(error) if self.settings.queue_type == QueueType::Quorum => {
+                tracing::warn!(
+                    %error,
+                    queue = %self.settings.queue,
+                    "the quorum queue exists without webhookd's delivery limit; using it as it is: \
+                     set the limit by policy (docs/operations.md, \"Quorum queues\")"
+                );
+                let channel = connection.create_channel().await?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+                channel
+                    .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+                    .await?;
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..durable
+                };
+                channel
+                    .queue_declare(
+                        self.settings.queue.as_str().into(),
+                        passive,
+                        FieldTable::default(),
+                    )
+                    .await?;
+                Ok(channel)
+            }
+            Err(error) => Err(error.into()),
         }
-        arguments
     }
 
     /// Publishes how many messages wait in the queue and its dead-letter
@@ -310,19 +350,36 @@ impl AmqpConsumer {
         Ok(())
     }
 
-    /// Dead-letters the invalid and offers the valid to the store; what may
-    /// be acknowledged goes to `waiting.acks`.
+    /// Dead-letters the invalid messages, has the store accept the valid
+    /// ones, and acknowledges the batch once every message in it is durable
+    /// (`ShuttingDown` if shutdown came first: then only the dead-lettered
+    /// ones are acknowledged).
     async fn handle_batch(
         &self,
         channel: &Channel,
         batch: Vec<Result<lapin::message::Delivery, lapin::Error>>,
-        waiting: &mut Waiting,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionError> {
-        let mut tags = Vec::with_capacity(batch.len());
+        let mut valid = Vec::with_capacity(batch.len());
         let mut events = Vec::with_capacity(batch.len());
+        let mut dead_lettered = Vec::new();
+        let mut last_tag = None;
         for message in batch {
             let message = message?;
+            last_tag = Some(message.delivery_tag);
+            if let Some(count) = redeliveries(&message)
+                && count >= self.settings.delivery_limit
+            {
+                // A queue declared without the limit (by an older webhookd,
+                // or a producer) leaves it to webhookd.
+                let reason = format!(
+                    "redelivered {count} times without an acknowledgement (amqp_delivery_limit {})",
+                    self.settings.delivery_limit
+                );
+                self.dead_letter(channel, &message, &reason).await?;
+                dead_lettered.push(message.delivery_tag);
+                continue;
+            }
             // A redelivered message must keep the id it got the first time.
             let missing_id = MissingId::Derived {
                 message_id: message
@@ -333,123 +390,131 @@ impl AmqpConsumer {
             };
             match Ingest::parse(&message.data, Source::Amqp, missing_id) {
                 Ok(event) => {
-                    tags.push(message.delivery_tag);
+                    valid.push(message);
                     events.push(event);
                 }
                 Err(rejection) => {
-                    self.dead_letter(channel, &message, &rejection).await?;
-                    waiting.acks.done(message.delivery_tag);
+                    let reason = format!("{}: {rejection}", rejection.code());
+                    self.dead_letter(channel, &message, &reason).await?;
+                    dead_lettered.push(message.delivery_tag);
                 }
             }
         }
-        self.offer(tags, events, waiting, shutdown).await;
+        let Some(last_tag) = last_tag else {
+            return Ok(());
+        };
+        if let Err(error) = self
+            .accept_all(channel, &valid, &events, &mut dead_lettered, shutdown)
+            .await
+        {
+            if matches!(error, SessionError::ShuttingDown) {
+                // What is in `.dead` must not be dead-lettered again; the
+                // rest stays unacknowledged and goes back to the queue.
+                for tag in dead_lettered {
+                    channel.basic_ack(tag, BasicAckOptions::default()).await?;
+                }
+            }
+            return Err(error);
+        }
+        channel
+            .basic_ack(last_tag, BasicAckOptions { multiple: true })
+            .await?;
         Ok(())
     }
 
-    /// Has the store accept the events of the messages `tags`, retrying
-    /// while it is unreachable; on shutdown first, leaves them unacked.
-    async fn offer(
-        &self,
-        tags: Vec<u64>,
-        events: Vec<Event>,
-        waiting: &mut Waiting,
-        shutdown: &CancellationToken,
-    ) {
-        if events.is_empty() {
-            return;
-        }
-        // Once half the prefetch window is held for deliveries, a batch's
-        // deliveries are written at once and its messages acknowledged, so
-        // slow endpoints, however many, cannot stall the queue.
-        let send_unwritten =
-            waiting.unwritten && waiting.acks.held() < usize::from(self.settings.prefetch) / 2;
-        let Some(accepted) = self.until_accepted(&events, send_unwritten, shutdown).await else {
-            return;
-        };
-        let lease_left = accepted.lease_until_ms.saturating_sub(unix_millis());
-        let give_up_at = Instant::now()
-            + Duration::from_millis(u64::try_from(lease_left).unwrap_or_default())
-            + GIVE_UP_MARGIN;
-        let outcomes = accepted.outcomes.into_iter();
-        for ((tag, event), (outcome, unwritten)) in tags.into_iter().zip(events).zip(outcomes) {
-            match outcome {
-                Acceptance::HeldElsewhere { until_ms } => {
-                    let wait = until_ms.saturating_sub(unix_millis());
-                    let wait = Duration::from_millis(u64::try_from(wait).unwrap_or_default());
-                    waiting.acks.park(tag);
-                    waiting.parked.push(Parked {
-                        tag,
-                        event,
-                        offer_at: Instant::now() + wait.min(PARKED_RETRY),
-                    });
-                }
-                _ => waiting.acks.wait(tag, unwritten, give_up_at),
-            }
-        }
-    }
-
-    /// Hands back to the queue the messages whose deliveries' lease is
-    /// over, and offers the parked ones again when their time comes.
-    async fn look_after(
+    /// Has the store accept `events` (of the messages `valid`), retrying
+    /// while it is unreachable. A batch the store refuses otherwise is
+    /// offered event by event, and an event it keeps refusing is
+    /// dead-lettered with the store's reason (its tag joins
+    /// `dead_lettered`).
+    async fn accept_all(
         &self,
         channel: &Channel,
-        waiting: &mut Waiting,
+        valid: &[lapin::message::Delivery],
+        events: &[Event],
+        dead_lettered: &mut Vec<u64>,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionError> {
-        let now = Instant::now();
-        for tag in waiting.acks.overdue(now) {
-            tracing::warn!(
-                delivery_tag = tag,
-                "deliveries of a message were not recorded within their lease; handing it back to the queue"
-            );
-            channel
-                .basic_reject(tag, BasicRejectOptions { requeue: true })
-                .await?;
+        if events.is_empty() {
+            return Ok(());
         }
-        let (due, later): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut waiting.parked)
-            .into_iter()
-            .partition(|parked| parked.offer_at <= now);
-        waiting.parked = later;
-        let (tags, events): (Vec<u64>, Vec<Event>) = due
-            .into_iter()
-            .map(|parked| {
-                waiting.acks.unpark(parked.tag);
-                (parked.tag, parked.event)
-            })
-            .unzip();
-        self.offer(tags, events, waiting, shutdown).await;
+        let most_refusals = if events.len() == 1 {
+            REFUSALS_BEFORE_DEAD_LETTER
+        } else {
+            1
+        };
+        let Err(refused) = self.until_accepted(events, most_refusals, shutdown).await? else {
+            return Ok(());
+        };
+        if events.len() > 1 {
+            // One of them, or the batch as a whole: find out alone.
+            for (message, event) in valid.iter().zip(events) {
+                let one = std::slice::from_ref(event);
+                if let Err(refused) = self
+                    .until_accepted(one, REFUSALS_BEFORE_DEAD_LETTER, shutdown)
+                    .await?
+                {
+                    self.dead_letter_refused(channel, message, event, &refused)
+                        .await?;
+                    dead_lettered.push(message.delivery_tag);
+                }
+            }
+            return Ok(());
+        }
+        if let (Some(message), Some(event)) = (valid.first(), events.first()) {
+            self.dead_letter_refused(channel, message, event, &refused)
+                .await?;
+            dead_lettered.push(message.delivery_tag);
+        }
         Ok(())
     }
 
-    /// Offers `events` until the store answers; `None` if shutdown came
-    /// first.
+    async fn dead_letter_refused(
+        &self,
+        channel: &Channel,
+        message: &lapin::message::Delivery,
+        event: &Event,
+        refused: &StoreError,
+    ) -> Result<(), SessionError> {
+        tracing::error!(event_id = %event.event_id, error = %refused, "the store keeps refusing an event; dead-lettering its message");
+        telemetry::event_rejected(Source::Amqp, "store_refused");
+        let reason = format!("store_refused: {refused}");
+        self.dead_letter(channel, message, &reason).await
+    }
+
+    /// Offers `events` until the store accepts them (`Ok(Ok)`), or has
+    /// refused them `most_refusals` times with an error retrying will not
+    /// fix (`Ok(Err)`); waits out an unavailable store for as long as it
+    /// takes. `ShuttingDown` if shutdown came first.
     async fn until_accepted(
         &self,
         events: &[Event],
-        send_unwritten: bool,
+        most_refusals: u32,
         shutdown: &CancellationToken,
-    ) -> Option<Unacknowledged> {
+    ) -> Result<Result<(), StoreError>, SessionError> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(5))
             .with_jitter()
             .without_max_times()
             .build();
+        let mut refusals = 0;
         loop {
-            let accepted = self
-                .ingest
-                .accept_unacknowledged(events, Source::Amqp, send_unwritten)
-                .await;
-            match accepted {
-                Ok(accepted) => return Some(accepted),
-                Err(error) => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(%error, events = events.len(), retry_in_ms = delay.as_millis(), "store unavailable; holding the batch unacknowledged");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = shutdown.cancelled() => return None,
-                    }
+            let error = match self.ingest.accept(events, Source::Amqp).await {
+                Ok(_) => return Ok(Ok(())),
+                Err(error) => error,
+            };
+            if !error.is_unavailable() {
+                refusals += 1;
+                if refusals >= most_refusals {
+                    return Ok(Err(error));
                 }
+            }
+            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            tracing::warn!(%error, events = events.len(), retry_in_ms = delay.as_millis(), "store did not accept the batch; holding it unacknowledged");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.cancelled() => return Err(SessionError::ShuttingDown),
             }
         }
     }
@@ -458,14 +523,13 @@ impl AmqpConsumer {
         &self,
         channel: &Channel,
         message: &lapin::message::Delivery,
-        rejection: &Rejection,
+        reason: &str,
     ) -> Result<(), SessionError> {
-        let reason = format!("{}: {rejection}", rejection.code());
         tracing::warn!(reason = %reason, bytes = message.data.len(), "invalid event message moved to the dead-letter queue");
         let mut headers = message.properties.headers().clone().unwrap_or_default();
         headers.insert(
             ShortString::from(ERROR_HEADER),
-            AMQPValue::LongString(LongString::from(reason)),
+            AMQPValue::LongString(LongString::from(reason.to_owned())),
         );
         let kept = if message.data.len() > DEAD_LETTER_KEEP {
             headers.insert(
@@ -498,41 +562,23 @@ impl AmqpConsumer {
     }
 }
 
-/// One channel's messages not yet acknowledged.
-#[derive(Debug, Default)]
-struct Waiting {
-    /// Whether deliveries go out before they are written.
-    unwritten: bool,
-    acks: Acks,
-    /// Events another consumer holds, to offer again.
-    parked: Vec<Parked>,
-}
-
-#[derive(Debug)]
-struct Parked {
-    tag: u64,
-    event: Event,
-    offer_at: Instant,
-}
-
-async fn send_acks(channel: &Channel, plan: AckPlan) -> Result<(), SessionError> {
-    if let Some(tag) = plan.up_to {
-        channel
-            .basic_ack(tag, BasicAckOptions { multiple: true })
-            .await?;
-    }
-    for tag in plan.single {
-        channel.basic_ack(tag, BasicAckOptions::default()).await?;
-    }
-    Ok(())
-}
-
-/// The next settled delivery id; never, without a receiver.
-async fn next_settled(settled: Option<&mut mpsc::UnboundedReceiver<String>>) -> Option<String> {
-    match settled {
-        Some(settled) => settled.recv().await,
-        None => std::future::pending().await,
-    }
+/// How often a quorum queue handed this message out before without an ack
+/// (its `x-delivery-count` header); `None` on a classic queue.
+fn redeliveries(message: &lapin::message::Delivery) -> Option<u32> {
+    let headers = message.properties.headers().as_ref()?;
+    let count = headers.inner().get("x-delivery-count")?;
+    let count = match count {
+        AMQPValue::LongLongInt(n) => i64::from(*n),
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        AMQPValue::ShortShortInt(n) => i64::from(*n),
+        AMQPValue::ShortShortUInt(n) => i64::from(*n),
+        AMQPValue::Timestamp(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+        _ => return None,
+    };
+    Some(u32::try_from(count).unwrap_or(if count < 0 { 0 } else { u32::MAX }))
 }
 
 /// Properties producers should publish with: persistent, JSON.

@@ -16,10 +16,12 @@ use webhookd_ingest::amqp::{
     AmqpConsumer, AmqpSettings, COMPONENT, DEAD_LETTER_KEEP, ERROR_HEADER, TRUNCATED_HEADER,
 };
 use webhookd_store::{DeliveryStatus, Page, RedisStore, Store};
+use tokio_stream::StreamExt as _;
 use webhookd_testkit::amqp::{
-    close_connections_named, publish, publish_typed, take_all, unique_queue,
+    Received, close_connections_named, delete_queues, publish, publish_declared_with, ready_count,
+    take_all, unique_queue,
 };
-use webhookd_testkit::{Service, require, unique_prefix};
+use webhookd_testkit::{CuttableProxy, Service, require, service_address, unique_prefix};
 
 /// A consumer on a queue of its own, feeding a Redis store with a prefix
 /// of its own, and one user with `endpoints` endpoints.
@@ -31,16 +33,41 @@ struct Fixture {
     endpoints: Vec<String>,
     shutdown: CancellationToken,
     consumer: tokio::task::JoinHandle<()>,
+    /// Between the store and Redis, with [`Options::store_proxy`].
+    store_link: Option<CuttableProxy>,
+}
+
+/// How a [`Fixture`] differs from the plain one.
+#[derive(Default)]
+struct Options {
+    quorum: bool,
+    /// Reach Redis through a proxy the test can cut.
+    store_proxy: bool,
+    /// The quorum delivery limit (default 20).
+    delivery_limit: Option<u32>,
+    /// A queue that exists already (default: a new one).
+    queue: Option<String>,
 }
 
 impl Fixture {
     async fn start(test: &str, endpoints: usize) -> Option<Fixture> {
-        Fixture::start_with(test, endpoints, QueueType::Classic).await
+        Fixture::start_with(test, endpoints, Options::default()).await
     }
 
-    async fn start_with(test: &str, endpoints: usize, queue_type: QueueType) -> Option<Fixture> {
+    async fn start_with(test: &str, endpoints: usize, options: Options) -> Option<Fixture> {
         let amqp_url = require(Service::RabbitMq)?;
-        let redis_url = require(Service::Redis)?;
+        let mut redis_url = require(Service::Redis)?;
+        let store_link = if options.store_proxy {
+            let proxy = CuttableProxy::start(service_address(Service::Redis)).await;
+            redis_url = redis_url.replacen(
+                &service_address(Service::Redis).to_string(),
+                &proxy.address.to_string(),
+                1,
+            );
+            Some(proxy)
+        } else {
+            None
+        };
         let store: Arc<dyn Store> = Arc::new(
             RedisStore::connect(&redis_url, &unique_prefix(test))
                 .await
@@ -64,13 +91,18 @@ impl Fixture {
             store.create_endpoint(&endpoint, 20).await.unwrap();
             endpoint_ids.push(endpoint.endpoint_id);
         }
-        let queue = unique_queue(test);
+        let queue = options.queue.unwrap_or_else(|| unique_queue(test));
         let settings = AmqpSettings {
             url: amqp_url.clone(),
             connection_name: format!("webhookd-{queue}"),
             queue,
-            queue_type,
+            queue_type: if options.quorum {
+                QueueType::Quorum
+            } else {
+                QueueType::Classic
+            },
             prefetch: 50,
+            delivery_limit: options.delivery_limit.unwrap_or(20),
             heartbeat: std::time::Duration::from_secs(10),
         };
         let readiness = Readiness::default();
@@ -89,6 +121,7 @@ impl Fixture {
             endpoints: endpoint_ids,
             shutdown,
             consumer,
+            store_link,
         })
     }
 
@@ -96,7 +129,10 @@ impl Fixture {
         let (url, queue) = (&self.amqp_url, &self.settings.queue);
         match self.settings.queue_type {
             QueueType::Classic => publish(url, queue, messages).await,
-            QueueType::Quorum => publish_typed(url, queue, "quorum", messages).await,
+            QueueType::Quorum => {
+                let arguments = self.settings.main_queue_arguments();
+                publish_declared_with(url, queue, arguments, messages).await;
+            }
         }
     }
 
@@ -153,16 +189,22 @@ impl Fixture {
     }
 
     async fn stop(self) {
+        let (amqp_url, settings) = (self.amqp_url.clone(), self.settings.clone());
+        self.stop_consumer().await;
+        webhookd_testkit::amqp::delete_queues(
+            &amqp_url,
+            &[&settings.queue, &settings.dead_letter_queue()],
+        )
+        .await;
+    }
+
+    /// Stops the consumer, keeping the queues.
+    async fn stop_consumer(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.consumer)
             .await
             .unwrap()
             .unwrap();
-        webhookd_testkit::amqp::delete_queues(
-            &self.amqp_url,
-            &[&self.settings.queue, &self.settings.dead_letter_queue()],
-        )
-        .await;
     }
 }
 
@@ -196,7 +238,11 @@ async fn published_events_become_one_delivery_per_endpoint() {
 /// `.dead` queue as quorum queues, and events flow through them as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_queues_are_declared_as_such_and_consumed() {
-    let Some(fixture) = Fixture::start_with("quorum", 1, QueueType::Quorum).await else {
+    let options = Options {
+        quorum: true,
+        ..Options::default()
+    };
+    let Some(fixture) = Fixture::start_with("quorum", 1, options).await else {
         return;
     };
     fixture.wait_until_ready().await;
@@ -227,7 +273,7 @@ async fn quorum_queues_are_declared_as_such_and_consumed() {
             .await
             .unwrap_err();
         assert!(
-            refused.to_string().contains("x-queue-type"),
+            refused.to_string().contains("inequivalent arg"),
             "{queue}: {refused}"
         );
         let _ = connection.close(200, "done".into()).await;
@@ -469,5 +515,164 @@ async fn readiness_follows_the_connection() {
     }
     assert!(saw_down, "/readyz reports the lost connection");
     fixture.wait_until_ready().await;
+    fixture.stop().await;
+}
+
+/// Dead-lettered messages of `queue`, waiting until there are `expected`.
+async fn dead_letters(fixture_url: &str, queue: &str, expected: usize) -> Vec<Received> {
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead.extend(take_all(fixture_url, queue).await);
+        if dead.len() >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    dead
+}
+
+/// Takes each message of `queue` and rejects it back to the queue, `times`
+/// times in all, as a consumer that crashes on it would.
+async fn reject_back(url: &str, queue: &str, times: usize) {
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "rejecter".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..times {
+        let next = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await;
+        let Ok(Some(Ok(message))) = next else { break };
+        channel
+            .basic_reject(
+                message.delivery_tag,
+                lapin::options::BasicRejectOptions { requeue: true },
+            )
+            .await
+            .unwrap();
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// "Correctness, round 3", item 1: a batch holding a valid event and an
+/// invalid one arrives while the store is down, and shutdown comes before
+/// the store is back. Only the dead-lettered message may be acknowledged:
+/// the valid one goes back to the queue (before, one `multiple` ack over
+/// the invalid one's tag acknowledged it too, and the event was lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_while_the_store_is_down_acknowledges_only_what_was_dead_lettered() {
+    let options = Options {
+        store_proxy: true,
+        ..Options::default()
+    };
+    let Some(fixture) = Fixture::start_with("store_down_shutdown", 1, options).await else {
+        return;
+    };
+    fixture.wait_until_ready().await;
+    fixture.store_link.as_ref().unwrap().cut();
+    fixture
+        .publish(vec![message("evt_kept"), "not json".to_owned()])
+        .await;
+    let (url, queue) = (fixture.amqp_url.clone(), fixture.settings.queue.clone());
+    let dead_queue = fixture.settings.dead_letter_queue();
+    let dead = dead_letters(&url, &dead_queue, 1).await;
+    assert_eq!(dead.len(), 1, "the invalid message is dead-lettered at once");
+    // The valid one is being offered to the unreachable store.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fixture.stop_consumer().await;
+    let mut waiting = 0;
+    for _ in 0..50 {
+        waiting = ready_count(&url, &queue).await;
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(waiting, 1, "the valid message is back in the queue, unacknowledged");
+    assert!(
+        take_all(&url, &dead_queue).await.is_empty(),
+        "nothing was dead-lettered twice"
+    );
+    delete_queues(&url, &[&queue, &dead_queue]).await;
+}
+
+/// A quorum queue is declared with `x-delivery-limit`: a message handed
+/// out that many times without an ack (a consumer crashing on it) goes to
+/// `.dead`, not back to the queue forever (nor, RabbitMQ 4's default,
+/// dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queue_dead_letters_a_message_past_its_delivery_limit() {
+    let options = Options {
+        quorum: true,
+        delivery_limit: Some(3),
+        ..Options::default()
+    };
+    let Some(fixture) = Fixture::start_with("delivery_limit", 1, options).await else {
+        return;
+    };
+    fixture.wait_until_ready().await;
+    let (url, settings) = (fixture.amqp_url.clone(), fixture.settings.clone());
+    fixture.stop_consumer().await;
+    publish_declared_with(
+        &url,
+        &settings.queue,
+        settings.main_queue_arguments(),
+        [message("evt_poison")],
+    )
+    .await;
+    reject_back(&url, &settings.queue, 10).await;
+    let dead = dead_letters(&url, &settings.dead_letter_queue(), 1).await;
+    assert_eq!(dead.len(), 1, "the message went to .dead past its limit");
+    assert_eq!(ready_count(&url, &settings.queue).await, 0);
+    delete_queues(&url, &[&settings.queue, &settings.dead_letter_queue()]).await;
+}
+
+/// A quorum queue an older webhookd declared without the limit is used as
+/// it is, and webhookd applies the limit itself from the message's
+/// `x-delivery-count`, with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_redelivered_past_the_limit_is_dead_lettered_by_webhookd() {
+    let Some(url) = require(Service::RabbitMq) else {
+        return;
+    };
+    let queue = unique_queue("old_quorum");
+    let dead_queue = format!("{queue}.dead");
+    let mut only_type = lapin::types::FieldTable::default();
+    only_type.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    publish_declared_with(&url, &dead_queue, only_type.clone(), Vec::<String>::new()).await;
+    publish_declared_with(&url, &queue, only_type, [message("evt_poison")]).await;
+    reject_back(&url, &queue, 3).await;
+    let options = Options {
+        quorum: true,
+        delivery_limit: Some(3),
+        queue: Some(queue.clone()),
+        ..Options::default()
+    };
+    let Some(fixture) = Fixture::start_with("old_quorum", 1, options).await else {
+        return;
+    };
+    fixture.wait_until_ready().await;
+    let dead = dead_letters(&url, &dead_queue, 1).await;
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0].header(ERROR_HEADER).unwrap().to_owned();
+    // The rejecter may have been handed it once more as it closed.
+    let count: u32 = reason
+        .strip_prefix("redelivered ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("{reason}"));
+    assert!(count >= 3, "{reason}");
+    assert!(reason.ends_with("(amqp_delivery_limit 3)"), "{reason}");
+    assert!(fixture.deliveries_by_event(0).await.is_empty());
     fixture.stop().await;
 }

@@ -13,7 +13,7 @@
 //! owns persistence and atomicity only; validation (URLs, event names,
 //! limits' wording) belongs to the API and the core.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,11 +153,6 @@ pub enum Acceptance {
     /// The owner already sent this `event_id` within the de-duplication
     /// window; nothing was written.
     Duplicate,
-    /// Another consumer holds this event's unwritten deliveries
-    /// ([`ClaimRequest::unwritten`]) until `until_ms`: its message is still
-    /// their record. Nothing was written; offer it again then — if their
-    /// records have not come by then, it is taken over.
-    HeldElsewhere { until_ms: i64 },
 }
 
 impl Acceptance {
@@ -165,7 +160,7 @@ impl Acceptance {
     pub fn delivery_count(&self) -> usize {
         match self {
             Acceptance::Accepted { deliveries } => deliveries.len(),
-            Acceptance::Duplicate | Acceptance::HeldElsewhere { .. } => 0,
+            Acceptance::Duplicate => 0,
         }
     }
 }
@@ -186,10 +181,6 @@ pub struct Claim {
     /// came with the claim, or that the worker recording or handing back
     /// the claim holds, and what becomes of it then.
     pub slot: Option<SendingSlot>,
-    /// Leased at acceptance and not written (deliver before writing,
-    /// [`ClaimRequest::unwritten`]): recording or releasing it writes it.
-    /// Until then its event's message, unacknowledged, is its record.
-    pub unwritten: bool,
 }
 
 /// One of an endpoint's `endpoint_concurrency` sending slots, shared by
@@ -217,6 +208,12 @@ pub struct ClaimRequest {
     pub per_endpoint: usize,
     /// Most claims for these endpoints (0: none).
     pub room: HashMap<String, usize>,
+    /// Endpoints of `room` that are slow or failing: together they get at
+    /// most `suspect_room` claims, handed out as the store meets them in
+    /// the order of their oldest due delivery — so the share goes to those
+    /// with work due, the longest waiting first, and none starves.
+    pub suspects: HashSet<String>,
+    pub suspect_room: usize,
     /// Sending slots an endpoint has across every process sharing the
     /// store (SPEC §10; 0: no such limit), on a store that counts them.
     pub endpoint_limit: usize,
@@ -224,12 +221,6 @@ pub struct ClaimRequest {
     /// may queue claims behind them; one that holds none only takes claims
     /// that come with a slot.
     pub slots_held: HashMap<String, usize>,
-    /// For [`Store::accept_and_claim`] of events whose broker message stays
-    /// unacknowledged until their deliveries are recorded: the store may
-    /// lease fresh deliveries without writing them (deliver before writing,
-    /// docs/delivery.md), holding the event's de-duplication marker for them
-    /// until the lease ends. A store that does not (SQLite) writes them.
-    pub unwritten: bool,
 }
 
 /// An attempt to record: the claim it was made on, its log entry (whose

@@ -295,9 +295,7 @@ async fn claims_cost_one_decryption_per_secret_not_per_delivery() {
         limit: 1000,
         per_endpoint: 1000,
         room: std::collections::HashMap::new(),
-        endpoint_limit: 0,
-        slots_held: std::collections::HashMap::new(),
-        unwritten: false,
+        ..webhookd_store::ClaimRequest::default()
     };
     let claims = store.claim_due(&request).await.unwrap();
     assert_eq!(claims.len(), 200);

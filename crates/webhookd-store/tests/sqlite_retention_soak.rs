@@ -12,7 +12,6 @@
 // In tests a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -99,10 +98,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
             park_until_ms: now + 60_000,
             limit: BATCH,
             per_endpoint: BATCH,
-            room: HashMap::new(),
-            endpoint_limit: 0,
-            slots_held: std::collections::HashMap::new(),
-            unwritten: false,
+            ..ClaimRequest::default()
         };
         let (_, claims) = store.accept_and_claim(&events, now, &lease).await.unwrap();
         assert_eq!(claims.len(), BATCH);

@@ -40,18 +40,13 @@ where
     publish_declared(url, queue, FieldTable::default(), messages, properties).await;
 }
 
-/// [`publish`] to a queue declared with `x-queue-type` = `queue_type`
-/// (a queue is redeclared with the arguments it has, or not at all).
-pub async fn publish_typed<I>(url: &str, queue: &str, queue_type: &str, messages: I)
+/// [`publish`] to a queue declared with `arguments` (a queue is
+/// redeclared with the arguments it has, or not at all).
+pub async fn publish_declared_with<I>(url: &str, queue: &str, arguments: FieldTable, messages: I)
 where
     I: IntoIterator,
     I::Item: AsRef<[u8]>,
 {
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-queue-type".into(),
-        lapin::types::AMQPValue::LongString(queue_type.into()),
-    );
     publish_declared(url, queue, arguments, messages, BasicProperties::default()).await;
 }
 

@@ -95,6 +95,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             queue: config.amqp_queue.clone(),
             queue_type: config.amqp_queue_type,
             prefetch: config.amqp_prefetch,
+            delivery_limit: config.amqp_delivery_limit,
             heartbeat: config.amqp_heartbeat,
             connection_name: format!("webhookd@{listen}"),
         };

@@ -52,8 +52,7 @@ pub(crate) async fn a_test_event_goes_to_one_endpoint_whatever_its_status(api: A
             per_endpoint: 10,
             room: std::collections::HashMap::new(),
             endpoint_limit: 0,
-            slots_held: std::collections::HashMap::new(),
-            unwritten: false,
+            ..webhookd_store::ClaimRequest::default()
         })
         .await
         .unwrap();
@@ -230,8 +229,7 @@ async fn make_dead(api: &Api, thousands: usize, since: i64) {
                 per_endpoint: 1000,
                 room: std::collections::HashMap::new(),
                 endpoint_limit: 0,
-                slots_held: std::collections::HashMap::new(),
-                unwritten: false,
+                ..webhookd_store::ClaimRequest::default()
             })
             .await
             .unwrap();

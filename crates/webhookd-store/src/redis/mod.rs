@@ -176,12 +176,11 @@ struct Leased {
     lease: String,
     previous_secret: Option<PreviousSecret>,
     slot: Option<crate::SendingSlot>,
-    unwritten: bool,
 }
 
 impl Leased {
     /// `(delivery id, what was leased)` from the script's row.
-    fn from_row(row: [String; 8]) -> (String, Leased) {
+    fn from_row(row: [String; 7]) -> (String, Leased) {
         let [
             delivery_id,
             url,
@@ -190,7 +189,6 @@ impl Leased {
             previous,
             previous_expires_at,
             slot,
-            unwritten,
         ] = row;
         let leased = Leased {
             url,
@@ -198,7 +196,6 @@ impl Leased {
             lease,
             previous_secret: rows::previous_secret(Some(previous), Some(&previous_expires_at)),
             slot: rows::granted_slot(slot),
-            unwritten: unwritten == "1",
         };
         (delivery_id, leased)
     }
@@ -207,13 +204,13 @@ impl Leased {
 /// What became of one claim, for RECORD_ATTEMPTS.
 struct Write<'a> {
     claim: &'a Claim,
-    /// `delivered`, `retry`, `failed`, or `release` (handed back untried).
+    /// `delivered`, `retry` or `failed`.
     outcome: &'static str,
-    /// A retry's or release's due time, else the removal time.
+    /// A retry's due time, else the removal time.
     at: i64,
     /// The attempt count it now has.
     attempt: u32,
-    /// The attempt's log entry (`rows::attempt_field`); empty for a release.
+    /// The attempt's log entry (`rows::attempt_field`).
     log: String,
     /// When the attempt started, unix seconds.
     started_s: i64,
@@ -493,9 +490,9 @@ impl RedisStore {
         let by_partition = self.group_by_partition(events.iter().map(|event| &event.username));
         let lease_base = ids::new_lease_token();
         let room: Vec<(&String, &usize)> = claim.room.iter().collect();
-        // The claim limit is shared out in proportion to each partition's
-        // events.
-        let answers: Vec<(Vec<redis::Value>, Vec<[String; 8]>)> = self
+        // The claim limit and the suspects' share are shared out in
+        // proportion to each partition's events.
+        let answers: Vec<(Vec<redis::Value>, Vec<[String; 7]>)> = self
             .per_partition(
                 &self.scripts.accept_events,
                 &by_partition,
@@ -509,12 +506,9 @@ impl RedisStore {
                         .arg(claim.limit * members.len() / events.len())
                         .arg(claim.per_endpoint)
                         .arg(claim.endpoint_limit)
-                        .arg(u8::from(claim.unwritten))
+                        .arg(claim.suspect_room * members.len() / events.len())
                         .arg(room.len());
-                    for (endpoint_id, room) in &room {
-                        let held = claim.slots_held.get(*endpoint_id).copied().unwrap_or(0);
-                        invocation.arg(endpoint_id.as_str()).arg(**room).arg(held);
-                    }
+                    rows::room_arguments(invocation, &room, claim);
                     for &i in members {
                         let event = &events[i];
                         invocation
@@ -553,7 +547,7 @@ impl RedisStore {
             .iter()
             .flat_map(|outcome| match outcome {
                 Acceptance::Accepted { deliveries } => deliveries.as_slice(),
-                Acceptance::Duplicate | Acceptance::HeldElsewhere { .. } => &[],
+                Acceptance::Duplicate => &[],
             })
             .filter_map(|delivery| {
                 let leased = leases.remove(&delivery.delivery_id)?;
@@ -567,7 +561,6 @@ impl RedisStore {
                     previous_secret: leased.previous_secret,
                     lease: leased.lease,
                     slot: leased.slot,
-                    unwritten: leased.unwritten,
                 })
             })
             .collect();
@@ -615,23 +608,6 @@ impl RedisStore {
                             .arg(started_s)
                             .arg(slot_token)
                             .arg(slot_until);
-                        if claim.unwritten {
-                            // A delivered one is written slim: no body.
-                            let body = if *outcome == "delivered" {
-                                ""
-                            } else {
-                                &delivery.body
-                            };
-                            invocation
-                                .arg("1")
-                                .arg(&delivery.username)
-                                .arg(&delivery.event_id)
-                                .arg(delivery.event_type.as_str())
-                                .arg(body)
-                                .arg(delivery.created_at);
-                        } else {
-                            invocation.arg("");
-                        }
                     }
                 },
             )

@@ -9,9 +9,8 @@ use crate::{
     events_from_json, new_delivery, status_from_str,
 };
 
-/// One event's answer from ACCEPT_EVENTS: 0 for a duplicate, the end of
-/// another consumer's hold on it, else the endpoint ids that got a
-/// delivery.
+/// One event's answer from ACCEPT_EVENTS: 0 for a duplicate, else the
+/// endpoint ids that got a delivery.
 pub(super) fn acceptance_from_answer(
     answer: redis::Value,
     event: &Event,
@@ -21,9 +20,6 @@ pub(super) fn acceptance_from_answer(
 ) -> Result<Acceptance, StoreError> {
     let endpoint_ids = match answer {
         redis::Value::Array(endpoint_ids) => endpoint_ids,
-        redis::Value::Int(until_ms) if until_ms > 0 => {
-            return Ok(Acceptance::HeldElsewhere { until_ms });
-        }
         _ => return Ok(Acceptance::Duplicate),
     };
     let deliveries = endpoint_ids
@@ -168,7 +164,6 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
         previous_secret: previous_secret(Some(previous), Some(&previous_expires_at)),
         lease,
         slot: granted_slot(slot),
-        unwritten: false,
     })
 }
 
@@ -342,5 +337,27 @@ mod tests {
                 "{field:?}"
             );
         }
+    }
+}
+
+/// The (endpoint id, room, slots the caller's lane holds, '1' if suspect)
+/// quads of ACCEPT_EVENTS and CLAIM_DUE.
+pub(super) fn room_arguments(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    room: &[(&String, &usize)],
+    request: &crate::ClaimRequest,
+) {
+    for (endpoint_id, room) in room {
+        let held = request.slots_held.get(*endpoint_id).copied().unwrap_or(0);
+        let suspect = if request.suspects.contains(*endpoint_id) {
+            "1"
+        } else {
+            ""
+        };
+        invocation
+            .arg(endpoint_id.as_str())
+            .arg(**room)
+            .arg(held)
+            .arg(suspect);
     }
 }

@@ -391,7 +391,8 @@ impl Store for RedisStore {
         let ready: Vec<Vec<String>> = connection.each(probes).await.map_err(redis_error)?;
         let lease_base = ids::new_lease_token();
         let room: Vec<(&String, &usize)> = request.room.iter().collect();
-        let mut claims = Vec::new();
+        let mut claims: Vec<Claim> = Vec::new();
+        let mut suspect_room = request.suspect_room;
         for (partition, ready) in partitions.into_iter().zip(ready) {
             let wanted = request.limit.saturating_sub(claims.len());
             if wanted == 0 {
@@ -411,11 +412,9 @@ impl Store for RedisStore {
                 .arg(request.park_until_ms)
                 .arg(format!("{lease_base}:{partition}"))
                 .arg(request.per_endpoint)
-                .arg(request.endpoint_limit);
-            for (endpoint_id, room) in &room {
-                let held = request.slots_held.get(*endpoint_id).copied().unwrap_or(0);
-                invocation.arg(endpoint_id.as_str()).arg(**room).arg(held);
-            }
+                .arg(request.endpoint_limit)
+                .arg(suspect_room);
+            super::rows::room_arguments(&mut invocation, &room, request);
             let rows: Vec<Vec<String>> = match invocation.invoke_async(&mut connection).await {
                 Ok(rows) => rows,
                 // Claims leased in earlier partitions are the caller's now:
@@ -427,7 +426,11 @@ impl Store for RedisStore {
                 Err(error) => return Err(redis_error(error)),
             };
             for row in rows {
-                claims.push(claim_from_row(row, request.lease_until_ms)?);
+                let claim = claim_from_row(row, request.lease_until_ms)?;
+                if request.suspects.contains(&claim.delivery.endpoint_id) {
+                    suspect_room = suspect_room.saturating_sub(1);
+                }
+                claims.push(claim);
             }
         }
         Ok(claims)
@@ -471,21 +474,6 @@ impl Store for RedisStore {
     }
 
     async fn release(&self, claim: &Claim, due_ms: i64) -> Result<bool, StoreError> {
-        if claim.unwritten {
-            // Never written: handing it back writes it, due then.
-            let write = Write {
-                claim,
-                outcome: "release",
-                at: due_ms,
-                attempt: claim.delivery.attempts,
-                log: String::new(),
-                started_s: 0,
-            };
-            let recorded = self.write_claims(&[write]).await?;
-            return Ok(recorded
-                .first()
-                .is_some_and(|recorded| recorded.is_written()));
-        }
         let (slot_token, slot_until) = slot_arguments(claim);
         let released: i64 = self
             .scripts

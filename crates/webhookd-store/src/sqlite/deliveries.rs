@@ -47,6 +47,8 @@ pub(super) struct Leasing<'a> {
     pub(super) claims: Vec<Claim>,
     /// Room used so far per endpoint.
     taken: HashMap<String, usize>,
+    /// What is left of the suspects' share.
+    suspect_room: usize,
     rates: &'a RateBuckets,
     now_ms: i64,
 }
@@ -57,6 +59,7 @@ impl<'a> Leasing<'a> {
             request,
             claims: Vec::new(),
             taken: HashMap::new(),
+            suspect_room: request.suspect_room,
             rates,
             now_ms,
         }
@@ -72,8 +75,12 @@ impl<'a> Leasing<'a> {
             .get(endpoint_id)
             .copied()
             .unwrap_or(self.request.per_endpoint);
+        let suspect = self.request.suspects.contains(endpoint_id);
         let taken = self.taken.entry(endpoint_id.to_owned()).or_default();
-        if self.claims.len() >= self.request.limit || *taken >= room {
+        if self.claims.len() >= self.request.limit
+            || *taken >= room
+            || (suspect && self.suspect_room == 0)
+        {
             return None;
         }
         if let Some(limit) = endpoint.rate_limit
@@ -82,6 +89,9 @@ impl<'a> Leasing<'a> {
             return None;
         }
         *taken += 1;
+        if suspect {
+            self.suspect_room -= 1;
+        }
         Some(ids::new_lease_token())
     }
 }
@@ -175,7 +185,6 @@ pub(super) fn accept_one(
                 lease,
                 // One process: its lanes hold the concurrency.
                 slot: None,
-                unwritten: false,
             });
         }
         deliveries.push(delivery);
@@ -360,8 +369,7 @@ pub(super) fn claim_from_endpoint(
                     previous_secret,
                     lease,
                     slot: None,
-                    unwritten: false,
-                });
+                    });
             }
             (Some(_), Some(_), false) => {
                 tx.execute(

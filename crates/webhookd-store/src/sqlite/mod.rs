@@ -580,13 +580,18 @@ impl Store for SqliteStore {
                     .map_err(sqlite_error)?
             };
             let mut claims = Vec::new();
+            let mut suspect_room = request.suspect_room;
             for endpoint_id in ready {
-                let room = request
+                let suspect = request.suspects.contains(&endpoint_id);
+                let mut room = request
                     .room
                     .get(&endpoint_id)
                     .copied()
                     .unwrap_or(request.per_endpoint)
                     .min(request.limit.saturating_sub(claims.len()));
+                if suspect {
+                    room = room.min(suspect_room);
+                }
                 if room == 0 {
                     continue;
                 }
@@ -604,6 +609,9 @@ impl Store for SqliteStore {
                 });
                 let before = claims.len();
                 claim_from_endpoint(&tx, &request, &endpoint_id, room, &mut claims)?;
+                if suspect {
+                    suspect_room -= claims.len() - before;
+                }
                 if let Some(limit) = rate_limit {
                     rates.give_back(&endpoint_id, limit, room - (claims.len() - before));
                 }

@@ -95,20 +95,14 @@ conformance!(
     portal_links_sign_in_until_they_expire_and_expired_ones_are_forgotten,
     revoking_keys_ends_the_users_portal_links,
     a_rate_limit_caps_the_deliveries_that_start_each_second,
-    unwritten_deliveries_are_written_by_their_records,
-    an_unwritten_delivery_handed_back_is_written_due_then,
-    an_unrecorded_unwritten_delivery_is_sent_again_after_its_lease,
-    a_held_event_taken_over_without_room_is_written,
 );
 
 mod lifecycle;
 mod scale_out;
 mod single_slot;
-mod unwritten;
 mod users;
 use lifecycle::*;
 use scale_out::*;
-use unwritten::*;
 use users::*;
 
 /// Every conformance store disables endpoints failing this long (tests
@@ -673,9 +667,7 @@ fn claim_request(now_ms: i64, limit: usize) -> ClaimRequest {
         limit,
         per_endpoint: limit,
         room: HashMap::new(),
-        endpoint_limit: 0,
-        slots_held: std::collections::HashMap::new(),
-        unwritten: false,
+        ..ClaimRequest::default()
     }
 }
 

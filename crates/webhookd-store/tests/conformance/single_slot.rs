@@ -171,7 +171,6 @@ async fn exercise_deliveries(
         )
         .await
         .unwrap();
-    exercise_unwritten(store).await;
     store
         .list_deliveries(
             "slots",
@@ -191,41 +190,6 @@ async fn exercise_deliveries(
         .unwrap();
     store.sweep(NOW_MS + 100 * 24 * 3600 * 1000).await.unwrap();
     store.revoke_api_keys("slots").await.unwrap();
-}
-
-/// Deliver before writing: leased unwritten, one recorded, one handed
-/// back, and an event taken over after its lease.
-async fn exercise_unwritten(store: &RedisStore) {
-    let unwritten = ClaimRequest {
-        unwritten: true,
-        ..claim_request(NOW_MS, 10)
-    };
-    let held = event("slots", "evt_3", EventType::GeneratedVideoSuccess);
-    let (_, claims) = store
-        .accept_and_claim(std::slice::from_ref(&held), NOW_MS, &unwritten)
-        .await
-        .unwrap();
-    for (n, claim) in claims.iter().enumerate() {
-        if n == 0 {
-            store.release(claim, NOW_MS).await.unwrap();
-        } else {
-            store
-                .record_attempt(
-                    claim,
-                    &attempt(1, Some(200), "ok"),
-                    AttemptResult::Delivered,
-                )
-                .await
-                .unwrap();
-        }
-    }
-    let taken_over = event("slots", "evt_4", EventType::GeneratedVideoSuccess);
-    for now_ms in [NOW_MS, NOW_MS + LEASE_MS + 1] {
-        store
-            .accept_and_claim(std::slice::from_ref(&taken_over), now_ms, &unwritten)
-            .await
-            .unwrap();
-    }
 }
 
 /// Every command the server ran while `stop` was not cancelled, as

@@ -1,65 +1,44 @@
 -- De-duplicates a batch of events of one partition and creates their
 -- deliveries from each owner's current endpoints, leasing up to `limit` of
 -- them to the caller (the fast path; each endpoint within its room, as in
--- CLAIM_DUE). Returns {per event: 0 for a duplicate, the unix ms until
--- which another consumer holds it (deliver before writing, below), else
--- the endpoint ids that got a delivery}, {per lease: delivery id, url,
--- secret, lease, previous secret, its expiry, slot, '1' if unwritten}. The
--- i-th delivery of an event has the event's id base followed by i as two
--- hex digits.
+-- CLAIM_DUE). Returns {per event: 0 for a duplicate, else the endpoint
+-- ids that got a delivery}, {per lease: delivery id, url, secret, lease,
+-- previous secret, its expiry, slot}. The i-th delivery of an event has
+-- the event's id base followed by i as two hex digits.
 -- Under a cluster-wide limit, leases come with sending slots, and an
 -- endpoint with a rate limit gets no more than its tokens, as in CLAIM_DUE.
--- Deliver before writing (`unwritten` 1, the AMQP path; docs/delivery.md):
--- a leased delivery is not written at all — its message, unacknowledged,
--- is its record — and the event's de-duplication marker `seen:<event_id>`
--- holds `<lease token>|<lease end>|<endpoint ids not yet written>` until
--- RECORD_ATTEMPTS has written each; then it is '1' like any other. The
--- same event again while that lease runs is held elsewhere (the answer is
--- the lease end); after it, it is taken over: sent again only to the
--- endpoints the marker still lists.
 -- KEYS: ready. ARGV: partition prefix, dedup ms, now ms, lease until,
 -- lease token base, limit, room of other endpoints, sending slots per
--- endpoint across every process (0: no limit), unwritten (0 or 1), number
--- of (endpoint id, room, slots the caller's lane holds) triples, the
--- triples, then per event 7 values: user prefix, username, event id,
--- event type, quoted event type, body, delivery id base.
+-- endpoint across every process (0: no limit), suspect room (as in
+-- CLAIM_DUE), number of (endpoint id, room, slots the caller's lane
+-- holds, '1' if suspect) quads, the quads, then per event 7 values: user
+-- prefix, username, event id, event type, quoted event type, body,
+-- delivery id base.
 local partition, dedup, now, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit, per_endpoint = tonumber(ARGV[6]), tonumber(ARGV[7])
-local endpoint_limit, unwritten, listed = tonumber(ARGV[8]), ARGV[9] == '1', tonumber(ARGV[10])
-local room_of, held_of, grant_of, tokens_of = {}, {}, {}, {}
-for i = 11, 10 + 3 * listed, 3 do
+local endpoint_limit, suspect_room, listed = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local room_of, held_of, suspect, grant_of, tokens_of = {}, {}, {}, {}, {}
+for i = 11, 10 + 4 * listed, 4 do
   room_of[ARGV[i]] = tonumber(ARGV[i + 1])
   held_of[ARGV[i]] = tonumber(ARGV[i + 2])
+  suspect[ARGV[i]] = ARGV[i + 3] == '1'
 end
 local results, leased = {}, {}
-for e = 11 + 3 * listed, #ARGV, 7 do
+for e = 11 + 4 * listed, #ARGV, 7 do
   local user, username, event_id, event_type, quoted, body, base =
     ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
-  local seen = user .. 'seen:' .. event_id
-  -- Set on a takeover: the endpoint ids still to send to.
-  local only, answer = nil, nil
-  if not redis.call('SET', seen, '1', 'NX', 'PX', dedup) then
-    local marker = unwritten and parse_marker(redis.call('GET', seen))
-    if not marker then
-      answer = 0
-    elseif marker.held_until > tonumber(now) then
-      answer = marker.held_until
-    else
-      only = marker.ids
-    end
-  end
-  if answer then
-    results[#results + 1] = answer
+  if not redis.call('SET', user .. 'seen:' .. event_id, '1', 'NX', 'PX', dedup) then
+    results[#results + 1] = 0
   else
-    local chosen, kept = {}, {}
+    local chosen = {}
     for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
       local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events', 'url', 'secret',
         'previous_secret', 'previous_expires_at', 'rate_limit')
-      if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true)
-          and (only == nil or only[id]) then
+      if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true) then
         local delivery = base .. string.format('%02x', #chosen)
         local due_at, lease = now, nil
         local room = room_of[id] or per_endpoint
+        if suspect[id] then room = math.min(room, suspect_room) end
         local sending = user .. 'ep:' .. id .. ':sending'
         if endpoint_limit > 0 and #leased < limit and room > 0 then
           local held = held_of[id] or 0
@@ -76,7 +55,8 @@ for e = 11 + 3 * listed, #ARGV, 7 do
           if tokens_of[id] < 1 then room = 0 end
         end
         if #leased < limit and room > 0 then
-          room_of[id] = room - 1
+          room_of[id] = (room_of[id] or per_endpoint) - 1
+          if suspect[id] then suspect_room = suspect_room - 1 end
           lease = lease_base .. ':' .. (#leased + 1)
           local slot = ''
           if endpoint_limit > 0 and grant_of[id] > 0 then
@@ -90,36 +70,27 @@ for e = 11 + 3 * listed, #ARGV, 7 do
           end
           due_at = lease_until
           leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease, endpoint[5] or '',
-            endpoint[6] or '', slot, unwritten and '1' or ''}
+            endpoint[6] or '', slot}
         end
-        if lease and unwritten then
-          kept[#kept + 1] = id
+        local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
+          'event_type', event_type, 'status', 'pending', 'attempts', 0, 'created_at', now,
+          'next_attempt_at', due_at}
+        if lease then
+          -- Sent at once, most likely delivered at once: splitting its
+          -- body would be work for nothing (a retry compacts it then).
+          fields[#fields + 1] = 'lease'
+          fields[#fields + 1] = lease
+          fields[#fields + 1] = 'body'
+          fields[#fields + 1] = body
         else
-          local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
-            'event_type', event_type, 'status', 'pending', 'attempts', 0, 'created_at', now,
-            'next_attempt_at', due_at}
-          if lease then
-            -- Sent at once, most likely delivered at once: splitting its
-            -- body would be work for nothing (a retry compacts it then).
-            fields[#fields + 1] = 'lease'
-            fields[#fields + 1] = lease
-            fields[#fields + 1] = 'body'
-            fields[#fields + 1] = body
-          else
-            -- It waits: compact (see put_pieces).
-            put_pieces(fields, 'body', body)
-          end
-          redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
-          schedule(user .. 'ep:' .. id .. ':due', KEYS[1], delivery, due_at)
-          redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
+          -- It waits: compact (see put_pieces).
+          put_pieces(fields, 'body', body)
         end
+        redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
+        schedule(user .. 'ep:' .. id .. ':due', KEYS[1], delivery, due_at)
+        redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
         chosen[#chosen + 1] = id
       end
-    end
-    if #kept > 0 then
-      redis.call('SET', seen, lease_base .. '|' .. lease_until .. '|' .. table.concat(kept, ','), 'KEEPTTL')
-    elseif only then
-      redis.call('SET', seen, '1', 'KEEPTTL')
     end
     results[#results + 1] = chosen
   end

@@ -10,16 +10,20 @@
 -- none in the caller's lane gets nothing, and its place in the ready queue
 -- moves to when its first slot lapses (a slot given up moves it back at
 -- once), so it does not hide other endpoints.
+-- Slow and failing endpoints ('1' in their quad) share `suspect room`
+-- claims between them, in the order they come due.
 -- KEYS: ready. ARGV: now, lease until, limit, partition prefix, park
 -- until, lease token base, room of other endpoints, sending slots per
--- endpoint across every process (0: no limit), then (endpoint id, room,
--- slots the caller's lane holds) triples.
+-- endpoint across every process (0: no limit), suspect room, then
+-- (endpoint id, room, slots the caller's lane holds, '1' if suspect)
+-- quads.
 local now, limit, per_endpoint = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[7])
-local endpoint_limit = tonumber(ARGV[8])
-local room_of, held_of, listed = {}, {}, 0
-for i = 9, #ARGV, 3 do
+local endpoint_limit, suspect_room = tonumber(ARGV[8]), tonumber(ARGV[9])
+local room_of, held_of, suspect, listed = {}, {}, {}, 0
+for i = 10, #ARGV, 4 do
   room_of[ARGV[i]] = tonumber(ARGV[i + 1])
   held_of[ARGV[i]] = tonumber(ARGV[i + 2])
+  suspect[ARGV[i]] = ARGV[i + 3] == '1'
   listed = listed + 1
 end
 local claimed = {}
@@ -29,6 +33,7 @@ for _, endpoint_due in ipairs(queues) do
   if #claimed >= limit then break end
   local user, endpoint_id = string.match(endpoint_due, '^(.*)ep:([^:]+):due$')
   local room = math.min(room_of[endpoint_id] or per_endpoint, limit - #claimed)
+  if suspect[endpoint_id] then room = math.min(room, suspect_room) end
   local sending = user .. 'ep:' .. endpoint_id .. ':sending'
   local bucket, rate, tokens = user .. 'ep:' .. endpoint_id .. ':rate', nil, 0
   if room > 0 then
@@ -90,6 +95,7 @@ for _, endpoint_due in ipairs(queues) do
     end
     refresh_ready(KEYS[1], endpoint_due)
     if rate then rate_spend(bucket, rate, now, tokens, spent) end
+    if suspect[endpoint_id] then suspect_room = suspect_room - spent end
   end
 end
 return claimed

@@ -113,28 +113,3 @@ local function compact_body(key)
   redis.call('DEL', key)
   redis.call('HSET', key, unpack(kept))
 end
--- The de-duplication marker of an event some of whose deliveries are not
--- written yet (deliver before writing, ACCEPT_EVENTS):
--- `<lease token>|<lease end>|<endpoint ids>`, as {token, held_until, ids
--- (a set)}; nil for any other value ('1': every delivery is written).
-local function parse_marker(value)
-  if not value then return nil end
-  local token, held_until, list = string.match(value, '^([^|]+)|(%d+)|(.*)$')
-  if not token then return nil end
-  local ids = {}
-  for id in string.gmatch(list, '[^,]+') do ids[id] = true end
-  return {token = token, held_until = tonumber(held_until), ids = ids}
-end
--- Drops `endpoint_id` from the marker `seen` holds: its delivery is
--- written now. The marker is '1' once none is left.
-local function unmark(seen, marker, endpoint_id)
-  marker.ids[endpoint_id] = nil
-  local left = {}
-  for id in pairs(marker.ids) do left[#left + 1] = id end
-  if #left == 0 then
-    redis.call('SET', seen, '1', 'KEEPTTL')
-  else
-    redis.call('SET', seen, marker.token .. '|' .. marker.held_until .. '|' .. table.concat(left, ','),
-      'KEEPTTL')
-  end
-end
