@@ -285,3 +285,106 @@ fn the_same_event_id_twice_with_kill_9_between_fans_out_once() {
         "{duplicates} duplicates: more than the pairs sent before the kill"
     );
 }
+
+/// "Correctness, round 3", item 3: kill -9 while an event's delivery is in
+/// flight, and the endpoint is disabled before the delivery comes due
+/// again. It must wait while the endpoint is disabled (SPEC §8) and go
+/// once it is enabled — not be dropped because the endpoint was disabled
+/// when the event was looked at again.
+#[test]
+fn a_delivery_in_flight_at_a_kill_waits_for_an_endpoint_disabled_meanwhile() {
+    let Some(amqp_url) = require(Service::RabbitMq) else {
+        return;
+    };
+    let Some(redis_url) = require(Service::Redis) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The first answer is quick (the endpoint flows), the second hangs.
+    let receiver = runtime.block_on(Receiver::scripted(vec![Answer::Status(200)], Answer::Hang));
+    let prefix = unique_prefix("disabled-takeover");
+    let queue = webhookd_testkit::amqp::unique_queue("disabled-takeover");
+    let store = runtime
+        .block_on(RedisStore::connect(&redis_url, &prefix))
+        .unwrap();
+    let endpoint = subscription(
+        "johndoe",
+        &receiver.url,
+        &[EventType::GeneratedVideoSuccess],
+    );
+    runtime
+        .block_on(store.create_endpoint(&endpoint, 20))
+        .unwrap();
+    let server = || {
+        let mut command = webhookd(&redis_url);
+        command
+            .env("WEBHOOKD_REDIS_PREFIX", &prefix)
+            .env("WEBHOOKD_AMQP_URL", &amqp_url)
+            .env("WEBHOOKD_AMQP_QUEUE", &queue)
+            .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8")
+            // A lease of 4 × 1 s + 30 s.
+            .env("WEBHOOKD_DELIVERY_TIMEOUT", "1s");
+        Server::start_with(command)
+    };
+    let publish = |range| {
+        runtime.block_on(webhookd_testkit::amqp::publish(
+            &amqp_url,
+            &queue,
+            webhookd_testkit::video_events("johndoe", range),
+        ));
+    };
+    let wait_for = |n: usize, within: Duration| {
+        let deadline = Instant::now() + within;
+        while receiver.count() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        receiver.count()
+    };
+    let first = server();
+    publish(0..1);
+    assert_eq!(wait_for(1, Duration::from_secs(30)), 1);
+    publish(1..2);
+    assert_eq!(wait_for(2, Duration::from_secs(30)), 2, "in flight");
+    signal(&first, "KILL");
+    drop(first);
+    let disabled = webhookd_core::EndpointSpec {
+        url: endpoint.url.clone(),
+        events: endpoint.events.clone(),
+        status: Some(webhookd_core::EndpointStatus::Disabled),
+        rate_limit: None,
+    };
+    runtime
+        .block_on(store.update_endpoint("johndoe", &endpoint.endpoint_id, &disabled))
+        .unwrap()
+        .unwrap();
+    let _restarted = server();
+    // Past the killed attempt's lease (34 s), with the endpoint disabled:
+    // nothing is sent.
+    std::thread::sleep(Duration::from_secs(40));
+    assert_eq!(receiver.count(), 2, "nothing is sent while disabled");
+    receiver.answer_from_now(Answer::Status(200));
+    let enabled = webhookd_core::EndpointSpec {
+        status: Some(webhookd_core::EndpointStatus::Enabled),
+        ..disabled
+    };
+    runtime
+        .block_on(store.update_endpoint("johndoe", &endpoint.endpoint_id, &enabled))
+        .unwrap()
+        .unwrap();
+    // A parked delivery is looked at again within a minute.
+    assert_eq!(
+        wait_for(3, Duration::from_secs(90)),
+        3,
+        "the delivery waited, and went once the endpoint was enabled"
+    );
+    let last = &receiver.received()[2];
+    assert_eq!(last.headers["webhook-id"].to_str().unwrap(), "evt_1");
+    runtime.block_on(webhookd_testkit::amqp::delete_queues(
+        &amqp_url,
+        &[&queue, &format!("{queue}.dead")],
+    ));
+}

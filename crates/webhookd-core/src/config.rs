@@ -477,43 +477,7 @@ impl Config {
                     _ => return Err("must be between 0 and 16".into()),
                 };
             }
-            "amqp_url" => {
-                let url = raw.text()?;
-                self.amqp_url = if url.is_empty() {
-                    None
-                } else if url.starts_with("amqp://") || url.starts_with("amqps://") {
-                    Some(url)
-                } else {
-                    return Err(format!(
-                        "{:?} is not an amqp:// or amqps:// URL",
-                        redact_url(&url)
-                    ));
-                };
-            }
-            "amqp_queue" => self.amqp_queue = raw.text()?,
-            "amqp_queue_type" => self.amqp_queue_type = raw.text()?.parse()?,
-            "amqp_prefetch" => {
-                self.amqp_prefetch = match u16::try_from(raw.integer()?) {
-                    Ok(prefetch) if prefetch > 0 => prefetch,
-                    _ => return Err("must be between 1 and 65535".into()),
-                };
-            }
-            "amqp_delivery_limit" => {
-                self.amqp_delivery_limit = match raw.integer()? {
-                    limit @ 1..=1000 => limit,
-                    _ => return Err("must be between 1 and 1000".into()),
-                };
-            }
-            "amqp_heartbeat" => {
-                let heartbeat = raw.duration()?;
-                if heartbeat.subsec_nanos() != 0 || !(1..=300).contains(&heartbeat.as_secs()) {
-                    return Err(format!(
-                        "{} is not whole seconds between 1s and 300s (AMQP counts heartbeats in seconds)",
-                        format_duration(heartbeat)
-                    ));
-                }
-                self.amqp_heartbeat = heartbeat;
-            }
+            amqp if amqp.starts_with("amqp_") => self.set_amqp(key, raw)?,
             "ingest_token" => {
                 let token = raw.text()?;
                 self.ingest_token = (!token.is_empty()).then_some(token);
@@ -562,6 +526,51 @@ impl Config {
             "shutdown_grace" => self.shutdown_grace = raw.duration()?,
             "log_format" => self.log_format = raw.text()?.parse()?,
             "log_level" => self.log_level = raw.text()?,
+            _ => return Err(format!("unknown setting (known: {})", KEYS.join(", "))),
+        }
+        Ok(())
+    }
+
+    /// The `amqp_*` settings of [`Config::set`].
+    fn set_amqp(&mut self, key: &str, raw: Raw) -> Result<(), String> {
+        match key {
+            "amqp_url" => {
+                let url = raw.text()?;
+                self.amqp_url = if url.is_empty() {
+                    None
+                } else if url.starts_with("amqp://") || url.starts_with("amqps://") {
+                    Some(url)
+                } else {
+                    return Err(format!(
+                        "{:?} is not an amqp:// or amqps:// URL",
+                        redact_url(&url)
+                    ));
+                };
+            }
+            "amqp_queue" => self.amqp_queue = raw.text()?,
+            "amqp_queue_type" => self.amqp_queue_type = raw.text()?.parse()?,
+            "amqp_prefetch" => {
+                self.amqp_prefetch = match u16::try_from(raw.integer()?) {
+                    Ok(prefetch) if prefetch > 0 => prefetch,
+                    _ => return Err("must be between 1 and 65535".into()),
+                };
+            }
+            "amqp_delivery_limit" => {
+                self.amqp_delivery_limit = match raw.integer()? {
+                    limit @ 1..=1000 => limit,
+                    _ => return Err("must be between 1 and 1000".into()),
+                };
+            }
+            "amqp_heartbeat" => {
+                let heartbeat = raw.duration()?;
+                if heartbeat.subsec_nanos() != 0 || !(1..=300).contains(&heartbeat.as_secs()) {
+                    return Err(format!(
+                        "{} is not whole seconds between 1s and 300s (AMQP counts heartbeats in seconds)",
+                        format_duration(heartbeat)
+                    ));
+                }
+                self.amqp_heartbeat = heartbeat;
+            }
             _ => return Err(format!("unknown setting (known: {})", KEYS.join(", "))),
         }
         Ok(())

@@ -715,10 +715,7 @@ impl Dispatcher {
 /// down the leases expire and the deliveries are sent again — a duplicate
 /// after a fault, never a loss. Ends when every sender is gone and the last
 /// batch is written.
-async fn record_finished(
-    store: Arc<dyn Store>,
-    mut finished: mpsc::UnboundedReceiver<Unrecorded>,
-) {
+async fn record_finished(store: Arc<dyn Store>, mut finished: mpsc::UnboundedReceiver<Unrecorded>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let (attempts, permits): (Vec<FinishedAttempt>, Vec<OwnedSemaphorePermit>) = batch

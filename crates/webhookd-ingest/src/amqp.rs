@@ -289,7 +289,11 @@ impl AmqpConsumer {
         };
         let dead = self.settings.dead_letter_queue();
         channel
-            .queue_declare(dead.as_str().into(), durable, self.settings.queue_arguments(None))
+            .queue_declare(
+                dead.as_str().into(),
+                durable,
+                self.settings.queue_arguments(None),
+            )
             .await?;
         let limited = self.settings.main_queue_arguments();
         let declared = channel
@@ -500,9 +504,8 @@ impl AmqpConsumer {
             .build();
         let mut refusals = 0;
         loop {
-            let error = match self.ingest.accept(events, Source::Amqp).await {
-                Ok(_) => return Ok(Ok(())),
-                Err(error) => error,
+            let Err(error) = self.ingest.accept(events, Source::Amqp).await else {
+                return Ok(Ok(()));
             };
             if !error.is_unavailable() {
                 refusals += 1;
@@ -568,7 +571,7 @@ fn redeliveries(message: &lapin::message::Delivery) -> Option<u32> {
     let headers = message.properties.headers().as_ref()?;
     let count = headers.inner().get("x-delivery-count")?;
     let count = match count {
-        AMQPValue::LongLongInt(n) => i64::from(*n),
+        AMQPValue::LongLongInt(n) => *n,
         AMQPValue::LongInt(n) => i64::from(*n),
         AMQPValue::LongUInt(n) => i64::from(*n),
         AMQPValue::ShortInt(n) => i64::from(*n),

@@ -80,9 +80,10 @@ impl Ingest {
         // An event fans out to at most one delivery per endpoint of its owner.
         let most = events.len() * MAX_ENDPOINTS_PER_USER;
         let owners: HashSet<&str> = events.iter().map(|event| event.username.as_str()).collect();
-        let reserved = self.dispatcher.as_ref().and_then(|dispatcher| {
-            Some((dispatcher, dispatcher.reserve(most, &owners)?))
-        });
+        let reserved = self
+            .dispatcher
+            .as_ref()
+            .and_then(|dispatcher| Some((dispatcher, dispatcher.reserve(most, &owners)?)));
         let outcomes = if let Some((dispatcher, reservation)) = reserved {
             let (outcomes, claims) = self
                 .store

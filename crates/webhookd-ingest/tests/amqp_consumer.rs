@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use webhookd_core::config::QueueType;
 use webhookd_core::health::Readiness;
@@ -16,7 +17,6 @@ use webhookd_ingest::amqp::{
     AmqpConsumer, AmqpSettings, COMPONENT, DEAD_LETTER_KEEP, ERROR_HEADER, TRUNCATED_HEADER,
 };
 use webhookd_store::{DeliveryStatus, Page, RedisStore, Store};
-use tokio_stream::StreamExt as _;
 use webhookd_testkit::amqp::{
     Received, close_connections_named, delete_queues, publish, publish_declared_with, ready_count,
     take_all, unique_queue,
@@ -59,11 +59,7 @@ impl Fixture {
         let mut redis_url = require(Service::Redis)?;
         let store_link = if options.store_proxy {
             let proxy = CuttableProxy::start(service_address(Service::Redis)).await;
-            redis_url = redis_url.replacen(
-                &service_address(Service::Redis).to_string(),
-                &proxy.address.to_string(),
-                1,
-            );
+            redis_url = Service::Redis.url_through(proxy.address);
             Some(proxy)
         } else {
             None
@@ -583,7 +579,11 @@ async fn shutdown_while_the_store_is_down_acknowledges_only_what_was_dead_letter
     let (url, queue) = (fixture.amqp_url.clone(), fixture.settings.queue.clone());
     let dead_queue = fixture.settings.dead_letter_queue();
     let dead = dead_letters(&url, &dead_queue, 1).await;
-    assert_eq!(dead.len(), 1, "the invalid message is dead-lettered at once");
+    assert_eq!(
+        dead.len(),
+        1,
+        "the invalid message is dead-lettered at once"
+    );
     // The valid one is being offered to the unreachable store.
     tokio::time::sleep(Duration::from_millis(500)).await;
     fixture.stop_consumer().await;
@@ -595,7 +595,10 @@ async fn shutdown_while_the_store_is_down_acknowledges_only_what_was_dead_letter
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(waiting, 1, "the valid message is back in the queue, unacknowledged");
+    assert_eq!(
+        waiting, 1,
+        "the valid message is back in the queue, unacknowledged"
+    );
     assert!(
         take_all(&url, &dead_queue).await.is_empty(),
         "nothing was dead-lettered twice"

@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -37,6 +38,9 @@ use crate::{
 };
 
 const SEALED_PREFIX: &str = "sealed:v1:";
+
+/// How long `/readyz` reports a secret this process could not open.
+const UNOPENABLE_WAIT: Duration = Duration::from_secs(60);
 
 /// Opened secrets kept per process; past this the cache starts over (an
 /// endpoint costs one AEAD again), so memory stays bounded.
@@ -181,6 +185,9 @@ pub struct Sealed {
     opened: Mutex<HashMap<String, (String, String)>>,
     /// AEAD opens so far (cache misses), for tests and benchmarks.
     decryptions: AtomicU64,
+    /// The last claim whose secret would not open: when, and why. While it
+    /// is recent, [`Store::ping`] fails with it, so `/readyz` says so.
+    unopenable: Mutex<Option<(Instant, String)>>,
 }
 
 impl std::fmt::Debug for Sealed {
@@ -199,6 +206,7 @@ impl Sealed {
             secrets,
             opened: Mutex::new(HashMap::new()),
             decryptions: AtomicU64::new(0),
+            unopenable: Mutex::new(None),
         }
     }
 
@@ -276,18 +284,64 @@ impl Sealed {
         Ok(endpoint)
     }
 
-    fn open_claims(&self, claims: Vec<Claim>) -> Result<Vec<Claim>, StoreError> {
-        claims
-            .into_iter()
-            .map(|mut claim| {
-                let id = claim.delivery.endpoint_id.clone();
-                claim.secret = self.open(&id, std::mem::take(&mut claim.secret))?;
-                if let Some(previous) = claim.previous_secret.as_mut() {
-                    previous.secret = self.open(&id, std::mem::take(&mut previous.secret))?;
+    /// Opens each claim's secrets. A claim whose secret does not open (a
+    /// key this process lacks, mid-rotation; a value altered) is handed
+    /// back, due again when its lease would have ended, its sending slot
+    /// given up, for a process that holds the key — the batch's other claims go
+    /// on. Never an error: the claims are leased already, and failing the
+    /// batch would hide them all for a lease.
+    async fn open_claims(&self, claims: Vec<Claim>) -> Vec<Claim> {
+        let mut opened = Vec::with_capacity(claims.len());
+        for mut claim in claims {
+            let id = claim.delivery.endpoint_id.clone();
+            let secrets = self
+                .open(&id, std::mem::take(&mut claim.secret))
+                .and_then(|secret| {
+                    let previous = match claim.previous_secret.as_mut() {
+                        Some(previous) => {
+                            Some(self.open(&id, std::mem::take(&mut previous.secret))?)
+                        }
+                        None => None,
+                    };
+                    Ok((secret, previous))
+                });
+            match secrets {
+                Ok((secret, previous)) => {
+                    claim.secret = secret;
+                    if let (Some(slot), Some(secret)) = (claim.previous_secret.as_mut(), previous) {
+                        slot.secret = secret;
+                    }
+                    opened.push(claim);
                 }
-                Ok(claim)
-            })
-            .collect()
+                Err(error) => self.set_aside(&claim, &error).await,
+            }
+        }
+        opened
+    }
+
+    /// Hands back a claim whose secret does not open; see `open_claims`.
+    async fn set_aside(&self, claim: &Claim, error: &StoreError) {
+        let reason = format!("a secret does not open with this process's keys: {error}");
+        tracing::error!(
+            endpoint_id = %claim.delivery.endpoint_id,
+            delivery_id = %claim.delivery.delivery_id,
+            %error,
+            "cannot open the endpoint's secret; handing the delivery back for a process that holds the key (WEBHOOKD_ENCRYPTION_KEY, docs/operations.md)"
+        );
+        *self
+            .unopenable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), reason));
+        // Due when its lease would have ended: no sooner, or this process
+        // would meet it again at once.
+        let due = claim.delivery.next_attempt_at;
+        let mut claim = claim.clone();
+        if let Some(slot) = claim.slot.as_mut() {
+            slot.keep_until = None;
+        }
+        if let Err(error) = self.inner.release(&claim, due).await {
+            tracing::warn!(%error, delivery_id = %claim.delivery.delivery_id, "could not hand the claim back; its lease will end");
+        }
     }
 
     fn open_some(&self, endpoint: Option<Endpoint>) -> Result<Option<Endpoint>, StoreError> {
@@ -300,6 +354,16 @@ impl Sealed {
 #[async_trait]
 impl Store for Sealed {
     async fn ping(&self) -> Result<(), StoreError> {
+        let unopenable = self
+            .unopenable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some((at, reason)) = unopenable
+            && at.elapsed() < UNOPENABLE_WAIT
+        {
+            return Err(StoreError::Sealing(reason));
+        }
         self.inner.ping().await
     }
 
@@ -427,7 +491,7 @@ impl Store for Sealed {
         claim: &ClaimRequest,
     ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
         let (acceptances, claims) = self.inner.accept_and_claim(events, now_ms, claim).await?;
-        Ok((acceptances, self.open_claims(claims)?))
+        Ok((acceptances, self.open_claims(claims).await))
     }
 
     async fn create_test_delivery(
@@ -455,7 +519,7 @@ impl Store for Sealed {
 
     async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
         let claims = self.inner.claim_due(request).await?;
-        self.open_claims(claims)
+        Ok(self.open_claims(claims).await)
     }
 
     async fn record_attempts(

@@ -343,3 +343,106 @@ async fn a_secret_copied_onto_another_endpoint_does_not_open_even_when_cached() 
         .to_string();
     assert!(error.contains("copied from another endpoint"), "{error}");
 }
+
+/// "Correctness, round 3", item 5: a process meets a secret sealed with a
+/// key it does not hold (mid-rotation, the other process re-sealed it).
+/// Only that claim is set aside — handed back for a process holding the
+/// key, and `ping` (so `/readyz`) says why — while the healthy endpoint
+/// leased in the same batch is sent; an accept that leased both answers
+/// for the committed event instead of failing. Before, the whole batch
+/// failed, and its claims stayed hidden for a lease, again and again.
+async fn an_unopenable_secret_sets_aside_only_its_own_claim(raw: Arc<dyn Store>) {
+    let old_key = EncryptionKey::generate();
+    let new_key = EncryptionKey::generate();
+    let behind = webhookd_store::Sealed::new(
+        Arc::clone(&raw),
+        webhookd_store::SecretBox::new(std::slice::from_ref(&old_key)),
+    );
+    let ahead = webhookd_store::Sealed::new(
+        Arc::clone(&raw),
+        webhookd_store::SecretBox::new(&[new_key, old_key]),
+    );
+    let healthy = endpoint("sealer");
+    behind.create_endpoint(&healthy, 20).await.unwrap();
+    let resealed = endpoint("sealer");
+    ahead.create_endpoint(&resealed, 20).await.unwrap();
+
+    let now_ms = 1_732_806_631_000;
+    let event = |id: &str| {
+        let message = format!(
+            r#"{{"event":"generated_video_success","username":"sealer","event_id":"{id}","data":{{}}}}"#
+        );
+        webhookd_core::Event::parse(message.as_bytes(), now_ms / 1000).unwrap()
+    };
+    let request = |now_ms: i64| webhookd_store::ClaimRequest {
+        now_ms,
+        lease_until_ms: now_ms + 30_000,
+        park_until_ms: now_ms + 60_000,
+        limit: 10,
+        per_endpoint: 10,
+        ..webhookd_store::ClaimRequest::default()
+    };
+    // The fast path: the event is committed, so the accept answers.
+    let (accepted, leased) = behind
+        .accept_and_claim(&[event("evt_fast")], now_ms, &request(now_ms))
+        .await
+        .unwrap();
+    assert_eq!(accepted[0].delivery_count(), 2);
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].delivery.endpoint_id, healthy.endpoint_id);
+    assert_eq!(leased[0].secret, healthy.secret);
+    let readiness = behind.ping().await.unwrap_err().to_string();
+    assert!(readiness.contains("does not open"), "{readiness}");
+
+    // The claim loop: the same.
+    behind
+        .accept_events(&[event("evt_loop")], now_ms)
+        .await
+        .unwrap();
+    let claims = behind.claim_due(&request(now_ms)).await.unwrap();
+    assert_eq!(claims.len(), 1, "the healthy endpoint's delivery only");
+    assert_eq!(claims[0].delivery.endpoint_id, healthy.endpoint_id);
+
+    // The set-aside deliveries wait a minute, then a process holding the
+    // key takes them.
+    assert!(
+        ahead
+            .claim_due(&request(now_ms + 1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = now_ms + 61_000;
+    let taken = ahead.claim_due(&request(later)).await.unwrap();
+    let to_resealed: Vec<_> = taken
+        .iter()
+        .filter(|claim| claim.delivery.endpoint_id == resealed.endpoint_id)
+        .collect();
+    assert_eq!(to_resealed.len(), 2, "both events' deliveries to it");
+    assert!(
+        to_resealed
+            .iter()
+            .all(|claim| claim.secret == resealed.secret)
+    );
+}
+
+#[tokio::test]
+async fn sqlite_an_unopenable_secret_sets_aside_only_its_own_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("webhookd.db");
+    let raw: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).await.unwrap());
+    an_unopenable_secret_sets_aside_only_its_own_claim(raw).await;
+}
+
+#[tokio::test]
+async fn redis_an_unopenable_secret_sets_aside_only_its_own_claim() {
+    let Some(url) = require(Service::Redis) else {
+        return;
+    };
+    let raw: Arc<dyn Store> = Arc::new(
+        RedisStore::connect(&url, &unique_prefix("unopenable"))
+            .await
+            .unwrap(),
+    );
+    an_unopenable_secret_sets_aside_only_its_own_claim(raw).await;
+}

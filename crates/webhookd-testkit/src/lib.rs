@@ -38,17 +38,23 @@ impl Service {
     }
 
     fn address(self) -> Option<SocketAddr> {
+        self.host_port()?.to_socket_addrs().ok()?.next()
+    }
+
+    /// `host:port` as the URL spells it (a cluster's: its first node).
+    fn host_port(self) -> Option<String> {
         let url = self.url();
         let rest = url.split_once("://")?.1;
         let authority = rest.split('/').next()?;
-        // A cluster URL lists several nodes; the first one tells.
         let host_port = authority.rsplit('@').next()?.split(',').next()?;
-        host_port.to_socket_addrs().ok()?.next()
+        Some(host_port.to_owned())
     }
 }
 
 /// The service's URL when it is reachable. When it is not: `None` with a
-/// printed reason on a laptop, a panic under `CI=true`.
+/// printed reason on a laptop, a panic under `CI=true`. Skips are counted,
+/// and the test binary prints how many and why as it exits: the harness
+/// shows a passing test's output to no one.
 pub fn require(service: Service) -> Option<String> {
     let reachable = service.address().is_some_and(|address| {
         TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok()
@@ -62,7 +68,45 @@ pub fn require(service: Service) -> Option<String> {
         "{message}: CI=true requires it"
     );
     eprintln!("SKIPPED: {message}; start it to run this test");
+    skipped(message);
     None
+}
+
+/// Why tests of this binary skipped, and how many did.
+static SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn skipped(reason: String) {
+    let mut skipped = SKIPPED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if skipped.is_empty() {
+        // SAFETY: registers a plain `extern "C"` function, once.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::atexit(print_skipped);
+        }
+    }
+    skipped.push(reason);
+}
+
+/// One line per reason at exit: "N tests skipped: <reason>".
+extern "C" fn print_skipped() {
+    let skipped = SKIPPED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut reasons: Vec<(&String, usize)> = Vec::new();
+    for reason in skipped.iter() {
+        match reasons.iter_mut().find(|(known, _)| *known == reason) {
+            Some((_, count)) => *count += 1,
+            None => reasons.push((reason, 1)),
+        }
+    }
+    for (reason, count) in reasons {
+        let tests = if count == 1 { "test" } else { "tests" };
+        eprintln!(
+            "webhookd-testkit: {count} {tests} SKIPPED: {reason} (start it, or run under CI=true to fail instead)"
+        );
+    }
 }
 
 /// An enabled endpoint of `username` at `url` for `events`, with a fresh
@@ -101,8 +145,114 @@ pub fn video_events(
 }
 
 /// A key prefix no other test run uses, so tests share one Redis safely.
+/// Every key under the prefixes a test binary handed out is deleted as it
+/// exits — in the database of `TEST_REDIS_URL` and, when one answers, on
+/// the `TEST_REDIS_CLUSTER_URL` cluster's primaries — so a run leaves
+/// nothing behind, failed tests included.
 pub fn unique_prefix(test: &str) -> String {
-    format!("test:{test}:{}:", uuid::Uuid::now_v7().simple())
+    format!(
+        "test:{}:{test}:{}:",
+        this_run(),
+        uuid::Uuid::now_v7().simple()
+    )
+}
+
+/// This test binary's run id, every [`unique_prefix`] starting with it;
+/// the first call registers the clean-up at exit.
+fn this_run() -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        // SAFETY: registers a plain `extern "C"` function, once.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::atexit(delete_this_runs_keys);
+        }
+        uuid::Uuid::now_v7().simple().to_string()
+    })
+}
+
+/// What [`unique_prefix`] registers: deletes `test:<this run>:*`.
+extern "C" fn delete_this_runs_keys() {
+    let pattern = format!("test:{}:*", this_run());
+    let mut servers = vec![Service::Redis.url()];
+    if Service::RedisCluster.address().is_some_and(|address| {
+        TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+    }) {
+        servers.extend(cluster_primaries());
+    }
+    for url in servers {
+        delete_matching(&url, &pattern);
+    }
+}
+
+/// Deletes every key matching `pattern` on the server at `url` (its
+/// database); quietly nothing when it does not answer.
+fn delete_matching(url: &str, pattern: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+        return;
+    };
+    let mut cursor: u64 = 0;
+    loop {
+        let page: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut connection);
+        let Ok((next, keys)) = page else { return };
+        for key in keys {
+            let _: redis::RedisResult<i64> = redis::cmd("UNLINK").arg(key).query(&mut connection);
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}
+
+/// `redis://host:port` of the test cluster's primaries, as one of its
+/// nodes sees them now (a failover may have moved them).
+fn cluster_primaries() -> Vec<String> {
+    let Some(seed) = Service::RedisCluster.address() else {
+        return Vec::new();
+    };
+    let nodes: Option<String> = redis::Client::open(format!("redis://{seed}"))
+        .ok()
+        .and_then(|client| {
+            client
+                .get_connection_with_timeout(Duration::from_secs(2))
+                .ok()
+        })
+        .and_then(|mut connection| {
+            redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query(&mut connection)
+                .ok()
+        });
+    nodes
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("master") && !line.contains("fail"))
+        .filter_map(|line| line.split(' ').nth(1))
+        .filter_map(|address| address.split('@').next())
+        .map(|address| format!("redis://{address}"))
+        .collect()
+}
+
+impl Service {
+    /// [`Service::url`] with its host and port replaced by `address` (a
+    /// proxy in front of it), keeping the rest — the database above all.
+    pub fn url_through(self, address: SocketAddr) -> String {
+        let url = self.url();
+        match self.host_port() {
+            Some(own) => url.replacen(&own, &address.to_string(), 1),
+            None => url,
+        }
+    }
 }
 
 /// A TCP forwarder in front of a real service that a test can cut, freeze

@@ -18,9 +18,8 @@ pub(super) fn acceptance_from_answer(
     id_base: &str,
     now_ms: i64,
 ) -> Result<Acceptance, StoreError> {
-    let endpoint_ids = match answer {
-        redis::Value::Array(endpoint_ids) => endpoint_ids,
-        _ => return Ok(Acceptance::Duplicate),
+    let redis::Value::Array(endpoint_ids) = answer else {
+        return Ok(Acceptance::Duplicate);
     };
     let deliveries = endpoint_ids
         .into_iter()
@@ -288,6 +287,28 @@ pub(super) fn attempt_from_field(attempt: u32, field: &str) -> Result<AttemptRec
     })
 }
 
+/// The (endpoint id, room, slots the caller's lane holds, '1' if suspect)
+/// quads of ACCEPT_EVENTS and CLAIM_DUE.
+pub(super) fn room_arguments(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    room: &[(&String, &usize)],
+    request: &crate::ClaimRequest,
+) {
+    for (endpoint_id, room) in room {
+        let held = request.slots_held.get(*endpoint_id).copied().unwrap_or(0);
+        let suspect = if request.suspects.contains(*endpoint_id) {
+            "1"
+        } else {
+            ""
+        };
+        invocation
+            .arg(endpoint_id.as_str())
+            .arg(**room)
+            .arg(held)
+            .arg(suspect);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,27 +358,5 @@ mod tests {
                 "{field:?}"
             );
         }
-    }
-}
-
-/// The (endpoint id, room, slots the caller's lane holds, '1' if suspect)
-/// quads of ACCEPT_EVENTS and CLAIM_DUE.
-pub(super) fn room_arguments(
-    invocation: &mut redis::ScriptInvocation<'_>,
-    room: &[(&String, &usize)],
-    request: &crate::ClaimRequest,
-) {
-    for (endpoint_id, room) in room {
-        let held = request.slots_held.get(*endpoint_id).copied().unwrap_or(0);
-        let suspect = if request.suspects.contains(*endpoint_id) {
-            "1"
-        } else {
-            ""
-        };
-        invocation
-            .arg(endpoint_id.as_str())
-            .arg(**room)
-            .arg(held)
-            .arg(suspect);
     }
 }

@@ -369,7 +369,7 @@ pub(super) fn claim_from_endpoint(
                     previous_secret,
                     lease,
                     slot: None,
-                    });
+                });
             }
             (Some(_), Some(_), false) => {
                 tx.execute(

@@ -398,7 +398,7 @@ async fn accept(store: &dyn Store, event: &Event) -> Acceptance {
 fn deliveries(acceptance: Acceptance) -> Vec<Delivery> {
     match acceptance {
         Acceptance::Accepted { deliveries } => deliveries,
-        other => panic!("expected the event to be accepted, got {other:?}"),
+        other @ Acceptance::Duplicate => panic!("expected the event to be accepted, got {other:?}"),
     }
 }
 
