@@ -80,24 +80,31 @@ impl ConnectionLike for Connection {
 }
 
 impl Connection {
-    /// Runs `commands` — each within one slot — and answers in their order:
-    /// as one pipeline on one server (one write, one round trip), and on a
-    /// cluster as one request each, sent together (a cluster pipeline must
-    /// stay in one slot).
+    /// Runs `commands` — each within one slot — and answers each in their
+    /// order: as one pipeline on one server (one write, one round trip; it
+    /// answers or fails as a whole), and on a cluster as one request each,
+    /// sent together (a cluster pipeline must stay in one slot), each
+    /// answering for itself — one primary failing over fails only its own.
     pub(super) async fn each<T: redis::FromRedisValue>(
         &self,
         commands: Vec<Cmd>,
-    ) -> redis::RedisResult<Vec<T>> {
+    ) -> Vec<redis::RedisResult<T>> {
         match self {
             Connection::Server(connection) => {
+                let count = commands.len();
                 let mut pipeline = redis::pipe();
                 for command in commands {
                     pipeline.add_command(command);
                 }
-                pipeline.query_async(&mut connection.clone()).await
+                let answers: redis::RedisResult<Vec<T>> =
+                    pipeline.query_async(&mut connection.clone()).await;
+                match answers {
+                    Ok(answers) => answers.into_iter().map(Ok).collect(),
+                    Err(error) => (0..count).map(|_| Err(error.clone())).collect(),
+                }
             }
             Connection::Cluster(cluster) => {
-                futures_util::future::try_join_all(commands.into_iter().map(|command| {
+                futures_util::future::join_all(commands.into_iter().map(|command| {
                     let mut connection = Connection::Cluster(Arc::clone(cluster));
                     async move { command.query_async(&mut connection).await }
                 }))

@@ -388,7 +388,23 @@ impl Store for RedisStore {
                 probe
             })
             .collect();
-        let ready: Vec<Vec<String>> = connection.each(probes).await.map_err(redis_error)?;
+        // Partitions that do not answer (a primary failing over) are
+        // skipped: the others' work goes on.
+        let mut ready: Vec<Vec<String>> = Vec::with_capacity(partitions.len());
+        let (mut failures, mut failed) = (0, None);
+        for answer in connection.each(probes).await {
+            ready.push(answer.unwrap_or_else(|error| {
+                failures += 1;
+                failed = Some(error);
+                Vec::new()
+            }));
+        }
+        if let Some(error) = failed {
+            if failures == ready.len() {
+                return Err(redis_error(error));
+            }
+            tracing::warn!(%error, failures, "some partitions did not answer the claim probe; claiming from the others");
+        }
         let lease_base = ids::new_lease_token();
         let room: Vec<(&String, &usize)> = request.room.iter().collect();
         let mut claims: Vec<Claim> = Vec::new();

@@ -51,6 +51,55 @@ async fn another_process_hears_of_endpoint_changes(here: &str, there: &str) {
     following.await.unwrap();
 }
 
+/// A subscription that dies silently (a frozen link: no reset, nothing
+/// moves) is noticed by its silence — every process publishes heartbeats —
+/// and taken for "everything changed", so the fence never goes blind: a
+/// change made meanwhile reaches the held claims as a re-read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_change_subscription_is_noticed() {
+    let Some(url) = require(Service::Redis) else {
+        return;
+    };
+    let prefix = unique_prefix("silent_fence");
+    let link =
+        webhookd_testkit::CuttableProxy::start(webhookd_testkit::service_address(Service::Redis))
+            .await;
+    let here = RedisStore::connect(&url, &prefix).await.unwrap();
+    let there = Arc::new(
+        RedisStore::connect(&Service::Redis.url_through(link.address), &prefix)
+            .await
+            .unwrap(),
+    );
+    let target = endpoint("far", 1);
+    create(&here, &target).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let following = {
+        let (there, shutdown) = (Arc::clone(&there), shutdown.clone());
+        tokio::spawn(async move { there.follow_endpoint_changes(shutdown).await })
+    };
+    let fence = there.endpoint_changes();
+    wait_until(|| fence.version() > 0).await;
+    let before = fence.version();
+    link.freeze();
+    assert!(
+        here.delete_endpoint("far", &target.endpoint_id)
+            .await
+            .unwrap()
+    );
+    // The silence limit (15 s) and a margin.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    while !fence.changed_since(&target.endpoint_id, before) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fence went blind with its subscription"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    link.restore();
+    shutdown.cancel();
+    following.await.unwrap();
+}
+
 /// SPEC §10: an endpoint's sending slots are counted in the store, so
 /// several processes together never send more than the limit at once —
 /// through claims and the fast path alike. A lane holding slots may queue
