@@ -67,7 +67,7 @@ pub(super) async fn follow(
         changes.mark_everything();
         match outcome {
             Ok(Ended::Closed) => {
-                tracing::warn!("endpoint change subscription ended; resubscribing")
+                tracing::warn!("endpoint change subscription ended; resubscribing");
             }
             Ok(Ended::Silent) => tracing::warn!(
                 silent_for_s = SILENCE_LIMIT.as_secs(),
