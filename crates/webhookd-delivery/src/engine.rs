@@ -50,6 +50,7 @@ use webhookd_store::{
 
 use crate::classify::{Verdict, classify};
 use crate::client::DeliveryClient;
+use crate::slot_lapse::SlotLapse;
 
 /// How the dispatcher runs.
 #[derive(Debug, Clone)]
@@ -237,6 +238,9 @@ struct Held {
 struct Unrecorded {
     finished: FinishedAttempt,
     permit: OwnedSemaphorePermit,
+    /// The worker's slot, when the record renews it (`finished.claim.slot`
+    /// keeps it until the next claim's lease end): told when it answered.
+    renews: Option<Arc<SlotLapse>>,
 }
 
 /// Most attempts written in one store call.
@@ -528,6 +532,9 @@ impl Dispatcher {
         recorder: mpsc::UnboundedSender<Unrecorded>,
     ) {
         let endpoint_id = first.claim.delivery.endpoint_id.clone();
+        let lapse = slot
+            .as_ref()
+            .map(|slot| Arc::new(SlotLapse::new(slot.lapses_at)));
         let mut next = Some(first);
         while let Some(Held {
             claim,
@@ -535,6 +542,24 @@ impl Dispatcher {
             endpoints_seen,
         }) = next.take()
         {
+            if let Some(lapse) = &lapse
+                && !lapse
+                    .lasts(self.settings.timeout + LEASE_SAFETY, unix_millis)
+                    .await
+            {
+                tracing::warn!(%endpoint_id, "a sending slot's renewal did not land in time (late records); giving the slot up, so no other process's sender shares it");
+                let mut claim = claim;
+                claim.slot = slot.take().map(|held| SendingSlot {
+                    keep_until: None,
+                    ..held
+                });
+                self.hand_back(&claim).await;
+                drop(permit);
+                for held in self.leave_lane(&endpoint_id) {
+                    self.hand_back(&held.claim).await;
+                }
+                return;
+            }
             let lease_left = claim.delivery.next_attempt_at - unix_millis();
             let done = if self
                 .endpoint_changes
@@ -574,7 +599,13 @@ impl Dispatcher {
                     // The write joins the recorder's next batch; the worker
                     // goes on at once.
                     finished.claim.slot = settled;
-                    if recorder.send(Unrecorded { finished, permit }).is_err() {
+                    let renews = lapse.clone().filter(|_| following.is_some());
+                    let unrecorded = Unrecorded {
+                        finished,
+                        permit,
+                        renews,
+                    };
+                    if recorder.send(unrecorded).is_err() {
                         tracing::error!(
                             "the attempt recorder is gone; the lease will expire and the delivery be sent again"
                         );
@@ -582,7 +613,13 @@ impl Dispatcher {
                 }
                 Done::HandBack(mut claim) => {
                     claim.slot = settled;
-                    self.hand_back(&claim).await;
+                    let handed_back = self.hand_back(&claim).await;
+                    if let (Some(lapse), Some(keep_until)) = (
+                        lapse.as_ref().filter(|_| handed_back),
+                        claim.slot.as_ref().and_then(|slot| slot.keep_until),
+                    ) {
+                        lapse.renewed(keep_until, unix_millis());
+                    }
                     drop(permit);
                 }
             }
@@ -622,14 +659,31 @@ impl Dispatcher {
         (next, abandoned)
     }
 
-    /// Makes a claim due again now, without spending an attempt.
-    async fn hand_back(&self, claim: &Claim) {
+    /// Makes a claim due again now, without spending an attempt; whether
+    /// the store answered.
+    async fn hand_back(&self, claim: &Claim) -> bool {
         match self.store.release(claim, unix_millis()).await {
-            Ok(_) => {}
+            Ok(_) => true,
             // The lease runs out by itself; the delivery is only late.
             Err(error) => {
                 tracing::warn!(%error, delivery_id = %claim.delivery.delivery_id, "could not hand a claim back");
+                false
             }
+        }
+    }
+
+    /// A worker that lost its slot leaves its lane; the claims waiting there
+    /// are returned to be handed back when no worker is left to send them.
+    fn leave_lane(&self, endpoint_id: &str) -> Vec<Held> {
+        let mut lanes = self.lock_lanes();
+        let Some(lane) = lanes.get_mut(endpoint_id) else {
+            return Vec::new();
+        };
+        lane.sending -= 1;
+        if lane.sending == 0 {
+            lane.waiting.drain(..).collect()
+        } else {
+            Vec::new()
         }
     }
 
@@ -718,13 +772,25 @@ impl Dispatcher {
 async fn record_finished(store: Arc<dyn Store>, mut finished: mpsc::UnboundedReceiver<Unrecorded>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-        let (attempts, permits): (Vec<FinishedAttempt>, Vec<OwnedSemaphorePermit>) = batch
-            .drain(..)
-            .map(|unrecorded| (unrecorded.finished, unrecorded.permit))
-            .unzip();
+        let mut attempts = Vec::with_capacity(batch.len());
+        let mut permits = Vec::with_capacity(batch.len());
+        let mut renewals = Vec::with_capacity(batch.len());
+        for unrecorded in batch.drain(..) {
+            attempts.push(unrecorded.finished);
+            permits.push(unrecorded.permit);
+            renewals.push(unrecorded.renews);
+        }
         for _ in 0..5 {
             match store.record_attempts(&attempts).await {
                 Ok(recorded) => {
+                    let answered_at = unix_millis();
+                    for (attempt, renews) in attempts.iter().zip(&renewals) {
+                        let keep_until =
+                            attempt.claim.slot.as_ref().and_then(|slot| slot.keep_until);
+                        if let (Some(lapse), Some(keep_until)) = (renews, keep_until) {
+                            lapse.renewed(keep_until, answered_at);
+                        }
+                    }
                     for (attempt, recorded) in attempts.iter().zip(recorded) {
                         let delivery = &attempt.claim.delivery;
                         match recorded {

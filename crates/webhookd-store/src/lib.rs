@@ -193,7 +193,13 @@ pub struct SendingSlot {
     pub token: String,
     /// Kept, renewed until then (the next claim's lease end), or — `None`
     /// — given up when the claim carrying it is recorded or handed back.
+    /// A renewal only ever moves the lapse later, and never brings back a
+    /// slot that lapsed (another process may hold its place by then).
     pub keep_until: Option<i64>,
+    /// When the store lets it lapse, as granted (the lease end of the
+    /// claim it came with): a worker must not send with it past this
+    /// unless it knows a renewal landed in time (docs/delivery.md).
+    pub lapses_at: i64,
 }
 
 /// What a worker asks of [`Store::claim_due`].

@@ -180,7 +180,7 @@ struct Leased {
 
 impl Leased {
     /// `(delivery id, what was leased)` from the script's row.
-    fn from_row(row: [String; 7]) -> (String, Leased) {
+    fn from_row(row: [String; 7], lease_until_ms: i64) -> (String, Leased) {
         let [
             delivery_id,
             url,
@@ -195,7 +195,7 @@ impl Leased {
             secret,
             lease,
             previous_secret: rows::previous_secret(Some(previous), Some(&previous_expires_at)),
-            slot: rows::granted_slot(slot),
+            slot: rows::granted_slot(slot, lease_until_ms),
         };
         (delivery_id, leased)
     }
@@ -535,7 +535,11 @@ impl RedisStore {
                     now_ms,
                 )?);
             }
-            leases.extend(leased.into_iter().map(Leased::from_row));
+            leases.extend(
+                leased
+                    .into_iter()
+                    .map(|row| Leased::from_row(row, claim.lease_until_ms)),
+            );
         }
         let outcomes = outcomes
             .into_iter()

@@ -162,15 +162,16 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
         secret,
         previous_secret: previous_secret(Some(previous), Some(&previous_expires_at)),
         lease,
-        slot: granted_slot(slot),
+        slot: granted_slot(slot, lease_until_ms),
     })
 }
 
 /// A slot a claim came with: its token, or `""` for none.
-pub(super) fn granted_slot(token: String) -> Option<crate::SendingSlot> {
+pub(super) fn granted_slot(token: String, lapses_at: i64) -> Option<crate::SendingSlot> {
     (!token.is_empty()).then_some(crate::SendingSlot {
         token,
         keep_until: None,
+        lapses_at,
     })
 }
 

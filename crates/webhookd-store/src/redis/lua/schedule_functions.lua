@@ -30,11 +30,14 @@ local function free_slots(sending, endpoint_limit, now)
 end
 -- What a recorded or handed-back claim says of its worker's slot: kept
 -- until `keep_until`, or given up (an empty keep_until); no token, nothing.
+-- A renewal only moves a lapse later (GT) and never brings back a slot
+-- that lapsed (XX): its place may be another's. The worker learns whether
+-- its renewal landed in time from when the record answered (engine).
 -- An endpoint set aside as full (CLAIM_DUE) shows again once a slot frees.
 local function settle_slot(sending, ready, endpoint_due, token, keep_until)
   if token == '' then return end
   if keep_until ~= '' then
-    redis.call('ZADD', sending, 'XX', keep_until, token)
+    redis.call('ZADD', sending, 'XX', 'GT', keep_until, token)
   elseif redis.call('ZREM', sending, token) == 1 then
     refresh_ready(ready, endpoint_due)
   end
