@@ -83,21 +83,48 @@ fn a_failing_endpoint_is_disabled_then_resumes_once_enabled() {
     let reason = disabled["disabled_reason"].as_str().unwrap();
     assert!(reason.contains(&failing_since.to_string()), "{reason}");
 
-    // Its deliveries stop, and wait (pending, not dead).
+    // Its deliveries stop, and wait (pending, not dead). The record that
+    // disabled it can land while another of its deliveries is already on
+    // the wire (claimed before the endpoint was disabled): that attempt
+    // may reach the receiver after the status reads disabled. So count
+    // once every attempt sent is recorded — then nothing more may come.
+    let pending = || -> Vec<Value> {
+        let listed: Value = client
+            .get(format!(
+                "{}/v2/endpoint/{endpoint_id}/deliveries?status=pending",
+                server.base
+            ))
+            .header("x-api-key", &key)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        listed["data"]["deliveries"].as_array().unwrap().clone()
+    };
+    let recorded = |deliveries: &[Value]| -> usize {
+        deliveries
+            .iter()
+            .map(|delivery| delivery["attempts"].as_array().unwrap().len())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while recorded(&pending()) < receiver.count() {
+        assert!(
+            Instant::now() < deadline,
+            "attempts sent were never recorded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let attempts = receiver.count();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(receiver.count(), attempts, "nothing sent while disabled");
-    let pending: Value = client
-        .get(format!(
-            "{}/v2/endpoint/{endpoint_id}/deliveries?status=pending",
-            server.base
-        ))
-        .header("x-api-key", &key)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(pending["data"]["deliveries"].as_array().unwrap().len(), 3);
+    let waiting = pending();
+    assert_eq!(waiting.len(), 3);
+    assert_eq!(
+        recorded(&waiting),
+        attempts,
+        "every attempt sent is recorded"
+    );
 
     // Enabled again (and healthy): they resume, within the 60 s a disabled
     // endpoint's deliveries are parked for.

@@ -11,7 +11,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use support::{Server, redis_prefix, webhookd};
+use support::{Server, redis_prefix, webhookd, webhookd_with_clock};
 use webhookd_core::{Endpoint, EventType};
 use webhookd_store::{RedisStore, Store};
 use webhookd_testkit::receiver::{Answer, Receiver};
@@ -36,11 +36,28 @@ struct Run {
 
 impl Run {
     fn start(name: &str, answer: Answer, rate_limit: Option<u32>) -> Option<Run> {
+        Run::start_skewed(name, answer, rate_limit, None)
+    }
+
+    /// [`Run::start`], the last process's wall clock moved by `skew`.
+    fn start_skewed(
+        name: &str,
+        answer: Answer,
+        rate_limit: Option<u32>,
+        skew: Option<&str>,
+    ) -> Option<Run> {
         let (Some(amqp_url), Some(redis_url)) =
             (require(Service::RabbitMq), require(Service::Redis))
         else {
             return None;
         };
+        let mut commands = Vec::new();
+        for n in 0..PROCESSES {
+            commands.push(match skew {
+                Some(offset) if n == PROCESSES - 1 => webhookd_with_clock(&redis_url, offset)?,
+                _ => webhookd(&redis_url),
+            });
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -51,9 +68,9 @@ impl Run {
         runtime.block_on(prepare(
             &redis_url, &amqp_url, &queue, &receiver, rate_limit,
         ));
-        let servers = (0..PROCESSES)
-            .map(|_| {
-                let mut command = webhookd(&redis_url);
+        let servers = commands
+            .into_iter()
+            .map(|mut command| {
                 command
                     .env("WEBHOOKD_AMQP_URL", &amqp_url)
                     .env("WEBHOOKD_AMQP_QUEUE", &queue)
@@ -180,5 +197,35 @@ fn three_processes_together_keep_an_endpoints_rate_limit() {
     assert!(
         took >= least.mul_f64(0.95),
         "{took:?} is faster than the rate allows ({least:?})"
+    );
+}
+
+/// A process whose wall clock runs an hour ahead takes no live work:
+/// leases, due times and sending slots are reckoned in Redis's clock.
+/// ("Correctness, round 3": before, it found every lease the others held
+/// over by its clock and took their deliveries — duplicates — and lapsed
+/// their slots: more than `endpoint_concurrency` at once.)
+#[test]
+fn a_process_whose_clock_runs_an_hour_ahead_takes_no_live_work() {
+    let Some(run) = Run::start_skewed(
+        "skew",
+        Answer::Slow(Duration::from_millis(100)),
+        None,
+        Some("+1h"),
+    ) else {
+        return;
+    };
+    let arrived = run.wait_for_every_event();
+    let receiver = &run.receiver;
+    assert_eq!(arrived, EVENTS, "every event arrives");
+    assert_eq!(
+        receiver.count(),
+        EVENTS,
+        "no event was sent twice: no lease was taken over"
+    );
+    assert!(
+        receiver.most_in_flight() <= CONCURRENCY,
+        "at most {CONCURRENCY} at once, got {}",
+        receiver.most_in_flight()
     );
 }

@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Server, add_user, run, sqlite_store, webhookd};
+use support::{Server, add_user, run, signal, sqlite_store, wait_for_exit, webhookd};
 use webhookd_core::encryption_key::EncryptionKey;
 use webhookd_testkit::receiver::{Answer, Receiver, signature_is_valid};
 
@@ -51,6 +51,13 @@ fn delivers_signed_with(
         signature_is_valid(last, secret),
         "the delivery does not verify"
     );
+}
+
+/// Stops a server as an orchestrator does (SIGTERM), so it tells the store
+/// it is gone.
+fn stop(mut server: Server) {
+    signal(&server, "TERM");
+    assert!(wait_for_exit(&mut server, Duration::from_secs(30)).success());
 }
 
 fn database_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
@@ -95,27 +102,57 @@ fn secrets_are_sealed_rotate_with_the_key_and_a_wrong_key_stops_the_start() {
         .unwrap();
     let secret = created["data"]["secret"].as_str().unwrap().to_owned();
     delivers_signed_with(&runtime, &server, &receiver, &secret);
-    drop(server);
     assert!(
         !contains(&database_bytes(&dir), &secret),
         "the secret is in the file"
     );
-    assert!(contains(
-        &database_bytes(&dir),
-        &format!("sealed:v1:{}:", webhookd_store::key_id(&old))
-    ));
+    let sealed_with = |key: &EncryptionKey| {
+        contains(
+            &database_bytes(&dir),
+            &format!("sealed:v1:{}:", webhookd_store::key_id(key)),
+        )
+    };
+    assert!(sealed_with(&old));
 
-    // A new key first, the old one still listed: the start re-seals, and
-    // deliveries verify with the same secret.
+    // While a process holding only the old key runs, nothing is sealed
+    // with a new one — it could not open it ("Correctness, round 3", item
+    // 5): `keys rotate` refuses, naming the key, and a start with the new
+    // key first leaves the secrets as they are.
     let both = format!("{},{}", new.to_base64(), old.to_base64());
+    let mut rotate = webhookd(&store);
+    rotate
+        .env("WEBHOOKD_ENCRYPTION_KEY", &both)
+        .args(["keys", "rotate"]);
+    let output = run(rotate);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("refusing"), "{stderr}");
+    assert!(stderr.contains(&webhookd_store::key_id(&new)), "{stderr}");
+    let early = serve(&store, Some(&both));
+    delivers_signed_with(&runtime, &early, &receiver, &secret);
+    stop(early);
+    assert!(
+        !sealed_with(&new),
+        "sealed while a process could not open it"
+    );
+
+    // The two-phase rotation: first the new key everywhere, after the old
+    // one (a restart each); then first. The process still on the first
+    // phase opens what the second seals.
+    stop(server);
+    let phase_one = serve(
+        &store,
+        Some(&format!("{},{}", old.to_base64(), new.to_base64())),
+    );
     let server = serve(&store, Some(&both));
+    assert!(
+        sealed_with(&new),
+        "re-sealed once every process holds the key"
+    );
     delivers_signed_with(&runtime, &server, &receiver, &secret);
-    drop(server);
-    let bytes = database_bytes(&dir);
-    assert!(contains(
-        &bytes,
-        &format!("sealed:v1:{}:", webhookd_store::key_id(&new))
-    ));
+    stop(server);
+    delivers_signed_with(&runtime, &phase_one, &receiver, &secret);
+    stop(phase_one);
 
     // The old key can go now.
     let server = serve(&store, Some(&new.to_base64()));
@@ -128,7 +165,7 @@ fn secrets_are_sealed_rotate_with_the_key_and_a_wrong_key_stops_the_start() {
         .json()
         .unwrap();
     assert_eq!(listed["data"]["endpoints"][0]["secret"], secret.as_str());
-    drop(server);
+    stop(server);
 
     // Only the old key: the start fails, saying which variable and key.
     let mut command = webhookd(&store);

@@ -15,7 +15,33 @@ use webhookd_testkit::unique_prefix;
 /// the developer's leaks in. `store` is the WEBHOOKD_STORE URL; Redis runs
 /// get a key prefix of their own so they never meet another run's data.
 pub fn webhookd(store: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_webhookd"));
+    with_environment(Command::new(env!("CARGO_BIN_EXE_webhookd")), store)
+}
+
+/// [`webhookd`] with its wall clock moved by `offset` (libfaketime's
+/// `faketime`, e.g. `+1h`): `None` when `faketime` is not installed (a
+/// panic under `CI=true`, which installs it).
+pub fn webhookd_with_clock(store: &str, offset: &str) -> Option<Command> {
+    let installed = Command::new("faketime")
+        .args(["-f", "+0", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !installed {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "faketime is not installed: CI=true requires it (apt-get install faketime)"
+        );
+        eprintln!("SKIPPED: faketime is not installed (apt-get install faketime)");
+        return None;
+    }
+    let mut command = Command::new("faketime");
+    command
+        .args(["-f", offset])
+        .arg(env!("CARGO_BIN_EXE_webhookd"));
+    Some(with_environment(command, store))
+}
+
+fn with_environment(mut command: Command, store: &str) -> Command {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("WEBHOOKD_") || name == "RUST_LOG" {
             command.env_remove(name);

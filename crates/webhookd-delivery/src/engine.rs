@@ -41,7 +41,6 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhookd_core::telemetry::{self, AttemptOutcome};
-use webhookd_core::time::unix_millis;
 use webhookd_core::{NextAttempt, RetrySchedule};
 use webhookd_store::{
     AttemptRecord, AttemptResult, Claim, ClaimRequest, EndpointChanges, FinishedAttempt, Recorded,
@@ -387,7 +386,7 @@ impl Dispatcher {
     /// room its lane has. Slow and failing endpoints share at most
     /// `SUSPECT_SHARE_PERCENT` of the permits between them.
     fn claim_request(&self, limit: usize, owners: Option<&HashSet<&str>>) -> ClaimRequest {
-        let now = unix_millis();
+        let now = self.store.now_ms();
         let per_endpoint = self.settings.per_endpoint;
         let lanes = self.lock_lanes();
         // The share is counted over every lane, listed or not.
@@ -544,7 +543,7 @@ impl Dispatcher {
         {
             if let Some(lapse) = &lapse
                 && !lapse
-                    .lasts(self.settings.timeout + LEASE_SAFETY, unix_millis)
+                    .lasts(self.settings.timeout + LEASE_SAFETY, || self.store.now_ms())
                     .await
             {
                 tracing::warn!(%endpoint_id, "a sending slot's renewal did not land in time (late records); giving the slot up, so no other process's sender shares it");
@@ -560,7 +559,7 @@ impl Dispatcher {
                 }
                 return;
             }
-            let lease_left = claim.delivery.next_attempt_at - unix_millis();
+            let lease_left = claim.delivery.next_attempt_at - self.store.now_ms();
             let done = if self
                 .endpoint_changes
                 .changed_since(&endpoint_id, endpoints_seen)
@@ -618,7 +617,7 @@ impl Dispatcher {
                         lapse.as_ref().filter(|_| handed_back),
                         claim.slot.as_ref().and_then(|slot| slot.keep_until),
                     ) {
-                        lapse.renewed(keep_until, unix_millis());
+                        lapse.renewed(keep_until, self.store.now_ms());
                     }
                     drop(permit);
                 }
@@ -662,7 +661,7 @@ impl Dispatcher {
     /// Makes a claim due again now, without spending an attempt; whether
     /// the store answered.
     async fn hand_back(&self, claim: &Claim) -> bool {
-        match self.store.release(claim, unix_millis()).await {
+        match self.store.release(claim, self.store.now_ms()).await {
             Ok(_) => true,
             // The lease runs out by itself; the delivery is only late.
             Err(error) => {
@@ -691,7 +690,7 @@ impl Dispatcher {
     async fn attempt(&self, claim: Claim) -> FinishedAttempt {
         let delivery = &claim.delivery;
         let number = delivery.attempts + 1;
-        let started_at = unix_millis();
+        let started_at = self.store.now_ms();
         let clock = Instant::now();
         telemetry::attempts_in_flight(1.0);
         let response = self.client.send(&claim).await;
@@ -711,7 +710,7 @@ impl Dispatcher {
                     .next_attempt(number, jitter, retry_after)
                 {
                     NextAttempt::After(delay) => {
-                        AttemptResult::RetryAt(unix_millis() + millis(delay))
+                        AttemptResult::RetryAt(self.store.now_ms() + millis(delay))
                     }
                     NextAttempt::GiveUp => AttemptResult::Dead,
                 }
@@ -729,7 +728,7 @@ impl Dispatcher {
         };
         telemetry::attempt_finished(outcome, reason.as_str(), duration);
         if outcome == AttemptOutcome::Delivered {
-            let lag_ms = unix_millis().saturating_sub(delivery.created_at);
+            let lag_ms = self.store.now_ms().saturating_sub(delivery.created_at);
             telemetry::delivered_after(Duration::from_millis(
                 u64::try_from(lag_ms).unwrap_or_default(),
             ));
@@ -783,7 +782,7 @@ async fn record_finished(store: Arc<dyn Store>, mut finished: mpsc::UnboundedRec
         for _ in 0..5 {
             match store.record_attempts(&attempts).await {
                 Ok(recorded) => {
-                    let answered_at = unix_millis();
+                    let answered_at = store.now_ms();
                     for (attempt, renews) in attempts.iter().zip(&renewals) {
                         let keep_until =
                             attempt.claim.slot.as_ref().and_then(|slot| slot.keep_until);

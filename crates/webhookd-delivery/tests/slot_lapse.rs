@@ -38,6 +38,10 @@ impl Store for RecordsFail {
         self.inner.ping().await
     }
 
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+
     async fn add_api_key(
         &self,
         username: &str,
@@ -266,6 +270,21 @@ impl Store for RecordsFail {
 
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {
         self.inner.setting_or_insert(name, value).await
+    }
+
+    async fn announce_process(
+        &self,
+        process_id: &str,
+        key_ids: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .announce_process(process_id, key_ids, until_ms)
+            .await
+    }
+
+    async fn running_processes(&self, now_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.running_processes(now_ms).await
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::telemetry::{self, EventOutcome, Source};
-use webhookd_core::time::{unix_millis, unix_seconds};
+use webhookd_core::time::unix_seconds;
 use webhookd_core::{Event, MissingId, Rejection};
 use webhookd_delivery::Dispatcher;
 use webhookd_store::{Acceptance, Store, StoreError};
@@ -76,7 +76,7 @@ impl Ingest {
         events: &[Event],
         source: Source,
     ) -> Result<Vec<Acceptance>, StoreError> {
-        let now = unix_millis();
+        let now = self.store.now_ms();
         // An event fans out to at most one delivery per endpoint of its owner.
         let most = events.len() * MAX_ENDPOINTS_PER_USER;
         let owners: HashSet<&str> = events.iter().map(|event| event.username.as_str()).collect();

@@ -62,6 +62,10 @@ impl Store for Instrumented {
         timed("ping", self.inner.ping()).await
     }
 
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+
     async fn add_api_key(
         &self,
         username: &str,
@@ -342,5 +346,22 @@ impl Store for Instrumented {
             self.inner.setting_or_insert(name, value),
         )
         .await
+    }
+
+    async fn announce_process(
+        &self,
+        process_id: &str,
+        key_ids: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError> {
+        timed(
+            "announce_process",
+            self.inner.announce_process(process_id, key_ids, until_ms),
+        )
+        .await
+    }
+
+    async fn running_processes(&self, now_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+        timed("running_processes", self.inner.running_processes(now_ms)).await
     }
 }

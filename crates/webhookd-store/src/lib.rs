@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use webhookd_core::{Config, Endpoint, EndpointSpec, Event, EventType, StoreUrl};
 
 mod changes;
+mod clock;
 mod instrumented;
 mod redis;
 mod sealed;
@@ -398,6 +399,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Round trip to the store; `/readyz` uses it.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// The store's clock, unix milliseconds: what every time written to the
+    /// store (due times, leases, sending slots) is reckoned in, so that
+    /// processes whose wall clocks disagree still agree on them (see
+    /// `clock.rs`). The wall clock for a store on this machine's disk.
+    fn now_ms(&self) -> i64 {
+        webhookd_core::time::unix_millis()
+    }
+
     /// Registers an API key (by its hash) for `username`, creating the user
     /// on first use. A user may hold several keys, so keys can be rotated.
     async fn add_api_key(&self, username: &str, key_hash: &str, now: i64)
@@ -659,6 +668,21 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Returns the stored value of setting `name`, storing `value` first if
     /// there is none (atomically: concurrent callers all get the same one).
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError>;
+
+    /// Says that serving process `process_id` runs until `until_ms` (the
+    /// store's clock) unless it says so again, holding the sealing keys
+    /// `key_ids` (comma-separated, the first seals): what a key rotation
+    /// checks before it re-seals ([`open_and_reseal`]).
+    async fn announce_process(
+        &self,
+        process_id: &str,
+        key_ids: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// `(process id, key ids)` of every process whose announcement has not
+    /// run out at `now_ms`; those that have are forgotten.
+    async fn running_processes(&self, now_ms: i64) -> Result<Vec<(String, String)>, StoreError>;
 }
 
 /// Opens the store the configuration names, its endpoint secrets sealed
@@ -670,11 +694,40 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
 /// [`open`], first sealing every stored secret not yet sealed with the
 /// first key ([`Sealed::reseal`]): what `webhookd serve` does at start and
 /// `webhookd keys rotate` on demand. A wrong key fails here, by name.
+///
+/// Unless `force`, nothing is re-sealed while a running process (see
+/// [`Store::announce_process`]) does not hold the first key: it could not
+/// open what this would seal ("Correctness, round 3", item 5). The report
+/// names those processes ([`ResealReport::held_back_by`]); add the key to
+/// every process first, then make it first (docs/operations.md).
 pub async fn open_and_reseal(
     config: &Config,
+    force: bool,
 ) -> Result<(Arc<dyn Store>, ResealReport), StoreError> {
     let sealed = open_sealed(config).await?;
-    let report = sealed.reseal().await?;
+    let key_ids = sealed.key_ids();
+    let held_back_by: Vec<String> = match key_ids.first() {
+        Some(first) if !force => sealed
+            .running_processes(sealed.now_ms())
+            .await?
+            .into_iter()
+            .filter(|(_, held)| !held.split(',').any(|id| id == first))
+            .map(|(process, held)| format!("{process} (keys: {held})"))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let report = if held_back_by.is_empty() {
+        ResealReport {
+            key_ids,
+            ..sealed.reseal().await?
+        }
+    } else {
+        ResealReport {
+            held_back_by,
+            key_ids,
+            ..ResealReport::default()
+        }
+    };
     Ok((Arc::new(Instrumented::new(sealed)), report))
 }
 
@@ -739,6 +792,36 @@ fn new_delivery(
         last_attempt: false,
         test: false,
     }
+}
+
+/// Settings named this, then a process id, are process announcements
+/// ([`Store::announce_process`]): `<until ms>|<key ids>`.
+const PROCESS_SETTING: &str = "process:";
+
+/// The announcements among `settings` (name → value): those running at
+/// `now_ms` as `(process id, key ids)`, and the names of those run out.
+fn running_processes(
+    settings: HashMap<String, String>,
+    now_ms: i64,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let mut running = Vec::new();
+    let mut over = Vec::new();
+    for (name, value) in settings {
+        let Some(process) = name.strip_prefix(PROCESS_SETTING) else {
+            continue;
+        };
+        let until = value
+            .split_once('|')
+            .and_then(|(until, keys)| Some((until.parse::<i64>().ok()?, keys)));
+        match until {
+            Some((until, keys)) if until >= now_ms => {
+                running.push((process.to_owned(), keys.to_owned()));
+            }
+            _ => over.push(name),
+        }
+    }
+    running.sort();
+    (running, over)
 }
 
 /// Endpoint event lists are stored as a JSON array of names.

@@ -167,12 +167,17 @@ impl SecretBox {
 }
 
 /// What [`Sealed::reseal`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResealReport {
     /// Stored secrets looked at (current and previous).
     pub secrets: usize,
     /// Of those, sealed anew with the first key.
     pub resealed: usize,
+    /// Running processes that do not hold the first key, which is why
+    /// nothing was re-sealed (empty when it was).
+    pub held_back_by: Vec<String>,
+    /// The keys the store opens with, the sealing one first.
+    pub key_ids: Vec<String>,
 }
 
 /// A store whose endpoint secrets are sealed at rest.
@@ -208,6 +213,11 @@ impl Sealed {
             decryptions: AtomicU64::new(0),
             unopenable: Mutex::new(None),
         }
+    }
+
+    /// The ids of the keys this store opens with, the sealing one first.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.secrets.keys.iter().map(|(id, _)| id.clone()).collect()
     }
 
     /// How many sealed values this process has decrypted: one per secret,
@@ -365,6 +375,10 @@ impl Store for Sealed {
             return Err(StoreError::Sealing(reason));
         }
         self.inner.ping().await
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
     }
 
     async fn add_api_key(
@@ -600,6 +614,21 @@ impl Store for Sealed {
 
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {
         self.inner.setting_or_insert(name, value).await
+    }
+
+    async fn announce_process(
+        &self,
+        process_id: &str,
+        key_ids: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .announce_process(process_id, key_ids, until_ms)
+            .await
+    }
+
+    async fn running_processes(&self, now_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.running_processes(now_ms).await
     }
 }
 

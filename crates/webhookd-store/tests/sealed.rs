@@ -100,9 +100,10 @@ async fn sqlite_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
 
     let key = EncryptionKey::generate();
     let sqlite = StoreUrl::Sqlite { path: path.clone() };
-    let (store, report) = webhookd_store::open_and_reseal(&config(sqlite.clone(), "", &[&key]))
-        .await
-        .unwrap();
+    let (store, report) =
+        webhookd_store::open_and_reseal(&config(sqlite.clone(), "", &[&key]), false)
+            .await
+            .unwrap();
     assert_eq!((report.secrets, report.resealed), (3, 3));
     answers_the_secrets(&store, &secrets).await;
     let (_, more) = create_and_rotate_more(&store).await;
@@ -117,7 +118,7 @@ async fn sqlite_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
     assert!(holds(&bytes, &format!("sealed:v1:{}:", key_id(&key))));
 
     let wrong = EncryptionKey::generate();
-    let error = webhookd_store::open_and_reseal(&config(sqlite, "", &[&wrong]))
+    let error = webhookd_store::open_and_reseal(&config(sqlite, "", &[&wrong]), false)
         .await
         .unwrap_err()
         .to_string();
@@ -148,9 +149,10 @@ async fn redis_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
 
     let (old, new) = (EncryptionKey::generate(), EncryptionKey::generate());
     let redis = StoreUrl::Redis { url: url.clone() };
-    let (store, report) = webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&old]))
-        .await
-        .unwrap();
+    let (store, report) =
+        webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&old]), false)
+            .await
+            .unwrap();
     assert_eq!((report.secrets, report.resealed), (3, 3));
     answers_the_secrets(&store, &secrets).await;
     let (_, more) = create_and_rotate_more(&store).await;
@@ -163,20 +165,21 @@ async fn redis_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
 
     // Rotating: the new key first re-seals everything; then it alone opens.
     let (_, report) =
-        webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&new, &old]))
+        webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&new, &old]), false)
             .await
             .unwrap();
     assert_eq!((report.secrets, report.resealed), (4, 4));
     let values = every_value_under(&url, &prefix).await;
     assert!(!holds(&values, &format!("sealed:v1:{}:", key_id(&old))));
-    let (store, report) = webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&new]))
-        .await
-        .unwrap();
+    let (store, report) =
+        webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&new]), false)
+            .await
+            .unwrap();
     assert_eq!(report.resealed, 0);
     answers_the_secrets(&store, &secrets).await;
 
     for keys in [vec![&old], vec![]] {
-        let error = webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &keys))
+        let error = webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &keys), false)
             .await
             .unwrap_err()
             .to_string();

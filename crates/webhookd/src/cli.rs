@@ -77,7 +77,14 @@ pub enum KeysCommand {
     /// Seal every stored endpoint secret with the first key of
     /// WEBHOOKD_ENCRYPTION_KEY (what each start also does), so an older key
     /// can then be dropped from the list.
-    Rotate,
+    ///
+    /// Refused while a running webhookd does not hold that key (it could not
+    /// open what this seals): add the key everywhere first.
+    Rotate {
+        /// Seal even though running processes do not hold the key.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

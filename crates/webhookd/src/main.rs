@@ -54,8 +54,8 @@ fn main() -> ExitCode {
                     },
                     Command::GenKey => users::gen_key(),
                     Command::Keys {
-                        action: KeysCommand::Rotate,
-                    } => users::rotate_keys(&config).await,
+                        action: KeysCommand::Rotate { force },
+                    } => users::rotate_keys(&config, force).await,
                     Command::PortalLink {
                         username,
                         ttl,

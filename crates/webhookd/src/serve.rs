@@ -35,21 +35,81 @@ const METRICS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the delivery engine looks for due retries when nothing woke it.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How often a serving process tells the store it runs, with its keys.
+const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(10);
+/// An announcement not renewed within this is forgotten (a killed process).
+const ANNOUNCEMENT_LASTS: Duration = Duration::from_secs(30);
+
 /// Opens the store, first sealing what an earlier start (or an older key)
-/// left unsealed: a wrong WEBHOOKD_ENCRYPTION_KEY stops the start here, by
-/// name.
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let (store, resealed) = webhookd_store::open_and_reseal(config)
+/// left unsealed — unless a running process lacks the sealing key: a
+/// rolling restart that put a new key first would otherwise leave the
+/// processes not yet restarted unable to open what it sealed. A wrong
+/// WEBHOOKD_ENCRYPTION_KEY stops the start here, by name. Returns the
+/// store and the ids of its keys.
+async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Vec<String>)> {
+    let (store, resealed) = webhookd_store::open_and_reseal(config, false)
         .await
         .with_context(|| format!("cannot open the store {}", config.store))?;
-    if resealed.resealed > 0 {
+    if !resealed.held_back_by.is_empty() {
+        tracing::warn!(
+            processes = %resealed.held_back_by.join(", "),
+            "not sealing secrets with the first encryption key: running processes do not hold it \
+             (add it to WEBHOOKD_ENCRYPTION_KEY everywhere first; docs/operations.md, key rotation)"
+        );
+    } else if resealed.resealed > 0 {
         tracing::info!(
             secrets = resealed.secrets,
             resealed = resealed.resealed,
             "endpoint secrets sealed with the current encryption key"
         );
     }
-    Ok(store)
+    Ok((store, resealed.key_ids))
+}
+
+/// The store's upkeep, until `shutdown`: the sweep, this process's
+/// announcement, endpoint changes made elsewhere, and the backlog gauges.
+fn spawn_housekeeping(
+    tasks: &TaskTracker,
+    store: &Arc<dyn Store>,
+    key_ids: String,
+    metrics: &PrometheusHandle,
+    shutdown: &CancellationToken,
+) {
+    tasks.spawn(sweep_regularly(Arc::clone(store), shutdown.clone()));
+    tasks.spawn(announce_regularly(
+        Arc::clone(store),
+        key_ids,
+        shutdown.clone(),
+    ));
+    {
+        let (store, shutdown) = (Arc::clone(store), shutdown.clone());
+        tasks.spawn(async move { store.follow_endpoint_changes(shutdown).await });
+    }
+    tasks.spawn(refresh_metrics(
+        metrics.clone(),
+        Arc::clone(store),
+        shutdown.clone(),
+    ));
+}
+
+/// Tells the store, until `shutdown`, that this process runs and which
+/// keys it holds (see `open_store`).
+async fn announce_regularly(store: Arc<dyn Store>, key_ids: String, shutdown: CancellationToken) {
+    let process_id = webhookd_core::ids::new_lease_token();
+    let lasts = i64::try_from(ANNOUNCEMENT_LASTS.as_millis()).unwrap_or(i64::MAX);
+    let mut ticks = tokio::time::interval(ANNOUNCE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        let until = store.now_ms() + lasts;
+        if let Err(error) = store.announce_process(&process_id, &key_ids, until).await {
+            tracing::debug!(%error, "could not announce this process to the store");
+        }
+    }
+    // Gone at once, not in 30 s: a rotation right after a stop is not held up.
+    let _ = store.announce_process(&process_id, &key_ids, 0).await;
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -60,7 +120,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     telemetry::register(env!("CARGO_PKG_VERSION"), Rejection::CODES);
-    let store = open_store(&config).await?;
+    let (store, key_ids) = open_store(&config).await?;
     let listener = webhookd_api::listener::bind(config.listen)
         .with_context(|| format!("cannot listen on {} (WEBHOOKD_LISTEN)", config.listen))?;
     // The bound address, which differs from the configured one for port 0.
@@ -103,16 +163,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let consumer = AmqpConsumer::new(settings, ingest.clone(), readiness.clone());
         tasks.spawn(consumer.run(shutdown.clone()));
     }
-    tasks.spawn(sweep_regularly(Arc::clone(&store), shutdown.clone()));
-    {
-        let (store, shutdown) = (Arc::clone(&store), shutdown.clone());
-        tasks.spawn(async move { store.follow_endpoint_changes(shutdown).await });
-    }
-    tasks.spawn(refresh_metrics(
-        metrics.clone(),
-        Arc::clone(&store),
-        shutdown.clone(),
-    ));
+    spawn_housekeeping(&tasks, &store, key_ids.join(","), &metrics, &shutdown);
 
     let settings = ApiSettings {
         url_rules: UrlRules {

@@ -94,10 +94,20 @@ pub fn gen_key() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn rotate_keys(config: &Config) -> anyhow::Result<()> {
-    let (_, report) = webhookd_store::open_and_reseal(config)
+pub async fn rotate_keys(config: &Config, force: bool) -> anyhow::Result<()> {
+    let (_, report) = webhookd_store::open_and_reseal(config, force)
         .await
         .with_context(|| format!("cannot reseal the secrets in {}", config.store))?;
+    if !report.held_back_by.is_empty() {
+        anyhow::bail!(
+            "refusing to seal with key {}: running webhookd processes do not hold it and could \
+             not open what it seals: {}. Add the key to WEBHOOKD_ENCRYPTION_KEY on every process \
+             (after the current one) and restart them first, then put it first \
+             (docs/operations.md, key rotation); --force seals anyway",
+            report.key_ids.first().map_or("", String::as_str),
+            report.held_back_by.join(", ")
+        );
+    }
     writeln!(
         std::io::stdout(),
         "{} of {} endpoint secret(s) sealed anew with the first key",

@@ -144,6 +144,8 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
     /// Where the next claim starts, rotating so no partition starves.
     next_partition: Arc<AtomicU32>,
+    /// Redis's clock, read with each claim probe.
+    clock: Arc<crate::clock::StoreClock>,
 }
 
 struct Scripts {
@@ -301,7 +303,24 @@ impl RedisStore {
             changes: Arc::default(),
             scripts: Arc::new(scripts),
             next_partition: Arc::new(AtomicU32::new(0)),
-        })
+            clock: Arc::new(crate::clock::StoreClock::new()),
+        }
+        .with_clock_read()
+        .await)
+    }
+
+    /// Reads Redis's clock once (until then, and if it does not answer, the
+    /// wall clock stands in; every claim probe reads it again).
+    async fn with_clock_read(self) -> Self {
+        let time: redis::RedisResult<Vec<String>> =
+            redis::cmd("TIME").query_async(&mut self.connection()).await;
+        if let Some(store_ms) = time
+            .ok()
+            .and_then(|time| crate::clock::StoreClock::from_redis_time(&time))
+        {
+            self.clock.read(store_ms, std::time::Instant::now());
+        }
+        self
     }
 
     /// Keeps finished deliveries as `retention` says (default: SPEC §4).

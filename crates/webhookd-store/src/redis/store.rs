@@ -16,6 +16,7 @@ use super::rows::{
     joined_pieces, redis_error, slot_arguments,
 };
 use super::{RedisStore, SWEEP_BUDGET, SWEEP_SLICE, Write, changes};
+use crate::PROCESS_SETTING;
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
     DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
@@ -365,6 +366,10 @@ impl Store for RedisStore {
         Ok(deliveries)
     }
 
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
         let mut connection = self.connection();
         // One round trip finds the partitions with a ready endpoint, so an
@@ -374,7 +379,7 @@ impl Store for RedisStore {
         let partitions: Vec<usize> = (0..partitions)
             .map(|offset| (first + offset) % partitions)
             .collect();
-        let probes = partitions
+        let mut probes: Vec<redis::Cmd> = partitions
             .iter()
             .map(|partition| {
                 let mut probe = redis::cmd("ZRANGEBYSCORE");
@@ -388,11 +393,22 @@ impl Store for RedisStore {
                 probe
             })
             .collect();
+        // The store's clock, read in the same round trip (see clock.rs).
+        probes.push(redis::cmd("TIME"));
         // Partitions that do not answer (a primary failing over) are
         // skipped: the others' work goes on.
+        let mut answers = connection.each::<Vec<String>>(probes).await;
+        let answered_at = std::time::Instant::now();
+        if let Some(store_ms) = answers
+            .pop()
+            .and_then(Result::ok)
+            .and_then(|time| crate::clock::StoreClock::from_redis_time(&time))
+        {
+            self.clock.read(store_ms, answered_at);
+        }
         let mut ready: Vec<Vec<String>> = Vec::with_capacity(partitions.len());
         let (mut failures, mut failed) = (0, None);
-        for answer in connection.each(probes).await {
+        for answer in answers {
             ready.push(answer.unwrap_or_else(|error| {
                 failures += 1;
                 failed = Some(error);
@@ -706,6 +722,40 @@ impl Store for RedisStore {
             &shutdown,
         )
         .await;
+    }
+
+    async fn announce_process(
+        &self,
+        process_id: &str,
+        key_ids: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        let _: i64 = connection
+            .hset(
+                self.settings_key(),
+                format!("{PROCESS_SETTING}{process_id}"),
+                format!("{until_ms}|{key_ids}"),
+            )
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn running_processes(&self, now_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut connection = self.connection();
+        let settings: HashMap<String, String> = connection
+            .hgetall(self.settings_key())
+            .await
+            .map_err(redis_error)?;
+        let (running, over) = crate::running_processes(settings, now_ms);
+        if !over.is_empty() {
+            let _: i64 = connection
+                .hdel(self.settings_key(), over)
+                .await
+                .map_err(redis_error)?;
+        }
+        Ok(running)
     }
 
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {

@@ -846,6 +846,46 @@ impl Store for SqliteStore {
         Arc::clone(&self.changes)
     }
 
+    async fn announce_process(
+        &self,
+        process_id: &str,
+        key_ids: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError> {
+        let name = format!("{}{process_id}", crate::PROCESS_SETTING);
+        let value = format!("{until_ms}|{key_ids}");
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [&name, &value],
+            )
+            .map_err(sqlite_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn running_processes(&self, now_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(move |c| {
+            let settings = c
+                .prepare_cached("SELECT name, value FROM settings WHERE name LIKE 'process:%'")
+                .and_then(|mut select| {
+                    select
+                        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect::<Result<std::collections::HashMap<String, String>, _>>()
+                })
+                .map_err(sqlite_error)?;
+            let (running, over) = crate::running_processes(settings, now_ms);
+            for name in over {
+                c.execute("DELETE FROM settings WHERE name = ?1", [&name])
+                    .map_err(sqlite_error)?;
+            }
+            Ok(running)
+        })
+        .await
+    }
+
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {
         let (name, value) = (name.to_owned(), value.to_owned());
         self.call(move |c| {

@@ -66,6 +66,7 @@ conformance!(
     deleting_frees_a_place_under_the_limit,
     api_keys_map_to_their_user_until_revoked,
     a_setting_is_inserted_once,
+    processes_are_running_until_their_announcement_runs_out,
     ping_answers,
     an_event_fans_out_to_each_enabled_subscribed_endpoint,
     the_same_event_id_fans_out_once,
@@ -333,6 +334,39 @@ async fn deleting_frees_a_place_under_the_limit(store: Arc<dyn Store>) {
         CreateOutcome::Created
     );
     assert_eq!(store.list_endpoints("frank").await.unwrap().len(), 3);
+}
+
+/// What a key rotation checks (`open_and_reseal`): the processes that said
+/// they run, with their keys, until their word runs out.
+async fn processes_are_running_until_their_announcement_runs_out(store: Arc<dyn Store>) {
+    store
+        .announce_process("p1", "aaaa,bbbb", 2_000)
+        .await
+        .unwrap();
+    store.announce_process("p2", "bbbb", 1_000).await.unwrap();
+    assert_eq!(
+        store.running_processes(1_000).await.unwrap(),
+        vec![
+            ("p1".to_owned(), "aaaa,bbbb".to_owned()),
+            ("p2".to_owned(), "bbbb".to_owned())
+        ]
+    );
+    // Said again, with other keys: the latest word counts.
+    store.announce_process("p2", "cccc", 3_000).await.unwrap();
+    assert_eq!(
+        store.running_processes(2_500).await.unwrap(),
+        vec![("p2".to_owned(), "cccc".to_owned())]
+    );
+    assert!(store.running_processes(3_001).await.unwrap().is_empty());
+    // Announcements are settings of their own: the others are untouched.
+    assert_eq!(
+        store.setting_or_insert("ingest_token", "t").await.unwrap(),
+        "t"
+    );
+    assert!(
+        store.running_processes(0).await.unwrap().is_empty(),
+        "forgotten once run out"
+    );
 }
 
 async fn a_setting_is_inserted_once(store: Arc<dyn Store>) {
