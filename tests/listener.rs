@@ -311,7 +311,7 @@ fn readyz_names_what_is_down_without_internals() {
     let target = webhookd_testkit::service_address(webhookd_testkit::Service::Redis);
     let proxy = runtime.block_on(webhookd_testkit::CuttableProxy::start(target));
     let _ = url;
-    let server = start(&format!("redis://{}/0", proxy.address));
+    let server = start(&webhookd_testkit::Service::Redis.url_through(proxy.address));
     let ready = reqwest::blocking::get(format!("{}/readyz", server.base)).unwrap();
     assert_eq!(ready.status(), 200);
     proxy.cut();

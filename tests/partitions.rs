@@ -116,7 +116,7 @@ fn silent_broker_and_silent_store_are_noticed_and_lose_nothing() {
         amqp_url,
         published: 0,
     };
-    let mut command = webhookd(&format!("redis://{}/0", store_link.address));
+    let mut command = webhookd(&Service::Redis.url_through(store_link.address));
     command
         .env(
             "WEBHOOKD_AMQP_URL",

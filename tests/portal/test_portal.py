@@ -453,6 +453,9 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         step("Disable, then Enable")
         button("Disable").click()
         expect(page.get_by_text("This endpoint is disabled")).to_be_visible()
+        # What happens to events published meanwhile is said where it happens.
+        expect(page.get_by_text("Events published meanwhile are not delivered to it")).to_be_visible()
+        shot("07b-disabled", full_page=False)
         button("Enable").click()
         expect(page.get_by_text("This endpoint is disabled")).to_be_hidden()
         check_clean("edit")

@@ -455,7 +455,11 @@ function endpointAlerts(endpoint) {
       "div",
       { class: "alert alert-info" },
       icon("power"),
-      h("div", {}, "This endpoint is disabled: webhookd sends it nothing until you enable it. Test events still go out."),
+      h(
+        "div",
+        {},
+        "This endpoint is disabled: webhookd sends it nothing until you enable it. Events published meanwhile are not delivered to it, not even later; deliveries already pending wait and go once it is enabled. Test events still go out.",
+      ),
     );
   }
   if (endpoint.failing_since) {
@@ -553,7 +557,11 @@ async function onToggle(event) {
         status,
       });
       storeEndpoint(updated);
-      toast(status === "enabled" ? "Endpoint enabled." : "Endpoint disabled.");
+      toast(
+        status === "enabled"
+          ? "Endpoint enabled."
+          : "Endpoint disabled. Events published while it is disabled are not delivered to it.",
+      );
     } catch (error) {
       if (!handleError(error, () => onToggle(event))) actionFailed(error);
     }

@@ -703,7 +703,7 @@ async fn while_redis_is_unreachable_the_api_answers_50000_and_recovers_by_itself
         return;
     };
     let proxy = CuttableProxy::start(service_address(Service::Redis)).await;
-    let url = format!("redis://{}/0", proxy.address);
+    let url = Service::Redis.url_through(proxy.address);
     let store = RedisStore::connect(&url, &unique_prefix("outage"))
         .await
         .unwrap();
