@@ -15,33 +15,7 @@ use webhookd_testkit::unique_prefix;
 /// the developer's leaks in. `store` is the WEBHOOKD_STORE URL; Redis runs
 /// get a key prefix of their own so they never meet another run's data.
 pub fn webhookd(store: &str) -> Command {
-    with_environment(Command::new(env!("CARGO_BIN_EXE_webhookd")), store)
-}
-
-/// [`webhookd`] with its wall clock moved by `offset` (libfaketime's
-/// `faketime`, e.g. `+1h`): `None` when `faketime` is not installed (a
-/// panic under `CI=true`, which installs it).
-pub fn webhookd_with_clock(store: &str, offset: &str) -> Option<Command> {
-    let installed = Command::new("faketime")
-        .args(["-f", "+0", "true"])
-        .status()
-        .is_ok_and(|status| status.success());
-    if !installed {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "faketime is not installed: CI=true requires it (apt-get install faketime)"
-        );
-        eprintln!("SKIPPED: faketime is not installed (apt-get install faketime)");
-        return None;
-    }
-    let mut command = Command::new("faketime");
-    command
-        .args(["-f", offset])
-        .arg(env!("CARGO_BIN_EXE_webhookd"));
-    Some(with_environment(command, store))
-}
-
-fn with_environment(mut command: Command, store: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_webhookd"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("WEBHOOKD_") || name == "RUST_LOG" {
             command.env_remove(name);
@@ -54,6 +28,36 @@ fn with_environment(mut command: Command, store: &str) -> Command {
         command.env("WEBHOOKD_REDIS_PREFIX", redis_prefix());
     }
     command
+}
+
+/// [`webhookd`] with its wall clock moved by `offset` (e.g. `+1h`),
+/// through libfaketime preloaded into the process itself — not the
+/// `faketime` wrapper, which forks: killing the wrapper would leave the
+/// server running. `None` when libfaketime is not installed (a panic under
+/// `CI=true`, which installs Debian's `faketime`).
+pub fn webhookd_with_clock(store: &str, offset: &str) -> Option<Command> {
+    let library = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|path| std::path::Path::new(path).exists());
+    let Some(library) = library else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "libfaketime is not installed: CI=true requires it (apt-get install faketime)"
+        );
+        eprintln!("SKIPPED: libfaketime is not installed (apt-get install faketime)");
+        return None;
+    };
+    let mut command = webhookd(store);
+    command
+        .env("LD_PRELOAD", library)
+        .env("FAKETIME", offset)
+        // Leave the monotonic clock alone: only the wall clock is skewed.
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    Some(command)
 }
 
 /// One prefix per test (the harness names each test's thread after it), the

@@ -232,6 +232,16 @@ impl Event {
             });
         }
 
+        if let Some(number) = out_of_range_number(data.get()) {
+            return Err(Rejection::NotJson {
+                detail: format!(
+                    "data holds the number {}, beyond what a 64-bit float holds: strict \
+                     JSON parsers (Go, serde_json) refuse it",
+                    number.chars().take(32).collect::<String>()
+                ),
+            });
+        }
+
         let event_id = match optional(wire.event_id) {
             None => match missing_id {
                 MissingId::Random => new_event_id(),
@@ -375,6 +385,43 @@ fn lone_surrogate(json: &str) -> Option<&str> {
     None
 }
 
+/// The first number in `json` (valid JSON) too large for a 64-bit float,
+/// such as `1e400`: JSON's grammar allows it, but serde_json and Go refuse
+/// the body, so a receiver could never read the delivery (found by
+/// fuzzing). Only a number with an exponent or over 300 digits can be.
+fn out_of_range_number(json: &str) -> Option<&str> {
+    let bytes = json.as_bytes();
+    let (mut at, mut in_string, mut escaped) = (0, false, false);
+    while let Some(&byte) = bytes.get(at) {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            at += 1;
+        } else if byte == b'"' {
+            in_string = true;
+            at += 1;
+        } else if byte == b'-' || byte.is_ascii_digit() {
+            let end = bytes[at..]
+                .iter()
+                .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                .map_or(bytes.len(), |length| at + length);
+            let number = json.get(at..end)?;
+            let suspect = number.len() > 300 || number.contains(['e', 'E']);
+            if suspect && number.parse::<f64>().is_ok_and(f64::is_infinite) {
+                return Some(number);
+            }
+            at = end;
+        } else {
+            at += 1;
+        }
+    }
+    None
+}
+
 fn compact_json(json: &str) -> String {
     if !json
         .bytes()
@@ -440,6 +487,37 @@ mod tests {
             r#"{"a":"\ud83d\ude00"}"#,
             r#"{"a":"\\ud800"}"#,
             r#"{"a":"\u00e9\n"}"#,
+        ] {
+            let event = parse(&message(fine)).unwrap();
+            serde_json::from_str::<serde_json::Value>(&event.body()).unwrap();
+        }
+    }
+
+    /// Found by fuzzing: a number beyond a 64-bit float in `data` made a
+    /// body that strict JSON parsers refuse to read.
+    #[test]
+    fn a_number_no_float_holds_is_refused_and_the_rest_kept() {
+        let message = |data: &str| {
+            format!(r#"{{"event":"generated_video_success","username":"u","data":{data}}}"#)
+        };
+        let huge = "9".repeat(400);
+        for refused in [
+            r#"{"n":1e400}"#.to_owned(),
+            r#"{"a":[1,{"b":-171e7171717}]}"#.to_owned(),
+            format!(r#"{{"n":{huge}}}"#),
+        ] {
+            let rejection = parse(&message(&refused)).unwrap_err();
+            assert_eq!(rejection.code(), "not_json", "{refused}");
+            assert!(
+                rejection.to_string().contains("64-bit float"),
+                "{rejection}"
+            );
+        }
+        for fine in [
+            r#"{"n":1.7976931348623157e308}"#,
+            r#"{"n":1e-400,"m":-0.5E+3}"#,
+            r#"{"s":"1e400","t":"\"1e999"}"#,
+            r#"{"n":12345678901234567890}"#,
         ] {
             let event = parse(&message(fine)).unwrap();
             serde_json::from_str::<serde_json::Value>(&event.body()).unwrap();

@@ -4,12 +4,14 @@
 //! Layout: [`client`] (HTTP, signing, SSRF guard), [`classify`] (outcome →
 //! verdict, exhaustive), `reuse` (telling a reused connection's silent
 //! close from a failed attempt), [`engine`] (claiming with leases, concurrency caps,
-//! fairness, retries as data, draining on shutdown), `slot_lapse` (when a
+//! fairness, retries as data, draining on shutdown), `health` (each
+//! endpoint's circuit breaker), `slot_lapse` (when a
 //! sending slot a worker passes on may have lapsed in the store).
 
 pub mod classify;
 pub mod client;
 pub mod engine;
+mod health;
 mod reuse;
 mod slot_lapse;
 

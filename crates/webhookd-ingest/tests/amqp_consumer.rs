@@ -21,7 +21,9 @@ use webhookd_testkit::amqp::{
     Received, close_connections_named, delete_queues, publish, publish_declared_with, ready_count,
     take_all, unique_queue,
 };
-use webhookd_testkit::{CuttableProxy, Service, require, service_address, unique_prefix};
+use webhookd_testkit::{
+    CuttableProxy, Service, require, service_address, subscription, unique_prefix,
+};
 
 /// A consumer on a queue of its own, feeding a Redis store with a prefix
 /// of its own, and one user with `endpoints` endpoints.
@@ -35,6 +37,8 @@ struct Fixture {
     consumer: tokio::task::JoinHandle<()>,
     /// Between the store and Redis, with [`Options::store_proxy`].
     store_link: Option<CuttableProxy>,
+    /// The store's key prefix.
+    prefix: String,
 }
 
 /// How a [`Fixture`] differs from the plain one.
@@ -64,11 +68,9 @@ impl Fixture {
         } else {
             None
         };
-        let store: Arc<dyn Store> = Arc::new(
-            RedisStore::connect(&redis_url, &unique_prefix(test))
-                .await
-                .unwrap(),
-        );
+        let prefix = unique_prefix(test);
+        let store: Arc<dyn Store> =
+            Arc::new(RedisStore::connect(&redis_url, &prefix).await.unwrap());
         let mut endpoint_ids = Vec::new();
         for i in 0..endpoints {
             let endpoint = Endpoint {
@@ -118,6 +120,7 @@ impl Fixture {
             shutdown,
             consumer,
             store_link,
+            prefix,
         })
     }
 
@@ -677,5 +680,60 @@ async fn a_message_redelivered_past_the_limit_is_dead_lettered_by_webhookd() {
     assert!(count >= 3, "{reason}");
     assert!(reason.ends_with("(amqp_delivery_limit 3)"), "{reason}");
     assert!(fixture.deliveries_by_event(0).await.is_empty());
+    fixture.stop().await;
+}
+
+/// An event the store keeps refusing with an answer retrying will not
+/// change (here: its owner's data is not what webhookd wrote) is, after a
+/// few tries alone, dead-lettered with the store's reason; the events
+/// around it are accepted and the queue keeps flowing. Before, the consumer
+/// retried the whole batch forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_store_keeps_refusing_is_dead_lettered_and_the_queue_flows() {
+    let Some(fixture) = Fixture::start("store_refuses", 1).await else {
+        return;
+    };
+    fixture.wait_until_ready().await;
+    let broken = subscription(
+        "broken-user",
+        "https://example.com/b",
+        &[EventType::GeneratedVideoSuccess],
+    );
+    fixture.store.create_endpoint(&broken, 20).await.unwrap();
+    // The user's endpoint index becomes a string: every accept of an event
+    // of theirs fails with WRONGTYPE.
+    let client = redis::Client::open(Service::Redis.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*u:broken-user:endpoints", fixture.prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let _: () = redis::cmd("SET")
+        .arg(&keys[0])
+        .arg("not a sorted set")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let refused = r#"{"event":"generated_video_success","username":"broken-user","event_id":"evt_refused","data":{}}"#;
+    fixture
+        .publish(vec![
+            message("evt_before"),
+            refused.to_owned(),
+            message("evt_after"),
+        ])
+        .await;
+    let counts = fixture.wait_for_events(2, Duration::from_secs(30)).await;
+    assert_eq!(
+        counts.len(),
+        2,
+        "the events around it are accepted: {counts:?}"
+    );
+    let dead = dead_letters(&fixture.amqp_url, &fixture.settings.dead_letter_queue(), 1).await;
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0].header(ERROR_HEADER).unwrap();
+    assert!(reason.starts_with("store_refused: "), "{reason}");
+    assert!(reason.contains("WRONGTYPE"), "{reason}");
     fixture.stop().await;
 }

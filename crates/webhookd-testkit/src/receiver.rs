@@ -23,6 +23,8 @@ pub enum Answer {
     Hang,
     /// 200 after this long.
     Slow(Duration),
+    /// This status after this long.
+    SlowStatus(Duration, u16),
 }
 
 /// One request as received.
@@ -148,6 +150,10 @@ async fn receive(
         Answer::Slow(delay) => {
             tokio::time::sleep(delay).await;
             StatusCode::OK.into_response()
+        }
+        Answer::SlowStatus(delay, code) => {
+            tokio::time::sleep(delay).await;
+            status(code).into_response()
         }
     }
 }

@@ -310,6 +310,67 @@ fn keep_failure_streak(
     }))
 }
 
+/// Leases due deliveries as `request` says, endpoint by endpoint in the
+/// order of each one's earliest due delivery (see [`Store::claim_due`]):
+/// each within its room, its rate limit's tokens, and — for slow and
+/// failing endpoints — what is left of the suspects' share.
+///
+/// [`Store::claim_due`]: crate::Store::claim_due
+pub(super) fn claim_due(
+    tx: &rusqlite::Transaction<'_>,
+    request: &ClaimRequest,
+    rates: &RateBuckets,
+) -> Result<Vec<Claim>, StoreError> {
+    let ready: Vec<String> = {
+        let mut select = tx.prepare_cached(READY_ENDPOINTS).map_err(sqlite_error)?;
+        // Endpoints without room are skipped; at most `room` of them.
+        let most = i64::try_from(request.limit + request.room.len()).unwrap_or(i64::MAX);
+        select
+            .query_map(params![request.now_ms, most], |row| row.get(0))
+            .map_err(sqlite_error)?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite_error)?
+    };
+    let mut claims = Vec::new();
+    let mut suspect_room = request.suspect_room;
+    for endpoint_id in ready {
+        let suspect = request.suspects.contains(&endpoint_id);
+        let mut room = request
+            .room
+            .get(&endpoint_id)
+            .copied()
+            .unwrap_or(request.per_endpoint)
+            .min(request.limit.saturating_sub(claims.len()));
+        if suspect {
+            room = room.min(suspect_room);
+        }
+        if room == 0 {
+            continue;
+        }
+        let rate_limit: Option<u32> = tx
+            .prepare_cached("SELECT rate_limit FROM endpoints WHERE endpoint_id = ?1")
+            .and_then(|mut select| {
+                select
+                    .query_row([&endpoint_id], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(sqlite_error)?
+            .flatten();
+        let room = rate_limit.map_or(room, |limit| {
+            rates.take(&endpoint_id, limit, request.now_ms, room)
+        });
+        let before = claims.len();
+        claim_from_endpoint(tx, request, &endpoint_id, room, &mut claims)?;
+        if suspect {
+            suspect_room -= claims.len() - before;
+        }
+        if let Some(limit) = rate_limit {
+            rates.give_back(&endpoint_id, limit, room - (claims.len() - before));
+        }
+    }
+    Ok(claims)
+}
+
 /// Leases up to `room` due deliveries of one endpoint into `claims`.
 pub(super) fn claim_from_endpoint(
     tx: &rusqlite::Transaction<'_>,
@@ -478,4 +539,61 @@ pub(super) fn delete_deliveries(
     )
     .map_err(sqlite_error)?;
     Ok(())
+}
+
+/// Counts for the backlog gauges at `now_ms`.
+pub(super) fn delivery_stats(
+    c: &rusqlite::Connection,
+    now_ms: i64,
+) -> Result<crate::DeliveryStats, StoreError> {
+    let count = |sql: &str, now: Option<i64>| -> Result<u64, StoreError> {
+        let count: i64 = match now {
+            Some(now) => c.query_row(sql, [now], |row| row.get(0)),
+            None => c.query_row(sql, [], |row| row.get(0)),
+        }
+        .map_err(sqlite_error)?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    };
+    Ok(crate::DeliveryStats {
+        due: count(
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1",
+            Some(now_ms),
+        )?,
+        scheduled: count(
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at > ?1",
+            Some(now_ms),
+        )?,
+        dead: count(
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'failed'
+                 AND endpoint_id NOT IN (SELECT endpoint_id FROM deleted_endpoints)",
+            None,
+        )?,
+    })
+}
+
+/// The attempt log of one delivery, oldest attempt first.
+pub(super) fn attempts_of(
+    c: &rusqlite::Connection,
+    delivery_id: &str,
+) -> Result<Vec<crate::AttemptRecord>, StoreError> {
+    let mut select = c
+        .prepare_cached(
+            "SELECT attempt, started_at, duration_ms, status_code, reason, response
+             FROM attempts WHERE delivery_id = ?1 ORDER BY attempt",
+        )
+        .map_err(sqlite_error)?;
+    select
+        .query_map([delivery_id], |row| {
+            Ok(crate::AttemptRecord {
+                attempt: row.get(0)?,
+                started_at: row.get(1)?,
+                duration_ms: row.get::<_, i64>(2)?.try_into().unwrap_or_default(),
+                status_code: row.get(3)?,
+                reason: row.get(4)?,
+                response: row.get(5)?,
+            })
+        })
+        .map_err(sqlite_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sqlite_error)
 }

@@ -13,6 +13,7 @@ mod group_commit;
 mod rates;
 mod rows;
 mod schema;
+mod settings;
 mod users;
 
 use std::path::Path;
@@ -23,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use self::deliveries::{
-    Leasing, READY_ENDPOINTS, accept_one, claim_from_endpoint, record_one_attempt, sweep_step,
+    Leasing, accept_one, attempts_of, claim_due, delivery_stats, record_one_attempt, sweep_step,
 };
 use self::rows::{
     DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RawDelivery, RawEndpoint, read_delivery, read_endpoint,
@@ -569,53 +570,7 @@ impl Store for SqliteStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_error)?;
-            let ready: Vec<String> = {
-                let mut select = tx.prepare_cached(READY_ENDPOINTS).map_err(sqlite_error)?;
-                // Endpoints without room are skipped; at most `room` of them.
-                let most = i64::try_from(request.limit + request.room.len()).unwrap_or(i64::MAX);
-                select
-                    .query_map(params![request.now_ms, most], |row| row.get(0))
-                    .map_err(sqlite_error)?
-                    .collect::<Result<_, _>>()
-                    .map_err(sqlite_error)?
-            };
-            let mut claims = Vec::new();
-            let mut suspect_room = request.suspect_room;
-            for endpoint_id in ready {
-                let suspect = request.suspects.contains(&endpoint_id);
-                let mut room = request
-                    .room
-                    .get(&endpoint_id)
-                    .copied()
-                    .unwrap_or(request.per_endpoint)
-                    .min(request.limit.saturating_sub(claims.len()));
-                if suspect {
-                    room = room.min(suspect_room);
-                }
-                if room == 0 {
-                    continue;
-                }
-                let rate_limit: Option<u32> = tx
-                    .prepare_cached("SELECT rate_limit FROM endpoints WHERE endpoint_id = ?1")
-                    .and_then(|mut select| {
-                        select
-                            .query_row([&endpoint_id], |row| row.get(0))
-                            .optional()
-                    })
-                    .map_err(sqlite_error)?
-                    .flatten();
-                let room = rate_limit.map_or(room, |limit| {
-                    rates.take(&endpoint_id, limit, request.now_ms, room)
-                });
-                let before = claims.len();
-                claim_from_endpoint(&tx, &request, &endpoint_id, room, &mut claims)?;
-                if suspect {
-                    suspect_room -= claims.len() - before;
-                }
-                if let Some(limit) = rate_limit {
-                    rates.give_back(&endpoint_id, limit, room - (claims.len() - before));
-                }
-            }
+            let claims = claim_due(&tx, &request, &rates)?;
             tx.commit().map_err(sqlite_error)?;
             Ok(claims)
         })
@@ -686,26 +641,7 @@ impl Store for SqliteStore {
             else {
                 return Ok(None);
             };
-            let mut select = c
-                .prepare_cached(
-                    "SELECT attempt, started_at, duration_ms, status_code, reason, response
-                     FROM attempts WHERE delivery_id = ?1 ORDER BY attempt",
-                )
-                .map_err(sqlite_error)?;
-            let attempts = select
-                .query_map([&delivery_id], |row| {
-                    Ok(AttemptRecord {
-                        attempt: row.get(0)?,
-                        started_at: row.get(1)?,
-                        duration_ms: row.get::<_, i64>(2)?.try_into().unwrap_or_default(),
-                        status_code: row.get(3)?,
-                        reason: row.get(4)?,
-                        response: row.get(5)?,
-                    })
-                })
-                .map_err(sqlite_error)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(sqlite_error)?;
+            let attempts = attempts_of(c, &delivery_id)?;
             Ok(Some((delivery.parse()?, attempts)))
         })
         .await
@@ -802,32 +738,7 @@ impl Store for SqliteStore {
     }
 
     async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {
-        self.call(move |c| {
-            let count = |sql: &str, now: Option<i64>| -> Result<u64, StoreError> {
-                let count: i64 = match now {
-                    Some(now) => c.query_row(sql, [now], |row| row.get(0)),
-                    None => c.query_row(sql, [], |row| row.get(0)),
-                }
-                .map_err(sqlite_error)?;
-                Ok(u64::try_from(count).unwrap_or_default())
-            };
-            Ok(DeliveryStats {
-                due: count(
-                    "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1",
-                    Some(now_ms),
-                )?,
-                scheduled: count(
-                    "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at > ?1",
-                    Some(now_ms),
-                )?,
-                dead: count(
-                    "SELECT COUNT(*) FROM deliveries WHERE status = 'failed'
-                     AND endpoint_id NOT IN (SELECT endpoint_id FROM deleted_endpoints)",
-                    None,
-                )?,
-            })
-        })
-        .await
+        self.call(move |c| delivery_stats(c, now_ms)).await
     }
 
     async fn sweep(&self, now_ms: i64) -> Result<SweepReport, StoreError> {
@@ -854,59 +765,17 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let name = format!("{}{process_id}", crate::PROCESS_SETTING);
         let value = format!("{until_ms}|{key_ids}");
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO settings (name, value) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                [&name, &value],
-            )
-            .map_err(sqlite_error)?;
-            Ok(())
-        })
-        .await
+        self.call(move |c| settings::put(c, &name, &value)).await
     }
 
     async fn running_processes(&self, now_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
-        self.call(move |c| {
-            let settings = c
-                .prepare_cached("SELECT name, value FROM settings WHERE name LIKE 'process:%'")
-                .and_then(|mut select| {
-                    select
-                        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                        .collect::<Result<std::collections::HashMap<String, String>, _>>()
-                })
-                .map_err(sqlite_error)?;
-            let (running, over) = crate::running_processes(settings, now_ms);
-            for name in over {
-                c.execute("DELETE FROM settings WHERE name = ?1", [&name])
-                    .map_err(sqlite_error)?;
-            }
-            Ok(running)
-        })
-        .await
+        self.call(move |c| settings::running_processes(c, now_ms))
+            .await
     }
 
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {
         let (name, value) = (name.to_owned(), value.to_owned());
-        self.call(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            tx.execute(
-                "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                [&name, &value],
-            )
-            .map_err(sqlite_error)?;
-            let stored: String = tx
-                .query_row(
-                    "SELECT value FROM settings WHERE name = ?1",
-                    [&name],
-                    |row| row.get(0),
-                )
-                .map_err(sqlite_error)?;
-            tx.commit().map_err(sqlite_error)?;
-            Ok(stored)
-        })
-        .await
+        self.call(move |c| settings::get_or_insert(c, &name, &value))
+            .await
     }
 }

@@ -321,3 +321,80 @@ pub(crate) async fn a_rate_limit_caps_the_deliveries_that_start_each_second(stor
     // The rest: 20 + 1 accepted, 12 claimed.
     assert_eq!(claim_at(&*store, NOW_MS + 10_001, 50).await.len(), 9);
 }
+
+/// On a cluster one partition that does not answer the claim probe (a
+/// primary failing over; here, a partition whose ready index is not what
+/// webhookd wrote) no longer stops claims everywhere: the other
+/// partitions' due work is claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_claims_go_on_when_a_partition_does_not_answer() {
+    let Some(url) = require(Service::RedisCluster) else {
+        return;
+    };
+    let prefix = unique_prefix("probe");
+    let store = RedisStore::connect(&url, &prefix).await.unwrap();
+    // Users spread over partitions, each with one due delivery.
+    for n in 0..24 {
+        let username = format!("user{n}");
+        create(&store, &endpoint(&username, 1)).await;
+        accept(
+            &store,
+            &event(
+                &username,
+                &format!("evt_{n}"),
+                EventType::GeneratedVideoSuccess,
+            ),
+        )
+        .await;
+    }
+    // Break one partition's ready index, on the node that holds it.
+    let mut broken = None;
+    for node in cluster_primaries(&url).await {
+        let client = ::redis::Client::open(format!("redis://{node}")).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{prefix}*ready"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if let Some(key) = keys.first() {
+            let _: () = ::redis::cmd("SET")
+                .arg(key)
+                .arg("not a sorted set")
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            broken = Some(key.clone());
+            break;
+        }
+    }
+    assert!(broken.is_some(), "some partition has a ready index");
+    let claims = store
+        .claim_due(&claim_request(NOW_MS, 100))
+        .await
+        .expect("the other partitions answer");
+    assert!(!claims.is_empty());
+    assert!(claims.len() < 24, "the broken partition's delivery waits");
+}
+
+/// `host:port` of the cluster's primaries, as its first node sees them.
+async fn cluster_primaries(url: &str) -> Vec<String> {
+    let seed = url
+        .split_once("://")
+        .and_then(|(_, nodes)| nodes.split(',').next())
+        .unwrap();
+    let client = ::redis::Client::open(format!("redis://{seed}")).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let nodes: String = ::redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    nodes
+        .lines()
+        .filter(|line| line.contains("master") && !line.contains("fail"))
+        .filter_map(|line| line.split(' ').nth(1))
+        .filter_map(|address| address.split('@').next())
+        .map(str::to_owned)
+        .collect()
+}

@@ -27,70 +27,80 @@ local results, leased = {}, {}
 for e = 11 + 4 * listed, #ARGV, 7 do
   local user, username, event_id, event_type, quoted, body, base =
     ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
+  -- Read first: a read that fails (data not as webhookd wrote it) must
+  -- leave nothing of this event written, not even its de-duplication
+  -- entry, or a retry would take it for a duplicate and drop it. A script
+  -- that fails keeps what it wrote before (the events before this one):
+  -- their retry is a duplicate.
+  local subscribed = {}
+  for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
+    local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events', 'url', 'secret',
+      'previous_secret', 'previous_expires_at', 'rate_limit')
+    if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true) then
+      subscribed[#subscribed + 1] = {id, endpoint}
+    end
+  end
   if not redis.call('SET', user .. 'seen:' .. event_id, '1', 'NX', 'PX', dedup) then
     results[#results + 1] = 0
   else
     local chosen = {}
-    for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
-      local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events', 'url', 'secret',
-        'previous_secret', 'previous_expires_at', 'rate_limit')
-      if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true) then
-        local delivery = base .. string.format('%02x', #chosen)
-        local due_at, lease = now, nil
-        local room = room_of[id] or per_endpoint
-        if suspect[id] then room = math.min(room, suspect_room) end
-        local sending = user .. 'ep:' .. id .. ':sending'
-        if endpoint_limit > 0 and #leased < limit and room > 0 then
-          local held = held_of[id] or 0
-          if grant_of[id] == nil then
-            grant_of[id] = math.max(0, math.min(free_slots(sending, endpoint_limit, tonumber(now)),
-              endpoint_limit - held))
-          end
-          -- No slot in the lane and none free: the lane could not send it.
-          if held + grant_of[id] == 0 then room = 0 end
+    for _, pair in ipairs(subscribed) do
+      local id, endpoint = pair[1], pair[2]
+      local delivery = base .. string.format('%02x', #chosen)
+      local due_at, lease = now, nil
+      local room = room_of[id] or per_endpoint
+      if suspect[id] then room = math.min(room, suspect_room) end
+      local sending = user .. 'ep:' .. id .. ':sending'
+      if endpoint_limit > 0 and #leased < limit and room > 0 then
+        local held = held_of[id] or 0
+        if grant_of[id] == nil then
+          grant_of[id] = math.max(0, math.min(free_slots(sending, endpoint_limit, tonumber(now)),
+            endpoint_limit - held))
         end
-        local rate = tonumber(endpoint[7])
-        if rate and #leased < limit and room > 0 then
-          tokens_of[id] = tokens_of[id] or rate_tokens(user .. 'ep:' .. id .. ':rate', rate, tonumber(now))
-          if tokens_of[id] < 1 then room = 0 end
-        end
-        if #leased < limit and room > 0 then
-          room_of[id] = (room_of[id] or per_endpoint) - 1
-          if suspect[id] then suspect_room = suspect_room - 1 end
-          lease = lease_base .. ':' .. (#leased + 1)
-          local slot = ''
-          if endpoint_limit > 0 and grant_of[id] > 0 then
-            grant_of[id] = grant_of[id] - 1
-            slot = lease .. ':slot'
-            redis.call('ZADD', sending, lease_until, slot)
-          end
-          if rate then
-            rate_spend(user .. 'ep:' .. id .. ':rate', rate, tonumber(now), tokens_of[id], 1)
-            tokens_of[id] = tokens_of[id] - 1
-          end
-          due_at = lease_until
-          leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease, endpoint[5] or '',
-            endpoint[6] or '', slot}
-        end
-        local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
-          'event_type', event_type, 'status', 'pending', 'attempts', 0, 'created_at', now,
-          'next_attempt_at', due_at}
-        if lease then
-          -- Sent at once, most likely delivered at once: splitting its
-          -- body would be work for nothing (a retry compacts it then).
-          fields[#fields + 1] = 'lease'
-          fields[#fields + 1] = lease
-          fields[#fields + 1] = 'body'
-          fields[#fields + 1] = body
-        else
-          -- It waits: compact (see put_pieces).
-          put_pieces(fields, 'body', body)
-        end
-        redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
-        schedule(user .. 'ep:' .. id .. ':due', KEYS[1], delivery, due_at)
-        redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
-        chosen[#chosen + 1] = id
+        -- No slot in the lane and none free: the lane could not send it.
+        if held + grant_of[id] == 0 then room = 0 end
       end
+      local rate = tonumber(endpoint[7])
+      if rate and #leased < limit and room > 0 then
+        tokens_of[id] = tokens_of[id] or rate_tokens(user .. 'ep:' .. id .. ':rate', rate, tonumber(now))
+        if tokens_of[id] < 1 then room = 0 end
+      end
+      if #leased < limit and room > 0 then
+        room_of[id] = (room_of[id] or per_endpoint) - 1
+        if suspect[id] then suspect_room = suspect_room - 1 end
+        lease = lease_base .. ':' .. (#leased + 1)
+        local slot = ''
+        if endpoint_limit > 0 and grant_of[id] > 0 then
+          grant_of[id] = grant_of[id] - 1
+          slot = lease .. ':slot'
+          redis.call('ZADD', sending, lease_until, slot)
+        end
+        if rate then
+          rate_spend(user .. 'ep:' .. id .. ':rate', rate, tonumber(now), tokens_of[id], 1)
+          tokens_of[id] = tokens_of[id] - 1
+        end
+        due_at = lease_until
+        leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease, endpoint[5] or '',
+          endpoint[6] or '', slot}
+      end
+      local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
+        'event_type', event_type, 'status', 'pending', 'attempts', 0, 'created_at', now,
+        'next_attempt_at', due_at}
+      if lease then
+        -- Sent at once, most likely delivered at once: splitting its
+        -- body would be work for nothing (a retry compacts it then).
+        fields[#fields + 1] = 'lease'
+        fields[#fields + 1] = lease
+        fields[#fields + 1] = 'body'
+        fields[#fields + 1] = body
+      else
+        -- It waits: compact (see put_pieces).
+        put_pieces(fields, 'body', body)
+      end
+      redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
+      schedule(user .. 'ep:' .. id .. ':due', KEYS[1], delivery, due_at)
+      redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
+      chosen[#chosen + 1] = id
     end
     results[#results + 1] = chosen
   end

@@ -1,0 +1,124 @@
+//! The typed values of settings that are more than a number or a
+//! duration: the store URL, the queue type, the log format.
+
+use std::fmt;
+
+/// Which store backs webhookd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// The embedded SQLite database at this path.
+    Sqlite { path: String },
+    /// A Redis server (`redis://`, `rediss://`) or Redis Cluster
+    /// (`redis+cluster://host:port,…`, `rediss+cluster://`); the URL is
+    /// handed to the store as written.
+    Redis { url: String },
+}
+
+/// The schemes a Redis store URL may start with: one server, or a cluster.
+const REDIS_SCHEMES: [&str; 4] = [
+    "redis://",
+    "rediss://",
+    "redis+cluster://",
+    "rediss+cluster://",
+];
+
+impl StoreUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "sqlite:// needs a file path, e.g. sqlite://webhookd-data/webhookd.db".into(),
+                );
+            }
+            return Ok(StoreUrl::Sqlite { path: path.into() });
+        }
+        if REDIS_SCHEMES.iter().any(|scheme| text.starts_with(scheme)) {
+            return Ok(StoreUrl::Redis { url: text.into() });
+        }
+        Err(format!(
+            "{:?} is not a store URL (use sqlite://<path>, redis://host:port/db or \
+             redis+cluster://host:port,host:port)",
+            redact_url(text)
+        ))
+    }
+}
+
+/// Displays without a password.
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Sqlite { path } => write!(f, "sqlite://{path}"),
+            StoreUrl::Redis { url } => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+/// The RabbitMQ queue type webhookd declares (`x-queue-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+impl QueueType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "classic" => Ok(QueueType::Classic),
+            "quorum" => Ok(QueueType::Quorum),
+            other => Err(format!(
+                "{other:?} is not a queue type (use classic or quorum)"
+            )),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    Auto,
+    Human,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(LogFormat::Auto),
+            "human" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "{other:?} is not a log format (use auto, human or json)"
+            )),
+        }
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}

@@ -1,0 +1,67 @@
+//! Settings kept in the database (`settings`: name → value): values every
+//! process must share, such as the generated ingest token, and the serving
+//! processes' announcements ([`crate::Store::announce_process`]).
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::schema::sqlite_error;
+use crate::StoreError;
+
+/// The stored value of `name`, storing `value` first if there is none.
+pub(super) fn get_or_insert(
+    c: &mut Connection,
+    name: &str,
+    value: &str,
+) -> Result<String, StoreError> {
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    tx.execute(
+        "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        [name, value],
+    )
+    .map_err(sqlite_error)?;
+    let stored: String = tx
+        .query_row(
+            "SELECT value FROM settings WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .map_err(sqlite_error)?;
+    tx.commit().map_err(sqlite_error)?;
+    Ok(stored)
+}
+
+/// Sets `name` to `value`, whatever it was.
+pub(super) fn put(c: &mut Connection, name: &str, value: &str) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO settings (name, value) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [name, value],
+    )
+    .map_err(sqlite_error)?;
+    Ok(())
+}
+
+/// The announcements running at `now_ms`; those run out are forgotten.
+pub(super) fn running_processes(
+    c: &mut Connection,
+    now_ms: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let settings = c
+        .prepare_cached("SELECT name, value FROM settings WHERE name LIKE 'process:%'")
+        .and_then(|mut select| {
+            select
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<HashMap<String, String>, _>>()
+        })
+        .map_err(sqlite_error)?;
+    let (running, over) = crate::running_processes(settings, now_ms);
+    for name in over {
+        c.execute("DELETE FROM settings WHERE name = ?1", [&name])
+            .map_err(sqlite_error)?;
+    }
+    Ok(running)
+}
