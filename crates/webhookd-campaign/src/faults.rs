@@ -1,0 +1,95 @@
+//! The faults a campaign draws from its seed, and their windows.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use rand::rngs::StdRng;
+
+/// A kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// kill -9 a webhookd, started again a little later.
+    Kill,
+    /// SIGSTOP a webhookd, SIGCONT a little later.
+    Pause,
+    /// RabbitMQ closes the process's connection (`rabbitmqctl`).
+    AmqpClose,
+    /// The process's link to Redis refuses and resets.
+    StoreCut,
+    /// The process's link to Redis goes silent (no reset).
+    StoreFreeze,
+    /// The process's link to Redis is cut, then the process is told to
+    /// stop (SIGTERM) before the link is back, and started again.
+    TermWhileStoreDown,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Kill,
+        Kind::Pause,
+        Kind::AmqpClose,
+        Kind::StoreCut,
+        Kind::StoreFreeze,
+        Kind::TermWhileStoreDown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Kill => "kill",
+            Kind::Pause => "pause",
+            Kind::AmqpClose => "amqp-close",
+            Kind::StoreCut => "store-cut",
+            Kind::StoreFreeze => "store-freeze",
+            Kind::TermWhileStoreDown => "term-store-down",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+/// One fault of the schedule: what, to which process, when (from the
+/// start of the run) and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Fault {
+    pub kind: Kind,
+    pub process: usize,
+    pub after: Duration,
+    pub lasts: Duration,
+}
+
+/// The faults of a run lasting `duration`, drawn from `random`: one every
+/// 2–6 s, none in the first 2 s.
+pub fn schedule(
+    random: &mut StdRng,
+    kinds: &[Kind],
+    processes: usize,
+    duration: Duration,
+) -> Vec<Fault> {
+    let mut faults = Vec::new();
+    if kinds.is_empty() {
+        return faults;
+    }
+    let mut at = Duration::from_secs(2);
+    while at < duration {
+        let kind = kinds[random.random_range(0..kinds.len())];
+        let lasts = Duration::from_millis(random.random_range(500..5_000));
+        faults.push(Fault {
+            kind,
+            process: random.random_range(0..processes),
+            after: at,
+            lasts,
+        });
+        at += lasts + Duration::from_millis(random.random_range(2_000..6_000));
+    }
+    faults
+}
+
+/// When a fault was in force.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub kind: Kind,
+    pub from: Instant,
+    pub until: Instant,
+}

@@ -1,0 +1,178 @@
+//! The system under test: webhookd processes on one Redis (each through a
+//! link the campaign can cut or freeze) and one RabbitMQ queue.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use webhookd_testkit::CuttableProxy;
+
+/// What every webhookd process of a run shares.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub binary: PathBuf,
+    pub redis_url: String,
+    pub redis_address: std::net::SocketAddr,
+    pub prefix: String,
+    pub amqp_url: String,
+    pub queue: String,
+    pub endpoint_concurrency: usize,
+}
+
+/// One webhookd process and its link to Redis.
+#[derive(Debug)]
+pub struct Process {
+    child: Option<Child>,
+    pub port: u16,
+    pub store_link: CuttableProxy,
+    log: PathBuf,
+    stopped: bool,
+}
+
+impl Process {
+    pub async fn start(setup: &Setup, logs: &std::path::Path, n: usize) -> anyhow::Result<Process> {
+        let store_link = CuttableProxy::start(setup.redis_address).await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut process = Process {
+            child: None,
+            port,
+            store_link,
+            log: logs.join(format!("webhookd-{n}.log")),
+            stopped: false,
+        };
+        process.spawn(setup)?;
+        process.wait_until_ready().await?;
+        Ok(process)
+    }
+
+    /// The name its RabbitMQ connection carries.
+    pub fn connection_name(&self) -> String {
+        format!("webhookd@127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self, setup: &Setup) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let store = setup.redis_url.replacen(
+            &setup.redis_address.to_string(),
+            &self.store_link.address.to_string(),
+            1,
+        );
+        let child = Command::new(&setup.binary)
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("WEBHOOKD_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("WEBHOOKD_STORE", store)
+            .env("WEBHOOKD_REDIS_PREFIX", &setup.prefix)
+            .env("WEBHOOKD_AMQP_URL", &setup.amqp_url)
+            .env("WEBHOOKD_AMQP_QUEUE", &setup.queue)
+            .env("WEBHOOKD_AMQP_HEARTBEAT", "2s")
+            .env("WEBHOOKD_REQUIRE_HTTPS", "false")
+            .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8")
+            .env(
+                "WEBHOOKD_ENDPOINT_CONCURRENCY",
+                setup.endpoint_concurrency.to_string(),
+            )
+            // A lease of 4 × 1 s + 30 s; a schedule long enough that a
+            // flaky receiver is always delivered to in the end.
+            .env("WEBHOOKD_DELIVERY_TIMEOUT", "1s")
+            .env(
+                "WEBHOOKD_RETRY_SCHEDULE",
+                "1s,1s,2s,2s,3s,3s,5s,5s,5s,5s,5s,5s,5s,5s,5s,5s,5s,5s,5s,5s,5s,5s,5s,5s",
+            )
+            .env("WEBHOOKD_LOG_FORMAT", "json")
+            .env("WEBHOOKD_LOG_LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting webhookd")?;
+        self.child = Some(child);
+        self.stopped = false;
+        Ok(())
+    }
+
+    async fn wait_until_ready(&self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let answer = client
+                .get(format!("http://127.0.0.1:{}/readyz", self.port))
+                .send()
+                .await;
+            if answer.is_ok_and(|response| response.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!(
+            "webhookd on {} never became ready (log: {})",
+            self.port,
+            self.log.display()
+        )
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self, setup: &Setup) -> anyhow::Result<()> {
+        self.kill();
+        self.store_link.restore();
+        self.spawn(setup)?;
+        self.wait_until_ready().await
+    }
+
+    /// SIGTERM, and waits (up to `within`) for the process to exit.
+    pub async fn terminate(&mut self, within: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`).
+    pub fn freeze(&mut self, frozen: bool) {
+        if let Some(child) = &self.child {
+            let signal = if frozen { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+            self.stopped = frozen;
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.stopped {
+            self.freeze(false);
+        }
+        self.kill();
+    }
+}
