@@ -21,16 +21,20 @@ pub enum Kind {
     /// The process's link to Redis is cut, then the process is told to
     /// stop (SIGTERM) before the link is back, and started again.
     TermWhileStoreDown,
+    /// The process runs with its wall clock an hour ahead (libfaketime),
+    /// then as before.
+    ClockAhead,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Kill,
         Kind::Pause,
         Kind::AmqpClose,
         Kind::StoreCut,
         Kind::StoreFreeze,
         Kind::TermWhileStoreDown,
+        Kind::ClockAhead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +45,7 @@ impl Kind {
             Kind::StoreCut => "store-cut",
             Kind::StoreFreeze => "store-freeze",
             Kind::TermWhileStoreDown => "term-store-down",
+            Kind::ClockAhead => "clock-ahead",
         }
     }
 

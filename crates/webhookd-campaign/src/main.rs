@@ -354,6 +354,11 @@ async fn inject(fault: &Fault, processes: &mut [Process], setup: &Setup) -> anyh
             tokio::time::sleep(fault.lasts).await;
             process.store_link.restore();
         }
+        Kind::ClockAhead => {
+            process.restart_with_clock(setup, Some("+1h")).await?;
+            tokio::time::sleep(fault.lasts).await;
+            process.restart(setup).await?;
+        }
         Kind::TermWhileStoreDown => {
             process.store_link.cut();
             tokio::time::sleep(fault.lasts).await;

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use webhookd_testkit::CuttableProxy;
 
+/// libfaketime, from Debian's `faketime`.
+pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 /// What every webhookd process of a run shares.
 #[derive(Debug, Clone)]
 pub struct Setup {
@@ -54,6 +57,12 @@ impl Process {
     }
 
     fn spawn(&mut self, setup: &Setup) -> anyhow::Result<()> {
+        self.spawn_with_clock(setup, None)
+    }
+
+    /// Starts it with its wall clock moved by `offset` (`+1h`), through
+    /// libfaketime preloaded into the process itself.
+    fn spawn_with_clock(&mut self, setup: &Setup, offset: Option<&str>) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -63,7 +72,8 @@ impl Process {
             &self.store_link.address.to_string(),
             1,
         );
-        let child = Command::new(&setup.binary)
+        let mut command = Command::new(&setup.binary);
+        command
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -90,9 +100,14 @@ impl Process {
             .env("WEBHOOKD_LOG_LEVEL", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting webhookd")?;
+            .stderr(log);
+        if let Some(offset) = offset {
+            command
+                .env("LD_PRELOAD", FAKETIME)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        let child = command.spawn().context("starting webhookd")?;
         self.child = Some(child);
         self.stopped = false;
         Ok(())
@@ -127,9 +142,18 @@ impl Process {
     }
 
     pub async fn restart(&mut self, setup: &Setup) -> anyhow::Result<()> {
+        self.restart_with_clock(setup, None).await
+    }
+
+    /// [`Process::restart`], its wall clock moved by `offset`.
+    pub async fn restart_with_clock(
+        &mut self,
+        setup: &Setup,
+        offset: Option<&str>,
+    ) -> anyhow::Result<()> {
         self.kill();
         self.store_link.restore();
-        self.spawn(setup)?;
+        self.spawn_with_clock(setup, offset)?;
         self.wait_until_ready().await
     }
 
