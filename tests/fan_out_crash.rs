@@ -320,14 +320,9 @@ fn a_delivery_in_flight_at_a_kill_waits_for_an_endpoint_disabled_meanwhile() {
         .block_on(store.create_endpoint(&endpoint, 20))
         .unwrap();
     let server = || {
-        let mut command = webhookd(&redis_url);
-        command
-            .env("WEBHOOKD_REDIS_PREFIX", &prefix)
-            .env("WEBHOOKD_AMQP_URL", &amqp_url)
-            .env("WEBHOOKD_AMQP_QUEUE", &queue)
-            .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8")
-            // A lease of 4 × 1 s + 30 s.
-            .env("WEBHOOKD_DELIVERY_TIMEOUT", "1s");
+        let mut command = amqp_command(&redis_url, &prefix, &amqp_url, &queue);
+        // A lease of 4 × 1 s + 30 s.
+        command.env("WEBHOOKD_DELIVERY_TIMEOUT", "1s");
         Server::start_with(command)
     };
     let publish = |range| {
@@ -361,7 +356,7 @@ fn a_delivery_in_flight_at_a_kill_waits_for_an_endpoint_disabled_meanwhile() {
         .block_on(store.update_endpoint("johndoe", &endpoint.endpoint_id, &disabled))
         .unwrap()
         .unwrap();
-    let _restarted = server();
+    let restarted = server();
     // Past the killed attempt's lease (34 s), with the endpoint disabled:
     // nothing is sent.
     std::thread::sleep(Duration::from_secs(40));
@@ -383,6 +378,8 @@ fn a_delivery_in_flight_at_a_kill_waits_for_an_endpoint_disabled_meanwhile() {
     );
     let last = &receiver.received()[2];
     assert_eq!(last.headers["webhook-id"].to_str().unwrap(), "evt_1");
+    // Stopped first: a running consumer would declare the queues again.
+    drop(restarted);
     runtime.block_on(webhookd_testkit::amqp::delete_queues(
         &amqp_url,
         &[&queue, &format!("{queue}.dead")],

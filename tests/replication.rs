@@ -19,7 +19,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Server, deliveries_by_event, redis_prefix, webhookd};
+use support::{Server, amqp_command, deliveries_by_event, redis_prefix};
 use webhookd_core::EventType;
 use webhookd_store::{RedisStore, Store};
 use webhookd_testkit::receiver::{Answer, Receiver};
@@ -144,11 +144,8 @@ fn a_failover_after_an_ack_loses_no_delivery() {
         .block_on(store.create_endpoint(&endpoint, 20))
         .unwrap();
     let queue = webhookd_testkit::amqp::unique_queue("failover");
-    let mut command = webhookd(&primary.url());
+    let mut command = amqp_command(&primary.url(), &prefix, &amqp_url, &queue);
     command
-        .env("WEBHOOKD_AMQP_URL", &amqp_url)
-        .env("WEBHOOKD_AMQP_QUEUE", &queue)
-        .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8")
         .env("WEBHOOKD_REDIS_WAIT_REPLICAS", "1")
         .env("WEBHOOKD_RETRY_SCHEDULE", "1h");
     let server = Server::start_with(command);

@@ -31,7 +31,7 @@ struct Run {
     receiver: Receiver,
     amqp_url: String,
     queue: String,
-    _servers: Vec<Server>,
+    servers: Vec<Server>,
 }
 
 impl Run {
@@ -84,7 +84,7 @@ impl Run {
             receiver,
             amqp_url,
             queue,
-            _servers: servers,
+            servers,
         })
     }
 
@@ -107,6 +107,8 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
+        // Stopped first: a running consumer would declare the queues again.
+        self.servers.clear();
         self.runtime.block_on(webhookd_testkit::amqp::delete_queues(
             &self.amqp_url,
             &[&self.queue, &format!("{}.dead", self.queue)],

@@ -184,13 +184,18 @@ pub fn sqlite_store(dir: &tempfile::TempDir) -> String {
 /// `webhookd serve` on Redis under `prefix`, consuming `queue`, sending to
 /// loopback receivers.
 pub fn amqp_server(redis_url: &str, prefix: &str, amqp_url: &str, queue: &str) -> Server {
+    Server::start_with(amqp_command(redis_url, prefix, amqp_url, queue))
+}
+
+/// The command [`amqp_server`] runs, for a test to add settings to.
+pub fn amqp_command(redis_url: &str, prefix: &str, amqp_url: &str, queue: &str) -> Command {
     let mut command = webhookd(redis_url);
     command
         .env("WEBHOOKD_REDIS_PREFIX", prefix)
         .env("WEBHOOKD_AMQP_URL", amqp_url)
         .env("WEBHOOKD_AMQP_QUEUE", queue)
         .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
-    Server::start_with(command)
+    command
 }
 
 /// event_id → how many deliveries the store under `prefix` has of it, in

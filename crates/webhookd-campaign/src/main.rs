@@ -147,7 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 
     // The workload: events published steadily, a few ids twice.
     let published = Arc::new(Mutex::new(Vec::<Published>::new()));
-    let stop_publishing = tokio_util_stop();
+    let stop_publishing = stop_flag();
     let publisher = tokio::spawn(publish(
         setup.clone(),
         cli.rate,
@@ -296,7 +296,7 @@ fn tenant(owner: usize) -> String {
     format!("tenant{owner}")
 }
 
-fn tokio_util_stop() -> Arc<std::sync::atomic::AtomicBool> {
+fn stop_flag() -> Arc<std::sync::atomic::AtomicBool> {
     Arc::new(std::sync::atomic::AtomicBool::new(false))
 }
 

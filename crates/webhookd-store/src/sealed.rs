@@ -303,30 +303,21 @@ impl Sealed {
     async fn open_claims(&self, claims: Vec<Claim>) -> Vec<Claim> {
         let mut opened = Vec::with_capacity(claims.len());
         for mut claim in claims {
-            let id = claim.delivery.endpoint_id.clone();
-            let secrets = self
-                .open(&id, std::mem::take(&mut claim.secret))
-                .and_then(|secret| {
-                    let previous = match claim.previous_secret.as_mut() {
-                        Some(previous) => {
-                            Some(self.open(&id, std::mem::take(&mut previous.secret))?)
-                        }
-                        None => None,
-                    };
-                    Ok((secret, previous))
-                });
-            match secrets {
-                Ok((secret, previous)) => {
-                    claim.secret = secret;
-                    if let (Some(slot), Some(secret)) = (claim.previous_secret.as_mut(), previous) {
-                        slot.secret = secret;
-                    }
-                    opened.push(claim);
-                }
+            match self.open_claim(&mut claim) {
+                Ok(()) => opened.push(claim),
                 Err(error) => self.set_aside(&claim, &error).await,
             }
         }
         opened
+    }
+
+    fn open_claim(&self, claim: &mut Claim) -> Result<(), StoreError> {
+        let id = &claim.delivery.endpoint_id;
+        claim.secret = self.open(id, std::mem::take(&mut claim.secret))?;
+        if let Some(previous) = claim.previous_secret.as_mut() {
+            previous.secret = self.open(id, std::mem::take(&mut previous.secret))?;
+        }
+        Ok(())
     }
 
     /// Hands back a claim whose secret does not open; see `open_claims`.
