@@ -16,91 +16,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{Server, amqp_command, deliveries_by_event, redis_prefix};
 use webhookd_core::EventType;
 use webhookd_store::{RedisStore, Store};
+use webhookd_testkit::private_redis::{PrivateRedis, RedisOptions};
 use webhookd_testkit::receiver::{Answer, Receiver};
 use webhookd_testkit::{CuttableProxy, Service, require, subscription, video_events};
-
-/// A `redis-server` of this test's own, stopped when dropped.
-struct PrivateRedis {
-    child: Child,
-    port: u16,
-}
-
-impl PrivateRedis {
-    fn start(replica_of: Option<std::net::SocketAddr>) -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(primary) = replica_of {
-            command.args([
-                "--replicaof",
-                &primary.ip().to_string(),
-                &primary.port().to_string(),
-            ]);
-        }
-        let redis = PrivateRedis {
-            child: command.spawn().expect("redis-server runs"),
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis.query(&["PING"]).is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {port} never answered"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn query(&self, command: &[&str]) -> Option<String> {
-        let client = redis::Client::open(self.url()).ok()?;
-        let mut connection = client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .ok()?;
-        let mut cmd = redis::cmd(command[0]);
-        for arg in &command[1..] {
-            cmd.arg(*arg);
-        }
-        let value: redis::Value = cmd.query(&mut connection).ok()?;
-        Some(match value {
-            redis::Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            other => format!("{other:?}"),
-        })
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn a_failover_after_an_ack_loses_no_delivery() {
@@ -112,11 +35,13 @@ fn a_failover_after_an_ack_loses_no_delivery() {
         .enable_all()
         .build()
         .unwrap();
-    let primary = PrivateRedis::start(None);
-    let link = runtime.block_on(CuttableProxy::start(
-        format!("127.0.0.1:{}", primary.port).parse().unwrap(),
-    ));
-    let replica = PrivateRedis::start(Some(link.address));
+    let mut primary = PrivateRedis::start(RedisOptions::default()).expect("redis-server runs");
+    let link = runtime.block_on(CuttableProxy::start(primary.address()));
+    let replica = PrivateRedis::start(RedisOptions {
+        replica_of: Some(link.address),
+        ..RedisOptions::default()
+    })
+    .expect("redis-server runs");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !replica
         .query(&["INFO", "replication"])
@@ -177,7 +102,7 @@ fn a_failover_after_an_ack_loses_no_delivery() {
     // The primary dies before replicating that; the replica takes over.
     support::signal(&server, "KILL");
     drop(server);
-    primary.signal("KILL");
+    primary.kill();
     assert!(
         replica.query(&["REPLICAOF", "NO", "ONE"]).is_some(),
         "the replica is promoted"

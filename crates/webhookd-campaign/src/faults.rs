@@ -24,10 +24,18 @@ pub enum Kind {
     /// The process runs with its wall clock an hour ahead (libfaketime),
     /// then as before.
     ClockAhead,
+    /// The process runs with its wall clock an hour behind.
+    ClockBehind,
+    /// kill -9 of the campaign's Redis (append-only, fsync always), started
+    /// again from its file.
+    RedisKill,
+    /// The campaign's Redis stopped (SIGSTOP) for 2.5–6 s: longer than a
+    /// reply timeout.
+    RedisFreeze,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Kill,
         Kind::Pause,
         Kind::AmqpClose,
@@ -35,7 +43,14 @@ impl Kind {
         Kind::StoreFreeze,
         Kind::TermWhileStoreDown,
         Kind::ClockAhead,
+        Kind::ClockBehind,
+        Kind::RedisKill,
+        Kind::RedisFreeze,
     ];
+
+    /// The faults that make sense with the embedded store and HTTP ingest
+    /// (one process, no broker, no link to a store).
+    pub const EMBEDDED: [Kind; 4] = [Kind::Kill, Kind::Pause, Kind::ClockAhead, Kind::ClockBehind];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -46,6 +61,9 @@ impl Kind {
             Kind::StoreFreeze => "store-freeze",
             Kind::TermWhileStoreDown => "term-store-down",
             Kind::ClockAhead => "clock-ahead",
+            Kind::ClockBehind => "clock-behind",
+            Kind::RedisKill => "redis-kill",
+            Kind::RedisFreeze => "redis-freeze",
         }
     }
 
@@ -79,7 +97,11 @@ pub fn schedule(
     let mut at = Duration::from_secs(2);
     while at < duration {
         let kind = kinds[random.random_range(0..kinds.len())];
-        let lasts = Duration::from_millis(random.random_range(500..5_000));
+        let lasts = if kind == Kind::RedisFreeze {
+            Duration::from_millis(random.random_range(2_500..6_000))
+        } else {
+            Duration::from_millis(random.random_range(500..5_000))
+        };
         faults.push(Fault {
             kind,
             process: random.random_range(0..processes),
@@ -91,10 +113,10 @@ pub fn schedule(
     faults
 }
 
-/// When a fault was in force.
+/// When a fault (or a call that may repeat a delivery) was in force.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
-    pub kind: Kind,
+    pub kind: &'static str,
     pub from: Instant,
     pub until: Instant,
 }

@@ -5,13 +5,17 @@
 //! The same seed draws the same endpoints, receivers' tempers and fault
 //! schedule, so a violation can be run again with `--seed`.
 
+mod api;
 mod checker;
 mod faults;
 mod receivers;
 mod system;
+mod world;
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,19 +26,21 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
-use webhookd_core::{EventType, ids};
-use webhookd_store::{RedisStore, Store};
-use webhookd_testkit::{Service, subscription};
+use webhookd_core::ids;
+use webhookd_testkit::Service;
+use webhookd_testkit::private_redis::{PrivateRedis, RedisOptions};
 
+use crate::api::Api;
 use crate::checker::Published;
 use crate::faults::{Fault, Kind, Window};
 use crate::receivers::{Receivers, Temper};
-use crate::system::{Process, Setup};
+use crate::system::{Mode, Process, Setup};
+use crate::world::{Endpoint, World};
 
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "A seeded fault campaign against real webhookd processes, Redis and RabbitMQ"
+    about = "A seeded fault campaign against real webhookd processes, Redis and RabbitMQ (or the embedded store)"
 )]
 struct Cli {
     /// The seed (default: a random one, printed).
@@ -44,10 +50,15 @@ struct Cli {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Which faults, comma-separated: kill, pause, amqp-close, store-cut,
-    /// store-freeze (default: all).
+    /// store-freeze, term-store-down, clock-ahead, clock-behind,
+    /// redis-kill, redis-freeze (default: all the store allows).
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
-    /// webhookd processes sharing the store and the queue.
+    /// `redis`: processes on a Redis of the campaign's own and RabbitMQ;
+    /// `sqlite`: one process on the embedded store, events over HTTP.
+    #[arg(long, value_enum, default_value_t = StoreKind::Redis)]
+    store: StoreKind,
+    /// webhookd processes sharing the store and the queue (Redis only).
     #[arg(long, default_value_t = 2)]
     processes: usize,
     /// Events published per second.
@@ -59,6 +70,12 @@ struct Cli {
     /// How long the system may take to heal once the faults stop.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     heal: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    Redis,
+    Sqlite,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -96,113 +113,244 @@ fn main() -> ExitCode {
 /// One campaign; `Ok(false)` when it found a violation.
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let seed = cli.seed.unwrap_or_else(rand::random);
-    let kinds: Vec<Kind> = if cli.faults.is_empty() {
-        Kind::ALL.to_vec()
-    } else {
-        cli.faults
-            .iter()
-            .map(|name| Kind::parse(name).with_context(|| format!("unknown fault {name:?}")))
-            .collect::<anyhow::Result<_>>()?
-    };
+    let embedded = cli.store == StoreKind::Sqlite;
+    let kinds = fault_kinds(&cli.faults, embedded)?;
+    let process_count = if embedded { 1 } else { cli.processes.max(1) };
     println!(
-        "campaign seed {seed}, {:?} of faults ({})",
+        "campaign seed {seed}: {:?} of faults ({}) on {} process(es), {}",
         cli.duration,
-        names(&kinds)
+        names(&kinds),
+        process_count,
+        if embedded {
+            "SQLite + HTTP ingest"
+        } else {
+            "Redis + RabbitMQ"
+        }
     );
     let mut random = StdRng::seed_from_u64(seed);
 
     let (owners, tempers) = draw_tenants(&mut random);
-    let receivers = Receivers::start(&tempers, random.random()).await?;
+    let initial: usize = owners.iter().map(Vec::len).sum();
+    let world = World::new(
+        tempers
+            .iter()
+            .enumerate()
+            .map(|(n, temper)| {
+                let owner = owners
+                    .iter()
+                    .position(|slots| slots.contains(&n))
+                    .unwrap_or(0);
+                Endpoint::new(owner, *temper)
+            })
+            .collect(),
+    );
+    let receivers = Receivers::start(world.clone(), random.random()).await?;
 
-    let redis_url = webhookd_testkit::require(Service::Redis).context("Redis is needed")?;
-    let amqp_url = webhookd_testkit::require(Service::RabbitMq).context("RabbitMQ is needed")?;
-    let setup = Setup {
-        binary: cli.webhookd.clone(),
-        redis_address: webhookd_testkit::service_address(Service::Redis),
-        redis_url: redis_url.clone(),
-        prefix: webhookd_testkit::unique_prefix("campaign"),
-        amqp_url: amqp_url.clone(),
-        queue: webhookd_testkit::amqp::unique_queue("campaign"),
-        endpoint_concurrency: ENDPOINT_CONCURRENCY,
-    };
-    let store = RedisStore::connect(&redis_url, &setup.prefix).await?;
-    for (owner, endpoints) in owners.iter().enumerate() {
-        for &n in endpoints {
-            let endpoint = subscription(
-                &tenant(owner),
-                &receivers.url(n),
-                &[EventType::GeneratedVideoSuccess],
-            );
-            store.create_endpoint(&endpoint, 20).await?;
-        }
-    }
     let logs = tempfile::Builder::new()
         .prefix("campaign-")
         .tempdir()?
         .keep();
+    let (setup, mut redis) = system_setup(&cli, &logs, embedded)?;
     let mut processes = Vec::new();
-    for n in 0..cli.processes {
+    for n in 0..process_count {
         processes.push(Process::start(&setup, &logs, n).await?);
     }
+    let ports: Vec<u16> = processes.iter().map(|process| process.port).collect();
+    let mut api = Api::new(ports.clone(), &setup.admin_token, owners.len()).await?;
+    for n in 0..initial {
+        api.create(&world, &receivers, n).await?;
+    }
 
-    // The workload: events published steadily, a few ids twice.
+    // The workload: events published steadily, a few ids twice; the
+    // operator's calls.
     let published = Arc::new(Mutex::new(Vec::<Published>::new()));
-    let stop_publishing = stop_flag();
+    let stop = stop_flag();
     let publisher = tokio::spawn(publish(
         setup.clone(),
+        ports,
         cli.rate,
         random.random(),
         Arc::clone(&published),
-        Arc::clone(&stop_publishing),
+        Arc::clone(&stop),
+    ));
+    let operator = tokio::spawn(api::operate(
+        api,
+        world.clone(),
+        receivers.clone(),
+        random.random(),
+        Arc::clone(&stop),
     ));
 
     // The faults.
     let schedule = faults::schedule(&mut random, &kinds, processes.len(), cli.duration);
     let started = Instant::now();
-    let windows = inject_all(&schedule, started, &mut processes, &setup).await?;
+    let mut windows =
+        inject_all(&schedule, started, &mut processes, redis.as_mut(), &setup).await?;
     tokio::time::sleep_until((started + cli.duration).into()).await;
-    stop_publishing.store(true, std::sync::atomic::Ordering::Relaxed);
-    publisher.await??;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ingest_answers = publisher.await??;
+    let (mut api, calls_windows) = operator.await??;
+    windows.extend(calls_windows);
     let faults_over = Instant::now();
 
-    // Heal: every expected pair delivered, or the heal time is up.
     let published = published
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    let deadline = faults_over + cli.heal;
-    let mut verdict = checker::check(
-        &published,
-        &owners,
+    let (verdict, healed_in) = heal_and_check(
+        &mut api,
+        &world,
         &receivers,
         &windows,
-        ENDPOINT_CONCURRENCY,
-    );
-    while verdict.delivered_pairs < verdict.expected_pairs && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        verdict = checker::check(
-            &published,
-            &owners,
-            &receivers,
-            &windows,
-            ENDPOINT_CONCURRENCY,
-        );
-    }
-    let healed_in = faults_over.elapsed();
-    drop(processes);
-    webhookd_testkit::amqp::delete_queues(
-        &amqp_url,
-        &[&setup.queue, &format!("{}.dead", setup.queue)],
+        &published,
+        started,
+        faults_over + cli.heal,
     )
-    .await;
-
-    Ok(report(
-        seed, &schedule, &published, &verdict, healed_in, &logs,
-    ))
+    .await?;
+    let healed_in = healed_in.map(|at| at.saturating_duration_since(faults_over));
+    drop(processes);
+    drop(redis);
+    if let Mode::Redis {
+        amqp_url, queue, ..
+    } = &setup.mode
+    {
+        webhookd_testkit::amqp::delete_queues(amqp_url, &[queue, &format!("{queue}.dead")]).await;
+    }
+    Ok(report(&Report {
+        seed,
+        schedule: &schedule,
+        published: &published,
+        verdict: &verdict,
+        ingest_answers: &ingest_answers,
+        calls: &api.calls,
+        healed_in,
+        logs: &logs,
+    }))
 }
 
-/// Three tenants with 1–3 endpoints each (endpoint numbers, by owner), and
-/// each endpoint's temper.
+fn fault_kinds(names: &[String], embedded: bool) -> anyhow::Result<Vec<Kind>> {
+    if names.is_empty() {
+        return Ok(if embedded {
+            Kind::EMBEDDED.to_vec()
+        } else {
+            Kind::ALL.to_vec()
+        });
+    }
+    names
+        .iter()
+        .map(|name| {
+            let kind = Kind::parse(name).with_context(|| format!("unknown fault {name:?}"))?;
+            if embedded && !Kind::EMBEDDED.contains(&kind) {
+                anyhow::bail!("the fault {name} needs Redis and RabbitMQ (--store redis)");
+            }
+            Ok(kind)
+        })
+        .collect()
+}
+
+/// The run's setup, and its private Redis (Redis mode).
+fn system_setup(
+    cli: &Cli,
+    logs: &std::path::Path,
+    embedded: bool,
+) -> anyhow::Result<(Setup, Option<PrivateRedis>)> {
+    let token = || format!("campaign-{}", ids::new_lease_token());
+    if embedded {
+        let setup = Setup {
+            binary: cli.webhookd.clone(),
+            mode: Mode::Embedded {
+                store: format!("sqlite://{}/webhookd.db", logs.display()),
+            },
+            admin_token: token(),
+            ingest_token: token(),
+            endpoint_concurrency: ENDPOINT_CONCURRENCY,
+        };
+        return Ok((setup, None));
+    }
+    let amqp_url = webhookd_testkit::require(Service::RabbitMq).context("RabbitMQ is needed")?;
+    let data = logs.join("redis");
+    std::fs::create_dir_all(&data)?;
+    let redis = PrivateRedis::start(RedisOptions {
+        append_only_in: Some(data),
+        ..RedisOptions::default()
+    })
+    .context("starting a redis-server of the campaign's own")?;
+    let setup = Setup {
+        binary: cli.webhookd.clone(),
+        mode: Mode::Redis {
+            url: redis.url(),
+            address: redis.address(),
+            prefix: "campaign:".to_owned(),
+            amqp_url,
+            queue: webhookd_testkit::amqp::unique_queue("campaign"),
+        },
+        admin_token: token(),
+        ingest_token: token(),
+        endpoint_concurrency: ENDPOINT_CONCURRENCY,
+    };
+    Ok((setup, Some(redis)))
+}
+
+/// Waits (until `deadline`) for every expected pair to be delivered and
+/// nothing to be pending; then checks the history, with the dead
+/// deliveries the store keeps. The verdict, and when it healed.
+async fn heal_and_check(
+    api: &mut Api,
+    world: &World,
+    receivers: &Receivers,
+    windows: &[Window],
+    published: &[Published],
+    started: Instant,
+    deadline: Instant,
+) -> anyhow::Result<(checker::Verdict, Option<Instant>)> {
+    let endpoints = world.snapshot();
+    let history = checker::History {
+        started,
+        published,
+        endpoints: &endpoints,
+        receivers,
+        windows,
+        endpoint_concurrency: ENDPOINT_CONCURRENCY,
+    };
+    let no_dead = HashMap::new();
+    let mut healed = None;
+    let mut pending = Vec::new();
+    loop {
+        let verdict = checker::check(&history, &no_dead);
+        if verdict.undelivered.is_empty() {
+            pending = api.pending(world).await?;
+            if pending.is_empty() {
+                healed = Some(Instant::now());
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let verdict = checker::check(&history, &no_dead);
+    let mut dead: HashMap<usize, HashSet<String>> = HashMap::new();
+    for (_, n) in &verdict.undelivered {
+        if !dead.contains_key(n) {
+            dead.insert(*n, api.dead_events(world, *n).await?.into_iter().collect());
+        }
+    }
+    let mut verdict = checker::check(&history, &dead);
+    for n in pending {
+        verdict.violations.push(format!(
+            "stuck: endpoint {n} still has pending deliveries after the heal time"
+        ));
+    }
+    Ok((verdict, healed))
+}
+
+/// Endpoint slots kept for the endpoints the operator creates in place of
+/// deleted ones.
+const SPARE_SLOTS: usize = 4;
+
+/// Three tenants with 1–3 endpoints each (endpoint slots, by owner), and
+/// each slot's temper (spare slots included).
 fn draw_tenants(random: &mut StdRng) -> (Vec<Vec<usize>>, Vec<Temper>) {
     let owners: Vec<Vec<usize>> = {
         let mut next = 0;
@@ -215,50 +363,86 @@ fn draw_tenants(random: &mut StdRng) -> (Vec<Vec<usize>>, Vec<Temper>) {
             })
             .collect()
     };
-    let endpoint_count = owners.iter().map(Vec::len).sum();
-    let tempers: Vec<Temper> = (0..endpoint_count)
-        .map(|_| match random.random_range(0..4) {
+    let slots = owners.iter().map(Vec::len).sum::<usize>() + SPARE_SLOTS;
+    let tempers: Vec<Temper> = (0..slots)
+        .map(|_| match random.random_range(0..6) {
             0 => Temper::Flaky,
             1 => Temper::Slow,
+            2 => Temper::Throttling,
+            3 => Temper::Hanging,
             _ => Temper::Healthy,
         })
         .collect();
     (owners, tempers)
 }
 
-/// Prints what the run did and broke; whether it broke nothing.
-fn report(
+/// What a run did, for [`report`].
+struct Report<'a> {
     seed: u64,
-    schedule: &[Fault],
-    published: &[Published],
-    verdict: &checker::Verdict,
-    healed_in: Duration,
-    logs: &std::path::Path,
-) -> bool {
-    let mut per_kind: Vec<(Kind, usize)> = Kind::ALL
+    schedule: &'a [Fault],
+    published: &'a [Published],
+    verdict: &'a checker::Verdict,
+    /// HTTP ingest's answers by status (empty with RabbitMQ).
+    ingest_answers: &'a BTreeMap<String, usize>,
+    calls: &'a [api::Call],
+    healed_in: Option<Duration>,
+    logs: &'a std::path::Path,
+}
+
+/// Prints what the run did and broke; whether it broke nothing.
+fn report(run: &Report) -> bool {
+    let Report { seed, verdict, .. } = *run;
+    let per_kind: Vec<String> = Kind::ALL
         .iter()
-        .map(|kind| {
-            (
-                *kind,
-                schedule.iter().filter(|fault| fault.kind == *kind).count(),
-            )
+        .filter_map(|kind| {
+            let count = run
+                .schedule
+                .iter()
+                .filter(|fault| fault.kind == *kind)
+                .count();
+            (count > 0).then(|| format!("{} ×{count}", kind.name()))
         })
         .collect();
-    per_kind.retain(|(_, count)| *count > 0);
+    let mut calls: BTreeMap<String, usize> = BTreeMap::new();
+    for call in run.calls {
+        // `POST /v2/endpoint/<id>/test?…` counts as `POST /v2/endpoint/{id}/test`.
+        let path = call.what.split('?').next().unwrap_or_default();
+        let route = path
+            .split('/')
+            .enumerate()
+            .map(|(index, segment)| {
+                if index == 3 && path.contains("/v2/endpoint/") {
+                    "{id}"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let answer = call
+            .status
+            .map_or("none".to_owned(), |status| status.to_string());
+        *calls.entry(format!("{route} {answer}")).or_default() += 1;
+    }
+    let mut duplicates: Vec<_> = verdict.duplicates_by_fault.iter().collect();
+    duplicates.sort();
     println!(
-        "seed {seed}: {} events published, {} of {} (event, endpoint) pairs delivered, {} duplicates {:?}; faults: {}; healed in {:.1} s; logs in {}",
-        published.len(),
+        "seed {seed}: {} events published, {} of {} (event, endpoint) pairs delivered, {} requests; {} duplicates {:?}; faults: {}; API calls {:?}; ingest answers {:?}; {}; logs in {}",
+        run.published.len(),
         verdict.delivered_pairs,
         verdict.expected_pairs,
+        verdict.requests,
         verdict.duplicates,
-        verdict.duplicates_by_fault,
-        per_kind
-            .iter()
-            .map(|(kind, count)| format!("{} ×{count}", kind.name()))
-            .collect::<Vec<_>>()
-            .join(", "),
-        healed_in.as_secs_f64(),
-        logs.display()
+        duplicates,
+        per_kind.join(", "),
+        calls,
+        run.ingest_answers,
+        run.healed_in
+            .map_or("did not heal".to_owned(), |healed| format!(
+                "healed in {:.1} s",
+                healed.as_secs_f64()
+            )),
+        run.logs.display()
     );
     if verdict.violations.is_empty() {
         println!("PASS: no violation (seed {seed})");
@@ -272,9 +456,9 @@ fn report(
         println!("  {violation}");
     }
     println!("fault schedule:");
-    for fault in schedule {
+    for fault in run.schedule {
         println!(
-            "  +{:>6.1} s  {:<12} process {}  for {:.1} s",
+            "  +{:>6.1} s  {:<15} process {}  for {:.1} s",
             fault.after.as_secs_f64(),
             fault.kind.name(),
             fault.process,
@@ -296,8 +480,8 @@ fn tenant(owner: usize) -> String {
     format!("tenant{owner}")
 }
 
-fn stop_flag() -> Arc<std::sync::atomic::AtomicBool> {
-    Arc::new(std::sync::atomic::AtomicBool::new(false))
+fn stop_flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
 }
 
 /// Applies the faults of `schedule`, each at its time from `started`;
@@ -306,15 +490,16 @@ async fn inject_all(
     schedule: &[Fault],
     started: Instant,
     processes: &mut [Process],
+    mut redis: Option<&mut PrivateRedis>,
     setup: &Setup,
 ) -> anyhow::Result<Vec<Window>> {
     let mut windows = Vec::new();
     for fault in schedule {
         tokio::time::sleep_until((started + fault.after).into()).await;
         let from = Instant::now();
-        inject(fault, processes, setup).await?;
+        inject(fault, processes, redis.as_deref_mut(), setup).await?;
         windows.push(Window {
-            kind: fault.kind,
+            kind: fault.kind.name(),
             from,
             until: Instant::now(),
         });
@@ -323,7 +508,12 @@ async fn inject_all(
 }
 
 /// Applies one fault and, after its time, undoes it.
-async fn inject(fault: &Fault, processes: &mut [Process], setup: &Setup) -> anyhow::Result<()> {
+async fn inject(
+    fault: &Fault,
+    processes: &mut [Process],
+    redis: Option<&mut PrivateRedis>,
+    setup: &Setup,
+) -> anyhow::Result<()> {
     let process = &mut processes[fault.process];
     match fault.kind {
         Kind::Kill => {
@@ -344,26 +534,42 @@ async fn inject(fault: &Fault, processes: &mut [Process], setup: &Setup) -> anyh
             .await?;
             tokio::time::sleep(fault.lasts).await;
         }
-        Kind::StoreCut => {
-            process.store_link.cut();
+        Kind::StoreCut | Kind::StoreFreeze | Kind::TermWhileStoreDown => {
+            let link = process.store_link.as_ref().context("no link to a store")?;
+            if fault.kind == Kind::StoreFreeze {
+                link.freeze();
+            } else {
+                link.cut();
+            }
             tokio::time::sleep(fault.lasts).await;
-            process.store_link.restore();
+            if fault.kind == Kind::TermWhileStoreDown {
+                process.terminate(Duration::from_secs(15)).await;
+                process.restart(setup).await?;
+            } else if let Some(link) = &process.store_link {
+                link.restore();
+            }
         }
-        Kind::StoreFreeze => {
-            process.store_link.freeze();
-            tokio::time::sleep(fault.lasts).await;
-            process.store_link.restore();
-        }
-        Kind::ClockAhead => {
-            process.restart_with_clock(setup, Some("+1h")).await?;
+        Kind::ClockAhead | Kind::ClockBehind => {
+            let offset = if fault.kind == Kind::ClockAhead {
+                "+1h"
+            } else {
+                "-1h"
+            };
+            process.restart_with_clock(setup, Some(offset)).await?;
             tokio::time::sleep(fault.lasts).await;
             process.restart(setup).await?;
         }
-        Kind::TermWhileStoreDown => {
-            process.store_link.cut();
-            tokio::time::sleep(fault.lasts).await;
-            process.terminate(Duration::from_secs(15)).await;
-            process.restart(setup).await?;
+        Kind::RedisKill | Kind::RedisFreeze => {
+            let redis = redis.context("no Redis of the campaign's own")?;
+            if fault.kind == Kind::RedisKill {
+                redis.kill();
+                tokio::time::sleep(fault.lasts).await;
+                tokio::task::block_in_place(|| redis.restart())?;
+            } else {
+                redis.signal("STOP")?;
+                tokio::time::sleep(fault.lasts).await;
+                redis.signal("CONT")?;
+            }
         }
     }
     if !process.is_running() {
@@ -372,34 +578,57 @@ async fn inject(fault: &Fault, processes: &mut [Process], setup: &Setup) -> anyh
     Ok(())
 }
 
-/// Publishes `rate` events a second (persistent, confirmed) until `stop`;
-/// about one in twenty reuses an earlier event id, as a producer retrying
-/// would, and one in ten is not JSON at all (it must go to `.dead`,
-/// never take a valid neighbour with it). Only confirmed publishes of
-/// valid events go into `published`.
+/// One message of the workload: its body, and the event when it is valid.
+fn message(
+    random: &mut StdRng,
+    published: &Mutex<Vec<Published>>,
+    n: &mut u64,
+) -> (String, Option<Published>) {
+    let earlier = {
+        let published = published.lock().unwrap_or_else(PoisonError::into_inner);
+        (!published.is_empty() && random.random_bool(0.05))
+            .then(|| published[random.random_range(0..published.len())].clone())
+    };
+    let now = Instant::now();
+    let event = earlier.map_or_else(
+        || {
+            *n += 1;
+            Published {
+                event_id: format!("evt_{n}_{}", ids::new_lease_token()),
+                owner: random.random_range(0..3),
+                at: now,
+            }
+        },
+        |earlier| Published { at: now, ..earlier },
+    );
+    if random.random_bool(0.1) {
+        return ("not json".to_owned(), None);
+    }
+    let body = format!(
+        r#"{{"event":"generated_video_success","username":"{}","event_id":"{}","data":{{"n":{n}}}}}"#,
+        tenant(event.owner),
+        event.event_id
+    );
+    (body, Some(event))
+}
+
+/// Publishes `rate` events a second until `stop`, in bursts: to RabbitMQ
+/// (persistent, confirmed) or over HTTP ingest to the processes. About one
+/// in twenty reuses an earlier event id, as a producer retrying would, and
+/// one in ten is not JSON at all (it must be refused — `.dead` or 400 —
+/// never take a valid neighbour with it). Only confirmed publishes (or
+/// 202s) of valid events go into `published`. HTTP ingest's answers, by
+/// status.
 async fn publish(
     setup: Setup,
+    ports: Vec<u16>,
     rate: u32,
     seed: u64,
     published: Arc<Mutex<Vec<Published>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> anyhow::Result<()> {
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<BTreeMap<String, usize>> {
     let mut random = StdRng::seed_from_u64(seed);
-    let connection = Connection::connect(&setup.amqp_url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    channel
-        .queue_declare(
-            setup.queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let mut producer = Producer::connect(&setup, ports).await?;
     let interval = Duration::from_secs(1) * BURST / rate.max(1);
     let mut ticks = tokio::time::interval(interval);
     let mut n = 0_u64;
@@ -410,45 +639,126 @@ async fn publish(
             in_burst = BURST;
         }
         in_burst -= 1;
-        let earlier = {
-            let published = published.lock().unwrap_or_else(PoisonError::into_inner);
-            (!published.is_empty() && random.random_bool(0.05))
-                .then(|| published[random.random_range(0..published.len())].clone())
-        };
-        let event = earlier.unwrap_or_else(|| {
-            n += 1;
-            Published {
-                event_id: format!("evt_{n}_{}", ids::new_lease_token()),
-                owner: random.random_range(0..3),
+        let (body, event) = message(&mut random, &published, &mut n);
+        if producer.send(&body, event.is_some()).await? {
+            if let Some(event) = event {
+                published
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(event);
             }
-        });
-        let invalid = random.random_bool(0.1);
-        let message = if invalid {
-            "not json".to_owned()
-        } else {
-            format!(
-                r#"{{"event":"generated_video_success","username":"{}","event_id":"{}","data":{{"n":{n}}}}}"#,
-                tenant(event.owner),
-                event.event_id
-            )
-        };
-        let confirmed = channel
-            .basic_publish(
-                "".into(),
-                setup.queue.as_str().into(),
-                BasicPublishOptions::default(),
-                message.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?
-            .await?;
-        if confirmed.is_ack() && !invalid {
-            published
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(event);
         }
     }
-    let _ = connection.close(200, "done".into()).await;
-    Ok(())
+    producer.close().await;
+    Ok(producer.answers)
+}
+
+/// Where the workload's events go, and what HTTP ingest answered
+/// ("valid 202", "invalid 400", …).
+struct Producer {
+    sink: Sink,
+    answers: BTreeMap<String, usize>,
+}
+
+enum Sink {
+    Amqp {
+        connection: Connection,
+        channel: lapin::Channel,
+        queue: String,
+    },
+    Http {
+        client: reqwest::Client,
+        ports: Vec<u16>,
+        token: String,
+        next: usize,
+    },
+}
+
+impl Producer {
+    async fn connect(setup: &Setup, ports: Vec<u16>) -> anyhow::Result<Producer> {
+        let sink = match &setup.mode {
+            Mode::Redis {
+                amqp_url, queue, ..
+            } => {
+                let connection =
+                    Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+                let channel = connection.create_channel().await?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+                channel
+                    .queue_declare(
+                        queue.as_str().into(),
+                        QueueDeclareOptions {
+                            durable: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                Sink::Amqp {
+                    connection,
+                    channel,
+                    queue: queue.clone(),
+                }
+            }
+            Mode::Embedded { .. } => Sink::Http {
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()?,
+                ports,
+                token: setup.ingest_token.clone(),
+                next: 0,
+            },
+        };
+        Ok(Producer {
+            sink,
+            answers: BTreeMap::new(),
+        })
+    }
+
+    /// Sends one message; whether it was accepted (confirmed, or 202).
+    async fn send(&mut self, body: &str, valid: bool) -> anyhow::Result<bool> {
+        match &mut self.sink {
+            Sink::Amqp { channel, queue, .. } => {
+                let confirmed = channel
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        body.as_bytes(),
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await?
+                    .await?;
+                Ok(confirmed.is_ack())
+            }
+            Sink::Http {
+                client,
+                ports,
+                token,
+                next,
+            } => {
+                let port = ports[*next % ports.len()];
+                *next += 1;
+                let answer = client
+                    .post(format!("http://127.0.0.1:{port}/internal/events"))
+                    .bearer_auth(token.as_str())
+                    .header("content-type", "application/json")
+                    .body(body.to_owned())
+                    .send()
+                    .await
+                    .map_or(0, |response| response.status().as_u16());
+                let kind = if valid { "valid" } else { "invalid" };
+                *self.answers.entry(format!("{kind} {answer}")).or_default() += 1;
+                Ok(answer == 202)
+            }
+        }
+    }
+
+    async fn close(&self) {
+        if let Sink::Amqp { connection, .. } = &self.sink {
+            let _ = connection.close(200, "done".into()).await;
+        }
+    }
 }

@@ -1,15 +1,21 @@
-//! The campaign's receivers: one HTTP server, one path per endpoint, each
-//! answering as its seeded temper says, and keeping the history the
-//! checker reads — every request, its event, its answer, and how many
-//! requests that endpoint had in flight at once.
+//! The campaign's receivers: one HTTP server, a path per endpoint slot and
+//! URL version (`/e/{slot}/{version}`), each answering as its seeded
+//! temper says, and keeping the history the checker reads — every request
+//! as it arrived and what it was answered, whether its signature verified
+//! and under which secret, and how many requests that endpoint had in
+//! flight at once.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
+
+use crate::world::World;
 
 /// How an endpoint's receiver answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,20 +26,38 @@ pub enum Temper {
     Flaky,
     /// 200 after a while (up to 600 ms).
     Slow,
+    /// 429 with `Retry-After: 1` to a quarter of the requests, else 200.
+    Throttling,
+    /// One request in five is answered only after the attempt deadline
+    /// (1.5 s): webhookd has given up on it by then.
+    Hanging,
 }
 
-/// One request an endpoint's receiver saw.
+/// One request a receiver saw.
 #[derive(Debug, Clone)]
 pub struct Request {
-    pub at: Instant,
+    pub arrived: Instant,
+    /// The URL version it was sent to.
+    pub version: usize,
     pub event_id: String,
-    /// What it answered.
-    pub status: u16,
+    /// Indexes of the endpoint's secrets its signatures verify under
+    /// (empty: none does).
+    pub signed_with: Vec<usize>,
+    /// What it was answered and when; `None` while in flight, when
+    /// webhookd went away before the answer, or when the answer came after
+    /// the attempt deadline (webhookd counts that attempt failed).
+    pub answered: Option<(u16, Instant)>,
+}
+
+impl Request {
+    pub fn succeeded(&self) -> bool {
+        self.answered
+            .is_some_and(|(status, _)| (200..300).contains(&status))
+    }
 }
 
 #[derive(Debug, Default)]
-struct Endpoint {
-    temper: Option<Temper>,
+struct Slot {
     requests: Vec<Request>,
     in_flight: usize,
     most_in_flight: usize,
@@ -41,11 +65,12 @@ struct Endpoint {
 
 #[derive(Debug)]
 struct Shared {
-    endpoints: Vec<Mutex<Endpoint>>,
+    slots: Vec<Mutex<Slot>>,
+    world: World,
     random: Mutex<StdRng>,
 }
 
-/// The receivers of every endpoint.
+/// The receivers of every endpoint slot.
 #[derive(Debug, Clone)]
 pub struct Receivers {
     shared: Arc<Shared>,
@@ -53,93 +78,143 @@ pub struct Receivers {
 }
 
 impl Receivers {
-    pub async fn start(tempers: &[Temper], seed: u64) -> anyhow::Result<Receivers> {
+    pub async fn start(world: World, seed: u64) -> anyhow::Result<Receivers> {
+        let slots = world.lock().len();
         let shared = Arc::new(Shared {
-            endpoints: tempers
-                .iter()
-                .map(|temper| {
-                    Mutex::new(Endpoint {
-                        temper: Some(*temper),
-                        ..Endpoint::default()
-                    })
-                })
-                .collect(),
+            slots: (0..slots).map(|_| Mutex::default()).collect(),
+            world,
             random: Mutex::new(StdRng::seed_from_u64(seed)),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let app = axum::Router::new()
-            .route("/e/{n}", axum::routing::post(receive))
+            .route("/e/{slot}/{version}", axum::routing::post(receive))
             .with_state(Arc::clone(&shared));
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Receivers { shared, base })
     }
 
-    /// The URL of endpoint `n`.
-    pub fn url(&self, n: usize) -> String {
-        format!("{}/e/{n}", self.base)
+    /// The URL of slot `n` at `version`.
+    pub fn url(&self, n: usize, version: usize) -> String {
+        format!("{}/e/{n}/{version}", self.base)
     }
 
-    /// Every request endpoint `n` saw, in order.
+    /// Every request slot `n` saw, in order of arrival.
     pub fn requests(&self, n: usize) -> Vec<Request> {
-        self.shared.endpoints[n]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .requests
-            .clone()
+        self.slot(n).requests.clone()
     }
 
-    /// The most requests endpoint `n` had in flight at once.
+    /// The most requests slot `n` had in flight at once.
     pub fn most_in_flight(&self, n: usize) -> usize {
-        self.shared.endpoints[n]
+        self.slot(n).most_in_flight
+    }
+
+    fn slot(&self, n: usize) -> std::sync::MutexGuard<'_, Slot> {
+        self.shared.slots[n]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .most_in_flight
     }
 }
 
 async fn receive(
     State(shared): State<Arc<Shared>>,
-    Path(n): Path<usize>,
+    Path((n, version)): Path<(usize, usize)>,
     headers: HeaderMap,
-) -> StatusCode {
-    let Some(endpoint) = shared.endpoints.get(n) else {
-        return StatusCode::NOT_FOUND;
+    body: Bytes,
+) -> Response {
+    let Some(slot) = shared.slots.get(n) else {
+        return StatusCode::NOT_FOUND.into_response();
     };
-    let temper = {
-        let mut endpoint = endpoint.lock().unwrap_or_else(PoisonError::into_inner);
-        endpoint.in_flight += 1;
-        endpoint.most_in_flight = endpoint.most_in_flight.max(endpoint.in_flight);
-        endpoint.temper.unwrap_or(Temper::Healthy)
+    let (temper, secrets) = {
+        let world = shared.world.lock();
+        let endpoint = &world[n];
+        let secrets: Vec<String> = endpoint
+            .secrets
+            .iter()
+            .map(|secret| secret.secret.clone())
+            .collect();
+        (endpoint.temper, secrets)
     };
-    // Counted out when answered — or when webhookd goes away mid-request
-    // (the handler is dropped then).
-    let _answering = Answering(endpoint);
-    let (status, delay) = {
-        let mut random = shared.random.lock().unwrap_or_else(PoisonError::into_inner);
-        match temper {
-            Temper::Flaky if random.random_bool(0.33) => (500, Duration::ZERO),
-            Temper::Healthy | Temper::Flaky => (200, Duration::ZERO),
-            Temper::Slow => (200, Duration::from_millis(random.random_range(50..600))),
-        }
-    };
-    tokio::time::sleep(delay).await;
+    let signed_with = signed_with(&secrets, &headers, &body);
     let event_id = headers
         .get("x-webhook-id")
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let mut endpoint = endpoint.lock().unwrap_or_else(PoisonError::into_inner);
-    endpoint.requests.push(Request {
-        at: Instant::now(),
-        event_id,
-        status,
-    });
-    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+    let index = {
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.in_flight += 1;
+        slot.most_in_flight = slot.most_in_flight.max(slot.in_flight);
+        slot.requests.push(Request {
+            arrived: Instant::now(),
+            version,
+            event_id,
+            signed_with,
+            answered: None,
+        });
+        slot.requests.len() - 1
+    };
+    // Counted out when answered — or when webhookd goes away mid-request
+    // (the handler is dropped then).
+    let answering = Answering(slot);
+    let (status, delay, late) = {
+        let mut random = shared.random.lock().unwrap_or_else(PoisonError::into_inner);
+        match temper {
+            Temper::Flaky if random.random_bool(0.33) => (500, Duration::ZERO, false),
+            Temper::Throttling if random.random_bool(0.25) => (429, Duration::ZERO, false),
+            Temper::Hanging if random.random_bool(0.2) => (200, Duration::from_millis(1_500), true),
+            Temper::Slow => (
+                200,
+                Duration::from_millis(random.random_range(50..600)),
+                false,
+            ),
+            _ => (200, Duration::ZERO, false),
+        }
+    };
+    if late {
+        // webhookd gives up a second after sending; counted out a little
+        // before that, so its next attempt never looks concurrent.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        drop(answering);
+        tokio::time::sleep(delay.saturating_sub(Duration::from_millis(900))).await;
+    } else {
+        tokio::time::sleep(delay).await;
+        slot.lock().unwrap_or_else(PoisonError::into_inner).requests[index].answered =
+            Some((status, Instant::now()));
+        drop(answering);
+    }
+    let mut response = StatusCode::from_u16(status)
+        .unwrap_or(StatusCode::OK)
+        .into_response();
+    if status == 429 {
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+    }
+    response
 }
 
-/// One request in flight at an endpoint, until dropped.
-struct Answering<'a>(&'a Mutex<Endpoint>);
+/// Which of `secrets` the request's `X-Webhook-Signature` or
+/// `X-Webhook-Signature-Next` verifies under.
+fn signed_with(secrets: &[String], headers: &HeaderMap, body: &[u8]) -> Vec<usize> {
+    let signatures: Vec<&str> = ["x-webhook-signature", "x-webhook-signature-next"]
+        .iter()
+        .filter_map(|name| headers.get(*name)?.to_str().ok())
+        .collect();
+    secrets
+        .iter()
+        .enumerate()
+        .filter(|(_, secret)| {
+            signatures
+                .iter()
+                .any(|signature| webhookd_core::signer::verify(secret, body, signature))
+        })
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// One request in flight at a slot, until dropped.
+struct Answering<'a>(&'a Mutex<Slot>);
 
 impl Drop for Answering<'_> {
     fn drop(&mut self) {

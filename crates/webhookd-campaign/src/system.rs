@@ -1,5 +1,6 @@
 //! The system under test: webhookd processes on one Redis (each through a
-//! link the campaign can cut or freeze) and one RabbitMQ queue.
+//! link the campaign can cut or freeze) and one RabbitMQ queue — or one
+//! process on the embedded store taking events over HTTP.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,31 +12,47 @@ use webhookd_testkit::CuttableProxy;
 /// libfaketime, from Debian's `faketime`.
 pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
+/// Where the processes keep state and take events from.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Redis (each process through its own [`CuttableProxy`]) and RabbitMQ.
+    Redis {
+        url: String,
+        address: std::net::SocketAddr,
+        prefix: String,
+        amqp_url: String,
+        queue: String,
+    },
+    /// The embedded SQLite store (`sqlite://…`) and HTTP ingest.
+    Embedded { store: String },
+}
+
 /// What every webhookd process of a run shares.
 #[derive(Debug, Clone)]
 pub struct Setup {
     pub binary: PathBuf,
-    pub redis_url: String,
-    pub redis_address: std::net::SocketAddr,
-    pub prefix: String,
-    pub amqp_url: String,
-    pub queue: String,
+    pub mode: Mode,
+    pub admin_token: String,
+    pub ingest_token: String,
     pub endpoint_concurrency: usize,
 }
 
-/// One webhookd process and its link to Redis.
+/// One webhookd process and its link to Redis (none on the embedded store).
 #[derive(Debug)]
 pub struct Process {
     child: Option<Child>,
     pub port: u16,
-    pub store_link: CuttableProxy,
+    pub store_link: Option<CuttableProxy>,
     log: PathBuf,
     stopped: bool,
 }
 
 impl Process {
     pub async fn start(setup: &Setup, logs: &std::path::Path, n: usize) -> anyhow::Result<Process> {
-        let store_link = CuttableProxy::start(setup.redis_address).await;
+        let store_link = match &setup.mode {
+            Mode::Redis { address, .. } => Some(CuttableProxy::start(*address).await),
+            Mode::Embedded { .. } => None,
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -67,22 +84,14 @@ impl Process {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let store = setup.redis_url.replacen(
-            &setup.redis_address.to_string(),
-            &self.store_link.address.to_string(),
-            1,
-        );
         let mut command = Command::new(&setup.binary);
         command
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("WEBHOOKD_LISTEN", format!("127.0.0.1:{}", self.port))
-            .env("WEBHOOKD_STORE", store)
-            .env("WEBHOOKD_REDIS_PREFIX", &setup.prefix)
-            .env("WEBHOOKD_AMQP_URL", &setup.amqp_url)
-            .env("WEBHOOKD_AMQP_QUEUE", &setup.queue)
-            .env("WEBHOOKD_AMQP_HEARTBEAT", "2s")
+            .env("WEBHOOKD_ADMIN_TOKEN", &setup.admin_token)
+            .env("WEBHOOKD_INGEST_TOKEN", &setup.ingest_token)
             .env("WEBHOOKD_REQUIRE_HTTPS", "false")
             .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8")
             .env(
@@ -101,6 +110,29 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        match (&setup.mode, &self.store_link) {
+            (
+                Mode::Redis {
+                    url,
+                    address,
+                    prefix,
+                    amqp_url,
+                    queue,
+                },
+                Some(link),
+            ) => {
+                let store = url.replacen(&address.to_string(), &link.address.to_string(), 1);
+                command
+                    .env("WEBHOOKD_STORE", store)
+                    .env("WEBHOOKD_REDIS_PREFIX", prefix)
+                    .env("WEBHOOKD_AMQP_URL", amqp_url)
+                    .env("WEBHOOKD_AMQP_QUEUE", queue)
+                    .env("WEBHOOKD_AMQP_HEARTBEAT", "2s");
+            }
+            (Mode::Embedded { store }, _) | (Mode::Redis { url: store, .. }, None) => {
+                command.env("WEBHOOKD_STORE", store);
+            }
+        }
         if let Some(offset) = offset {
             command
                 .env("LD_PRELOAD", FAKETIME)
@@ -152,7 +184,9 @@ impl Process {
         offset: Option<&str>,
     ) -> anyhow::Result<()> {
         self.kill();
-        self.store_link.restore();
+        if let Some(link) = &self.store_link {
+            link.restore();
+        }
         self.spawn_with_clock(setup, offset)?;
         self.wait_until_ready().await
     }

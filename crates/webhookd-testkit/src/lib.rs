@@ -6,6 +6,7 @@
 //! never pass by skipping.
 
 pub mod amqp;
+pub mod private_redis;
 pub mod receiver;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
