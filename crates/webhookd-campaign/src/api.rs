@@ -184,7 +184,7 @@ impl Api {
         endpoint.id = Some(id.to_owned());
         endpoint.created = Some(Instant::now());
         endpoint.secrets.push(crate::world::Secret {
-            secret: secret.to_owned(),
+            value: secret.to_owned(),
             from: sent,
             until: None,
         });
@@ -297,7 +297,7 @@ impl Api {
         if endpoint
             .secrets
             .last()
-            .is_none_or(|last| last.secret != secret)
+            .is_none_or(|last| last.value != secret)
         {
             endpoint.rotated(secret, sent, answered, grace);
         }
@@ -434,10 +434,10 @@ fn endpoint_id(world: &World, n: usize) -> anyhow::Result<(usize, String)> {
     Ok((endpoint.owner, id))
 }
 
-/// The operator's moves during a run, drawn from its seed.
+/// The operator's steps during a run, drawn from its seed.
 #[derive(Debug, Clone, Copy)]
-enum Move {
-    MoveUrl,
+enum Step {
+    NewUrl,
     Disable,
     Rotate,
     Test,
@@ -473,24 +473,24 @@ pub async fn operate(
         };
         let n = live[random.random_range(0..live.len())];
         let choice = [
-            Move::MoveUrl,
-            Move::Disable,
-            Move::Rotate,
-            Move::Test,
-            Move::Recover,
-            Move::Replace,
+            Step::NewUrl,
+            Step::Disable,
+            Step::Rotate,
+            Step::Test,
+            Step::Recover,
+            Step::Replace,
         ][random.random_range(0..6)];
         match choice {
-            Move::MoveUrl => api.move_url(&world, &receivers, n).await?,
-            Move::Disable if !world.lock()[n].is_disabled() => {
+            Step::NewUrl => api.move_url(&world, &receivers, n).await?,
+            Step::Disable if !world.lock()[n].is_disabled() => {
                 api.disable(&world, &receivers, n).await?;
                 enable_at.push((
                     n,
                     Instant::now() + Duration::from_millis(random.random_range(2_000..40_000)),
                 ));
             }
-            Move::Disable => {}
-            Move::Rotate => {
+            Step::Disable => {}
+            Step::Rotate => {
                 let grace = if random.random_bool(0.5) {
                     Duration::ZERO
                 } else {
@@ -498,9 +498,9 @@ pub async fn operate(
                 };
                 api.rotate(&world, n, grace).await?;
             }
-            Move::Test => api.test(&world, n).await?,
-            Move::Recover => windows.push(api.recover(&world, n, since_unix).await?),
-            Move::Replace => {
+            Step::Test => api.test(&world, n).await?,
+            Step::Recover => windows.push(api.recover(&world, n, since_unix).await?),
+            Step::Replace => {
                 let spare = {
                     let world = world.lock();
                     (0..world.len()).find(|spare| world[*spare].created.is_none())

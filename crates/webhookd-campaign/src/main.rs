@@ -131,19 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 
     let (owners, tempers) = draw_tenants(&mut random);
     let initial: usize = owners.iter().map(Vec::len).sum();
-    let world = World::new(
-        tempers
-            .iter()
-            .enumerate()
-            .map(|(n, temper)| {
-                let owner = owners
-                    .iter()
-                    .position(|slots| slots.contains(&n))
-                    .unwrap_or(0);
-                Endpoint::new(owner, *temper)
-            })
-            .collect(),
-    );
+    let world = initial_world(&owners, &tempers);
     let receivers = Receivers::start(world.clone(), random.random()).await?;
 
     let logs = tempfile::Builder::new()
@@ -151,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         .tempdir()?
         .keep();
     let (setup, mut redis) = system_setup(&cli, &logs, embedded)?;
+    let _queues = QueuesDeleted(setup.mode.clone());
     let mut processes = Vec::new();
     for n in 0..process_count {
         processes.push(Process::start(&setup, &logs, n).await?);
@@ -210,13 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let healed_in = healed_in.map(|at| at.saturating_duration_since(faults_over));
     drop(processes);
     drop(redis);
-    if let Mode::Redis {
-        amqp_url, queue, ..
-    } = &setup.mode
-    {
-        webhookd_testkit::amqp::delete_queues(amqp_url, &[queue, &format!("{queue}.dead")]).await;
-    }
-    Ok(report(&Report {
+    let passed = report(&Report {
         seed,
         schedule: &schedule,
         published: &published,
@@ -225,7 +208,59 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         calls: &api.calls,
         healed_in,
         logs: &logs,
-    }))
+    });
+    if passed {
+        // Nothing to look at: leave nothing behind.
+        let _ = std::fs::remove_dir_all(&logs);
+    }
+    Ok(passed)
+}
+
+/// The slots of a run: each with its temper, the first ones with their
+/// owners (spare slots get theirs when the operator creates them).
+fn initial_world(owners: &[Vec<usize>], tempers: &[Temper]) -> World {
+    World::new(
+        tempers
+            .iter()
+            .enumerate()
+            .map(|(n, temper)| {
+                let owner = owners
+                    .iter()
+                    .position(|slots| slots.contains(&n))
+                    .unwrap_or(0);
+                Endpoint::new(owner, *temper)
+            })
+            .collect(),
+    )
+}
+
+/// Deletes the run's RabbitMQ queues when dropped, however the run ends
+/// (after the processes, which would declare them again, have stopped).
+struct QueuesDeleted(Mode);
+
+impl Drop for QueuesDeleted {
+    fn drop(&mut self) {
+        let Mode::Redis {
+            amqp_url, queue, ..
+        } = self.0.clone()
+        else {
+            return;
+        };
+        // Drop cannot await: a thread with a runtime of its own.
+        let deleting = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            let dead = format!("{queue}.dead");
+            runtime.block_on(webhookd_testkit::amqp::delete_queues(
+                &amqp_url,
+                &[&queue, &dead],
+            ));
+            Some(())
+        });
+        let _ = deleting.join();
+    }
 }
 
 fn fault_kinds(names: &[String], embedded: bool) -> anyhow::Result<Vec<Kind>> {
@@ -427,7 +462,7 @@ fn report(run: &Report) -> bool {
     let mut duplicates: Vec<_> = verdict.duplicates_by_fault.iter().collect();
     duplicates.sort();
     println!(
-        "seed {seed}: {} events published, {} of {} (event, endpoint) pairs delivered, {} requests; {} duplicates {:?}; faults: {}; API calls {:?}; ingest answers {:?}; {}; logs in {}",
+        "seed {seed}: {} events published, {} of {} (event, endpoint) pairs delivered, {} requests; {} duplicates {:?}; faults: {}; API calls {:?}; ingest answers {:?}; {}",
         run.published.len(),
         verdict.delivered_pairs,
         verdict.expected_pairs,
@@ -442,15 +477,15 @@ fn report(run: &Report) -> bool {
                 "healed in {:.1} s",
                 healed.as_secs_f64()
             )),
-        run.logs.display()
     );
     if verdict.violations.is_empty() {
         println!("PASS: no violation (seed {seed})");
         return true;
     }
     println!(
-        "FAIL: {} violation(s), seed {seed}; replay with --seed {seed}",
-        verdict.violations.len()
+        "FAIL: {} violation(s), seed {seed}; replay with --seed {seed}; webhookd's logs in {}",
+        verdict.violations.len(),
+        run.logs.display()
     );
     for violation in verdict.violations.iter().take(20) {
         println!("  {violation}");
@@ -640,13 +675,12 @@ async fn publish(
         }
         in_burst -= 1;
         let (body, event) = message(&mut random, &published, &mut n);
-        if producer.send(&body, event.is_some()).await? {
-            if let Some(event) = event {
-                published
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(event);
-            }
+        let accepted = producer.send(&body, event.is_some()).await?;
+        if let Some(event) = event.filter(|_| accepted) {
+            published
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(event);
         }
     }
     producer.close().await;
@@ -662,7 +696,7 @@ struct Producer {
 
 enum Sink {
     Amqp {
-        connection: Connection,
+        connection: Box<Connection>,
         channel: lapin::Channel,
         queue: String,
     },
@@ -697,7 +731,7 @@ impl Producer {
                     )
                     .await?;
                 Sink::Amqp {
-                    connection,
+                    connection: Box::new(connection),
                     channel,
                     queue: queue.clone(),
                 }

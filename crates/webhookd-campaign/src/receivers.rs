@@ -131,7 +131,7 @@ async fn receive(
         let secrets: Vec<String> = endpoint
             .secrets
             .iter()
-            .map(|secret| secret.secret.clone())
+            .map(|secret| secret.value.clone())
             .collect();
         (endpoint.temper, secrets)
     };

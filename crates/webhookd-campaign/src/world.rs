@@ -10,7 +10,7 @@ use crate::receivers::Temper;
 /// One secret of an endpoint and when it may sign.
 #[derive(Debug, Clone)]
 pub struct Secret {
-    pub secret: String,
+    pub value: String,
     /// When the call that made it was sent (it may sign from then on).
     pub from: Instant,
     /// When it stopped signing: the answer to the rotation after it plus
@@ -108,7 +108,7 @@ impl Endpoint {
             previous.until = Some(answered + grace);
         }
         self.secrets.push(Secret {
-            secret,
+            value: secret,
             from: sent,
             until: None,
         });
