@@ -185,6 +185,43 @@ fn idle_and_slow_header_connections_starve_nothing_and_are_closed() {
     assert_eq!(answer.status(), 200);
 }
 
+/// Security round 3: the start of a second head sent in the same segment
+/// as a whole first request was never timed: the connection was held for
+/// the idle limit (49–60 s) instead of the head deadline (10 s).
+#[test]
+fn half_a_second_head_sent_with_the_first_request_gets_the_head_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&sqlite_store(&dir));
+    let mut stream = TcpStream::connect(&server.listen).unwrap();
+    let sent = Instant::now();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /heal")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    // The first answer, then the close.
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(error) => panic!("still open after {:?}: {error}", sent.elapsed()),
+        }
+    }
+    let closed_after = sent.elapsed();
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        closed_after < Duration::from_secs(15),
+        "closed after {closed_after:?}: the second head had the idle limit"
+    );
+}
+
 /// Whether the server has closed `stream` (a read answers at once rather
 /// than waiting).
 fn closed_by_server(mut stream: &TcpStream) -> bool {

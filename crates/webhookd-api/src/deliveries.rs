@@ -181,6 +181,9 @@ pub async fn retry(
 
 /// Dead deliveries recovered per store call: a few milliseconds each.
 const RECOVER_BATCH: usize = 1000;
+/// How long a recover call works before answering; the rest of a large
+/// window is recovered in the background.
+const RECOVER_BUDGET: std::time::Duration = std::time::Duration::from_millis(300);
 
 #[derive(Serialize)]
 pub struct Recovered {
@@ -189,10 +192,12 @@ pub struct Recovered {
 
 /// `POST /v2/endpoint/{endpoint_id}/recover` `{"since", "until"?}` (SPEC
 /// §8): every dead delivery of the endpoint whose event came in the window
-/// gets one more attempt, oldest first. The answer counts them at once;
-/// they are made pending in bounded batches in the background, so a window
-/// of any size never holds the API (or the store) for long, and pending
-/// deliveries are never touched (nothing is sent twice).
+/// gets one more attempt, oldest first. The call recovers in bounded
+/// batches for up to [`RECOVER_BUDGET`] and answers what *it* recovered:
+/// each batch takes its deliveries atomically, so concurrent calls split
+/// them and their answers add up to what was sent. A window left larger
+/// than the budget goes on in the background, counted in the answer.
+/// Pending deliveries are never touched (nothing is sent twice).
 pub async fn recover(
     State(state): State<AppState>,
     caller: Caller,
@@ -204,38 +209,66 @@ pub async fn recover(
     let body = body.map_err(|_| ApiError::BadRequest("request body could not be read".into()))?;
     owned_endpoint(&state, &caller, &endpoint_id).await?;
     let window = recover_window(&body)?;
-    let recovered = state
-        .store
-        .count_dead(&caller.username, &endpoint_id, window)
-        .await?;
-    if recovered > 0 {
-        let (store, ingest, username) = (
-            std::sync::Arc::clone(&state.store),
-            state.ingest.clone(),
-            caller.username.clone(),
-        );
-        let endpoint = endpoint_id.clone();
-        tokio::spawn(async move {
-            loop {
-                let now_ms = webhookd_core::time::unix_millis();
-                match store
-                    .recover(&username, &endpoint, window, now_ms, RECOVER_BATCH)
-                    .await
-                {
-                    Ok(0) => break,
-                    Ok(_) => ingest.wake(),
-                    Err(error) => {
-                        // What was not recovered stays dead, visible and
-                        // recoverable again.
-                        tracing::warn!(%error, endpoint_id = %endpoint, "recovering dead deliveries stopped");
-                        break;
-                    }
-                }
-            }
-        });
+    let started = std::time::Instant::now();
+    let mut recovered = 0_u64;
+    loop {
+        let step = state
+            .store
+            .recover(
+                &caller.username,
+                &endpoint_id,
+                window,
+                webhookd_core::time::unix_millis(),
+                RECOVER_BATCH,
+            )
+            .await?;
+        if step > 0 {
+            state.ingest.wake();
+        }
+        recovered += step as u64;
+        if step == 0 {
+            break;
+        }
+        if started.elapsed() > RECOVER_BUDGET {
+            recovered += state
+                .store
+                .count_dead(&caller.username, &endpoint_id, window)
+                .await?;
+            recover_in_background(&state, &caller.username, &endpoint_id, window);
+            break;
+        }
     }
     tracing::info!(%endpoint_id, recovered, "dead deliveries recovered on request");
     Ok(success(Recovered { recovered }))
+}
+
+/// The rest of a recover window, batch by batch, until none is left.
+fn recover_in_background(
+    state: &AppState,
+    username: &str,
+    endpoint_id: &str,
+    window: DeliveryWindow,
+) {
+    let (store, ingest) = (std::sync::Arc::clone(&state.store), state.ingest.clone());
+    let (username, endpoint) = (username.to_owned(), endpoint_id.to_owned());
+    tokio::spawn(async move {
+        loop {
+            let now_ms = webhookd_core::time::unix_millis();
+            match store
+                .recover(&username, &endpoint, window, now_ms, RECOVER_BATCH)
+                .await
+            {
+                Ok(0) => break,
+                Ok(_) => ingest.wake(),
+                Err(error) => {
+                    // What was not recovered stays dead, visible and
+                    // recoverable again.
+                    tracing::warn!(%error, endpoint_id = %endpoint, "recovering dead deliveries stopped");
+                    break;
+                }
+            }
+        }
+    });
 }
 
 /// `{"since": <unix s>, "until"?: <unix s>}`, `since` ≤ `until`.

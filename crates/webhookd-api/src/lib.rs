@@ -152,8 +152,33 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_API_BODY))
+        .layer(axum::middleware::from_fn(api_headers))
         .layer(axum::middleware::from_fn(count_request))
         .with_state(state)
+}
+
+/// `/v2` and `/internal` answers are never sniffed as another type, and
+/// never cached: many carry a secret, an API key or a portal link (SPEC
+/// §7), and marking all of them keeps a new route from forgetting.
+async fn api_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let api =
+        request.uri().path().starts_with("/v2") || request.uri().path().starts_with("/internal");
+    let mut response = next.run(request).await;
+    if api {
+        let headers = response.headers_mut();
+        headers.insert(
+            axum::http::header::X_CONTENT_TYPE_OPTIONS,
+            axum::http::HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+    }
+    response
 }
 
 /// Counts every request by route template (never the raw path, which holds

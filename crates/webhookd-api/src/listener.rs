@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
+mod framing;
+
 /// What the listener allows a client.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerLimits {
@@ -151,6 +153,7 @@ async fn serve_connection(
         stream,
         activity: Arc::clone(&activity),
         replacement: None,
+        framing: framing::Framing::default(),
     });
     let mut builder = http1::Builder::new();
     builder
@@ -229,13 +232,24 @@ impl Activity {
     }
 
     /// A response head is being written: true if the router owed it, false
-    /// if hyper answers an unparseable request by itself.
-    fn response_head_written(&self) -> bool {
-        self.responses_owed
+    /// if hyper answers an unparseable request by itself. When it was the
+    /// last one owed and the start of a next head already came (read
+    /// together with this request), that head's deadline runs from then.
+    fn response_head_written(&self, head_waiting_since: Option<u64>) -> bool {
+        let owed = self
+            .responses_owed
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |owed| {
                 owed.checked_sub(1)
-            })
-            .is_ok()
+            });
+        if let (Ok(1), Some(since)) = (owed, head_waiting_since) {
+            let _ = self.head_started.compare_exchange(
+                0,
+                since + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        owed.is_ok()
     }
 
     /// When the connection must be closed, as things stand now.
@@ -273,6 +287,8 @@ struct Watched {
     /// An enveloped answer being written in place of hyper's, and how much
     /// of it is written.
     replacement: Option<(Vec<u8>, usize)>,
+    /// Where the requests read so far end.
+    framing: framing::Framing,
 }
 
 impl AsyncRead for Watched {
@@ -282,9 +298,12 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let result = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let this = &mut *self;
+        let result = Pin::new(&mut this.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.read_some();
+            this.activity.read_some();
+            this.framing
+                .feed(&buf.filled()[before..], this.activity.now());
         }
         result
     }
@@ -300,7 +319,12 @@ impl AsyncWrite for Watched {
         // A response head (informational ones aside, e.g. 100 Continue) the
         // router did not produce is hyper refusing an unparseable request.
         let final_head = buf.starts_with(b"HTTP/1.") && buf.get(9) != Some(&b'1');
-        if this.replacement.is_none() && final_head && !this.activity.response_head_written() {
+        if this.replacement.is_none()
+            && final_head
+            && !this
+                .activity
+                .response_head_written(this.framing.head_waiting_since())
+        {
             this.replacement = Some((enveloped_error(buf), 0));
         }
         if let Some((bytes, written)) = &mut this.replacement {

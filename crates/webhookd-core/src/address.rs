@@ -119,7 +119,9 @@ fn forbidden_v6(address: Ipv6Addr) -> Option<&'static str> {
 }
 
 /// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`),
-/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) or 6to4
+/// IPv4-translated (SIIT, `::ffff:0:a.b.c.d`), IPv4-compatible
+/// (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`, and the local-use
+/// `64:ff9b:1::/48` of RFC 8215, decoded the same way) or 6to4
 /// (`2002:aabb:ccdd::`) address.
 fn embedded_ipv4(address: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = address.segments();
@@ -127,7 +129,10 @@ fn embedded_ipv4(address: Ipv6Addr) -> Option<Ipv4Addr> {
     let low = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
     match s {
         // IPv4-mapped, and NAT64's well-known prefix.
-        [0, 0, 0, 0, 0, 0xffff, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
+        [0, 0, 0, 0, 0, 0xffff, _, _]
+        | [0, 0, 0, 0, 0xffff, 0, _, _]
+        | [0x64, 0xff9b, 0, 0, 0, 0, _, _]
+        | [0x64, 0xff9b, 1, ..] => Some(low),
         // IPv4-compatible (deprecated, still routed by some stacks); `::` and
         // `::1` are left to the IPv6 checks.
         [0, 0, 0, 0, 0, 0, hi, _] if hi != 0 => Some(low),
@@ -173,6 +178,10 @@ mod tests {
             ("::ffff:169.254.169.254", "link_local"),
             ("::ffff:10.0.0.1", "private"),
             ("64:ff9b::a9fe:a9fe", "link_local"),
+            ("64:ff9b:1::a9fe:a9fe", "link_local"),
+            ("64:ff9b:1:ffff::7f00:1", "loopback"),
+            ("::ffff:0:a9fe:a9fe", "link_local"),
+            ("::ffff:0:10.0.0.1", "private"),
             ("2002:7f00:1::", "loopback"),
             ("::127.0.0.1", "loopback"),
         ];
@@ -193,6 +202,8 @@ mod tests {
             "2606:4700:4700::1111",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "64:ff9b:1::808:808",
+            "::ffff:0:808:808",
         ] {
             assert_eq!(check(&policy, address), Ok(()), "{address}");
         }

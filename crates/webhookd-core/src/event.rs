@@ -21,6 +21,9 @@ pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 pub const MAX_EVENT_ID_LEN: usize = 128;
 /// Longest username.
 pub const MAX_USERNAME_LEN: usize = 128;
+/// Deepest nesting of objects and arrays in a message (the message object
+/// itself is level 1; SPEC §5).
+pub const MAX_NESTING: usize = 64;
 /// Latest accepted timestamp (9999-12-31T23:59:59Z): guards against
 /// milliseconds sent where seconds are expected.
 pub const MAX_TIMESTAMP: i64 = 253_402_300_799;
@@ -63,6 +66,8 @@ pub enum Rejection {
     InvalidUsername,
     InvalidEventId,
     InvalidTimestamp,
+    /// The message nests objects and arrays deeper than [`MAX_NESTING`].
+    TooDeep,
 }
 
 impl Rejection {
@@ -77,6 +82,7 @@ impl Rejection {
         "invalid_username",
         "invalid_event_id",
         "invalid_timestamp",
+        "too_deep",
     ];
 
     /// A short, stable name for this reason: the `x-webhookd-error` header
@@ -92,6 +98,7 @@ impl Rejection {
             Rejection::InvalidUsername => "invalid_username",
             Rejection::InvalidEventId => "invalid_event_id",
             Rejection::InvalidTimestamp => "invalid_timestamp",
+            Rejection::TooDeep => "too_deep",
         }
     }
 }
@@ -129,6 +136,11 @@ impl fmt::Display for Rejection {
                     "timestamp must be whole unix seconds between 0 and {MAX_TIMESTAMP}"
                 )
             }
+            Rejection::TooDeep => write!(
+                f,
+                "message nests objects and arrays more than {MAX_NESTING} levels deep: most \
+                 receivers could not parse it"
+            ),
         }
     }
 }
@@ -186,6 +198,10 @@ impl Event {
         let text = std::str::from_utf8(message).map_err(|e| Rejection::NotJson {
             detail: e.to_string(),
         })?;
+        // Before any parser recurses into it.
+        if nesting_depth(text) > MAX_NESTING {
+            return Err(Rejection::TooDeep);
+        }
         // serde would happily read a struct from a JSON array; refuse that
         // (and scalars) before deserializing.
         let first = text.trim_start().chars().next();
@@ -353,6 +369,34 @@ fn is_valid_event_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// How deep objects and arrays nest in `json`: brackets outside strings,
+/// counted without recursion (the text may not be valid JSON yet).
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0_usize, 0_usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Removes the whitespace between tokens of valid JSON text, leaving strings
 /// (and so every escape and number) byte-for-byte as they were.
 /// The first `\uXXXX` escape in `json` that is a UTF-16 surrogate without
@@ -460,6 +504,29 @@ mod tests {
 
     fn parse(text: &str) -> Result<Event, Rejection> {
         Event::parse(text.as_bytes(), NOW)
+    }
+
+    /// Security round 3: data nested 100,000 deep was accepted and
+    /// delivered, though most receivers cannot parse it.
+    #[test]
+    fn nesting_deeper_than_64_levels_is_refused() {
+        let message = |levels: usize| {
+            let data = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+            format!(r#"{{"event":"generated_video_success","username":"u","data":{{"a":{data}}}}}"#)
+        };
+        // The message is level 1, data level 2, "a"'s arrays the rest.
+        parse(&message(62)).unwrap();
+        for levels in [63, 1_000, 100_000] {
+            let rejection = parse(&message(levels)).unwrap_err();
+            assert_eq!(rejection, Rejection::TooDeep, "{levels}");
+            assert!(rejection.to_string().contains("64 levels"), "{rejection}");
+        }
+        // Brackets inside strings are text, not nesting.
+        let quoted = format!(r#"{{"a":"{}"}}"#, "[{".repeat(200));
+        parse(&format!(
+            r#"{{"event":"generated_video_success","username":"u","data":{quoted}}}"#
+        ))
+        .unwrap();
     }
 
     /// Found by fuzzing: a lone surrogate escape in `data` made a body that
@@ -661,7 +728,7 @@ mod tests {
         }
         let too_large = Rejection::TooLarge { bytes: 1 }.code();
         assert!(Rejection::CODES.contains(&too_large));
-        assert_eq!(Rejection::CODES.len(), 9, "one code per variant");
+        assert_eq!(Rejection::CODES.len(), 10, "one code per variant");
     }
 
     #[test]

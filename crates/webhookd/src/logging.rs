@@ -11,6 +11,11 @@ use webhookd_core::LogFormat;
 pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => {
+            // Checked as log_level is: tracing takes a bare word such as
+            // `verbose` for a target and would silence every line.
+            if !webhookd_core::config::is_log_filter(&directives) {
+                anyhow::bail!("RUST_LOG: {directives:?} is not a log filter (e.g. info or webhookd=debug,info)");
+            }
             EnvFilter::try_new(&directives).with_context(|| format!("RUST_LOG: {directives:?} is not a log filter"))?
         }
         _ => EnvFilter::try_new(default_filter).with_context(|| {

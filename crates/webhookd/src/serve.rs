@@ -114,6 +114,9 @@ async fn announce_regularly(store: Arc<dyn Store>, key_ids: String, shutdown: Ca
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(?config, "starting webhookd");
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let metrics = PrometheusBuilder::new()
         .set_buckets(telemetry::BUCKETS)
         .context("histogram buckets")?

@@ -140,7 +140,7 @@ pub(crate) async fn recovering_ten_thousand_dead_deliveries_answers_at_once(api:
     let endpoint = api.create(seed_body()).await;
     let id = endpoint["endpoint_id"].as_str().unwrap().to_owned();
     let since = webhookd_core::time::unix_seconds();
-    make_dead(&api, 10, since).await;
+    make_dead(&api, 10_000, since).await;
     let asked = std::time::Instant::now();
     let (status, json) = api
         .call(
@@ -207,10 +207,36 @@ pub(crate) async fn recovering_ten_thousand_dead_deliveries_answers_at_once(api:
 
 /// `thousands` × 1,000 events to the user's endpoint, each delivery dead
 /// after one attempt.
-async fn make_dead(api: &Api, thousands: usize, since: i64) {
+/// Security round 3: 20 concurrent calls over 50 dead deliveries each
+/// answered 50 (1,000 in all) though 50 attempts were made.
+pub(crate) async fn concurrent_recover_calls_add_up_to_what_was_recovered(api: Api) {
+    let endpoint = api.create(seed_body()).await;
+    let id = endpoint["endpoint_id"].as_str().unwrap().to_owned();
+    let since = webhookd_core::time::unix_seconds();
+    make_dead(&api, 50, since).await;
+    let path = format!("/v2/endpoint/{id}/recover");
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let request = api
+            .client
+            .post(format!("{}{path}", api.base))
+            .header("x-api-key", &api.key)
+            .json(&json!({"since": since - 1}));
+        calls.spawn(async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let json: Value = response.json().await.unwrap();
+            json["data"]["recovered"].as_u64().unwrap()
+        });
+    }
+    let answers = calls.join_all().await;
+    assert_eq!(answers.iter().sum::<u64>(), 50, "{answers:?}");
+}
+
+async fn make_dead(api: &Api, count: usize, since: i64) {
     let now = webhookd_core::time::unix_millis();
-    for chunk in 0..thousands {
-        let events: Vec<webhookd_core::Event> = (0..1000)
+    for chunk in 0..count.div_ceil(1000) {
+        let events: Vec<webhookd_core::Event> = (0..1000.min(count - chunk * 1000))
             .map(|i| {
                 let message = format!(
                     r#"{{"event":"generated_avatar_video_success","username":"johndoe","event_id":"evt_{chunk}_{i}","data":{{}}}}"#

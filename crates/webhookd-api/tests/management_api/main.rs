@@ -69,12 +69,14 @@ on_both_stores!(
     a_test_event_names_a_known_type_or_gets_40000,
     rotating_gives_a_new_secret_and_a_bounded_grace,
     recovering_ten_thousand_dead_deliveries_answers_at_once,
+    concurrent_recover_calls_add_up_to_what_was_recovered,
     bad_listing_parameters_are_named_not_echoed,
     admin_routes_take_the_admin_token_and_nothing_else,
     admin_adds_users_and_keys_and_revokes_them,
     a_portal_link_reaches_its_users_routes_only,
     a_portal_link_expires_on_time,
     the_portal_is_served_with_its_security_headers,
+    answers_that_carry_secrets_are_neither_cached_nor_sniffed,
 );
 
 mod lifecycle;
@@ -807,6 +809,14 @@ async fn ingest_refuses_invalid_messages_with_the_reason(api: Api) {
         (
             json!({"event": "generated_video_success", "username": "johndoe", "data": {"pad": "x".repeat(262_144)}}).to_string(),
             "the limit is 262144",
+        ),
+        (
+            format!(
+                r#"{{"event":"generated_video_success","username":"johndoe","data":{{"a":{}1{}}}}}"#,
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            ),
+            "more than 64 levels deep",
         ),
     ];
     for (body, reason) in cases {

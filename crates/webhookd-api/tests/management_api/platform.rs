@@ -317,3 +317,54 @@ pub(crate) async fn the_portal_is_served_with_its_security_headers(api: Api) {
     let json: Value = response.json().await.unwrap();
     assert_eq!(json["code"], 10104);
 }
+
+pub(crate) async fn answers_that_carry_secrets_are_neither_cached_nor_sniffed(api: Api) {
+    let created = api.create(seed_body()).await;
+    let id = created["endpoint_id"].as_str().unwrap();
+    let key_call = |method: Method, path: String, body: Option<&str>| {
+        let mut request = api
+            .client
+            .request(method, format!("{}{path}", api.base))
+            .header("x-api-key", &api.key);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        request
+    };
+    let responses = [
+        key_call(
+            Method::POST,
+            "/v2/endpoint".into(),
+            Some(&seed_body().to_string()),
+        ),
+        key_call(Method::GET, "/v2/endpoints".into(), None),
+        key_call(
+            Method::POST,
+            format!("/v2/endpoint/{id}/rotate-secret"),
+            None,
+        ),
+        key_call(Method::GET, "/v2/me".into(), None),
+        api.client
+            .post(format!("{}/internal/users", api.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"username": "newcomer"})),
+        api.client
+            .post(format!("{}/internal/portal-links", api.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"username": "johndoe"})),
+    ];
+    for request in responses {
+        let response = request.send().await.unwrap();
+        let url = response.url().clone();
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
+        let headers = response.headers();
+        assert_eq!(headers["cache-control"], "no-store", "{url}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{url}");
+    }
+}

@@ -547,15 +547,63 @@ impl Config {
             return Err(fail(
                 "portal_frame_ancestors",
                 "must be CSP sources separated by spaces, e.g. 'self' https://app.example.com \
-                 (no ; or , or quotes other than around keywords)"
+                 (no ; or , or quotes other than around keywords, no data: or javascript:)"
                     .into(),
             ));
         }
-        if self.log_level.trim().is_empty() {
-            return Err(fail("log_level", "must not be empty (e.g. info)".into()));
+        if !is_log_filter(&self.log_level) {
+            return Err(fail(
+                "log_level",
+                format!(
+                    "{:?} is not a log filter: one of error, warn, info, debug, trace, off, \
+                     or target=level directives separated by commas (e.g. webhookd=debug,info)",
+                    self.log_level
+                ),
+            ));
         }
         Ok(())
     }
+
+    /// Settings that start but deserve a warning, as text for the log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self
+            .portal_frame_ancestors
+            .split_ascii_whitespace()
+            .any(|source| source == "*")
+        {
+            warnings.push(
+                "portal_frame_ancestors contains *: any site may frame the portal \
+                 (clickjacking); name the dashboards that embed it instead"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+}
+
+/// A log filter whose every directive names a level: `info`, or
+/// `target=level`, comma-separated. A bare word that is not a level would
+/// be taken by tracing as a target shown at every level — and silence
+/// everything else (`verbose`, `warning`).
+pub fn is_log_filter(filter: &str) -> bool {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let is_level = |level: &str| LEVELS.contains(&level.trim().to_ascii_lowercase().as_str());
+    let directives: Vec<&str> = filter.split(',').collect();
+    !filter.trim().is_empty()
+        && directives
+            .iter()
+            .all(|directive| match directive.rsplit_once('=') {
+                None => is_level(directive),
+                Some((target, level)) => {
+                    let target = target.trim();
+                    !target.is_empty()
+                        && target
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_:-.=[]{}\"".contains(c))
+                        && is_level(level)
+                }
+            })
 }
 
 /// A CSP source list as `frame-ancestors` takes it: `'none'`, or
@@ -564,8 +612,12 @@ impl Config {
 /// the directive (`;`, `,`) or the header (control characters).
 fn is_source_list(list: &str) -> bool {
     let is_source = |source: &str| {
+        let lower = source.to_ascii_lowercase();
+        // A data: or javascript: ancestor can only be an attacker's page.
+        let script_scheme = lower.starts_with("data:") || lower.starts_with("javascript:");
         matches!(source, "'self'" | "'none'")
             || (!source.contains('\'')
+                && !script_scheme
                 && source
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-._~:/*%[]".contains(c)))

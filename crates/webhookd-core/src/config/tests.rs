@@ -220,6 +220,9 @@ fn frame_ancestors_take_sources_and_nothing_that_ends_the_directive() {
         "'unsafe-inline'",
         "'none' 'self'",
         "https://example.com\r\nSet-Cookie: x=1",
+        "data:",
+        "'self' javascript:",
+        "DATA:text/html",
     ] {
         let error = ancestors(bad).unwrap_err();
         assert_eq!(error.origin, "WEBHOOKD_PORTAL_FRAME_ANCESTORS", "{bad:?}");
@@ -254,4 +257,43 @@ fn debug_output_hides_secrets() {
 fn the_example_config_in_deploy_is_valid() {
     let text = include_str!("../../../../deploy/webhookd.example.toml");
     load(Some(text), &[]).unwrap();
+}
+
+#[test]
+fn a_star_among_frame_ancestors_starts_with_a_warning() {
+    let config = load(None, &[("WEBHOOKD_PORTAL_FRAME_ANCESTORS", "'self' *")]).unwrap();
+    let warnings = config.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.contains("any site may frame")),
+        "{warnings:?}"
+    );
+    assert!(load(None, &[]).unwrap().warnings().is_empty());
+}
+
+#[test]
+fn log_levels_that_would_silence_every_line_are_refused() {
+    let level = |value: &str| load(None, &[("WEBHOOKD_LOG_LEVEL", value)]);
+    for good in [
+        "info",
+        "WARN",
+        "webhookd=debug,info",
+        "webhookd_delivery=trace",
+        "off",
+    ] {
+        assert_eq!(level(good).unwrap().log_level, good);
+    }
+    for bad in [
+        "verbose",
+        "warning",
+        "",
+        "info,verbose",
+        "webhookd=loud",
+        "=info",
+    ] {
+        let error = level(bad).unwrap_err();
+        assert_eq!(error.origin, "WEBHOOKD_LOG_LEVEL", "{bad:?}");
+        assert!(error.to_string().contains("not a log filter"), "{error}");
+    }
 }
