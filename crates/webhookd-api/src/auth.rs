@@ -129,8 +129,18 @@ pub(crate) fn refused(credential: Credential) {
 #[derive(Debug)]
 pub struct RateLimiter {
     per_second: u32,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<Buckets>,
 }
+
+#[derive(Debug, Default)]
+struct Buckets {
+    by_key: HashMap<String, Bucket>,
+    /// Checks since full buckets were last evicted.
+    checks: u32,
+}
+
+/// Full buckets are evicted every this many checks.
+const EVICT_EVERY: u32 = 256;
 
 #[derive(Debug)]
 struct Bucket {
@@ -143,13 +153,15 @@ impl RateLimiter {
     pub fn new(per_second: u32) -> Self {
         RateLimiter {
             per_second,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets::default()),
         }
     }
 
     /// Takes one token for `key`, or says how long until one is available.
-    /// The map holds one small entry per key that authenticated, so it is
-    /// bounded by the number of issued keys.
+    /// A bucket that has filled up again says nothing a new one would not,
+    /// so full ones are evicted every [`EVICT_EVERY`] checks: the map holds
+    /// only the keys used in the last couple of seconds, however many keys
+    /// and portal links were ever issued.
     pub fn check(&self, key: &str, now: Instant) -> Result<(), ApiError> {
         if self.per_second == 0 {
             return Ok(());
@@ -160,7 +172,15 @@ impl RateLimiter {
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+        buckets.checks += 1;
+        if buckets.checks >= EVICT_EVERY {
+            buckets.checks = 0;
+            buckets.by_key.retain(|_, bucket| {
+                let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+                bucket.tokens + elapsed * rate < capacity
+            });
+        }
+        let bucket = buckets.by_key.entry(key.to_owned()).or_insert(Bucket {
             tokens: capacity,
             updated: now,
         });
@@ -182,6 +202,32 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Security round 3: a bucket per portal link was kept forever (a
+    /// platform issuing a link per page view grew without bound).
+    #[test]
+    fn buckets_that_filled_up_again_are_evicted() {
+        let limiter = RateLimiter::new(5);
+        let start = Instant::now();
+        for n in 0..10_000 {
+            limiter.check(&format!("wpl_{n}"), start).unwrap();
+        }
+        let later = start + Duration::from_secs(3);
+        for _ in 0..EVICT_EVERY {
+            limiter.check("whk_steady", later).unwrap_or(());
+        }
+        let kept = limiter.buckets.lock().unwrap().by_key.len();
+        assert!(kept <= 1, "{kept} buckets kept");
+        // A bucket still refilling is kept: its client stays limited.
+        for _ in 0..10 {
+            limiter.check("whk_busy", later).unwrap();
+        }
+        assert!(limiter.check("whk_busy", later).is_err());
+        for _ in 0..EVICT_EVERY {
+            let _ = limiter.check("whk_busy", later);
+        }
+        assert!(limiter.check("whk_busy", later).is_err(), "still limited");
+    }
 
     #[test]
     fn a_burst_of_twice_the_rate_passes_then_one_per_interval() {

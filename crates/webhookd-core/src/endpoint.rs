@@ -165,7 +165,7 @@ impl EndpointSpec {
             None | Some(Value::Null) => return Err(FieldError::new("url", "is required")),
             Some(_) => return Err(FieldError::new("url", "must be a string")),
         };
-        rules.check(&url)?;
+        let url = rules.normalise(&url)?;
 
         let status = match fields.remove("status") {
             None | Some(Value::Null) => None,
@@ -253,6 +253,16 @@ impl UrlRules {
     /// the receiver may not exist yet, and DNS may answer differently where
     /// webhookd runs; the delivery client checks resolved addresses.
     pub fn check(&self, raw: &str) -> Result<(), FieldError> {
+        self.normalise(raw).map(|_| ())
+    }
+
+    /// [`UrlRules::check`], answering the URL as it is stored: normalised
+    /// by the WHATWG rules (scheme and host lower-cased, a default port
+    /// dropped, `.` segments resolved), so what is shown is what is called.
+    /// Anything those rules would silently rewrite rather than read — white
+    /// space (U+2028 included) or control characters anywhere, backslashes —
+    /// is refused, not repaired.
+    pub fn normalise(&self, raw: &str) -> Result<String, FieldError> {
         let fail = |message: String| Err(FieldError::new("url", message));
         if raw.is_empty() {
             return fail("is required".into());
@@ -263,8 +273,14 @@ impl UrlRules {
                 raw.len()
             ));
         }
-        if raw.trim() != raw || raw.chars().any(char::is_control) {
-            return fail("must not contain spaces or control characters at its ends".into());
+        if let Some(bad) = raw.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return fail(format!(
+                "must not contain spaces or control characters (found {:?})",
+                bad
+            ));
+        }
+        if raw.contains('\\') {
+            return fail("must not contain a backslash".into());
         }
         let url = match url::Url::parse(raw) {
             Ok(url) => url,
@@ -307,7 +323,16 @@ impl UrlRules {
         };
         match literal_ip.map(|ip| self.addresses.check(ip)) {
             Some(Err(blocked)) => fail(format!("points to a forbidden address: {blocked}")),
-            _ => Ok(()),
+            _ => {
+                let normalised: String = url.into();
+                if normalised.len() > MAX_URL_LEN {
+                    return fail(format!(
+                        "is {} bytes once normalised (percent-encoded), the limit is {MAX_URL_LEN}",
+                        normalised.len()
+                    ));
+                }
+                Ok(normalised)
+            }
         }
     }
 }
@@ -365,11 +390,26 @@ mod tests {
         }
     }
 
+    /// Security round 3: URLs were stored verbatim, though SPEC §7 wants
+    /// them parsed and stored normalised.
+    #[test]
+    fn urls_are_stored_normalised() {
+        for (raw, stored) in [
+            ("HTTPS://Example.COM:443/a/../b", "https://example.com/b"),
+            ("https://example.com", "https://example.com/"),
+            ("https://bücher.example/ä", "https://xn--bcher-kva.example/%C3%A4"),
+            ("https://example.com:8443/a?b=c#d", "https://example.com:8443/a?b=c#d"),
+        ] {
+            assert_eq!(strict().normalise(raw).as_deref(), Ok(stored), "{raw}");
+        }
+    }
+
     #[test]
     fn bad_urls_are_refused_with_a_reason() {
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
         let long_host = format!("https://{}.example.com/", vec!["a".repeat(60); 5].join("."));
         let long_label = format!("https://{}.example.com/", "a".repeat(64));
+        let long_encoded = format!("https://example.com/{}", "ä".repeat(500));
         let cases = [
             ("", "is required"),
             ("example.com/webhook", "not an absolute URL"),
@@ -389,10 +429,15 @@ mod tests {
             (long.as_str(), "the limit is 2048"),
             ("https://example.com:0/hook", "port 0"),
             ("https:ample.com/webhook", "must start with https://"),
-            ("https:\\\\example.com/webhook", "must start with https://"),
+            ("https:\\\\example.com/webhook", "backslash"),
+            ("https://example.com\\@evil.example/", "backslash"),
+            ("https://example.com/a b", "spaces or control characters"),
+            ("https://example.com/a\u{2028}b", "spaces or control characters"),
+            ("https://example.com/a\r\nb", "spaces or control characters"),
             ("https:/example.com/webhook", "must start with https://"),
             (long_host.as_str(), "over 253 characters"),
             (long_label.as_str(), "label over 63"),
+            (long_encoded.as_str(), "once normalised"),
         ];
         for (url, reason) in cases {
             let error = strict().check(url).expect_err(url);
