@@ -255,6 +255,17 @@ def portal_link(base_url, admin_token, username, ttl_seconds):
     return data["url"]
 
 
+def add_user(base_url, admin_token, username):
+    request = urllib.request.Request(
+        f"{base_url}/internal/users",
+        data=json.dumps({"username": username}).encode(),
+        headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert json.load(answer).get("code") == 0
+
+
 # ---------------------------------------------------------------- the flow
 
 
@@ -507,6 +518,41 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         assert "wpl_" not in page.url and page.url.endswith("/portal"), page.url
         check_clean("portal link")
         shot("09-portal-link")
+
+        if not args.base_url:
+            # Security round 3: an evil page set the tab's location to a link
+            # of its own account, and the portal silently swapped the session.
+            step("a link of another account asks first, naming both; staying keeps the session")
+            add_user(api_url, admin_token, "mallory")
+            foreign = portal_link(api_url, admin_token, "mallory", 900)
+            page.evaluate("(url) => { location.hash = url.split('#')[1]; }", foreign)
+            dialog = page.get_by_role("dialog", name="Switch accounts?")
+            expect(dialog).to_be_visible()
+            expect(dialog.get_by_text(f"You are signed in as {USERNAME}. This link signs in as mallory.")).to_be_visible()
+            shot("09b-switch-account", full_page=False)
+            dialog.get_by_role("button", name=f"Stay as {USERNAME}").click()
+            expect(dialog).to_be_hidden()
+            expect(page.locator(".account-name")).to_have_text(f"Signed in as {USERNAME}")
+            wait_until(page, lambda: "#" not in page.url, "the fragment to leave the address bar")
+
+            step("the same link a second time is refused: a link signs in once")
+            page.evaluate("(url) => { location.hash = url.split('#')[1]; }", foreign)
+            expect(page.get_by_text("This sign-in link has expired or is not valid. Ask for a new one.")).to_be_visible()
+            expect(page.locator(".account-name")).to_have_text(f"Signed in as {USERNAME}")
+
+            step("an API key in #link= is never taken")
+            page.evaluate("(key) => { location.hash = 'link=' + key; }", api_key)
+            expect(page.get_by_text("This address does not hold a sign-in link.", exact=False)).to_be_visible()
+            expect(page.locator(".account-name")).to_have_text(f"Signed in as {USERNAME}")
+            assert page.evaluate("() => sessionStorage.getItem('webhookd.portal.credential')").startswith("wps_")
+            wait_until(page, lambda: "#" not in page.url, "the key to leave the address bar")
+
+            step("switching, when chosen, signs in as the link's account")
+            foreign = portal_link(api_url, admin_token, "mallory", 900)
+            page.evaluate("(url) => { location.hash = url.split('#')[1]; }", foreign)
+            page.get_by_role("dialog", name="Switch accounts?").get_by_role("button", name="Switch to mallory").click()
+            expect(page.locator(".account-name")).to_have_text("Signed in as mallory")
+            check_clean("switch accounts")
 
         step("an expired link says so and shows the sign-in form")
         button("Sign out").click()

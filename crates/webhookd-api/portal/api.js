@@ -50,9 +50,9 @@ export class ApiError extends Error {
   }
 }
 
-async function call(method, path, body) {
+async function call(method, path, body, as = credential.get()) {
   const headers = { accept: "application/json" };
-  const key = credential.get();
+  const key = as;
   if (key) headers["x-api-key"] = key;
   const init = { method, headers, cache: "no-store", credentials: "omit" };
   if (body !== undefined) {
@@ -88,6 +88,8 @@ const id = (value) => encodeURIComponent(value);
 
 export const api = {
   whoAmI: () => call("GET", "/v2/me").then((data) => data.username),
+  /** Spends a portal link for a session: `{username, session, expires_at}`. */
+  redeemLink: (link) => call("POST", "/v2/portal-session", undefined, link),
   listEndpoints: () => call("GET", "/v2/endpoints").then((data) => data.endpoints),
   listEvents: () => call("GET", "/v2/events").then((data) => data.events),
   createEndpoint: (spec) => call("POST", "/v2/endpoint", spec),

@@ -6,6 +6,7 @@
 // credential can never end up in it.
 
 import { api, ApiError, Code, credential } from "./api.js";
+import { LINK_MESSAGES, linkFromAddress, signInWithLink } from "./links.js";
 import {
   $, busy, closeDialog, fromLocalInput, h, icon, localTime, openDialog, relative, replace,
   timeEl, toast, toLocalInput,
@@ -35,29 +36,31 @@ function start() {
     button.prepend(icon(button.dataset.icon));
   }
   wire();
-  takeLinkFromAddress();
-  if (credential.get()) loadAccount();
+  const link = linkFromAddress();
+  if (link) openLink(link);
+  else if (credential.get()) loadAccount();
   else showSignIn();
   // A portal link opened while the page is already open in this tab.
   window.addEventListener("hashchange", () => {
-    if (takeLinkFromAddress()) {
-      state.current = null;
-      showView("loading");
-      loadAccount();
-    }
+    const link = linkFromAddress();
+    if (link) openLink(link);
   });
 }
 
-/**
- * A portal link (`/portal#link=wpl_…`): keep its token for this tab and take
- * it out of the address bar, and so out of history, bookmarks and screenshots.
- */
-function takeLinkFromAddress() {
-  const link = new URLSearchParams(location.hash.slice(1)).get("link");
-  if (location.hash) history.replaceState(null, "", location.pathname);
-  if (!link) return false;
-  credential.set(link, "link");
-  return true;
+/** Signs in with a portal link (links.js); a refused one keeps an open session. */
+async function openLink(link) {
+  const signedIn = Boolean(credential.get());
+  const refused = (message) => {
+    if (signedIn) toast(message, "error");
+    else showSignIn(message);
+  };
+  if (await signInWithLink(link, state.username, refused)) {
+    state.current = null;
+    showView("loading");
+    loadAccount();
+  } else if (signedIn && !state.username) {
+    loadAccount();
+  }
 }
 
 function wire() {
@@ -107,7 +110,7 @@ function wire() {
 // ---------------------------------------------------------------- sign-in
 
 const SIGN_IN_MESSAGES = {
-  link: "This sign-in link has expired or is not valid. Ask for a new one.",
+  link: LINK_MESSAGES.spent,
   key: "This API key is not valid. Check it (it may have been revoked) and try again.",
 };
 

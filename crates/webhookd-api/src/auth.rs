@@ -10,7 +10,10 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use subtle::ConstantTimeEq;
-use webhookd_core::ids::{API_KEY_MAX_LEN, PORTAL_LINK_PREFIX, hash_api_key};
+use webhookd_core::ids::{
+    API_KEY_MAX_LEN, PORTAL_LINK_PREFIX, PORTAL_SESSION_PREFIX, hash_api_key,
+    new_portal_session_token,
+};
 use webhookd_core::telemetry::{self, Credential};
 use webhookd_core::time::unix_seconds;
 
@@ -41,26 +44,74 @@ impl FromRequestParts<AppState> for Caller {
         // Only hashes are stored; looking one up compares nothing secret
         // (a SHA-256 of a 256-bit random token reveals nothing about it).
         let key_hash = hash_api_key(key);
-        let username = if key.starts_with(PORTAL_LINK_PREFIX) {
-            // A portal link signs in for the `/v2` routes only: the admin
-            // and ingest routes take their own bearer tokens, never this.
-            state
-                .store
-                .user_for_portal_link(&key_hash, unix_seconds())
-                .await?
-                .ok_or(EXPIRED)
-                .inspect_err(|_| refused(Credential::PortalLink))?
-        } else {
-            state
-                .store
-                .user_for_api_key(&key_hash)
-                .await?
-                .ok_or(INVALID)
-                .inspect_err(|_| refused(Credential::ApiKey))?
-        };
+        let username =
+            if key.starts_with(PORTAL_LINK_PREFIX) || key.starts_with(PORTAL_SESSION_PREFIX) {
+                // A portal link (or the session it became) signs in for the
+                // `/v2` routes only: the admin and ingest routes take their own
+                // bearer tokens, never this.
+                state
+                    .store
+                    .user_for_portal_link(&key_hash, unix_seconds())
+                    .await?
+                    .ok_or(EXPIRED)
+                    .inspect_err(|_| refused(Credential::PortalLink))?
+            } else {
+                state
+                    .store
+                    .user_for_api_key(&key_hash)
+                    .await?
+                    .ok_or(INVALID)
+                    .inspect_err(|_| refused(Credential::ApiKey))?
+            };
         state.limiter.check(&key_hash, Instant::now())?;
         Ok(Caller { username })
     }
+}
+
+/// What a portal link became when it signed in.
+#[derive(Debug, serde::Serialize)]
+pub struct PortalSession {
+    username: String,
+    /// The token the portal sends from now on (`wps_…`) in `x-api-key`.
+    session: String,
+    /// Unix seconds: the link's own expiry.
+    expires_at: i64,
+}
+
+/// `POST /v2/portal-session` with a portal link (`wpl_…`) in `x-api-key`:
+/// signs in once (SPEC §9). The link is spent and a session token for the
+/// same user and expiry comes back; a second use of the link, an expired
+/// one, or anything that is not a link (an API key in a `#link=`) is
+/// refused with 10105.
+pub async fn redeem_portal_link(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<crate::envelope::Success<PortalSession>>, ApiError> {
+    const NOT_A_LINK: ApiError =
+        ApiError::Unauthorized("only a portal link (wpl_…) signs in here, never an API key");
+    const SPENT: ApiError =
+        ApiError::Unauthorized("portal link already used, expired or invalid: ask for a new link");
+    let link = headers
+        .get("x-api-key")
+        .and_then(|value| value.to_str().ok())
+        .filter(|key| key.starts_with(PORTAL_LINK_PREFIX) && key.len() <= API_KEY_MAX_LEN)
+        .ok_or(NOT_A_LINK)
+        .inspect_err(|_| refused(Credential::PortalLink))?;
+    let link_hash = hash_api_key(link);
+    state.limiter.check(&link_hash, Instant::now())?;
+    let session = new_portal_session_token();
+    let (username, expires_at) = state
+        .store
+        .redeem_portal_link(&link_hash, &hash_api_key(&session), unix_seconds())
+        .await?
+        .ok_or(SPENT)
+        .inspect_err(|_| refused(Credential::PortalLink))?;
+    tracing::info!(%username, "portal link redeemed");
+    Ok(crate::envelope::success(PortalSession {
+        username,
+        session,
+        expires_at,
+    }))
 }
 
 /// Checks `Authorization: Bearer <token>` (the scheme in any case, RFC

@@ -133,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v2/events", get(endpoints::events))
         .route("/v2/me", get(endpoints::me))
+        .route("/v2/portal-session", post(auth::redeem_portal_link))
         .route(
             "/internal/events",
             post(ingest::accept).layer(DefaultBodyLimit::max(ingest::MAX_INGEST_BODY)),

@@ -30,6 +30,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../portal/api.js"),
     ),
     (
+        "links.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../portal/links.js"),
+    ),
+    (
         "ui.js",
         "text/javascript; charset=utf-8",
         include_str!("../portal/ui.js"),

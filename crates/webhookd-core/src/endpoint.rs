@@ -397,8 +397,14 @@ mod tests {
         for (raw, stored) in [
             ("HTTPS://Example.COM:443/a/../b", "https://example.com/b"),
             ("https://example.com", "https://example.com/"),
-            ("https://bücher.example/ä", "https://xn--bcher-kva.example/%C3%A4"),
-            ("https://example.com:8443/a?b=c#d", "https://example.com:8443/a?b=c#d"),
+            (
+                "https://bücher.example/ä",
+                "https://xn--bcher-kva.example/%C3%A4",
+            ),
+            (
+                "https://example.com:8443/a?b=c#d",
+                "https://example.com:8443/a?b=c#d",
+            ),
         ] {
             assert_eq!(strict().normalise(raw).as_deref(), Ok(stored), "{raw}");
         }
@@ -432,7 +438,10 @@ mod tests {
             ("https:\\\\example.com/webhook", "backslash"),
             ("https://example.com\\@evil.example/", "backslash"),
             ("https://example.com/a b", "spaces or control characters"),
-            ("https://example.com/a\u{2028}b", "spaces or control characters"),
+            (
+                "https://example.com/a\u{2028}b",
+                "spaces or control characters",
+            ),
             ("https://example.com/a\r\nb", "spaces or control characters"),
             ("https:/example.com/webhook", "must start with https://"),
             (long_host.as_str(), "over 253 characters"),

@@ -89,6 +89,18 @@ pub fn new_portal_link_token() -> String {
     )
 }
 
+/// What starts a portal session's token: what a portal link is exchanged
+/// for when it signs in (SPEC §9), valid until the link would have expired.
+pub const PORTAL_SESSION_PREFIX: &str = "wps_";
+
+/// A new portal session token: `wps_` + URL-safe base64 of 32 random bytes.
+pub fn new_portal_session_token() -> String {
+    format!(
+        "{PORTAL_SESSION_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(random_bytes())
+    )
+}
+
 /// A new bearer token for `POST /internal/events`: `whi_` + URL-safe base64
 /// of 32 random bytes.
 pub fn new_ingest_token() -> String {

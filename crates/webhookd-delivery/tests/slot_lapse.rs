@@ -96,6 +96,17 @@ impl Store for RecordsFail {
         self.inner.user_for_portal_link(token_hash, now).await
     }
 
+    async fn redeem_portal_link(
+        &self,
+        link_hash: &str,
+        session_hash: &str,
+        now: i64,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        self.inner
+            .redeem_portal_link(link_hash, session_hash, now)
+            .await
+    }
+
     async fn create_endpoint(
         &self,
         endpoint: &Endpoint,

@@ -134,6 +134,19 @@ impl Store for Instrumented {
         .await
     }
 
+    async fn redeem_portal_link(
+        &self,
+        link_hash: &str,
+        session_hash: &str,
+        now: i64,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        timed(
+            "redeem_portal_link",
+            self.inner.redeem_portal_link(link_hash, session_hash, now),
+        )
+        .await
+    }
+
     async fn create_endpoint(
         &self,
         endpoint: &Endpoint,

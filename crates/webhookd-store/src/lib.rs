@@ -446,6 +446,19 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: i64,
     ) -> Result<Option<String>, StoreError>;
 
+    /// Signs in with a portal link, once (SPEC §9): the link with
+    /// `link_hash` is forgotten and a portal session with `session_hash`
+    /// takes its place — same user, same expiry. Returns the user and the
+    /// expiry (unix seconds); `None` when the link is unknown, already used
+    /// or expired at `now`. One atomic step: of two tabs opening one link,
+    /// one signs in.
+    async fn redeem_portal_link(
+        &self,
+        link_hash: &str,
+        session_hash: &str,
+        now: i64,
+    ) -> Result<Option<(String, i64)>, StoreError>;
+
     /// Stores a new endpoint unless its owner already holds `limit`; the
     /// count and the insert are one atomic step.
     async fn create_endpoint(

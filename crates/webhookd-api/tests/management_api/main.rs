@@ -77,6 +77,7 @@ on_both_stores!(
     a_portal_link_expires_on_time,
     the_portal_is_served_with_its_security_headers,
     answers_that_carry_secrets_are_neither_cached_nor_sniffed,
+    a_portal_link_signs_in_once,
 );
 
 mod lifecycle;

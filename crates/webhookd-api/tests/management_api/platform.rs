@@ -368,3 +368,61 @@ pub(crate) async fn answers_that_carry_secrets_are_neither_cached_nor_sniffed(ap
         assert_eq!(headers["x-content-type-options"], "nosniff", "{url}");
     }
 }
+
+/// Security round 3: a link signed in as often as it was opened (an evil
+/// page could replay one), and `#link=` took an API key too. A link now
+/// signs in once: it is exchanged for a session token, and spent.
+pub(crate) async fn a_portal_link_signs_in_once(api: Api) {
+    let link = api.portal_link("johndoe", 900).await;
+    let redeem = |credential: String| {
+        let api = &api;
+        async move {
+            api.call_as(&credential, Method::POST, "/v2/portal-session", None)
+                .await
+        }
+    };
+    let (status, json) = redeem(link.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["data"]["username"], "johndoe");
+    let session = json["data"]["session"].as_str().unwrap().to_owned();
+    assert!(session.starts_with("wps_"), "{json}");
+    let expires_at = json["data"]["expires_at"].as_i64().unwrap();
+    assert!(
+        expires_at > webhookd_core::time::unix_seconds() + 800,
+        "the link's own expiry"
+    );
+    let (status, json) = api.call_as(&session, Method::GET, "/v2/me", None).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["data"]["username"], "johndoe");
+
+    let again = redeem(link.clone()).await;
+    assert_error(&again, StatusCode::UNAUTHORIZED, 10105, "already used");
+    let spent = api.call_as(&link, Method::GET, "/v2/me", None).await;
+    assert_error(&spent, StatusCode::UNAUTHORIZED, 10105, "portal link");
+    let key = redeem(api.key.clone()).await;
+    assert_error(&key, StatusCode::UNAUTHORIZED, 10105, "never an API key");
+    let session_again = redeem(session.clone()).await;
+    assert_error(
+        &session_again,
+        StatusCode::UNAUTHORIZED,
+        10105,
+        "only a portal link",
+    );
+
+    // Of two tabs opening one link at once, one signs in.
+    let link = api.portal_link("johndoe", 900).await;
+    let (first, second) = tokio::join!(redeem(link.clone()), redeem(link));
+    let signed_in = [first.0, second.0]
+        .iter()
+        .filter(|status| **status == StatusCode::OK)
+        .count();
+    assert_eq!(signed_in, 1);
+
+    // Revoking the user's keys ends its portal sessions too.
+    let (status, _) = api
+        .admin(Method::DELETE, "/internal/users/johndoe/keys", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let revoked = api.call_as(&session, Method::GET, "/v2/me", None).await;
+    assert_error(&revoked, StatusCode::UNAUTHORIZED, 10105, "portal link");
+}

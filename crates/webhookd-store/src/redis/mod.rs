@@ -108,6 +108,7 @@ const ACCEPT_EVENTS: &str = include_str!("lua/accept_events.lua");
 const ADD_API_KEY: &str = include_str!("lua/add_api_key.lua");
 const REVOKE_API_KEYS: &str = include_str!("lua/revoke_api_keys.lua");
 const ADD_PORTAL_LINK: &str = include_str!("lua/add_portal_link.lua");
+const REDEEM_PORTAL_LINK: &str = include_str!("lua/redeem_portal_link.lua");
 const REPLACE_FIELD: &str = include_str!("lua/replace_field.lua");
 const SWEEP: &str = include_str!("lua/sweep.lua");
 const CREATE_TEST_DELIVERY: &str = include_str!("lua/create_test_delivery.lua");
@@ -155,6 +156,7 @@ struct Scripts {
     add_api_key: Script,
     revoke_api_keys: Script,
     add_portal_link: Script,
+    redeem_portal_link: Script,
     replace_field: Script,
     accept_events: Script,
     claim_due: Script,
@@ -274,6 +276,7 @@ impl RedisStore {
             add_api_key: script(ADD_API_KEY),
             revoke_api_keys: script(REVOKE_API_KEYS),
             add_portal_link: script(ADD_PORTAL_LINK),
+            redeem_portal_link: script(REDEEM_PORTAL_LINK),
             replace_field: script(REPLACE_FIELD),
             accept_events: scheduling(ACCEPT_EVENTS),
             claim_due: scheduling(CLAIM_DUE),

@@ -98,6 +98,15 @@ impl Store for RedisStore {
         self.user_of_link(token_hash, now).await
     }
 
+    async fn redeem_portal_link(
+        &self,
+        link_hash: &str,
+        session_hash: &str,
+        now: i64,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        self.redeem_link(link_hash, session_hash, now).await
+    }
+
     async fn create_endpoint(
         &self,
         endpoint: &Endpoint,

@@ -104,6 +104,34 @@ impl RedisStore {
         Ok(added == 1)
     }
 
+    /// [`crate::Store::redeem_portal_link`].
+    pub(super) async fn redeem_link(
+        &self,
+        link_hash: &str,
+        session_hash: &str,
+        now: i64,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        let link: Option<String> = self
+            .scripts
+            .redeem_portal_link
+            .key(self.links_key())
+            .arg(link_hash)
+            .arg(session_hash)
+            .arg(now)
+            .arg(self.user_links_key(""))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        link.map(|link| {
+            link.split_once(' ')
+                .and_then(|(expires_at, username)| {
+                    Some((username.to_owned(), expires_at.parse::<i64>().ok()?))
+                })
+                .ok_or_else(|| StoreError::Corrupt(format!("portal link {link:?}")))
+        })
+        .transpose()
+    }
+
     /// A link is `<expires_at> <username>`; one past its time signs no one
     /// in, even before the next link of its user prunes it.
     pub(super) async fn user_of_link(

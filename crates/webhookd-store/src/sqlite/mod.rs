@@ -291,6 +291,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn redeem_portal_link(
+        &self,
+        link_hash: &str,
+        session_hash: &str,
+        now: i64,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        let (link_hash, session_hash) = (link_hash.to_owned(), session_hash.to_owned());
+        self.call(move |c| users::redeem_portal_link(c, &link_hash, &session_hash, now))
+            .await
+    }
+
     async fn create_endpoint(
         &self,
         endpoint: &Endpoint,

@@ -106,3 +106,32 @@ pub(super) fn user_for_portal_link(
         })
         .map_err(sqlite_error)
 }
+
+pub(super) fn redeem_portal_link(
+    c: &mut Connection,
+    link_hash: &str,
+    session_hash: &str,
+    now: i64,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    let link: Option<(String, i64)> = tx
+        .query_row(
+            "DELETE FROM portal_links WHERE token_hash = ?1 RETURNING username, expires_at",
+            [link_hash],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(sqlite_error)?;
+    let redeemed = link.filter(|(_, expires_at)| *expires_at > now);
+    if let Some((username, expires_at)) = &redeemed {
+        tx.execute(
+            "INSERT INTO portal_links (token_hash, username, expires_at) VALUES (?1, ?2, ?3)",
+            params![session_hash, username, expires_at],
+        )
+        .map_err(sqlite_error)?;
+    }
+    tx.commit().map_err(sqlite_error)?;
+    Ok(redeemed)
+}
