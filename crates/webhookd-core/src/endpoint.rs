@@ -275,8 +275,7 @@ impl UrlRules {
         }
         if let Some(bad) = raw.chars().find(|c| c.is_whitespace() || c.is_control()) {
             return fail(format!(
-                "must not contain spaces or control characters (found {:?})",
-                bad
+                "must not contain spaces or control characters (found {bad:?})"
             ));
         }
         if raw.contains('\\') {
@@ -321,19 +320,17 @@ impl UrlRules {
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
         };
-        match literal_ip.map(|ip| self.addresses.check(ip)) {
-            Some(Err(blocked)) => fail(format!("points to a forbidden address: {blocked}")),
-            _ => {
-                let normalised: String = url.into();
-                if normalised.len() > MAX_URL_LEN {
-                    return fail(format!(
-                        "is {} bytes once normalised (percent-encoded), the limit is {MAX_URL_LEN}",
-                        normalised.len()
-                    ));
-                }
-                Ok(normalised)
-            }
+        if let Some(Err(blocked)) = literal_ip.map(|ip| self.addresses.check(ip)) {
+            return fail(format!("points to a forbidden address: {blocked}"));
         }
+        let normalised: String = url.into();
+        if normalised.len() > MAX_URL_LEN {
+            return fail(format!(
+                "is {} bytes once normalised (percent-encoded), the limit is {MAX_URL_LEN}",
+                normalised.len()
+            ));
+        }
+        Ok(normalised)
     }
 }
 
