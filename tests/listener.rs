@@ -110,12 +110,14 @@ fn idle_and_slow_header_connections_starve_nothing_and_are_closed() {
     create_endpoint(&server, &key, &receiver.url);
 
     let opened = Instant::now();
+    // From 200 addresses other than the checking client's (one address
+    // may hold only max_connections_per_ip, 256).
     let idle: Vec<TcpStream> = (0..2000)
-        .map(|_| TcpStream::connect(&server.listen).unwrap())
+        .map(|n| connect_from(&format!("127.0.1.{}", n % 200 + 1), &server))
         .collect();
     let mut slow: Vec<TcpStream> = (0..200)
-        .map(|_| {
-            let mut stream = TcpStream::connect(&server.listen).unwrap();
+        .map(|n| {
+            let mut stream = connect_from(&format!("127.0.2.{}", n + 1), &server);
             stream.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
             stream
         })
@@ -220,6 +222,179 @@ fn half_a_second_head_sent_with_the_first_request_gets_the_head_deadline() {
         closed_after < Duration::from_secs(15),
         "closed after {closed_after:?}: the second head had the idle limit"
     );
+}
+
+/// A connection to `server` from `source` (any 127.0.0.0/8 address is
+/// this machine: a second client address without a second machine).
+fn connect_from(source: &str, server: &Server) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    let target: std::net::SocketAddr = server.listen.parse().unwrap();
+    socket.connect(&target.into()).unwrap();
+    socket.into()
+}
+
+fn healthz_from(source: &str, server: &Server) -> String {
+    let mut stream = connect_from(source, server);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// The refusals counted for `reason`, read from `base` (a listener the
+/// reading client is not refused by).
+fn refused_count(base: &str, reason: &str) -> u64 {
+    let line = format!("webhookd_listener_refused_total{{reason=\"{reason}\"}} ");
+    reqwest::blocking::get(format!("{base}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap()
+        .lines()
+        .find_map(|text| text.strip_prefix(&line)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Security round 3: 4,096 connections from one client, one request each,
+/// and `/healthz`, `/v2` and ingest timed out for everyone else, with
+/// nothing logged or counted. One address now holds at most
+/// `max_connections_per_ip`; the next is answered 503 and counted; another
+/// address is served; and the probes have a listener of their own.
+#[test]
+fn one_client_address_cannot_hold_the_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let health = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut command = support::webhookd(&sqlite_store(&dir));
+    command
+        .env("WEBHOOKD_MAX_CONNECTIONS_PER_IP", "20")
+        .env("WEBHOOKD_TRUSTED_PROXIES", "127.0.0.3/32")
+        .env("WEBHOOKD_HEALTH_LISTEN", health.to_string());
+    let server = Server::start_with(command);
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| connect_from("127.0.0.1", &server))
+        .collect();
+    // The 21st from the same address: answered at once, closed.
+    let answer = healthz_from("127.0.0.1", &server);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("too many connections from 127.0.0.1"),
+        "{answer}"
+    );
+    assert!(answer.contains(r#""code":50000"#), "{answer}");
+    // Another address is served meanwhile.
+    let answer = healthz_from("127.0.0.2", &server);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(refused_count(&format!("http://{health}"), "per_ip") >= 1);
+    // The probes' own listener serves the probes, and nothing else.
+    let probe = |path: &str| {
+        reqwest::blocking::get(format!("http://{health}{path}"))
+            .unwrap()
+            .status()
+    };
+    assert_eq!(probe("/healthz"), 200);
+    assert_eq!(probe("/readyz"), 200);
+    assert_eq!(probe("/metrics"), 200);
+    assert_eq!(probe("/v2/endpoints"), 404);
+    // Behind a trusted proxy (127.0.0.3), the forwarded client's requests
+    // in flight are what is held: 20 bodies left hanging from one client.
+    let hanging: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = connect_from("127.0.0.3", &server);
+            stream
+                .write_all(
+                    b"POST /internal/events HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.7, 127.0.0.3\r\nContent-Length: 100\r\n\r\n{",
+                )
+                .unwrap();
+            stream
+        })
+        .collect();
+    let through_proxy = |client: &str| {
+        let mut stream = connect_from("127.0.0.3", &server);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {client}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = through_proxy("198.51.100.1, 203.0.113.7");
+        if answer.contains("too many requests in flight from 203.0.113.7") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the forwarded client was never held: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(through_proxy("203.0.113.8").starts_with("HTTP/1.1 200"));
+    drop(hanging);
+    drop(held);
+    // Places are given back when connections close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !healthz_from("127.0.0.1", &server).starts_with("HTTP/1.1 200") {
+        assert!(
+            Instant::now() < deadline,
+            "the address never got its places back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Near `max_connections`, the idlest keep-alive connection is closed to
+/// make room: idle connections used to keep a client with a request in
+/// the kernel's backlog for the whole idle limit (60 s).
+#[test]
+fn idle_keep_alives_make_room_near_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = support::webhookd(&sqlite_store(&dir));
+    command.env("WEBHOOKD_MAX_CONNECTIONS", "32");
+    let server = Server::start_with(command);
+    // 32 keep-alive connections, each after one whole request: idle.
+    let idle: Vec<TcpStream> = (0..32)
+        .map(|n| {
+            let mut stream = connect_from(&format!("127.0.0.{}", 10 + n), &server);
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut buffer = [0_u8; 1024];
+            let read = stream.read(&mut buffer).unwrap();
+            assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
+            stream
+        })
+        .collect();
+    let asked = Instant::now();
+    let answer = healthz_from("127.0.0.200", &server);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "waited {:?} behind idle connections",
+        asked.elapsed()
+    );
+    assert!(refused_count(&server.base, "idle_evicted") >= 1);
+    let closed = idle
+        .iter()
+        .filter(|stream| closed_by_server(stream))
+        .count();
+    assert!(closed >= 1, "no idle connection was closed");
 }
 
 /// Whether the server has closed `stream` (a read answers at once rather

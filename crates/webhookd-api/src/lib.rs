@@ -158,6 +158,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The probes' routes alone (`/healthz`, `/readyz`, `/metrics`), for the
+/// separate listener of `health_listen`: the public listener's clients
+/// cannot starve it.
+pub fn health_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(count_request))
+        .with_state(state)
+}
+
 /// `/v2` and `/internal` answers are never sniffed as another type, and
 /// never cached: many carry a secret, an API key or a portal link (SPEC
 /// §7), and marking all of them keeps a new route from forgetting.

@@ -27,7 +27,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
+use webhookd_core::telemetry::ListenerRefusal;
 
+mod clients;
 mod framing;
 
 /// What the listener allows a client.
@@ -46,6 +48,9 @@ pub struct ListenerLimits {
     pub body_timeout: Duration,
     /// Largest request head (request line and headers); more is a 431.
     pub max_head_bytes: usize,
+    /// Connections one client address may hold (requests in flight, for
+    /// a client behind a trusted proxy).
+    pub max_connections_per_ip: usize,
 }
 
 impl ListenerLimits {
@@ -58,6 +63,7 @@ impl ListenerLimits {
             body_gap: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_head_bytes: 16 * 1024,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -84,16 +90,25 @@ pub fn bind(address: std::net::SocketAddr) -> io::Result<TcpListener> {
 const ACCEPT_ERROR_DELAY: Duration = Duration::from_millis(100);
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets
-/// the requests in progress finish.
+/// the requests in progress finish. Peers in `trusted_proxies` are load
+/// balancers: their connections are not capped per address, their
+/// requests are, by the client `X-Forwarded-For` names.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ListenerLimits,
+    trusted_proxies: Vec<ipnet::IpNet>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let clients = clients::Clients::new(limits.max_connections_per_ip, trusted_proxies);
     let connections = TaskTracker::new();
     loop {
+        // Near the cap, the idlest keep-alive connection makes room: an
+        // idle connection must not keep out one with a request to make.
+        if permits.available_permits() <= limits.max_connections / 16 {
+            clients.evict_idlest();
+        }
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => permit,
             () = shutdown.cancelled() => break,
@@ -103,20 +118,41 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "cannot accept a connection; retrying");
                 tokio::time::sleep(ACCEPT_ERROR_DELAY).await;
                 continue;
             }
         };
+        let peer = peer.ip().to_canonical();
+        let proxied = clients.is_trusted(peer);
+        let held = if proxied {
+            None
+        } else if let Some(held) = clients.hold(peer) {
+            Some(held)
+        } else {
+            // Answered without a task or a wait: what fits the socket's
+            // buffer now (all of it: a few hundred bytes), then closed.
+            let _ = stream.try_write(&clients::too_many_answer(
+                peer,
+                limits.max_connections_per_ip,
+            ));
+            clients.refused(ListenerRefusal::PerIp, peer);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         connections.spawn(serve_connection(
             stream,
             router.clone(),
-            limits,
-            permit,
+            Connection {
+                limits,
+                clients: Arc::clone(&clients),
+                proxied,
+                _held: held,
+                _permit: permit,
+            },
             shutdown.clone(),
         ));
     }
@@ -125,24 +161,51 @@ pub async fn serve(
     Ok(())
 }
 
+/// What a connection holds while it is open.
+struct Connection {
+    limits: ListenerLimits,
+    clients: Arc<clients::Clients>,
+    /// From a trusted proxy: requests are held per forwarded client.
+    proxied: bool,
+    /// Its place among its address's connections (not behind a proxy).
+    _held: Option<clients::Held>,
+    /// Its place under `max_connections`.
+    _permit: OwnedSemaphorePermit,
+}
+
 async fn serve_connection(
     stream: TcpStream,
     router: Router,
-    limits: ListenerLimits,
-    _permit: OwnedSemaphorePermit,
+    connection: Connection,
     shutdown: CancellationToken,
 ) {
+    let limits = connection.limits;
     let activity = Arc::new(Activity::new());
+    let close = CancellationToken::new();
+    let _registered = connection
+        .clients
+        .register(Arc::clone(&activity), close.clone());
     let service = {
         let activity = Arc::clone(&activity);
+        let (clients, proxied) = (Arc::clone(&connection.clients), connection.proxied);
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             activity.request_started();
+            // Behind a trusted proxy, the forwarded client's share.
+            let client = proxied
+                .then(|| clients.forwarded_client(request.headers()))
+                .flatten();
+            let held = client.map(|client| (client, clients.hold(client)));
             let request = request.map(|body| {
                 axum::body::Body::new(MovingBody::new(body, limits.body_gap, limits.body_timeout))
             });
             let response = router.clone().oneshot(request);
-            let activity = Arc::clone(&activity);
+            let (activity, clients) = (Arc::clone(&activity), Arc::clone(&clients));
             async move {
+                if let Some((client, None)) = held {
+                    clients.refused(ListenerRefusal::PerIp, client);
+                    activity.touch();
+                    return Ok(too_many_requests(client, limits.max_connections_per_ip));
+                }
                 let response = response.await;
                 activity.touch();
                 response
@@ -170,6 +233,7 @@ async fn serve_connection(
         tokio::select! {
             _ = connection.as_mut() => return,
             () = activity.expired(&limits) => return,
+            () = close.cancelled() => return,
             () = shutdown.cancelled(), if !draining => {
                 connection.as_mut().graceful_shutdown();
                 draining = true;
@@ -250,6 +314,14 @@ impl Activity {
             );
         }
         owed.is_ok()
+    }
+
+    /// Since when (its milliseconds) the connection has been idle: no
+    /// request in progress and no head started; `None` while busy.
+    fn idle_since(&self) -> Option<u64> {
+        (self.responses_owed.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0)
+            .then(|| self.last_progress.load(Ordering::Relaxed))
     }
 
     /// When the connection must be closed, as things stand now.
@@ -354,6 +426,22 @@ impl AsyncWrite for Watched {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
+}
+
+/// The answer to a request from a client (behind a trusted proxy) that has
+/// all its share in flight.
+fn too_many_requests(client: std::net::IpAddr, per_ip: usize) -> axum::response::Response {
+    let body = serde_json::json!({
+        "code": 50000,
+        "msg": format!("too many requests in flight from {client} (the limit is {per_ip}); try again later")
+    })
+    .to_string();
+    axum::response::Response::builder()
+        .status(503)
+        .header("content-type", "application/json")
+        .header("retry-after", "1")
+        .body(axum::body::Body::from(body))
+        .unwrap_or_default()
 }
 
 /// The answer hyper wrote for a request it could not take (its status is in

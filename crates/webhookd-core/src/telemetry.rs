@@ -28,6 +28,29 @@ pub const API_DURATION: &str = "webhookd_api_request_duration_seconds";
 pub const AUTH_FAILURES: &str = "webhookd_auth_failures_total";
 pub const ENDPOINTS_AUTO_DISABLED: &str = "webhookd_endpoints_auto_disabled_total";
 pub const BUILD_INFO: &str = "webhookd_build_info";
+pub const LISTENER_REFUSED: &str = "webhookd_listener_refused_total";
+
+/// Why the listener turned a client connection (or request) away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerRefusal {
+    /// Its address already held `max_connections_per_ip` connections (or,
+    /// behind a trusted proxy, requests in flight).
+    PerIp,
+    /// An idle keep-alive connection closed to make room near
+    /// `max_connections`.
+    IdleEvicted,
+}
+
+impl ListenerRefusal {
+    pub const ALL: [ListenerRefusal; 2] = [ListenerRefusal::PerIp, ListenerRefusal::IdleEvicted];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ListenerRefusal::PerIp => "per_ip",
+            ListenerRefusal::IdleEvicted => "idle_evicted",
+        }
+    }
+}
 
 /// Histogram buckets, 1 ms to 30 s.
 pub const BUCKETS: &[f64] = &[
@@ -161,6 +184,13 @@ pub fn register(version: &'static str, rejection_codes: &[&'static str]) {
         "Endpoints disabled by webhookd after failing for auto_disable_after."
     );
     counter!(ENDPOINTS_AUTO_DISABLED).absolute(0);
+    describe_counter!(
+        LISTENER_REFUSED,
+        "Client connections the listener turned away or closed early, by reason."
+    );
+    for reason in ListenerRefusal::ALL {
+        counter!(LISTENER_REFUSED, "reason" => reason.as_str()).absolute(0);
+    }
     for credential in Credential::ALL {
         counter!(AUTH_FAILURES, "credential" => credential.as_str()).absolute(0);
     }
@@ -314,6 +344,10 @@ impl Credential {
 
 pub fn endpoint_auto_disabled() {
     counter!(ENDPOINTS_AUTO_DISABLED).increment(1);
+}
+
+pub fn listener_refused(reason: ListenerRefusal) {
+    counter!(LISTENER_REFUSED, "reason" => reason.as_str()).increment(1);
 }
 
 pub fn auth_failed(credential: Credential) {

@@ -35,10 +35,49 @@ const METRICS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the delivery engine looks for due retries when nothing woke it.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Connections the probes' own listener holds (`health_listen`).
+const HEALTH_CONNECTIONS: usize = 64;
+
 /// How often a serving process tells the store it runs, with its keys.
 const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(10);
 /// An announcement not renewed within this is forgotten (a killed process).
 const ANNOUNCEMENT_LASTS: Duration = Duration::from_secs(30);
+
+/// The public listener's limits: `max_connections` as far as the
+/// open-file limit leaves room for outbound deliveries, and the share of
+/// one client address.
+fn listener_limits(config: &Config) -> ListenerLimits {
+    let max_connections = webhookd_api::listener::connection_budget(
+        config.max_connections as usize,
+        raise_open_file_limit(),
+        u64::from(config.delivery_concurrency) + RESERVED_FILES,
+    );
+    ListenerLimits {
+        max_connections_per_ip: config.max_connections_per_ip as usize,
+        ..ListenerLimits::new(max_connections)
+    }
+}
+
+/// The probes' own listener (`health_listen`): `/healthz`, `/readyz` and
+/// `/metrics` only, out of reach of the public listener's clients.
+fn spawn_health_listener(
+    tasks: &TaskTracker,
+    address: std::net::SocketAddr,
+    state: &AppState,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = webhookd_api::listener::bind(address)
+        .with_context(|| format!("cannot listen on {address} (WEBHOOKD_HEALTH_LISTEN)"))?;
+    tasks.spawn(webhookd_api::serve(
+        listener,
+        webhookd_api::health_router(state.clone()),
+        ListenerLimits::new(HEALTH_CONNECTIONS),
+        Vec::new(),
+        shutdown.clone(),
+    ));
+    tracing::info!(%address, "probes listen apart (/healthz, /readyz, /metrics)");
+    Ok(())
+}
 
 /// Opens the store, first sealing what an earlier start (or an older key)
 /// left unsealed — unless a running process lacks the sealing key: a
@@ -181,17 +220,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         readiness,
         metrics: Some(metrics),
     };
-    let router = webhookd_api::router(AppState::new(store, ingest, settings));
-    let open_files = raise_open_file_limit();
-    let max_connections = webhookd_api::listener::connection_budget(
-        config.max_connections as usize,
-        open_files,
-        u64::from(config.delivery_concurrency) + RESERVED_FILES,
-    );
+    let state = AppState::new(store, ingest, settings);
+    if let Some(address) = config.health_listen {
+        spawn_health_listener(&tasks, address, &state, &shutdown)?;
+    }
+    let router = webhookd_api::router(state);
     let server = tasks.spawn(webhookd_api::serve(
         listener,
         router,
-        ListenerLimits::new(max_connections),
+        listener_limits(&config),
+        config.trusted_proxies.clone(),
         shutdown.clone(),
     ));
     tracing::info!(%listen, store = %config.store, "webhookd is ready");

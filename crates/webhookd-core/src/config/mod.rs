@@ -112,6 +112,18 @@ pub struct Config {
     /// Lowered at start if the open-file limit cannot also cover outbound
     /// deliveries.
     pub max_connections: u32,
+    /// `max_connections_per_ip`: connections one client address may hold
+    /// open at once (SPEC §7), so one client cannot take the listener.
+    /// Default `256`. Connections from `trusted_proxies` are exempt (they
+    /// carry many clients).
+    pub max_connections_per_ip: u32,
+    /// `trusted_proxies`: CIDRs of load balancers whose `X-Forwarded-For`
+    /// names the client. Default: none (the peer address is the client).
+    pub trusted_proxies: Vec<IpNet>,
+    /// `health_listen`: a second listener serving only `/healthz`,
+    /// `/readyz` and `/metrics`, for probes the public listener's clients
+    /// cannot starve. Default: unset (they are on `listen`).
+    pub health_listen: Option<SocketAddr>,
     /// `api_rate_limit`: requests per second each API key may make to the
     /// management API, with bursts of twice that; `0` turns the limit off.
     /// Default `100`, far above what endpoint management needs.
@@ -165,6 +177,9 @@ impl Default for Config {
             endpoint_concurrency: 8,
             retry_schedule: RetrySchedule::default(),
             max_connections: 4096,
+            max_connections_per_ip: 256,
+            trusted_proxies: Vec::new(),
+            health_listen: None,
             api_rate_limit: 100,
             auto_disable_after: Duration::from_secs(5 * 24 * 3600),
             keep_delivered: Duration::from_secs(7 * 24 * 3600),
@@ -202,6 +217,9 @@ impl fmt::Debug for Config {
             .field("endpoint_concurrency", &self.endpoint_concurrency)
             .field("retry_schedule", &self.retry_schedule.to_string())
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("health_listen", &self.health_listen)
             .field("api_rate_limit", &self.api_rate_limit)
             .field(
                 "auto_disable_after",
@@ -379,16 +397,20 @@ impl Config {
                     .collect::<Result<_, _>>()?;
             }
             "require_https" => self.require_https = raw.boolean()?,
-            "allowed_networks" => {
-                self.allowed_networks = raw
-                    .list()?
-                    .iter()
-                    .map(|cidr| {
-                        cidr.parse::<IpNet>()
-                            .or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from))
-                            .map_err(|_| format!("{cidr:?} is not a CIDR such as 127.0.0.0/8"))
-                    })
-                    .collect::<Result<_, _>>()?;
+            "allowed_networks" => self.allowed_networks = cidrs(&raw.list()?)?,
+            "trusted_proxies" => self.trusted_proxies = cidrs(&raw.list()?)?,
+            "max_connections_per_ip" => self.max_connections_per_ip = raw.integer()?,
+            "health_listen" => {
+                let text = raw.text()?;
+                self.health_listen = if text.is_empty() {
+                    None
+                } else {
+                    Some(text.parse().map_err(|_| {
+                        format!(
+                            "{text:?} is not an address of the form host:port, e.g. 0.0.0.0:8081"
+                        )
+                    })?)
+                };
             }
             "delivery_timeout" => self.delivery_timeout = raw.duration()?,
             "delivery_concurrency" => self.delivery_concurrency = raw.integer()?,
@@ -487,11 +509,13 @@ impl Config {
                 ),
             ));
         }
-        if !(1..=1_000_000).contains(&self.max_connections) {
-            return Err(fail(
-                "max_connections",
-                format!("{} is outside 1..1000000", self.max_connections),
-            ));
+        for (key, count) in [
+            ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+        ] {
+            if !(1..=1_000_000).contains(&count) {
+                return Err(fail(key, format!("{count} is outside 1..1000000")));
+            }
         }
         for (key, keep) in [
             ("keep_delivered", self.keep_delivered),
@@ -528,6 +552,15 @@ impl Config {
             // Braces would change the Redis Cluster hash tags of every key.
             return Err(fail("redis_prefix", "must not contain { or }".into()));
         }
+        self.validate_texts()
+    }
+
+    /// [`Config::validate`]'s checks of tokens and text settings.
+    fn validate_texts(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: String| ConfigError {
+            origin: format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()),
+            message,
+        };
         let weak_token = |token: &String| {
             token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control())
         };
@@ -580,6 +613,19 @@ impl Config {
         }
         warnings
     }
+}
+
+/// CIDRs (or single addresses) as `allowed_networks` and
+/// `trusted_proxies` take them.
+fn cidrs(items: &[String]) -> Result<Vec<IpNet>, String> {
+    items
+        .iter()
+        .map(|cidr| {
+            cidr.parse::<IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{cidr:?} is not a CIDR such as 127.0.0.0/8"))
+        })
+        .collect()
 }
 
 /// A log filter whose every directive names a level: `info`, or
@@ -666,6 +712,9 @@ const KEYS: &[&str] = &[
     "endpoint_concurrency",
     "retry_schedule",
     "max_connections",
+    "max_connections_per_ip",
+    "trusted_proxies",
+    "health_listen",
     "api_rate_limit",
     "auto_disable_after",
     "keep_delivered",
