@@ -73,6 +73,8 @@ EXPECTED_CONSOLE = (
 
 _step = 0
 
+FAILING_ANSWER = b'{"error":"receiver told to fail <img src=x onerror=\\"document.title=\'pwned\'\\">"}'
+
 
 def step(message):
     global _step
@@ -105,7 +107,9 @@ class Receiver:
                 with receiver.lock:
                     receiver.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
                     status = receiver.status
-                answer = b'{"ok":true}' if status < 300 else b'{"error":"receiver told to fail"}'
+                # A failing answer carries markup: the portal must show it
+                # as text (a receiver is not trusted with the owner's page).
+                answer = b'{"ok":true}' if status < 300 else FAILING_ANSWER
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
@@ -392,6 +396,10 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         assert first["headers"].get("x-webhook-event") == EVENT_B, first["headers"]
         assert json.loads(first["body"])["data"] == {"test": True}
         expect(page.get_by_text("Deliveries are failing.")).to_be_visible()
+        # XSS: a hostile receiver's answer is shown as text, never markup.
+        expect(failed.get_by_text("<img src=x onerror=", exact=False).first).to_be_attached()
+        assert failed.locator("img").count() == 0, "a response excerpt became markup"
+        assert page.title() != "pwned"
         check_clean("failed delivery")
         shot("05-endpoint-failed")
 
