@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use webhookd_core::event::is_valid_username;
 use webhookd_core::ids::{hash_api_key, new_api_key, new_portal_link_token};
+use webhookd_core::quota::QuotaOverrides;
 use webhookd_core::telemetry::Credential;
 use webhookd_core::time::unix_seconds;
 use webhookd_store::{Store, StoreError};
@@ -164,4 +165,62 @@ fn username_field(fields: &mut serde_json::Map<String, Value>) -> Result<String,
         None | Some(Value::Null) => Err(ApiError::BadRequest("username: is required".into())),
         Some(_) => Err(ApiError::BadRequest(USERNAME_RULE.into())),
     }
+}
+
+/// `GET /internal/users/{username}/quotas` (SPEC §11): the quotas in force
+/// for the user — the process-wide defaults with the user's own.
+pub async fn quotas(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    username: Result<Path<String>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let username = existing_user(&state, &headers, username).await?;
+    Ok(success(state.quotas_of(&username).await?))
+}
+
+/// `PUT /internal/users/{username}/quotas` with any of `max_endpoints`,
+/// `test_sends_per_minute`, `max_kept_deliveries_per_endpoint`,
+/// `max_events_per_day` (`null`: back to the default): the user's own
+/// quotas, kept in the store for every process; answers those in force.
+pub async fn set_quotas(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    username: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let username = existing_user(&state, &headers, username).await?;
+    let fields = json_object(&body_bytes(body)?)?;
+    let mut overrides = state.quota_overrides(&username).await?;
+    overrides.apply(&fields).map_err(ApiError::BadRequest)?;
+    let setting = webhookd_core::quota::setting_name(&username);
+    let stored = (overrides != QuotaOverrides::default())
+        .then(|| serde_json::to_string(&overrides))
+        .transpose()
+        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    state.store.put_setting(&setting, stored.as_deref()).await?;
+    tracing::info!(username, ?overrides, "quotas set through the admin API");
+    Ok(success(state.quotas.with(&overrides)))
+}
+
+/// The admin token checked, and `username` of a user that exists (10104
+/// otherwise).
+async fn existing_user(
+    state: &AppState,
+    headers: &HeaderMap,
+    username: Result<Path<String>, PathRejection>,
+) -> Result<String, ApiError> {
+    authorize(headers, state)?;
+    let Ok(Path(username)) = username else {
+        return Err(ApiError::BadRequest(
+            "username: not a valid path segment".into(),
+        ));
+    };
+    if !is_valid_username(&username) {
+        return Err(ApiError::BadRequest(USERNAME_RULE.into()));
+    }
+    let users = state.store.list_users().await?;
+    if !users.iter().any(|user| user.username == username) {
+        return Err(ApiError::NotFound(format!("user {username} not found")));
+    }
+    Ok(username)
 }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Serialize;
 use serde_json::Value;
-use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
+use webhookd_core::telemetry;
 use webhookd_core::time::{unix_millis, unix_seconds};
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
 use webhookd_store::CreateOutcome;
@@ -62,9 +62,10 @@ pub async fn create(
         disabled_reason: None,
         rate_limit: spec.rate_limit.flatten(),
     };
+    let most = state.quotas_of(&endpoint.username).await?.max_endpoints;
     match state
         .store
-        .create_endpoint(&endpoint, MAX_ENDPOINTS_PER_USER)
+        .create_endpoint(&endpoint, most as usize)
         .await?
     {
         CreateOutcome::Created => {
@@ -72,7 +73,7 @@ pub async fn create(
             Ok(success(endpoint))
         }
         CreateOutcome::LimitReached => Err(ApiError::BadRequest(format!(
-            "endpoint limit reached: a user can have at most {MAX_ENDPOINTS_PER_USER} endpoints; delete one first"
+            "endpoint limit reached: a user can have at most {most} endpoints; delete one first"
         ))),
     }
 }
@@ -205,6 +206,27 @@ pub async fn send_test(
         .await?
         .ok_or_else(|| not_found(&endpoint_id))?;
     let event_type = test_event_type(&body, &endpoint)?;
+    // Each test delivery is kept with its attempts: unbounded, a tenant
+    // could fill the store through this route (security round 3).
+    let per_minute = state
+        .quotas_of(&caller.username)
+        .await?
+        .test_sends_per_minute;
+    if !state
+        .store
+        .take_in_window(
+            &format!("test:{endpoint_id}"),
+            60_000,
+            unix_millis(),
+            u64::from(per_minute),
+        )
+        .await?
+    {
+        telemetry::quota_refused(telemetry::Quota::TestSends);
+        return Err(ApiError::QuotaExceeded(format!(
+            "test send quota reached: {per_minute} test sends per endpoint per minute; try again in a minute"
+        )));
+    }
     let event = Event::test(&caller.username, event_type, unix_seconds());
     let delivery = state
         .store

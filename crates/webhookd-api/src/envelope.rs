@@ -96,6 +96,10 @@ pub enum ApiError {
         per_second: u32,
         retry_after_secs: u64,
     },
+    /// 10429 / 429: a per-tenant quota (SPEC §11); the message names it
+    /// and its limit.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// 50000 / 503 while the store is unreachable, 500 otherwise.
     #[error("system error")]
     Store(#[from] StoreError),
@@ -112,6 +116,7 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) | ApiError::NoRoute(_) => 10104,
             ApiError::Unauthorized(_) => 10105,
+            ApiError::QuotaExceeded(_) => 10429,
             ApiError::BadRequest(_)
             | ApiError::PayloadTooLarge { .. }
             | ApiError::MethodNotAllowed(_)
@@ -127,7 +132,9 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::QuotaExceeded(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Store(error) if error.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

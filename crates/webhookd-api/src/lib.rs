@@ -69,6 +69,8 @@ pub struct ApiSettings {
     /// Renders `/metrics`; `None` answers 404 there (tests without a
     /// recorder).
     pub metrics: Option<PrometheusHandle>,
+    /// The per-tenant quotas' defaults (SPEC §11).
+    pub quotas: webhookd_core::quota::Quotas,
 }
 
 /// What the handlers share.
@@ -83,9 +85,33 @@ pub struct AppState {
     portal: Arc<PortalHeaders>,
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
+    quotas: webhookd_core::quota::Quotas,
 }
 
 impl AppState {
+    /// The quotas in force for `username`: the defaults, with the user's
+    /// own from the store.
+    pub(crate) async fn quotas_of(
+        &self,
+        username: &str,
+    ) -> Result<webhookd_core::quota::Quotas, ApiError> {
+        let overrides = self.quota_overrides(username).await?;
+        Ok(self.quotas.with(&overrides))
+    }
+
+    pub(crate) async fn quota_overrides(
+        &self,
+        username: &str,
+    ) -> Result<webhookd_core::quota::QuotaOverrides, ApiError> {
+        let stored = self
+            .store
+            .setting(&webhookd_core::quota::setting_name(username))
+            .await?;
+        Ok(stored
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default())
+    }
+
     /// `ingest` is the shared ingest path (wired to the delivery engine).
     pub fn new(store: Arc<dyn Store>, ingest: Ingest, settings: ApiSettings) -> Self {
         AppState {
@@ -98,6 +124,7 @@ impl AppState {
             portal: Arc::new(settings.portal),
             readiness: settings.readiness,
             metrics: settings.metrics,
+            quotas: settings.quotas,
         }
     }
 }
@@ -144,6 +171,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(admin::revoke_keys),
         )
         .route("/internal/portal-links", post(admin::create_portal_link))
+        .route(
+            "/internal/users/{username}/quotas",
+            get(admin::quotas).put(admin::set_quotas),
+        )
         .route("/portal", get(portal::page))
         .route("/portal/assets/{name}", get(portal::asset))
         .route("/healthz", get(health::healthz))

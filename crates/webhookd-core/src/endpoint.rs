@@ -9,8 +9,12 @@ use serde::Serialize;
 use crate::address::AddressPolicy;
 use crate::catalog::EventType;
 
-/// A user holds at most this many endpoints (SPEC §1).
+/// A user holds at most this many endpoints by default (SPEC §1, §11:
+/// `max_endpoints_per_user`, settable per user).
 pub const MAX_ENDPOINTS_PER_USER: usize = 20;
+/// The most any user's endpoint quota may be: the deliveries of one event
+/// are numbered with two hex digits.
+pub const ENDPOINTS_PER_USER_CEILING: u32 = 256;
 /// Longest endpoint URL, in bytes.
 pub const MAX_URL_LEN: usize = 2048;
 

@@ -29,6 +29,7 @@ pub mod endpoint;
 pub mod event;
 pub mod health;
 pub mod ids;
+pub mod quota;
 pub mod retry;
 pub mod signer;
 pub mod telemetry;

@@ -29,6 +29,23 @@ pub const AUTH_FAILURES: &str = "webhookd_auth_failures_total";
 pub const ENDPOINTS_AUTO_DISABLED: &str = "webhookd_endpoints_auto_disabled_total";
 pub const BUILD_INFO: &str = "webhookd_build_info";
 pub const LISTENER_REFUSED: &str = "webhookd_listener_refused_total";
+pub const QUOTA_REFUSED: &str = "webhookd_quota_refused_total";
+
+/// A per-tenant quota (SPEC §11), as metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    TestSends,
+}
+
+impl Quota {
+    pub const ALL: [Quota; 1] = [Quota::TestSends];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Quota::TestSends => "test_sends_per_minute",
+        }
+    }
+}
 
 /// Why the listener turned a client connection (or request) away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +208,13 @@ pub fn register(version: &'static str, rejection_codes: &[&'static str]) {
     for reason in ListenerRefusal::ALL {
         counter!(LISTENER_REFUSED, "reason" => reason.as_str()).absolute(0);
     }
+    describe_counter!(
+        QUOTA_REFUSED,
+        "Requests, events or deliveries refused by a per-tenant quota, by quota."
+    );
+    for quota in Quota::ALL {
+        counter!(QUOTA_REFUSED, "quota" => quota.as_str()).absolute(0);
+    }
     for credential in Credential::ALL {
         counter!(AUTH_FAILURES, "credential" => credential.as_str()).absolute(0);
     }
@@ -344,6 +368,10 @@ impl Credential {
 
 pub fn endpoint_auto_disabled() {
     counter!(ENDPOINTS_AUTO_DISABLED).increment(1);
+}
+
+pub fn quota_refused(quota: Quota) {
+    counter!(QUOTA_REFUSED, "quota" => quota.as_str()).increment(1);
 }
 
 pub fn listener_refused(reason: ListenerRefusal) {

@@ -58,6 +58,28 @@ async fn timed<T>(
 
 #[async_trait]
 impl Store for Instrumented {
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        timed("setting", self.inner.setting(name)).await
+    }
+
+    async fn put_setting(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        timed("put_setting", self.inner.put_setting(name, value)).await
+    }
+
+    async fn take_in_window(
+        &self,
+        name: &str,
+        window_ms: i64,
+        now_ms: i64,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        timed(
+            "take_in_window",
+            self.inner.take_in_window(name, window_ms, now_ms, limit),
+        )
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         timed("ping", self.inner.ping()).await
     }

@@ -685,6 +685,24 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// there is none (atomically: concurrent callers all get the same one).
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError>;
 
+    /// Setting `name`, if it is set.
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Sets setting `name` (`Some`) or removes it (`None`).
+    async fn put_setting(&self, name: &str, value: Option<&str>) -> Result<(), StoreError>;
+
+    /// Counts one use of `name` in the fixed window of `window_ms` that
+    /// holds `now_ms`, unless `limit` uses are counted there already
+    /// (`false`). One atomic step shared by every process: what the
+    /// per-tenant quotas (SPEC §11) count with.
+    async fn take_in_window(
+        &self,
+        name: &str,
+        window_ms: i64,
+        now_ms: i64,
+        limit: u64,
+    ) -> Result<bool, StoreError>;
+
     /// Says that serving process `process_id` runs until `until_ms` (the
     /// store's clock) unless it says so again, holding the sealing keys
     /// `key_ids` (comma-separated, the first seals): what a key rotation

@@ -354,6 +354,26 @@ impl Sealed {
 
 #[async_trait]
 impl Store for Sealed {
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.inner.setting(name).await
+    }
+
+    async fn put_setting(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.inner.put_setting(name, value).await
+    }
+
+    async fn take_in_window(
+        &self,
+        name: &str,
+        window_ms: i64,
+        now_ms: i64,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .take_in_window(name, window_ms, now_ms, limit)
+            .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let unopenable = self
             .unopenable

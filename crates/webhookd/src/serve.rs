@@ -219,6 +219,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("portal_frame_ancestors is not a valid header value")?,
         readiness,
         metrics: Some(metrics),
+        quotas: config.quotas,
     };
     let state = AppState::new(store, ingest, settings);
     if let Some(address) = config.health_listen {

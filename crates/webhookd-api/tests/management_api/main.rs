@@ -78,6 +78,7 @@ on_both_stores!(
     the_portal_is_served_with_its_security_headers,
     answers_that_carry_secrets_are_neither_cached_nor_sniffed,
     a_portal_link_signs_in_once,
+    test_sends_past_their_quota_answer_10429,
 );
 
 mod lifecycle;
@@ -112,6 +113,7 @@ impl Api {
             portal: PortalHeaders::new("'self' https://dashboard.example.com").unwrap(),
             readiness: Readiness::default(),
             metrics: None,
+            quotas: webhookd_core::quota::Quotas::default(),
         };
         let ingest = webhookd_ingest::Ingest::new(Arc::clone(&store));
         let app = router(AppState::new(Arc::clone(&store), ingest, settings));

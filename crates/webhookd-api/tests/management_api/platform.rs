@@ -51,10 +51,12 @@ impl Api {
     }
 }
 
-const ADMIN_ROUTES: [(Method, &str); 3] = [
+const ADMIN_ROUTES: [(Method, &str); 5] = [
     (Method::POST, "/internal/users"),
     (Method::DELETE, "/internal/users/johndoe/keys"),
     (Method::POST, "/internal/portal-links"),
+    (Method::GET, "/internal/users/johndoe/quotas"),
+    (Method::PUT, "/internal/users/johndoe/quotas"),
 ];
 
 pub(crate) async fn admin_routes_take_the_admin_token_and_nothing_else(api: Api) {
@@ -425,4 +427,89 @@ pub(crate) async fn a_portal_link_signs_in_once(api: Api) {
     assert_eq!(status, StatusCode::OK);
     let revoked = api.call_as(&session, Method::GET, "/v2/me", None).await;
     assert_error(&revoked, StatusCode::UNAUTHORIZED, 10105, "portal link");
+}
+
+/// Security round 3: 2,199 test sends in 20 s grew Redis by 11.7 MB, and
+/// nothing stopped a tenant. Test sends are now counted per endpoint per
+/// minute (default 10, settable per user), refused with 10429 past it.
+pub(crate) async fn test_sends_past_their_quota_answer_10429(api: Api) {
+    let endpoint = api.create(seed_body()).await;
+    let id = endpoint["endpoint_id"].as_str().unwrap();
+    let path = format!("/v2/endpoint/{id}/test");
+    let quotas = "/internal/users/johndoe/quotas";
+    let (status, json) = api
+        .admin(
+            Method::PUT,
+            quotas,
+            Some(json!({"test_sends_per_minute": 3})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["data"]["test_sends_per_minute"], 3);
+    assert_eq!(json["data"]["max_endpoints"], 20, "the default stays");
+    let (_, read) = api.admin(Method::GET, quotas, None).await;
+    assert_eq!(read["data"], json["data"]);
+    for _ in 0..3 {
+        let (status, json) = api.call(Method::POST, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+    }
+    let refused = api.call(Method::POST, &path, None).await;
+    assert_error(
+        &refused,
+        StatusCode::TOO_MANY_REQUESTS,
+        10429,
+        "3 test sends per endpoint per minute",
+    );
+    // Another endpoint has its own count.
+    let other = api.create(seed_body()).await;
+    let other_path = format!(
+        "/v2/endpoint/{}/test",
+        other["endpoint_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        api.call(Method::POST, &other_path, None).await.0,
+        StatusCode::OK
+    );
+
+    // The endpoint quota, per user too.
+    let (status, _) = api
+        .admin(Method::PUT, quotas, Some(json!({"max_endpoints": 2})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let third = api
+        .call(Method::POST, "/v2/endpoint", Some(seed_body()))
+        .await;
+    assert_error(
+        &third,
+        StatusCode::BAD_REQUEST,
+        40000,
+        "at most 2 endpoints",
+    );
+
+    // null: back to the defaults.
+    let (_, json) = api
+        .admin(
+            Method::PUT,
+            quotas,
+            Some(json!({"max_endpoints": null, "test_sends_per_minute": null})),
+        )
+        .await;
+    assert_eq!(json["data"]["max_endpoints"], 20);
+    assert_eq!(json["data"]["test_sends_per_minute"], 10);
+
+    for (body, part) in [
+        (
+            json!({"test_sends_per_minute": 0}),
+            "test_sends_per_minute: must be",
+        ),
+        (json!({"max_endpoints": 257}), "max_endpoints: must be"),
+        (json!({"tests": 1}), "tests: is not a quota"),
+    ] {
+        let refused = api.admin(Method::PUT, quotas, Some(body)).await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, 40000, part);
+    }
+    let nobody = api
+        .admin(Method::GET, "/internal/users/nobody/quotas", None)
+        .await;
+    assert_error(&nobody, StatusCode::NOT_FOUND, 10104, "not found");
 }

@@ -124,6 +124,12 @@ pub struct Config {
     /// `/readyz` and `/metrics`, for probes the public listener's clients
     /// cannot starve. Default: unset (they are on `listen`).
     pub health_listen: Option<SocketAddr>,
+    /// The per-tenant quotas' defaults (SPEC §11): `max_endpoints_per_user`
+    /// (20), `test_sends_per_minute` (10, per endpoint),
+    /// `max_kept_deliveries_per_endpoint` (100000),
+    /// `max_events_per_user_per_day` (unset: none). Each may be set per
+    /// user through the admin API.
+    pub quotas: crate::quota::Quotas,
     /// `api_rate_limit`: requests per second each API key may make to the
     /// management API, with bursts of twice that; `0` turns the limit off.
     /// Default `100`, far above what endpoint management needs.
@@ -180,6 +186,7 @@ impl Default for Config {
             max_connections_per_ip: 256,
             trusted_proxies: Vec::new(),
             health_listen: None,
+            quotas: crate::quota::Quotas::default(),
             api_rate_limit: 100,
             auto_disable_after: Duration::from_secs(5 * 24 * 3600),
             keep_delivered: Duration::from_secs(7 * 24 * 3600),
@@ -220,6 +227,7 @@ impl fmt::Debug for Config {
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("health_listen", &self.health_listen)
+            .field("quotas", &self.quotas)
             .field("api_rate_limit", &self.api_rate_limit)
             .field(
                 "auto_disable_after",
@@ -400,6 +408,17 @@ impl Config {
             "allowed_networks" => self.allowed_networks = cidrs(&raw.list()?)?,
             "trusted_proxies" => self.trusted_proxies = cidrs(&raw.list()?)?,
             "max_connections_per_ip" => self.max_connections_per_ip = raw.integer()?,
+            "max_endpoints_per_user" => self.quotas.max_endpoints = raw.integer()?,
+            "test_sends_per_minute" => self.quotas.test_sends_per_minute = raw.integer()?,
+            "max_kept_deliveries_per_endpoint" => {
+                self.quotas.max_kept_deliveries_per_endpoint = u64::from(raw.integer()?);
+            }
+            "max_events_per_user_per_day" => {
+                self.quotas.max_events_per_day = match raw {
+                    Raw::Env(text) if text.trim().is_empty() => None,
+                    raw => Some(u64::from(raw.integer()?)),
+                };
+            }
             "health_listen" => {
                 let text = raw.text()?;
                 self.health_listen = if text.is_empty() {
@@ -512,9 +531,31 @@ impl Config {
         for (key, count) in [
             ("max_connections", self.max_connections),
             ("max_connections_per_ip", self.max_connections_per_ip),
+            ("test_sends_per_minute", self.quotas.test_sends_per_minute),
         ] {
             if !(1..=1_000_000).contains(&count) {
                 return Err(fail(key, format!("{count} is outside 1..1000000")));
+            }
+        }
+        let ceiling = crate::endpoint::ENDPOINTS_PER_USER_CEILING;
+        if !(1..=ceiling).contains(&self.quotas.max_endpoints) {
+            return Err(fail(
+                "max_endpoints_per_user",
+                format!("{} is outside 1..{ceiling}", self.quotas.max_endpoints),
+            ));
+        }
+        for (key, count) in [
+            (
+                "max_kept_deliveries_per_endpoint",
+                Some(self.quotas.max_kept_deliveries_per_endpoint),
+            ),
+            (
+                "max_events_per_user_per_day",
+                self.quotas.max_events_per_day,
+            ),
+        ] {
+            if count == Some(0) {
+                return Err(fail(key, "must be at least 1 (unset: no limit)".into()));
             }
         }
         for (key, keep) in [
@@ -715,6 +756,10 @@ const KEYS: &[&str] = &[
     "max_connections_per_ip",
     "trusted_proxies",
     "health_listen",
+    "max_endpoints_per_user",
+    "test_sends_per_minute",
+    "max_kept_deliveries_per_endpoint",
+    "max_events_per_user_per_day",
     "api_rate_limit",
     "auto_disable_after",
     "keep_delivered",

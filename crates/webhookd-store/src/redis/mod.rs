@@ -69,7 +69,7 @@ use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use redis::Script;
-use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
+use webhookd_core::endpoint::ENDPOINTS_PER_USER_CEILING;
 use webhookd_core::{Event, PreviousSecret, ids};
 
 use crate::{
@@ -171,7 +171,7 @@ struct Scripts {
 }
 
 // Two hex digits number the deliveries of one event.
-const _: () = assert!(MAX_ENDPOINTS_PER_USER <= 256);
+const _: () = assert!(ENDPOINTS_PER_USER_CEILING <= 256);
 
 /// What the accept script says of a delivery it leased.
 struct Leased {

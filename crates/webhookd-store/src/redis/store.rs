@@ -767,6 +767,43 @@ impl Store for RedisStore {
         Ok(running)
     }
 
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.connection()
+            .hget(self.settings_key(), name)
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn put_setting(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        match value {
+            Some(value) => connection.hset(self.settings_key(), name, value).await,
+            None => connection.hdel(self.settings_key(), name).await,
+        }
+        .map_err(redis_error)
+    }
+
+    async fn take_in_window(
+        &self,
+        name: &str,
+        window_ms: i64,
+        now_ms: i64,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        // A key per window, gone two windows later: nothing to sweep.
+        let window = now_ms.div_euclid(window_ms.max(1));
+        let key = format!("{}window:{name}:{window}", self.prefix);
+        let (count,): (u64,) = redis::pipe()
+            .atomic()
+            .incr(&key, 1)
+            .pexpire(&key, window_ms.max(1) * 2)
+            .ignore()
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(count <= limit)
+    }
+
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {
         let mut connection = self.connection();
         let (_, stored): (bool, String) = redis::pipe()

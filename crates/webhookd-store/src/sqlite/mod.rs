@@ -784,6 +784,32 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_owned();
+        self.call(move |c| settings::get(c, &name)).await
+    }
+
+    async fn put_setting(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let (name, value) = (name.to_owned(), value.map(str::to_owned));
+        self.call(move |c| match value {
+            Some(value) => settings::put(c, &name, &value),
+            None => settings::remove(c, &name),
+        })
+        .await
+    }
+
+    async fn take_in_window(
+        &self,
+        name: &str,
+        window_ms: i64,
+        now_ms: i64,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.call(move |c| settings::take_in_window(c, &name, window_ms, now_ms, limit))
+            .await
+    }
+
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {
         let (name, value) = (name.to_owned(), value.to_owned());
         self.call(move |c| settings::get_or_insert(c, &name, &value))

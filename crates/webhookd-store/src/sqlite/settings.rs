@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior};
 
 use super::schema::sqlite_error;
 use crate::StoreError;
@@ -32,6 +32,64 @@ pub(super) fn get_or_insert(
         .map_err(sqlite_error)?;
     tx.commit().map_err(sqlite_error)?;
     Ok(stored)
+}
+
+/// The value of `name`, if set.
+pub(super) fn get(c: &mut Connection, name: &str) -> Result<Option<String>, StoreError> {
+    c.query_row(
+        "SELECT value FROM settings WHERE name = ?1",
+        [name],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(sqlite_error)
+}
+
+pub(super) fn remove(c: &mut Connection, name: &str) -> Result<(), StoreError> {
+    c.execute("DELETE FROM settings WHERE name = ?1", [name])
+        .map_err(sqlite_error)?;
+    Ok(())
+}
+
+/// [`crate::Store::take_in_window`]: the setting `window:<name>` holds
+/// `<window> <count>`, one row per name, reset as a new window starts.
+pub(super) fn take_in_window(
+    c: &mut Connection,
+    name: &str,
+    window_ms: i64,
+    now_ms: i64,
+    limit: u64,
+) -> Result<bool, StoreError> {
+    let setting = format!("window:{name}");
+    let window = now_ms.div_euclid(window_ms.max(1));
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    let stored: Option<String> = tx
+        .query_row(
+            "SELECT value FROM settings WHERE name = ?1",
+            [&setting],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(sqlite_error)?;
+    let counted = stored
+        .as_deref()
+        .and_then(|value| value.split_once(' '))
+        .filter(|(stored_window, _)| stored_window.parse::<i64>().ok() == Some(window))
+        .and_then(|(_, count)| count.parse::<u64>().ok())
+        .unwrap_or(0);
+    if counted >= limit {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO settings (name, value) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [setting, format!("{window} {}", counted + 1)],
+    )
+    .map_err(sqlite_error)?;
+    tx.commit().map_err(sqlite_error)?;
+    Ok(true)
 }
 
 /// Sets `name` to `value`, whatever it was.
