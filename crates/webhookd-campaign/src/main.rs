@@ -264,13 +264,30 @@ impl Drop for QueuesDeleted {
 }
 
 fn fault_kinds(names: &[String], embedded: bool) -> anyhow::Result<Vec<Kind>> {
-    if names.is_empty() {
-        return Ok(if embedded {
+    let kinds = if names.is_empty() {
+        if embedded {
             Kind::EMBEDDED.to_vec()
         } else {
             Kind::ALL.to_vec()
-        });
+        }
+    } else {
+        named_kinds(names, embedded)?
+    };
+    // Without the library the preload is ignored (ld.so only warns): the
+    // fault would be counted but never happen.
+    let clock = kinds
+        .iter()
+        .any(|kind| matches!(kind, Kind::ClockAhead | Kind::ClockBehind));
+    if clock && !std::path::Path::new(system::FAKETIME).exists() {
+        anyhow::bail!(
+            "the clock faults need libfaketime ({}): apt-get install faketime, or leave clock-ahead and clock-behind out of --faults",
+            system::FAKETIME
+        );
     }
+    Ok(kinds)
+}
+
+fn named_kinds(names: &[String], embedded: bool) -> anyhow::Result<Vec<Kind>> {
     names
         .iter()
         .map(|name| {
