@@ -431,11 +431,7 @@ impl AsyncWrite for Watched {
 /// The answer to a request from a client (behind a trusted proxy) that has
 /// all its share in flight.
 fn too_many_requests(client: std::net::IpAddr, per_ip: usize) -> axum::response::Response {
-    let body = serde_json::json!({
-        "code": 50000,
-        "msg": format!("too many requests in flight from {client} (the limit is {per_ip}); try again later")
-    })
-    .to_string();
+    let body = clients::over_share_body(client, per_ip, "requests in flight");
     axum::response::Response::builder()
         .status(503)
         .header("content-type", "application/json")

@@ -185,14 +185,20 @@ impl Drop for Registered {
     }
 }
 
-/// The answer to a client over its share: 503 in the JSON envelope,
-/// `Connection: close`.
-pub(super) fn too_many_answer(client: IpAddr, per_ip: usize) -> Vec<u8> {
-    let body = serde_json::json!({
+/// The JSON envelope telling `client` it holds its whole share of
+/// `what` ("connections", "requests in flight").
+pub(super) fn over_share_body(client: IpAddr, per_ip: usize, what: &str) -> String {
+    serde_json::json!({
         "code": 50000,
-        "msg": format!("too many connections from {client} (the limit is {per_ip}); try again later")
+        "msg": format!("too many {what} from {client} (the limit is {per_ip}); try again later")
     })
-    .to_string();
+    .to_string()
+}
+
+/// The answer to a connection over its address's share: 503 in the JSON
+/// envelope, `Connection: close`.
+pub(super) fn too_many_answer(client: IpAddr, per_ip: usize) -> Vec<u8> {
+    let body = over_share_body(client, per_ip, "connections");
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
