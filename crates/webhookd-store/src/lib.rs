@@ -57,14 +57,24 @@ impl Default for Retention {
     }
 }
 
+/// How long a finished test delivery is kept, at most (SPEC §11): test
+/// sends are a tool, not history, and each kept one costs the store.
+pub const KEEP_TEST_DELIVERIES: Duration = Duration::from_secs(24 * 3600);
+
 impl Retention {
     /// Unix milliseconds at which a delivery that finished at `finished_ms`
-    /// with `result` is removed (`None` while it is still pending).
-    fn removal_at(&self, finished_ms: i64, result: AttemptResult) -> Option<i64> {
+    /// with `result` is removed (`None` while it is still pending); a test
+    /// delivery is kept [`KEEP_TEST_DELIVERIES`] at most.
+    fn removal_at(&self, finished_ms: i64, result: AttemptResult, test: bool) -> Option<i64> {
         let keep = match result {
             AttemptResult::Delivered => self.keep_delivered,
             AttemptResult::Dead => self.keep_failed,
             AttemptResult::RetryAt(_) => return None,
+        };
+        let keep = if test {
+            keep.min(KEEP_TEST_DELIVERIES)
+        } else {
+            keep
         };
         Some(finished_ms.saturating_add(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)))
     }

@@ -502,7 +502,7 @@ impl Store for RedisStore {
                         outcome,
                         at: self
                             .retention
-                            .removal_at(finished_ms, *result)
+                            .removal_at(finished_ms, *result, claim.delivery.test)
                             .unwrap_or(at),
                         attempt: record.attempt,
                         log: attempt_field(record),

@@ -207,7 +207,7 @@ pub(super) fn record_one_attempt(
     let finished_ms = record
         .started_at
         .saturating_add(i64::try_from(record.duration_ms).unwrap_or(i64::MAX));
-    let remove_at = retention.removal_at(finished_ms, *result);
+    let remove_at = retention.removal_at(finished_ms, *result, claim.delivery.test);
     let (status, next_attempt_at) = match result {
         AttemptResult::Delivered => (DeliveryStatus::Delivered, claim.delivery.next_attempt_at),
         AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, *at),

@@ -96,6 +96,45 @@ pub(crate) async fn finished_deliveries_are_removed_after_their_retention(store:
     assert_eq!(store.delivery_stats(finished).await.unwrap().dead, 0);
 }
 
+/// Security round 3: test deliveries were kept as long as real ones (30
+/// days when dead), so test sends could fill the store. They are kept
+/// 24 hours at most.
+pub(crate) async fn test_deliveries_are_kept_a_day(store: Arc<dyn Store>) {
+    let target = endpoint("tester", 1);
+    create(&*store, &target).await;
+    accept_many(&*store, "tester", 1).await;
+    let test = Event::test("tester", EventType::GeneratedVideoSuccess, NOW_MS / 1000);
+    store
+        .create_test_delivery(&target.endpoint_id, &test, NOW_MS)
+        .await
+        .unwrap()
+        .unwrap();
+    let claims = claim_at(&*store, NOW_MS, 10).await;
+    assert_eq!(claims.len(), 2);
+    let record = finished_at(1, NOW_MS);
+    for claim in &claims {
+        assert!(
+            store
+                .record_attempt(claim, &record, AttemptResult::Dead)
+                .await
+                .unwrap()
+        );
+    }
+    let (tests, real): (Vec<_>, Vec<_>) = claims.iter().partition(|claim| claim.delivery.test);
+    let finished = NOW_MS + 12;
+    sweep_all(&*store, finished + DAY_MS - 1).await;
+    assert!(exists(&*store, &target, &tests[0].delivery.delivery_id).await);
+    sweep_all(&*store, finished + DAY_MS).await;
+    assert!(
+        !exists(&*store, &target, &tests[0].delivery.delivery_id).await,
+        "a day, not 30"
+    );
+    assert!(
+        exists(&*store, &target, &real[0].delivery.delivery_id).await,
+        "30 days"
+    );
+}
+
 /// 25 delivered, the 20 oldest past retention: pages still fill and follow
 /// each other, whatever has expired.
 pub(crate) async fn listings_page_correctly_while_entries_expire(store: Arc<dyn Store>) {

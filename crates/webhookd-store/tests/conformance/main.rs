@@ -86,6 +86,7 @@ conformance!(
     accepting_can_lease_fresh_deliveries_at_once,
     delivery_stats_count_due_scheduled_and_dead,
     finished_deliveries_are_removed_after_their_retention,
+    test_deliveries_are_kept_a_day,
     listings_page_correctly_while_entries_expire,
     deleting_an_endpoint_removes_its_deliveries_in_bounded_steps,
     a_resent_dead_delivery_is_claimed_as_its_last_attempt,
