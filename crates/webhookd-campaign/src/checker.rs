@@ -60,6 +60,9 @@ pub struct Verdict {
 /// The history of a run, as the checker reads it.
 #[derive(Debug)]
 pub struct History<'a> {
+    /// Endpoint slots the store still holds pending deliveries for: what
+    /// did not reach them is late (draining, or stuck), not lost.
+    pub pending: &'a HashSet<usize>,
     pub started: Instant,
     pub published: &'a [Published],
     pub endpoints: &'a [Endpoint],
@@ -186,7 +189,12 @@ fn check_losses(
                 .filter(|request| request.event_id == event.event_id)
                 .collect();
             verdict.violations.push(format!(
-                "lost: {} (published {}, first request at any endpoint of its owner {}) never reached endpoint {n}; its requests there:{}{}",
+                "{}: {} (published {}, first request at any endpoint of its owner {}) never reached endpoint {n}; its requests there:{}{}",
+                if history.pending.contains(&n) {
+                    "not delivered in the heal time (the store holds pending deliveries for the endpoint)"
+                } else {
+                    "lost"
+                },
                 event.event_id,
                 history.at(event.at),
                 first_request.get(event.event_id.as_str()).map_or("never".to_owned(), |at| history.at(*at)),

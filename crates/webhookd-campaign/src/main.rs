@@ -356,40 +356,47 @@ async fn heal_and_check(
     deadline: Instant,
 ) -> anyhow::Result<(checker::Verdict, Option<Instant>)> {
     let endpoints = world.snapshot();
-    let history = checker::History {
-        started,
-        published,
-        endpoints: &endpoints,
-        receivers,
-        windows,
-        endpoint_concurrency: ENDPOINT_CONCURRENCY,
-    };
     let no_dead = HashMap::new();
+    let mut pending = HashSet::new();
+    let check = |pending: &HashSet<usize>, dead: &HashMap<usize, HashSet<String>>| {
+        checker::check(
+            &checker::History {
+                pending,
+                started,
+                published,
+                endpoints: &endpoints,
+                receivers,
+                windows,
+                endpoint_concurrency: ENDPOINT_CONCURRENCY,
+            },
+            dead,
+        )
+    };
     let mut healed = None;
-    let mut pending = Vec::new();
     loop {
-        let verdict = checker::check(&history, &no_dead);
+        let verdict = check(&pending, &no_dead);
         if verdict.undelivered.is_empty() {
-            pending = api.pending(world).await?;
+            pending = api.pending(world).await?.into_iter().collect();
             if pending.is_empty() {
                 healed = Some(Instant::now());
                 break;
             }
         }
         if Instant::now() > deadline {
+            pending = api.pending(world).await?.into_iter().collect();
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let verdict = checker::check(&history, &no_dead);
+    let verdict = check(&pending, &no_dead);
     let mut dead: HashMap<usize, HashSet<String>> = HashMap::new();
     for (_, n) in &verdict.undelivered {
         if !dead.contains_key(n) {
             dead.insert(*n, api.dead_events(world, *n).await?.into_iter().collect());
         }
     }
-    let mut verdict = checker::check(&history, &dead);
-    for n in pending {
+    let mut verdict = check(&pending, &dead);
+    for n in &pending {
         verdict.violations.push(format!(
             "stuck: endpoint {n} still has pending deliveries after the heal time"
         ));
@@ -499,8 +506,14 @@ fn report(run: &Report) -> bool {
         println!("PASS: no violation (seed {seed})");
         return true;
     }
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for violation in &verdict.violations {
+        *kinds
+            .entry(violation.split(':').next().unwrap_or_default())
+            .or_default() += 1;
+    }
     println!(
-        "FAIL: {} violation(s), seed {seed}; replay with --seed {seed}; webhookd's logs in {}",
+        "FAIL: {} violation(s) {kinds:?}, seed {seed}; replay with --seed {seed}; webhookd's logs in {}",
         verdict.violations.len(),
         run.logs.display()
     );
