@@ -77,18 +77,22 @@ impl Clients {
     /// The client behind a trusted proxy: the rightmost `X-Forwarded-For`
     /// address that is not itself a trusted proxy (what a proxy appends
     /// cannot be forged by the client; what comes before it can).
+    /// Read from the right and stopping there: what the client wrote to
+    /// the left of it (garbage included) can neither hide the client nor
+    /// pose as another.
     pub(super) fn forwarded_client(&self, headers: &HeaderMap) -> Option<IpAddr> {
-        let mut hops: Vec<IpAddr> = Vec::new();
-        for value in headers.get_all("x-forwarded-for") {
-            let text = value.to_str().ok()?;
-            for hop in text.split(',') {
-                hops.push(hop.trim().parse().ok()?);
+        let values: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|value| value.to_str().unwrap_or_default())
+            .collect();
+        for hop in values.iter().rev().flat_map(|value| value.rsplit(',')) {
+            let hop: IpAddr = hop.trim().parse().ok()?;
+            if !self.is_trusted(hop) {
+                return Some(hop.to_canonical());
             }
         }
-        hops.into_iter()
-            .rev()
-            .find(|hop| !self.is_trusted(*hop))
-            .map(|hop| hop.to_canonical())
+        None
     }
 
     /// Registers an open connection, closable through `close` while idle.
@@ -204,4 +208,32 @@ pub(super) fn too_many_answer(client: IpAddr, per_ip: usize) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review: one hop the client wrote that was not an address used to
+    /// make the whole header unreadable, and the client unaccounted.
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_hop_whatever_comes_before_it() {
+        let clients = Clients::new(1, vec!["10.0.0.0/8".parse().unwrap()]);
+        let client = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("x-forwarded-for", value.parse().unwrap());
+            }
+            clients.forwarded_client(&headers)
+        };
+        let expected = Some("203.0.113.7".parse().unwrap());
+        assert_eq!(client(&["garbage, 203.0.113.7, 10.0.0.2"]), expected);
+        assert_eq!(client(&["198.51.100.1", "203.0.113.7, 10.0.0.2"]), expected);
+        assert_eq!(
+            client(&["203.0.113.7, garbage"]),
+            None,
+            "a proxy never writes that"
+        );
+        assert_eq!(client(&["10.0.0.3"]), None);
+    }
 }
