@@ -65,9 +65,14 @@ struct Cli {
     /// The webhookd binary.
     #[arg(long, default_value = "target/debug/webhookd")]
     webhookd: PathBuf,
-    /// How long the system may take to heal once the faults stop.
+    /// How long the system may go without progress once the faults stop:
+    /// the heal fails when this passes and the pairs still undelivered (then
+    /// the deliveries still pending) have not fallen.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     heal: Duration,
+    /// The longest the heal may take, progress or not.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    heal_max: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -188,7 +193,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         &windows,
         &published,
         started,
-        faults_over + cli.heal,
+        Heal {
+            stalled_after: cli.heal,
+            deadline: faults_over + cli.heal_max,
+        },
     )
     .await?;
     let healed_in = healed_in.map(|at| at.saturating_duration_since(faults_over));
@@ -338,8 +346,18 @@ fn system_setup(
     Ok((setup, Some(redis)))
 }
 
-/// Waits (until `deadline`) for every expected pair to be delivered and
-/// nothing to be pending; then checks the history, with the dead
+/// How long the heal may take: a backlog that keeps falling is given time
+/// (a throttled endpoint works through its retries at its own pace), one
+/// that stops falling is not.
+struct Heal {
+    /// Gives up when what is left has not fallen for this long.
+    stalled_after: Duration,
+    /// Gives up at this time, progress or not.
+    deadline: Instant,
+}
+
+/// Waits for every expected pair to be delivered and nothing to be pending,
+/// as long as `heal` allows; then checks the history, with the dead
 /// deliveries the store keeps. The verdict, and when it healed.
 async fn heal_and_check(
     api: &mut Api,
@@ -348,7 +366,7 @@ async fn heal_and_check(
     windows: &[Window],
     published: &[Published],
     started: Instant,
-    deadline: Instant,
+    heal: Heal,
 ) -> anyhow::Result<(checker::Verdict, Option<Instant>)> {
     let endpoints = world.snapshot();
     let no_dead = HashMap::new();
@@ -368,16 +386,27 @@ async fn heal_and_check(
         )
     };
     let mut healed = None;
+    // What is left — (undelivered pairs, endpoints pending) ordered so that
+    // either falling is progress — at its lowest, and since when.
+    let mut least_left = (usize::MAX, usize::MAX);
+    let mut progress_at = Instant::now();
     loop {
         let verdict = check(&pending, &no_dead);
-        if verdict.undelivered.is_empty() {
+        let undelivered = verdict.undelivered.len();
+        if undelivered == 0 {
             pending = api.pending(world).await?.into_iter().collect();
             if pending.is_empty() {
                 healed = Some(Instant::now());
                 break;
             }
         }
-        if Instant::now() > deadline {
+        let left = (undelivered, pending.len());
+        if left < least_left {
+            least_left = left;
+            progress_at = Instant::now();
+        }
+        let now = Instant::now();
+        if now > heal.deadline || now.duration_since(progress_at) > heal.stalled_after {
             pending = api.pending(world).await?.into_iter().collect();
             break;
         }

@@ -137,6 +137,8 @@ struct Lane {
     /// Sending slots that came with claims and no worker holds yet.
     free_slots: Vec<SendingSlot>,
     health: Health,
+    /// Failed attempts since the last success (see `Health::after`).
+    failures_in_row: u32,
     /// The endpoint's owner.
     owner: String,
 }
@@ -523,10 +525,7 @@ impl Dispatcher {
             } else if lease_left > millis(self.settings.timeout + LEASE_SAFETY) {
                 let started = Instant::now();
                 let finished = self.attempt(claim).await;
-                self.set_health(
-                    &endpoint_id,
-                    Health::after(finished.result, started.elapsed()),
-                );
+                self.set_health(&endpoint_id, finished.result, started.elapsed());
                 Done::Attempted(finished)
             } else {
                 tracing::warn!(delivery_id = %claim.delivery.delivery_id, "a queued claim's lease is nearly over; handing it back");
@@ -581,9 +580,9 @@ impl Dispatcher {
         }
     }
 
-    fn set_health(&self, endpoint_id: &str, health: Health) {
+    fn set_health(&self, endpoint_id: &str, result: AttemptResult, took: Duration) {
         if let Some(lane) = self.lock_lanes().get_mut(endpoint_id) {
-            lane.health = health;
+            lane.health = lane.health.after(result, took, &mut lane.failures_in_row);
         }
     }
 

@@ -13,6 +13,12 @@ const QUEUED_PER_SLOT: usize = 8;
 /// its lane may queue. A slower one only gets claims for its sending slots,
 /// so its claims never wait long nor hold permits the others need.
 const FLOWING_BELOW: Duration = Duration::from_secs(1);
+/// Failures in a row that close a lane that was answering. One failure
+/// among successes is noise (a receiver that times out one request in five
+/// still delivers four): throttling it to one claim at a time made such an
+/// endpoint fall behind its load for good (docs/reliability.md, "The
+/// one-hour run"). A lane never answered closes at its first failure.
+const FAILURES_TO_TRIP: u32 = 3;
 
 /// How an endpoint answered its last attempt in this process: a circuit
 /// breaker that decides how many claims its lane may hold.
@@ -38,11 +44,33 @@ impl Health {
         matches!(self, Health::Slow | Health::Failing)
     }
 
-    pub(crate) fn after(result: AttemptResult, took: Duration) -> Health {
+    /// The health after an attempt that ended in `result` after `took`,
+    /// with `failures_in_row` the failures before it since the last success
+    /// (updated here).
+    pub(crate) fn after(
+        self,
+        result: AttemptResult,
+        took: Duration,
+        failures_in_row: &mut u32,
+    ) -> Health {
         match result {
-            AttemptResult::Delivered if took < FLOWING_BELOW => Health::Flowing,
-            AttemptResult::Delivered => Health::Slow,
-            AttemptResult::RetryAt(_) | AttemptResult::Dead => Health::Failing,
+            AttemptResult::Delivered => {
+                *failures_in_row = 0;
+                if took < FLOWING_BELOW {
+                    Health::Flowing
+                } else {
+                    Health::Slow
+                }
+            }
+            AttemptResult::RetryAt(_) | AttemptResult::Dead => {
+                *failures_in_row = failures_in_row.saturating_add(1);
+                let answering = matches!(self, Health::Flowing | Health::Slow);
+                if answering && *failures_in_row < FAILURES_TO_TRIP {
+                    self
+                } else {
+                    Health::Failing
+                }
+            }
         }
     }
 
@@ -53,5 +81,55 @@ impl Health {
             Health::Slow => per_endpoint,
             Health::Unknown | Health::Failing => 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUICK: Duration = Duration::from_millis(20);
+
+    fn failed() -> AttemptResult {
+        AttemptResult::RetryAt(0)
+    }
+
+    #[test]
+    fn an_answering_lane_closes_only_after_failures_in_a_row() {
+        let mut streak = 0;
+        let mut health = Health::Unknown.after(AttemptResult::Delivered, QUICK, &mut streak);
+        assert_eq!(health, Health::Flowing);
+        // One receiver answer in five lost: the lane stays open.
+        for _ in 0..10 {
+            health = health.after(failed(), QUICK, &mut streak);
+            assert_eq!(health, Health::Flowing);
+            for _ in 0..4 {
+                health = health.after(AttemptResult::Delivered, QUICK, &mut streak);
+            }
+        }
+        for _ in 1..FAILURES_TO_TRIP {
+            health = health.after(failed(), QUICK, &mut streak);
+            assert_eq!(health, Health::Flowing);
+        }
+        health = health.after(failed(), QUICK, &mut streak);
+        assert_eq!(health, Health::Failing);
+        // The half-open probe's first success opens it again.
+        assert_eq!(
+            health.after(AttemptResult::Delivered, QUICK, &mut streak),
+            Health::Flowing
+        );
+    }
+
+    #[test]
+    fn a_lane_never_answered_closes_at_its_first_failure() {
+        let mut streak = 0;
+        assert_eq!(
+            Health::Unknown.after(failed(), QUICK, &mut streak),
+            Health::Failing
+        );
+        assert_eq!(
+            Health::Failing.after(failed(), QUICK, &mut streak),
+            Health::Failing
+        );
     }
 }

@@ -312,17 +312,29 @@ impl RedisStore {
         .await)
     }
 
-    /// Reads Redis's clock once (until then, and if it does not answer, the
-    /// wall clock stands in; every claim probe reads it again).
+    /// Reads Redis's clock, trying for a few seconds: until it is read the
+    /// process's wall clock stands in, and a process whose clock is off
+    /// would write due times and ids off by as much (the fault campaign
+    /// found a delivery due an hour late, accepted by a process started an
+    /// hour ahead while its store link was cut). Every claim probe reads
+    /// it again.
     async fn with_clock_read(self) -> Self {
-        let time: redis::RedisResult<Vec<String>> =
-            redis::cmd("TIME").query_async(&mut self.connection()).await;
-        if let Some(store_ms) = time
-            .ok()
-            .and_then(|time| crate::clock::StoreClock::from_redis_time(&time))
-        {
-            self.clock.read(store_ms, std::time::Instant::now());
+        const TRIES: u32 = 20;
+        for _ in 0..TRIES {
+            let time: redis::RedisResult<Vec<String>> =
+                redis::cmd("TIME").query_async(&mut self.connection()).await;
+            if let Some(store_ms) = time
+                .ok()
+                .and_then(|time| crate::clock::StoreClock::from_redis_time(&time))
+            {
+                self.clock.read(store_ms, std::time::Instant::now());
+                return self;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
+        tracing::warn!(
+            "Redis did not tell its time; the wall clock stands in until a claim probe reads it"
+        );
         self
     }
 
