@@ -101,6 +101,7 @@ fn subscribe(runtime: &Runtime, store: &dyn Store, username: &str, count: usize)
             created_at: 0,
             previous_secret: None,
             failing_since: None,
+            quota_refused: 0,
             disabled_reason: None,
             rate_limit: None,
         };

@@ -10,7 +10,7 @@ use serde_json::Value;
 use webhookd_core::telemetry;
 use webhookd_core::time::{unix_millis, unix_seconds};
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
-use webhookd_store::CreateOutcome;
+use webhookd_store::{CreateOutcome, DeliveryCounts};
 
 use crate::auth::Caller;
 use crate::envelope::{ApiError, json_object, optional_json_object, success, success_empty};
@@ -23,6 +23,25 @@ const MAX_ENDPOINT_ID_LEN: usize = 64;
 #[derive(Serialize)]
 pub struct EndpointList {
     endpoints: Vec<Endpoint>,
+}
+
+/// `GET /v2/endpoint/{id}`: the endpoint, its deliveries by status and its
+/// use of the kept-deliveries quota (SPEC §11, §13).
+#[derive(Serialize)]
+pub struct EndpointDetail {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    /// Deliveries refused at acceptance since its last success.
+    quota_refused: u64,
+    counts: DeliveryCounts,
+    quota: KeptQuota,
+}
+
+#[derive(Serialize)]
+pub struct KeptQuota {
+    max_kept_deliveries_per_endpoint: u64,
+    /// Pending + dead deliveries it holds.
+    kept: u64,
 }
 
 #[derive(Serialize)]
@@ -59,6 +78,7 @@ pub async fn create(
         created_at: webhookd_core::time::unix_seconds(),
         previous_secret: None,
         failing_since: None,
+        quota_refused: 0,
         disabled_reason: None,
         rate_limit: spec.rate_limit.flatten(),
     };
@@ -91,6 +111,32 @@ pub async fn list(
         .map(|endpoint| endpoint.as_of(now))
         .collect();
     Ok(success(EndpointList { endpoints }))
+}
+
+/// `GET /v2/endpoint/{id}` (SPEC §13).
+pub async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    endpoint_id: Result<Path<String>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let endpoint_id = path_id(endpoint_id)?;
+    let (endpoint, counts) = tokio::try_join!(
+        state.store.get_endpoint(&caller.username, &endpoint_id),
+        state.store.delivery_counts(&caller.username, &endpoint_id),
+    )?;
+    let (Some(endpoint), Some(counts)) = (endpoint, counts) else {
+        return Err(not_found(&endpoint_id));
+    };
+    let quotas = state.quotas_of(&caller.username).await?;
+    Ok(success(EndpointDetail {
+        quota_refused: endpoint.quota_refused,
+        endpoint: endpoint.as_of(unix_seconds()),
+        counts,
+        quota: KeptQuota {
+            max_kept_deliveries_per_endpoint: quotas.max_kept_deliveries_per_endpoint,
+            kept: counts.kept(),
+        },
+    }))
 }
 
 pub async fn update(

@@ -13,6 +13,7 @@ use webhookd_core::MissingId;
 use webhookd_core::event::MAX_EVENT_BYTES;
 use webhookd_core::telemetry::{Credential, Source};
 use webhookd_ingest::Ingest;
+use webhookd_store::Acceptance;
 
 use crate::AppState;
 use crate::envelope::{ApiError, success};
@@ -51,10 +52,15 @@ pub async fn accept(
         .map_err(|rejection| ApiError::BadRequest(rejection.to_string()))?;
     // A duplicate is accepted too: the producer's retry of a request whose
     // answer it lost must not look like a failure.
-    state
+    let outcomes = state
         .ingest
         .accept(std::slice::from_ref(&event), Source::Http)
         .await?;
+    if let Some(Acceptance::OverDailyQuota { per_day }) = outcomes.first() {
+        return Err(ApiError::QuotaExceeded(
+            webhookd_ingest::over_daily_quota_message(*per_day),
+        ));
+    }
     Ok((
         StatusCode::ACCEPTED,
         success(Accepted {

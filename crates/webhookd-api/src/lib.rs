@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{Method, Uri};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use webhookd_core::endpoint::UrlRules;
 use webhookd_core::health::Readiness;
@@ -135,7 +135,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/endpoint", post(endpoints::create))
         .route(
             "/v2/endpoint/{endpoint_id}",
-            put(endpoints::update).delete(endpoints::delete),
+            get(endpoints::get_one)
+                .put(endpoints::update)
+                .delete(endpoints::delete),
         )
         .route("/v2/endpoints", get(endpoints::list))
         .route(

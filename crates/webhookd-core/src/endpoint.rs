@@ -86,6 +86,11 @@ pub struct Endpoint {
     /// (SPEC §10); `None`: no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<u32>,
+    /// Deliveries refused at acceptance since its last success because it
+    /// held `max_kept_deliveries_per_endpoint` (SPEC §11). Shown by
+    /// `GET /v2/endpoint/{id}`, not in listings.
+    #[serde(skip)]
+    pub quota_refused: u64,
 }
 
 /// The highest `rate_limit` an endpoint may have (deliveries per second).
@@ -513,6 +518,7 @@ mod tests {
             created_at: 0,
             previous_secret: None,
             failing_since: None,
+            quota_refused: 0,
             disabled_reason: None,
             rate_limit: None,
         };

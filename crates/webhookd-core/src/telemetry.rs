@@ -35,14 +35,20 @@ pub const QUOTA_REFUSED: &str = "webhookd_quota_refused_total";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quota {
     TestSends,
+    /// A delivery not created: its endpoint held its kept deliveries.
+    KeptDeliveries,
+    /// An event refused: its owner's events for the day were used up.
+    EventsPerDay,
 }
 
 impl Quota {
-    pub const ALL: [Quota; 1] = [Quota::TestSends];
+    pub const ALL: [Quota; 3] = [Quota::TestSends, Quota::KeptDeliveries, Quota::EventsPerDay];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Quota::TestSends => "test_sends_per_minute",
+            Quota::KeptDeliveries => "max_kept_deliveries_per_endpoint",
+            Quota::EventsPerDay => "max_events_per_day",
         }
     }
 }
@@ -101,14 +107,17 @@ pub enum EventOutcome {
     Duplicate,
     /// Valid, but no enabled endpoint of its owner subscribes to it.
     NoSubscribers,
+    /// Refused: its owner's events for the day were used up (SPEC §11).
+    OverQuota,
 }
 
 impl EventOutcome {
-    pub const ALL: [EventOutcome; 4] = [
+    pub const ALL: [EventOutcome; 5] = [
         EventOutcome::Accepted,
         EventOutcome::Invalid,
         EventOutcome::Duplicate,
         EventOutcome::NoSubscribers,
+        EventOutcome::OverQuota,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -117,6 +126,7 @@ impl EventOutcome {
             EventOutcome::Invalid => "invalid",
             EventOutcome::Duplicate => "duplicate",
             EventOutcome::NoSubscribers => "no_subscribers",
+            EventOutcome::OverQuota => "over_quota",
         }
     }
 }

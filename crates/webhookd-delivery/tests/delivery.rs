@@ -125,6 +125,7 @@ async fn endpoint(store: &Arc<dyn Store>, url: &str) -> Endpoint {
         created_at: 0,
         previous_secret: None,
         failing_since: None,
+        quota_refused: 0,
         disabled_reason: None,
         rate_limit: None,
     };
@@ -605,6 +606,7 @@ async fn hanging_tenants_cannot_delay_another_tenants_fresh_delivery(store: Arc<
                 created_at: 0,
                 previous_secret: None,
                 failing_since: None,
+                quota_refused: 0,
                 disabled_reason: None,
                 rate_limit: None,
             };

@@ -17,9 +17,9 @@ use webhookd_core::address::AddressPolicy;
 use webhookd_core::{Endpoint, EndpointSpec, Event, EventType, RetrySchedule};
 use webhookd_delivery::{DeliveryClient, Dispatcher, DispatcherSettings};
 use webhookd_store::{
-    Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
-    DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page, Recorded, RedisStore,
-    RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
+    Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryCounts,
+    DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
+    Recorded, RedisStore, RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
 };
 use webhookd_testkit::receiver::{Answer, Receiver};
 use webhookd_testkit::{Service, require, subscription, unique_prefix};
@@ -224,6 +224,14 @@ impl Store for RecordsFail {
         self.inner
             .delivery_attempts(username, endpoint_id, delivery_id)
             .await
+    }
+
+    async fn delivery_counts(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<DeliveryCounts>, StoreError> {
+        self.inner.delivery_counts(username, endpoint_id).await
     }
 
     async fn retry_dead(

@@ -38,7 +38,7 @@ use webhookd_core::config::QueueType;
 use webhookd_core::health::Readiness;
 use webhookd_core::telemetry::{self, Source};
 use webhookd_core::{Event, MissingId};
-use webhookd_store::StoreError;
+use webhookd_store::{Acceptance, StoreError};
 
 use crate::Ingest;
 
@@ -447,20 +447,32 @@ impl AmqpConsumer {
         } else {
             1
         };
-        let Err(refused) = self.until_accepted(events, most_refusals, shutdown).await? else {
-            return Ok(());
+        let refused = match self.until_accepted(events, most_refusals, shutdown).await? {
+            Ok(outcomes) => {
+                return self
+                    .dead_letter_over_quota(channel, valid, &outcomes, dead_lettered)
+                    .await;
+            }
+            Err(refused) => refused,
         };
         if events.len() > 1 {
             // One of them, or the batch as a whole: find out alone.
             for (message, event) in valid.iter().zip(events) {
                 let one = std::slice::from_ref(event);
-                if let Err(refused) = self
+                match self
                     .until_accepted(one, REFUSALS_BEFORE_DEAD_LETTER, shutdown)
                     .await?
                 {
-                    self.dead_letter_refused(channel, message, event, &refused)
-                        .await?;
-                    dead_lettered.push(message.delivery_tag);
+                    Ok(outcomes) => {
+                        let message = std::slice::from_ref(message);
+                        self.dead_letter_over_quota(channel, message, &outcomes, dead_lettered)
+                            .await?;
+                    }
+                    Err(refused) => {
+                        self.dead_letter_refused(channel, message, event, &refused)
+                            .await?;
+                        dead_lettered.push(message.delivery_tag);
+                    }
                 }
             }
             return Ok(());
@@ -469,6 +481,26 @@ impl AmqpConsumer {
             self.dead_letter_refused(channel, message, event, &refused)
                 .await?;
             dead_lettered.push(message.delivery_tag);
+        }
+        Ok(())
+    }
+
+    /// Dead-letters, with reason `quota`, the messages of the events
+    /// their owner's `max_events_per_day` refused (SPEC §11): the store
+    /// wrote nothing of them, and the producer must learn it.
+    async fn dead_letter_over_quota(
+        &self,
+        channel: &Channel,
+        messages: &[lapin::message::Delivery],
+        outcomes: &[Acceptance],
+        dead_lettered: &mut Vec<u64>,
+    ) -> Result<(), SessionError> {
+        for (message, outcome) in messages.iter().zip(outcomes) {
+            if let Acceptance::OverDailyQuota { per_day } = outcome {
+                let reason = format!("quota: {}", crate::over_daily_quota_message(*per_day));
+                self.dead_letter(channel, message, &reason).await?;
+                dead_lettered.push(message.delivery_tag);
+            }
         }
         Ok(())
     }
@@ -486,7 +518,8 @@ impl AmqpConsumer {
         self.dead_letter(channel, message, &reason).await
     }
 
-    /// Offers `events` until the store accepts them (`Ok(Ok)`), or has
+    /// Offers `events` until the store accepts them (`Ok(Ok)`, with their
+    /// outcomes), or has
     /// refused them `most_refusals` times with an error retrying will not
     /// fix (`Ok(Err)`); waits out an unavailable store for as long as it
     /// takes. `ShuttingDown` if shutdown came first.
@@ -495,7 +528,7 @@ impl AmqpConsumer {
         events: &[Event],
         most_refusals: u32,
         shutdown: &CancellationToken,
-    ) -> Result<Result<(), StoreError>, SessionError> {
+    ) -> Result<Result<Vec<Acceptance>, StoreError>, SessionError> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(5))
@@ -504,8 +537,9 @@ impl AmqpConsumer {
             .build();
         let mut refusals = 0;
         loop {
-            let Err(error) = self.ingest.accept(events, Source::Amqp).await else {
-                return Ok(Ok(()));
+            let error = match self.ingest.accept(events, Source::Amqp).await {
+                Ok(outcomes) => return Ok(Ok(outcomes)),
+                Err(error) => error,
             };
             if !error.is_unavailable() {
                 refusals += 1;

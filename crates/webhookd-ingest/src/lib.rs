@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
-use webhookd_core::telemetry::{self, EventOutcome, Source};
+use webhookd_core::telemetry::{self, EventOutcome, Quota, Source};
 use webhookd_core::time::unix_seconds;
 use webhookd_core::{Event, MissingId, Rejection};
 use webhookd_delivery::Dispatcher;
@@ -109,24 +109,49 @@ impl Ingest {
     }
 }
 
-/// The metric and the log line of one accepted event.
+/// The metrics and the log line of one accepted event.
 fn report(event: &Event, outcome: &Acceptance, source: Source) {
     let counted = match outcome {
-        Acceptance::Accepted { deliveries } if deliveries.is_empty() => {
-            tracing::debug!(
-                event_id = %event.event_id, username = %event.username, event = %event.event_type,
-                "event accepted; no enabled endpoint subscribes to it"
-            );
-            EventOutcome::NoSubscribers
-        }
-        Acceptance::Accepted { deliveries } => {
-            tracing::debug!(event_id = %event.event_id, deliveries = deliveries.len(), "event accepted");
-            EventOutcome::Accepted
+        Acceptance::Accepted {
+            deliveries,
+            quota_refused,
+        } => {
+            for endpoint_id in quota_refused {
+                telemetry::quota_refused(Quota::KeptDeliveries);
+                tracing::warn!(
+                    event_id = %event.event_id, username = %event.username, endpoint_id,
+                    "no delivery for an endpoint holding its max_kept_deliveries_per_endpoint"
+                );
+            }
+            if deliveries.is_empty() {
+                tracing::debug!(
+                    event_id = %event.event_id, username = %event.username, event = %event.event_type,
+                    "event accepted; no enabled endpoint subscribes to it (or has room for it)"
+                );
+                EventOutcome::NoSubscribers
+            } else {
+                tracing::debug!(event_id = %event.event_id, deliveries = deliveries.len(), "event accepted");
+                EventOutcome::Accepted
+            }
         }
         Acceptance::Duplicate => {
             tracing::debug!(event_id = %event.event_id, "duplicate event ignored");
             EventOutcome::Duplicate
         }
+        Acceptance::OverDailyQuota { per_day } => {
+            telemetry::quota_refused(Quota::EventsPerDay);
+            tracing::debug!(event_id = %event.event_id, username = %event.username, per_day, "event refused: events per day used up");
+            EventOutcome::OverQuota
+        }
     };
     telemetry::event_received(source, counted);
+}
+
+/// What to tell the producer of an event its owner's `max_events_per_day`
+/// refused (SPEC §11).
+pub fn over_daily_quota_message(per_day: u64) -> String {
+    format!(
+        "event quota reached: {per_day} events per day for this user (max_events_per_day); \
+         the count starts again at midnight UTC"
+    )
 }

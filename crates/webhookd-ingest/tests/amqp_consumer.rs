@@ -83,6 +83,7 @@ impl Fixture {
                 created_at: 0,
                 previous_secret: None,
                 failing_since: None,
+                quota_refused: 0,
                 disabled_reason: None,
                 rate_limit: None,
             };
@@ -360,6 +361,45 @@ async fn poison_messages_are_dead_lettered_with_a_reason_and_the_queue_keeps_flo
         let reason = received.header(ERROR_HEADER).unwrap();
         assert!(reason.starts_with(&format!("{code}: ")), "{reason}");
     }
+    fixture.stop().await;
+}
+
+/// SPEC §11: past its owner's `max_events_per_day`, an event goes to
+/// `.dead` with reason `quota` — nothing of it written — and the messages
+/// around it flow on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_past_the_daily_quota_are_dead_lettered_with_reason_quota() {
+    let Some(fixture) = Fixture::start("daily_quota", 1).await else {
+        return;
+    };
+    fixture
+        .store
+        .put_setting(
+            &webhookd_core::quota::setting_name("producer-user"),
+            Some(r#"{"max_events_per_day":3}"#),
+        )
+        .await
+        .unwrap();
+    let messages: Vec<String> = (0..5).map(|n| message(&format!("evt_{n}"))).collect();
+    fixture.publish(messages.clone()).await;
+    let counts = fixture.wait_for_events(3, Duration::from_secs(30)).await;
+    let dead = dead_letters(&fixture.amqp_url, &fixture.settings.dead_letter_queue(), 2).await;
+    assert_eq!(dead.len(), 2);
+    for received in &dead {
+        let reason = received.header(ERROR_HEADER).unwrap();
+        assert!(
+            reason.starts_with("quota: ") && reason.contains("3 events per day"),
+            "{reason}"
+        );
+    }
+    let mut accepted: Vec<&String> = counts.keys().collect();
+    accepted.sort();
+    assert_eq!(accepted, ["evt_0", "evt_1", "evt_2"]);
+    let dead_bodies: Vec<&[u8]> = dead.iter().map(|received| &received.body[..]).collect();
+    assert_eq!(
+        dead_bodies,
+        [messages[3].as_bytes(), messages[4].as_bytes()]
+    );
     fixture.stop().await;
 }
 

@@ -51,6 +51,7 @@ async fn accepted_deliveries_go_out_without_the_claim_loop(store: Arc<dyn Store>
             created_at: 0,
             previous_secret: None,
             failing_since: None,
+            quota_refused: 0,
             disabled_reason: None,
             rate_limit: None,
         };

@@ -12,9 +12,9 @@ use webhookd_core::telemetry;
 use webhookd_core::{Endpoint, EndpointSpec, Event};
 
 use crate::{
-    Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
-    DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page, Recorded, RetryOutcome,
-    SecretSlot, Store, StoreError, SweepReport, UserSummary,
+    Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryCounts,
+    DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
+    Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
 };
 
 #[derive(Debug)]
@@ -283,6 +283,18 @@ impl Store for Instrumented {
             "delivery_attempts",
             self.inner
                 .delivery_attempts(username, endpoint_id, delivery_id),
+        )
+        .await
+    }
+
+    async fn delivery_counts(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<DeliveryCounts>, StoreError> {
+        timed(
+            "delivery_counts",
+            self.inner.delivery_counts(username, endpoint_id),
         )
         .await
     }

@@ -26,6 +26,7 @@ mod changes;
 mod clock;
 mod instrumented;
 mod open;
+mod quotas;
 mod redis;
 mod sealed;
 mod sqlite;
@@ -157,26 +158,65 @@ pub struct Delivery {
     pub test: bool,
 }
 
+/// An endpoint's deliveries by status (SPEC §13).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryCounts {
+    pub pending: u64,
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+impl DeliveryCounts {
+    /// What the kept-deliveries quota counts (SPEC §11).
+    pub fn kept(&self) -> u64 {
+        self.pending + self.failed
+    }
+}
+
 /// What became of one event handed to [`Store::accept_events`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acceptance {
     /// New event: one pending delivery per enabled endpoint of the owner
     /// subscribed to its type (possibly none), each due now or leased to the
     /// caller ([`Store::accept_and_claim`]).
-    Accepted { deliveries: Vec<Delivery> },
+    /// `quota_refused`: the subscribed endpoints that got no delivery
+    /// because they hold their `max_kept_deliveries_per_endpoint` pending
+    /// and dead deliveries (SPEC §11); each counts it.
+    Accepted {
+        deliveries: Vec<Delivery>,
+        quota_refused: Vec<String>,
+    },
     /// The owner already sent this `event_id` within the de-duplication
     /// window; nothing was written.
     Duplicate,
+    /// The owner has handed in its `max_events_per_day` events today (the
+    /// store's clock, UTC days; SPEC §11): nothing was written, the event
+    /// id is not remembered.
+    OverDailyQuota { per_day: u64 },
 }
 
 impl Acceptance {
     /// How many deliveries the event fanned out to.
     pub fn delivery_count(&self) -> usize {
         match self {
-            Acceptance::Accepted { deliveries } => deliveries.len(),
-            Acceptance::Duplicate => 0,
+            Acceptance::Accepted { deliveries, .. } => deliveries.len(),
+            Acceptance::Duplicate | Acceptance::OverDailyQuota { .. } => 0,
         }
     }
+
+    /// The deliveries the event fanned out to.
+    pub fn deliveries(&self) -> &[Delivery] {
+        match self {
+            Acceptance::Accepted { deliveries, .. } => deliveries,
+            Acceptance::Duplicate | Acceptance::OverDailyQuota { .. } => &[],
+        }
+    }
+}
+
+/// The store's day (UTC) that holds `now_ms`: what `max_events_per_day`
+/// counts in.
+fn day_of(now_ms: i64) -> i64 {
+    now_ms.div_euclid(86_400_000)
 }
 
 /// A delivery leased to one worker for one attempt, with its endpoint's
@@ -637,6 +677,14 @@ pub trait Store: Send + Sync + fmt::Debug {
         endpoint_id: &str,
         delivery_id: &str,
     ) -> Result<Option<(Delivery, Vec<AttemptRecord>)>, StoreError>;
+
+    /// How many deliveries of the user's endpoint stand in each status
+    /// (SPEC §13); `None` when the user has no such endpoint.
+    async fn delivery_counts(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<DeliveryCounts>, StoreError>;
 
     /// Makes a dead delivery pending again, due `now_ms`, attempts kept, for
     /// one last attempt ([`Delivery::last_attempt`]).

@@ -84,12 +84,14 @@ async fn open_raw(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
             SqliteStore::open(path)
                 .await?
                 .with_retention(retention)
+                .with_quotas(config.quotas)
                 .with_auto_disable_after(config.auto_disable_after),
         ),
         StoreUrl::Redis { url } => Arc::new(
             RedisStore::connect(url, &config.redis_prefix)
                 .await?
                 .with_retention(retention)
+                .with_quotas(config.quotas)
                 .with_auto_disable_after(config.auto_disable_after)
                 .with_wait_replicas(config.redis_wait_replicas),
         ),

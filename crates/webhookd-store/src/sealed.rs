@@ -32,9 +32,9 @@ use webhookd_core::encryption_key::EncryptionKey;
 use webhookd_core::{Endpoint, EndpointSpec, Event};
 
 use crate::{
-    Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
-    DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page, Recorded, RetryOutcome,
-    SecretSlot, Store, StoreError, SweepReport, UserSummary,
+    Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryCounts,
+    DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
+    Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
 };
 
 const SEALED_PREFIX: &str = "sealed:v1:";
@@ -582,6 +582,14 @@ impl Store for Sealed {
         self.inner
             .delivery_attempts(username, endpoint_id, delivery_id)
             .await
+    }
+
+    async fn delivery_counts(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<DeliveryCounts>, StoreError> {
+        self.inner.delivery_counts(username, endpoint_id).await
     }
 
     async fn retry_dead(

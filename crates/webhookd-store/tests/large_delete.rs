@@ -34,6 +34,7 @@ async fn deleting_a_million_deliveries_never_stalls_redis() {
         created_at: 0,
         previous_secret: None,
         failing_since: None,
+        quota_refused: 0,
         disabled_reason: None,
         rate_limit: None,
     };

@@ -25,6 +25,7 @@ fn endpoint(username: &str) -> Endpoint {
         created_at: 0,
         previous_secret: None,
         failing_since: None,
+        quota_refused: 0,
         disabled_reason: None,
         rate_limit: None,
     }

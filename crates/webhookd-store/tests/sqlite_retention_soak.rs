@@ -76,6 +76,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
         created_at: 0,
         previous_secret: None,
         failing_since: None,
+        quota_refused: 0,
         disabled_reason: None,
         rate_limit: None,
     };

@@ -127,6 +127,7 @@ pub fn subscription(
         created_at: 0,
         previous_secret: None,
         failing_since: None,
+        quota_refused: 0,
         disabled_reason: None,
         rate_limit: None,
     }

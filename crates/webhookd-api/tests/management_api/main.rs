@@ -79,12 +79,15 @@ on_both_stores!(
     answers_that_carry_secrets_are_neither_cached_nor_sniffed,
     a_portal_link_signs_in_once,
     test_sends_past_their_quota_answer_10429,
+    ingest_quotas_refuse_and_the_endpoint_shows_its_use,
 );
 
 mod lifecycle;
 mod platform;
+mod quotas;
 use lifecycle::*;
 use platform::*;
+use quotas::*;
 
 const INGEST_TOKEN: &str = "whi_test_token_0123456789";
 const ADMIN_TOKEN: &str = "adm_test_token_0123456789";

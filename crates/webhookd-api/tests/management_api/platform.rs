@@ -23,7 +23,12 @@ impl Api {
         (response.status(), response.json().await.unwrap())
     }
 
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub(crate) async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.bearer(Some(ADMIN_TOKEN), method, path, body).await
     }
 

@@ -70,6 +70,7 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use redis::Script;
 use webhookd_core::endpoint::ENDPOINTS_PER_USER_CEILING;
+use webhookd_core::quota::Quotas;
 use webhookd_core::{Event, PreviousSecret, ids};
 
 use crate::{
@@ -147,6 +148,8 @@ pub struct RedisStore {
     next_partition: Arc<AtomicU32>,
     /// Redis's clock, read with each claim probe.
     clock: Arc<crate::clock::StoreClock>,
+    /// Users' quotas as ingest last read them (SPEC §11).
+    quotas: Arc<crate::quotas::QuotaBook>,
 }
 
 struct Scripts {
@@ -307,6 +310,7 @@ impl RedisStore {
             scripts: Arc::new(scripts),
             next_partition: Arc::new(AtomicU32::new(0)),
             clock: Arc::new(crate::clock::StoreClock::new()),
+            quotas: Arc::new(crate::quotas::QuotaBook::new(Quotas::default())),
         }
         .with_clock_read()
         .await)
@@ -352,6 +356,39 @@ impl RedisStore {
             auto_disable_after,
             ..self
         }
+    }
+
+    /// Checks events against these quota defaults (SPEC §11; a user's own
+    /// setting overrides them).
+    #[must_use]
+    pub fn with_quotas(self, defaults: Quotas) -> Self {
+        RedisStore {
+            quotas: Arc::new(crate::quotas::QuotaBook::new(defaults)),
+            ..self
+        }
+    }
+
+    /// The quotas in force for each of `usernames`, as last read within a
+    /// few seconds (see `QuotaBook`).
+    async fn quotas_of<'a>(
+        &self,
+        usernames: impl Iterator<Item = &'a String>,
+    ) -> Result<HashMap<&'a str, Quotas>, StoreError> {
+        let mut quotas = HashMap::new();
+        for username in usernames {
+            if quotas.contains_key(username.as_str()) {
+                continue;
+            }
+            let in_force = if let Some(in_force) = self.quotas.fresh(username) {
+                in_force
+            } else {
+                let name = webhookd_core::quota::setting_name(username);
+                let setting = crate::Store::setting(self, &name).await?;
+                self.quotas.remember(username, setting.as_deref())
+            };
+            quotas.insert(username.as_str(), in_force);
+        }
+        Ok(quotas)
     }
 
     /// Has every accepted batch reach `replicas` replicas of its primary
@@ -524,6 +561,9 @@ impl RedisStore {
         let by_partition = self.group_by_partition(events.iter().map(|event| &event.username));
         let lease_base = ids::new_lease_token();
         let room: Vec<(&String, &usize)> = claim.room.iter().collect();
+        let quotas = self
+            .quotas_of(events.iter().map(|event| &event.username))
+            .await?;
         // The claim limit and the suspects' share are shared out in
         // proportion to each partition's events.
         let answers: Vec<(Vec<redis::Value>, Vec<[String; 7]>)> = self
@@ -541,10 +581,15 @@ impl RedisStore {
                         .arg(claim.per_endpoint)
                         .arg(claim.endpoint_limit)
                         .arg(claim.suspect_room * members.len() / events.len())
-                        .arg(room.len());
+                        .arg(room.len())
+                        .arg(crate::day_of(now_ms));
                     rows::room_arguments(invocation, &room, claim);
                     for &i in members {
                         let event = &events[i];
+                        let quotas = quotas
+                            .get(event.username.as_str())
+                            .copied()
+                            .unwrap_or(self.quotas.defaults);
                         invocation
                             .arg(self.user_prefix(&event.username))
                             .arg(&event.username)
@@ -552,7 +597,9 @@ impl RedisStore {
                             .arg(event.event_type.as_str())
                             .arg(format!("\"{}\"", event.event_type.as_str()))
                             .arg(&bodies[i])
-                            .arg(&id_bases[i]);
+                            .arg(&id_bases[i])
+                            .arg(quotas.max_kept_deliveries_per_endpoint)
+                            .arg(quotas.max_events_per_day.unwrap_or(0));
                     }
                 },
             )
@@ -567,6 +614,9 @@ impl RedisStore {
                     &bodies[i],
                     &id_bases[i],
                     now_ms,
+                    quotas
+                        .get(events[i].username.as_str())
+                        .and_then(|quotas| quotas.max_events_per_day),
                 )?);
             }
             leases.extend(
@@ -583,10 +633,7 @@ impl RedisStore {
             .collect::<Result<Vec<_>, _>>()?;
         let claims = outcomes
             .iter()
-            .flat_map(|outcome| match outcome {
-                Acceptance::Accepted { deliveries } => deliveries.as_slice(),
-                Acceptance::Duplicate => &[],
-            })
+            .flat_map(Acceptance::deliveries)
             .filter_map(|delivery| {
                 let leased = leases.remove(&delivery.delivery_id)?;
                 Some(Claim {

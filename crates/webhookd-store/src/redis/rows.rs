@@ -9,34 +9,44 @@ use crate::{
     events_from_json, new_delivery, status_from_str,
 };
 
-/// One event's answer from ACCEPT_EVENTS: 0 for a duplicate, else the
-/// endpoint ids that got a delivery.
+/// One event's answer from ACCEPT_EVENTS: 0 for a duplicate, -1 past the
+/// owner's events per day, else {the endpoint ids that got a delivery, those
+/// refused for their kept deliveries}.
 pub(super) fn acceptance_from_answer(
     answer: redis::Value,
     event: &Event,
     body: &str,
     id_base: &str,
     now_ms: i64,
+    per_day: Option<u64>,
 ) -> Result<Acceptance, StoreError> {
-    let redis::Value::Array(endpoint_ids) = answer else {
-        return Ok(Acceptance::Duplicate);
+    let corrupt = |e| StoreError::Corrupt(format!("accept answer: {e}"));
+    let redis::Value::Array(lists) = answer else {
+        let code: i64 = redis::from_redis_value(answer).map_err(corrupt)?;
+        return Ok(match (code, per_day) {
+            (-1, Some(per_day)) => Acceptance::OverDailyQuota { per_day },
+            _ => Acceptance::Duplicate,
+        });
     };
-    let deliveries = endpoint_ids
-        .into_iter()
+    let (chosen, quota_refused): (Vec<String>, Vec<String>) =
+        redis::from_redis_value(redis::Value::Array(lists)).map_err(corrupt)?;
+    let deliveries = chosen
+        .iter()
         .enumerate()
         .map(|(n, endpoint_id)| {
-            let endpoint_id: String = redis::from_redis_value(endpoint_id)
-                .map_err(|e| StoreError::Corrupt(format!("accept answer: {e}")))?;
-            Ok(new_delivery(
+            new_delivery(
                 format!("{id_base}{n:02x}"),
                 event,
-                &endpoint_id,
+                endpoint_id,
                 body,
                 now_ms,
-            ))
+            )
         })
-        .collect::<Result<_, StoreError>>()?;
-    Ok(Acceptance::Accepted { deliveries })
+        .collect();
+    Ok(Acceptance::Accepted {
+        deliveries,
+        quota_refused,
+    })
 }
 
 /// Unavailable: Redis is away or a cluster is moving (a failover, a slot
@@ -92,6 +102,10 @@ pub(super) fn endpoint_from_fields(
             .remove("failing_since")
             .and_then(|since| since.parse().ok()),
         disabled_reason: fields.remove("disabled_reason"),
+        quota_refused: fields
+            .remove("quota_refused")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0),
         rate_limit: fields
             .remove("rate_limit")
             .map(|limit| {

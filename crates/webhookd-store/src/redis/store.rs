@@ -19,9 +19,9 @@ use super::{RedisStore, SWEEP_BUDGET, SWEEP_SLICE, Write, changes};
 use crate::PROCESS_SETTING;
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
-    DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
-    Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
-    events_to_json, new_delivery,
+    DeliveryCounts, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges,
+    FinishedAttempt, Page, Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport,
+    UserSummary, events_to_json, new_delivery,
 };
 
 #[async_trait]
@@ -570,6 +570,33 @@ impl Store for RedisStore {
             return Ok(None);
         }
         Ok(Some((delivery, attempts)))
+    }
+
+    async fn delivery_counts(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<DeliveryCounts>, StoreError> {
+        let index = |status: DeliveryStatus| {
+            format!(
+                "{}ep:{endpoint_id}:{}",
+                self.user_prefix(username),
+                status.as_str()
+            )
+        };
+        let (exists, pending, delivered, failed): (bool, u64, u64, u64) = redis::pipe()
+            .exists(self.endpoint_key(username, endpoint_id))
+            .zcard(index(DeliveryStatus::Pending))
+            .zcard(index(DeliveryStatus::Delivered))
+            .zcard(index(DeliveryStatus::Failed))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_error)?;
+        Ok(exists.then_some(DeliveryCounts {
+            pending,
+            delivered,
+            failed,
+        }))
     }
 
     async fn retry_dead(

@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
+use webhookd_core::quota::Quotas;
 use webhookd_core::{Endpoint, Event, ids};
 
+use super::quotas::{KeptCounts, take_event_of_the_day};
 use super::rates::RateBuckets;
 use super::rows::{
     DELIVERY_COLUMNS_D, ENDPOINT_COLUMNS, RawEndpoint, previous_secret, read_delivery,
@@ -97,13 +99,21 @@ impl<'a> Leasing<'a> {
 }
 
 /// De-duplicates one event and writes its deliveries, leasing what
-/// `leasing` has room for, inside the caller's transaction.
+/// `leasing` has room for, inside the caller's transaction, within the
+/// owner's `quotas` (SPEC §11).
 pub(super) fn accept_one(
     tx: &rusqlite::Transaction<'_>,
     event: &Event,
     now_ms: i64,
     leasing: &mut Leasing<'_>,
+    quotas: Quotas,
+    kept: &KeptCounts,
 ) -> Result<Acceptance, StoreError> {
+    if let Some(per_day) = quotas.max_events_per_day
+        && !take_event_of_the_day(tx, event, per_day, now_ms)?
+    {
+        return Ok(Acceptance::OverDailyQuota { per_day });
+    }
     // Insert, or take over an entry whose window has passed; no row
     // changed means the event_id is still remembered.
     let fresh = tx
@@ -124,16 +134,7 @@ pub(super) fn accept_one(
     if fresh == 0 {
         return Ok(Acceptance::Duplicate);
     }
-    let mut select = tx
-        .prepare_cached(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE username = ?1 AND status = 'enabled' ORDER BY seq"
-        ))
-        .map_err(sqlite_error)?;
-    let endpoints = select
-        .query_map([&event.username], read_endpoint)
-        .map_err(sqlite_error)?
-        .map(|row| row.map_err(sqlite_error).and_then(RawEndpoint::parse))
-        .collect::<Result<Vec<_>, _>>()?;
+    let endpoints = enabled_endpoints(tx, &event.username)?;
     let body = event.body();
     let mut insert = tx
         .prepare_cached(
@@ -143,10 +144,20 @@ pub(super) fn accept_one(
         )
         .map_err(sqlite_error)?;
     let mut deliveries = Vec::new();
+    let mut quota_refused = Vec::new();
     for endpoint in endpoints
         .iter()
         .filter(|endpoint| endpoint.wants(event.event_type))
     {
+        if !kept.admit(
+            tx,
+            &endpoint.endpoint_id,
+            quotas.max_kept_deliveries_per_endpoint,
+            now_ms,
+        )? {
+            quota_refused.push(endpoint.endpoint_id.clone());
+            continue;
+        }
         let delivery = new_delivery(
             ids::new_delivery_id(),
             event,
@@ -189,7 +200,27 @@ pub(super) fn accept_one(
         }
         deliveries.push(delivery);
     }
-    Ok(Acceptance::Accepted { deliveries })
+    Ok(Acceptance::Accepted {
+        deliveries,
+        quota_refused,
+    })
+}
+
+/// The user's enabled endpoints, oldest first.
+fn enabled_endpoints(
+    tx: &rusqlite::Transaction<'_>,
+    username: &str,
+) -> Result<Vec<Endpoint>, StoreError> {
+    let mut select = tx
+        .prepare_cached(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE username = ?1 AND status = 'enabled' ORDER BY seq"
+        ))
+        .map_err(sqlite_error)?;
+    select
+        .query_map([username], read_endpoint)
+        .map_err(sqlite_error)?
+        .map(|row| row.map_err(sqlite_error).and_then(RawEndpoint::parse))
+        .collect()
 }
 
 /// Records one attempt inside `tx` if its lease still holds; a finished
@@ -274,10 +305,11 @@ fn keep_failure_streak(
 ) -> Result<Recorded, StoreError> {
     if result == AttemptResult::Delivered {
         tx.prepare_cached(
-            "UPDATE endpoints SET failing_since = NULL,
+            "UPDATE endpoints SET failing_since = NULL, quota_refused = 0,
                  status = CASE WHEN disabled_reason IS NULL THEN status ELSE 'enabled' END,
                  disabled_reason = NULL
-             WHERE endpoint_id = ?1 AND (failing_since IS NOT NULL OR disabled_reason IS NOT NULL)",
+             WHERE endpoint_id = ?1
+                 AND (failing_since IS NOT NULL OR disabled_reason IS NOT NULL OR quota_refused > 0)",
         )
         .and_then(|mut update| update.execute([endpoint_id]))
         .map_err(sqlite_error)?;

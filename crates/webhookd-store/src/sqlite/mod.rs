@@ -10,17 +10,20 @@
 
 mod deliveries;
 mod group_commit;
+mod quotas;
 mod rates;
 mod rows;
 mod schema;
 mod settings;
 mod users;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use webhookd_core::quota::Quotas;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use self::deliveries::{
@@ -33,10 +36,10 @@ use self::rows::{
 pub(crate) use self::schema::key_file;
 use self::schema::{open_blocking, sqlite_error};
 use crate::{
-    Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryStats,
-    DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page, Recorded, Retention,
-    RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary, events_to_json,
-    new_delivery,
+    Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryCounts,
+    DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
+    Recorded, Retention, RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
+    events_to_json, new_delivery,
 };
 
 #[derive(Debug, Clone)]
@@ -50,6 +53,9 @@ pub struct SqliteStore {
     rates: Arc<rates::RateBuckets>,
     /// Writes waiting to share the next commit (accepts and records).
     writes: Arc<group_commit::Waiting>,
+    /// The quotas' defaults (SPEC §11), and endpoints' kept deliveries.
+    quotas: Quotas,
+    kept: Arc<quotas::KeptCounts>,
 }
 
 impl SqliteStore {
@@ -96,6 +102,8 @@ impl SqliteStore {
             changes: Arc::default(),
             rates: Arc::default(),
             writes: Arc::default(),
+            quotas: Quotas::default(),
+            kept: Arc::default(),
         })
     }
 
@@ -113,6 +121,13 @@ impl SqliteStore {
     #[must_use]
     pub fn with_retention(self, retention: Retention) -> Self {
         SqliteStore { retention, ..self }
+    }
+
+    /// Checks events against these quota defaults (SPEC §11; a user's own
+    /// setting overrides them).
+    #[must_use]
+    pub fn with_quotas(self, quotas: Quotas) -> Self {
+        SqliteStore { quotas, ..self }
     }
 
     /// Runs `work` with the connection, on its thread.
@@ -482,12 +497,21 @@ impl Store for SqliteStore {
         // producer's retry is safe. Sharing its commit with whatever else
         // waits saves an fsync per batch.
         let (events, claim) = (events.to_vec(), claim.clone());
-        let rates = Arc::clone(&self.rates);
+        let (rates, kept, defaults) =
+            (Arc::clone(&self.rates), Arc::clone(&self.kept), self.quotas);
         self.write(move |tx| {
             let mut leasing = Leasing::new(&claim, &rates, now_ms);
             let mut outcomes = Vec::with_capacity(events.len());
+            let mut quotas = HashMap::new();
             for event in &events {
-                outcomes.push(accept_one(tx, event, now_ms, &mut leasing)?);
+                let owner = event.username.as_str();
+                let quotas = match quotas.get(owner) {
+                    Some(quotas) => *quotas,
+                    None => *quotas
+                        .entry(owner)
+                        .or_insert(quotas::quotas_of(tx, defaults, owner)?),
+                };
+                outcomes.push(accept_one(tx, event, now_ms, &mut leasing, quotas, &kept)?);
             }
             Ok((outcomes, leasing.claims))
         })
@@ -608,6 +632,9 @@ impl Store for SqliteStore {
             if let Recorded::WrittenAndDisabled { .. } = recorded {
                 self.changes.mark(&attempt.claim.delivery.endpoint_id);
             }
+            if recorded.is_written() && attempt.result == crate::AttemptResult::Delivered {
+                self.kept.delivered(&attempt.claim.delivery.endpoint_id);
+            }
         }
         Ok(recorded)
     }
@@ -654,6 +681,41 @@ impl Store for SqliteStore {
             };
             let attempts = attempts_of(c, &delivery_id)?;
             Ok(Some((delivery.parse()?, attempts)))
+        })
+        .await
+    }
+
+    async fn delivery_counts(
+        &self,
+        username: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<DeliveryCounts>, StoreError> {
+        let (username, endpoint_id) = (username.to_owned(), endpoint_id.to_owned());
+        self.call(move |c| {
+            if select_endpoint(c, &username, &endpoint_id)?.is_none() {
+                return Ok(None);
+            }
+            let mut counts = DeliveryCounts::default();
+            let mut select = c
+                .prepare_cached(
+                    "SELECT status, COUNT(*) FROM deliveries WHERE endpoint_id = ?1 GROUP BY status",
+                )
+                .map_err(sqlite_error)?;
+            let rows = select
+                .query_map([&endpoint_id], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
+                .map_err(sqlite_error)?;
+            for row in rows {
+                let (status, count) = row.map_err(sqlite_error)?;
+                let count = u64::try_from(count).unwrap_or(0);
+                match status.parse::<DeliveryStatus>()? {
+                    DeliveryStatus::Pending => counts.pending = count,
+                    DeliveryStatus::Delivered => counts.delivered = count,
+                    DeliveryStatus::Failed => counts.failed = count,
+                }
+            }
+            Ok(Some(counts))
         })
         .await
     }

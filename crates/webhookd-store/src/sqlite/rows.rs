@@ -66,7 +66,7 @@ impl RawDelivery {
 }
 
 pub(super) const ENDPOINT_COLUMNS: &str = "endpoint_id, url, secret, status, events, username, \
-     created_at, previous_secret, previous_expires_at, failing_since, disabled_reason, rate_limit";
+     created_at, previous_secret, previous_expires_at, failing_since, disabled_reason, rate_limit, quota_refused";
 
 pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndpoint> {
     Ok(RawEndpoint {
@@ -82,6 +82,7 @@ pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndp
         failing_since: row.get(9)?,
         disabled_reason: row.get(10)?,
         rate_limit: row.get(11)?,
+        quota_refused: row.get(12)?,
     })
 }
 
@@ -99,6 +100,7 @@ pub(super) struct RawEndpoint {
     failing_since: Option<i64>,
     disabled_reason: Option<String>,
     rate_limit: Option<u32>,
+    quota_refused: i64,
 }
 
 impl RawEndpoint {
@@ -115,6 +117,7 @@ impl RawEndpoint {
             failing_since: self.failing_since,
             disabled_reason: self.disabled_reason,
             rate_limit: self.rate_limit,
+            quota_refused: u64::try_from(self.quota_refused).unwrap_or(0),
         })
     }
 }

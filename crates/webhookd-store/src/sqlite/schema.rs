@@ -103,6 +103,9 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX portal_links_by_user ON portal_links(username);",
     // 7: an endpoint's deliveries per second (SPEC §10; NULL: no limit).
     "ALTER TABLE endpoints ADD COLUMN rate_limit INTEGER;",
+    // 8: deliveries refused for the endpoint's kept-deliveries quota since
+    // its last success (SPEC §11).
+    "ALTER TABLE endpoints ADD COLUMN quota_refused INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Prepared statements kept per connection.

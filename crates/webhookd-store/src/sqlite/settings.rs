@@ -60,18 +60,28 @@ pub(super) fn take_in_window(
     now_ms: i64,
     limit: u64,
 ) -> Result<bool, StoreError> {
-    let setting = format!("window:{name}");
-    let window = now_ms.div_euclid(window_ms.max(1));
     let tx = c
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite_error)?;
+    let taken = take_in_window_within(&tx, name, now_ms.div_euclid(window_ms.max(1)), limit)?;
+    if taken {
+        tx.commit().map_err(sqlite_error)?;
+    }
+    Ok(taken)
+}
+
+/// [`take_in_window`] for window number `window`, inside the caller's
+/// transaction.
+pub(super) fn take_in_window_within(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    window: i64,
+    limit: u64,
+) -> Result<bool, StoreError> {
+    let setting = format!("window:{name}");
     let stored: Option<String> = tx
-        .query_row(
-            "SELECT value FROM settings WHERE name = ?1",
-            [&setting],
-            |row| row.get(0),
-        )
-        .optional()
+        .prepare_cached("SELECT value FROM settings WHERE name = ?1")
+        .and_then(|mut select| select.query_row([&setting], |row| row.get(0)).optional())
         .map_err(sqlite_error)?;
     let counted = stored
         .as_deref()
@@ -82,13 +92,12 @@ pub(super) fn take_in_window(
     if counted >= limit {
         return Ok(false);
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO settings (name, value) VALUES (?1, ?2)
          ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        [setting, format!("{window} {}", counted + 1)],
     )
+    .and_then(|mut upsert| upsert.execute([setting, format!("{window} {}", counted + 1)]))
     .map_err(sqlite_error)?;
-    tx.commit().map_err(sqlite_error)?;
     Ok(true)
 }
 

@@ -618,7 +618,7 @@ async fn sqlite_accept_and_claim_commits_nothing_when_leasing_fails() {
         .unwrap();
     let retried = store.accept_events(&events, NOW_MS).await.unwrap();
     assert!(
-        matches!(&retried[0], Acceptance::Accepted { deliveries } if deliveries.len() == 1),
+        matches!(&retried[0], Acceptance::Accepted { deliveries, .. } if deliveries.len() == 1),
         "the retry is a first acceptance: {retried:?}"
     );
 }

@@ -97,13 +97,17 @@ conformance!(
     portal_links_sign_in_until_they_expire_and_expired_ones_are_forgotten,
     revoking_keys_ends_the_users_portal_links,
     a_rate_limit_caps_the_deliveries_that_start_each_second,
+    an_endpoint_holding_its_kept_deliveries_gets_no_new_ones,
+    events_past_the_daily_quota_are_refused_and_not_remembered,
 );
 
 mod lifecycle;
+mod quotas;
 mod scale_out;
 mod single_slot;
 mod users;
 use lifecycle::*;
+use quotas::*;
 use scale_out::*;
 use users::*;
 
@@ -135,6 +139,7 @@ fn endpoint(username: &str, created_at: i64) -> Endpoint {
         created_at,
         previous_secret: None,
         failing_since: None,
+        quota_refused: 0,
         disabled_reason: None,
         rate_limit: None,
     }
@@ -432,8 +437,8 @@ async fn accept(store: &dyn Store, event: &Event) -> Acceptance {
 
 fn deliveries(acceptance: Acceptance) -> Vec<Delivery> {
     match acceptance {
-        Acceptance::Accepted { deliveries } => deliveries,
-        other @ Acceptance::Duplicate => panic!("expected the event to be accepted, got {other:?}"),
+        Acceptance::Accepted { deliveries, .. } => deliveries,
+        other => panic!("expected the event to be accepted, got {other:?}"),
     }
 }
 
@@ -525,7 +530,10 @@ async fn an_event_without_subscribers_is_accepted_with_no_deliveries(store: Arc<
     let nobody = event("noah", "evt_lonely", EventType::GeneratedScriptFailed);
     assert_eq!(
         accept(&*store, &nobody).await,
-        Acceptance::Accepted { deliveries: vec![] }
+        Acceptance::Accepted {
+            deliveries: vec![],
+            quota_refused: vec![]
+        }
     );
     assert_eq!(accept(&*store, &nobody).await, Acceptance::Duplicate);
 }
@@ -684,7 +692,9 @@ async fn sqlite_forgets_an_event_id_after_the_window() {
         .accept_events(std::slice::from_ref(&event), later)
         .await
         .unwrap();
-    assert!(matches!(&outcome[0], Acceptance::Accepted { deliveries } if deliveries.len() == 1));
+    assert!(
+        matches!(&outcome[0], Acceptance::Accepted { deliveries, .. } if deliveries.len() == 1)
+    );
     store
         .sweep(later + webhookd_store::DEDUP_WINDOW_MS)
         .await

@@ -1,8 +1,9 @@
 -- De-duplicates a batch of events of one partition and creates their
 -- deliveries from each owner's current endpoints, leasing up to `limit` of
 -- them to the caller (the fast path; each endpoint within its room, as in
--- CLAIM_DUE). Returns {per event: 0 for a duplicate, else the endpoint
--- ids that got a delivery}, {per lease: delivery id, url, secret, lease,
+-- CLAIM_DUE). Returns {per event: 0 for a duplicate, -1 past the owner's
+-- events per day, else {the endpoint ids that got a delivery, those
+-- refused for holding their kept deliveries' quota}}, {per lease: delivery id, url, secret, lease,
 -- previous secret, its expiry, slot}. The i-th delivery of an event has
 -- the event's id base followed by i as two hex digits.
 -- Under a cluster-wide limit, leases come with sending slots, and an
@@ -11,22 +12,30 @@
 -- lease token base, limit, room of other endpoints, sending slots per
 -- endpoint across every process (0: no limit), suspect room (as in
 -- CLAIM_DUE), number of (endpoint id, room, slots the caller's lane
--- holds, '1' if suspect) quads, the quads, then per event 7 values: user
--- prefix, username, event id, event type, quoted event type, body,
--- delivery id base.
+-- holds, '1' if suspect) quads, today (the store's UTC day number), the
+-- quads, then per event 9 values: user prefix, username, event id, event
+-- type, quoted event type, body, delivery id base, the owner's
+-- max_kept_deliveries_per_endpoint and max_events_per_day (0: none).
+-- Quotas (SPEC §11): an endpoint holding its kept deliveries (pending +
+-- dead) gets none and counts the refusal (`quota_refused`, cleared by its
+-- next success); a user's events are counted per day only while a limit
+-- is set.
 local partition, dedup, now, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit, per_endpoint = tonumber(ARGV[6]), tonumber(ARGV[7])
 local endpoint_limit, suspect_room, listed = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local room_of, held_of, suspect, grant_of, tokens_of = {}, {}, {}, {}, {}
-for i = 11, 10 + 4 * listed, 4 do
+local today = ARGV[11]
+local room_of, held_of, suspect, grant_of, tokens_of, kept_of = {}, {}, {}, {}, {}, {}
+for i = 12, 11 + 4 * listed, 4 do
   room_of[ARGV[i]] = tonumber(ARGV[i + 1])
   held_of[ARGV[i]] = tonumber(ARGV[i + 2])
   suspect[ARGV[i]] = ARGV[i + 3] == '1'
 end
 local results, leased = {}, {}
-for e = 11 + 4 * listed, #ARGV, 7 do
+for e = 12 + 4 * listed, #ARGV, 9 do
   local user, username, event_id, event_type, quoted, body, base =
     ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
+  local kept_limit, per_day = tonumber(ARGV[e + 7]), tonumber(ARGV[e + 8])
+  local seen, counted = user .. 'seen:' .. event_id, user .. 'events:' .. today
   -- Read first: a read that fails (data not as webhookd wrote it) must
   -- leave nothing of this event written, not even its de-duplication
   -- entry, or a retry would take it for a duplicate and drop it. A script
@@ -40,69 +49,85 @@ for e = 11 + 4 * listed, #ARGV, 7 do
       subscribed[#subscribed + 1] = {id, endpoint}
     end
   end
-  if not redis.call('SET', user .. 'seen:' .. event_id, '1', 'NX', 'PX', dedup) then
+  if per_day > 0 and (tonumber(redis.call('GET', counted)) or 0) >= per_day
+      and redis.call('EXISTS', seen) == 0 then
+    results[#results + 1] = -1
+  elseif not redis.call('SET', seen, '1', 'NX', 'PX', dedup) then
     results[#results + 1] = 0
   else
-    local chosen = {}
+    if per_day > 0 then
+      redis.call('INCR', counted)
+      redis.call('PEXPIRE', counted, 172800000)
+    end
+    local chosen, refused = {}, {}
     for _, pair in ipairs(subscribed) do
       local id, endpoint = pair[1], pair[2]
-      local delivery = base .. string.format('%02x', #chosen)
-      local due_at, lease = now, nil
-      local room = room_of[id] or per_endpoint
-      if suspect[id] then room = math.min(room, suspect_room) end
-      local sending = user .. 'ep:' .. id .. ':sending'
-      if endpoint_limit > 0 and #leased < limit and room > 0 then
-        local held = held_of[id] or 0
-        if grant_of[id] == nil then
-          grant_of[id] = math.max(0, math.min(free_slots(sending, endpoint_limit, tonumber(now)),
-            endpoint_limit - held))
-        end
-        -- No slot in the lane and none free: the lane could not send it.
-        if held + grant_of[id] == 0 then room = 0 end
-      end
-      local rate = tonumber(endpoint[7])
-      if rate and #leased < limit and room > 0 then
-        tokens_of[id] = tokens_of[id] or rate_tokens(user .. 'ep:' .. id .. ':rate', rate, tonumber(now))
-        if tokens_of[id] < 1 then room = 0 end
-      end
-      if #leased < limit and room > 0 then
-        room_of[id] = (room_of[id] or per_endpoint) - 1
-        if suspect[id] then suspect_room = suspect_room - 1 end
-        lease = lease_base .. ':' .. (#leased + 1)
-        local slot = ''
-        if endpoint_limit > 0 and grant_of[id] > 0 then
-          grant_of[id] = grant_of[id] - 1
-          slot = lease .. ':slot'
-          redis.call('ZADD', sending, lease_until, slot)
-        end
-        if rate then
-          rate_spend(user .. 'ep:' .. id .. ':rate', rate, tonumber(now), tokens_of[id], 1)
-          tokens_of[id] = tokens_of[id] - 1
-        end
-        due_at = lease_until
-        leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease, endpoint[5] or '',
-          endpoint[6] or '', slot}
-      end
-      local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
-        'event_type', event_type, 'status', 'pending', 'attempts', 0, 'created_at', now,
-        'next_attempt_at', due_at}
-      if lease then
-        -- Sent at once, most likely delivered at once: splitting its
-        -- body would be work for nothing (a retry compacts it then).
-        fields[#fields + 1] = 'lease'
-        fields[#fields + 1] = lease
-        fields[#fields + 1] = 'body'
-        fields[#fields + 1] = body
+      local indexed = user .. 'ep:' .. id
+      kept_of[id] = kept_of[id]
+        or redis.call('ZCARD', indexed .. ':pending') + redis.call('ZCARD', indexed .. ':failed')
+      if kept_of[id] >= kept_limit then
+        redis.call('HINCRBY', user .. 'endpoint:' .. id, 'quota_refused', 1)
+        refused[#refused + 1] = id
       else
-        -- It waits: compact (see put_pieces).
-        put_pieces(fields, 'body', body)
+        kept_of[id] = kept_of[id] + 1
+        local delivery = base .. string.format('%02x', #chosen)
+        local due_at, lease = now, nil
+        local room = room_of[id] or per_endpoint
+        if suspect[id] then room = math.min(room, suspect_room) end
+        local sending = user .. 'ep:' .. id .. ':sending'
+        if endpoint_limit > 0 and #leased < limit and room > 0 then
+          local held = held_of[id] or 0
+          if grant_of[id] == nil then
+            grant_of[id] = math.max(0, math.min(free_slots(sending, endpoint_limit, tonumber(now)),
+              endpoint_limit - held))
+          end
+          -- No slot in the lane and none free: the lane could not send it.
+          if held + grant_of[id] == 0 then room = 0 end
+        end
+        local rate = tonumber(endpoint[7])
+        if rate and #leased < limit and room > 0 then
+          tokens_of[id] = tokens_of[id] or rate_tokens(user .. 'ep:' .. id .. ':rate', rate, tonumber(now))
+          if tokens_of[id] < 1 then room = 0 end
+        end
+        if #leased < limit and room > 0 then
+          room_of[id] = (room_of[id] or per_endpoint) - 1
+          if suspect[id] then suspect_room = suspect_room - 1 end
+          lease = lease_base .. ':' .. (#leased + 1)
+          local slot = ''
+          if endpoint_limit > 0 and grant_of[id] > 0 then
+            grant_of[id] = grant_of[id] - 1
+            slot = lease .. ':slot'
+            redis.call('ZADD', sending, lease_until, slot)
+          end
+          if rate then
+            rate_spend(user .. 'ep:' .. id .. ':rate', rate, tonumber(now), tokens_of[id], 1)
+            tokens_of[id] = tokens_of[id] - 1
+          end
+          due_at = lease_until
+          leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease, endpoint[5] or '',
+            endpoint[6] or '', slot}
+        end
+        local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
+          'event_type', event_type, 'status', 'pending', 'attempts', 0, 'created_at', now,
+          'next_attempt_at', due_at}
+        if lease then
+          -- Sent at once, most likely delivered at once: splitting its
+          -- body would be work for nothing (a retry compacts it then).
+          fields[#fields + 1] = 'lease'
+          fields[#fields + 1] = lease
+          fields[#fields + 1] = 'body'
+          fields[#fields + 1] = body
+        else
+          -- It waits: compact (see put_pieces).
+          put_pieces(fields, 'body', body)
+        end
+        redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
+        schedule(user .. 'ep:' .. id .. ':due', KEYS[1], delivery, due_at)
+        redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
+        chosen[#chosen + 1] = id
       end
-      redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
-      schedule(user .. 'ep:' .. id .. ':due', KEYS[1], delivery, due_at)
-      redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
-      chosen[#chosen + 1] = id
     end
-    results[#results + 1] = chosen
+    results[#results + 1] = {chosen, refused}
   end
 end
 return {results, leased}

@@ -21,7 +21,7 @@ local expiry = partition .. 'expiry'
 -- 1, or minus the streak's start if it now disables the endpoint.
 local function keep_streak(endpoint, endpoint_id, result, started)
   if result == 'delivered' then
-    redis.call('HDEL', endpoint, 'failing_since')
+    redis.call('HDEL', endpoint, 'failing_since', 'quota_refused')
     if redis.call('HDEL', endpoint, 'disabled_reason') == 1 then
       redis.call('HSET', endpoint, 'status', 'enabled')
       redis.call('PUBLISH', channel, endpoint_id)
