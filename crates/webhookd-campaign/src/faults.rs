@@ -49,15 +49,8 @@ impl Kind {
     ];
 
     /// The faults that make sense with the embedded store and HTTP ingest
-    /// (one process, no broker, no link to a store). The clock faults are
-    /// left out by default: SQLite's clock is the machine's, so a clock
-    /// stepped forward and back strands the leases taken meanwhile for the
-    /// size of the step (docs/reliability.md, "Not yet"); name them in
-    /// `--faults` to see it.
-    pub const EMBEDDED: [Kind; 2] = [Kind::Kill, Kind::Pause];
-    /// Every fault the embedded store can be given.
-    pub const EMBEDDED_ALLOWED: [Kind; 4] =
-        [Kind::Kill, Kind::Pause, Kind::ClockAhead, Kind::ClockBehind];
+    /// (one process, no broker, no link to a store).
+    pub const EMBEDDED: [Kind; 4] = [Kind::Kill, Kind::Pause, Kind::ClockAhead, Kind::ClockBehind];
 
     pub fn name(self) -> &'static str {
         match self {

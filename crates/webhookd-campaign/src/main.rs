@@ -295,7 +295,7 @@ fn named_kinds(names: &[String], embedded: bool) -> anyhow::Result<Vec<Kind>> {
         .iter()
         .map(|name| {
             let kind = Kind::parse(name).with_context(|| format!("unknown fault {name:?}"))?;
-            if embedded && !Kind::EMBEDDED_ALLOWED.contains(&kind) {
+            if embedded && !Kind::EMBEDDED.contains(&kind) {
                 anyhow::bail!("the fault {name} needs Redis and RabbitMQ (--store redis)");
             }
             Ok(kind)

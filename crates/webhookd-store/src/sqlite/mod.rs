@@ -8,6 +8,7 @@
 //! over a mutex cost several). `BEGIN IMMEDIATE` plus a busy timeout keep
 //! several processes on one file correct.
 
+mod clock_step;
 mod deliveries;
 mod group_commit;
 mod quotas;
@@ -605,6 +606,7 @@ impl Store for SqliteStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_error)?;
+            clock_step::note_and_repair(&tx, webhookd_core::time::unix_millis())?;
             let claims = claim_due(&tx, &request, &rates)?;
             tx.commit().map_err(sqlite_error)?;
             Ok(claims)
