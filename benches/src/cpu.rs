@@ -54,6 +54,12 @@ impl CpuSample {
         CpuUse {
             summary: self.summary_since(earlier),
             stack_seconds,
+            per_process: self
+                .seconds
+                .iter()
+                .zip(&earlier.seconds)
+                .map(|((name, now), (_, before))| (*name, now - before))
+                .collect(),
         }
     }
 
@@ -83,6 +89,19 @@ impl CpuSample {
 pub struct CpuUse {
     pub summary: String,
     pub stack_seconds: f64,
+    /// CPU seconds of each process watched: webhookd, the harness, Redis,
+    /// RabbitMQ.
+    pub per_process: Vec<(&'static str, f64)>,
+}
+
+impl CpuUse {
+    /// The seconds of the process named `name` (0 if not watched).
+    pub fn of(&self, name: &str) -> f64 {
+        self.per_process
+            .iter()
+            .find(|(watched, _)| *watched == name)
+            .map_or(0.0, |(_, seconds)| *seconds)
+    }
 }
 
 impl std::fmt::Display for CpuUse {

@@ -3,7 +3,9 @@
 //! binary: a signature-checking receiver, RabbitMQ and raw-HTTP ceilings, a
 //! real webhookd process per scenario, and the report.
 
+pub mod ab;
 pub mod broker;
+pub mod commandstats;
 pub mod cpu;
 pub mod http;
 pub mod receiver;

@@ -34,6 +34,14 @@ struct Cli {
     /// Print the rows as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// A/B: build webhookd at this commit in a worktree and run the drain
+    /// and fan-out scenarios alternately with it and with this build
+    /// (docs/benchmarks.md, "A/B against an earlier commit").
+    #[arg(long)]
+    baseline: Option<String>,
+    /// A/B: runs of each scenario on each side.
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
     /// The webhookd binary (default: the one next to this binary, rebuilt
     /// first when run through cargo).
     #[arg(long)]
@@ -100,6 +108,18 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if let Some(commit) = &cli.baseline {
+        let baseline = webhookd_bench::ab::build_baseline(commit, &settings.webhookd)?;
+        let compared = runtime.block_on(webhookd_bench::ab::compare(
+            &settings, &baseline, cli.rounds,
+        ))?;
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&compared)?);
+        } else {
+            print!("{}", webhookd_bench::ab::table(&compared, commit));
+        }
+        return Ok(());
+    }
     let rows = if cli.scenario == Scenario::Cluster {
         runtime.block_on(cluster_rows(&settings))?
     } else {

@@ -11,6 +11,7 @@ use webhookd_core::{Endpoint, EndpointStatus, EventType, ids};
 use webhookd_store::{RedisStore, SqliteStore, Store};
 
 use crate::broker::{Broker, per_second, unique_queue};
+use crate::commandstats::CommandStats;
 use crate::cpu::CpuSample;
 use crate::receiver::Receiver;
 use crate::report::{Ceiling, Row, Target};
@@ -244,6 +245,8 @@ pub struct Drained {
     pub duplicates: usize,
     /// Where the machine's CPU went meanwhile.
     pub cpu: crate::cpu::CpuUse,
+    /// What Redis ran meanwhile (one server only).
+    pub redis: Option<CommandStats>,
     /// Deliveries the figure counts (the CPU column divides by them).
     pub deliveries: usize,
 }
@@ -296,12 +299,23 @@ pub async fn drain_on(
     let webhookd = &processes[0];
     let pids: Vec<u32> = processes.iter().map(Webhookd::pid).collect();
     let nodes = crate::cpu::redis_nodes(redis_url).await;
+    // One server: what Redis ran, per delivery (a cluster has a count per
+    // node; not read).
+    let one_server = nodes.is_empty();
+    if one_server {
+        CommandStats::reset(redis_url).await?;
+    }
     let cpu_before = CpuSample::take_all(&pids);
     let nodes_before = crate::cpu::node_seconds(&nodes);
     let all_arrived = receiver
         .wait_until(|r| r.counts().distinct >= expected, STALL)
         .await;
     let mut cpu = CpuSample::take_all(&pids).since(&cpu_before);
+    let redis = if one_server {
+        Some(CommandStats::read(redis_url).await?)
+    } else {
+        None
+    };
     if nodes.len() > 1 {
         cpu.summary
             .push_str(&crate::cpu::per_node(&nodes, &nodes_before));
@@ -329,6 +343,7 @@ pub async fn drain_on(
         usage,
         duplicates: counts.duplicates,
         cpu,
+        redis,
         deliveries: expected,
     })
 }
