@@ -207,11 +207,12 @@ pub fn table(compared: &[Compared], baseline_name: &str) -> String {
             let of =
                 |runs: &[PerDelivery]| median(runs.iter().map(|run| run.figures()[i].1).collect());
             let (before, now) = (of(&scenario.baseline), of(&scenario.current));
-            let _ = writeln!(
-                out,
-                "| {name} | {before:.2} | {now:.2} | {:.2}× |",
-                now / before
-            );
+            let ratio = if before > 0.0 {
+                format!("{:.2}×", now / before)
+            } else {
+                "—".to_owned()
+            };
+            let _ = writeln!(out, "| {name} | {before:.2} | {now:.2} | {ratio} |");
         }
         if !scenario.current_commands.is_empty() {
             let _ = writeln!(

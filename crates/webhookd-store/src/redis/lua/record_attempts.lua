@@ -43,6 +43,10 @@ local function keep_streak(endpoint, endpoint_id, result, started)
 end
 
 local results = {}
+-- Per endpoint, within this call: whether it exists, and whether a success
+-- has already ended its streak (and no failure came since) — read and
+-- written once per endpoint per batch, not per delivery.
+local exists_of, streak_ended = {}, {}
 local a = 4
 while a <= #ARGV do
   local id, user, endpoint_id, lease, number, result, at, log, started = ARGV[a], ARGV[a + 1],
@@ -59,7 +63,10 @@ while a <= #ARGV do
     local endpoint = user .. 'endpoint:' .. endpoint_id
     local endpoint_due = user .. 'ep:' .. endpoint_id .. ':due'
     local answer = 1
-    if redis.call('EXISTS', endpoint) == 0 then
+    if exists_of[endpoint_id] == nil then
+      exists_of[endpoint_id] = redis.call('EXISTS', endpoint) == 1
+    end
+    if not exists_of[endpoint_id] then
       redis.call('ZREM', endpoint_due, id)
       redis.call('DEL', key)
     else
@@ -90,7 +97,10 @@ while a <= #ARGV do
         redis.call('ZADD', user .. 'ep:' .. endpoint_id .. ':' .. result, 0, id)
         redis.call('ZADD', expiry, at, id)
       end
-      answer = keep_streak(endpoint, endpoint_id, result, started)
+      if result ~= 'delivered' or not streak_ended[endpoint_id] then
+        answer = keep_streak(endpoint, endpoint_id, result, started)
+        streak_ended[endpoint_id] = result == 'delivered'
+      end
     end
     results[#results + 1] = answer
   end
