@@ -25,6 +25,7 @@ local limit, per_endpoint = tonumber(ARGV[6]), tonumber(ARGV[7])
 local endpoint_limit, suspect_room, listed = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local today = ARGV[11]
 local room_of, held_of, suspect, grant_of, tokens_of, kept_of = {}, {}, {}, {}, {}, {}
+local endpoints_of = {}
 for i = 12, 11 + 4 * listed, 4 do
   room_of[ARGV[i]] = tonumber(ARGV[i + 1])
   held_of[ARGV[i]] = tonumber(ARGV[i + 2])
@@ -41,12 +42,21 @@ for e = 12 + 4 * listed, #ARGV, 9 do
   -- entry, or a retry would take it for a duplicate and drop it. A script
   -- that fails keeps what it wrote before (the events before this one):
   -- their retry is a duplicate.
+  -- A user's endpoints are read once per call: nothing here changes them.
+  local endpoints = endpoints_of[user]
+  if not endpoints then
+    endpoints = {}
+    for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
+      endpoints[#endpoints + 1] = {id, redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events',
+        'url', 'secret', 'previous_secret', 'previous_expires_at', 'rate_limit')}
+    end
+    endpoints_of[user] = endpoints
+  end
   local subscribed = {}
-  for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
-    local endpoint = redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events', 'url', 'secret',
-      'previous_secret', 'previous_expires_at', 'rate_limit')
+  for _, pair in ipairs(endpoints) do
+    local endpoint = pair[2]
     if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true) then
-      subscribed[#subscribed + 1] = {id, endpoint}
+      subscribed[#subscribed + 1] = pair
     end
   end
   if per_day > 0 and (tonumber(redis.call('GET', counted)) or 0) >= per_day
