@@ -231,3 +231,51 @@ fn a_process_whose_clock_runs_an_hour_ahead_takes_no_live_work() {
         receiver.most_in_flight()
     );
 }
+
+/// Found by the fault campaign (seed 2026, one hour): a test send answered
+/// by a process whose wall clock ran an hour ahead was due an hour later —
+/// the API wrote its own clock's time where the store's belongs (also for
+/// a re-send, recover, the test-send window and a rotation's grace).
+#[test]
+fn a_test_send_through_a_process_an_hour_ahead_is_sent_at_once() {
+    let Some(redis_url) = require(Service::Redis) else {
+        return;
+    };
+    let Some(mut command) = webhookd_with_clock(&redis_url, "+1h") else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = runtime.block_on(Receiver::start(Answer::Status(200)));
+    let api_key = webhookd_core::ids::new_api_key();
+    let endpoint = subscription("skewed", &receiver.url, &[EventType::GeneratedVideoSuccess]);
+    runtime.block_on(async {
+        let store = RedisStore::connect(&redis_url, &redis_prefix())
+            .await
+            .unwrap();
+        store
+            .add_api_key("skewed", &webhookd_core::ids::hash_api_key(&api_key), 0)
+            .await
+            .unwrap();
+        store.create_endpoint(&endpoint, 20).await.unwrap();
+    });
+    command.env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
+    let server = Server::start_with(command);
+    let answer = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/v2/endpoint/{}/test",
+            server.base, endpoint.endpoint_id
+        ))
+        .header("x-api-key", &api_key)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{:?}", answer.text());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.count() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(receiver.count(), 1, "the test event arrives at once");
+}

@@ -158,7 +158,7 @@ pub async fn retry(
     let Path((endpoint_id, delivery_id)) =
         ids.map_err(|_| ApiError::BadRequest("delivery_id: is not valid".into()))?;
     owned_endpoint(&state, &caller, &endpoint_id).await?;
-    let now_ms = webhookd_core::time::unix_millis();
+    let now_ms = state.store.now_ms();
     match state
         .store
         .retry_dead(&caller.username, &endpoint_id, &delivery_id, now_ms)
@@ -218,7 +218,7 @@ pub async fn recover(
                 &caller.username,
                 &endpoint_id,
                 window,
-                webhookd_core::time::unix_millis(),
+                state.store.now_ms(),
                 RECOVER_BATCH,
             )
             .await?;
@@ -253,7 +253,7 @@ fn recover_in_background(
     let (username, endpoint) = (username.to_owned(), endpoint_id.to_owned());
     tokio::spawn(async move {
         loop {
-            let now_ms = webhookd_core::time::unix_millis();
+            let now_ms = store.now_ms();
             match store
                 .recover(&username, &endpoint, window, now_ms, RECOVER_BATCH)
                 .await

@@ -210,7 +210,12 @@ fn check_losses(
         for (event_id, answered) in &endpoint.tests {
             if !succeeded[n].contains(event_id.as_str()) {
                 verdict.violations.push(format!(
-                    "lost: test send {event_id} (answered {}) never reached endpoint {n}",
+                    "{}: test send {event_id} (answered {}) never reached endpoint {n}",
+                    if history.pending.contains(&n) {
+                        "not delivered in the heal time (the store holds pending deliveries for the endpoint)"
+                    } else {
+                        "lost"
+                    },
                     history.at(*answered)
                 ));
             }
