@@ -508,6 +508,12 @@ pub async fn backlog(settings: &Settings) -> anyhow::Result<Vec<Row>> {
     let mut env = amqp_env(settings, &tenant, &queue);
     // Long enough that the whole backlog is waiting at once.
     env.push(("WEBHOOKD_RETRY_SCHEDULE", "10m".into()));
+    // The whole backlog is one endpoint's: past the default kept-deliveries
+    // quota (SPEC §11) from 100,000 on.
+    env.push((
+        "WEBHOOKD_MAX_KEPT_DELIVERIES_PER_ENDPOINT",
+        (settings.backlog * 2).max(100_000).to_string(),
+    ));
     let webhookd = Webhookd::start(&settings.webhookd, &env).await?;
     let expected = usize::try_from(settings.backlog)?;
     let all_failed_once = receiver

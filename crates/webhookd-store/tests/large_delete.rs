@@ -23,7 +23,15 @@ async fn deleting_a_million_deliveries_never_stalls_redis() {
         return;
     };
     let prefix = unique_prefix("large_delete");
-    let store = RedisStore::connect(&url, &prefix).await.unwrap();
+    // A million pending to one endpoint: past the default kept-deliveries
+    // quota (SPEC §11), so this store's is raised.
+    let store = RedisStore::connect(&url, &prefix)
+        .await
+        .unwrap()
+        .with_quotas(webhookd_core::quota::Quotas {
+            max_kept_deliveries_per_endpoint: 2 * DELIVERIES as u64,
+            ..webhookd_core::quota::Quotas::default()
+        });
     let endpoint = Endpoint {
         endpoint_id: ids::new_endpoint_id(),
         url: "https://example.com/hook".into(),
