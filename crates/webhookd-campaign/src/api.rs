@@ -392,21 +392,37 @@ impl Api {
         Ok(pending)
     }
 
-    /// The event ids of slot `n`'s dead deliveries (kept in the store with
-    /// their attempts: not lost).
-    pub async fn dead_events(&mut self, world: &World, n: usize) -> anyhow::Result<Vec<String>> {
+    /// Slot `n`'s delivered count, as the store counts it.
+    pub async fn delivered_count(&mut self, world: &World, n: usize) -> anyhow::Result<u64> {
+        let (owner, id) = endpoint_id(world, n)?;
+        let key = self.keys[owner].clone();
+        let path = format!("/v2/endpoint/{id}");
+        let (status, answer) = self.settled(Method::GET, &path, &key, None).await;
+        answer["data"]["counts"]["delivered"]
+            .as_u64()
+            .with_context(|| format!("GET {path} answered {status}: {answer}"))
+    }
+
+    /// The event ids of slot `n`'s deliveries in `status`: `failed` (dead,
+    /// kept in the store with their attempts: not lost) or `delivered`.
+    pub async fn events(
+        &mut self,
+        world: &World,
+        n: usize,
+        status: &str,
+    ) -> anyhow::Result<Vec<String>> {
         let (owner, id) = endpoint_id(world, n)?;
         let key = self.keys[owner].clone();
         let mut events = Vec::new();
         let mut after = String::new();
         loop {
-            let mut path = format!("/v2/endpoint/{id}/deliveries?status=failed&limit=100");
+            let mut path = format!("/v2/endpoint/{id}/deliveries?status={status}&limit=100");
             if !after.is_empty() {
                 path = format!("{path}&after={after}");
             }
-            let (status, answer) = self.settled(Method::GET, &path, &key, None).await;
-            if status != 200 {
-                bail!("listing dead deliveries answered {status}: {answer}");
+            let (answer_status, answer) = self.settled(Method::GET, &path, &key, None).await;
+            if answer_status != 200 {
+                bail!("listing {status} deliveries answered {answer_status}: {answer}");
             }
             let page = answer["data"]["deliveries"]
                 .as_array()

@@ -5,8 +5,11 @@
 //!    publish, or disabled at some moment between the publish and the
 //!    event's first request at any of the owner's endpoints (by then it
 //!    was accepted: it fanned out to the endpoints enabled then) — or the
-//!    store keeps the delivery as dead. Every answered test send reached
-//!    its endpoint.
+//!    store keeps the delivery as dead. A pair whose only 2xx came after
+//!    the attempt deadline is delivered if the store says so (webhookd,
+//!    stopped or starved past the answer, read it); the store saying
+//!    delivered with no 2xx ever sent is a violation. Every answered test
+//!    send reached its endpoint.
 //! 2. Duplicates only after faults: an (event, endpoint) pair answered 2xx
 //!    twice needs a fault (or a recover) in force between a lease before
 //!    the first and the second.
@@ -17,6 +20,10 @@
 //!    `endpoint_concurrency`, across all processes.
 //! 5. Every signature verifies under a secret in force (or in its grace)
 //!    at the time, allowing `MARGIN` around a rotation.
+//! 6. The store's counts agree with the history: each live endpoint's
+//!    delivered count (`GET /v2/endpoint/{id}`) is at least the deliveries
+//!    its receiver answered 2xx in time, and at most those plus the ones it
+//!    answered 2xx late.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -51,6 +58,9 @@ pub struct Verdict {
     /// Expected pairs not delivered; with the slot they belong to.
     pub undelivered: Vec<(String, usize)>,
     pub duplicates: usize,
+    /// Pairs delivered by a 2xx given after the attempt deadline, which
+    /// webhookd read (the store records them delivered).
+    pub read_late: usize,
     /// Duplicates by the kind of the fault that explains them.
     pub duplicates_by_fault: HashMap<&'static str, usize>,
     pub requests: usize,
@@ -106,15 +116,27 @@ impl History<'_> {
     }
 }
 
-/// Checks `history`; `dead` lists, per slot, the events the store keeps
-/// as dead there.
-pub fn check(history: &History, dead: &HashMap<usize, HashSet<String>>) -> Verdict {
+/// What the store says of the slots with undelivered pairs: the events it
+/// keeps as dead there, and those it records delivered.
+#[derive(Debug, Default)]
+pub struct StoreSays {
+    pub dead: HashMap<usize, HashSet<String>>,
+    pub delivered: HashMap<usize, HashSet<String>>,
+    /// Each live slot's delivered count, from the store's counts.
+    pub delivered_counts: HashMap<usize, u64>,
+}
+
+/// Checks `history`, with what the store says of the undelivered pairs.
+pub fn check(history: &History, store: &StoreSays) -> Verdict {
     let mut verdict = Verdict::default();
     let requests: Vec<Vec<Request>> = (0..history.endpoints.len())
         .map(|n| history.receivers.requests(n))
         .collect();
     verdict.requests = requests.iter().map(Vec::len).sum();
-    check_losses(history, &requests, dead, &mut verdict);
+    check_losses(history, &requests, store, &mut verdict);
+    for (n, counted) in &store.delivered_counts {
+        check_count(*n, *counted, &requests[*n], &mut verdict);
+    }
     for (n, endpoint) in history.endpoints.iter().enumerate() {
         check_duplicates(history, n, &requests[n], &mut verdict);
         check_changes_hold(history, n, endpoint, &requests[n], &mut verdict);
@@ -133,7 +155,7 @@ pub fn check(history: &History, dead: &HashMap<usize, HashSet<String>>) -> Verdi
 fn check_losses(
     history: &History,
     requests: &[Vec<Request>],
-    dead: &HashMap<usize, HashSet<String>>,
+    store: &StoreSays,
     verdict: &mut Verdict,
 ) {
     // Each event once, at its first confirmed publish.
@@ -158,7 +180,7 @@ fn check_losses(
         succeeded.push(delivered);
     }
     let now = Instant::now();
-    let no_dead = HashSet::new();
+    let none = HashSet::new();
     for event in first_published.values() {
         let accepted_by = first_request
             .get(event.event_id.as_str())
@@ -180,14 +202,37 @@ fn check_losses(
                 verdict.delivered_pairs += 1;
                 continue;
             }
-            if dead.get(&n).unwrap_or(&no_dead).contains(&event.event_id) {
+            if store
+                .dead
+                .get(&n)
+                .unwrap_or(&none)
+                .contains(&event.event_id)
+            {
                 continue;
             }
-            verdict.undelivered.push((event.event_id.clone(), n));
             let tried: Vec<&Request> = requests[n]
                 .iter()
                 .filter(|request| request.event_id == event.event_id)
                 .collect();
+            if store
+                .delivered
+                .get(&n)
+                .unwrap_or(&none)
+                .contains(&event.event_id)
+            {
+                if tried.iter().any(|request| request.succeeded_late()) {
+                    verdict.read_late += 1;
+                    verdict.delivered_pairs += 1;
+                } else {
+                    verdict.violations.push(format!(
+                        "delivered without a 2xx: the store records {} delivered to endpoint {n}, whose receiver never answered it 2xx; its requests there:{}",
+                        event.event_id,
+                        if tried.is_empty() { " none".to_owned() } else { history.excerpt(&tried) },
+                    ));
+                }
+                continue;
+            }
+            verdict.undelivered.push((event.event_id.clone(), n));
             verdict.violations.push(format!(
                 "{}: {} (published {}, first request at any endpoint of its owner {}) never reached endpoint {n}; its requests there:{}{}",
                 if history.pending.contains(&n) {
@@ -203,6 +248,11 @@ fn check_losses(
             ));
         }
     }
+    check_test_sends(history, &succeeded, verdict);
+}
+
+/// Every answered test send reached its endpoint (unless it was deleted).
+fn check_test_sends(history: &History, succeeded: &[HashSet<&str>], verdict: &mut Verdict) {
     for (n, endpoint) in history.endpoints.iter().enumerate() {
         if endpoint.deleted.is_some() {
             continue;
@@ -220,6 +270,31 @@ fn check_losses(
                 ));
             }
         }
+    }
+}
+
+/// The store's delivered count for slot `n` against its receiver's view:
+/// every delivery answered 2xx in time is delivered, and nothing else is
+/// but those answered 2xx late (which webhookd may have read).
+fn check_count(n: usize, counted: u64, requests: &[Request], verdict: &mut Verdict) {
+    let in_time: HashSet<&str> = requests
+        .iter()
+        .filter(|request| request.succeeded())
+        .map(|request| request.event_id.as_str())
+        .collect();
+    let at_most = requests
+        .iter()
+        .filter(|request| request.succeeded_late())
+        .map(|request| request.event_id.as_str())
+        .chain(in_time.iter().copied())
+        .collect::<HashSet<&str>>()
+        .len();
+    let at_least = in_time.len();
+    if !(at_least..=at_most).contains(&usize::try_from(counted).unwrap_or(usize::MAX)) {
+        verdict.violations.push(format!(
+            "counts: the store counts {counted} deliveries delivered to endpoint {n}; its receiver answered {at_least} 2xx in time and {} more late",
+            at_most - at_least
+        ));
     }
 }
 
@@ -362,5 +437,46 @@ fn check_signatures(
                 .join(", "),
             history.excerpt(&[request])
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(event_id: &str, answered: Option<u16>, late: Option<u16>) -> Request {
+        let now = Instant::now();
+        Request {
+            arrived: now,
+            version: 0,
+            event_id: event_id.to_owned(),
+            signed_with: vec![0],
+            answered: answered.map(|status| (status, now)),
+            late: late.map(|status| (status, now)),
+        }
+    }
+
+    fn count_violations(counted: u64, requests: &[Request]) -> usize {
+        let mut verdict = Verdict::default();
+        check_count(0, counted, requests, &mut verdict);
+        verdict.violations.len()
+    }
+
+    #[test]
+    fn the_delivered_count_must_cover_every_2xx_in_time_and_no_more_than_the_late_ones() {
+        let requests = [
+            request("a", Some(200), None),
+            // The same delivery again after a fault: still one delivered.
+            request("a", Some(200), None),
+            request("b", Some(500), None),
+            request("b", Some(200), None),
+            request("c", None, Some(200)),
+            request("d", None, None),
+        ];
+        // a and b for sure; c if webhookd read its late answer.
+        assert_eq!(count_violations(2, &requests), 0);
+        assert_eq!(count_violations(3, &requests), 0);
+        assert_eq!(count_violations(1, &requests), 1, "a 2xx the store forgot");
+        assert_eq!(count_violations(4, &requests), 1, "delivered without a 2xx");
     }
 }

@@ -13,7 +13,7 @@ mod receivers;
 mod system;
 mod world;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -369,9 +369,9 @@ async fn heal_and_check(
     heal: Heal,
 ) -> anyhow::Result<(checker::Verdict, Option<Instant>)> {
     let endpoints = world.snapshot();
-    let no_dead = HashMap::new();
+    let nothing_yet = checker::StoreSays::default();
     let mut pending = HashSet::new();
-    let check = |pending: &HashSet<usize>, dead: &HashMap<usize, HashSet<String>>| {
+    let check = |pending: &HashSet<usize>, store: &checker::StoreSays| {
         checker::check(
             &checker::History {
                 pending,
@@ -382,7 +382,7 @@ async fn heal_and_check(
                 windows,
                 endpoint_concurrency: ENDPOINT_CONCURRENCY,
             },
-            dead,
+            store,
         )
     };
     let mut healed = None;
@@ -391,7 +391,7 @@ async fn heal_and_check(
     let mut least_left = (usize::MAX, usize::MAX);
     let mut progress_at = Instant::now();
     loop {
-        let verdict = check(&pending, &no_dead);
+        let verdict = check(&pending, &nothing_yet);
         let undelivered = verdict.undelivered.len();
         if undelivered == 0 {
             pending = api.pending(world).await?.into_iter().collect();
@@ -412,14 +412,22 @@ async fn heal_and_check(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let verdict = check(&pending, &no_dead);
-    let mut dead: HashMap<usize, HashSet<String>> = HashMap::new();
+    let verdict = check(&pending, &nothing_yet);
+    let mut store = checker::StoreSays::default();
     for (_, n) in &verdict.undelivered {
-        if !dead.contains_key(n) {
-            dead.insert(*n, api.dead_events(world, *n).await?.into_iter().collect());
+        if !store.dead.contains_key(n) {
+            let dead = api.events(world, *n, "failed").await?;
+            let delivered = api.events(world, *n, "delivered").await?;
+            store.dead.insert(*n, dead.into_iter().collect());
+            store.delivered.insert(*n, delivered.into_iter().collect());
         }
     }
-    let mut verdict = check(&pending, &dead);
+    for n in (0..endpoints.len()).filter(|n| endpoints[*n].is_live()) {
+        store
+            .delivered_counts
+            .insert(n, api.delivered_count(world, n).await?);
+    }
+    let mut verdict = check(&pending, &store);
     for n in &pending {
         verdict.violations.push(format!(
             "stuck: endpoint {n} still has pending deliveries after the heal time"
@@ -510,10 +518,11 @@ fn report(run: &Report) -> bool {
     let mut duplicates: Vec<_> = verdict.duplicates_by_fault.iter().collect();
     duplicates.sort();
     println!(
-        "seed {seed}: {} events published, {} of {} (event, endpoint) pairs delivered, {} requests; {} duplicates {:?}; faults: {}; API calls {:?}; ingest answers {:?}; {}",
+        "seed {seed}: {} events published, {} of {} (event, endpoint) pairs delivered ({} by a 2xx read after the deadline), {} requests; {} duplicates {:?}; faults: {}; API calls {:?}; ingest answers {:?}; {}",
         run.published.len(),
         verdict.delivered_pairs,
         verdict.expected_pairs,
+        verdict.read_late,
         verdict.requests,
         verdict.duplicates,
         duplicates,

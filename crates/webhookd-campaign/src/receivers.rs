@@ -47,11 +47,22 @@ pub struct Request {
     /// webhookd went away before the answer, or when the answer came after
     /// the attempt deadline (webhookd counts that attempt failed).
     pub answered: Option<(u16, Instant)>,
+    /// An answer given after the attempt deadline, and when. webhookd
+    /// counts such an attempt failed — unless it was stopped or starved
+    /// past the answer: then it reads the answer as any other (an answer
+    /// read is an answer), and only the store can say which it was.
+    pub late: Option<(u16, Instant)>,
 }
 
 impl Request {
     pub fn succeeded(&self) -> bool {
         self.answered
+            .is_some_and(|(status, _)| (200..300).contains(&status))
+    }
+
+    /// Answered 2xx after the deadline: delivered if webhookd read it.
+    pub fn succeeded_late(&self) -> bool {
+        self.late
             .is_some_and(|(status, _)| (200..300).contains(&status))
     }
 }
@@ -151,6 +162,7 @@ async fn receive(
             event_id,
             signed_with,
             answered: None,
+            late: None,
         });
         slot.requests.len() - 1
     };
@@ -177,6 +189,8 @@ async fn receive(
         tokio::time::sleep(Duration::from_millis(900)).await;
         drop(answering);
         tokio::time::sleep(delay.saturating_sub(Duration::from_millis(900))).await;
+        slot.lock().unwrap_or_else(PoisonError::into_inner).requests[index].late =
+            Some((status, Instant::now()));
     } else {
         tokio::time::sleep(delay).await;
         slot.lock().unwrap_or_else(PoisonError::into_inner).requests[index].answered =
