@@ -50,6 +50,7 @@ use webhookd_store::{
 use crate::classify::{Verdict, classify};
 use crate::client::DeliveryClient;
 use crate::health::Health;
+use crate::on_the_way::{ClaimsOnTheWay, Expected};
 use crate::slot_lapse::SlotLapse;
 
 /// How the dispatcher runs.
@@ -91,6 +92,10 @@ const MAX_LANES: usize = 10_000;
 const LEASE_SAFETY: Duration = Duration::from_secs(5);
 /// How long deliveries of a disabled endpoint wait before they are looked at again.
 const DISABLED_PARK: Duration = Duration::from_secs(60);
+/// The longest a lane run dry keeps its sending slot for claims on their
+/// way to it (see `on_the_way`): a claim's round trip, with room for a
+/// loaded store.
+const CLAIMS_AWAITED: Duration = Duration::from_millis(500);
 /// How long to wait before asking the store again after it failed.
 const STORE_ERROR_DELAY: Duration = Duration::from_secs(1);
 
@@ -108,6 +113,9 @@ pub struct Dispatcher {
     /// One permit per claim held, sending or queued.
     in_flight: Arc<Semaphore>,
     lanes: Mutex<HashMap<String, Lane>>,
+    /// Claim requests out that counted a lane's slots: the lane keeps them
+    /// meanwhile (see `on_the_way`).
+    on_the_way: Arc<ClaimsOnTheWay>,
     /// The lane workers.
     attempts: TaskTracker,
     /// Cancelled when `run` is told to stop: no new attempts start.
@@ -127,6 +135,8 @@ pub struct Reservation {
     /// The endpoint-change version before the store was asked (see
     /// [`EndpointChanges`]).
     endpoints_seen: u64,
+    /// Dropped with the reservation: once its claims are in their lanes.
+    _expected: Expected,
 }
 
 /// One endpoint's claims in this process.
@@ -215,6 +225,7 @@ impl Dispatcher {
             settings,
             wake: Notify::new(),
             lanes: Mutex::new(HashMap::new()),
+            on_the_way: Arc::default(),
             attempts: TaskTracker::new(),
             stopping: CancellationToken::new(),
             recorder: Mutex::new(Some(recorder)),
@@ -249,10 +260,13 @@ impl Dispatcher {
         permits: OwnedSemaphorePermit,
         owners: Option<&HashSet<&str>>,
     ) -> Reservation {
+        let endpoints_seen = self.endpoint_changes.version();
+        let (request, expected) = self.claim_request(permits.num_permits(), owners);
         Reservation {
-            endpoints_seen: self.endpoint_changes.version(),
-            request: self.claim_request(permits.num_permits(), owners),
+            endpoints_seen,
+            request,
             permits,
+            _expected: expected,
         }
     }
 
@@ -339,7 +353,13 @@ impl Dispatcher {
     /// What this worker can take now: `limit` in all, and per endpoint the
     /// room its lane has. Slow and failing endpoints share at most
     /// `SUSPECT_SHARE_PERCENT` of the permits between them.
-    fn claim_request(&self, limit: usize, owners: Option<&HashSet<&str>>) -> ClaimRequest {
+    /// The request comes with the mark that keeps the slots it counts (see
+    /// `on_the_way`).
+    fn claim_request(
+        &self,
+        limit: usize,
+        owners: Option<&HashSet<&str>>,
+    ) -> (ClaimRequest, Expected) {
         let now = self.store.now_ms();
         let per_endpoint = self.settings.per_endpoint;
         let lanes = self.lock_lanes();
@@ -390,8 +410,16 @@ impl Dispatcher {
         } else {
             HashMap::new()
         };
+        let counted = slots_held
+            .iter()
+            .filter(|(_, slots)| **slots > 0)
+            .map(|(endpoint_id, _)| endpoint_id.clone())
+            .collect();
+        // Marked under the lanes' lock: a worker deciding whether to keep
+        // its slot sees the mark, or the claims already in its lane.
+        let expected = self.on_the_way.expect(counted);
         drop(lanes);
-        ClaimRequest {
+        let request = ClaimRequest {
             now_ms: now,
             lease_until_ms: now + millis(self.settings.lease()),
             park_until_ms: now + millis(DISABLED_PARK),
@@ -405,7 +433,8 @@ impl Dispatcher {
             // shared by several holds it across all of them (SPEC §10).
             endpoint_limit: if self.counts_slots { per_endpoint } else { 0 },
             slots_held,
-        }
+        };
+        (request, expected)
     }
 
     /// Puts a claim in its lane, starting a worker for the lane when it has
@@ -531,8 +560,7 @@ impl Dispatcher {
                 tracing::warn!(delivery_id = %claim.delivery.delivery_id, "a queued claim's lease is nearly over; handing it back");
                 Done::HandBack(claim)
             };
-            let (following, abandoned) =
-                self.next_in_lane(&endpoint_id, self.stopping.is_cancelled());
+            let (following, abandoned) = self.next_in_lane(&endpoint_id).await;
             // The slot passes on to the next claim (renewed until its lease
             // ends) or, with none, is given up along with this one.
             let settled = slot.take().map(|held| SendingSlot {
@@ -587,12 +615,34 @@ impl Dispatcher {
     }
 
     /// The lane's next waiting claim, or none (the slot is then given up);
-    /// when `stopping`, the waiting claims instead, to be handed back. Wakes
-    /// the claim loop once the lane has room for a batch.
-    fn next_in_lane(&self, endpoint_id: &str, stopping: bool) -> (Option<Held>, Vec<Held>) {
+    /// when stopping, the waiting claims instead, to be handed back. A lane
+    /// run dry waits, up to `CLAIMS_AWAITED`, for the claim requests out
+    /// that counted its slots (see `on_the_way`).
+    async fn next_in_lane(&self, endpoint_id: &str) -> (Option<Held>, Vec<Held>) {
+        let give_up_at = tokio::time::Instant::now() + CLAIMS_AWAITED;
+        loop {
+            let answered = self.on_the_way.answered();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            let may_wait = tokio::time::Instant::now() < give_up_at;
+            if let Some(next) = self.take_next_in_lane(endpoint_id, may_wait) {
+                return next;
+            }
+            let _ = tokio::time::timeout_at(give_up_at, answered).await;
+        }
+    }
+
+    /// [`Dispatcher::next_in_lane`] now; `None` to wait for claims on their
+    /// way (only when `may_wait`).
+    fn take_next_in_lane(
+        &self,
+        endpoint_id: &str,
+        may_wait: bool,
+    ) -> Option<(Option<Held>, Vec<Held>)> {
+        let stopping = self.stopping.is_cancelled();
         let mut lanes = self.lock_lanes();
         let Some(lane) = lanes.get_mut(endpoint_id) else {
-            return (None, Vec::new());
+            return Some((None, Vec::new()));
         };
         let abandoned: Vec<Held> = if stopping {
             lane.waiting.drain(..).collect()
@@ -601,12 +651,15 @@ impl Dispatcher {
         };
         let next = lane.waiting.pop_front();
         if next.is_none() {
+            if may_wait && !stopping && self.on_the_way.awaited(endpoint_id) {
+                return None;
+            }
             lane.sending -= 1;
         }
         if lane.held() <= lane.capacity(self.settings.per_endpoint) / 2 {
             self.wake.notify_one();
         }
-        (next, abandoned)
+        Some((next, abandoned))
     }
 
     /// Makes a claim due again now, without spending an attempt; whether

@@ -6,12 +6,14 @@
 //! close from a failed attempt), [`engine`] (claiming with leases, concurrency caps,
 //! fairness, retries as data, draining on shutdown), `health` (each
 //! endpoint's circuit breaker), `slot_lapse` (when a
-//! sending slot a worker passes on may have lapsed in the store).
+//! sending slot a worker passes on may have lapsed in the store),
+//! `on_the_way` (claims a lane's slots are kept for).
 
 pub mod classify;
 pub mod client;
 pub mod engine;
 mod health;
+mod on_the_way;
 mod reuse;
 mod slot_lapse;
 
