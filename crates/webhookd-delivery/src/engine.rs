@@ -208,6 +208,10 @@ struct Unrecorded {
 
 /// Most attempts written in one store call.
 const RECORD_BATCH: usize = 512;
+/// A batch of fewer attempts waits up to `RECORD_LINGER` for more before
+/// it is written: permits and slot renewals come back that much later.
+const RECORD_LINGER_BELOW: usize = 64;
+const RECORD_LINGER: Duration = Duration::from_millis(2);
 
 impl Dispatcher {
     pub fn new(
@@ -775,6 +779,17 @@ impl Dispatcher {
 async fn record_finished(store: Arc<dyn Store>, mut finished: mpsc::UnboundedReceiver<Unrecorded>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        // A small batch waits a moment for more: a script call costs Redis
+        // more than the tens of records it carries (issue 26).
+        let linger_until = tokio::time::Instant::now() + RECORD_LINGER;
+        while batch.len() < RECORD_LINGER_BELOW {
+            let room = RECORD_BATCH - batch.len();
+            match tokio::time::timeout_at(linger_until, finished.recv_many(&mut batch, room)).await
+            {
+                Ok(received) if received > 0 => {}
+                _ => break,
+            }
+        }
         let mut attempts = Vec::with_capacity(batch.len());
         let mut permits = Vec::with_capacity(batch.len());
         let mut renewals = Vec::with_capacity(batch.len());
