@@ -96,6 +96,10 @@ const DISABLED_PARK: Duration = Duration::from_secs(60);
 /// way to it (see `on_the_way`): a claim's round trip, with room for a
 /// loaded store.
 const CLAIMS_AWAITED: Duration = Duration::from_millis(500);
+/// After a claim that got fewer than it asked for, the longest the loop
+/// waits for a lane to wake it before claiming again: what comes due
+/// meanwhile (a retry, a rate limit's next token) waits at most this.
+const PARTIAL_CLAIM_PAUSE: Duration = Duration::from_millis(10);
 /// How long to wait before asking the store again after it failed.
 const STORE_ERROR_DELAY: Duration = Duration::from_secs(1);
 
@@ -319,8 +323,21 @@ impl Dispatcher {
                 permits.merge(more);
             }
             let reservation = self.reservation(permits, None);
+            let limit = reservation.request.limit;
             match self.store.claim_due(&reservation.request).await {
-                Ok(claims) if !claims.is_empty() => self.dispatch(reservation, claims),
+                Ok(claims) if claims.len() >= limit => self.dispatch(reservation, claims),
+                // Fewer than asked: the lanes are full or little is due.
+                // Claiming again at once would fetch a few at a time as
+                // lanes free up (a script call for a handful, issue 26);
+                // the lanes wake this loop once half empty.
+                Ok(claims) if !claims.is_empty() => {
+                    self.dispatch(reservation, claims);
+                    tokio::select! {
+                        () = tokio::time::sleep(PARTIAL_CLAIM_PAUSE) => {}
+                        () = self.wake.notified() => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                }
                 Ok(_) => {
                     drop(reservation);
                     tokio::select! {

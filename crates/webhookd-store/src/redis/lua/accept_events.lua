@@ -25,7 +25,7 @@ local limit, per_endpoint = tonumber(ARGV[6]), tonumber(ARGV[7])
 local endpoint_limit, suspect_room, listed = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local today = ARGV[11]
 local room_of, held_of, suspect, grant_of, tokens_of, kept_of = {}, {}, {}, {}, {}, {}
-local endpoints_of = {}
+local endpoints_of, lowest_ready = {}, {}
 for i = 12, 11 + 4 * listed, 4 do
   room_of[ARGV[i]] = tonumber(ARGV[i + 1])
   held_of[ARGV[i]] = tonumber(ARGV[i + 2])
@@ -132,7 +132,7 @@ for e = 12 + 4 * listed, #ARGV, 9 do
           put_pieces(fields, 'body', body)
         end
         redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
-        schedule(user .. 'ep:' .. id .. ':due', KEYS[1], delivery, due_at)
+        schedule_in_batch(user .. 'ep:' .. id .. ':due', KEYS[1], delivery, due_at, lowest_ready)
         redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
         chosen[#chosen + 1] = id
       end

@@ -63,10 +63,10 @@ for _, endpoint_due in ipairs(queues) do
     local spent = 0
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', endpoint_due, '-inf', now, 'LIMIT', 0, room)) do
       local key = ARGV[4] .. 'dlv:' .. id
+      -- A body kept in pieces (put_pieces) is read whole, in the same call.
       local d = redis.call('HMGET', key, 'username', 'event_id', 'event_type', 'body', 'attempts',
-        'created_at', 'status', 'last_attempt', 'test', 'body~2')
-      -- A body kept in pieces (put_pieces) is read whole.
-      if d[10] then d[4] = get_pieces(key, 'body') end
+        'created_at', 'status', 'last_attempt', 'test', unpack(BODY_PIECES))
+      if d[10] then d[4] = d[4] .. join_pieces(d, 10) end
       if not d[1] or d[7] ~= 'pending' then
         redis.call('ZREM', endpoint_due, id)
       elseif not endpoint[1] then

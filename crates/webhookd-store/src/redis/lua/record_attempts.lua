@@ -46,7 +46,13 @@ local results = {}
 -- Per endpoint, within this call: whether it exists, and whether a success
 -- has already ended its streak (and no failure came since) — read and
 -- written once per endpoint per batch, not per delivery.
-local exists_of, streak_ended = {}, {}
+local exists_of, streak_ended, lowest_ready = {}, {}, {}
+-- A worker's records come in the order it made them, so the last one that
+-- names a slot says what becomes of it: only that one is settled.
+local last_of_slot = {}
+for s = 4, #ARGV, 11 do
+  if ARGV[s + 9] ~= '' then last_of_slot[ARGV[s + 9]] = s end
+end
 local a = 4
 while a <= #ARGV do
   local id, user, endpoint_id, lease, number, result, at, log, started = ARGV[a], ARGV[a + 1],
@@ -55,8 +61,10 @@ while a <= #ARGV do
   local key = partition .. 'dlv:' .. id
   -- The slot is the worker's, not the delivery's: settled even when the
   -- lease went stale.
-  settle_slot(user .. 'ep:' .. endpoint_id .. ':sending', KEYS[1],
-    user .. 'ep:' .. endpoint_id .. ':due', ARGV[a + 9], ARGV[a + 10])
+  if last_of_slot[ARGV[a + 9]] == a then
+    settle_slot(user .. 'ep:' .. endpoint_id .. ':sending', KEYS[1],
+      user .. 'ep:' .. endpoint_id .. ':due', ARGV[a + 9], ARGV[a + 10])
+  end
   if redis.call('HGET', key, 'lease') ~= lease then
     results[#results + 1] = 0
   else
@@ -77,7 +85,7 @@ while a <= #ARGV do
         -- It waits now: its body too is kept compact (see put_pieces).
         compact_body(key)
         redis.call('HSET', key, unpack(fields))
-        schedule(endpoint_due, KEYS[1], id, at)
+        schedule_in_batch(endpoint_due, KEYS[1], id, at, lowest_ready)
       else
         redis.call('HDEL', key, 'lease', 'last_attempt')
         local fields = {'attempts', number, 'status', result}

@@ -17,6 +17,19 @@ local function schedule(endpoint_due, ready, id, at)
   redis.call('ZADD', endpoint_due, at, id)
   redis.call('ZADD', ready, 'LT', at, endpoint_due)
 end
+-- `schedule` for a script that schedules many deliveries: the ready queue
+-- is written only when `at` is below what this call already put there
+-- (`lowest`, the caller's table) — once per endpoint per batch, not per
+-- delivery. Written as it goes, never deferred to the end: a script that
+-- fails keeps what it wrote before, and that must not be hidden.
+local function schedule_in_batch(endpoint_due, ready, id, at, lowest)
+  redis.call('ZADD', endpoint_due, at, id)
+  local known = lowest[endpoint_due]
+  if not known or tonumber(at) < known then
+    redis.call('ZADD', ready, 'LT', at, endpoint_due)
+    lowest[endpoint_due] = tonumber(at)
+  end
+end
 -- SPEC §10, `endpoint_concurrency` across every process: an endpoint's
 -- `sending` set holds its sending slots, tokens scored by when they lapse.
 -- Claims grant slots (at most the limit in all); a worker that finishes an
@@ -87,16 +100,19 @@ local function put_pieces(fields, name, value)
     start, n = stop + 1, n + 1
   end
 end
--- The value put_pieces kept under `name` in hash `key`, joined.
-local function get_pieces(key, name)
-  local names = {name}
-  for n = 2, 12 do names[n] = name .. '~' .. n end
-  local pieces, whole = redis.call('HMGET', key, unpack(names)), {}
-  for n = 1, #pieces do
-    if not pieces[n] then break end
-    whole[n] = pieces[n]
+-- The names of a body's pieces after the first (put_pieces: at most
+-- 512 bytes in pieces of at least 43), for a reader to ask for with the
+-- rest of the delivery; and the pieces read that way, joined from
+-- `values[from]` up to the first missing one.
+local BODY_PIECES = {}
+for n = 2, 12 do BODY_PIECES[n - 1] = 'body~' .. n end
+local function join_pieces(values, from)
+  local pieces = {}
+  for n = from, from + #BODY_PIECES - 1 do
+    if not values[n] then break end
+    pieces[#pieces + 1] = values[n]
   end
-  return table.concat(whole)
+  return table.concat(pieces)
 end
 -- Compacts delivery `key` once it has to wait, if its body is still whole
 -- and could be kept in pieces: a delivery written to be sent at once keeps
