@@ -43,7 +43,7 @@ use tokio_util::task::TaskTracker;
 use webhookd_core::telemetry::{self, AttemptOutcome};
 use webhookd_core::{NextAttempt, RetrySchedule};
 use webhookd_store::{
-    AttemptRecord, AttemptResult, Claim, ClaimRequest, EndpointChanges, FinishedAttempt, Recorded,
+    AttemptRecord, AttemptResult, Claim, ClaimRequest, EndpointChanges, FinishedAttempt,
     SendingSlot, Store,
 };
 
@@ -51,6 +51,7 @@ use crate::classify::{Verdict, classify};
 use crate::client::DeliveryClient;
 use crate::health::Health;
 use crate::on_the_way::{ClaimsOnTheWay, Expected};
+use crate::recorder::{Unrecorded, record_finished};
 use crate::slot_lapse::SlotLapse;
 
 /// How the dispatcher runs.
@@ -101,7 +102,7 @@ const CLAIMS_AWAITED: Duration = Duration::from_millis(500);
 /// meanwhile (a retry, a rate limit's next token) waits at most this.
 const PARTIAL_CLAIM_PAUSE: Duration = Duration::from_millis(10);
 /// How long to wait before asking the store again after it failed.
-const STORE_ERROR_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const STORE_ERROR_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -199,23 +200,6 @@ struct Held {
     /// The endpoint-change version its claim is at least as new as.
     endpoints_seen: u64,
 }
-
-/// A finished attempt on its way to the store, with its claim's permit.
-#[derive(Debug)]
-struct Unrecorded {
-    finished: FinishedAttempt,
-    permit: OwnedSemaphorePermit,
-    /// The worker's slot, when the record renews it (`finished.claim.slot`
-    /// keeps it until the next claim's lease end): told when it answered.
-    renews: Option<Arc<SlotLapse>>,
-}
-
-/// Most attempts written in one store call.
-const RECORD_BATCH: usize = 512;
-/// A batch of fewer attempts waits up to `RECORD_LINGER` for more before
-/// it is written: permits and slot renewals come back that much later.
-const RECORD_LINGER_BELOW: usize = 64;
-const RECORD_LINGER: Duration = Duration::from_millis(2);
 
 impl Dispatcher {
     pub fn new(
@@ -784,76 +768,6 @@ impl Dispatcher {
             record,
             result,
         }
-    }
-}
-
-/// Writes finished attempts back in batches: whatever finished while the
-/// previous write was out goes in the next one (one round trip, or one
-/// commit, for many). Retries briefly while the store is down; if it stays
-/// down the leases expire and the deliveries are sent again — a duplicate
-/// after a fault, never a loss. Ends when every sender is gone and the last
-/// batch is written.
-async fn record_finished(store: Arc<dyn Store>, mut finished: mpsc::UnboundedReceiver<Unrecorded>) {
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-        // A small batch waits a moment for more: a script call costs Redis
-        // more than the tens of records it carries (issue 26).
-        let linger_until = tokio::time::Instant::now() + RECORD_LINGER;
-        while batch.len() < RECORD_LINGER_BELOW {
-            let room = RECORD_BATCH - batch.len();
-            match tokio::time::timeout_at(linger_until, finished.recv_many(&mut batch, room)).await
-            {
-                Ok(received) if received > 0 => {}
-                _ => break,
-            }
-        }
-        let mut attempts = Vec::with_capacity(batch.len());
-        let mut permits = Vec::with_capacity(batch.len());
-        let mut renewals = Vec::with_capacity(batch.len());
-        for unrecorded in batch.drain(..) {
-            attempts.push(unrecorded.finished);
-            permits.push(unrecorded.permit);
-            renewals.push(unrecorded.renews);
-        }
-        for _ in 0..5 {
-            match store.record_attempts(&attempts).await {
-                Ok(recorded) => {
-                    let answered_at = store.now_ms();
-                    for (attempt, renews) in attempts.iter().zip(&renewals) {
-                        let keep_until =
-                            attempt.claim.slot.as_ref().and_then(|slot| slot.keep_until);
-                        if let (Some(lapse), Some(keep_until)) = (renews, keep_until) {
-                            lapse.renewed(keep_until, answered_at);
-                        }
-                    }
-                    for (attempt, recorded) in attempts.iter().zip(recorded) {
-                        let delivery = &attempt.claim.delivery;
-                        match recorded {
-                            Recorded::Written => {}
-                            Recorded::Stale => {
-                                tracing::warn!(delivery_id = %delivery.delivery_id, "lease expired before the attempt was recorded; another worker owns it");
-                            }
-                            Recorded::WrittenAndDisabled { failing_since } => {
-                                telemetry::endpoint_auto_disabled();
-                                tracing::warn!(
-                                    endpoint_id = %delivery.endpoint_id,
-                                    username = %delivery.username,
-                                    failing_since,
-                                    "endpoint disabled: no successful delivery since its failure streak began; its deliveries wait until it is enabled again"
-                                );
-                            }
-                        }
-                    }
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, attempts = attempts.len(), "cannot record attempts; retrying");
-                    tokio::time::sleep(STORE_ERROR_DELAY).await;
-                }
-            }
-        }
-        // The claims are settled: their permits make room for new ones.
-        drop(permits);
     }
 }
 

@@ -7,13 +7,15 @@
 //! fairness, retries as data, draining on shutdown), `health` (each
 //! endpoint's circuit breaker), `slot_lapse` (when a
 //! sending slot a worker passes on may have lapsed in the store),
-//! `on_the_way` (claims a lane's slots are kept for).
+//! `on_the_way` (claims a lane's slots are kept for), `recorder` (attempts
+//! written back in batches).
 
 pub mod classify;
 pub mod client;
 pub mod engine;
 mod health;
 mod on_the_way;
+mod recorder;
 mod reuse;
 mod slot_lapse;
 
