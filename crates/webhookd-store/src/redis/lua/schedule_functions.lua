@@ -100,10 +100,11 @@ local function put_pieces(fields, name, value)
     start, n = stop + 1, n + 1
   end
 end
--- The names of a body's pieces after the first (put_pieces: at most
--- 512 bytes in pieces of at least 43), for a reader to ask for with the
--- rest of the delivery; and the pieces read that way, joined from
--- `values[from]` up to the first missing one.
+-- The names of a body's pieces after the first (put_pieces: at most 512
+-- bytes in pieces of at least 61 — 64 less a UTF-8 character not cut —
+-- so at most 9), for a reader to ask for with the rest of the delivery;
+-- and the pieces read that way, joined from `values[from]` up to the
+-- first missing one.
 local BODY_PIECES = {}
 for n = 2, 12 do BODY_PIECES[n - 1] = 'body~' .. n end
 local function join_pieces(values, from)
