@@ -362,27 +362,48 @@ fn dispatch_with(
     tokio::spawn(dispatcher.run(shutdown.clone()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slot_whose_renewals_do_not_land_is_given_up_before_another_takes_its_place() {
-    let Some(url) = require(Service::Redis) else {
-        return;
-    };
-    let prefix = unique_prefix("slot_lapse");
-    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&url, &prefix).await.unwrap());
-    let receiver = Receiver::start(Answer::Slow(Duration::from_millis(50))).await;
+/// A Redis store under a fresh prefix holding `count` pending deliveries
+/// to one endpoint, and that endpoint's receiver answering `answer`.
+async fn preloaded(
+    url: &str,
+    test: &str,
+    answer: Answer,
+    count: usize,
+) -> (Arc<dyn Store>, Receiver) {
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::connect(url, &unique_prefix(test))
+            .await
+            .unwrap(),
+    );
+    let receiver = Receiver::start(answer).await;
     let endpoint: Endpoint = subscription(
         "johndoe",
         &receiver.url,
         &[EventType::GeneratedVideoSuccess],
     );
     store.create_endpoint(&endpoint, 20).await.unwrap();
-    let events: Vec<Event> = webhookd_testkit::video_events("johndoe", 0..2_000)
+    let events: Vec<Event> = webhookd_testkit::video_events("johndoe", 0..count)
         .map(|message| Event::parse(message.as_bytes(), 0).unwrap())
         .collect();
     store
         .accept_events(&events, webhookd_core::time::unix_millis())
         .await
         .unwrap();
+    (store, receiver)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_whose_renewals_do_not_land_is_given_up_before_another_takes_its_place() {
+    let Some(url) = require(Service::Redis) else {
+        return;
+    };
+    let (store, receiver) = preloaded(
+        &url,
+        "slot_lapse",
+        Answer::Slow(Duration::from_millis(50)),
+        2_000,
+    )
+    .await;
     let shutdown = CancellationToken::new();
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let first = dispatch(
@@ -420,22 +441,7 @@ async fn a_lane_keeps_its_slots_for_the_claims_on_their_way_so_a_drain_hands_not
     let Some(url) = require(Service::Redis) else {
         return;
     };
-    let prefix = unique_prefix("slot_kept");
-    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&url, &prefix).await.unwrap());
-    let receiver = Receiver::start(Answer::Status(200)).await;
-    let endpoint: Endpoint = subscription(
-        "johndoe",
-        &receiver.url,
-        &[EventType::GeneratedVideoSuccess],
-    );
-    store.create_endpoint(&endpoint, 20).await.unwrap();
-    let events: Vec<Event> = webhookd_testkit::video_events("johndoe", 0..3_000)
-        .map(|message| Event::parse(message.as_bytes(), 0).unwrap())
-        .collect();
-    store
-        .accept_events(&events, webhookd_core::time::unix_millis())
-        .await
-        .unwrap();
+    let (store, receiver) = preloaded(&url, "slot_kept", Answer::Status(200), 3_000).await;
     let handed_back = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let shutdown = CancellationToken::new();
     let dispatcher = dispatch_with(
