@@ -152,7 +152,7 @@ async fn prepare(
     let endpoint = subscription(
         "johndoe",
         &receiver.url,
-        &[EventType::GeneratedVideoSuccess],
+        &[EventType::GENERATED_VIDEO_SUCCESS],
     );
     store.create_endpoint(&endpoint, 20).await.unwrap();
     webhookd_testkit::amqp::publish(amqp_url, queue, video_events("johndoe", 0..EVENTS)).await;

@@ -53,7 +53,7 @@ impl FanOut {
             .unwrap();
         for n in 0..ENDPOINTS {
             let url = format!("{}/ep{n}", receiver.url);
-            let endpoint = subscription("johndoe", &url, &[EventType::GeneratedVideoSuccess]);
+            let endpoint = subscription("johndoe", &url, &[EventType::GENERATED_VIDEO_SUCCESS]);
             runtime
                 .block_on(store.create_endpoint(&endpoint, 20))
                 .unwrap();
@@ -314,7 +314,7 @@ fn a_delivery_in_flight_at_a_kill_waits_for_an_endpoint_disabled_meanwhile() {
     let endpoint = subscription(
         "johndoe",
         &receiver.url,
-        &[EventType::GeneratedVideoSuccess],
+        &[EventType::GENERATED_VIDEO_SUCCESS],
     );
     runtime
         .block_on(store.create_endpoint(&endpoint, 20))

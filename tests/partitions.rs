@@ -105,7 +105,7 @@ fn silent_broker_and_silent_store_are_noticed_and_lose_nothing() {
         let endpoint = subscription(
             "johndoe",
             &receiver.url,
-            &[EventType::GeneratedVideoSuccess],
+            &[EventType::GENERATED_VIDEO_SUCCESS],
         );
         store.create_endpoint(&endpoint, 20).await.unwrap();
     });

@@ -289,7 +289,7 @@ impl AmqpRun {
             url: receiver.url.clone(),
             secret: ids::new_secret(),
             status: EndpointStatus::Enabled,
-            events: vec![EventType::GeneratedVideoSuccess],
+            events: vec![EventType::GENERATED_VIDEO_SUCCESS],
             username: "johndoe".into(),
             created_at: 0,
             previous_secret: None,

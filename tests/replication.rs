@@ -63,7 +63,7 @@ fn a_failover_after_an_ack_loses_no_delivery() {
     let endpoint = subscription(
         "johndoe",
         &receiver.url,
-        &[EventType::GeneratedVideoSuccess],
+        &[EventType::GENERATED_VIDEO_SUCCESS],
     );
     runtime
         .block_on(store.create_endpoint(&endpoint, 20))

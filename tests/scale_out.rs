@@ -131,7 +131,7 @@ async fn prepare(
         ..subscription(
             "johndoe",
             &receiver.url,
-            &[EventType::GeneratedVideoSuccess],
+            &[EventType::GENERATED_VIDEO_SUCCESS],
         )
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
@@ -251,7 +251,11 @@ fn a_test_send_through_a_process_an_hour_ahead_is_sent_at_once() {
         .unwrap();
     let receiver = runtime.block_on(Receiver::start(Answer::Status(200)));
     let api_key = webhookd_core::ids::new_api_key();
-    let endpoint = subscription("skewed", &receiver.url, &[EventType::GeneratedVideoSuccess]);
+    let endpoint = subscription(
+        "skewed",
+        &receiver.url,
+        &[EventType::GENERATED_VIDEO_SUCCESS],
+    );
     runtime.block_on(async {
         let store = RedisStore::connect(&redis_url, &redis_prefix())
             .await

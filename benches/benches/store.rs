@@ -96,7 +96,7 @@ fn subscribe(runtime: &Runtime, store: &dyn Store, username: &str, count: usize)
             url: format!("https://example.com/{username}/{n}"),
             secret: ids::new_secret(),
             status: EndpointStatus::Enabled,
-            events: vec![EventType::GeneratedVideoSuccess],
+            events: vec![EventType::GENERATED_VIDEO_SUCCESS],
             username: username.to_owned(),
             created_at: 0,
             previous_secret: None,

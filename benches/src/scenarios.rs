@@ -151,7 +151,7 @@ impl Tenant {
             url,
             secret: secret.to_owned(),
             status: EndpointStatus::Enabled,
-            events: vec![EventType::GeneratedVideoSuccess],
+            events: vec![EventType::GENERATED_VIDEO_SUCCESS],
             username: username.into(),
             created_at: 0,
             previous_secret: None,

@@ -259,6 +259,22 @@ def portal_link(base_url, admin_token, username, ttl_seconds):
     return data["url"]
 
 
+def admin(base_url, admin_token, method, path, body):
+    request = urllib.request.Request(
+        f"{base_url}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            envelope = json.load(answer)
+    except urllib.error.HTTPError as error:
+        raise AssertionError(f"{method} {path}: HTTP {error.code} {error.read()[:300]!r}") from None
+    assert envelope.get("code") == 0, envelope
+    return envelope.get("data")
+
+
 def add_user(base_url, admin_token, username):
     request = urllib.request.Request(
         f"{base_url}/internal/users",
@@ -500,11 +516,16 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         check_clean("delete")
 
         # ---- event catalog
-        step("the event catalog lists the 22 types")
+        step("the event catalog lists the 22 types and the operator's own, with descriptions")
         page.get_by_role("navigation").get_by_role("button", name="Event catalog").click()
         expect(page.get_by_role("heading", name="Event catalog")).to_be_visible()
-        expect(page.locator("table.catalog tbody tr")).to_have_count(22)
+        expect(page.locator("table.catalog tbody tr")).to_have_count(23)
         expect(page.get_by_role("cell", name="generated_motion_failed", exact=True)).to_be_visible()
+        expect(page.get_by_role("cell", name="The motion generation failed.", exact=True)).to_be_visible()
+        invoice = page.get_by_role("region", name="Invoice events")
+        expect(invoice.get_by_role("cell", name="invoice.paid")).to_be_visible()
+        expect(invoice.get_by_text("deprecated", exact=True)).to_be_visible()
+        expect(invoice.get_by_role("cell", name="An invoice was paid in full.")).to_be_visible()
         shot("08-event-catalog")
 
         step("Sign out: back to the sign-in form, the tab forgets the key")

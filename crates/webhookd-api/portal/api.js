@@ -91,7 +91,9 @@ export const api = {
   /** Spends a portal link for a session: `{username, session, expires_at}`. */
   redeemLink: (link) => call("POST", "/v2/portal-session", undefined, link),
   listEndpoints: () => call("GET", "/v2/endpoints").then((data) => data.endpoints),
-  listEvents: () => call("GET", "/v2/events").then((data) => data.events),
+  /** The catalog: `[{name, description, schema?, deprecated?}]` (SPEC §12). */
+  listEvents: () =>
+    call("GET", "/v2/events").then((data) => data.event_types || data.events.map((name) => ({ name, description: "" }))),
   createEndpoint: (spec) => call("POST", "/v2/endpoint", spec),
   updateEndpoint: (endpointId, spec) => call("PUT", `/v2/endpoint/${id(endpointId)}`, spec),
   deleteEndpoint: (endpointId) => call("DELETE", `/v2/endpoint/${id(endpointId)}`),

@@ -19,6 +19,8 @@ const PENDING_POLL_MS = 3000;
 
 const state = {
   events: [],
+  /** name → `{name, description, schema?, deprecated?}`. */
+  eventTypes: new Map(),
   endpoints: [],
   username: null,
   view: "loading",
@@ -158,7 +160,8 @@ async function loadAccount() {
       api.listEvents(),
     ]);
     state.username = username;
-    state.events = events;
+    state.events = events.map((type) => type.name);
+    state.eventTypes = new Map(events.map((type) => [type.name, type]));
     setEndpoints(endpoints);
     hideBanner();
     $("#nav").hidden = false;
@@ -986,6 +989,9 @@ async function pollPending() {
 let editing = null;
 
 function groupOf(type) {
+  // An operator's own types group by their first part: invoice.paid → Invoice.
+  const dot = type.indexOf(".");
+  if (dot > 0) return type[0].toUpperCase() + type.slice(1, dot);
   if (type.includes("video")) return "Video";
   if (type.includes("avatar")) return "Avatar";
   if (type.includes("script")) return "Script";
@@ -1028,7 +1034,8 @@ function openEndpointForm(endpoint) {
             "label",
             { class: "check" },
             h("input", { type: "checkbox", name: "events", value: type, checked: chosen.has(type) }),
-            h("span", {}, type),
+            h("span", { title: describe(type) }, type),
+            isDeprecated(type) ? h("span", { class: "badge badge-deprecated" }, "deprecated") : null,
           ),
         ),
       ),
@@ -1091,24 +1098,12 @@ async function onSaveEndpoint(event) {
 
 // ---------------------------------------------------------------- event catalog
 
-const SUBJECTS = {
-  generated_video: "A video",
-  generated_product_video: "A product video",
-  generated_avatar_video: "An avatar video",
-  generated_template_video: "A video from a template",
-  generated_translate_video: "A video translation",
-  create_avatar: "An avatar",
-  generated_photo_avatar: "A photo avatar",
-  generated_product_avatar: "A product avatar",
-  generated_script: "A script",
-  generated_image: "An image",
-  generated_motion: "A motion",
-};
-
 function describe(type) {
-  const match = /^(.*)_(success|failed)$/.exec(type);
-  if (!match || !SUBJECTS[match[1]]) return "";
-  return `${SUBJECTS[match[1]]} ${match[2] === "success" ? "finished successfully" : "failed"}.`;
+  return state.eventTypes.get(type)?.description || "";
+}
+
+function isDeprecated(type) {
+  return Boolean(state.eventTypes.get(type)?.deprecated);
 }
 
 function showCatalog() {
@@ -1140,7 +1135,12 @@ function showCatalog() {
               return h(
                 "tr",
                 {},
-                h("td", {}, h("code", { class: "event-name" }, type)),
+                h(
+                  "td",
+                  {},
+                  h("code", { class: "event-name" }, type),
+                  isDeprecated(type) ? h("span", { class: "badge badge-deprecated" }, "deprecated") : null,
+                ),
                 h("td", { class: "muted" }, describe(type)),
                 h(
                   "td",

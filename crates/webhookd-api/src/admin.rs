@@ -48,7 +48,7 @@ pub struct PortalLink {
     pub expires_at: i64,
 }
 
-fn authorize(headers: &HeaderMap, state: &AppState) -> Result<(), ApiError> {
+pub(crate) fn authorize(headers: &HeaderMap, state: &AppState) -> Result<(), ApiError> {
     require_bearer(
         headers,
         state.admin_token.as_deref(),

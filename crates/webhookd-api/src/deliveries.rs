@@ -6,6 +6,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
+use webhookd_core::EventType;
 use webhookd_store::{AttemptRecord, Delivery, DeliveryStatus, DeliveryWindow, Page, RetryOutcome};
 
 use crate::AppState;
@@ -36,7 +37,7 @@ pub struct DeliveryList {
 pub struct DeliveryView {
     delivery_id: String,
     event_id: String,
-    event: &'static str,
+    event: EventType,
     status: &'static str,
     attempt_count: u32,
     /// Unix seconds of the next attempt, while pending.
@@ -69,7 +70,7 @@ impl DeliveryView {
                 .then_some(delivery.next_attempt_at / 1000),
             delivery_id: delivery.delivery_id,
             event_id: delivery.event_id,
-            event: delivery.event_type.as_str(),
+            event: delivery.event_type,
             status: delivery.status.as_str(),
             attempt_count: delivery.attempts,
             created_at: delivery.created_at / 1000,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use webhookd_core::telemetry;
 use webhookd_core::time::unix_seconds;
-use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
+use webhookd_core::{Catalog, Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
 use webhookd_store::{CreateOutcome, DeliveryCounts};
 
 use crate::auth::Caller;
@@ -47,11 +47,6 @@ pub struct KeptQuota {
 #[derive(Serialize)]
 pub struct Me {
     username: String,
-}
-
-#[derive(Serialize)]
-pub struct EventList {
-    events: Vec<EventType>,
 }
 
 /// `GET /v2/me`: who the credential signs in as (our addition; the portal
@@ -224,12 +219,6 @@ pub async fn delete(
     Ok(success_empty())
 }
 
-pub async fn events(_caller: Caller) -> impl IntoResponse {
-    success(EventList {
-        events: EventType::ALL.to_vec(),
-    })
-}
-
 #[derive(Serialize)]
 pub struct TestSent {
     event_id: String,
@@ -252,7 +241,7 @@ pub async fn send_test(
         .get_endpoint(&caller.username, &endpoint_id)
         .await?
         .ok_or_else(|| not_found(&endpoint_id))?;
-    let event_type = test_event_type(&body, &endpoint)?;
+    let event_type = test_event_type(&body, &endpoint, &state.ingest.catalog().current())?;
     // Each test delivery is kept with its attempts: unbounded, a tenant
     // could fill the store through this route (security round 3).
     let per_minute = state
@@ -281,7 +270,7 @@ pub async fn send_test(
         .await?
         .ok_or_else(|| not_found(&endpoint_id))?;
     state.ingest.wake();
-    tracing::info!(%endpoint_id, event_id = %event.event_id, event = %event_type, "test event sent");
+    tracing::info!(%endpoint_id, event_id = %event.event_id, event = %event.event_type, "test event sent");
     Ok(success(TestSent {
         event_id: event.event_id,
         delivery_id: delivery.delivery_id,
@@ -290,21 +279,28 @@ pub async fn send_test(
 
 /// The optional body `{"event": "<type>"}`; the endpoint's first subscribed
 /// type when absent.
-fn test_event_type(body: &[u8], endpoint: &Endpoint) -> Result<EventType, ApiError> {
+fn test_event_type(
+    body: &[u8],
+    endpoint: &Endpoint,
+    catalog: &Catalog,
+) -> Result<EventType, ApiError> {
     let default = || {
-        endpoint.events.first().copied().ok_or_else(|| {
+        endpoint.events.first().cloned().ok_or_else(|| {
             ApiError::BadRequest("event: is required (the endpoint subscribes to none)".into())
         })
     };
     let fields = optional_json_object(body)?;
     match fields.get("event") {
         None | Some(Value::Null) => default(),
-        Some(Value::String(name)) => name.parse().map_err(|_| {
-            ApiError::BadRequest(format!(
-                "event: {:?} is not a known event type (see GET /v2/events)",
-                name.chars().take(64).collect::<String>()
-            ))
-        }),
+        Some(Value::String(name)) => EventType::new(name)
+            .ok()
+            .filter(|event_type| catalog.contains(event_type))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "event: {:?} is not a known event type (see GET /v2/events)",
+                    name.chars().take(64).collect::<String>()
+                ))
+            }),
         Some(_) => Err(ApiError::BadRequest("event: must be a string".into())),
     }
 }
@@ -341,5 +337,6 @@ fn parse_spec(body: &[u8], state: &AppState) -> Result<EndpointSpec, ApiError> {
     Ok(EndpointSpec::from_fields(
         json_object(body)?,
         &state.url_rules,
+        &state.ingest.catalog().current(),
     )?)
 }

@@ -12,7 +12,6 @@ use serde::Serialize;
 use webhookd_core::MissingId;
 use webhookd_core::event::MAX_EVENT_BYTES;
 use webhookd_core::telemetry::{Credential, Source};
-use webhookd_ingest::Ingest;
 use webhookd_store::Acceptance;
 
 use crate::AppState;
@@ -48,7 +47,9 @@ pub async fn accept(
             ApiError::BadRequest(format!("request body could not be read: {rejection}"))
         }
     })?;
-    let event = Ingest::parse(&body, Source::Http, MissingId::Random)
+    let event = state
+        .ingest
+        .parse(&body, Source::Http, MissingId::Random)
         .map_err(|rejection| ApiError::BadRequest(rejection.to_string()))?;
     // A duplicate is accepted too: the producer's retry of a request whose
     // answer it lost must not look like a failure.

@@ -34,6 +34,7 @@ pub mod auth;
 mod deliveries;
 mod endpoints;
 pub mod envelope;
+pub mod event_types;
 mod health;
 mod ingest;
 pub mod listener;
@@ -160,7 +161,7 @@ pub fn router(state: AppState) -> Router {
             "/v2/endpoint/{endpoint_id}/deliveries/{delivery_id}/retry",
             post(deliveries::retry),
         )
-        .route("/v2/events", get(endpoints::events))
+        .route("/v2/events", get(event_types::list))
         .route("/v2/me", get(endpoints::me))
         .route("/v2/portal-session", post(auth::redeem_portal_link))
         .route(
@@ -176,6 +177,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/internal/users/{username}/quotas",
             get(admin::quotas).put(admin::set_quotas),
+        )
+        .route("/internal/event-types", get(event_types::admin_list))
+        .route(
+            "/internal/event-types/{name}",
+            axum::routing::put(event_types::admin_put).delete(event_types::admin_delete),
         )
         .route("/portal", get(portal::page))
         .route("/portal/assets/{name}", get(portal::asset))

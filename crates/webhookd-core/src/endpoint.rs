@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use crate::address::AddressPolicy;
-use crate::catalog::EventType;
+use crate::catalog::{Catalog, EventType};
 
 /// A user holds at most this many endpoints by default (SPEC §1, §11:
 /// `max_endpoints_per_user`, settable per user).
@@ -140,8 +140,8 @@ impl Endpoint {
     }
 
     /// Whether an event of this type goes to this endpoint.
-    pub fn wants(&self, event_type: EventType) -> bool {
-        self.status == EndpointStatus::Enabled && self.events.contains(&event_type)
+    pub fn wants(&self, event_type: &EventType) -> bool {
+        self.status == EndpointStatus::Enabled && self.events.contains(event_type)
     }
 }
 
@@ -166,6 +166,7 @@ impl EndpointSpec {
     pub fn from_fields(
         mut fields: serde_json::Map<String, serde_json::Value>,
         rules: &UrlRules,
+        catalog: &Catalog,
     ) -> Result<Self, FieldError> {
         use serde_json::Value;
 
@@ -215,7 +216,7 @@ impl EndpointSpec {
         Ok(EndpointSpec {
             url,
             status,
-            events: parse_events(&names)?,
+            events: parse_events(&names, catalog)?,
             rate_limit,
         })
     }
@@ -345,7 +346,10 @@ impl UrlRules {
 
 /// Validates an `events` list: non-empty, every name in the catalog,
 /// duplicates collapsed (first occurrence kept).
-pub fn parse_events<S: AsRef<str>>(names: &[S]) -> Result<Vec<EventType>, FieldError> {
+pub fn parse_events<S: AsRef<str>>(
+    names: &[S],
+    catalog: &Catalog,
+) -> Result<Vec<EventType>, FieldError> {
     if names.is_empty() {
         return Err(FieldError::new(
             "events",
@@ -355,7 +359,10 @@ pub fn parse_events<S: AsRef<str>>(names: &[S]) -> Result<Vec<EventType>, FieldE
     let mut events = Vec::with_capacity(names.len());
     for name in names {
         let name = name.as_ref();
-        let event_type: EventType = name.parse().map_err(|_| {
+        let known = EventType::new(name)
+            .ok()
+            .filter(|event_type| catalog.contains(event_type));
+        let event_type = known.ok_or_else(|| {
             FieldError::new(
                 "events",
                 format!(
@@ -474,22 +481,27 @@ mod tests {
     #[test]
     fn events_must_be_known_and_duplicates_collapse() {
         assert_eq!(
-            parse_events(&[
-                "generated_video_success",
-                "generated_video_failed",
-                "generated_video_success"
-            ]),
+            parse_events(
+                &[
+                    "generated_video_success",
+                    "generated_video_failed",
+                    "generated_video_success"
+                ],
+                &Catalog::joggai()
+            ),
             Ok(vec![
-                EventType::GeneratedVideoSuccess,
-                EventType::GeneratedVideoFailed
+                EventType::GENERATED_VIDEO_SUCCESS,
+                EventType::GENERATED_VIDEO_FAILED
             ])
         );
         assert_eq!(
-            parse_events::<&str>(&[]).unwrap_err().to_string(),
+            parse_events::<&str>(&[], &Catalog::joggai())
+                .unwrap_err()
+                .to_string(),
             "events: must list at least one event type"
         );
         assert!(
-            parse_events(&["video_done"])
+            parse_events(&["video_done"], &Catalog::joggai())
                 .unwrap_err()
                 .message
                 .contains("\"video_done\"")
@@ -513,7 +525,7 @@ mod tests {
             url: "https://example.com/".into(),
             secret: "whsec_x".into(),
             status: EndpointStatus::Enabled,
-            events: vec![EventType::GeneratedVideoSuccess],
+            events: vec![EventType::GENERATED_VIDEO_SUCCESS],
             username: "u".into(),
             created_at: 0,
             previous_secret: None,
@@ -522,9 +534,9 @@ mod tests {
             disabled_reason: None,
             rate_limit: None,
         };
-        assert!(endpoint.wants(EventType::GeneratedVideoSuccess));
-        assert!(!endpoint.wants(EventType::GeneratedVideoFailed));
+        assert!(endpoint.wants(&EventType::GENERATED_VIDEO_SUCCESS));
+        assert!(!endpoint.wants(&EventType::GENERATED_VIDEO_FAILED));
         endpoint.status = EndpointStatus::Disabled;
-        assert!(!endpoint.wants(EventType::GeneratedVideoSuccess));
+        assert!(!endpoint.wants(&EventType::GENERATED_VIDEO_SUCCESS));
     }
 }

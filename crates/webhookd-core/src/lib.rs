@@ -7,7 +7,8 @@
 //! directly.
 //!
 //! Layout:
-//! - [`catalog`]: the 22 event types (SPEC §2).
+//! - [`catalog`]: the event types in force: the 22 of SPEC §2 by default,
+//!   or the operator's, with JSON Schemas for `data` (SPEC §12).
 //! - [`event`]: parsing event messages (SPEC §5), rendering bodies (SPEC §3).
 //! - [`endpoint`]: the endpoint model and its validation (SPEC §1).
 //! - [`address`]: which IP addresses may be sent to (SPEC §7).
@@ -35,7 +36,7 @@ pub mod signer;
 pub mod telemetry;
 pub mod time;
 
-pub use catalog::EventType;
+pub use catalog::{Catalog, EventType, SharedCatalog};
 pub use config::{Config, ConfigError, LogFormat, StoreUrl};
 pub use endpoint::{Endpoint, EndpointSpec, EndpointStatus, FieldError, PreviousSecret};
 pub use event::{Event, MissingId, Rejection};

@@ -54,6 +54,8 @@ pub struct DeliveryClient {
     fresh: Client<Connector, Full<Bytes>>,
     policy: Arc<AddressPolicy>,
     timeout: Duration,
+    /// `WEBHOOKD_USER_AGENT` (SPEC §3).
+    user_agent: HeaderValue,
 }
 
 impl DeliveryClient {
@@ -85,7 +87,19 @@ impl DeliveryClient {
             fresh,
             policy,
             timeout,
+            user_agent: HeaderValue::from_static(webhookd_core::config::DEFAULT_USER_AGENT),
         }
+    }
+
+    /// Sends `user_agent` as the `User-Agent` of every delivery.
+    pub fn with_user_agent(
+        self,
+        user_agent: &str,
+    ) -> Result<Self, http::header::InvalidHeaderValue> {
+        Ok(DeliveryClient {
+            user_agent: HeaderValue::from_str(user_agent)?,
+            ..self
+        })
     }
 
     /// One attempt: POST the stored body with the SPEC §3 headers, within
@@ -169,7 +183,7 @@ impl DeliveryClient {
         let signing = previous.map_or(claim.secret.as_str(), |previous| &previous.secret);
         let mut request = http::Request::post(url.as_str())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(USER_AGENT, HeaderValue::from_static("JoggAI-Webhook/2.0"))
+            .header(USER_AGENT, self.user_agent.clone())
             .header("x-webhook-event", delivery.event_type.as_str())
             .header("x-webhook-signature", signer::sign(signing, &body))
             .header("x-webhook-id", &delivery.event_id)

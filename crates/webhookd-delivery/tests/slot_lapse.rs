@@ -49,6 +49,13 @@ impl Store for RecordsFail {
         self.inner.put_setting(name, value).await
     }
 
+    async fn settings_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.settings_with_prefix(prefix).await
+    }
+
     async fn take_in_window(
         &self,
         name: &str,
@@ -379,7 +386,7 @@ async fn preloaded(
     let endpoint: Endpoint = subscription(
         "johndoe",
         &receiver.url,
-        &[EventType::GeneratedVideoSuccess],
+        &[EventType::GENERATED_VIDEO_SUCCESS],
     );
     store.create_endpoint(&endpoint, 20).await.unwrap();
     let events: Vec<Event> = webhookd_testkit::video_events("johndoe", 0..count)

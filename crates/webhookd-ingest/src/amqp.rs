@@ -392,7 +392,7 @@ impl AmqpConsumer {
                     .as_ref()
                     .map(ShortString::as_str),
             };
-            match Ingest::parse(&message.data, Source::Amqp, missing_id) {
+            match self.ingest.parse(&message.data, Source::Amqp, missing_id) {
                 Ok(event) => {
                     valid.push(message);
                     events.push(event);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::telemetry::{self, EventOutcome, Quota, Source};
 use webhookd_core::time::unix_seconds;
-use webhookd_core::{Event, MissingId, Rejection};
+use webhookd_core::{Event, MissingId, Rejection, SharedCatalog};
 use webhookd_delivery::Dispatcher;
 use webhookd_store::{Acceptance, Store, StoreError};
 
@@ -26,17 +26,33 @@ pub mod amqp;
 #[derive(Debug, Clone)]
 pub struct Ingest {
     store: Arc<dyn Store>,
+    /// The event types events may have, and their schemas (SPEC §12).
+    catalog: SharedCatalog,
     /// Gets the fresh deliveries leased at acceptance, and a wake-up for
     /// those that were not.
     dispatcher: Option<Arc<Dispatcher>>,
 }
 
 impl Ingest {
+    /// Ingest into `store`, checking events against the JoggAI catalog
+    /// until given another ([`Ingest::with_catalog`]).
     pub fn new(store: Arc<dyn Store>) -> Self {
         Ingest {
             store,
+            catalog: SharedCatalog::joggai(),
             dispatcher: None,
         }
+    }
+
+    /// Checks events against `catalog`.
+    #[must_use]
+    pub fn with_catalog(self, catalog: SharedCatalog) -> Self {
+        Ingest { catalog, ..self }
+    }
+
+    /// The catalog events are checked against.
+    pub fn catalog(&self) -> &SharedCatalog {
+        &self.catalog
     }
 
     /// Hands fresh deliveries to `dispatcher` as they are accepted.
@@ -56,14 +72,20 @@ impl Ingest {
         }
     }
 
-    /// Validates one raw message from `source`; the event gets its id
-    /// (from `missing_id`) and timestamp here when the producer sent none.
+    /// Validates one raw message from `source` (its type in the catalog,
+    /// its `data` matching the type's schema); the event gets its id (from
+    /// `missing_id`) and timestamp here when the producer sent none.
     pub fn parse(
+        &self,
         message: &[u8],
         source: Source,
         missing_id: MissingId<'_>,
     ) -> Result<Event, Rejection> {
         Event::parse_with(message, unix_seconds(), missing_id)
+            .and_then(|event| {
+                self.catalog.current().check(&event)?;
+                Ok(event)
+            })
             .inspect_err(|rejection| telemetry::event_rejected(source, rejection.code()))
     }
 

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
+use webhookd_core::catalog::Change;
 use webhookd_core::config::QueueType;
 use webhookd_core::health::Readiness;
-use webhookd_core::{Endpoint, EndpointStatus, EventType, ids};
+use webhookd_core::{Endpoint, EndpointStatus, EventType, SharedCatalog, ids};
 use webhookd_ingest::Ingest;
 use webhookd_ingest::amqp::{
     AmqpConsumer, AmqpSettings, COMPONENT, DEAD_LETTER_KEEP, ERROR_HEADER, TRUNCATED_HEADER,
@@ -24,6 +25,21 @@ use webhookd_testkit::amqp::{
 use webhookd_testkit::{
     CuttableProxy, Service, require, service_address, subscription, unique_prefix,
 };
+
+/// The JoggAI catalog plus `invoice.paid`, whose `data` needs an
+/// `invoice_id` (SPEC §12).
+fn catalog_with_invoices() -> SharedCatalog {
+    let catalog = SharedCatalog::joggai();
+    catalog.apply(vec![(
+        "invoice.paid".to_owned(),
+        Change::Defined {
+            description: "An invoice was paid.".into(),
+            schema: Some(serde_json::json!({"type": "object", "required": ["invoice_id"]})),
+            deprecated: false,
+        },
+    )]);
+    catalog
+}
 
 /// A consumer on a queue of its own, feeding a Redis store with a prefix
 /// of its own, and one user with `endpoints` endpoints.
@@ -78,7 +94,7 @@ impl Fixture {
                 url: format!("https://example.com/{i}"),
                 secret: ids::new_secret(),
                 status: EndpointStatus::Enabled,
-                events: vec![EventType::GeneratedVideoSuccess],
+                events: vec![EventType::GENERATED_VIDEO_SUCCESS],
                 username: "producer-user".into(),
                 created_at: 0,
                 previous_secret: None,
@@ -108,7 +124,7 @@ impl Fixture {
         let shutdown = CancellationToken::new();
         let consumer = AmqpConsumer::new(
             settings.clone(),
-            Ingest::new(Arc::clone(&store)),
+            Ingest::new(Arc::clone(&store)).with_catalog(catalog_with_invoices()),
             readiness.clone(),
         );
         let consumer = tokio::spawn(consumer.run(shutdown.clone()));
@@ -316,6 +332,10 @@ async fn poison_messages_are_dead_lettered_with_a_reason_and_the_queue_keeps_flo
         (
             r#"{"event":"video_done","username":"producer-user","data":{}}"#.to_owned(),
             "unknown_event_type",
+        ),
+        (
+            r#"{"event":"invoice.paid","username":"producer-user","data":{"amount":1}}"#.to_owned(),
+            "schema_mismatch",
         ),
         (
             r#"{"event":"generated_video_success","data":{}}"#.to_owned(),
@@ -737,7 +757,7 @@ async fn an_event_the_store_keeps_refusing_is_dead_lettered_and_the_queue_flows(
     let broken = subscription(
         "broken-user",
         "https://example.com/b",
-        &[EventType::GeneratedVideoSuccess],
+        &[EventType::GENERATED_VIDEO_SUCCESS],
     );
     fixture.store.create_endpoint(&broken, 20).await.unwrap();
     // The user's endpoint index becomes a string: every accept of an event

@@ -46,7 +46,7 @@ async fn accepted_deliveries_go_out_without_the_claim_loop(store: Arc<dyn Store>
             url: receiver.url.clone(),
             secret: ids::new_secret(),
             status: EndpointStatus::Enabled,
-            events: vec![EventType::GeneratedVideoSuccess],
+            events: vec![EventType::GENERATED_VIDEO_SUCCESS],
             username: "johndoe".into(),
             created_at: 0,
             previous_secret: None,
@@ -74,12 +74,13 @@ async fn accepted_deliveries_go_out_without_the_claim_loop(store: Arc<dyn Store>
     let message =
         r#"{"event":"generated_video_success","username":"johndoe","event_id":"evt_1","data":{}}"#;
     let events: Vec<Event> = vec![
-        Ingest::parse(
-            message.as_bytes(),
-            Source::Http,
-            webhookd_core::MissingId::Random,
-        )
-        .unwrap(),
+        ingest
+            .parse(
+                message.as_bytes(),
+                Source::Http,
+                webhookd_core::MissingId::Random,
+            )
+            .unwrap(),
     ];
 
     // One event to three endpoints: each leased its fresh delivery at once

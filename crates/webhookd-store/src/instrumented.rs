@@ -66,6 +66,17 @@ impl Store for Instrumented {
         timed("put_setting", self.inner.put_setting(name, value)).await
     }
 
+    async fn settings_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        timed(
+            "settings_with_prefix",
+            self.inner.settings_with_prefix(prefix),
+        )
+        .await
+    }
+
     async fn take_in_window(
         &self,
         name: &str,

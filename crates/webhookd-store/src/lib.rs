@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use webhookd_core::{Config, Endpoint, EndpointSpec, Event, EventType};
 
+mod catalog;
 mod changes;
 mod clock;
 mod instrumented;
@@ -31,6 +32,7 @@ mod redis;
 mod sealed;
 mod sqlite;
 
+pub use catalog::{event_type_changes, put_event_type_change, refresh_catalog};
 pub use changes::EndpointChanges;
 pub use instrumented::Instrumented;
 use open::{PROCESS_SETTING, running_processes};
@@ -749,6 +751,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Sets setting `name` (`Some`) or removes it (`None`).
     async fn put_setting(&self, name: &str, value: Option<&str>) -> Result<(), StoreError>;
 
+    /// `(name, value)` of every setting whose name starts with `prefix`.
+    async fn settings_with_prefix(&self, prefix: &str)
+    -> Result<Vec<(String, String)>, StoreError>;
+
     /// Counts one use of `name` in the fixed window of `window_ms` that
     /// holds `now_ms`, unless `limit` uses are counted there already
     /// (`false`). One atomic step shared by every process: what the
@@ -790,7 +796,7 @@ fn new_delivery(
         username: event.username.clone(),
         endpoint_id: endpoint_id.to_owned(),
         event_id: event.event_id.clone(),
-        event_type: event.event_type,
+        event_type: event.event_type.clone(),
         body: body.to_owned(),
         status: DeliveryStatus::Pending,
         attempts: 0,
@@ -812,15 +818,16 @@ fn events_from_json(text: &str) -> Result<Vec<webhookd_core::EventType>, StoreEr
     names
         .iter()
         .map(|name| {
-            name.parse()
-                .map_err(|_| StoreError::Corrupt(format!("unknown event type {name:?} in store")))
+            name.parse().map_err(|_| {
+                StoreError::Corrupt(format!("invalid event type name {name:?} in store"))
+            })
         })
         .collect()
 }
 
 fn event_type_from_str(text: &str) -> Result<EventType, StoreError> {
     text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("unknown event type {text:?} in store")))
+        .map_err(|_| StoreError::Corrupt(format!("invalid event type name {text:?} in store")))
 }
 
 fn status_from_str(text: &str) -> Result<webhookd_core::EndpointStatus, StoreError> {

@@ -362,6 +362,13 @@ impl Store for Sealed {
         self.inner.put_setting(name, value).await
     }
 
+    async fn settings_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.settings_with_prefix(prefix).await
+    }
+
     async fn take_in_window(
         &self,
         name: &str,

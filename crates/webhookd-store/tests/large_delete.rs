@@ -37,7 +37,7 @@ async fn deleting_a_million_deliveries_never_stalls_redis() {
         url: "https://example.com/hook".into(),
         secret: ids::new_secret(),
         status: EndpointStatus::Enabled,
-        events: vec![EventType::GeneratedVideoSuccess],
+        events: vec![EventType::GENERATED_VIDEO_SUCCESS],
         username: "big".into(),
         created_at: 0,
         previous_secret: None,

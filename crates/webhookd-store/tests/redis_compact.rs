@@ -25,7 +25,7 @@ async fn a_delivery_leased_at_acceptance_is_compacted_once_it_waits() {
     let endpoint = subscription(
         "compact",
         "https://example.com/hook",
-        &[EventType::GeneratedVideoSuccess],
+        &[EventType::GENERATED_VIDEO_SUCCESS],
     );
     store.create_endpoint(&endpoint, 20).await.unwrap();
     // A body of 65–512 bytes, multi-byte characters at the piece borders.

@@ -20,7 +20,7 @@ fn endpoint(username: &str) -> Endpoint {
         url: "https://example.com/hook".into(),
         secret: ids::new_secret(),
         status: EndpointStatus::Enabled,
-        events: vec![EventType::GeneratedVideoSuccess],
+        events: vec![EventType::GENERATED_VIDEO_SUCCESS],
         username: username.into(),
         created_at: 0,
         previous_secret: None,

@@ -44,7 +44,7 @@ async fn work_written_by_a_clock_an_hour_ahead_is_due_once_the_clock_is_set_back
         url: "https://example.com/hook".into(),
         secret: ids::new_secret(),
         status: EndpointStatus::Enabled,
-        events: vec![EventType::GeneratedVideoSuccess],
+        events: vec![EventType::GENERATED_VIDEO_SUCCESS],
         username: "clocked".into(),
         created_at: 0,
         previous_secret: None,

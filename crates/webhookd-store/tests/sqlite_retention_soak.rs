@@ -71,7 +71,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
         url: "https://example.com/hook".into(),
         secret: ids::new_secret(),
         status: EndpointStatus::Enabled,
-        events: vec![EventType::GeneratedVideoSuccess],
+        events: vec![EventType::GENERATED_VIDEO_SUCCESS],
         username: "soak".into(),
         created_at: 0,
         previous_secret: None,

@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use webhookd_api::event_types::REFRESH_EVERY;
 use webhookd_api::{ApiSettings, AppState, ListenerLimits, PortalHeaders};
-use webhookd_core::Config;
 use webhookd_core::Rejection;
 use webhookd_core::address::AddressPolicy;
 use webhookd_core::duration::format_duration;
@@ -17,10 +17,11 @@ use webhookd_core::endpoint::UrlRules;
 use webhookd_core::health::Readiness;
 use webhookd_core::ids::new_ingest_token;
 use webhookd_core::telemetry;
+use webhookd_core::{Catalog, Config, SharedCatalog};
 use webhookd_delivery::{DeliveryClient, Dispatcher, DispatcherSettings};
 use webhookd_ingest::Ingest;
 use webhookd_ingest::amqp::{AmqpConsumer, AmqpSettings};
-use webhookd_store::Store;
+use webhookd_store::{Store, refresh_catalog};
 
 /// Store setting that holds the generated ingest token.
 const INGEST_TOKEN_SETTING: &str = "ingest_token";
@@ -131,6 +132,60 @@ fn spawn_housekeeping(
     ));
 }
 
+/// The event catalog (SPEC §12), with the admin API's changes read before
+/// the first event (a type defined there must not be refused by a process
+/// that just started) and again every `REFRESH_EVERY` until `shutdown`.
+async fn start_catalog(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<SharedCatalog> {
+    let catalog = load_catalog(config)?;
+    if let Err(error) = refresh_catalog(store.as_ref(), &catalog).await {
+        tracing::warn!(%error, "cannot read the event catalog's changes yet; retrying every {}s", REFRESH_EVERY.as_secs());
+    }
+    tasks.spawn(refresh_catalog_regularly(
+        Arc::clone(store),
+        catalog.clone(),
+        shutdown.clone(),
+    ));
+    Ok(catalog)
+}
+
+/// The event catalog's base: `event_catalog`'s file, or the 22 JoggAI types.
+fn load_catalog(config: &Config) -> anyhow::Result<SharedCatalog> {
+    let Some(path) = &config.event_catalog else {
+        return Ok(SharedCatalog::joggai());
+    };
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("cannot read the event catalog {shown} (WEBHOOKD_EVENT_CATALOG)")
+    })?;
+    let catalog = Catalog::from_file(&shown, &text).context("WEBHOOKD_EVENT_CATALOG")?;
+    tracing::info!(path = %shown, event_types = catalog.names().len(), "event catalog loaded");
+    Ok(SharedCatalog::new(catalog))
+}
+
+/// Reads, until `shutdown`, the catalog changes other processes made
+/// through the admin API.
+async fn refresh_catalog_regularly(
+    store: Arc<dyn Store>,
+    catalog: SharedCatalog,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(REFRESH_EVERY);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        if let Err(error) = refresh_catalog(store.as_ref(), &catalog).await {
+            tracing::debug!(%error, "could not read the event catalog's changes");
+        }
+    }
+}
+
 /// Tells the store, until `shutdown`, that this process runs and which
 /// keys it holds (see `open_store`).
 async fn announce_regularly(store: Arc<dyn Store>, key_ids: String, shutdown: CancellationToken) {
@@ -179,7 +234,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         DeliveryClient::new(
             AddressPolicy::new(config.allowed_networks.clone()),
             config.delivery_timeout,
-        ),
+        )
+        .with_user_agent(&config.user_agent)
+        .context("user_agent is not a valid header value")?,
         DispatcherSettings {
             schedule: config.retry_schedule.clone(),
             timeout: config.delivery_timeout,
@@ -188,7 +245,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             poll_interval: POLL_INTERVAL,
         },
     );
-    let ingest = Ingest::new(Arc::clone(&store)).with_dispatcher(Arc::clone(&dispatcher));
+    let catalog = start_catalog(&config, &store, &tasks, &shutdown).await?;
+    let ingest = Ingest::new(Arc::clone(&store))
+        .with_catalog(catalog)
+        .with_dispatcher(Arc::clone(&dispatcher));
     tasks.spawn(dispatcher.run(shutdown.clone()));
 
     if let Some(url) = &config.amqp_url {

@@ -13,7 +13,7 @@ use webhookd_api::{ApiSettings, AppState, PortalHeaders, router};
 use webhookd_core::address::AddressPolicy;
 use webhookd_core::endpoint::UrlRules;
 use webhookd_core::health::Readiness;
-use webhookd_core::ids;
+use webhookd_core::{SharedCatalog, ids};
 use webhookd_store::{DeliveryStatus, Page, RedisStore, SqliteStore, Store};
 use webhookd_testkit::{CuttableProxy, Service, require, service_address, unique_prefix};
 
@@ -80,11 +80,17 @@ on_both_stores!(
     a_portal_link_signs_in_once,
     test_sends_past_their_quota_answer_10429,
     ingest_quotas_refuse_and_the_endpoint_shows_its_use,
+    a_catalog_file_replaces_the_default_and_its_schemas_check_ingest,
+    the_admin_api_adds_event_types_over_the_default_with_schemas,
+    the_admin_api_redefines_and_removes_types_for_every_process,
+    bad_event_type_definitions_are_40000_and_name_what_to_fix,
 );
 
+mod catalog;
 mod lifecycle;
 mod platform;
 mod quotas;
+use catalog::*;
 use lifecycle::*;
 use platform::*;
 use quotas::*;
@@ -106,6 +112,15 @@ impl Api {
     }
 
     async fn start_with(store: Arc<dyn Store>, url_rules: UrlRules, rate_limit: u32) -> Api {
+        Api::start_with_catalog(store, url_rules, rate_limit, SharedCatalog::joggai()).await
+    }
+
+    async fn start_with_catalog(
+        store: Arc<dyn Store>,
+        url_rules: UrlRules,
+        rate_limit: u32,
+        catalog: SharedCatalog,
+    ) -> Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let settings = ApiSettings {
@@ -118,7 +133,7 @@ impl Api {
             metrics: None,
             quotas: webhookd_core::quota::Quotas::default(),
         };
-        let ingest = webhookd_ingest::Ingest::new(Arc::clone(&store));
+        let ingest = webhookd_ingest::Ingest::new(Arc::clone(&store)).with_catalog(catalog);
         let app = router(AppState::new(Arc::clone(&store), ingest, settings));
         tokio::spawn(async move { axum::serve(listener, app).await });
         let api = Api {

@@ -56,12 +56,18 @@ impl Api {
     }
 }
 
-const ADMIN_ROUTES: [(Method, &str); 5] = [
+const ADMIN_ROUTES: [(Method, &str); 8] = [
     (Method::POST, "/internal/users"),
     (Method::DELETE, "/internal/users/johndoe/keys"),
     (Method::POST, "/internal/portal-links"),
     (Method::GET, "/internal/users/johndoe/quotas"),
     (Method::PUT, "/internal/users/johndoe/quotas"),
+    (Method::GET, "/internal/event-types"),
+    (Method::PUT, "/internal/event-types/invoice.paid"),
+    (
+        Method::DELETE,
+        "/internal/event-types/generated_video_success",
+    ),
 ];
 
 pub(crate) async fn admin_routes_take_the_admin_token_and_nothing_else(api: Api) {

@@ -22,6 +22,10 @@ pub use values::{LogFormat, QueueType, StoreUrl, redact_url};
 /// Prefix of every environment variable webhookd reads.
 pub const ENV_PREFIX: &str = "WEBHOOKD_";
 
+/// The `User-Agent` of deliveries unless `user_agent` says otherwise: what
+/// JoggAI's receivers have always seen.
+pub const DEFAULT_USER_AGENT: &str = "JoggAI-Webhook/2.0";
+
 /// The validated configuration.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
@@ -120,6 +124,13 @@ pub struct Config {
     /// `trusted_proxies`: CIDRs of load balancers whose `X-Forwarded-For`
     /// names the client. Default: none (the peer address is the client).
     pub trusted_proxies: Vec<IpNet>,
+    /// `event_catalog`: a TOML or JSON file of the event types producers may
+    /// publish (SPEC §12), read at start. Default: unset, the 22 JoggAI
+    /// types of SPEC §2.
+    pub event_catalog: Option<std::path::PathBuf>,
+    /// `user_agent`: the `User-Agent` of every delivery (SPEC §3). Default
+    /// `JoggAI-Webhook/2.0`.
+    pub user_agent: String,
     /// `health_listen`: a second listener serving only `/healthz`,
     /// `/readyz` and `/metrics`, for probes the public listener's clients
     /// cannot starve. Default: unset (they are on `listen`).
@@ -186,6 +197,8 @@ impl Default for Config {
             max_connections_per_ip: 256,
             trusted_proxies: Vec::new(),
             health_listen: None,
+            event_catalog: None,
+            user_agent: DEFAULT_USER_AGENT.into(),
             quotas: crate::quota::Quotas::default(),
             api_rate_limit: 100,
             auto_disable_after: Duration::from_secs(5 * 24 * 3600),
@@ -227,6 +240,8 @@ impl fmt::Debug for Config {
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("health_listen", &self.health_listen)
+            .field("event_catalog", &self.event_catalog)
+            .field("user_agent", &self.user_agent)
             .field("quotas", &self.quotas)
             .field("api_rate_limit", &self.api_rate_limit)
             .field(
@@ -418,6 +433,22 @@ impl Config {
                     Raw::Env(text) if text.trim().is_empty() => None,
                     raw => Some(u64::from(raw.integer()?)),
                 };
+            }
+            "event_catalog" => {
+                let path = raw.text()?;
+                self.event_catalog = (!path.is_empty()).then(|| path.into());
+            }
+            "user_agent" => {
+                let agent = raw.text()?;
+                if agent.is_empty()
+                    || agent.len() > 200
+                    || !agent.chars().all(|c| c == ' ' || c.is_ascii_graphic())
+                {
+                    return Err(
+                        "must be 1-200 printable ASCII characters, e.g. Acme-Webhooks/1.0".into(),
+                    );
+                }
+                self.user_agent = agent;
             }
             "health_listen" => {
                 let text = raw.text()?;
@@ -756,6 +787,8 @@ const KEYS: &[&str] = &[
     "max_connections_per_ip",
     "trusted_proxies",
     "health_listen",
+    "event_catalog",
+    "user_agent",
     "max_endpoints_per_user",
     "test_sends_per_minute",
     "max_kept_deliveries_per_endpoint",

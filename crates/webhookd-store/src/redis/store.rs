@@ -810,6 +810,23 @@ impl Store for RedisStore {
         .map_err(redis_error)
     }
 
+    async fn settings_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        // The settings hash is small (processes, per-user quotas, event
+        // type changes): one read, filtered here.
+        let settings: HashMap<String, String> = self
+            .connection()
+            .hgetall(self.settings_key())
+            .await
+            .map_err(redis_error)?;
+        Ok(settings
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .collect())
+    }
+
     async fn take_in_window(
         &self,
         name: &str,

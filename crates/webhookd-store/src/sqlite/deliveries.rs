@@ -147,7 +147,7 @@ pub(super) fn accept_one(
     let mut quota_refused = Vec::new();
     for endpoint in endpoints
         .iter()
-        .filter(|endpoint| endpoint.wants(event.event_type))
+        .filter(|endpoint| endpoint.wants(&event.event_type))
     {
         if !kept.admit(
             tx,

@@ -862,6 +862,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn settings_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.call(move |c| settings::with_prefix(c, &prefix)).await
+    }
+
     async fn take_in_window(
         &self,
         name: &str,

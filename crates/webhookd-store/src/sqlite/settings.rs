@@ -113,6 +113,21 @@ pub(super) fn put(c: &mut Connection, name: &str, value: &str) -> Result<(), Sto
 }
 
 /// The announcements running at `now_ms`; those run out are forgotten.
+pub(super) fn with_prefix(
+    c: &mut Connection,
+    prefix: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    c.prepare_cached(
+        "SELECT name, value FROM settings WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
+    )
+    .and_then(|mut select| {
+        select
+            .query_map([prefix], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect()
+    })
+    .map_err(sqlite_error)
+}
+
 pub(super) fn running_processes(
     c: &mut Connection,
     now_ms: i64,

@@ -25,7 +25,7 @@ pub(super) async fn accept_many(store: &dyn Store, username: &str, count: usize)
             event(
                 username,
                 &format!("evt_{i}"),
-                EventType::GeneratedVideoSuccess,
+                &EventType::GENERATED_VIDEO_SUCCESS,
             )
         })
         .collect();
@@ -103,7 +103,7 @@ pub(crate) async fn test_deliveries_are_kept_a_day(store: Arc<dyn Store>) {
     let target = endpoint("tester", 1);
     create(&*store, &target).await;
     accept_many(&*store, "tester", 1).await;
-    let test = Event::test("tester", EventType::GeneratedVideoSuccess, NOW_MS / 1000);
+    let test = Event::test("tester", EventType::GENERATED_VIDEO_SUCCESS, NOW_MS / 1000);
     store
         .create_test_delivery(&target.endpoint_id, &test, NOW_MS)
         .await
@@ -509,7 +509,7 @@ pub(crate) async fn a_failure_streak_disables_and_a_success_or_enabling_ends_it(
         )])
         .await
         .unwrap();
-    let test = Event::test("streak", EventType::GeneratedVideoSuccess, later / 1000);
+    let test = Event::test("streak", EventType::GENERATED_VIDEO_SUCCESS, later / 1000);
     store
         .create_test_delivery(&target.endpoint_id, &test, later)
         .await
@@ -608,7 +608,7 @@ async fn sqlite_accept_and_claim_commits_nothing_when_leasing_fails() {
                  WHEN NEW.lease_owner IS NOT NULL BEGIN SELECT RAISE(ABORT, 'injected'); END;",
         )
         .unwrap();
-    let events = [event("tx", "evt_once", EventType::GeneratedVideoSuccess)];
+    let events = [event("tx", "evt_once", &EventType::GENERATED_VIDEO_SUCCESS)];
     let leased = store
         .accept_and_claim(&events, NOW_MS, &claim_request(NOW_MS, 10))
         .await;
@@ -640,7 +640,7 @@ pub(crate) async fn recover_takes_the_dead_of_a_window_in_bounded_steps(store: A
         let event = event(
             "rec",
             &format!("evt_{second}"),
-            EventType::GeneratedVideoSuccess,
+            &EventType::GENERATED_VIDEO_SUCCESS,
         );
         store
             .accept_events(std::slice::from_ref(&event), at)

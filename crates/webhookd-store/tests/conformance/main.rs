@@ -132,8 +132,8 @@ fn endpoint(username: &str, created_at: i64) -> Endpoint {
         secret: ids::new_secret(),
         status: EndpointStatus::Enabled,
         events: vec![
-            EventType::GeneratedVideoSuccess,
-            EventType::GeneratedVideoFailed,
+            EventType::GENERATED_VIDEO_SUCCESS,
+            EventType::GENERATED_VIDEO_FAILED,
         ],
         username: username.into(),
         created_at,
@@ -196,7 +196,7 @@ async fn users_never_see_each_others_endpoints(store: Arc<dyn Store>) {
     let spec = EndpointSpec {
         url: "https://evil.example/".into(),
         status: Some(EndpointStatus::Enabled),
-        events: vec![EventType::GeneratedImageSuccess],
+        events: vec![EventType::GENERATED_IMAGE_SUCCESS],
         rate_limit: None,
     };
     assert_eq!(
@@ -252,7 +252,7 @@ async fn update_changes_url_status_and_events_but_never_the_secret(store: Arc<dy
     let spec = EndpointSpec {
         url: "https://new-url.com/webhook".into(),
         status: Some(EndpointStatus::Disabled),
-        events: vec![EventType::GeneratedPhotoAvatarSuccess],
+        events: vec![EventType::GENERATED_PHOTO_AVATAR_SUCCESS],
         rate_limit: None,
     };
     let updated = store
@@ -292,7 +292,7 @@ async fn update_and_delete_of_a_missing_endpoint_report_none(store: Arc<dyn Stor
     let spec = EndpointSpec {
         url: "https://example.com/".into(),
         status: Some(EndpointStatus::Enabled),
-        events: vec![EventType::GeneratedVideoSuccess],
+        events: vec![EventType::GENERATED_VIDEO_SUCCESS],
         rate_limit: None,
     };
     assert_eq!(
@@ -415,12 +415,12 @@ async fn sqlite_keeps_everything_across_reopening() {
 
 const NOW_MS: i64 = 1_732_806_631_000;
 
-fn event(username: &str, event_id: &str, event_type: EventType) -> Event {
+fn event(username: &str, event_id: &str, event_type: &EventType) -> Event {
     let message = json_message(username, event_id, event_type);
     Event::parse(message.as_bytes(), NOW_MS / 1000).unwrap()
 }
 
-fn json_message(username: &str, event_id: &str, event_type: EventType) -> String {
+fn json_message(username: &str, event_id: &str, event_type: &EventType) -> String {
     format!(
         r#"{{"event":"{event_type}","username":"{username}","event_id":"{event_id}","data":{{"video_id":"v-{event_id}","n":1.50}}}}"#
     )
@@ -460,14 +460,14 @@ async fn an_event_fans_out_to_each_enabled_subscribed_endpoint(store: Arc<dyn St
         ..endpoint("kate", 2)
     };
     let other_type = Endpoint {
-        events: vec![EventType::GeneratedImageSuccess],
+        events: vec![EventType::GENERATED_IMAGE_SUCCESS],
         ..endpoint("kate", 3)
     };
     let second = endpoint("kate", 4);
     for e in [&subscribed, &disabled, &other_type, &second] {
         create(&*store, e).await;
     }
-    let event = event("kate", "evt_fanout", EventType::GeneratedVideoSuccess);
+    let event = event("kate", "evt_fanout", &EventType::GENERATED_VIDEO_SUCCESS);
     let created = deliveries(accept(&*store, &event).await);
     let targets: Vec<_> = created.iter().map(|d| d.endpoint_id.clone()).collect();
     assert_eq!(
@@ -504,7 +504,7 @@ async fn an_event_fans_out_to_each_enabled_subscribed_endpoint(store: Arc<dyn St
 async fn the_same_event_id_fans_out_once(store: Arc<dyn Store>) {
     let target = endpoint("liam", 1);
     create(&*store, &target).await;
-    let first = event("liam", "evt_once", EventType::GeneratedVideoSuccess);
+    let first = event("liam", "evt_once", &EventType::GENERATED_VIDEO_SUCCESS);
     assert_eq!(deliveries(accept(&*store, &first).await).len(), 1);
     // Redelivered later, and twice within one batch.
     assert_eq!(accept(&*store, &first).await, Acceptance::Duplicate);
@@ -512,8 +512,8 @@ async fn the_same_event_id_fans_out_once(store: Arc<dyn Store>) {
     let outcomes = store.accept_events(&batch, NOW_MS).await.unwrap();
     assert_eq!(outcomes, vec![Acceptance::Duplicate, Acceptance::Duplicate]);
     let fresh = [
-        event("liam", "evt_twice", EventType::GeneratedVideoSuccess),
-        event("liam", "evt_twice", EventType::GeneratedVideoSuccess),
+        event("liam", "evt_twice", &EventType::GENERATED_VIDEO_SUCCESS),
+        event("liam", "evt_twice", &EventType::GENERATED_VIDEO_SUCCESS),
     ];
     let outcomes = store.accept_events(&fresh, NOW_MS).await.unwrap();
     assert_eq!(deliveries(outcomes[0].clone()).len(), 1);
@@ -522,12 +522,12 @@ async fn the_same_event_id_fans_out_once(store: Arc<dyn Store>) {
 
     // The window is per owner: another user's event with the same id is new.
     create(&*store, &endpoint("mia", 1)).await;
-    let theirs = event("mia", "evt_once", EventType::GeneratedVideoSuccess);
+    let theirs = event("mia", "evt_once", &EventType::GENERATED_VIDEO_SUCCESS);
     assert_eq!(deliveries(accept(&*store, &theirs).await).len(), 1);
 }
 
 async fn an_event_without_subscribers_is_accepted_with_no_deliveries(store: Arc<dyn Store>) {
-    let nobody = event("noah", "evt_lonely", EventType::GeneratedScriptFailed);
+    let nobody = event("noah", "evt_lonely", &EventType::GENERATED_SCRIPT_FAILED);
     assert_eq!(
         accept(&*store, &nobody).await,
         Acceptance::Accepted {
@@ -552,7 +552,7 @@ async fn endpoint_changes_apply_to_the_next_event(store: Arc<dyn Store>) {
         .update_endpoint("olga", &target.endpoint_id, &disabled)
         .await
         .unwrap();
-    let first = event("olga", "evt_1", EventType::GeneratedVideoSuccess);
+    let first = event("olga", "evt_1", &EventType::GENERATED_VIDEO_SUCCESS);
     assert!(
         deliveries(accept(&*store, &first).await).is_empty(),
         "disabled: nothing"
@@ -560,18 +560,18 @@ async fn endpoint_changes_apply_to_the_next_event(store: Arc<dyn Store>) {
 
     let images_only = spec(
         EndpointStatus::Enabled,
-        vec![EventType::GeneratedImageSuccess],
+        vec![EventType::GENERATED_IMAGE_SUCCESS],
     );
     store
         .update_endpoint("olga", &target.endpoint_id, &images_only)
         .await
         .unwrap();
-    let second = event("olga", "evt_2", EventType::GeneratedVideoSuccess);
+    let second = event("olga", "evt_2", &EventType::GENERATED_VIDEO_SUCCESS);
     assert!(
         deliveries(accept(&*store, &second).await).is_empty(),
         "unsubscribed: nothing"
     );
-    let third = event("olga", "evt_3", EventType::GeneratedImageSuccess);
+    let third = event("olga", "evt_3", &EventType::GENERATED_IMAGE_SUCCESS);
     assert_eq!(deliveries(accept(&*store, &third).await).len(), 1);
 
     assert!(
@@ -580,7 +580,7 @@ async fn endpoint_changes_apply_to_the_next_event(store: Arc<dyn Store>) {
             .await
             .unwrap()
     );
-    let fourth = event("olga", "evt_4", EventType::GeneratedImageSuccess);
+    let fourth = event("olga", "evt_4", &EventType::GENERATED_IMAGE_SUCCESS);
     assert!(
         deliveries(accept(&*store, &fourth).await).is_empty(),
         "deleted: nothing"
@@ -595,7 +595,11 @@ async fn deleting_an_endpoint_drops_its_deliveries(store: Arc<dyn Store>) {
     for i in 0..3 {
         accept(
             &*store,
-            &event("pia", &format!("evt_{i}"), EventType::GeneratedVideoSuccess),
+            &event(
+                "pia",
+                &format!("evt_{i}"),
+                &EventType::GENERATED_VIDEO_SUCCESS,
+            ),
         )
         .await;
     }
@@ -625,7 +629,7 @@ async fn deliveries_page_in_creation_order(store: Arc<dyn Store>) {
                 &event(
                     "quinn",
                     &format!("evt_{i}"),
-                    EventType::GeneratedVideoSuccess,
+                    &EventType::GENERATED_VIDEO_SUCCESS,
                 ),
             )
             .await,
@@ -672,7 +676,7 @@ async fn sqlite_forgets_an_event_id_after_the_window() {
         .await
         .unwrap();
     create(&store, &endpoint("rita", 1)).await;
-    let event = event("rita", "evt_window", EventType::GeneratedVideoSuccess);
+    let event = event("rita", "evt_window", &EventType::GENERATED_VIDEO_SUCCESS);
     let later = NOW_MS + webhookd_store::DEDUP_WINDOW_MS;
     assert_eq!(
         store
@@ -731,8 +735,8 @@ async fn claims_take_each_endpoint_up_to_its_room(store: Arc<dyn Store>) {
         events: vec![event_type],
         ..endpoint("una", created_at)
     };
-    let busy = subscribed(1, EventType::GeneratedVideoSuccess);
-    let calm = subscribed(2, EventType::GeneratedVideoFailed);
+    let busy = subscribed(1, EventType::GENERATED_VIDEO_SUCCESS);
+    let calm = subscribed(2, EventType::GENERATED_VIDEO_FAILED);
     create(&*store, &busy).await;
     create(&*store, &calm).await;
     let backlog: Vec<Event> = (0..30)
@@ -740,12 +744,12 @@ async fn claims_take_each_endpoint_up_to_its_room(store: Arc<dyn Store>) {
             event(
                 "una",
                 &format!("evt_b{i}"),
-                EventType::GeneratedVideoSuccess,
+                &EventType::GENERATED_VIDEO_SUCCESS,
             )
         })
         .collect();
     store.accept_events(&backlog, NOW_MS).await.unwrap();
-    let later = event("una", "evt_c", EventType::GeneratedVideoFailed);
+    let later = event("una", "evt_c", &EventType::GENERATED_VIDEO_FAILED);
     store
         .accept_events(std::slice::from_ref(&later), NOW_MS + 5)
         .await
@@ -799,7 +803,7 @@ async fn one_delivery(store: &dyn Store, username: &str) -> (Endpoint, String) {
     let created = deliveries(
         accept(
             store,
-            &event(username, "evt_1", EventType::GeneratedVideoSuccess),
+            &event(username, "evt_1", &EventType::GENERATED_VIDEO_SUCCESS),
         )
         .await,
     );
@@ -891,7 +895,7 @@ async fn a_retry_comes_due_at_its_time_and_the_attempt_log_grows(store: Arc<dyn 
     assert_eq!(claim.delivery.attempts, 1);
     assert_eq!(
         claim.delivery.body,
-        event("tara", "evt_1", EventType::GeneratedVideoSuccess).body(),
+        event("tara", "evt_1", &EventType::GENERATED_VIDEO_SUCCESS).body(),
         "same bytes every attempt"
     );
     let delivered = attempt(2, Some(204), "ok");
@@ -1080,7 +1084,13 @@ async fn a_batch_of_attempts_records_each_on_its_own(store: Arc<dyn Store>) {
     let target = endpoint("vic", 1);
     create(&*store, &target).await;
     let events: Vec<Event> = (1..=3)
-        .map(|i| event("vic", &format!("evt_{i}"), EventType::GeneratedVideoSuccess))
+        .map(|i| {
+            event(
+                "vic",
+                &format!("evt_{i}"),
+                &EventType::GENERATED_VIDEO_SUCCESS,
+            )
+        })
         .collect();
     store.accept_events(&events[..2], NOW_MS).await.unwrap();
     store.accept_events(&events[2..], NOW_MS + 1).await.unwrap();
@@ -1154,7 +1164,13 @@ async fn accepting_can_lease_fresh_deliveries_at_once(store: Arc<dyn Store>) {
     create(&*store, &first).await;
     create(&*store, &second).await;
     let events: Vec<Event> = (1..=3)
-        .map(|i| event("wes", &format!("evt_{i}"), EventType::GeneratedVideoSuccess))
+        .map(|i| {
+            event(
+                "wes",
+                &format!("evt_{i}"),
+                &EventType::GENERATED_VIDEO_SUCCESS,
+            )
+        })
         .collect();
     let request = ClaimRequest {
         per_endpoint: 2,
@@ -1263,7 +1279,7 @@ async fn concurrent_claimers_never_share_a_delivery(store: Arc<dyn Store>) {
             event(
                 "xena",
                 &format!("evt_{i}"),
-                EventType::GeneratedVideoSuccess,
+                &EventType::GENERATED_VIDEO_SUCCESS,
             )
         })
         .collect();
@@ -1306,7 +1322,7 @@ async fn delivery_stats_count_due_scheduled_and_dead(store: Arc<dyn Store>) {
             event(
                 "yara",
                 &format!("evt_{i}"),
-                EventType::GeneratedVideoSuccess,
+                &EventType::GENERATED_VIDEO_SUCCESS,
             )
         })
         .collect();

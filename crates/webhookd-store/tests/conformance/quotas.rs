@@ -11,7 +11,7 @@ async fn set_quotas(store: &dyn Store, username: &str, json: &str) {
 }
 
 async fn accept_at(store: &dyn Store, username: &str, event_id: &str, now_ms: i64) -> Acceptance {
-    let event = event(username, event_id, EventType::GeneratedVideoSuccess);
+    let event = event(username, event_id, &EventType::GENERATED_VIDEO_SUCCESS);
     let mut outcomes = store
         .accept_events(std::slice::from_ref(&event), now_ms)
         .await

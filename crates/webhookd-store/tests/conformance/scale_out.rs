@@ -158,7 +158,7 @@ async fn sending_slots_hold_across_processes(url: &str) {
         [event(
             "busy",
             &format!("evt_fresh_{n}"),
-            EventType::GeneratedVideoSuccess,
+            &EventType::GENERATED_VIDEO_SUCCESS,
         )]
     };
     let (_, fast) = two
@@ -245,7 +245,7 @@ async fn cluster_accepts_wait_for_the_replicas_asked_for() {
     let replicated = store.clone().with_wait_replicas(1);
     let accepted = replicated
         .accept_events(
-            &[event("waits", "evt_1", EventType::GeneratedVideoSuccess)],
+            &[event("waits", "evt_1", &EventType::GENERATED_VIDEO_SUCCESS)],
             NOW_MS,
         )
         .await
@@ -256,7 +256,7 @@ async fn cluster_accepts_wait_for_the_replicas_asked_for() {
     let started = std::time::Instant::now();
     let error = too_many
         .accept_events(
-            &[event("waits", "evt_2", EventType::GeneratedVideoSuccess)],
+            &[event("waits", "evt_2", &EventType::GENERATED_VIDEO_SUCCESS)],
             NOW_MS,
         )
         .await
@@ -295,7 +295,7 @@ pub(crate) async fn a_rate_limit_caps_the_deliveries_that_start_each_second(stor
             &[event(
                 "metered",
                 "evt_fast",
-                EventType::GeneratedVideoSuccess,
+                &EventType::GENERATED_VIDEO_SUCCESS,
             )],
             NOW_MS + 500,
             &claim_request(NOW_MS + 500, 50),
@@ -342,7 +342,7 @@ async fn cluster_claims_go_on_when_a_partition_does_not_answer() {
             &event(
                 &username,
                 &format!("evt_{n}"),
-                EventType::GeneratedVideoSuccess,
+                &EventType::GENERATED_VIDEO_SUCCESS,
             ),
         )
         .await;

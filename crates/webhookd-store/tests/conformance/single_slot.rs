@@ -156,7 +156,7 @@ async fn exercise_deliveries(
         .recover("slots", &target.endpoint_id, window, NOW_MS, 10)
         .await
         .unwrap();
-    let test_event = event("slots", "evt_test", EventType::GeneratedVideoSuccess);
+    let test_event = event("slots", "evt_test", &EventType::GENERATED_VIDEO_SUCCESS);
     store
         .create_test_delivery(&target.endpoint_id, &test_event, NOW_MS)
         .await
@@ -165,7 +165,7 @@ async fn exercise_deliveries(
     request.room.insert(other.endpoint_id.clone(), 1);
     store
         .accept_and_claim(
-            &[event("slots", "evt_2", EventType::GeneratedVideoSuccess)],
+            &[event("slots", "evt_2", &EventType::GENERATED_VIDEO_SUCCESS)],
             NOW_MS,
             &request,
         )
