@@ -853,3 +853,100 @@ fn metrics_and_the_dashboard_agree() {
         &[&queue, &dead],
     ));
 }
+
+/// SPEC §12 and §3 through the real binary: `WEBHOOKD_EVENT_CATALOG`
+/// replaces the JoggAI types (and its schema refuses bad `data`), and
+/// `WEBHOOKD_USER_AGENT` is what receivers see. A catalog that does not
+/// load stops the start, naming the file and the type.
+#[test]
+fn the_event_catalog_and_user_agent_come_from_settings() {
+    use webhookd_testkit::receiver::{Answer, Receiver};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = runtime.block_on(Receiver::start(Answer::Status(204)));
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("events.toml");
+    std::fs::write(
+        &catalog,
+        r#"
+[[event_types]]
+name = "invoice.paid"
+description = "An invoice was paid in full."
+schema = { type = "object", required = ["invoice_id"] }
+"#,
+    )
+    .unwrap();
+    let store = sqlite_store(&dir);
+    let key = add_user(&store, "johndoe");
+    let token = "whi_process_test_token_0123456789";
+    let mut command = webhookd(&store);
+    command
+        .env("WEBHOOKD_INGEST_TOKEN", token)
+        .env("WEBHOOKD_REQUIRE_HTTPS", "false")
+        .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8")
+        .env("WEBHOOKD_EVENT_CATALOG", &catalog)
+        .env("WEBHOOKD_USER_AGENT", "Acme-Webhooks/3.1");
+    let server = Server::start_with(command);
+    let client = reqwest::blocking::Client::new();
+
+    let events: Value = client
+        .get(format!("{}/v2/events", server.base))
+        .header("x-api-key", &key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        events["data"]["events"],
+        json!(["invoice.paid"]),
+        "{events}"
+    );
+    let created: Value = client
+        .post(format!("{}/v2/endpoint", server.base))
+        .header("x-api-key", &key)
+        .body(json!({"url": receiver.url, "events": ["invoice.paid"]}).to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(created["code"], 0, "{created}");
+
+    let ingest = |data: &str| {
+        client
+            .post(format!("{}/internal/events", server.base))
+            .bearer_auth(token)
+            .body(format!(
+                r#"{{"event":"invoice.paid","username":"johndoe","data":{data}}}"#
+            ))
+            .send()
+            .unwrap()
+    };
+    let refused = ingest(r#"{"amount":1}"#);
+    assert_eq!(refused.status(), 400);
+    let refused: Value = refused.json().unwrap();
+    assert!(
+        refused["msg"].as_str().unwrap().contains("invoice_id"),
+        "{refused}"
+    );
+    assert_eq!(ingest(r#"{"invoice_id":"in_1"}"#).status(), 202);
+    let arrived = runtime.block_on(receiver.wait_for(1, Duration::from_secs(10)));
+    assert_eq!(arrived.len(), 1);
+    assert_eq!(
+        arrived[0].headers.get("user-agent").unwrap(),
+        "Acme-Webhooks/3.1"
+    );
+    drop(server);
+
+    std::fs::write(&catalog, "[[event_types]]\nname = \"Invoice Paid\"\n").unwrap();
+    let mut command = webhookd(&store);
+    command.env("WEBHOOKD_EVENT_CATALOG", &catalog).arg("serve");
+    let output = run(command);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("events.toml"), "{stderr}");
+    assert!(stderr.contains("event type names are 1-100"), "{stderr}");
+}
