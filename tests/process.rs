@@ -75,7 +75,7 @@ fn users_add_prints_only_the_key_and_list_and_revoke_work() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(&dir);
     let mut command = webhookd(&store);
-    command.args(["users", "add", "johndoe"]);
+    command.args(["users", "add", "--create", "johndoe"]);
     let output = run(command);
     assert!(output.status.success());
     let stdout = String::from_utf8(output.stdout).unwrap();
@@ -112,12 +112,62 @@ fn users_add_prints_only_the_key_and_list_and_revoke_work() {
     assert!(output.stdout.is_empty());
 }
 
+/// SPEC §6: only `serve` or `--create` makes a store. A one-shot command
+/// pointed at a store that does not exist (a mistyped path, a shell without
+/// the server's WEBHOOKD_STORE, an empty Redis prefix) fails naming where it
+/// looked, and leaves nothing behind.
+#[test]
+fn one_shot_commands_never_create_a_store_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo").join("webhookd.db");
+    let store = format!("sqlite://{}", missing.display());
+    for args in [
+        &["users", "add", "johndoe"][..],
+        &["users", "list"],
+        &["users", "revoke", "johndoe"],
+        &["portal-link", "johndoe"],
+        &["keys", "rotate"],
+    ] {
+        let mut command = webhookd(&store);
+        command.args(args);
+        let output = run(command);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("no webhookd store at {}", missing.display())),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("--create"), "{args:?}: {stderr}");
+        assert!(
+            !dir.path().join("typo").exists(),
+            "{args:?} created folders"
+        );
+    }
+    add_user(&store, "johndoe");
+    let mut command = webhookd(&store);
+    command.args(["users", "list"]);
+    assert!(run(command).status.success(), "it exists now");
+
+    let Some(redis_url) = require(Service::Redis) else {
+        return;
+    };
+    let mut command = webhookd(&redis_url);
+    command.args(["users", "list"]);
+    let output = run(command);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no webhookd store at redis://"), "{stderr}");
+    assert!(stderr.contains("under the key prefix"), "{stderr}");
+}
+
 /// `webhookd portal-link` (SPEC §9) prints one link, for users that exist;
 /// the link signs in to that user's `/v2` routes on a running webhookd.
 #[test]
 fn portal_link_prints_a_link_that_signs_in() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(&dir);
+    add_user(&store, "johndoe");
     let mut command = webhookd(&store);
     command.args(["portal-link", "nobody"]);
     let output = run(command);
@@ -125,7 +175,6 @@ fn portal_link_prints_a_link_that_signs_in() {
     assert!(output.stdout.is_empty());
     assert!(String::from_utf8_lossy(&output.stderr).contains("users add nobody"));
 
-    add_user(&store, "johndoe");
     let server = Server::start(&store);
     let mut command = webhookd(&store);
     command.args([

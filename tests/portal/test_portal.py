@@ -172,7 +172,7 @@ class Webhookd:
 
     def add_user(self, username):
         out = subprocess.run(
-            [self.binary, "users", "add", username], env=self.env, capture_output=True, text=True, timeout=30
+            [self.binary, "users", "add", "--create", username], env=self.env, capture_output=True, text=True, timeout=30
         )
         if out.returncode != 0:
             raise AssertionError(f"webhookd users add failed: {out.stderr.strip()}")

@@ -77,9 +77,11 @@ pub fn run(mut command: Command) -> Output {
         .expect("webhookd runs")
 }
 
+/// `webhookd users add --create`: a key for `username`, the store made if
+/// it is new.
 pub fn add_user(store: &str, username: &str) -> String {
     let mut command = webhookd(store);
-    command.args(["users", "add", username]);
+    command.args(["users", "add", "--create", username]);
     let output = run(command);
     assert!(
         output.status.success(),

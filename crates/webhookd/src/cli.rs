@@ -28,6 +28,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
 
+    /// Let a one-shot command (users, portal-link, keys) create the store
+    /// when it does not exist; without it they fail naming where they
+    /// looked. `serve` always creates it.
+    #[arg(long, global = true)]
+    pub create: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -25,6 +25,11 @@ fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     let serving = matches!(command, Command::Serve);
+    let opening = if cli.create {
+        users::Opening::Create
+    } else {
+        users::Opening::Existing
+    };
     // One-shot commands stay quiet unless something goes wrong.
     let default_level = match command {
         Command::Serve => config.log_level.clone(),
@@ -46,21 +51,23 @@ fn main() -> ExitCode {
                 match command {
                     Command::Serve => serve::run(config).await,
                     Command::Users { action } => match action {
-                        UsersCommand::Add { username } => users::add(&config, &username).await,
-                        UsersCommand::List => users::list(&config).await,
+                        UsersCommand::Add { username } => {
+                            users::add(&config, opening, &username).await
+                        }
+                        UsersCommand::List => users::list(&config, opening).await,
                         UsersCommand::Revoke { username } => {
-                            users::revoke(&config, &username).await
+                            users::revoke(&config, opening, &username).await
                         }
                     },
                     Command::GenKey => users::gen_key(),
                     Command::Keys {
                         action: KeysCommand::Rotate { force },
-                    } => users::rotate_keys(&config, force).await,
+                    } => users::rotate_keys(&config, opening, force).await,
                     Command::PortalLink {
                         username,
                         ttl,
                         base_url,
-                    } => users::portal_link(&config, &username, ttl, base_url).await,
+                    } => users::portal_link(&config, opening, &username, ttl, base_url).await,
                 }
             })
         });

@@ -218,6 +218,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("installing the metrics recorder")?;
     telemetry::register(env!("CARGO_PKG_VERSION"), Rejection::CODES);
     let (store, key_ids) = open_store(&config).await?;
+    crate::users::check_created(&config, &*store, crate::users::Opening::Create).await?;
     let listener = webhookd_api::listener::bind(config.listen)
         .with_context(|| format!("cannot listen on {} (WEBHOOKD_LISTEN)", config.listen))?;
     // The bound address, which differs from the configured one for port 0.
