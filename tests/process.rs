@@ -999,3 +999,119 @@ schema = { type = "object", required = ["invoice_id"] }
     assert!(stderr.contains("events.toml"), "{stderr}");
     assert!(stderr.contains("event type names are 1-100"), "{stderr}");
 }
+
+/// SPEC §6: Redis down at start. webhookd starts anyway, answers `/healthz`
+/// 200 and `/readyz` 503 (and every other route a 503 envelope) while it
+/// retries, and serves normally once Redis answers — so an orchestrator can
+/// start them in any order.
+#[test]
+fn redis_down_at_start_is_waited_for_with_readyz_503() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "redis-server is needed under CI"
+        );
+        eprintln!("SKIPPED: redis-server is not installed");
+        return;
+    }
+    let free = |()| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (redis_port, listen_port) = (free(()), free(()));
+    let store = format!("redis://127.0.0.1:{redis_port}/0");
+    let base = format!("http://127.0.0.1:{listen_port}");
+    let mut command = webhookd(&store);
+    command
+        .env("WEBHOOKD_LISTEN", format!("127.0.0.1:{listen_port}"))
+        .args(["serve", "--log-format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut server = KillOnDrop(command.spawn().unwrap());
+    let client = reqwest::blocking::Client::new();
+    let get = |path: &str| {
+        client
+            .get(format!("{base}{path}"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get("/healthz").is_none() {
+        assert!(Instant::now() < deadline, "webhookd never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get("/healthz").unwrap().status(), 200);
+    let readyz = get("/readyz").unwrap();
+    assert_eq!(readyz.status(), 503);
+    let reason: Value = readyz.json().unwrap();
+    assert!(
+        reason["reason"]
+            .as_str()
+            .unwrap()
+            .contains("store: unreachable"),
+        "{reason}"
+    );
+    let api = get("/v2/endpoints").unwrap();
+    assert_eq!(api.status(), 503);
+    let envelope: Value = api.json().unwrap();
+    assert_eq!(envelope["code"], 50000, "{envelope}");
+
+    // Redis comes up: webhookd opens its store and serves.
+    let _redis = KillOnDrop(
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if get("/readyz").is_some_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "webhookd never got ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let key = add_user(&store, "johndoe");
+    let listed: Value = client
+        .get(format!("{base}/v2/endpoints"))
+        .header("x-api-key", &key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed["code"], 0, "{listed}");
+
+    let stopped = std::process::Command::new("kill")
+        .args(["-s", "TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

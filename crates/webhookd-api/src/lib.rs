@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath};
-use axum::http::{Method, Uri};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use webhookd_core::endpoint::UrlRules;
@@ -209,6 +210,36 @@ pub fn health_router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(count_request))
         .with_state(state)
+}
+
+/// What the listener answers while webhookd waits for its store at start
+/// (SPEC §6: Redis down at start): `/healthz` 200 (the process is alive),
+/// `/readyz` 503 with the reason, everything else a 503 envelope. An
+/// orchestrator can start webhookd and its store in any order.
+pub fn starting_router() -> Router {
+    async fn starting() -> impl IntoResponse {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "code": 50000,
+                "msg": "webhookd is starting: its store is not reachable yet"
+            })),
+        )
+    }
+    async fn not_ready() -> impl IntoResponse {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "status": "not_ready",
+                "reason": "store: unreachable (webhookd is starting and retrying)"
+            })),
+        )
+    }
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(not_ready))
+        .fallback(starting)
+        .layer(axum::middleware::from_fn(count_request))
 }
 
 /// `/v2` and `/internal` answers are never sniffed as another type, and

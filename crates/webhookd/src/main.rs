@@ -4,6 +4,7 @@
 mod cli;
 mod logging;
 mod serve;
+mod starting;
 mod users;
 
 use std::process::ExitCode;

@@ -1,6 +1,7 @@
 //! `webhookd serve`: open the store, start the listener and the RabbitMQ
 //! consumer, wait for a signal, drain within the grace period.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ use webhookd_delivery::{DeliveryClient, Dispatcher, DispatcherSettings};
 use webhookd_ingest::Ingest;
 use webhookd_ingest::amqp::{AmqpConsumer, AmqpSettings};
 use webhookd_store::{Store, refresh_catalog};
+
+use crate::starting::Opened;
 
 /// Store setting that holds the generated ingest token.
 const INGEST_TOKEN_SETTING: &str = "ingest_token";
@@ -206,6 +209,48 @@ async fn announce_regularly(store: Arc<dyn Store>, key_ids: String, shutdown: Ca
     let _ = store.announce_process(&process_id, &key_ids, 0).await;
 }
 
+/// Binds the listener, then opens the store — serving the probes while it
+/// is unreachable (`starting`). `None`: a signal came before the store did.
+async fn bind_and_open(config: &Config) -> anyhow::Result<Option<(Opened, SocketAddr)>> {
+    let listener = webhookd_api::listener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {} (WEBHOOKD_LISTEN)", config.listen))?;
+    // The bound address, which differs from the configured one for port 0.
+    let listen = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    let opened = crate::starting::open_when_reachable(
+        config,
+        listener,
+        listener_limits(config),
+        || open_store(config),
+        shutdown_signal(),
+    )
+    .await?;
+    let Some(opened) = opened else {
+        return Ok(None);
+    };
+    crate::users::check_created(config, &*opened.store, crate::users::Opening::Create).await?;
+    Ok(Some((opened, listen)))
+}
+
+/// The delivery engine, as configured.
+fn dispatcher(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Arc<Dispatcher>> {
+    let client = DeliveryClient::new(
+        AddressPolicy::new(config.allowed_networks.clone()),
+        config.delivery_timeout,
+    )
+    .with_user_agent(&config.user_agent)
+    .context("user_agent is not a valid header value")?;
+    let settings = DispatcherSettings {
+        schedule: config.retry_schedule.clone(),
+        timeout: config.delivery_timeout,
+        max_in_flight: config.delivery_concurrency as usize,
+        per_endpoint: config.endpoint_concurrency as usize,
+        poll_interval: POLL_INTERVAL,
+    };
+    Ok(Dispatcher::new(Arc::clone(store), client, settings))
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(?config, "starting webhookd");
     for warning in config.warnings() {
@@ -217,35 +262,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     telemetry::register(env!("CARGO_PKG_VERSION"), Rejection::CODES);
-    let (store, key_ids) = open_store(&config).await?;
-    crate::users::check_created(&config, &*store, crate::users::Opening::Create).await?;
-    let listener = webhookd_api::listener::bind(config.listen)
-        .with_context(|| format!("cannot listen on {} (WEBHOOKD_LISTEN)", config.listen))?;
-    // The bound address, which differs from the configured one for port 0.
-    let listen = listener
-        .local_addr()
-        .context("reading the listener's address")?;
+    let Some((opened, listen)) = bind_and_open(&config).await? else {
+        return Ok(());
+    };
+    let Opened {
+        store,
+        key_ids,
+        listener,
+    } = opened;
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let readiness = Readiness::default();
 
-    let dispatcher = Dispatcher::new(
-        Arc::clone(&store),
-        DeliveryClient::new(
-            AddressPolicy::new(config.allowed_networks.clone()),
-            config.delivery_timeout,
-        )
-        .with_user_agent(&config.user_agent)
-        .context("user_agent is not a valid header value")?,
-        DispatcherSettings {
-            schedule: config.retry_schedule.clone(),
-            timeout: config.delivery_timeout,
-            max_in_flight: config.delivery_concurrency as usize,
-            per_endpoint: config.endpoint_concurrency as usize,
-            poll_interval: POLL_INTERVAL,
-        },
-    );
+    let dispatcher = dispatcher(&config, &store)?;
     let catalog = start_catalog(&config, &store, &tasks, &shutdown).await?;
     let ingest = Ingest::new(Arc::clone(&store))
         .with_catalog(catalog)
