@@ -90,6 +90,11 @@ fn users_add_prints_only_the_key_and_list_and_revoke_work() {
             .lines()
             .any(|line| line.starts_with("johndoe") && line.split_whitespace().nth(1) == Some("1"))
     );
+    let mut command = webhookd(&store);
+    command.args(["users", "list", "--json"]);
+    let listing: Value = serde_json::from_slice(&run(command).stdout).unwrap();
+    assert_eq!(listing[0]["username"], "johndoe", "{listing}");
+    assert_eq!(listing[0]["api_keys"], 1, "{listing}");
 
     let mut command = webhookd(&store);
     command.args(["users", "revoke", "johndoe"]);
@@ -205,6 +210,30 @@ fn portal_link_prints_a_link_that_signs_in() {
     let mut command = webhookd(&store);
     command.args(["portal-link", "johndoe", "--ttl", "86401"]);
     assert!(!run(command).status.success(), "a link lives at most a day");
+
+    // Links name where browsers reach webhookd: WEBHOOKD_PUBLIC_URL, or
+    // the listen address — never 0.0.0.0.
+    let mut command = webhookd(&store);
+    command
+        .env("WEBHOOKD_PUBLIC_URL", "https://hooks.example.com/")
+        .args(["portal-link", "johndoe"]);
+    let output = run(command);
+    let link = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        link.starts_with("https://hooks.example.com/portal#link=wpl_"),
+        "{link}"
+    );
+    let mut command = webhookd(&store);
+    command
+        .env("WEBHOOKD_LISTEN", "0.0.0.0:8080")
+        .args(["portal-link", "johndoe"]);
+    let output = run(command);
+    let link = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        link.starts_with("http://127.0.0.1:8080/portal#link=wpl_"),
+        "{link}"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("WEBHOOKD_PUBLIC_URL"));
 }
 
 #[test]

@@ -64,6 +64,7 @@ pub enum Command {
     /// hand it to the user instead of an API key. The user must exist
     /// (`webhookd users add`).
     PortalLink {
+        /// The user the link signs in as.
         username: String,
         /// Seconds the link signs in for, 1 to 86400.
         #[arg(
@@ -72,7 +73,8 @@ pub enum Command {
             value_parser = clap::value_parser!(i64).range(1..=webhookd_api::admin::MAX_LINK_TTL)
         )]
         ttl: i64,
-        /// Where browsers reach webhookd (default: http://<listen>).
+        /// Where browsers reach webhookd (default: the public_url setting,
+        /// else http://<listen>).
         #[arg(long, value_name = "URL")]
         base_url: Option<String>,
     },
@@ -104,10 +106,18 @@ pub enum UsersCommand {
         username: String,
     },
     /// List users and how many API keys each holds.
-    List,
+    List {
+        /// One JSON array of {"username", "api_keys", "created_at"} instead
+        /// of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke every API key of USERNAME. Their endpoints keep receiving
     /// deliveries; only API access ends.
-    Revoke { username: String },
+    Revoke {
+        /// The user whose keys (and portal links) end.
+        username: String,
+    },
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
                         UsersCommand::Add { username } => {
                             users::add(&config, opening, &username).await
                         }
-                        UsersCommand::List => users::list(&config, opening).await,
+                        UsersCommand::List { json } => users::list(&config, opening, json).await,
                         UsersCommand::Revoke { username } => {
                             users::revoke(&config, opening, &username).await
                         }

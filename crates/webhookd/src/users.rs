@@ -101,9 +101,23 @@ pub async fn add(config: &Config, opening: Opening, username: &str) -> anyhow::R
     Ok(())
 }
 
-pub async fn list(config: &Config, opening: Opening) -> anyhow::Result<()> {
+pub async fn list(config: &Config, opening: Opening, json: bool) -> anyhow::Result<()> {
     let users = open_store(config, opening).await?.list_users().await?;
     let mut out = std::io::stdout().lock();
+    if json {
+        let users: Vec<_> = users
+            .iter()
+            .map(|user| {
+                serde_json::json!({
+                    "username": user.username,
+                    "api_keys": user.api_keys,
+                    "created_at": user.created_at,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Array(users))?;
+        return Ok(());
+    }
     writeln!(
         out,
         "{:<32} {:>8} {:>12}",
@@ -147,7 +161,9 @@ pub async fn portal_link(
     let Some(link) = webhookd_api::admin::issue_portal_link(&*store, username, ttl).await? else {
         bail!("user {username:?} not found: create it first with `webhookd users add {username}`");
     };
-    let base_url = base_url.unwrap_or_else(|| format!("http://{}", config.listen));
+    let base_url = base_url
+        .or_else(|| config.public_url.clone())
+        .unwrap_or_else(|| listen_url(config));
     writeln!(
         std::io::stdout(),
         "{}{}",
@@ -155,6 +171,26 @@ pub async fn portal_link(
         link.url
     )?;
     Ok(())
+}
+
+/// `http://<listen>`, for links when no public URL is set. An address that
+/// means "every interface" (0.0.0.0, ::) is no address a browser can use:
+/// this machine's loopback stands in, with a word on stderr.
+fn listen_url(config: &Config) -> String {
+    let mut listen = config.listen;
+    if listen.ip().is_unspecified() {
+        eprintln!(
+            "webhookd: listening on every interface ({listen}); the link uses this machine's \
+             loopback address: set WEBHOOKD_PUBLIC_URL (or pass --base-url) to the address \
+             browsers reach webhookd at"
+        );
+        listen.set_ip(if listen.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    format!("http://{listen}")
 }
 
 /// Prints a fresh key, and only the key, on stdout.

@@ -128,6 +128,10 @@ pub struct Config {
     /// publish (SPEC §12), read at start. Default: unset, the 22 JoggAI
     /// types of SPEC §2.
     pub event_catalog: Option<std::path::PathBuf>,
+    /// `public_url`: where browsers reach webhookd, for the links it prints
+    /// (`webhookd portal-link`), e.g. `https://hooks.example.com`. Default:
+    /// unset (`http://<listen>`).
+    pub public_url: Option<String>,
     /// `user_agent`: the `User-Agent` of every delivery (SPEC §3). Default
     /// `JoggAI-Webhook/2.0`.
     pub user_agent: String,
@@ -198,6 +202,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             health_listen: None,
             event_catalog: None,
+            public_url: None,
             user_agent: DEFAULT_USER_AGENT.into(),
             quotas: crate::quota::Quotas::default(),
             api_rate_limit: 100,
@@ -241,6 +246,7 @@ impl fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("health_listen", &self.health_listen)
             .field("event_catalog", &self.event_catalog)
+            .field("public_url", &self.public_url)
             .field("user_agent", &self.user_agent)
             .field("quotas", &self.quotas)
             .field("api_rate_limit", &self.api_rate_limit)
@@ -438,18 +444,8 @@ impl Config {
                 let path = raw.text()?;
                 self.event_catalog = (!path.is_empty()).then(|| path.into());
             }
-            "user_agent" => {
-                let agent = raw.text()?;
-                if agent.is_empty()
-                    || agent.len() > 200
-                    || !agent.chars().all(|c| c == ' ' || c.is_ascii_graphic())
-                {
-                    return Err(
-                        "must be 1-200 printable ASCII characters, e.g. Acme-Webhooks/1.0".into(),
-                    );
-                }
-                self.user_agent = agent;
-            }
+            "public_url" => self.public_url = values::public_url(&raw.text()?)?,
+            "user_agent" => self.user_agent = values::user_agent(raw.text()?)?,
             "health_listen" => {
                 let text = raw.text()?;
                 self.health_listen = if text.is_empty() {
@@ -788,6 +784,7 @@ const KEYS: &[&str] = &[
     "trusted_proxies",
     "health_listen",
     "event_catalog",
+    "public_url",
     "user_agent",
     "max_endpoints_per_user",
     "test_sends_per_minute",

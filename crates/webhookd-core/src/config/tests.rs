@@ -297,3 +297,57 @@ fn log_levels_that_would_silence_every_line_are_refused() {
         assert!(error.to_string().contains("not a log filter"), "{error}");
     }
 }
+
+#[test]
+fn the_adoption_settings_have_joggai_defaults_and_are_checked() {
+    let config = load(None, &[]).unwrap();
+    assert_eq!(config.user_agent, "JoggAI-Webhook/2.0");
+    assert_eq!(config.event_catalog, None);
+    assert_eq!(config.public_url, None);
+
+    let config = load(
+        Some(r#"event_catalog = "/etc/webhookd/events.toml""#),
+        &[
+            (
+                "WEBHOOKD_USER_AGENT",
+                "Acme-Webhooks/1.0 (+https://acme.example)",
+            ),
+            ("WEBHOOKD_PUBLIC_URL", "https://hooks.example.com/"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        config.user_agent,
+        "Acme-Webhooks/1.0 (+https://acme.example)"
+    );
+    assert_eq!(
+        config.event_catalog.as_deref(),
+        Some(std::path::Path::new("/etc/webhookd/events.toml"))
+    );
+    assert_eq!(
+        config.public_url.as_deref(),
+        Some("https://hooks.example.com")
+    );
+
+    for (var, value, says) in [
+        ("WEBHOOKD_USER_AGENT", "", "printable ASCII"),
+        ("WEBHOOKD_USER_AGENT", "Acme\u{7f}", "printable ASCII"),
+        ("WEBHOOKD_USER_AGENT", "é", "printable ASCII"),
+        (
+            "WEBHOOKD_PUBLIC_URL",
+            "hooks.example.com",
+            "absolute http(s) URL",
+        ),
+        (
+            "WEBHOOKD_PUBLIC_URL",
+            "ftp://hooks.example.com",
+            "absolute http(s) URL",
+        ),
+    ] {
+        let error = load(None, &[(var, value)]).unwrap_err().to_string();
+        assert!(
+            error.contains(var) && error.contains(says),
+            "{var}={value:?}: {error}"
+        );
+    }
+}

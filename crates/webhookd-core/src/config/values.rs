@@ -122,3 +122,28 @@ pub fn redact_url(url: &str) -> String {
         None => url.to_owned(),
     }
 }
+
+/// `public_url`: empty is unset; otherwise an absolute http(s) URL, kept
+/// without a trailing `/` so paths append cleanly.
+pub(super) fn public_url(text: &str) -> Result<Option<String>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+            Ok(Some(text.trim_end_matches('/').to_owned()))
+        }
+        _ => Err("must be an absolute http(s) URL, e.g. https://hooks.example.com".into()),
+    }
+}
+
+/// `user_agent`: what a header value may hold, kept short.
+pub(super) fn user_agent(agent: String) -> Result<String, String> {
+    if agent.is_empty()
+        || agent.len() > 200
+        || !agent.chars().all(|c| c == ' ' || c.is_ascii_graphic())
+    {
+        return Err("must be 1-200 printable ASCII characters, e.g. Acme-Webhooks/1.0".into());
+    }
+    Ok(agent)
+}
