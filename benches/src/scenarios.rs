@@ -506,8 +506,11 @@ pub async fn backlog(settings: &Settings) -> anyhow::Result<Vec<Row>> {
     let queue = unique_queue("backlog");
     broker.preload(&queue, 0..settings.backlog).await?;
     let mut env = amqp_env(settings, &tenant, &queue);
-    // Long enough that the whole backlog is waiting at once.
-    env.push(("WEBHOOKD_RETRY_SCHEDULE", "10m".into()));
+    // Long enough that the whole backlog is waiting at once: a failing
+    // endpoint gets the suspects' share of the workers, a few hundred
+    // attempts a second here, so a 1M backlog takes most of an hour.
+    let retry_in = (settings.backlog / 100).max(600);
+    env.push(("WEBHOOKD_RETRY_SCHEDULE", format!("{retry_in}s")));
     // The whole backlog is one endpoint's: past the default kept-deliveries
     // quota (SPEC §11) from 100,000 on.
     env.push((
