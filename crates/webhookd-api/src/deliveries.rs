@@ -7,7 +7,10 @@ use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use webhookd_core::EventType;
-use webhookd_store::{AttemptRecord, Delivery, DeliveryStatus, DeliveryWindow, Page, RetryOutcome};
+use webhookd_store::{
+    AttemptRecord, Delivery, DeliveryCounts, DeliveryQuery, DeliveryStatus, DeliveryWindow,
+    Listing, Order, Page, RetryOutcome,
+};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -23,6 +26,11 @@ pub struct ListQuery {
     status: Option<String>,
     limit: Option<String>,
     after: Option<String>,
+    order: Option<String>,
+    event: Option<String>,
+    event_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -31,6 +39,9 @@ pub struct DeliveryList {
     /// Pass as `after` for the next page; absent on the last one.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_after: Option<String>,
+    /// The endpoint's deliveries by status, with the first page (SPEC §13).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counts: Option<DeliveryCounts>,
 }
 
 #[derive(Serialize)]
@@ -123,18 +134,29 @@ pub async fn list(
                 ))
             })?,
     };
-    owned_endpoint(&state, &caller, &endpoint_id).await?;
-    let page = Page {
-        limit,
-        after: query.after,
+    let query = DeliveryQuery {
+        page: Page {
+            limit,
+            after: query.after.clone(),
+        },
+        ..filters(&query)?
     };
-    let found = state
+    owned_endpoint(&state, &caller, &endpoint_id).await?;
+    let counts = if query.page.after.is_none() {
+        state
+            .store
+            .delivery_counts(&caller.username, &endpoint_id)
+            .await?
+    } else {
+        None
+    };
+    let Listing {
+        deliveries: found,
+        next_after,
+    } = state
         .store
-        .list_deliveries(&caller.username, &endpoint_id, status, &page)
+        .query_deliveries(&caller.username, &endpoint_id, status, &query)
         .await?;
-    let next_after = (found.len() == limit)
-        .then(|| found.last().map(|d| d.delivery_id.clone()))
-        .flatten();
     let mut deliveries = Vec::with_capacity(found.len());
     for delivery in found {
         let attempts = state
@@ -148,6 +170,7 @@ pub async fn list(
     Ok(success(DeliveryList {
         deliveries,
         next_after,
+        counts,
     }))
 }
 
@@ -315,4 +338,61 @@ async fn owned_endpoint(
         )));
     }
     Ok(())
+}
+
+/// The listing's order and filters (SPEC §13), each bad value a 40000
+/// naming its parameter.
+fn filters(query: &ListQuery) -> Result<DeliveryQuery, ApiError> {
+    let order = match query.order.as_deref() {
+        None | Some("asc") => Order::Ascending,
+        Some("desc") => Order::Descending,
+        Some(_) => return Err(ApiError::BadRequest("order: must be asc or desc".into())),
+    };
+    let event = query
+        .event
+        .as_deref()
+        .map(|name| {
+            EventType::new(name).map_err(|error| ApiError::BadRequest(format!("event: {error}")))
+        })
+        .transpose()?;
+    let event_id = query
+        .event_id
+        .as_deref()
+        .map(|id| {
+            webhookd_core::event::is_valid_event_id(id)
+                .then(|| id.to_owned())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "event_id: must be 1-128 characters of letters, digits, _ and -".into(),
+                    )
+                })
+        })
+        .transpose()?;
+    let seconds = |name: &str, text: Option<&str>| -> Result<Option<i64>, ApiError> {
+        text.map(|text| {
+            text.parse::<i64>()
+                .ok()
+                .filter(|seconds| (0..=webhookd_core::event::MAX_TIMESTAMP).contains(seconds))
+                .ok_or_else(|| ApiError::BadRequest(format!("{name}: must be unix seconds")))
+        })
+        .transpose()
+    };
+    let since = seconds("since", query.since.as_deref())?;
+    let until = seconds("until", query.until.as_deref())?;
+    if let (Some(since), Some(until)) = (since, until)
+        && since > until
+    {
+        return Err(ApiError::BadRequest(
+            "until: must not be before since".into(),
+        ));
+    }
+    Ok(DeliveryQuery {
+        order,
+        event,
+        event_id,
+        // Whole seconds, inclusive at both ends.
+        since_ms: since.map(|s| s * 1000),
+        until_ms: until.map(|s| s * 1000 + 999),
+        ..DeliveryQuery::default()
+    })
 }

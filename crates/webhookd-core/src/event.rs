@@ -378,7 +378,8 @@ pub fn is_valid_username(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
 }
 
-fn is_valid_event_id(id: &str) -> bool {
+/// Event ids: 1-128 characters of letters, digits, `_` and `-`.
+pub fn is_valid_event_id(id: &str) -> bool {
     (1..=MAX_EVENT_ID_LEN).contains(&id.len())
         && id
             .bytes()

@@ -23,8 +23,9 @@ use webhookd_core::{Endpoint, EndpointSpec, Event, EventType, RetrySchedule};
 use webhookd_delivery::{DeliveryClient, Dispatcher, DispatcherSettings};
 use webhookd_store::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryCounts,
-    DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
-    Recorded, RedisStore, RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
+    DeliveryQuery, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt,
+    Listing, Recorded, RedisStore, RetryOutcome, SecretSlot, Store, StoreError, SweepReport,
+    UserSummary,
 };
 use webhookd_testkit::receiver::{Answer, Receiver};
 use webhookd_testkit::{Service, require, subscription, unique_prefix};
@@ -193,15 +194,15 @@ impl Store for RecordsFail {
         self.inner.accept_and_claim(events, now_ms, claim).await
     }
 
-    async fn list_deliveries(
+    async fn query_deliveries(
         &self,
         username: &str,
         endpoint_id: &str,
         status: DeliveryStatus,
-        page: &Page,
-    ) -> Result<Vec<Delivery>, StoreError> {
+        query: &DeliveryQuery,
+    ) -> Result<Listing, StoreError> {
         self.inner
-            .list_deliveries(username, endpoint_id, status, page)
+            .query_deliveries(username, endpoint_id, status, query)
             .await
     }
 

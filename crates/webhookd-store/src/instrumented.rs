@@ -13,8 +13,8 @@ use webhookd_core::{Endpoint, EndpointSpec, Event};
 
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryCounts,
-    DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
-    Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
+    DeliveryQuery, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt,
+    Listing, Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
 };
 
 #[derive(Debug)]
@@ -250,17 +250,17 @@ impl Store for Instrumented {
         .await
     }
 
-    async fn list_deliveries(
+    async fn query_deliveries(
         &self,
         username: &str,
         endpoint_id: &str,
         status: DeliveryStatus,
-        page: &Page,
-    ) -> Result<Vec<Delivery>, StoreError> {
+        query: &DeliveryQuery,
+    ) -> Result<Listing, StoreError> {
         timed(
-            "list_deliveries",
+            "query_deliveries",
             self.inner
-                .list_deliveries(username, endpoint_id, status, page),
+                .query_deliveries(username, endpoint_id, status, query),
         )
         .await
     }

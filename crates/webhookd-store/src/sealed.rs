@@ -33,8 +33,8 @@ use webhookd_core::{Endpoint, EndpointSpec, Event};
 
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryCounts,
-    DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
-    Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
+    DeliveryQuery, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt,
+    Listing, Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
 };
 
 const SEALED_PREFIX: &str = "sealed:v1:";
@@ -548,15 +548,15 @@ impl Store for Sealed {
             .await
     }
 
-    async fn list_deliveries(
+    async fn query_deliveries(
         &self,
         username: &str,
         endpoint_id: &str,
         status: DeliveryStatus,
-        page: &Page,
-    ) -> Result<Vec<Delivery>, StoreError> {
+        query: &DeliveryQuery,
+    ) -> Result<Listing, StoreError> {
         self.inner
-            .list_deliveries(username, endpoint_id, status, page)
+            .query_deliveries(username, endpoint_id, status, query)
             .await
     }
 

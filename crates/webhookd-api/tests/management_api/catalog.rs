@@ -259,3 +259,85 @@ pub(crate) async fn bad_event_type_definitions_are_40000_and_name_what_to_fix(ap
         "nothing was kept"
     );
 }
+
+/// SPEC §13: listings take `order`, `event`, `event_id`, `since`, `until`,
+/// and the first page carries the endpoint's counts by status.
+pub(crate) async fn listings_take_order_and_filters_and_the_first_page_counts(api: Api) {
+    let created = api.create(seed_body()).await;
+    let id = created["endpoint_id"].as_str().unwrap();
+    for (n, event) in [
+        "generated_avatar_video_success",
+        "generated_avatar_video_failed",
+        "generated_avatar_video_success",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (status, json) = api
+            .ingest(
+                &json!({"event": event, "username": "johndoe", "event_id": format!("evt_{n}"), "data": {}})
+                    .to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    }
+    let client = &api;
+    let listing = |query: &str| {
+        let path = format!("/v2/endpoint/{id}/deliveries?status=pending&{query}");
+        async move {
+            let (status, json) = client.call(Method::GET, &path, None).await;
+            assert_eq!(status, StatusCode::OK, "{json}");
+            json["data"].clone()
+        }
+    };
+    let event_ids = |data: &Value| -> Vec<String> {
+        data["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["event_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let newest = listing("order=desc&limit=2").await;
+    assert_eq!(event_ids(&newest), ["evt_2", "evt_1"]);
+    assert_eq!(
+        newest["counts"],
+        json!({"pending": 3, "delivered": 0, "failed": 0})
+    );
+    let after = newest["next_after"].as_str().unwrap();
+    let rest = listing(&format!("order=desc&limit=2&after={after}")).await;
+    assert_eq!(event_ids(&rest), ["evt_0"]);
+    assert!(
+        rest.get("counts").is_none(),
+        "counts come with the first page only"
+    );
+
+    let failed = listing("event=generated_avatar_video_failed").await;
+    assert_eq!(event_ids(&failed), ["evt_1"]);
+    assert_eq!(event_ids(&listing("event_id=evt_2").await), ["evt_2"]);
+    let now = webhookd_core::time::unix_seconds();
+    assert_eq!(
+        event_ids(&listing(&format!("since={}&until={}", now - 60, now + 60)).await),
+        ["evt_0", "evt_1", "evt_2"]
+    );
+    assert!(event_ids(&listing(&format!("since={}", now + 3600)).await).is_empty());
+
+    for (query, says) in [
+        ("order=sideways", "order: must be asc or desc"),
+        ("event=Not%20A%20Type", "event: event type names"),
+        ("event_id=a%2Fb", "event_id: must be 1-128"),
+        ("since=yesterday", "since: must be unix seconds"),
+        ("until=-5", "until: must be unix seconds"),
+        ("since=20&until=10", "until: must not be before since"),
+    ] {
+        let answer = api
+            .call(
+                Method::GET,
+                &format!("/v2/endpoint/{id}/deliveries?{query}"),
+                None,
+            )
+            .await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, 40000, says);
+    }
+}

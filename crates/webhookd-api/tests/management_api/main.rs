@@ -84,6 +84,7 @@ on_both_stores!(
     the_admin_api_adds_event_types_over_the_default_with_schemas,
     the_admin_api_redefines_and_removes_types_for_every_process,
     bad_event_type_definitions_are_40000_and_name_what_to_fix,
+    listings_take_order_and_filters_and_the_first_page_counts,
 );
 
 mod catalog;

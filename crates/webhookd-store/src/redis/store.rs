@@ -19,9 +19,9 @@ use super::{RedisStore, SWEEP_BUDGET, SWEEP_SLICE, Write, changes};
 use crate::PROCESS_SETTING;
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
-    DeliveryCounts, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges,
-    FinishedAttempt, Page, Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport,
-    UserSummary, events_to_json, new_delivery,
+    DeliveryCounts, DeliveryQuery, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges,
+    FinishedAttempt, Listing, MAX_SCANNED, Order, Recorded, RetryOutcome, SecretSlot, Store,
+    StoreError, SweepReport, UserSummary, events_to_json, new_delivery,
 };
 
 #[async_trait]
@@ -313,41 +313,51 @@ impl Store for RedisStore {
         Ok((created == 1).then_some(delivery))
     }
 
-    async fn list_deliveries(
+    async fn query_deliveries(
         &self,
         username: &str,
         endpoint_id: &str,
         status: DeliveryStatus,
-        page: &Page,
-    ) -> Result<Vec<Delivery>, StoreError> {
+        query: &DeliveryQuery,
+    ) -> Result<Listing, StoreError> {
         let mut connection = self.connection();
         let index = format!(
             "{}ep:{endpoint_id}:{}",
             self.user_prefix(username),
             status.as_str()
         );
-        let mut after = page.after.clone();
-        let mut deliveries = Vec::with_capacity(page.limit.min(1000));
+        let limit = query.page.limit;
+        let mut range = crate::listing::IdRange::of(query);
+        let mut listing = Listing::default();
+        let budget = if query.filters() {
+            MAX_SCANNED
+        } else {
+            usize::MAX
+        };
+        let mut scanned = 0;
         // An id whose delivery is gone (removed between two calls, or left
         // by an older webhookd whose deliveries expired on their own) is
         // skipped and dropped from the index; the page is still filled.
-        while deliveries.len() < page.limit {
-            let wanted = page.limit - deliveries.len();
-            let start = after
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), |after| format!("({after}"));
-            let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
+        while listing.deliveries.len() < limit && scanned < budget {
+            let wanted = (limit - listing.deliveries.len()).min(budget - scanned);
+            let (command, from, to) = match query.order {
+                Order::Ascending => ("ZRANGEBYLEX", range.low(), range.high()),
+                Order::Descending => ("ZREVRANGEBYLEX", range.high(), range.low()),
+            };
+            let ids: Vec<String> = redis::cmd(command)
                 .arg(&index)
-                .arg(start)
-                .arg("+")
+                .arg(from)
+                .arg(to)
                 .arg("LIMIT")
                 .arg(0)
                 .arg(wanted)
                 .query_async(&mut connection)
                 .await
                 .map_err(redis_error)?;
-            let Some(last) = ids.last() else { break };
-            after = Some(last.clone());
+            if ids.is_empty() {
+                return Ok(listing);
+            }
+            scanned += ids.len();
             let index_ends = ids.len() < wanted;
             let mut pipeline = redis::pipe();
             for id in &ids {
@@ -359,20 +369,25 @@ impl Store for RedisStore {
                 .map_err(redis_error)?;
             let mut gone = Vec::new();
             for (id, fields) in ids.into_iter().zip(rows) {
+                range.passed(query.order, &id);
                 if fields.is_empty() {
                     gone.push(id);
-                } else {
-                    deliveries.push(delivery_from_fields(id, fields)?);
+                    continue;
+                }
+                let delivery = delivery_from_fields(id, fields)?;
+                if query.keeps(&delivery) {
+                    listing.deliveries.push(delivery);
                 }
             }
             if !gone.is_empty() {
                 let _: i64 = connection.zrem(&index, gone).await.map_err(redis_error)?;
             }
             if index_ends {
-                break;
+                return Ok(listing);
             }
         }
-        Ok(deliveries)
+        listing.next_after = range.cursor();
+        Ok(listing)
     }
 
     fn now_ms(&self) -> i64 {

@@ -6,18 +6,19 @@ use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
 use webhookd_core::quota::Quotas;
-use webhookd_core::{Endpoint, Event, ids};
+use webhookd_core::{Endpoint, Event, EventType, ids};
 
 use super::quotas::{KeptCounts, take_event_of_the_day};
 use super::rates::RateBuckets;
 use super::rows::{
-    DELIVERY_COLUMNS_D, ENDPOINT_COLUMNS, RawEndpoint, previous_secret, read_delivery,
-    read_endpoint,
+    DELIVERY_COLUMNS, DELIVERY_COLUMNS_D, ENDPOINT_COLUMNS, RawDelivery, RawEndpoint,
+    previous_secret, read_delivery, read_endpoint,
 };
 use super::schema::sqlite_error;
 use crate::{
-    Acceptance, AttemptResult, Claim, ClaimRequest, DEDUP_WINDOW_MS, Delivery, DeliveryStatus,
-    FinishedAttempt, Recorded, Retention, StoreError, SweepReport, new_delivery,
+    Acceptance, AttemptResult, Claim, ClaimRequest, DEDUP_WINDOW_MS, Delivery, DeliveryQuery,
+    DeliveryStatus, FinishedAttempt, Listing, Order, Recorded, Retention, StoreError, SweepReport,
+    new_delivery,
 };
 
 /// Most rows one sweep step removes per kind: one short transaction.
@@ -628,4 +629,56 @@ pub(super) fn attempts_of(
         .map_err(sqlite_error)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(sqlite_error)
+}
+
+/// One page of a delivery listing (SPEC §13). The filters are SQL; the
+/// endpoint's index on `(endpoint_id, status, delivery_id)` keeps each
+/// page a range scan.
+pub(super) fn query(
+    c: &rusqlite::Connection,
+    username: &str,
+    endpoint_id: &str,
+    status: DeliveryStatus,
+    query: &DeliveryQuery,
+) -> Result<Listing, StoreError> {
+    let (after, order) = match query.order {
+        Order::Ascending => ("(?4 IS NULL OR delivery_id > ?4)", "ASC"),
+        Order::Descending => ("(?4 IS NULL OR delivery_id < ?4)", "DESC"),
+    };
+    let mut statement = c
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE endpoint_id = ?1 AND username = ?2 AND status = ?3 AND {after}
+               AND (?6 IS NULL OR event_type = ?6) AND (?7 IS NULL OR event_id = ?7)
+               AND (?8 IS NULL OR created_at >= ?8) AND (?9 IS NULL OR created_at <= ?9)
+               AND EXISTS (SELECT 1 FROM endpoints WHERE endpoint_id = ?1 AND username = ?2)
+             ORDER BY delivery_id {order} LIMIT ?5"
+        ))
+        .map_err(sqlite_error)?;
+    let limit = query.page.limit;
+    let deliveries = statement
+        .query_map(
+            params![
+                endpoint_id,
+                username,
+                status.as_str(),
+                query.page.after,
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                query.event.as_ref().map(EventType::as_str),
+                query.event_id,
+                query.since_ms,
+                query.until_ms,
+            ],
+            read_delivery,
+        )
+        .map_err(sqlite_error)?
+        .map(|row| row.map_err(sqlite_error).and_then(RawDelivery::parse))
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_after = (deliveries.len() == limit)
+        .then(|| deliveries.last().map(|d| d.delivery_id.clone()))
+        .flatten();
+    Ok(Listing {
+        deliveries,
+        next_after,
+    })
 }

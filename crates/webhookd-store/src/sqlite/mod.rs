@@ -31,16 +31,15 @@ use self::deliveries::{
     Leasing, accept_one, attempts_of, claim_due, delivery_stats, record_one_attempt, sweep_step,
 };
 use self::rows::{
-    DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RawDelivery, RawEndpoint, read_delivery, read_endpoint,
-    select_endpoint,
+    DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RawEndpoint, read_delivery, read_endpoint, select_endpoint,
 };
 pub(crate) use self::schema::key_file;
 use self::schema::{open_blocking, sqlite_error};
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryCounts,
-    DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt, Page,
-    Recorded, Retention, RetryOutcome, SecretSlot, Store, StoreError, SweepReport, UserSummary,
-    events_to_json, new_delivery,
+    DeliveryQuery, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt,
+    Listing, Recorded, Retention, RetryOutcome, SecretSlot, Store, StoreError, SweepReport,
+    UserSummary, events_to_json, new_delivery,
 };
 
 #[derive(Debug, Clone)]
@@ -563,40 +562,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_deliveries(
+    async fn query_deliveries(
         &self,
         username: &str,
         endpoint_id: &str,
         status: DeliveryStatus,
-        page: &Page,
-    ) -> Result<Vec<Delivery>, StoreError> {
-        let (username, endpoint_id, page) =
-            (username.to_owned(), endpoint_id.to_owned(), page.clone());
-        self.call(move |c| {
-            let mut statement = c
-                .prepare_cached(&format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
-                     WHERE endpoint_id = ?1 AND username = ?2 AND status = ?3 AND delivery_id > ?4
-                       AND EXISTS (SELECT 1 FROM endpoints WHERE endpoint_id = ?1 AND username = ?2)
-                     ORDER BY delivery_id LIMIT ?5"
-                ))
-                .map_err(sqlite_error)?;
-            let rows = statement
-                .query_map(
-                    params![
-                        endpoint_id,
-                        username,
-                        status.as_str(),
-                        page.after.unwrap_or_default(),
-                        i64::try_from(page.limit).unwrap_or(i64::MAX)
-                    ],
-                    read_delivery,
-                )
-                .map_err(sqlite_error)?;
-            rows.map(|row| row.map_err(sqlite_error).and_then(RawDelivery::parse))
-                .collect()
-        })
-        .await
+        query: &DeliveryQuery,
+    ) -> Result<Listing, StoreError> {
+        let (username, endpoint_id, query) =
+            (username.to_owned(), endpoint_id.to_owned(), query.clone());
+        self.call(move |c| deliveries::query(c, &username, &endpoint_id, status, &query))
+            .await
     }
 
     async fn claim_due(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {

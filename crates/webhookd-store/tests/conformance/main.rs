@@ -99,14 +99,18 @@ conformance!(
     a_rate_limit_caps_the_deliveries_that_start_each_second,
     an_endpoint_holding_its_kept_deliveries_gets_no_new_ones,
     events_past_the_daily_quota_are_refused_and_not_remembered,
+    listings_run_newest_first_and_filter_by_event_id_and_time,
+    a_filtered_listing_pages_through_a_large_index,
 );
 
 mod lifecycle;
+mod listings;
 mod quotas;
 mod scale_out;
 mod single_slot;
 mod users;
 use lifecycle::*;
+use listings::*;
 use quotas::*;
 use scale_out::*;
 use users::*;
