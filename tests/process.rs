@@ -1144,3 +1144,87 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `webhookd events publish` (the README's production step 2): a producer's
+/// message, published from the command line, is consumed and delivered; a
+/// malformed one is named before anything is sent; a queue that does not
+/// exist is an error, not a message silently dropped.
+#[test]
+fn events_publish_hands_rabbitmq_an_event_that_gets_delivered() {
+    use webhookd_testkit::receiver::{Answer, Receiver};
+
+    let (Some(redis_url), Some(amqp_url)) = (require(Service::Redis), require(Service::RabbitMq))
+    else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = runtime.block_on(Receiver::start(Answer::Status(204)));
+    let prefix = unique_prefix("publish");
+    let queue = webhookd_testkit::amqp::unique_queue("publish");
+    let mut command = amqp_command(&redis_url, &prefix, &amqp_url, &queue);
+    command.env("WEBHOOKD_REQUIRE_HTTPS", "false");
+    let server = Server::start_with(command);
+    let mut command = amqp_command(&redis_url, &prefix, &amqp_url, &queue);
+    command.args(["users", "add", "johndoe"]);
+    let key = String::from_utf8(run(command).stdout).unwrap();
+    let created: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v2/endpoint", server.base))
+        .header("x-api-key", key.trim())
+        .body(json!({"url": receiver.url, "events": ["generated_video_success"]}).to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(created["code"], 0, "{created}");
+
+    let publish = |args: &[&str]| {
+        let mut command = amqp_command(&redis_url, &prefix, &amqp_url, &queue);
+        command.args(["events", "publish"]).args(args);
+        run(command)
+    };
+    let output = publish(&[
+        r#"{"event": "generated_video_success", "username": "johndoe", "event_id": "evt_cli", "data": {"video_id": "v1"}}"#,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("published 1 event(s) to {queue}")
+    );
+    let arrived = runtime.block_on(receiver.wait_for(1, Duration::from_secs(10)));
+    assert_eq!(arrived.len(), 1);
+    let body: Value = serde_json::from_slice(&arrived[0].body).unwrap();
+    assert_eq!(body["event_id"], "evt_cli");
+
+    let output = publish(&[r#"{"event": "generated_video_success", "data": {}}"#]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("message 1: username is required"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = publish(&[
+        "--queue",
+        "no.such.queue.for.webhookd.tests",
+        r#"{"event": "generated_video_success", "username": "johndoe", "data": {}}"#,
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("queue \"no.such.queue.for.webhookd.tests\" does not exist"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    drop(server);
+    runtime.block_on(webhookd_testkit::amqp::delete_queues(
+        &amqp_url,
+        &[&queue, &format!("{queue}.dead")],
+    ));
+}

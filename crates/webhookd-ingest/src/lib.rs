@@ -20,6 +20,7 @@ use webhookd_delivery::Dispatcher;
 use webhookd_store::{Acceptance, Store, StoreError};
 
 pub mod amqp;
+pub mod publish;
 
 /// The shared ingest path. Both the AMQP consumer and the HTTP route go
 /// through it, so they validate and persist identically.

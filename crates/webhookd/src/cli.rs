@@ -50,6 +50,11 @@ pub enum Command {
         #[command(subcommand)]
         action: UsersCommand,
     },
+    /// Hand webhookd events the way producers do.
+    Events {
+        #[command(subcommand)]
+        action: EventsCommand,
+    },
     /// Print a fresh encryption key (base64 of 32 random bytes) for
     /// WEBHOOKD_ENCRYPTION_KEY.
     GenKey,
@@ -77,6 +82,28 @@ pub enum Command {
         /// else http://<listen>).
         #[arg(long, value_name = "URL")]
         base_url: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Publish events to RabbitMQ as a producer would (SPEC §5): persistent
+    /// JSON messages to the queue webhookd consumes, each confirmed by the
+    /// broker before this returns.
+    ///
+    /// Example: webhookd events publish '{"event": "generated_video_success",
+    /// "username": "johndoe", "data": {"video_id": "v1"}}'
+    Publish {
+        /// One event message as JSON; `-` (or nothing) reads one message
+        /// per line from stdin.
+        message: Option<String>,
+        /// RabbitMQ to publish to (default: the amqp_url setting).
+        #[arg(long, value_name = "URL")]
+        amqp_url: Option<String>,
+        /// Queue to publish to (default: the amqp_queue setting,
+        /// webhook.events).
+        #[arg(long, value_name = "NAME")]
+        queue: Option<String>,
     },
 }
 

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use webhookd_core::Config;
 
-use cli::{Cli, Command, KeysCommand, UsersCommand};
+use cli::{Cli, Command, EventsCommand, KeysCommand, UsersCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
     let default_level = match command {
         Command::Serve => config.log_level.clone(),
         Command::Users { .. }
+        | Command::Events { .. }
         | Command::PortalLink { .. }
         | Command::GenKey
         | Command::Keys { .. } => "warn".to_owned(),
@@ -60,6 +61,14 @@ fn main() -> ExitCode {
                             users::revoke(&config, opening, &username).await
                         }
                     },
+                    Command::Events {
+                        action:
+                            EventsCommand::Publish {
+                                message,
+                                amqp_url,
+                                queue,
+                            },
+                    } => users::publish(&config, message, amqp_url, queue).await,
                     Command::GenKey => users::gen_key(),
                     Command::Keys {
                         action: KeysCommand::Rotate { force },

@@ -193,6 +193,43 @@ fn listen_url(config: &Config) -> String {
     format!("http://{listen}")
 }
 
+/// `webhookd events publish`: checks each message's shape here (a typo is
+/// named at once, not found later in `.dead`), then publishes them all.
+pub async fn publish(
+    config: &Config,
+    message: Option<String>,
+    amqp_url: Option<String>,
+    queue: Option<String>,
+) -> anyhow::Result<()> {
+    let Some(url) = amqp_url.or_else(|| config.amqp_url.clone()) else {
+        bail!("no RabbitMQ to publish to: set WEBHOOKD_AMQP_URL or pass --amqp-url");
+    };
+    let queue = queue.unwrap_or_else(|| config.amqp_queue.clone());
+    let messages: Vec<String> = match message.as_deref() {
+        Some(message) if message != "-" => vec![message.to_owned()],
+        _ => std::io::stdin()
+            .lines()
+            .filter(|line| line.as_ref().map_or(true, |line| !line.trim().is_empty()))
+            .collect::<Result<_, _>>()
+            .context("reading messages from stdin")?,
+    };
+    if messages.is_empty() {
+        bail!("no message to publish: give one as an argument, or one per line on stdin");
+    }
+    for (number, message) in messages.iter().enumerate() {
+        webhookd_core::Event::parse(message.as_bytes(), webhookd_core::time::unix_seconds())
+            .map_err(|rejection| anyhow::anyhow!("message {}: {rejection}", number + 1))?;
+    }
+    let bytes: Vec<Vec<u8>> = messages.into_iter().map(String::into_bytes).collect();
+    webhookd_ingest::publish::publish(&url, &queue, &bytes).await?;
+    writeln!(
+        std::io::stdout(),
+        "published {} event(s) to {queue}",
+        bytes.len()
+    )?;
+    Ok(())
+}
+
 /// Prints a fresh key, and only the key, on stdout.
 pub fn gen_key() -> anyhow::Result<()> {
     let key = webhookd_core::encryption_key::EncryptionKey::generate();
