@@ -294,6 +294,16 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
     for old in SHOTS.glob("*.png"):
         old.unlink()
     problems = []
+    # The operator's own type, next to JoggAI's (SPEC §12): the catalog
+    # page and the event picker show its description and that it is
+    # deprecated.
+    admin(
+        api_url,
+        admin_token,
+        "PUT",
+        "/internal/event-types/invoice.paid",
+        {"description": "An invoice was paid in full.", "deprecated": True},
+    )
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=not args.headed)
@@ -371,7 +381,7 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         page.get_by_label("URL", exact=True).fill("ftp://example.com/hook")
         page.get_by_label(EVENT_A, exact=True).check()
         page.get_by_label(EVENT_B, exact=True).check()
-        expect(dialog.get_by_text("2 of 22 selected")).to_be_visible()
+        expect(dialog.get_by_text("2 of 23 selected")).to_be_visible()
         shot("03-add-endpoint")
         button("Add endpoint").click()  # the dialog's: the page behind is hidden
         expect(dialog.get_by_role("alert")).to_contain_text("url:")
@@ -527,6 +537,26 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         expect(invoice.get_by_text("deprecated", exact=True)).to_be_visible()
         expect(invoice.get_by_role("cell", name="An invoice was paid in full.")).to_be_visible()
         shot("08-event-catalog")
+
+        step("at 390 px wide (a phone) no view scrolls sideways")
+        page.set_viewport_size({"width": 390, "height": 844})
+
+        def fits(where):
+            width = page.evaluate("() => document.documentElement.scrollWidth")
+            assert width <= 390, f"{where}: the page is {width} px wide in a 390 px viewport"
+
+        fits("the event catalog")
+        shot("11-phone-catalog", full_page=False)
+        page.get_by_role("navigation").get_by_role("button", name="Endpoints").click()
+        expect(button(hook)).to_be_visible()
+        fits("the endpoint list")
+        shot("12-phone-endpoints", full_page=False)
+        button(hook).click()
+        page.get_by_role("tab", name="Delivered").click()
+        expect(page.locator(".delivery").first).to_be_visible()
+        fits("an endpoint with its deliveries")
+        shot("13-phone-endpoint")
+        page.set_viewport_size({"width": 1280, "height": 800})
 
         step("Sign out: back to the sign-in form, the tab forgets the key")
         button("Sign out").click()

@@ -1035,7 +1035,11 @@ function openEndpointForm(endpoint) {
             { class: "check" },
             h("input", { type: "checkbox", name: "events", value: type, checked: chosen.has(type) }),
             h("span", { title: describe(type) }, type),
-            isDeprecated(type) ? h("span", { class: "badge badge-deprecated" }, "deprecated") : null,
+            // The checkbox is named by the type alone (SPEC §9); the badge
+            // is for the eye, its meaning is in the title.
+            isDeprecated(type)
+              ? h("span", { class: "badge badge-deprecated", "aria-hidden": "true", title: "Deprecated: producers are moving off it" }, "deprecated")
+              : null,
           ),
         ),
       ),
