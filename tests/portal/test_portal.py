@@ -41,6 +41,7 @@ import hmac
 import json
 import os
 import pathlib
+import re
 import secrets
 import shutil
 import socket
@@ -441,6 +442,26 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         expect(delivered.get_by_text("3 attempts")).to_be_visible()
         check_clean("resend")
         shot("06-delivered")
+
+        step("the view has its own address: reload stays on the tab, Back returns to the list")
+        endpoint_address = page.evaluate("() => location.hash")
+        assert re.fullmatch(r"#/endpoints/wh_[0-9a-f]+/delivered", endpoint_address), endpoint_address
+        page.reload()
+        expect(page.get_by_role("tab", name="Delivered")).to_have_attribute("aria-selected", "true")
+        expect(page.locator(".delivery").filter(has_text=EVENT_B)).to_be_visible()
+        page.go_back()
+        expect(page.get_by_role("heading", name="Endpoints", exact=True)).to_be_visible()
+        assert page.evaluate("() => location.hash") == "#/endpoints"
+        page.go_forward()
+        expect(page.get_by_role("tab", name="Delivered")).to_have_attribute("aria-selected", "true")
+        # A shared address, opened in a fresh tab: sign in, then that view.
+        shared = page.context.new_page()
+        shared.goto(f"{base_url}/portal{endpoint_address}")
+        shared.get_by_label("API key", exact=True).fill(api_key)
+        shared.get_by_role("button", name="Sign in").click()
+        expect(shared.get_by_role("tab", name="Delivered")).to_have_attribute("aria-selected", "true")
+        shared.close()
+        check_clean("deep links")
 
         # ---- the secret
         step("Reveal shows the secret that signed the deliveries; Copy copies it")

@@ -2,11 +2,12 @@
 // link and manage their endpoints through the /v2 API (SPEC §9).
 //
 // One page, four views (sign-in, endpoint list, one endpoint, event
-// catalog), kept in memory: the address bar never carries state, so a
-// credential can never end up in it.
+// catalog). Each view has its own address (routes.js); the address never
+// carries a credential.
 
 import { api, ApiError, Code, credential } from "./api.js";
 import { LINK_MESSAGES, linkFromAddress, signInWithLink } from "./links.js";
+import * as routes from "./routes.js";
 import {
   $, busy, closeDialog, fromLocalInput, h, icon, localTime, openDialog, relative, replace,
   timeEl, toast, toLocalInput,
@@ -42,11 +43,28 @@ function start() {
   if (link) openLink(link);
   else if (credential.get()) loadAccount();
   else showSignIn();
-  // A portal link opened while the page is already open in this tab.
+  // A portal link opened while the page is already open in this tab, or
+  // an address typed or pasted.
   window.addEventListener("hashchange", () => {
     const link = linkFromAddress();
     if (link) openLink(link);
+    else followAddress();
   });
+  // Back and Forward.
+  window.addEventListener("popstate", followAddress);
+}
+
+/** Shows the view the address names, once signed in. */
+function followAddress() {
+  if (!state.username) return;
+  const route = routes.parse(location.hash);
+  if (route.view === "catalog") showCatalog(false);
+  else if (route.view === "endpoint" && state.endpoints.some((e) => e.endpoint_id === route.id)) {
+    showDetail(route.id, route.tab, false);
+  } else {
+    if (route.view === "endpoint") toast("That endpoint does not exist (any more) in this account.", "error");
+    showList(true, false);
+  }
 }
 
 /** Signs in with a portal link (links.js); a refused one keeps an open session. */
@@ -146,6 +164,7 @@ async function onSignIn(event) {
 function signOut() {
   credential.clear();
   state.current = null;
+  routes.clear();
   showSignIn();
   toast("Signed out.");
 }
@@ -168,7 +187,7 @@ async function loadAccount() {
     $("#account").hidden = false;
     if (state.view === "endpoint" && currentEndpoint()) showDetail(state.current);
     else if (state.view === "catalog") showCatalog();
-    else showList();
+    else followAddress();
   } catch (error) {
     handleError(error, loadAccount);
   }
@@ -297,7 +316,8 @@ function statusBadge(endpoint) {
   return h("span", { class: `badge badge-${status.key}` }, h("span", { class: "dot", "aria-hidden": "true" }), status.label);
 }
 
-function showList(focus = true) {
+function showList(focus = true, record = true) {
+  if (record) routes.show({ view: "endpoints" });
   showView("endpoints");
   renderList();
   if (focus) focusHeading("endpoints-title");
@@ -382,9 +402,11 @@ function currentEndpoint() {
   return state.endpoints.find((endpoint) => endpoint.endpoint_id === state.current) || null;
 }
 
-function showDetail(endpointId) {
+function showDetail(endpointId, tab = null, record = true) {
   const switching = state.current !== endpointId;
   state.current = endpointId;
+  const shownTab = tab || (switching ? "failed" : state.deliveries.status);
+  if (record) routes.show({ view: "endpoint", id: endpointId, tab: shownTab });
   if (switching) {
     state.revealed = false;
     $("#recover-since").value = toLocalInput(new Date(Date.now() - 86400 * 1000));
@@ -395,7 +417,7 @@ function showDetail(endpointId) {
   }
   showView("endpoint");
   renderDetail();
-  if (switching) selectTab("failed", false);
+  if (switching || tab) selectTab(shownTab, false);
   loadDeliveries(false);
   focusHeading("ep-title");
 }
@@ -740,6 +762,7 @@ function wireTabs() {
 
 function selectTab(status, focus) {
   state.deliveries.status = status;
+  if (state.current) routes.show({ view: "endpoint", id: state.current, tab: status }, true);
   for (const tab of document.querySelectorAll('[role="tab"]')) {
     const selected = tab.dataset.status === status;
     tab.setAttribute("aria-selected", String(selected));
@@ -1110,7 +1133,8 @@ function isDeprecated(type) {
   return Boolean(state.eventTypes.get(type)?.deprecated);
 }
 
-function showCatalog() {
+function showCatalog(record = true) {
+  if (record) routes.show({ view: "catalog" });
   showView("catalog");
   const counts = new Map();
   for (const endpoint of state.endpoints) {

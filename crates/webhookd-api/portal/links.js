@@ -19,7 +19,7 @@ export const LINK_MESSAGES = {
 /** The `#link=` of the address, taken out of it (and so out of history, bookmarks and screenshots). */
 export function linkFromAddress() {
   const link = new URLSearchParams(location.hash.slice(1)).get("link");
-  if (location.hash) history.replaceState(null, "", location.pathname);
+  if (link !== null) history.replaceState(null, "", location.pathname);
   return link;
 }
 
