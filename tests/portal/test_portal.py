@@ -352,7 +352,7 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         page.get_by_label("API key", exact=True).fill("whk_not_a_real_key")
         button("Sign in").click()
         expect(page.get_by_role("alert").filter(has_text="This API key is not valid")).to_be_visible()
-        expect(page.get_by_label("API key", exact=True)).to_be_visible()
+        expect(page.get_by_label("API key", exact=True)).to_have_value("whk_not_a_real_key")
 
         step("sign in with the key: the empty state")
         page.get_by_label("API key", exact=True).fill(api_key)
@@ -441,6 +441,7 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         expect(delivered.get_by_text("Delivered", exact=True)).to_be_visible()
         expect(delivered.get_by_text("3 attempts")).to_be_visible()
         check_clean("resend")
+        expect(page.get_by_role("tab", name="Delivered")).to_contain_text("1")
         shot("06-delivered")
 
         step("the view has its own address: reload stays on the tab, Back returns to the list")

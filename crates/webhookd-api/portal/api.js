@@ -101,8 +101,9 @@ export const api = {
     call("POST", `/v2/endpoint/${id(endpointId)}/rotate-secret`, { grace_seconds: graceSeconds }),
   sendTest: (endpointId, event) =>
     call("POST", `/v2/endpoint/${id(endpointId)}/test`, event ? { event } : {}),
+  /** Newest first; the first page carries `counts` by status (SPEC §13). */
   listDeliveries: (endpointId, status, after, limit = 20) => {
-    const query = new URLSearchParams({ status, limit: String(limit) });
+    const query = new URLSearchParams({ status, limit: String(limit), order: "desc" });
     if (after) query.set("after", after);
     return call("GET", `/v2/endpoint/${id(endpointId)}/deliveries?${query}`);
   },

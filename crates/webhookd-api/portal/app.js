@@ -156,8 +156,9 @@ async function onSignIn(event) {
     showSignIn("Enter your API key to sign in.");
     return;
   }
+  // What was typed stays until the key works: a refused key is corrected
+  // in place, not typed again.
   credential.set(key, "key");
-  input.value = "";
   await busy(event.submitter || $("#signin-form button"), () => loadAccount());
 }
 
@@ -179,6 +180,7 @@ async function loadAccount() {
       api.listEvents(),
     ]);
     state.username = username;
+    $("#api-key").value = "";
     state.events = events.map((type) => type.name);
     state.eventTypes = new Map(events.map((type) => [type.name, type]));
     setEndpoints(endpoints);
@@ -523,13 +525,15 @@ function renderSecret(endpoint) {
       h(
         "span",
         {},
-        "Rotation in progress: the previous secret keeps signing (",
-        h("code", {}, "X-Webhook-Signature"),
-        ") until ",
+        "Rotation in progress: until ",
         timeEl(endpoint.previous_secret_expires_at),
-        ". This one signs ",
+        " the previous secret keeps signing ",
+        h("code", {}, "X-Webhook-Signature"),
+        " and this one signs ",
         h("code", {}, "X-Webhook-Signature-Next"),
-        " meanwhile.",
+        "; the Standard Webhooks header ",
+        h("code", {}, "webhook-signature"),
+        " carries both signatures. Receivers that accept either secret keep working.",
       ),
     );
     grace.hidden = false;
@@ -794,6 +798,7 @@ async function loadDeliveries(append) {
     list.items = append ? list.items.concat(page.deliveries) : page.deliveries;
     list.next = page.next_after || null;
     list.loaded = true;
+    if (page.counts) showCounts(page.counts);
     renderDeliveries();
   } catch (error) {
     if (generation !== list.generation) return;
@@ -805,6 +810,19 @@ async function loadDeliveries(append) {
     }
   }
   schedulePoll();
+}
+
+/** How many deliveries each tab holds, next to its name. */
+function showCounts(counts) {
+  for (const tab of document.querySelectorAll('[role="tab"]')) {
+    const count = counts[tab.dataset.status];
+    let badge = tab.querySelector(".count");
+    if (!badge) {
+      badge = h("span", { class: "count" });
+      tab.append(" ", badge);
+    }
+    badge.textContent = count === undefined ? "" : String(count);
+  }
 }
 
 /** Refresh button: the endpoint (its failure streak may have changed) and the tab. */
@@ -1000,6 +1018,7 @@ async function pollPending() {
     if (generation !== list.generation) return;
     list.items = page.deliveries;
     list.next = page.next_after || null;
+    if (page.counts) showCounts(page.counts);
     renderDeliveries();
   } catch {
     // A missed poll is not worth an error; the Refresh button says more.
