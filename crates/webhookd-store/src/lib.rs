@@ -36,6 +36,7 @@ mod sqlite;
 pub use catalog::{event_type_changes, put_event_type_change, refresh_catalog};
 pub use changes::EndpointChanges;
 pub use instrumented::Instrumented;
+pub use listing::{DeliveryQuery, Listing, MAX_SCANNED, Order, Page};
 use open::{PROCESS_SETTING, running_processes};
 pub use open::{open, open_and_reseal};
 pub use redis::RedisStore;
@@ -386,80 +387,6 @@ impl DeliveryWindow {
 
 /// How long an `event_id` is remembered for de-duplication (SPEC §5).
 pub const DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;
-
-/// A page of a listing: up to `limit` items after the cursor `after`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Page {
-    pub limit: usize,
-    /// The last id of the previous page; `None` for the first page.
-    pub after: Option<String>,
-}
-
-/// Which way a listing runs: by delivery id, which orders by creation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Order {
-    /// Oldest first (the default, as the JoggAI-era listing had it).
-    #[default]
-    Ascending,
-    /// Newest first.
-    Descending,
-}
-
-/// A delivery listing with its filters (SPEC §13); every filter optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeliveryQuery {
-    pub page: Page,
-    pub order: Order,
-    pub event: Option<EventType>,
-    pub event_id: Option<String>,
-    /// Created at or after this unix millisecond.
-    pub since_ms: Option<i64>,
-    /// Created at or before this unix millisecond.
-    pub until_ms: Option<i64>,
-}
-
-impl DeliveryQuery {
-    /// Whether some deliveries may not pass: then a listing looks at no
-    /// more than [`MAX_SCANNED`] entries per call (otherwise it stops at
-    /// its limit anyway).
-    pub fn filters(&self) -> bool {
-        self.event.is_some()
-            || self.event_id.is_some()
-            || self.since_ms.is_some()
-            || self.until_ms.is_some()
-    }
-
-    /// Whether `delivery` passes every filter.
-    pub fn keeps(&self, delivery: &Delivery) -> bool {
-        self.event
-            .as_ref()
-            .is_none_or(|event| *event == delivery.event_type)
-            && self
-                .event_id
-                .as_ref()
-                .is_none_or(|id| *id == delivery.event_id)
-            && self
-                .since_ms
-                .is_none_or(|since| delivery.created_at >= since)
-            && self
-                .until_ms
-                .is_none_or(|until| delivery.created_at <= until)
-    }
-}
-
-/// One page of a [`DeliveryQuery`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Listing {
-    pub deliveries: Vec<Delivery>,
-    /// Where the next page starts (its `after`); `None` at the end. A
-    /// filtered page may hold fewer than its limit and still go on: a
-    /// listing looks at no more than [`MAX_SCANNED`] entries per call.
-    pub next_after: Option<String>,
-}
-
-/// The most index entries one filtered listing call looks at, so that no
-/// request costs the store more than this however its filters match.
-pub const MAX_SCANNED: usize = 5_000;
 
 /// Result of [`Store::create_endpoint`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,13 +1,89 @@
-//! Delivery listings by id range (SPEC §13). Delivery ids are
+//! Delivery listings (SPEC §13): pages, order, filters, and the id range
+//! a Redis listing walks. Delivery ids are
 //! `dlv_` + a UUIDv7 in hex, whose first 12 digits are the creation time
 //! in unix milliseconds: the index ordered by id is ordered by creation,
 //! and a time window narrows to an id range. The id's time is the local
 //! clock's and `created_at` the store's, so the range is widened by
 //! [`CLOCK_MARGIN_MS`] and `created_at` decides ([`DeliveryQuery::keeps`]).
 
+use webhookd_core::EventType;
 use webhookd_core::ids::DELIVERY_ID_PREFIX;
 
-use crate::{DeliveryQuery, Order};
+use crate::Delivery;
+
+/// A page of a listing: up to `limit` items after the cursor `after`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub limit: usize,
+    /// The last id of the previous page; `None` for the first page.
+    pub after: Option<String>,
+}
+
+/// Which way a listing runs: by delivery id, which orders by creation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Oldest first (the default, as the JoggAI-era listing had it).
+    #[default]
+    Ascending,
+    /// Newest first.
+    Descending,
+}
+
+/// A delivery listing with its filters (SPEC §13); every filter optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryQuery {
+    pub page: Page,
+    pub order: Order,
+    pub event: Option<EventType>,
+    pub event_id: Option<String>,
+    /// Created at or after this unix millisecond.
+    pub since_ms: Option<i64>,
+    /// Created at or before this unix millisecond.
+    pub until_ms: Option<i64>,
+}
+
+impl DeliveryQuery {
+    /// Whether some deliveries may not pass: then a listing looks at no
+    /// more than [`MAX_SCANNED`] entries per call (otherwise it stops at
+    /// its limit anyway).
+    pub fn filters(&self) -> bool {
+        self.event.is_some()
+            || self.event_id.is_some()
+            || self.since_ms.is_some()
+            || self.until_ms.is_some()
+    }
+
+    /// Whether `delivery` passes every filter.
+    pub fn keeps(&self, delivery: &Delivery) -> bool {
+        self.event
+            .as_ref()
+            .is_none_or(|event| *event == delivery.event_type)
+            && self
+                .event_id
+                .as_ref()
+                .is_none_or(|id| *id == delivery.event_id)
+            && self
+                .since_ms
+                .is_none_or(|since| delivery.created_at >= since)
+            && self
+                .until_ms
+                .is_none_or(|until| delivery.created_at <= until)
+    }
+}
+
+/// One page of a [`DeliveryQuery`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub deliveries: Vec<Delivery>,
+    /// Where the next page starts (its `after`); `None` at the end. A
+    /// filtered page may hold fewer than its limit and still go on: a
+    /// listing looks at no more than [`MAX_SCANNED`] entries per call.
+    pub next_after: Option<String>,
+}
+
+/// The most index entries one filtered listing call looks at, so that no
+/// request costs the store more than this however its filters match.
+pub const MAX_SCANNED: usize = 5_000;
 
 /// The ids a listing still has to look at, as Redis `ZRANGEBYLEX` bounds.
 #[derive(Debug, Clone)]
@@ -94,7 +170,6 @@ fn earlier(a: Option<String>, b: Option<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Page;
 
     #[test]
     fn a_delivery_id_sorts_by_its_creation_time() {

@@ -81,6 +81,7 @@ use crate::{
 mod changes;
 mod cluster;
 mod connection;
+mod listings;
 mod rows;
 mod store;
 mod users;
