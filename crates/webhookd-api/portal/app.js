@@ -7,6 +7,7 @@
 
 import { api, ApiError, Code, credential } from "./api.js";
 import { LINK_MESSAGES, linkFromAddress, signInWithLink } from "./links.js";
+import * as catalog from "./catalog.js";
 import * as routes from "./routes.js";
 import {
   $, busy, closeDialog, fromLocalInput, h, icon, localTime, openDialog, relative, replace,
@@ -1030,28 +1031,6 @@ async function pollPending() {
 
 let editing = null;
 
-function groupOf(type) {
-  // An operator's own types group by their first part: invoice.paid → Invoice.
-  const dot = type.indexOf(".");
-  if (dot > 0) return type[0].toUpperCase() + type.slice(1, dot);
-  if (type.includes("video")) return "Video";
-  if (type.includes("avatar")) return "Avatar";
-  if (type.includes("script")) return "Script";
-  if (type.includes("image")) return "Image";
-  if (type.includes("motion")) return "Motion";
-  return "Other";
-}
-
-function groupEvents(events) {
-  const groups = new Map();
-  for (const type of events) {
-    const group = groupOf(type);
-    if (!groups.has(group)) groups.set(group, []);
-    groups.get(group).push(type);
-  }
-  return groups;
-}
-
 function openEndpointForm(endpoint) {
   editing = endpoint;
   const form = $("#endpoint-form");
@@ -1145,64 +1124,21 @@ async function onSaveEndpoint(event) {
 // ---------------------------------------------------------------- event catalog
 
 function describe(type) {
-  return state.eventTypes.get(type)?.description || "";
+  return catalog.describe(state.eventTypes, type);
 }
 
 function isDeprecated(type) {
-  return Boolean(state.eventTypes.get(type)?.deprecated);
+  return catalog.isDeprecated(state.eventTypes, type);
+}
+
+function groupEvents(names) {
+  return catalog.group(names);
 }
 
 function showCatalog(record = true) {
   if (record) routes.show({ view: "catalog" });
   showView("catalog");
-  const counts = new Map();
-  for (const endpoint of state.endpoints) {
-    for (const type of endpoint.events) counts.set(type, (counts.get(type) || 0) + 1);
-  }
-  replace(
-    $("#catalog-body"),
-    [...groupEvents(state.events)].map(([group, types]) =>
-      h(
-        "section",
-        { class: "card card-flush catalog-group", "aria-label": `${group} events` },
-        h("h2", { class: "catalog-title" }, group, h("span", { class: "count" }, String(types.length))),
-        h(
-          "table",
-          { class: "catalog" },
-          h(
-            "thead",
-            { class: "sr-only" },
-            h("tr", {}, h("th", { scope: "col" }, "Event type"), h("th", { scope: "col" }, "Meaning"), h("th", { scope: "col" }, "Your endpoints")),
-          ),
-          h(
-            "tbody",
-            {},
-            types.map((type) => {
-              const count = counts.get(type) || 0;
-              return h(
-                "tr",
-                {},
-                h(
-                  "td",
-                  {},
-                  h("code", { class: "event-name" }, type),
-                  isDeprecated(type) ? h("span", { class: "badge badge-deprecated" }, "deprecated") : null,
-                ),
-                h("td", { class: "muted" }, describe(type)),
-                h(
-                  "td",
-                  { class: "catalog-count" },
-                  count
-                    ? h("span", { class: "badge badge-enabled" }, `${count} ${count === 1 ? "endpoint" : "endpoints"}`)
-                    : h("span", { class: "muted small" }, "not subscribed"),
-                ),
-              );
-            }),
-          ),
-        ),
-      ),
-    ),
-  );
+  catalog.render($("#catalog-body"), state.events, state.eventTypes, state.endpoints);
   focusHeading("catalog-title");
 }
 

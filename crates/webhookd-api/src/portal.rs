@@ -35,6 +35,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../portal/links.js"),
     ),
     (
+        "catalog.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../portal/catalog.js"),
+    ),
+    (
         "routes.js",
         "text/javascript; charset=utf-8",
         include_str!("../portal/routes.js"),
