@@ -66,11 +66,13 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
      base-uri 'none'; form-action 'self'; frame-ancestors ";
 
-/// The headers of a portal answer, made once at start from the
-/// configuration (which validated the frame ancestors as a CSP source list).
+/// The headers of a portal answer, and its page with the product's name,
+/// made once at start from the configuration (which validated the frame
+/// ancestors as a CSP source list).
 #[derive(Debug, Clone)]
 pub struct PortalHeaders {
     content_security_policy: HeaderValue,
+    page: axum::body::Bytes,
 }
 
 impl PortalHeaders {
@@ -79,10 +81,21 @@ impl PortalHeaders {
             content_security_policy: HeaderValue::from_str(&format!(
                 "{CONTENT_SECURITY_POLICY}{frame_ancestors}"
             ))?,
+            page: page_for(webhookd_core::config::DEFAULT_PORTAL_PRODUCT_NAME),
         })
     }
 
-    fn answer(&self, content_type: &'static str, body: &'static str) -> Response {
+    /// Names the product `product_name` in the page's title and header
+    /// (`portal_product_name`): a platform's own name, not ours.
+    #[must_use]
+    pub fn with_product_name(self, product_name: &str) -> Self {
+        PortalHeaders {
+            page: page_for(product_name),
+            ..self
+        }
+    }
+
+    fn answer(&self, content_type: &'static str, body: impl Into<axum::body::Body>) -> Response {
         let headers: [(HeaderName, HeaderValue); 5] = [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (
@@ -101,12 +114,24 @@ impl PortalHeaders {
             // at the next load, so the browser revalidates every time.
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ];
-        (headers, body).into_response()
+        (headers, body.into()).into_response()
     }
 }
 
+/// The page with `product_name` in it, escaped for HTML.
+fn page_for(product_name: &str) -> axum::body::Bytes {
+    let escaped = product_name
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    axum::body::Bytes::from(INDEX.replace("{{product_name}}", &escaped))
+}
+
 pub async fn page(State(state): State<AppState>) -> Response {
-    state.portal.answer("text/html; charset=utf-8", INDEX)
+    state
+        .portal
+        .answer("text/html; charset=utf-8", state.portal.page.clone())
 }
 
 pub async fn asset(State(state): State<AppState>, Path(name): Path<String>) -> Response {
@@ -127,6 +152,20 @@ mod tests {
         let total = INDEX.len() + ASSETS.iter().map(|(_, _, body)| body.len()).sum::<usize>();
         println!("portal page load: {total} bytes");
         assert!(total < 200 * 1024, "{total} bytes");
+    }
+
+    #[test]
+    fn the_product_name_is_escaped_into_the_title_and_header() {
+        let page = page_for("Acme <Hooks> & \"Co\"");
+        let page = std::str::from_utf8(&page).unwrap_or_default();
+        assert!(page.contains("<title>Webhooks · Acme &lt;Hooks&gt; &amp; &quot;Co&quot;</title>"));
+        assert!(page.contains(r#"<span class="brand-name">Acme &lt;Hooks&gt;"#));
+        assert!(!page.contains("{{product_name}}"));
+        let default = page_for(webhookd_core::config::DEFAULT_PORTAL_PRODUCT_NAME);
+        assert!(
+            std::str::from_utf8(&default)
+                .is_ok_and(|page| page.contains("<title>Webhooks · webhookd</title>"))
+        );
     }
 
     #[test]

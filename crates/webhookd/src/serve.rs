@@ -307,7 +307,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ingest_token: ingest_token(&config, &*store).await?,
         admin_token: config.admin_token.clone(),
         portal: PortalHeaders::new(&config.portal_frame_ancestors)
-            .context("portal_frame_ancestors is not a valid header value")?,
+            .context("portal_frame_ancestors is not a valid header value")?
+            .with_product_name(&config.portal_product_name),
         readiness,
         metrics: Some(metrics),
         quotas: config.quotas,

@@ -22,6 +22,9 @@ pub use values::{LogFormat, QueueType, StoreUrl, redact_url};
 /// Prefix of every environment variable webhookd reads.
 pub const ENV_PREFIX: &str = "WEBHOOKD_";
 
+/// The name the portal shows unless `portal_product_name` says otherwise.
+pub const DEFAULT_PORTAL_PRODUCT_NAME: &str = "webhookd";
+
 /// The `User-Agent` of deliveries unless `user_agent` says otherwise: what
 /// JoggAI's receivers have always seen.
 pub const DEFAULT_USER_AGENT: &str = "JoggAI-Webhook/2.0";
@@ -128,6 +131,9 @@ pub struct Config {
     /// publish (SPEC §12), read at start. Default: unset, the 22 JoggAI
     /// types of SPEC §2.
     pub event_catalog: Option<std::path::PathBuf>,
+    /// `portal_product_name`: the name in the portal's title and header,
+    /// e.g. your platform's. Default `webhookd`.
+    pub portal_product_name: String,
     /// `public_url`: where browsers reach webhookd, for the links it prints
     /// (`webhookd portal-link`), e.g. `https://hooks.example.com`. Default:
     /// unset (`http://<listen>`).
@@ -203,6 +209,7 @@ impl Default for Config {
             health_listen: None,
             event_catalog: None,
             public_url: None,
+            portal_product_name: DEFAULT_PORTAL_PRODUCT_NAME.into(),
             user_agent: DEFAULT_USER_AGENT.into(),
             quotas: crate::quota::Quotas::default(),
             api_rate_limit: 100,
@@ -247,6 +254,7 @@ impl fmt::Debug for Config {
             .field("health_listen", &self.health_listen)
             .field("event_catalog", &self.event_catalog)
             .field("public_url", &self.public_url)
+            .field("portal_product_name", &self.portal_product_name)
             .field("user_agent", &self.user_agent)
             .field("quotas", &self.quotas)
             .field("api_rate_limit", &self.api_rate_limit)
@@ -446,6 +454,9 @@ impl Config {
             }
             "public_url" => self.public_url = values::public_url(&raw.text()?)?,
             "user_agent" => self.user_agent = values::user_agent(raw.text()?)?,
+            "portal_product_name" => {
+                self.portal_product_name = values::product_name(&raw.text()?)?;
+            }
             "health_listen" => {
                 let text = raw.text()?;
                 self.health_listen = if text.is_empty() {
@@ -785,6 +796,7 @@ const KEYS: &[&str] = &[
     "health_listen",
     "event_catalog",
     "public_url",
+    "portal_product_name",
     "user_agent",
     "max_endpoints_per_user",
     "test_sends_per_minute",

@@ -304,6 +304,7 @@ fn the_adoption_settings_have_joggai_defaults_and_are_checked() {
     assert_eq!(config.user_agent, "JoggAI-Webhook/2.0");
     assert_eq!(config.event_catalog, None);
     assert_eq!(config.public_url, None);
+    assert_eq!(config.portal_product_name, "webhookd");
 
     let config = load(
         Some(r#"event_catalog = "/etc/webhookd/events.toml""#),
@@ -313,6 +314,7 @@ fn the_adoption_settings_have_joggai_defaults_and_are_checked() {
                 "Acme-Webhooks/1.0 (+https://acme.example)",
             ),
             ("WEBHOOKD_PUBLIC_URL", "https://hooks.example.com/"),
+            ("WEBHOOKD_PORTAL_PRODUCT_NAME", " Acme Cloud "),
         ],
     )
     .unwrap();

@@ -147,3 +147,12 @@ pub(super) fn user_agent(agent: String) -> Result<String, String> {
     }
     Ok(agent)
 }
+
+/// `portal_product_name`: a short name to show, one line.
+pub(super) fn product_name(name: &str) -> Result<String, String> {
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 60 || name.chars().any(char::is_control) {
+        return Err("must be 1-60 characters on one line, e.g. Acme".into());
+    }
+    Ok(name)
+}
