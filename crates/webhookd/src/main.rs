@@ -3,6 +3,7 @@
 
 mod cli;
 mod logging;
+mod opening;
 mod serve;
 mod starting;
 mod users;
@@ -27,9 +28,9 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     let serving = matches!(command, Command::Serve);
     let opening = if cli.create {
-        users::Opening::Create
+        opening::Opening::Create
     } else {
-        users::Opening::Existing
+        opening::Opening::Existing
     };
     // One-shot commands stay quiet unless something goes wrong.
     let default_level = match command {

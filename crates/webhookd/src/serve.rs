@@ -229,7 +229,7 @@ async fn bind_and_open(config: &Config) -> anyhow::Result<Option<(Opened, Socket
     let Some(opened) = opened else {
         return Ok(None);
     };
-    crate::users::check_created(config, &*opened.store, crate::users::Opening::Create).await?;
+    crate::opening::check_created(config, &*opened.store, crate::opening::Opening::Create).await?;
     Ok(Some((opened, listen)))
 }
 
