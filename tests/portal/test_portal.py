@@ -502,6 +502,11 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         since = (datetime.now() - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
         page.get_by_label("Since").fill(since)
         button("Recover").click()
+        confirm = page.get_by_role("dialog", name="Recover 1 failed delivery?")
+        expect(confirm).to_be_visible()
+        shot("08b-recover-confirm", full_page=False)
+        confirm.get_by_role("button", name="Recover").click()
+        expect(confirm).to_be_hidden()
         expect(page.get_by_text("1 failed delivery gets one more attempt")).to_be_visible()
         receiver.wait_for("/hook", sent_before + 3)
 

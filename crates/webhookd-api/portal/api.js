@@ -101,10 +101,15 @@ export const api = {
     call("POST", `/v2/endpoint/${id(endpointId)}/rotate-secret`, { grace_seconds: graceSeconds }),
   sendTest: (endpointId, event) =>
     call("POST", `/v2/endpoint/${id(endpointId)}/test`, event ? { event } : {}),
-  /** Newest first; the first page carries `counts` by status (SPEC §13). */
-  listDeliveries: (endpointId, status, after, limit = 20) => {
+  /**
+   * Newest first; the first page carries `counts` by status (SPEC §13).
+   * `window` (`{since, until}`, unix seconds) keeps those created in it.
+   */
+  listDeliveries: (endpointId, status, after, limit = 20, window = {}) => {
     const query = new URLSearchParams({ status, limit: String(limit), order: "desc" });
     if (after) query.set("after", after);
+    if (window.since != null) query.set("since", String(window.since));
+    if (window.until != null) query.set("until", String(window.until));
     return call("GET", `/v2/endpoint/${id(endpointId)}/deliveries?${query}`);
   },
   resend: (endpointId, deliveryId) =>

@@ -16,6 +16,8 @@ import {
 
 const MAX_ENDPOINTS = 20;
 const PAGE_SIZE = 20;
+/** Failed deliveries the Recover confirmation counts before it says "more than". */
+const RECOVER_COUNT_MOST = 1000;
 /** How often the Pending tab refreshes itself while it shows something. */
 const PENDING_POLL_MS = 3000;
 
@@ -611,16 +613,17 @@ function actionFailed(error) {
   toast(error.message, "error");
 }
 
-// Confirmation dialog (Delete).
+// Confirmation dialog (Delete, Recover).
 
 let confirmAction = null;
 
-function confirmWith({ title, text, detail, action, label }) {
+function confirmWith({ title, text, detail, action, label, actionIcon = "trash", danger = true }) {
   $("#dlg-confirm-title").textContent = title;
   $("#dlg-confirm-text").textContent = text;
   $("#dlg-confirm-detail").textContent = detail || "";
   $("#dlg-confirm-detail").hidden = !detail;
-  replace($("#confirm-submit"), icon("trash"), label);
+  replace($("#confirm-submit"), icon(actionIcon), label);
+  $("#confirm-submit").className = danger ? "btn btn-danger" : "btn btn-primary";
   $("#confirm-error").hidden = true;
   confirmAction = action;
   openDialog($("#dlg-confirm"));
@@ -706,18 +709,50 @@ async function onRecover(event) {
     return;
   }
   await busy($("#recover-submit"), async () => {
-    const outcome = await attempt(box, () => api.recover(endpoint.endpoint_id, since, until));
-    if (!outcome.ok) return;
-    const count = outcome.value.recovered;
-    result.textContent =
-      count === 0
-        ? "No failed deliveries in that window: nothing to re-send."
-        : `${count} failed ${count === 1 ? "delivery gets" : "deliveries get"} one more attempt, oldest first.`;
-    if (count > 0) {
-      toast(`Recovering ${count} ${count === 1 ? "delivery" : "deliveries"}.`);
-      await loadDeliveries(false);
+    const counted = await attempt(box, () => countFailed(endpoint, since, until));
+    if (!counted.ok) return;
+    const { count, more } = counted.value;
+    if (count === 0) {
+      result.textContent = "No failed deliveries in that window: nothing to re-send.";
+      return;
     }
+    const many = `${more ? "More than " : ""}${count} failed ${count === 1 && !more ? "delivery" : "deliveries"}`;
+    confirmWith({
+      title: `Recover ${many.toLowerCase()}?`,
+      text:
+        count === 1 && !more
+          ? "It was created in the window and gets one more attempt, signed and sent like any delivery."
+          : "They were created in the window; each gets one more attempt, oldest first, signed and sent like any delivery.",
+      detail: endpoint.url,
+      label: "Recover",
+      actionIcon: "history",
+      danger: false,
+      action: async () => {
+        const recovered = (await api.recover(endpoint.endpoint_id, since, until)).recovered;
+        closeDialog($("#dlg-confirm"));
+        result.textContent =
+          recovered === 0
+            ? "No failed deliveries in that window: nothing to re-send."
+            : `${recovered} failed ${recovered === 1 ? "delivery gets" : "deliveries get"} one more attempt, oldest first.`;
+        if (recovered > 0) {
+          toast(`Recovering ${recovered} ${recovered === 1 ? "delivery" : "deliveries"}.`);
+          await loadDeliveries(false);
+        }
+      },
+    });
   });
+}
+
+/** How many failed deliveries of `endpoint` were created in the window, up to `RECOVER_COUNT_MOST`. */
+async function countFailed(endpoint, since, until) {
+  let count = 0;
+  let after = null;
+  do {
+    const page = await api.listDeliveries(endpoint.endpoint_id, "failed", after, 100, { since, until });
+    count += page.deliveries.length;
+    after = page.next_after || null;
+  } while (after && count < RECOVER_COUNT_MOST);
+  return { count, more: Boolean(after) };
 }
 
 // ---------------------------------------------------------------- deliveries
