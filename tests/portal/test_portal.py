@@ -385,7 +385,11 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         expect(dialog.get_by_text("2 of 23 selected")).to_be_visible()
         shot("03-add-endpoint")
         button("Add endpoint").click()  # the dialog's: the page behind is hidden
-        expect(dialog.get_by_role("alert")).to_contain_text("url:")
+        url_field = page.get_by_label("URL", exact=True)
+        expect(url_field).to_have_attribute("aria-invalid", "true")
+        expect(url_field).to_have_accessible_description(re.compile(r"^The URL must "))
+        expect(dialog.get_by_text(re.compile(r"^url:"))).to_be_hidden()
+        shot("03b-field-error", full_page=False)
 
         step("Add endpoint to the receiver with two event types and a rate limit: listed")
         page.get_by_label("URL", exact=True).fill(hook)

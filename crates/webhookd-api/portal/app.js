@@ -1071,7 +1071,7 @@ function openEndpointForm(endpoint) {
   const form = $("#endpoint-form");
   form.reset();
   $("#endpoint-form-error").hidden = true;
-  for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
+  clearFieldErrors(form);
   $("#dlg-endpoint-title").textContent = endpoint ? "Edit endpoint" : "Add endpoint";
   $("#ef-submit").textContent = endpoint ? "Save" : "Add endpoint";
   $("#ef-url").value = endpoint ? endpoint.url : "";
@@ -1127,21 +1127,14 @@ async function onSaveEndpoint(event) {
     rate_limit: $("#ef-rate").value.trim() === "" ? null : Number($("#ef-rate").value),
   };
   const box = $("#endpoint-form-error");
-  for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
+  clearFieldErrors(form);
   const target = editing;
   await busy($("#ef-submit"), async () => {
     const result = await attempt(box, () =>
       target ? api.updateEndpoint(target.endpoint_id, spec) : api.createEndpoint(spec),
     );
     if (!result.ok) {
-      // The API names the field first ("url: must use https").
-      const field = /^(url|events|status|rate_limit)\b/.exec(result.error.message || "")?.[1];
-      const inputs = { url: $("#ef-url"), events: $("#ef-events"), rate_limit: $("#ef-rate") };
-      const input = inputs[field];
-      if (input) {
-        input.setAttribute("aria-invalid", "true");
-        if (field !== "events") input.focus();
-      }
+      if (showFieldError(result.error)) box.hidden = true;
       return;
     }
     closeDialog($("#dlg-endpoint"));
@@ -1154,6 +1147,46 @@ async function onSaveEndpoint(event) {
       toast("Endpoint added. Open it to copy its signing secret.");
     }
   });
+}
+
+/** The form's inputs by the field names the API uses, with their labels. */
+const FIELDS = {
+  url: { input: "#ef-url", error: "#ef-url-error", label: "The URL" },
+  rate_limit: { input: "#ef-rate", error: "#ef-rate-error", label: "The rate limit" },
+  events: { input: "#ef-events", error: "#ef-events-error", label: "The events" },
+};
+
+/**
+ * Puts a 40000 that names a field ("url: must use https", SPEC §1) next to
+ * that field, in words ("The URL must use https"), and marks the field;
+ * false when the answer names none (it stays in the form's alert).
+ */
+function showFieldError(error) {
+  const [, name, rest] = /^(url|rate_limit|events): (.*)$/s.exec(error.message || "") || [];
+  const field = FIELDS[name];
+  if (!field) return false;
+  const input = $(field.input);
+  const slot = $(field.error);
+  // "must use https" reads as a sentence after its subject; "\"x\" is not
+  // a known event type" is one already.
+  slot.textContent = /^(is|are|must|needs?|has|can)\b/.test(rest)
+    ? `${field.label} ${rest}`
+    : rest.charAt(0).toUpperCase() + rest.slice(1);
+  slot.hidden = false;
+  input.setAttribute("aria-invalid", "true");
+  input.setAttribute("aria-describedby", [field.error.slice(1), input.dataset.hint].filter(Boolean).join(" "));
+  if (name !== "events") input.focus();
+  return true;
+}
+
+function clearFieldErrors(form) {
+  for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
+  for (const { input, error } of Object.values(FIELDS)) {
+    $(error).hidden = true;
+    const element = $(input);
+    if (element.dataset.hint) element.setAttribute("aria-describedby", element.dataset.hint);
+    else element.removeAttribute("aria-describedby");
+  }
 }
 
 // ---------------------------------------------------------------- event catalog
