@@ -411,7 +411,7 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         expect(page.get_by_text("50 per second")).to_be_visible()
         secret_field = page.get_by_role("textbox", name="Signing secret", exact=True)
         assert "•" in secret_field.input_value(), "the secret is shown before Reveal"
-        page.get_by_label("Event type").select_option(EVENT_B)
+        page.get_by_label("Event type", exact=True).select_option(EVENT_B)
         button("Send test event").click()
         receiver.wait_for("/hook", 1)
 
@@ -447,6 +447,22 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         check_clean("resend")
         expect(page.get_by_role("tab", name="Delivered")).to_contain_text("1")
         shot("06-delivered")
+
+        step("the deliveries filter by event type and by event id")
+        event_id = delivered.get_by_title("Event ID (X-Webhook-Id)").inner_text()
+        page.get_by_label("Filter by event type").select_option(EVENT_A)
+        button("Filter").click()
+        expect(page.locator(".delivery")).to_have_count(0)
+        expect(button("Clear filters")).to_be_visible()
+        button("Clear filters").click()
+        expect(page.locator(".delivery").filter(has_text=EVENT_B)).to_be_visible()
+        page.get_by_label("Filter by event ID").fill(event_id)
+        button("Filter").click()
+        expect(page.locator(".delivery")).to_have_count(1)
+        expect(page.locator(".delivery").filter(has_text=event_id)).to_be_visible()
+        shot("06b-filtered", full_page=False)
+        button("Clear filters").click()
+        expect(button("Clear filters")).to_be_hidden()
 
         step("the view has its own address: reload stays on the tab, Back returns to the list")
         endpoint_address = page.evaluate("() => location.hash")
@@ -504,7 +520,7 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         wait_until(page, lambda: button("Resend").count() == 1, "the new dead delivery")
         receiver.status = 200
         since = (datetime.now() - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
-        page.get_by_label("Since").fill(since)
+        page.get_by_label("Since", exact=True).fill(since)
         button("Recover").click()
         confirm = page.get_by_role("dialog", name="Recover 1 failed delivery?")
         expect(confirm).to_be_visible()

@@ -103,13 +103,16 @@ export const api = {
     call("POST", `/v2/endpoint/${id(endpointId)}/test`, event ? { event } : {}),
   /**
    * Newest first; the first page carries `counts` by status (SPEC §13).
-   * `window` (`{since, until}`, unix seconds) keeps those created in it.
+   * `window` keeps some: `{since, until}` (unix seconds, created in it),
+   * `event` (a type), `eventId`.
    */
   listDeliveries: (endpointId, status, after, limit = 20, window = {}) => {
     const query = new URLSearchParams({ status, limit: String(limit), order: "desc" });
     if (after) query.set("after", after);
     if (window.since != null) query.set("since", String(window.since));
     if (window.until != null) query.set("until", String(window.until));
+    if (window.event) query.set("event", window.event);
+    if (window.eventId) query.set("event_id", window.eventId);
     return call("GET", `/v2/endpoint/${id(endpointId)}/deliveries?${query}`);
   },
   resend: (endpointId, deliveryId) =>

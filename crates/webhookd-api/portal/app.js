@@ -31,7 +31,7 @@ const state = {
   /** endpoint_id of the endpoint view. */
   current: null,
   revealed: false,
-  deliveries: { status: "failed", items: [], next: null, loaded: false, generation: 0 },
+  deliveries: { status: "failed", items: [], next: null, loaded: false, generation: 0, filter: {} },
   pollTimer: null,
 };
 
@@ -111,6 +111,11 @@ function wire() {
     busy(event.currentTarget, () => refreshDetail()),
   );
   $("#deliveries-more").addEventListener("click", onLoadMore);
+  $("#filter-form").addEventListener("submit", onFilter);
+  $("#filter-clear").addEventListener("click", () => {
+    $("#filter-form").reset();
+    setFilter({});
+  });
   $("#recover-form").addEventListener("submit", onRecover);
   $("#endpoint-form").addEventListener("submit", onSaveEndpoint);
   $("#ef-all").addEventListener("click", () => setAllEvents(true));
@@ -419,6 +424,8 @@ function showDetail(endpointId, tab = null, record = true) {
     $("#recover-result").textContent = "";
     $("#recover-error").hidden = true;
     $("#test-error").hidden = true;
+    const endpoint = currentEndpoint();
+    if (endpoint) resetFilter(endpoint);
   }
   showView("endpoint");
   renderDetail();
@@ -829,7 +836,7 @@ async function loadDeliveries(append) {
   }
   $("#deliveries-error").hidden = true;
   try {
-    const page = await api.listDeliveries(endpoint.endpoint_id, status, append ? list.next : null, PAGE_SIZE);
+    const page = await api.listDeliveries(endpoint.endpoint_id, status, append ? list.next : null, PAGE_SIZE, list.filter);
     if (generation !== list.generation) return; // a newer load won
     list.items = append ? list.items.concat(page.deliveries) : page.deliveries;
     list.next = page.next_after || null;
@@ -876,6 +883,35 @@ async function refreshDetail() {
   }
   renderDetail();
   await loadDeliveries(false);
+}
+
+/** The deliveries' filter form: event type, event id, created since (SPEC §13). */
+function onFilter(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  setFilter({
+    event: form.elements.event.value || null,
+    eventId: form.elements.event_id.value.trim() || null,
+    since: fromLocalInput(form.elements.since.value),
+  });
+}
+
+function setFilter(filter) {
+  state.deliveries.filter = filter;
+  $("#filter-clear").hidden = !Object.values(filter).some((value) => value != null);
+  loadDeliveries(false);
+}
+
+/** The filter form for `endpoint`: its event types, nothing chosen. */
+function resetFilter(endpoint) {
+  $("#filter-form").reset();
+  replace(
+    $("#filter-event"),
+    h("option", { value: "" }, "All event types"),
+    endpoint.events.map((name) => h("option", { value: name }, name)),
+  );
+  $("#filter-clear").hidden = true;
+  state.deliveries.filter = {};
 }
 
 async function onLoadMore(event) {
@@ -1050,7 +1086,7 @@ async function pollPending() {
   const list = state.deliveries;
   const generation = ++list.generation;
   try {
-    const page = await api.listDeliveries(endpoint.endpoint_id, "pending", null, PAGE_SIZE);
+    const page = await api.listDeliveries(endpoint.endpoint_id, "pending", null, PAGE_SIZE, list.filter);
     if (generation !== list.generation) return;
     list.items = page.deliveries;
     list.next = page.next_after || null;
