@@ -146,6 +146,9 @@ fn ranges_and_combinations_are_checked() {
     let config = load(None, &[("WEBHOOKD_KEEP_DELIVERED", "2s")]).unwrap();
     assert_eq!(config.keep_delivered, Duration::from_secs(2));
     assert_eq!(config.keep_failed, Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(config.keep_payloads, Duration::from_secs(72 * 3600));
+    let config = load(None, &[("WEBHOOKD_KEEP_PAYLOADS", "0")]).unwrap();
+    assert_eq!(config.keep_payloads, Duration::ZERO);
     let error = load(None, &[("WEBHOOKD_INGEST_TOKEN", "short")]).unwrap_err();
     assert_eq!(error.origin, "WEBHOOKD_INGEST_TOKEN");
     let error = load(None, &[("WEBHOOKD_AMQP_QUEUE", "")]).unwrap_err();
