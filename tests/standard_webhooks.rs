@@ -116,6 +116,59 @@ impl Run<'_> {
     }
 }
 
+/// The delivery detail (SPEC §13) of each delivery in `records` shows the
+/// request the receiver got: the same body, and every header it lists
+/// with the value that arrived — signatures included.
+fn detail_matches_what_arrived(run: &Run<'_>, key: &str, endpoint_id: &str, records: &[Value]) {
+    for record in records {
+        let event_id = record["headers"]["webhook-id"].as_str().unwrap();
+        let listed: Value = run
+            .client
+            .get(format!(
+                "{}/v2/endpoint/{endpoint_id}/deliveries?status=delivered&event_id={event_id}",
+                run.server.base
+            ))
+            .header("x-api-key", key)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let delivery_id = listed["data"]["deliveries"][0]["delivery_id"]
+            .as_str()
+            .unwrap();
+        let request = detail(run, key, endpoint_id, delivery_id)["request"].clone();
+        assert_eq!(request["body"], record["body"], "{request}");
+        assert_eq!(request["attempt"], 1);
+        let headers = request["headers"].as_object().unwrap();
+        for name in [
+            "x-webhook-signature",
+            "webhook-signature",
+            "webhook-timestamp",
+        ] {
+            assert!(headers.contains_key(name), "{name} in {request}");
+        }
+        for (name, value) in headers {
+            assert_eq!(&record["headers"][name], value, "{name} of {event_id}");
+        }
+    }
+}
+
+fn detail(run: &Run<'_>, key: &str, endpoint_id: &str, delivery_id: &str) -> Value {
+    let detail: Value = run
+        .client
+        .get(format!(
+            "{}/v2/endpoint/{endpoint_id}/deliveries/{delivery_id}",
+            run.server.base
+        ))
+        .header("x-api-key", key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(detail["code"], 0, "{detail}");
+    detail["data"].clone()
+}
+
 fn all(records: &[Value], field: &str, expected: bool) {
     assert!(!records.is_empty());
     for record in records {
@@ -167,6 +220,7 @@ fn the_official_library_and_the_seeds_snippet_verify_every_delivery() {
     all(&before, "standard_new", true);
     all(&before, "signature_new", true);
     all(&before, "has_next", false);
+    detail_matches_what_arrived(&run, &key, &endpoint_id, &before[..2]);
 
     let grace = 3;
     let rotated: Value = client
@@ -195,6 +249,9 @@ fn the_official_library_and_the_seeds_snippet_verify_every_delivery() {
     all(&during, "next_new", true);
     all(&during, "standard_new", true);
     all(&during, "standard_old", true);
+    // Signed before the rotation, shown after it: still as sent.
+    detail_matches_what_arrived(&run, &key, &endpoint_id, &before[..2]);
+    detail_matches_what_arrived(&run, &key, &endpoint_id, &during[..2]);
 
     while webhookd_core::time::unix_seconds() <= expires_at {
         std::thread::sleep(Duration::from_millis(100));
@@ -204,4 +261,46 @@ fn the_official_library_and_the_seeds_snippet_verify_every_delivery() {
     all(&after, "has_next", false);
     all(&after, "standard_new", true);
     all(&after, "standard_old", false);
+    detail_matches_what_arrived(&run, &key, &endpoint_id, &after[..2]);
+    detail_matches_what_arrived(&run, &key, &endpoint_id, &during[..2]);
+
+    // A second rotation: the secret that signed the first phase is gone,
+    // and the detail says so rather than show signatures never sent.
+    let rotated_again = client
+        .post(format!(
+            "{}/v2/endpoint/{endpoint_id}/rotate-secret",
+            server.base
+        ))
+        .header("x-api-key", &key)
+        .body(json!({"grace_seconds": 0}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(rotated_again.status(), 200);
+    let listed: Value = client
+        .get(format!(
+            "{}/v2/endpoint/{endpoint_id}/deliveries?status=delivered&event_id=evt_std_0",
+            server.base
+        ))
+        .header("x-api-key", &key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let first = listed["data"]["deliveries"][0]["delivery_id"]
+        .as_str()
+        .unwrap();
+    let request = detail(&run, &key, &endpoint_id, first)["request"].clone();
+    assert!(
+        request["signatures_omitted"]
+            .as_str()
+            .unwrap()
+            .contains("replaced"),
+        "{request}"
+    );
+    assert!(request["headers"].get("x-webhook-signature").is_none());
+    let arrived = before
+        .iter()
+        .find(|record| record["headers"]["webhook-id"] == "evt_std_0")
+        .unwrap();
+    assert_eq!(request["body"], arrived["body"]);
 }

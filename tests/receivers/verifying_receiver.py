@@ -5,8 +5,8 @@ the raw body keyed by the whole secret). Used by tests/standard_webhooks.rs.
 
 POST /__secrets {"old": ..., "new": ..., "phase": ...} says which secrets
 the receiver holds (before a rotation both are the same); GET /__stats
-answers one record per delivery; any other POST is a delivery. Prints its
-port.
+answers one record per delivery (with the headers and body it came
+with); any other POST is a delivery. Prints its port.
 """
 
 import hashlib
@@ -67,6 +67,9 @@ class Handler(BaseHTTPRequestHandler):
             "signature_new": seeds_verify(new, body, headers.get("x-webhook-signature")),
             "next_new": seeds_verify(new, body, headers.get("x-webhook-signature-next")),
             "has_next": "x-webhook-signature-next" in headers,
+            # What arrived, for comparing with the delivery detail.
+            "headers": headers,
+            "body": body.decode("utf-8"),
         }
         with lock:
             records.append(record)

@@ -75,7 +75,7 @@ pub struct AttemptView {
 }
 
 impl DeliveryView {
-    fn new(delivery: Delivery, attempts: Vec<AttemptRecord>) -> Self {
+    pub(crate) fn new(delivery: Delivery, attempts: Vec<AttemptRecord>) -> Self {
         DeliveryView {
             next_attempt_at: (delivery.status == DeliveryStatus::Pending)
                 .then_some(delivery.next_attempt_at / 1000),

@@ -33,6 +33,7 @@ use webhookd_store::Store;
 pub mod admin;
 pub mod auth;
 mod deliveries;
+mod delivery_detail;
 mod endpoints;
 pub mod envelope;
 pub mod event_types;
@@ -73,6 +74,9 @@ pub struct ApiSettings {
     pub metrics: Option<PrometheusHandle>,
     /// The per-tenant quotas' defaults (SPEC §11).
     pub quotas: webhookd_core::quota::Quotas,
+    /// The `User-Agent` deliveries carry, for the delivery detail's
+    /// request (SPEC §13).
+    pub user_agent: String,
 }
 
 /// What the handlers share.
@@ -88,6 +92,7 @@ pub struct AppState {
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
     quotas: webhookd_core::quota::Quotas,
+    user_agent: Arc<str>,
 }
 
 impl AppState {
@@ -127,6 +132,7 @@ impl AppState {
             readiness: settings.readiness,
             metrics: settings.metrics,
             quotas: settings.quotas,
+            user_agent: settings.user_agent.into(),
         }
     }
 }
@@ -157,6 +163,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v2/endpoint/{endpoint_id}/deliveries",
             get(deliveries::list),
+        )
+        .route(
+            "/v2/endpoint/{endpoint_id}/deliveries/{delivery_id}",
+            get(delivery_detail::get_one),
         )
         .route(
             "/v2/endpoint/{endpoint_id}/deliveries/{delivery_id}/retry",

@@ -15,6 +15,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::PreviousSecret;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The value of the `X-Webhook-Signature` header for `body` signed with `secret`.
@@ -46,6 +48,73 @@ pub fn sign_standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Opt
         "v1,{}",
         STANDARD.encode(mac.finalize().into_bytes())
     ))
+}
+
+/// The signature headers of one attempt (SPEC §3, §8), as sent: during a
+/// rotation's grace (`previous` live at `timestamp`) the previous secret
+/// still makes `X-Webhook-Signature`, so receivers running the seeds' code
+/// unchanged keep verifying, and the new one makes
+/// `X-Webhook-Signature-Next`; `webhook-signature` carries the new
+/// secret's signature first, then the previous one's.
+pub fn signature_headers(
+    secret: &str,
+    previous: Option<&PreviousSecret>,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    let previous = previous.filter(|previous| previous.is_live(timestamp));
+    let signing = previous.map_or(secret, |previous| &previous.secret);
+    let mut headers = vec![("x-webhook-signature", sign(signing, body))];
+    if previous.is_some() {
+        headers.push(("x-webhook-signature-next", sign(secret, body)));
+    }
+    let standard: Vec<String> = std::iter::once(secret)
+        .chain(previous.map(|previous| previous.secret.as_str()))
+        .filter_map(|secret| sign_standard(secret, id, timestamp, body))
+        .collect();
+    if !standard.is_empty() {
+        headers.push(("webhook-signature", standard.join(" ")));
+    }
+    headers
+}
+
+/// What an attempt's record keeps of its signatures (SPEC §13): the
+/// `webhook-timestamp` it was signed at and a check of the headers it
+/// carried, so the delivery detail can show them again from the secrets —
+/// and tell when the secret that signed has since been replaced — without
+/// storing them. The check is 32 bits of a hash of signatures: it says
+/// nothing of the secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Signing {
+    /// Unix seconds: the `webhook-timestamp` sent.
+    pub timestamp: i64,
+    /// [`signature_check`] of the signature headers sent.
+    pub check: String,
+}
+
+impl Signing {
+    /// What to record of `headers` ([`signature_headers`]) signed at
+    /// `timestamp`.
+    pub fn of(timestamp: i64, headers: &[(&'static str, String)]) -> Self {
+        Signing {
+            timestamp,
+            check: signature_check(headers),
+        }
+    }
+}
+
+/// Eight hex digits of SHA-256 over the signature header values.
+pub fn signature_check(headers: &[(&'static str, String)]) -> String {
+    use sha2::Digest as _;
+    let mut hash = Sha256::new();
+    for (name, value) in headers {
+        hash.update(name.as_bytes());
+        hash.update(b":");
+        hash.update(value.as_bytes());
+        hash.update(b"\n");
+    }
+    hex::encode(&hash.finalize()[..4])
 }
 
 fn mac(secret: &str, body: &[u8]) -> [u8; 32] {
@@ -101,6 +170,34 @@ mod tests {
             Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
         );
         assert_eq!(sign_standard("not-whsec", "m", 1, b""), None);
+    }
+
+    #[test]
+    fn during_a_grace_the_previous_secret_signs_and_the_new_one_signs_next() {
+        let previous = PreviousSecret {
+            secret: "whsec_b2xk".into(),
+            expires_at: 100,
+        };
+        let during = signature_headers("whsec_bmV3", Some(&previous), "evt_1", 99, b"{}");
+        let names: Vec<&str> = during.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            [
+                "x-webhook-signature",
+                "x-webhook-signature-next",
+                "webhook-signature"
+            ]
+        );
+        assert_eq!(during[0].1, sign("whsec_b2xk", b"{}"));
+        assert_eq!(during[1].1, sign("whsec_bmV3", b"{}"));
+        assert_eq!(during[2].1.split(' ').count(), 2);
+        let after = signature_headers("whsec_bmV3", Some(&previous), "evt_1", 100, b"{}");
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[0].1, sign("whsec_bmV3", b"{}"));
+        // The check tells the two apart, and is stable.
+        assert_ne!(signature_check(&during), signature_check(&after));
+        assert_eq!(signature_check(&after), signature_check(&after.clone()));
+        assert_eq!(signature_check(&after).len(), 8);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use webhookd_core::address::{AddressPolicy, BlockedAddress};
 use webhookd_core::retry::parse_retry_after;
-use webhookd_core::signer;
+use webhookd_core::signer::{self, Signing};
 use webhookd_store::Claim;
 
 use crate::classify::{Observed, Reason};
@@ -41,6 +41,8 @@ pub struct Response {
     pub observed: Observed,
     /// The start of the response body, lossily decoded.
     pub excerpt: Option<String>,
+    /// How the request was signed; `None` when none was sent.
+    pub signing: Option<Signing>,
 }
 
 type Connector = Counting<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>>;
@@ -105,38 +107,24 @@ impl DeliveryClient {
     /// One attempt: POST the stored body with the SPEC §3 headers, within
     /// the deadline for connect + TLS + send + response head.
     pub async fn send(&self, claim: &Claim) -> Response {
-        let request = match self.request(claim) {
-            Ok(request) => request,
-            Err(reason) => {
-                return Response {
-                    observed: Observed::NoResponse(reason),
-                    excerpt: None,
-                };
-            }
+        let (request, mut signing) = match self.request(claim) {
+            Ok(built) => built,
+            Err(reason) => return Response::none(reason, None),
         };
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut sent = tokio::time::timeout_at(deadline, self.client.request(request)).await;
         if let Ok(Err(error)) = &sent
             && failed_on_a_reused_connection(error)
-            && let Ok(again) = self.request(claim)
+            && let Ok((again, signed_again)) = self.request(claim)
         {
             // Not an attempt: the receiver had closed the idle connection.
             tracing::debug!(delivery_id = %claim.delivery.delivery_id, "a reused connection was closed under the request; sending it again on a fresh one");
+            signing = signed_again;
             sent = tokio::time::timeout_at(deadline, self.fresh.request(again)).await;
         }
         let response = match sent {
-            Err(_) => {
-                return Response {
-                    observed: Observed::NoResponse(Reason::Timeout),
-                    excerpt: None,
-                };
-            }
-            Ok(Err(error)) => {
-                return Response {
-                    observed: Observed::NoResponse(transport_reason(&error)),
-                    excerpt: None,
-                };
-            }
+            Err(_) => return Response::none(Reason::Timeout, Some(signing)),
+            Ok(Err(error)) => return Response::none(transport_reason(&error), Some(signing)),
             Ok(Ok(response)) => response,
         };
         if let Some(uses) = Uses::of(response.extensions()) {
@@ -152,10 +140,13 @@ impl DeliveryClient {
         Response {
             observed: Observed::Status { code, retry_after },
             excerpt,
+            signing: Some(signing),
         }
     }
 
-    fn request(&self, claim: &Claim) -> Result<http::Request<Full<Bytes>>, Reason> {
+    /// The request of one attempt (SPEC §3), and what its record keeps of
+    /// how it was signed.
+    fn request(&self, claim: &Claim) -> Result<(http::Request<Full<Bytes>>, Signing), Reason> {
         let url = url::Url::parse(&claim.url).map_err(|_| Reason::InvalidUrl)?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Reason::InvalidUrl);
@@ -173,41 +164,39 @@ impl DeliveryClient {
         let body = Bytes::from(delivery.body.clone());
         // Standard Webhooks: signed anew per attempt, with its time.
         let timestamp = webhookd_core::time::unix_seconds();
-        // During a rotation's grace (SPEC §8) the previous secret still
-        // makes X-Webhook-Signature, so receivers running the seeds' code
-        // unchanged keep verifying; the new one makes the -Next header.
-        let previous = claim
-            .previous_secret
-            .as_ref()
-            .filter(|previous| previous.is_live(timestamp));
-        let signing = previous.map_or(claim.secret.as_str(), |previous| &previous.secret);
+        let signatures = signer::signature_headers(
+            &claim.secret,
+            claim.previous_secret.as_ref(),
+            &delivery.event_id,
+            timestamp,
+            &body,
+        );
+        let signing = Signing::of(timestamp, &signatures);
         let mut request = http::Request::post(url.as_str())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(USER_AGENT, self.user_agent.clone())
             .header("x-webhook-event", delivery.event_type.as_str())
-            .header("x-webhook-signature", signer::sign(signing, &body))
             .header("x-webhook-id", &delivery.event_id)
             .header("webhook-id", &delivery.event_id)
             .header("webhook-timestamp", timestamp);
-        if previous.is_some() {
-            request = request.header(
-                "x-webhook-signature-next",
-                signer::sign(&claim.secret, &body),
-            );
+        for (name, value) in signatures {
+            request = request.header(name, value);
         }
-        // The new secret's signature first, then the previous one's.
-        let standard: Vec<String> = std::iter::once(claim.secret.as_str())
-            .chain(previous.map(|previous| previous.secret.as_str()))
-            .filter_map(|secret| {
-                signer::sign_standard(secret, &delivery.event_id, timestamp, &body)
-            })
-            .collect();
-        if !standard.is_empty() {
-            request = request.header("webhook-signature", standard.join(" "));
-        }
-        request
+        let request = request
             .body(Full::new(body))
-            .map_err(|_| Reason::InvalidUrl)
+            .map_err(|_| Reason::InvalidUrl)?;
+        Ok((request, signing))
+    }
+}
+
+impl Response {
+    /// No answer: nothing sent (`signing` `None`) or none came.
+    fn none(reason: Reason, signing: Option<Signing>) -> Self {
+        Response {
+            observed: Observed::NoResponse(reason),
+            excerpt: None,
+            signing,
+        }
     }
 }
 

@@ -762,6 +762,7 @@ impl Dispatcher {
             status_code,
             reason: reason.as_str().to_owned(),
             response: response.excerpt,
+            signing: response.signing,
         };
         FinishedAttempt {
             claim,

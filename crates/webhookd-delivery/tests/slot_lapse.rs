@@ -243,6 +243,14 @@ impl Store for RecordsFail {
             .await
     }
 
+    async fn kept_payload(
+        &self,
+        delivery: &Delivery,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.kept_payload(delivery, now_ms).await
+    }
+
     async fn delivery_counts(
         &self,
         username: &str,

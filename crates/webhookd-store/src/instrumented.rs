@@ -298,6 +298,14 @@ impl Store for Instrumented {
         .await
     }
 
+    async fn kept_payload(
+        &self,
+        delivery: &Delivery,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        timed("kept_payload", self.inner.kept_payload(delivery, now_ms)).await
+    }
+
     async fn delivery_counts(
         &self,
         username: &str,

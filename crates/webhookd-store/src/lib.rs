@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
+use webhookd_core::signer::Signing;
 use webhookd_core::{Config, Endpoint, EndpointSpec, Event, EventType};
 
 mod catalog;
@@ -50,14 +51,24 @@ pub use sqlite::SqliteStore;
 pub struct Retention {
     pub keep_delivered: Duration,
     pub keep_failed: Duration,
+    /// How long an event's body is kept, once per event, for the delivery
+    /// detail (SPEC §13), from its acceptance; zero keeps none.
+    pub keep_payloads: Duration,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        let config = Config::default();
+        Retention::of(&Config::default())
+    }
+}
+
+impl Retention {
+    /// The retention `config` sets.
+    pub fn of(config: &Config) -> Self {
         Retention {
             keep_delivered: config.keep_delivered,
             keep_failed: config.keep_failed,
+            keep_payloads: config.keep_payloads,
         }
     }
 }
@@ -311,6 +322,9 @@ pub struct AttemptRecord {
     pub reason: String,
     /// The start of the response body, when there was one.
     pub response: Option<String>,
+    /// How the request was signed, when one was sent (SPEC §13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
 }
 
 /// What recording one finished attempt did.
@@ -692,6 +706,16 @@ pub trait Store: Send + Sync + fmt::Debug {
         endpoint_id: &str,
         delivery_id: &str,
     ) -> Result<Option<(Delivery, Vec<AttemptRecord>)>, StoreError>;
+
+    /// The body of the event `delivery` belongs to while it is kept
+    /// (`keep_payloads` from the event's acceptance, SPEC §13): one copy
+    /// shared by the event's deliveries. `None` once it expired (at
+    /// `now_ms`; Redis expires it on its own clock).
+    async fn kept_payload(
+        &self,
+        delivery: &Delivery,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError>;
 
     /// How many deliveries of the user's endpoint stand in each status
     /// (SPEC §13); `None` when the user has no such endpoint.

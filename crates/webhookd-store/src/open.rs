@@ -75,10 +75,7 @@ async fn open_sealed(config: &Config) -> Result<Arc<Sealed>, StoreError> {
 }
 
 async fn open_raw(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    let retention = Retention {
-        keep_delivered: config.keep_delivered,
-        keep_failed: config.keep_failed,
-    };
+    let retention = Retention::of(config);
     let store: Arc<dyn Store> = match &config.store {
         StoreUrl::Sqlite { path } => Arc::new(
             SqliteStore::open(path)

@@ -591,6 +591,14 @@ impl Store for Sealed {
             .await
     }
 
+    async fn kept_payload(
+        &self,
+        delivery: &Delivery,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.kept_payload(delivery, now_ms).await
+    }
+
     async fn delivery_counts(
         &self,
         username: &str,

@@ -53,6 +53,7 @@ async fn a_delivery_leased_at_acceptance_is_compacted_once_it_waits() {
         status_code: Some(503),
         reason: "http_5xx".into(),
         response: Some("down | for maintenance".into()),
+        signing: None,
     };
     let retry_at = NOW_MS + 5_000;
     assert!(

@@ -65,6 +65,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
         .with_retention(Retention {
             keep_delivered: Duration::from_secs(2),
             keep_failed: Duration::from_secs(2),
+            keep_payloads: Duration::from_secs(2),
         });
     let endpoint = Endpoint {
         endpoint_id: ids::new_endpoint_id(),
@@ -114,6 +115,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
                     status_code: Some(200),
                     reason: "ok".into(),
                     response: Some("ok".into()),
+                    signing: None,
                 },
                 result: AttemptResult::Delivered,
             })

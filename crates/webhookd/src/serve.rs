@@ -312,6 +312,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         readiness,
         metrics: Some(metrics),
         quotas: config.quotas,
+        user_agent: config.user_agent.clone(),
     };
     let state = AppState::new(store, ingest, settings);
     if let Some(address) = config.health_listen {

@@ -270,6 +270,7 @@ async fn make_dead(api: &Api, count: usize, since: i64) {
                     status_code: Some(500),
                     reason: "http_5xx".into(),
                     response: None,
+                    signing: None,
                 },
                 result: webhookd_store::AttemptResult::Dead,
             })
@@ -317,4 +318,162 @@ pub(crate) async fn bad_listing_parameters_are_named_not_echoed(api: Api) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{json}");
+}
+
+/// `GET /v2/endpoint/{id}/deliveries/{delivery_id}` (SPEC §13): before an
+/// attempt, the request as it will go (unsigned: it is signed when sent);
+/// after one, as it went — its timestamp and signatures, made again from
+/// the endpoint's secret.
+pub(crate) async fn the_delivery_detail_shows_the_request_as_sent(api: Api) {
+    let endpoint = api.create(seed_body()).await;
+    let id = endpoint["endpoint_id"].as_str().unwrap();
+    let secret = endpoint["secret"].as_str().unwrap();
+    let (status, _) = api
+        .ingest(r#"{"event":"generated_avatar_video_success","username":"johndoe","event_id":"evt_detail","data":{"avatar_id":7,"note":"é"}}"#)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, listed) = api
+        .call(
+            Method::GET,
+            &format!("/v2/endpoint/{id}/deliveries?status=pending"),
+            None,
+        )
+        .await;
+    let delivery_id = listed["data"]["deliveries"][0]["delivery_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v2/endpoint/{id}/deliveries/{delivery_id}");
+
+    let (status, json) = api.call(Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let detail = &json["data"];
+    assert_eq!(detail["delivery_id"], delivery_id.as_str());
+    assert_eq!(detail["status"], "pending");
+    assert!(detail.get("payload_expired").is_none(), "{detail}");
+    let request = &detail["request"];
+    assert_eq!(request["attempt"], Value::Null);
+    assert_eq!(request["method"], "POST");
+    assert_eq!(request["url"], "https://example.com/webhook");
+    let sent_body = request["body"].as_str().unwrap().to_owned();
+    let body: Value = serde_json::from_str(&sent_body).unwrap();
+    assert_eq!(body["event_id"], "evt_detail");
+    assert_eq!(body["data"], json!({"avatar_id": 7, "note": "é"}));
+    assert_eq!(request["headers"]["user-agent"], "JoggAI-Webhook/2.0");
+    assert_eq!(request["headers"]["webhook-id"], "evt_detail");
+    assert!(request["headers"].get("x-webhook-signature").is_none());
+
+    // One attempt, signed as the delivery client signs.
+    let now = webhookd_core::time::unix_millis();
+    let claims = api
+        .store
+        .claim_due(&webhookd_store::ClaimRequest {
+            now_ms: now,
+            lease_until_ms: now + 60_000,
+            park_until_ms: now + 60_000,
+            limit: 10,
+            per_endpoint: 10,
+            ..webhookd_store::ClaimRequest::default()
+        })
+        .await
+        .unwrap();
+    let claim = claims[0].clone();
+    let timestamp = now / 1000;
+    let signatures = webhookd_core::signer::signature_headers(
+        secret,
+        None,
+        "evt_detail",
+        timestamp,
+        claim.delivery.body.as_bytes(),
+    );
+    let record = webhookd_store::AttemptRecord {
+        attempt: 1,
+        started_at: now,
+        duration_ms: 30,
+        status_code: Some(200),
+        reason: "ok".into(),
+        response: None,
+        signing: Some(webhookd_core::signer::Signing::of(timestamp, &signatures)),
+    };
+    api.store
+        .record_attempts(&[webhookd_store::FinishedAttempt {
+            claim,
+            record,
+            result: webhookd_store::AttemptResult::Delivered,
+        }])
+        .await
+        .unwrap();
+    let (_, json) = api.call(Method::GET, &path, None).await;
+    let detail = &json["data"];
+    assert_eq!(detail["status"], "delivered");
+    assert_eq!(detail["attempts"][0]["status_code"], 200);
+    let request = &detail["request"];
+    assert_eq!(request["attempt"], 1);
+    assert_eq!(
+        request["headers"]["webhook-timestamp"],
+        timestamp.to_string()
+    );
+    for (name, value) in &signatures {
+        assert_eq!(request["headers"][*name], value.as_str(), "{name}");
+    }
+    assert_eq!(
+        request["body"].as_str().unwrap(),
+        sent_body,
+        "the delivered delivery's body comes from the kept payload"
+    );
+
+    // Nobody else's, and nothing made up.
+    let other = api.new_key("someone-else").await;
+    let (status, _) = api.call_as(&other, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, json) = api
+        .call(
+            Method::GET,
+            &format!("/v2/endpoint/{id}/deliveries/dlv_nope"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{json}");
+}
+
+/// Past `keep_payloads` the detail still shows the delivery and its
+/// attempts, with `request: null` and `payload_expired: true`.
+#[tokio::test]
+async fn past_keep_payloads_the_detail_says_the_payload_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("w.db").to_str().unwrap())
+        .await
+        .unwrap()
+        .with_retention(webhookd_store::Retention {
+            keep_payloads: std::time::Duration::ZERO,
+            ..webhookd_store::Retention::default()
+        });
+    let api = Api::start(Arc::new(store)).await;
+    let endpoint = api.create(seed_body()).await;
+    let id = endpoint["endpoint_id"].as_str().unwrap();
+    let (status, _) = api
+        .ingest(r#"{"event":"generated_avatar_video_success","username":"johndoe","event_id":"evt_gone","data":{}}"#)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, listed) = api
+        .call(
+            Method::GET,
+            &format!("/v2/endpoint/{id}/deliveries?status=pending"),
+            None,
+        )
+        .await;
+    let delivery_id = listed["data"]["deliveries"][0]["delivery_id"]
+        .as_str()
+        .unwrap();
+    let (status, json) = api
+        .call(
+            Method::GET,
+            &format!("/v2/endpoint/{id}/deliveries/{delivery_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["data"]["event_id"], "evt_gone");
+    assert_eq!(json["data"]["request"], Value::Null);
+    assert_eq!(json["data"]["payload_expired"], true);
 }

@@ -85,6 +85,7 @@ on_both_stores!(
     the_admin_api_redefines_and_removes_types_for_every_process,
     bad_event_type_definitions_are_40000_and_name_what_to_fix,
     listings_take_order_and_filters_and_the_first_page_counts,
+    the_delivery_detail_shows_the_request_as_sent,
 );
 
 mod catalog;
@@ -133,6 +134,7 @@ impl Api {
             readiness: Readiness::default(),
             metrics: None,
             quotas: webhookd_core::quota::Quotas::default(),
+            user_agent: webhookd_core::config::DEFAULT_USER_AGENT.into(),
         };
         let ingest = webhookd_ingest::Ingest::new(Arc::clone(&store)).with_catalog(catalog);
         let app = router(AppState::new(Arc::clone(&store), ingest, settings));

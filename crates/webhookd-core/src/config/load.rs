@@ -7,11 +7,16 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::{
-    Config, ConfigError, ENV_PREFIX, RECORD_ALLOWANCE, RESPONSE_BODY_READ, StoreUrl, redact_url, values,
+    Config, ConfigError, ENV_PREFIX, RECORD_ALLOWANCE, RESPONSE_BODY_READ, StoreUrl, redact_url,
+    values,
 };
+use crate::duration::{format_duration, parse_duration};
 use crate::encryption_key::EncryptionKey;
 use crate::retry::RetrySchedule;
-use crate::duration::{format_duration, parse_duration};
+
+/// The longest `keep_payloads`: bodies are the bulk of what the store
+/// holds, and a year is past any inspection need.
+const MAX_KEEP_PAYLOADS: Duration = Duration::from_secs(365 * 86_400);
 
 /// One raw value, from the file (typed TOML) or the environment (text).
 enum Raw {
@@ -339,6 +344,16 @@ impl Config {
             if keep < Duration::from_secs(1) {
                 return Err(fail(key, format!("{} is under 1s", format_duration(keep))));
             }
+        }
+        if self.keep_payloads > MAX_KEEP_PAYLOADS {
+            return Err(fail(
+                "keep_payloads",
+                format!(
+                    "{} is over {}",
+                    format_duration(self.keep_payloads),
+                    format_duration(MAX_KEEP_PAYLOADS)
+                ),
+            ));
         }
         if !(1..=100_000).contains(&self.delivery_concurrency) {
             return Err(fail(

@@ -17,6 +17,7 @@ use crate::encryption_key::EncryptionKey;
 use crate::retry::RetrySchedule;
 
 mod load;
+pub use load::is_log_filter;
 mod values;
 pub use values::{LogFormat, QueueType, StoreUrl, redact_url};
 
@@ -302,7 +303,6 @@ impl Config {
         self.delivery_timeout + RESPONSE_BODY_READ + RECORD_ALLOWANCE
     }
 }
-
 
 #[cfg(test)]
 mod tests;

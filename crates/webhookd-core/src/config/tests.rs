@@ -149,6 +149,11 @@ fn ranges_and_combinations_are_checked() {
     assert_eq!(config.keep_payloads, Duration::from_secs(72 * 3600));
     let config = load(None, &[("WEBHOOKD_KEEP_PAYLOADS", "0")]).unwrap();
     assert_eq!(config.keep_payloads, Duration::ZERO);
+    let error = load(None, &[("WEBHOOKD_KEEP_PAYLOADS", "400d")]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "WEBHOOKD_KEEP_PAYLOADS: 400d is over 365d"
+    );
     let error = load(None, &[("WEBHOOKD_INGEST_TOKEN", "short")]).unwrap_err();
     assert_eq!(error.origin, "WEBHOOKD_INGEST_TOKEN");
     let error = load(None, &[("WEBHOOKD_AMQP_QUEUE", "")]).unwrap_err();

@@ -18,6 +18,7 @@
 //! | `<u>:seq` | counter | that sequence |
 //! | `<u>:endpoint:<id>` | hash | one endpoint's fields |
 //! | `<u>:seen:<event_id>` | string, 24 h TTL | de-duplication |
+//! | `<u>:payload:<event_id>:<accepted ms>` | string, `keep_payloads` TTL | the event's body, once per event, for the delivery detail (SPEC §13) |
 //! | `<u>:ep:<id>:<status>` | sorted set, score 0 | the endpoint's delivery ids by status (lexical = creation order) |
 //! | `<p>:dlv:<id>` | hash | one delivery, with its attempt log as fields `attempt:<n>`; a body or record of 65–512 bytes in 64-byte pieces (`body`, `body~2`…) so the hash stays a listpack |
 //! | `<u>:ep:<id>:due` | sorted set | the endpoint's pending delivery ids by due time |
@@ -583,7 +584,8 @@ impl RedisStore {
                         .arg(claim.endpoint_limit)
                         .arg(claim.suspect_room * members.len() / events.len())
                         .arg(room.len())
-                        .arg(crate::day_of(now_ms));
+                        .arg(crate::day_of(now_ms))
+                        .arg(self.retention.keep_payloads.as_millis());
                     rows::room_arguments(invocation, &room, claim);
                     for &i in members {
                         let event = &events[i];

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use webhookd_core::signer::Signing;
 use webhookd_core::{Endpoint, Event, PreviousSecret};
 
 use crate::{
@@ -204,8 +205,8 @@ pub(super) fn delivery_from_fields(
     delivery_id: String,
     mut fields: HashMap<String, String>,
 ) -> Result<Delivery, StoreError> {
-    // A delivered delivery written by its record is slim: no body (it is
-    // never sent again; ACCEPT_EVENTS, deliver before writing).
+    // A delivered delivery is slim: no body (it is never sent again;
+    // RECORD_ATTEMPTS drops it, and the event's kept payload shows it).
     let first = fields.remove("body").unwrap_or_default();
     let body = joined_pieces(first, &mut fields, "body");
     let mut take = |name: &str| {
@@ -258,13 +259,22 @@ pub(super) fn joined_pieces(
 /// code>|<reason>`, then `|<response>` when there was one (last: it may
 /// hold `|`). A quarter of the JSON it replaced (28 bytes against 110 for
 /// a failed attempt), which keeps a waiting delivery's hash in a smaller
-/// allocation.
+/// allocation. A sent request's signing follows `started_at` as
+/// `@<timestamp − started_at in seconds>.<check>` (`@0.1a2b3c4d`: 11
+/// bytes; records written before it have none).
 pub(super) fn attempt_field(record: &AttemptRecord) -> String {
     let status_code = record
         .status_code
         .map_or_else(String::new, |code| code.to_string());
+    let signing = record.signing.as_ref().map_or_else(String::new, |signing| {
+        format!(
+            "@{}.{}",
+            signing.timestamp - record.started_at.div_euclid(1000),
+            signing.check
+        )
+    });
     let mut field = format!(
-        "{}|{}|{status_code}|{}",
+        "{}{signing}|{}|{status_code}|{}",
         record.started_at, record.duration_ms, record.reason
     );
     if let Some(response) = &record.response {
@@ -284,7 +294,23 @@ pub(super) fn attempt_from_field(attempt: u32, field: &str) -> Result<AttemptRec
     }
     let mut parts = field.splitn(5, '|');
     let mut next = || parts.next().ok_or_else(corrupt);
-    let started_at = next()?.parse().map_err(|_| corrupt())?;
+    let first = next()?;
+    let (started_at, signing) = match first.split_once('@') {
+        None => (first, None),
+        Some((started_at, signing)) => (started_at, Some(signing)),
+    };
+    let started_at: i64 = started_at.parse().map_err(|_| corrupt())?;
+    let signing = match signing {
+        None => None,
+        Some(signing) => {
+            let (offset, check) = signing.split_once('.').ok_or_else(corrupt)?;
+            let offset: i64 = offset.parse().map_err(|_| corrupt())?;
+            Some(Signing {
+                timestamp: started_at.div_euclid(1000) + offset,
+                check: check.to_owned(),
+            })
+        }
+    };
     let duration_ms = next()?.parse().map_err(|_| corrupt())?;
     let status_code = match next()? {
         "" => None,
@@ -299,6 +325,7 @@ pub(super) fn attempt_from_field(attempt: u32, field: &str) -> Result<AttemptRec
         status_code,
         reason,
         response,
+        signing,
     })
 }
 
@@ -336,6 +363,17 @@ mod tests {
             status_code,
             reason: "http_5xx".into(),
             response: response.map(str::to_owned),
+            signing: None,
+        }
+    }
+
+    fn signed(record: AttemptRecord, timestamp: i64) -> AttemptRecord {
+        AttemptRecord {
+            signing: Some(Signing {
+                timestamp,
+                check: "0a1b2c3d".into(),
+            }),
+            ..record
         }
     }
 
@@ -346,6 +384,9 @@ mod tests {
             record(Some(503), Some("")),
             record(None, None),
             record(Some(200), None),
+            signed(record(Some(200), None), 1_796_304_240),
+            signed(record(Some(500), Some("a@b.c|d")), 1_796_304_239),
+            signed(record(None, None), 1_796_304_242),
         ] {
             let field = attempt_field(&record);
             assert_eq!(attempt_from_field(3, &field).unwrap(), record, "{field}");
@@ -353,6 +394,10 @@ mod tests {
         assert_eq!(
             attempt_field(&record(Some(500), None)),
             "1796304240504|4999|500|http_5xx"
+        );
+        assert_eq!(
+            attempt_field(&signed(record(Some(200), None), 1_796_304_240)),
+            "1796304240504@0.0a1b2c3d|4999|200|http_5xx"
         );
     }
 
@@ -367,7 +412,15 @@ mod tests {
 
     #[test]
     fn a_mangled_record_is_corrupt_not_a_panic() {
-        for field in ["", "12|x|500|timeout", "12|3|abc|timeout", "12|3", "{nope"] {
+        for field in [
+            "",
+            "12@|3|500|ok",
+            "12@x.ab|3|500|ok",
+            "12|x|500|timeout",
+            "12|3|abc|timeout",
+            "12|3",
+            "{nope",
+        ] {
             assert!(
                 matches!(attempt_from_field(1, field), Err(StoreError::Corrupt(_))),
                 "{field:?}"

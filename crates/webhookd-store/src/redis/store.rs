@@ -307,6 +307,7 @@ impl Store for RedisStore {
             .arg(delivery.event_type.as_str())
             .arg(&delivery.body)
             .arg(now_ms)
+            .arg(self.retention.keep_payloads.as_millis())
             .invoke_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
@@ -518,6 +519,24 @@ impl Store for RedisStore {
             return Ok(None);
         }
         Ok(Some((delivery, attempts)))
+    }
+
+    async fn kept_payload(
+        &self,
+        delivery: &Delivery,
+        _now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let key = format!(
+            "{}payload:{}:{}",
+            self.user_prefix(&delivery.username),
+            delivery.event_id,
+            delivery.created_at
+        );
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_error)
     }
 
     async fn delivery_counts(

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
 use webhookd_core::quota::Quotas;
+use webhookd_core::signer::Signing;
 use webhookd_core::{Endpoint, Event, EventType, ids};
 
 use super::quotas::{KeptCounts, take_event_of_the_day};
@@ -247,8 +248,11 @@ pub(super) fn record_one_attempt(
     };
     let updated = tx
         .prepare_cached(
+            // A delivered delivery is never sent again: its body goes
+            // (the event's kept payload shows it, SPEC §13).
             "UPDATE deliveries SET attempts = ?5, lease_owner = NULL,
                  status = ?1, next_attempt_at = ?2, remove_at = ?6,
+                 body = CASE WHEN ?1 = 'delivered' THEN '' ELSE body END,
                  last_attempt = last_attempt AND ?6 IS NULL
              WHERE delivery_id = ?3 AND lease_owner = ?4",
         )
@@ -268,8 +272,9 @@ pub(super) fn record_one_attempt(
     }
     tx.prepare_cached(
         "INSERT OR REPLACE INTO attempts
-             (delivery_id, attempt, started_at, duration_ms, status_code, reason, response)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             (delivery_id, attempt, started_at, duration_ms, status_code, reason, response,
+              signed_at, signature_check)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut insert| {
         insert.execute(params![
@@ -279,7 +284,9 @@ pub(super) fn record_one_attempt(
             i64::try_from(record.duration_ms).unwrap_or(i64::MAX),
             record.status_code,
             record.reason,
-            record.response
+            record.response,
+            record.signing.as_ref().map(|signing| signing.timestamp),
+            record.signing.as_ref().map(|signing| &signing.check)
         ])
     })
     .map_err(sqlite_error)?;
@@ -479,8 +486,8 @@ pub(super) fn claim_from_endpoint(
 }
 
 /// One bounded step of [`Store::sweep`]: at most [`SWEEP_BATCH`] each of
-/// forgotten event ids, deliveries past retention, and deliveries of a
-/// deleted endpoint.
+/// forgotten event ids, deliveries past retention, deliveries of a
+/// deleted endpoint, and expired event bodies.
 pub(super) fn sweep_step(
     tx: &rusqlite::Transaction<'_>,
     now_ms: i64,
@@ -520,10 +527,11 @@ pub(super) fn sweep_step(
             .map_err(sqlite_error)?;
         }
     }
+    let payloads = super::payloads::sweep(tx, now_ms, SWEEP_BATCH)?;
     let full = |n: usize| n == SWEEP_BATCH;
     Ok(SweepReport {
         removed: (expired + orphans) as u64,
-        more: full(forgotten) || full(expired) || full(orphans),
+        more: full(forgotten) || full(expired) || full(orphans) || full(payloads),
     })
 }
 
@@ -611,7 +619,8 @@ pub(super) fn attempts_of(
 ) -> Result<Vec<crate::AttemptRecord>, StoreError> {
     let mut select = c
         .prepare_cached(
-            "SELECT attempt, started_at, duration_ms, status_code, reason, response
+            "SELECT attempt, started_at, duration_ms, status_code, reason, response,
+                 signed_at, signature_check
              FROM attempts WHERE delivery_id = ?1 ORDER BY attempt",
         )
         .map_err(sqlite_error)?;
@@ -624,6 +633,10 @@ pub(super) fn attempts_of(
                 status_code: row.get(3)?,
                 reason: row.get(4)?,
                 response: row.get(5)?,
+                signing: match (row.get(6)?, row.get(7)?) {
+                    (Some(timestamp), Some(check)) => Some(Signing { timestamp, check }),
+                    _ => None,
+                },
             })
         })
         .map_err(sqlite_error)?

@@ -11,6 +11,7 @@
 mod clock_step;
 mod deliveries;
 mod group_commit;
+mod payloads;
 mod quotas;
 mod rates;
 mod rows;
@@ -499,6 +500,7 @@ impl Store for SqliteStore {
         let (events, claim) = (events.to_vec(), claim.clone());
         let (rates, kept, defaults) =
             (Arc::clone(&self.rates), Arc::clone(&self.kept), self.quotas);
+        let keep_payloads = self.retention.keep_payloads;
         self.write(move |tx| {
             let mut leasing = Leasing::new(&claim, &rates, now_ms);
             let mut outcomes = Vec::with_capacity(events.len());
@@ -511,7 +513,11 @@ impl Store for SqliteStore {
                         .entry(owner)
                         .or_insert(quotas::quotas_of(tx, defaults, owner)?),
                 };
-                outcomes.push(accept_one(tx, event, now_ms, &mut leasing, quotas, &kept)?);
+                let outcome = accept_one(tx, event, now_ms, &mut leasing, quotas, &kept)?;
+                if let Some(first) = outcome.deliveries().first() {
+                    payloads::keep(tx, first, now_ms, keep_payloads)?;
+                }
+                outcomes.push(outcome);
             }
             Ok((outcomes, leasing.claims))
         })
@@ -534,6 +540,7 @@ impl Store for SqliteStore {
                 now_ms,
             )
         };
+        let keep_payloads = self.retention.keep_payloads;
         self.call(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -556,6 +563,7 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(sqlite_error)?;
+            payloads::keep(&tx, &delivery, now_ms, keep_payloads)?;
             tx.commit().map_err(sqlite_error)?;
             Ok(Some(delivery))
         })
@@ -661,6 +669,16 @@ impl Store for SqliteStore {
             Ok(Some((delivery.parse()?, attempts)))
         })
         .await
+    }
+
+    async fn kept_payload(
+        &self,
+        delivery: &Delivery,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let delivery = delivery.clone();
+        self.call(move |c| payloads::kept(c, &delivery, now_ms))
+            .await
     }
 
     async fn delivery_counts(

@@ -106,6 +106,19 @@ const MIGRATIONS: &[&str] = &[
     // 8: deliveries refused for the endpoint's kept-deliveries quota since
     // its last success (SPEC §11).
     "ALTER TABLE endpoints ADD COLUMN quota_refused INTEGER NOT NULL DEFAULT 0;",
+    // 9: inspecting deliveries (SPEC §13): how each attempt was signed, and
+    // each event's body, kept once for `keep_payloads`.
+    "ALTER TABLE attempts ADD COLUMN signed_at INTEGER;
+     ALTER TABLE attempts ADD COLUMN signature_check TEXT;
+     CREATE TABLE payloads (
+         username   TEXT NOT NULL,
+         event_id   TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         body       TEXT NOT NULL,
+         expires_at INTEGER NOT NULL,
+         PRIMARY KEY (username, event_id, created_at)
+     ) STRICT, WITHOUT ROWID;
+     CREATE INDEX payloads_by_expiry ON payloads(expires_at);",
 ];
 
 /// Prepared statements kept per connection.

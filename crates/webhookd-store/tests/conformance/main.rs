@@ -101,14 +101,17 @@ conformance!(
     events_past_the_daily_quota_are_refused_and_not_remembered,
     listings_run_newest_first_and_filter_by_event_id_and_time,
     a_filtered_listing_pages_through_a_large_index,
+    an_events_body_is_kept_once_and_outlives_its_delivered_copies,
 );
 
+mod inspecting;
 mod lifecycle;
 mod listings;
 mod quotas;
 mod scale_out;
 mod single_slot;
 mod users;
+use inspecting::*;
 use lifecycle::*;
 use listings::*;
 use quotas::*;
@@ -797,6 +800,7 @@ fn attempt(number: u32, status_code: Option<u16>, reason: &str) -> AttemptRecord
         status_code,
         reason: reason.into(),
         response: status_code.map(|code| format!("answer {code}")),
+        signing: None,
     }
 }
 
@@ -984,6 +988,7 @@ async fn long_multibyte_bodies_and_records_come_back_byte_for_byte(store: Arc<dy
         assert_eq!(&claim.delivery.body, body, "a claim reads the body whole");
         let failed = AttemptRecord {
             response: Some(text.clone()),
+            signing: None,
             ..attempt(1, Some(500), "http_5xx")
         };
         assert!(

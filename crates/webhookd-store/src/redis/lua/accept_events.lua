@@ -12,8 +12,9 @@
 -- lease token base, limit, room of other endpoints, sending slots per
 -- endpoint across every process (0: no limit), suspect room (as in
 -- CLAIM_DUE), number of (endpoint id, room, slots the caller's lane
--- holds, '1' if suspect) quads, today (the store's UTC day number), the
--- quads, then per event 9 values: user prefix, username, event id, event
+-- holds, '1' if suspect) quads, today (the store's UTC day number), how
+-- long an event's body is kept for inspection (ms, 0: not kept; SPEC §13),
+-- the quads, then per event 9 values: user prefix, username, event id, event
 -- type, quoted event type, body, delivery id base, the owner's
 -- max_kept_deliveries_per_endpoint and max_events_per_day (0: none).
 -- Quotas (SPEC §11): an endpoint holding its kept deliveries (pending +
@@ -23,16 +24,16 @@
 local partition, dedup, now, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit, per_endpoint = tonumber(ARGV[6]), tonumber(ARGV[7])
 local endpoint_limit, suspect_room, listed = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local today = ARGV[11]
+local today, keep_payload = ARGV[11], ARGV[12]
 local room_of, held_of, suspect, grant_of, tokens_of, kept_of = {}, {}, {}, {}, {}, {}
 local endpoints_of, lowest_ready = {}, {}
-for i = 12, 11 + 4 * listed, 4 do
+for i = 13, 12 + 4 * listed, 4 do
   room_of[ARGV[i]] = tonumber(ARGV[i + 1])
   held_of[ARGV[i]] = tonumber(ARGV[i + 2])
   suspect[ARGV[i]] = ARGV[i + 3] == '1'
 end
 local results, leased = {}, {}
-for e = 12 + 4 * listed, #ARGV, 9 do
+for e = 13 + 4 * listed, #ARGV, 9 do
   local user, username, event_id, event_type, quoted, body, base =
     ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
   local kept_limit, per_day = tonumber(ARGV[e + 7]), tonumber(ARGV[e + 8])
@@ -136,6 +137,10 @@ for e = 12 + 4 * listed, #ARGV, 9 do
         redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
         chosen[#chosen + 1] = id
       end
+    end
+    if #chosen > 0 and keep_payload ~= '0' then
+      -- One copy per event, for the delivery detail; it expires on its own.
+      redis.call('SET', user .. 'payload:' .. event_id .. ':' .. now, body, 'PX', keep_payload)
     end
     results[#results + 1] = {chosen, refused}
   end

@@ -87,14 +87,16 @@ while a <= #ARGV do
         redis.call('HSET', key, unpack(fields))
         schedule_in_batch(endpoint_due, KEYS[1], id, at, lowest_ready)
       else
-        redis.call('HDEL', key, 'lease', 'last_attempt')
         local fields = {'attempts', number, 'status', result}
         if result == 'failed' then
+          redis.call('HDEL', key, 'lease', 'last_attempt')
           -- Kept for weeks (keep_failed): compact.
           put_pieces(fields, 'attempt:' .. number, log)
           compact_body(key)
         else
-          -- Delivered: its body is whole anyway (see ACCEPT_EVENTS).
+          -- Delivered: never sent again, so its body goes (the event's
+          -- kept payload shows it, SPEC §13) in the same command.
+          redis.call('HDEL', key, 'lease', 'last_attempt', 'body', unpack(BODY_PIECES))
           fields[#fields + 1] = 'attempt:' .. number
           fields[#fields + 1] = log
         end
