@@ -115,6 +115,8 @@ export const api = {
     if (window.eventId) query.set("event_id", window.eventId);
     return call("GET", `/v2/endpoint/${id(endpointId)}/deliveries?${query}`);
   },
+  getDelivery: (endpointId, deliveryId) =>
+    call("GET", `/v2/endpoint/${id(endpointId)}/deliveries/${id(deliveryId)}`),
   resend: (endpointId, deliveryId) =>
     call("POST", `/v2/endpoint/${id(endpointId)}/deliveries/${id(deliveryId)}/retry`),
   recover: (endpointId, since, until) =>

@@ -8,6 +8,8 @@
 import { api, ApiError, Code, credential } from "./api.js";
 import { LINK_MESSAGES, linkFromAddress, signInWithLink } from "./links.js";
 import * as catalog from "./catalog.js";
+import * as deliveries from "./deliveries.js";
+import * as delivery from "./delivery.js";
 import * as routes from "./routes.js";
 import {
   $, busy, closeDialog, fromLocalInput, h, icon, localTime, openDialog, relative, replace,
@@ -15,11 +17,8 @@ import {
 } from "./ui.js";
 
 const MAX_ENDPOINTS = 20;
-const PAGE_SIZE = 20;
 /** Failed deliveries the Recover confirmation counts before it says "more than". */
 const RECOVER_COUNT_MOST = 1000;
-/** How often the Pending tab refreshes itself while it shows something. */
-const PENDING_POLL_MS = 3000;
 
 const state = {
   events: [],
@@ -28,11 +27,11 @@ const state = {
   endpoints: [],
   username: null,
   view: "loading",
-  /** endpoint_id of the endpoint view. */
+  /** endpoint_id of the endpoint (or delivery) view. */
   current: null,
+  /** endpoint_id the endpoint view's tab and filter were set up for. */
+  detailOf: null,
   revealed: false,
-  deliveries: { status: "failed", items: [], next: null, loaded: false, generation: 0, filter: {} },
-  pollTimer: null,
 };
 
 // ---------------------------------------------------------------- start
@@ -64,8 +63,10 @@ function followAddress() {
   if (route.view === "catalog") showCatalog(false);
   else if (route.view === "endpoint" && state.endpoints.some((e) => e.endpoint_id === route.id)) {
     showDetail(route.id, route.tab, false);
+  } else if (route.view === "delivery" && state.endpoints.some((e) => e.endpoint_id === route.id)) {
+    showDelivery(route.id, route.delivery, false);
   } else {
-    if (route.view === "endpoint") toast("That endpoint does not exist (any more) in this account.", "error");
+    if (route.view === "endpoint" || route.view === "delivery") toast("That endpoint does not exist (any more) in this account.", "error");
     showList(true, false);
   }
 }
@@ -79,6 +80,7 @@ async function openLink(link) {
   };
   if (await signInWithLink(link, state.username, refused)) {
     state.current = null;
+    state.detailOf = null;
     showView("loading");
     loadAccount();
   } else if (signedIn && !state.username) {
@@ -110,19 +112,20 @@ function wire() {
   $("#deliveries-refresh").addEventListener("click", (event) =>
     busy(event.currentTarget, () => refreshDetail()),
   );
-  $("#deliveries-more").addEventListener("click", onLoadMore);
-  $("#filter-form").addEventListener("submit", onFilter);
-  $("#filter-clear").addEventListener("click", () => {
-    $("#filter-form").reset();
-    setFilter({});
-  });
   $("#recover-form").addEventListener("submit", onRecover);
   $("#endpoint-form").addEventListener("submit", onSaveEndpoint);
   $("#ef-all").addEventListener("click", () => setAllEvents(true));
   $("#ef-none").addEventListener("click", () => setAllEvents(false));
   $("#ef-events").addEventListener("change", updateEventCount);
   $("#confirm-form").addEventListener("submit", onConfirm);
-  wireTabs();
+  deliveries.configure({
+    currentEndpoint,
+    shown: () => state.view === "endpoint",
+    handleError,
+    actionFailed,
+    showFormError,
+  });
+  deliveries.wire();
   for (const dialog of document.querySelectorAll("dialog")) {
     dialog.addEventListener("cancel", (event) => {
       event.preventDefault();
@@ -132,7 +135,6 @@ function wire() {
       button.addEventListener("click", () => closeDialog(dialog));
     }
   }
-  document.addEventListener("visibilitychange", schedulePoll);
 }
 
 // ---------------------------------------------------------------- sign-in
@@ -143,7 +145,7 @@ const SIGN_IN_MESSAGES = {
 };
 
 function showSignIn(message) {
-  stopPoll();
+  deliveries.stopPoll();
   state.endpoints = [];
   state.username = null;
   $("#nav").hidden = true;
@@ -173,6 +175,7 @@ async function onSignIn(event) {
 function signOut() {
   credential.clear();
   state.current = null;
+  state.detailOf = null;
   routes.clear();
   showSignIn();
   toast("Signed out.");
@@ -279,7 +282,7 @@ async function attempt(box, work, retry) {
 
 // ---------------------------------------------------------------- views
 
-const VIEWS = ["loading", "signin", "endpoints", "endpoint", "catalog"];
+const VIEWS = ["loading", "signin", "endpoints", "endpoint", "delivery", "catalog"];
 
 function showView(name) {
   state.view = name;
@@ -293,12 +296,12 @@ function showView(name) {
   } else if (name === "loading") {
     replace($("#view-loading"), h("span", { class: "spinner", "aria-hidden": "true" }), " Loading…");
   }
-  const section = name === "endpoint" ? "endpoints" : name;
+  const section = name === "endpoint" || name === "delivery" ? "endpoints" : name;
   for (const link of document.querySelectorAll("[data-nav]")) {
     if (link.dataset.nav === section) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  if (name !== "endpoint") stopPoll();
+  if (name !== "endpoint") deliveries.stopPoll();
 }
 
 /** Moves focus to a view's heading, so keyboard and screen reader users follow. */
@@ -413,9 +416,12 @@ function currentEndpoint() {
 }
 
 function showDetail(endpointId, tab = null, record = true) {
-  const switching = state.current !== endpointId;
+  // The endpoint view keeps its tab and filter for the endpoint it was
+  // set up for (coming back from one of its deliveries finds them).
+  const switching = state.detailOf !== endpointId;
   state.current = endpointId;
-  const shownTab = tab || (switching ? "failed" : state.deliveries.status);
+  state.detailOf = endpointId;
+  const shownTab = tab || (switching ? "failed" : deliveries.list.status);
   if (record) routes.show({ view: "endpoint", id: endpointId, tab: shownTab });
   if (switching) {
     state.revealed = false;
@@ -425,12 +431,12 @@ function showDetail(endpointId, tab = null, record = true) {
     $("#recover-error").hidden = true;
     $("#test-error").hidden = true;
     const endpoint = currentEndpoint();
-    if (endpoint) resetFilter(endpoint);
+    if (endpoint) deliveries.resetFilter(endpoint);
   }
   showView("endpoint");
   renderDetail();
-  if (switching || tab) selectTab(shownTab, false);
-  loadDeliveries(false);
+  if (switching || tab) deliveries.selectTab(shownTab, false);
+  deliveries.load(false);
   focusHeading("ep-title");
 }
 
@@ -658,6 +664,7 @@ function onDelete() {
       await api.deleteEndpoint(endpoint.endpoint_id);
       setEndpoints(state.endpoints.filter((e) => e.endpoint_id !== endpoint.endpoint_id));
       state.current = null;
+      state.detailOf = null;
       closeDialog($("#dlg-confirm"));
       showList();
       toast("Endpoint deleted.");
@@ -692,8 +699,8 @@ async function onSendTest(event) {
     const result = await attempt($("#test-error"), () => api.sendTest(endpoint.endpoint_id, chosen));
     if (!result.ok) return;
     toast(`Test event sent (${chosen || endpoint.events[0]}). Follow it under Pending.`);
-    selectTab("pending", false);
-    await loadDeliveries(false);
+    deliveries.selectTab("pending", false);
+    await deliveries.load(false);
   });
 }
 
@@ -743,7 +750,7 @@ async function onRecover(event) {
             : `${recovered} failed ${recovered === 1 ? "delivery gets" : "deliveries get"} one more attempt, oldest first.`;
         if (recovered > 0) {
           toast(`Recovering ${recovered} ${recovered === 1 ? "delivery" : "deliveries"}.`);
-          await loadDeliveries(false);
+          await deliveries.load(false);
         }
       },
     });
@@ -764,110 +771,6 @@ async function countFailed(endpoint, since, until) {
 
 // ---------------------------------------------------------------- deliveries
 
-const TAB_EMPTY = {
-  failed: ["No failed deliveries", "Deliveries that used up all their retries land here, ready to re-send."],
-  pending: ["Nothing pending", "Deliveries waiting for their first or next attempt show up here. Finished ones move to Delivered or Failed."],
-  delivered: ["No delivered events yet", "Every delivery your endpoint accepted with a 2xx answer is listed here."],
-};
-
-const REASONS = {
-  ok: "OK",
-  http_3xx: "Redirect (not followed)",
-  http_4xx: "Client error (4xx)",
-  http_429: "Too many requests (429)",
-  http_5xx: "Server error (5xx)",
-  http_other: "Unexpected HTTP status",
-  timeout: "Timed out",
-  dns: "Host name did not resolve",
-  connection_refused: "Connection refused",
-  connection_reset: "Connection reset",
-  connect: "Could not connect",
-  tls: "TLS error",
-  protocol: "HTTP protocol error",
-  blocked_address: "Blocked address",
-  invalid_url: "Invalid URL",
-};
-
-function wireTabs() {
-  const tabs = [...document.querySelectorAll('[role="tab"]')];
-  for (const tab of tabs) {
-    tab.addEventListener("click", () => {
-      selectTab(tab.dataset.status, false);
-      loadDeliveries(false);
-    });
-    tab.addEventListener("keydown", (event) => {
-      const index = tabs.indexOf(tab);
-      const next = { ArrowRight: index + 1, ArrowLeft: index - 1, Home: 0, End: tabs.length - 1 }[event.key];
-      if (next === undefined) return;
-      event.preventDefault();
-      const target = tabs[(next + tabs.length) % tabs.length];
-      target.focus();
-      target.click();
-    });
-  }
-}
-
-function selectTab(status, focus) {
-  state.deliveries.status = status;
-  if (state.current) routes.show({ view: "endpoint", id: state.current, tab: status }, true);
-  for (const tab of document.querySelectorAll('[role="tab"]')) {
-    const selected = tab.dataset.status === status;
-    tab.setAttribute("aria-selected", String(selected));
-    tab.tabIndex = selected ? 0 : -1;
-    if (selected) {
-      $("#deliveries-panel").setAttribute("aria-labelledby", tab.id);
-      if (focus) tab.focus();
-    }
-  }
-}
-
-/** Loads the first page of the selected tab (or the next one, `append`). */
-async function loadDeliveries(append) {
-  const endpoint = currentEndpoint();
-  if (!endpoint) return;
-  const list = state.deliveries;
-  const generation = ++list.generation;
-  const status = list.status;
-  if (!append) {
-    list.items = [];
-    list.next = null;
-    list.loaded = false;
-    renderDeliveries();
-  }
-  $("#deliveries-error").hidden = true;
-  try {
-    const page = await api.listDeliveries(endpoint.endpoint_id, status, append ? list.next : null, PAGE_SIZE, list.filter);
-    if (generation !== list.generation) return; // a newer load won
-    list.items = append ? list.items.concat(page.deliveries) : page.deliveries;
-    list.next = page.next_after || null;
-    list.loaded = true;
-    if (page.counts) showCounts(page.counts);
-    renderDeliveries();
-  } catch (error) {
-    if (generation !== list.generation) return;
-    list.loaded = true;
-    renderDeliveries();
-    if (!handleError(error, () => loadDeliveries(append))) {
-      if (error.code === Code.NOT_FOUND) actionFailed(error);
-      else showFormError($("#deliveries-error"), error);
-    }
-  }
-  schedulePoll();
-}
-
-/** How many deliveries each tab holds, next to its name. */
-function showCounts(counts) {
-  for (const tab of document.querySelectorAll('[role="tab"]')) {
-    const count = counts[tab.dataset.status];
-    let badge = tab.querySelector(".count");
-    if (!badge) {
-      badge = h("span", { class: "count" });
-      tab.append(" ", badge);
-    }
-    badge.textContent = count === undefined ? "" : String(count);
-  }
-}
-
 /** Refresh button: the endpoint (its failure streak may have changed) and the tab. */
 async function refreshDetail() {
   try {
@@ -882,220 +785,19 @@ async function refreshDetail() {
     return;
   }
   renderDetail();
-  await loadDeliveries(false);
+  await deliveries.load(false);
 }
 
-/** The deliveries' filter form: event type, event id, created since (SPEC §13). */
-function onFilter(event) {
-  event.preventDefault();
-  const form = event.currentTarget;
-  setFilter({
-    event: form.elements.event.value || null,
-    eventId: form.elements.event_id.value.trim() || null,
-    since: fromLocalInput(form.elements.since.value),
+/** One delivery's page (delivery.js). */
+function showDelivery(endpointId, deliveryId, record = true) {
+  state.current = endpointId;
+  if (record) routes.show({ view: "delivery", id: endpointId, delivery: deliveryId });
+  showView("delivery");
+  focusHeading("dv-title");
+  delivery.show(currentEndpoint(), deliveryId, {
+    handleError,
+    describeError: (error) => error.message,
   });
-}
-
-function setFilter(filter) {
-  state.deliveries.filter = filter;
-  $("#filter-clear").hidden = !Object.values(filter).some((value) => value != null);
-  loadDeliveries(false);
-}
-
-/** The filter form for `endpoint`: its event types, nothing chosen. */
-function resetFilter(endpoint) {
-  $("#filter-form").reset();
-  replace(
-    $("#filter-event"),
-    h("option", { value: "" }, "All event types"),
-    endpoint.events.map((name) => h("option", { value: name }, name)),
-  );
-  $("#filter-clear").hidden = true;
-  state.deliveries.filter = {};
-}
-
-async function onLoadMore(event) {
-  await busy(event.currentTarget, () => loadDeliveries(true));
-}
-
-function renderDeliveries() {
-  const { items, loaded, next, status } = state.deliveries;
-  const container = $("#deliveries");
-  $("#deliveries-more").hidden = !next;
-  if (!loaded && items.length === 0) {
-    replace(container, h("div", { class: "placeholder", role: "status" }, h("span", { class: "spinner", "aria-hidden": "true" }), " Loading deliveries…"));
-    return;
-  }
-  if (items.length === 0) {
-    const [title, text] = TAB_EMPTY[status];
-    replace(container, h("div", { class: "empty-inline" }, h("p", { class: "empty-title" }, title), h("p", { class: "muted small" }, text)));
-    return;
-  }
-  replace(container, h("ol", { class: "delivery-list" }, items.map(deliveryItem)));
-}
-
-function deliveryItem(delivery) {
-  const statusLabel = { failed: "Failed", pending: "Pending", delivered: "Delivered" }[delivery.status] || delivery.status;
-  const attempts = delivery.attempts || [];
-  const head = h(
-    "div",
-    { class: "delivery-head" },
-    h("span", { class: `badge badge-${delivery.status}` }, h("span", { class: "dot", "aria-hidden": "true" }), statusLabel),
-    h("span", { class: "event-name" }, delivery.event),
-    delivery.test ? h("span", { class: "badge badge-test" }, "Test") : null,
-    h("span", { class: "spacer" }),
-    h("span", { class: "delivery-when muted small" }, timeEl(delivery.created_at, { relativeFirst: true })),
-    delivery.status === "failed"
-      ? h(
-          "button",
-          {
-            type: "button",
-            class: "btn btn-sm",
-            "aria-describedby": `dl-${delivery.delivery_id}`,
-            onclick: (event) => onResend(event.currentTarget, delivery),
-          },
-          icon("refresh"),
-          "Resend",
-        )
-      : null,
-  );
-  const facts = [
-    `${delivery.attempt_count} ${delivery.attempt_count === 1 ? "attempt" : "attempts"}`,
-    delivery.next_attempt_at ? `next attempt ${relative(delivery.next_attempt_at)}` : null,
-  ].filter(Boolean);
-  const sub = h(
-    "p",
-    { class: "delivery-sub", id: `dl-${delivery.delivery_id}` },
-    h("span", { class: "mono", title: "Delivery ID" }, delivery.delivery_id),
-    h("span", { class: "sep", "aria-hidden": "true" }, "·"),
-    h("span", { class: "mono", title: "Event ID (X-Webhook-Id)" }, delivery.event_id),
-    h("span", { class: "sep", "aria-hidden": "true" }, "·"),
-    h("span", {}, facts.join(", ")),
-  );
-  return h(
-    "li",
-    { class: `delivery delivery-${delivery.status}` },
-    head,
-    sub,
-    attempts.length ? attemptsTable(delivery, attempts) : h("p", { class: "muted small no-attempts" }, "Not attempted yet."),
-  );
-}
-
-function attemptsTable(delivery, attempts) {
-  return h(
-    "div",
-    { class: "table-wrap" },
-    h(
-      "table",
-      { class: "attempts" },
-      h("caption", { class: "sr-only" }, `Attempts of ${delivery.event} (${delivery.delivery_id})`),
-      h(
-        "thead",
-        {},
-        h(
-          "tr",
-          {},
-          h("th", { scope: "col", class: "col-num" }, "#"),
-          h("th", { scope: "col" }, "Time"),
-          h("th", { scope: "col" }, "HTTP status"),
-          h("th", { scope: "col", class: "col-num" }, "Duration"),
-          h("th", { scope: "col" }, "Reason"),
-          h("th", { scope: "col", class: "col-response" }, "Response"),
-        ),
-      ),
-      h(
-        "tbody",
-        {},
-        attempts.map((a) =>
-          h(
-            "tr",
-            {},
-            h("td", { class: "col-num" }, String(a.attempt)),
-            h("td", { class: "nowrap" }, h("time", { datetime: new Date(a.at * 1000).toISOString(), title: relative(a.at) }, localTime(a.at))),
-            h(
-              "td",
-              {},
-              a.status_code != null
-                ? h("span", { class: `code code-${Math.floor(a.status_code / 100)}xx` }, String(a.status_code))
-                : h("span", { class: "muted" }, "none"),
-            ),
-            h("td", { class: "col-num nowrap" }, formatDuration(a.duration_ms)),
-            h("td", { class: a.reason === "ok" ? "" : "text-bad", title: a.reason }, REASONS[a.reason] || a.reason),
-            h("td", { class: "col-response" }, responseExcerpt(a.response)),
-          ),
-        ),
-      ),
-    ),
-  );
-}
-
-function formatDuration(ms) {
-  if (ms < 1000) return `${ms} ms`;
-  return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
-}
-
-function responseExcerpt(text) {
-  if (!text) return h("span", { class: "muted" }, "—");
-  const oneLine = text.replace(/\s+/g, " ").trim();
-  if (oneLine.length <= 48 && !text.includes("\n")) return h("code", { class: "response-short" }, oneLine);
-  return h(
-    "details",
-    { class: "response" },
-    h("summary", {}, h("code", {}, oneLine.slice(0, 48) + "…")),
-    h("pre", {}, text),
-  );
-}
-
-async function onResend(button, delivery) {
-  const endpoint = currentEndpoint();
-  if (!endpoint) return;
-  await busy(button, async () => {
-    try {
-      await api.resend(endpoint.endpoint_id, delivery.delivery_id);
-      toast("Re-sent: one more attempt is on its way. Follow it under Pending.");
-      await loadDeliveries(false);
-    } catch (error) {
-      if (!handleError(error, () => onResend(button, delivery))) actionFailed(error);
-    }
-  });
-}
-
-// The Pending tab follows itself while it has something to show.
-
-function schedulePoll() {
-  stopPoll();
-  const list = state.deliveries;
-  const wanted =
-    state.view === "endpoint" &&
-    list.status === "pending" &&
-    list.items.length > 0 &&
-    !list.next &&
-    document.visibilityState === "visible";
-  if (wanted) state.pollTimer = setTimeout(pollPending, PENDING_POLL_MS);
-}
-
-function stopPoll() {
-  clearTimeout(state.pollTimer);
-  state.pollTimer = null;
-}
-
-async function pollPending() {
-  if (state.view !== "endpoint" || state.deliveries.status !== "pending") return;
-  const endpoint = currentEndpoint();
-  if (!endpoint) return;
-  const list = state.deliveries;
-  const generation = ++list.generation;
-  try {
-    const page = await api.listDeliveries(endpoint.endpoint_id, "pending", null, PAGE_SIZE, list.filter);
-    if (generation !== list.generation) return;
-    list.items = page.deliveries;
-    list.next = page.next_after || null;
-    if (page.counts) showCounts(page.counts);
-    renderDeliveries();
-  } catch {
-    // A missed poll is not worth an error; the Refresh button says more.
-  }
-  schedulePoll();
 }
 
 // ---------------------------------------------------------------- endpoint form

@@ -3,6 +3,7 @@
 //
 //   #/endpoints                      the list
 //   #/endpoints/<id>[/<tab>]         one endpoint, a deliveries tab
+//   #/endpoints/<id>/deliveries/<d>  one delivery: attempts, request, payload
 //   #/catalog                        the event catalog
 //
 // The address carries ids and tab names only, never a credential: a link
@@ -10,10 +11,13 @@
 
 const TABS = ["failed", "pending", "delivered"];
 
-/** The view an address names: `{view, id?, tab?}`; the list when it names none. */
+/** The view an address names: `{view, id?, tab?, delivery?}`; the list when it names none. */
 export function parse(hash) {
   const parts = hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "catalog") return { view: "catalog" };
+  if (parts[0] === "endpoints" && parts[1] && parts[2] === "deliveries" && parts[3]) {
+    return { view: "delivery", id: parts[1], delivery: parts[3] };
+  }
   if (parts[0] === "endpoints" && parts[1]) {
     return { view: "endpoint", id: parts[1], tab: TABS.includes(parts[2]) ? parts[2] : "failed" };
   }
@@ -21,8 +25,9 @@ export function parse(hash) {
 }
 
 /** The address of a view. */
-export function address({ view, id, tab }) {
+export function address({ view, id, tab, delivery }) {
   if (view === "catalog") return "#/catalog";
+  if (view === "delivery") return `#/endpoints/${encodeURIComponent(id)}/deliveries/${encodeURIComponent(delivery)}`;
   if (view === "endpoint") return `#/endpoints/${encodeURIComponent(id)}${tab && tab !== "failed" ? `/${tab}` : ""}`;
   return "#/endpoints";
 }

@@ -69,6 +69,7 @@ const ICONS = {
   x: ["M18 6L6 18", "M6 6l12 12"],
   clock: ["M12 22a10 10 0 1 0 0-20 10 10 0 0 0 0 20z", "M12 6v6l4 2"],
   history: ["M3 12a9 9 0 1 0 3-6.7L3 8", "M3 3v5h5", "M12 7v5l4 2"],
+  code: ["M16 18l6-6-6-6", "M8 6l-6 6 6 6"],
 };
 
 export function icon(name, className = "icon") {

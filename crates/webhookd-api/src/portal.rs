@@ -40,6 +40,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../portal/catalog.js"),
     ),
     (
+        "deliveries.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../portal/deliveries.js"),
+    ),
+    (
+        "delivery.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../portal/delivery.js"),
+    ),
+    (
         "routes.js",
         "text/javascript; charset=utf-8",
         include_str!("../portal/routes.js"),
