@@ -132,6 +132,7 @@ fn one_shot_commands_never_create_a_store_unless_told() {
         &["users", "revoke", "johndoe"],
         &["portal-link", "johndoe"],
         &["keys", "rotate"],
+        &["recover", "johndoe", "wh_x", "--since", "0"],
     ] {
         let mut command = webhookd(&store);
         command.args(args);
@@ -164,6 +165,141 @@ fn one_shot_commands_never_create_a_store_unless_told() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no webhookd store at redis://"), "{stderr}");
     assert!(stderr.contains("under the key prefix"), "{stderr}");
+}
+
+/// Three dead deliveries of one endpoint of johndoe's, in the SQLite store
+/// at `path`: the endpoint's id.
+fn three_dead_deliveries(runtime: &tokio::runtime::Runtime, path: &std::path::Path) -> String {
+    runtime.block_on(async {
+        let store = webhookd_store::SqliteStore::open(path.to_str().unwrap())
+            .await
+            .unwrap();
+        let endpoint = webhookd_testkit::subscription(
+            "johndoe",
+            "https://example.com/hook",
+            &[EventType::GENERATED_VIDEO_SUCCESS],
+        );
+        store.create_endpoint(&endpoint, 20).await.unwrap();
+        let now = webhookd_core::time::unix_millis();
+        for i in 0..3 {
+            let message = format!(
+                r#"{{"event":"generated_video_success","username":"johndoe","event_id":"evt_{i}","data":{{}}}}"#
+            );
+            let event = webhookd_core::Event::parse(message.as_bytes(), now / 1000).unwrap();
+            store.accept_events(&[event], now).await.unwrap();
+        }
+        let claims = store
+            .claim_due(&webhookd_store::ClaimRequest {
+                now_ms: now,
+                lease_until_ms: now + 60_000,
+                park_until_ms: now + 60_000,
+                limit: 10,
+                per_endpoint: 10,
+                ..webhookd_store::ClaimRequest::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(claims.len(), 3);
+        let dead: Vec<_> = claims
+            .into_iter()
+            .map(|claim| webhookd_store::FinishedAttempt {
+                claim,
+                record: webhookd_store::AttemptRecord {
+                    attempt: 1,
+                    started_at: now,
+                    duration_ms: 5,
+                    status_code: Some(410),
+                    reason: "http_4xx".into(),
+                    response: None,
+                    signing: None,
+                },
+                result: webhookd_store::AttemptResult::Dead,
+            })
+            .collect();
+        store.record_attempts(&dead).await.unwrap();
+        endpoint.endpoint_id
+    })
+}
+
+/// `webhookd recover` (SPEC §8) gives an endpoint's dead deliveries of a
+/// window one more attempt; on a terminal it shows how far it has come,
+/// piped it prints the result line alone.
+#[test]
+fn recover_makes_the_dead_of_a_window_pending_and_shows_progress_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = sqlite_store(&dir);
+    let path = dir.path().join("webhookd.db");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let endpoint_id = three_dead_deliveries(&runtime, &path);
+
+    let mut command = webhookd(&store_url);
+    command.args(["recover", "johndoe", "nope", "--since", "0"]);
+    let output = run(command);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("johndoe has no endpoint nope"));
+
+    // Under a pseudo-terminal (util-linux `script`), with the environment
+    // `webhookd()` sets: the progress line.
+    let binary = env!("CARGO_BIN_EXE_webhookd");
+    let mut script = std::process::Command::new("script");
+    script.args([
+        "-qec",
+        &format!("{binary} recover johndoe {endpoint_id} --since 0"),
+        "/dev/null",
+    ]);
+    for (name, value) in webhookd(&store_url).get_envs() {
+        match value {
+            Some(value) => script.env(name, value),
+            None => script.env_remove(name),
+        };
+    }
+    let output = run(script);
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains("3 of 3 dead deliveries recovered (100%)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "3 dead deliveries of {endpoint_id} get one more attempt"
+        )),
+        "{shown}"
+    );
+
+    // Piped: the result alone; nothing dead is left to recover.
+    let mut command = webhookd(&store_url);
+    command.args(["recover", "johndoe", &endpoint_id, "--since", "0"]);
+    let output = run(command);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!("0 dead deliveries of {endpoint_id} get one more attempt\n")
+    );
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pending = runtime.block_on(async {
+        let store = webhookd_store::SqliteStore::open(path.to_str().unwrap())
+            .await
+            .unwrap();
+        store
+            .list_deliveries(
+                "johndoe",
+                &endpoint_id,
+                DeliveryStatus::Pending,
+                &Page {
+                    limit: 10,
+                    after: None,
+                },
+            )
+            .await
+            .unwrap()
+    });
+    assert_eq!(pending.len(), 3, "each got one more attempt");
+    assert!(pending.iter().all(|delivery| delivery.last_attempt));
 }
 
 /// `webhookd portal-link` (SPEC §9) prints one link, for users that exist;

@@ -122,21 +122,8 @@ impl Run<'_> {
 fn detail_matches_what_arrived(run: &Run<'_>, key: &str, endpoint_id: &str, records: &[Value]) {
     for record in records {
         let event_id = record["headers"]["webhook-id"].as_str().unwrap();
-        let listed: Value = run
-            .client
-            .get(format!(
-                "{}/v2/endpoint/{endpoint_id}/deliveries?status=delivered&event_id={event_id}",
-                run.server.base
-            ))
-            .header("x-api-key", key)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let delivery_id = listed["data"]["deliveries"][0]["delivery_id"]
-            .as_str()
-            .unwrap();
-        let request = detail(run, key, endpoint_id, delivery_id)["request"].clone();
+        let delivery_id = delivery_of(run, key, endpoint_id, event_id);
+        let request = detail(run, key, endpoint_id, &delivery_id)["request"].clone();
         assert_eq!(request["body"], record["body"], "{request}");
         assert_eq!(request["attempt"], 1);
         let headers = request["headers"].as_object().unwrap();
@@ -151,6 +138,61 @@ fn detail_matches_what_arrived(run: &Run<'_>, key: &str, endpoint_id: &str, reco
             assert_eq!(&record["headers"][name], value, "{name} of {event_id}");
         }
     }
+}
+
+/// The delivered delivery of `event_id`.
+fn delivery_of(run: &Run<'_>, key: &str, endpoint_id: &str, event_id: &str) -> String {
+    let listed: Value = run
+        .client
+        .get(format!(
+            "{}/v2/endpoint/{endpoint_id}/deliveries?status=delivered&event_id={event_id}",
+            run.server.base
+        ))
+        .header("x-api-key", key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    listed["data"]["deliveries"][0]["delivery_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// After a second rotation the secret that signed `before` is gone: the
+/// detail says so rather than show signatures that were never sent.
+fn after_a_second_rotation_signatures_are_omitted(
+    run: &Run<'_>,
+    key: &str,
+    endpoint_id: &str,
+    before: &[Value],
+) {
+    let rotated_again = run
+        .client
+        .post(format!(
+            "{}/v2/endpoint/{endpoint_id}/rotate-secret",
+            run.server.base
+        ))
+        .header("x-api-key", key)
+        .body(json!({"grace_seconds": 0}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(rotated_again.status(), 200);
+    let first = delivery_of(run, key, endpoint_id, "evt_std_0");
+    let request = detail(run, key, endpoint_id, &first)["request"].clone();
+    assert!(
+        request["signatures_omitted"]
+            .as_str()
+            .unwrap()
+            .contains("replaced"),
+        "{request}"
+    );
+    assert!(request["headers"].get("x-webhook-signature").is_none());
+    let arrived = before
+        .iter()
+        .find(|record| record["headers"]["webhook-id"] == "evt_std_0")
+        .unwrap();
+    assert_eq!(request["body"], arrived["body"]);
 }
 
 fn detail(run: &Run<'_>, key: &str, endpoint_id: &str, delivery_id: &str) -> Value {
@@ -264,43 +306,5 @@ fn the_official_library_and_the_seeds_snippet_verify_every_delivery() {
     detail_matches_what_arrived(&run, &key, &endpoint_id, &after[..2]);
     detail_matches_what_arrived(&run, &key, &endpoint_id, &during[..2]);
 
-    // A second rotation: the secret that signed the first phase is gone,
-    // and the detail says so rather than show signatures never sent.
-    let rotated_again = client
-        .post(format!(
-            "{}/v2/endpoint/{endpoint_id}/rotate-secret",
-            server.base
-        ))
-        .header("x-api-key", &key)
-        .body(json!({"grace_seconds": 0}).to_string())
-        .send()
-        .unwrap();
-    assert_eq!(rotated_again.status(), 200);
-    let listed: Value = client
-        .get(format!(
-            "{}/v2/endpoint/{endpoint_id}/deliveries?status=delivered&event_id=evt_std_0",
-            server.base
-        ))
-        .header("x-api-key", &key)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let first = listed["data"]["deliveries"][0]["delivery_id"]
-        .as_str()
-        .unwrap();
-    let request = detail(&run, &key, &endpoint_id, first)["request"].clone();
-    assert!(
-        request["signatures_omitted"]
-            .as_str()
-            .unwrap()
-            .contains("replaced"),
-        "{request}"
-    );
-    assert!(request["headers"].get("x-webhook-signature").is_none());
-    let arrived = before
-        .iter()
-        .find(|record| record["headers"]["webhook-id"] == "evt_std_0")
-        .unwrap();
-    assert_eq!(request["body"], arrived["body"]);
+    after_a_second_rotation_signatures_are_omitted(&run, &key, &endpoint_id, &before);
 }

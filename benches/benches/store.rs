@@ -204,6 +204,7 @@ fn claim_and_record(c: &mut Criterion) {
                                 status_code: Some(200),
                                 reason: "ok".into(),
                                 response: None,
+                                signing: None,
                             },
                             result: AttemptResult::Delivered,
                             claim,

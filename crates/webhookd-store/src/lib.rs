@@ -41,7 +41,7 @@ pub use listing::{DeliveryQuery, Listing, MAX_SCANNED, Order, Page};
 use open::{PROCESS_SETTING, running_processes};
 pub use open::{open, open_and_reseal};
 pub use redis::RedisStore;
-pub use sealed::{ResealReport, Sealed, SecretBox, key_id};
+pub use sealed::{Progress, ResealReport, Sealed, SecretBox, key_id};
 pub use sqlite::SqliteStore;
 
 /// How long finished deliveries are kept (SPEC §4), counted from their last

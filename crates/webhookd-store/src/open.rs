@@ -8,8 +8,8 @@ use std::sync::Arc;
 use webhookd_core::{Config, StoreUrl};
 
 use crate::{
-    Instrumented, RedisStore, ResealReport, Retention, Sealed, SecretBox, SqliteStore, Store,
-    StoreError, sqlite,
+    Instrumented, Progress, RedisStore, ResealReport, Retention, Sealed, SecretBox, SqliteStore,
+    Store, StoreError, sqlite,
 };
 
 /// Opens the store the configuration names, its endpoint secrets sealed
@@ -30,6 +30,7 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
 pub async fn open_and_reseal(
     config: &Config,
     force: bool,
+    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<(Arc<dyn Store>, ResealReport), StoreError> {
     let sealed = open_sealed(config).await?;
     let key_ids = sealed.key_ids();
@@ -46,7 +47,7 @@ pub async fn open_and_reseal(
     let report = if held_back_by.is_empty() {
         ResealReport {
             key_ids,
-            ..sealed.reseal().await?
+            ..sealed.reseal(progress).await?
         }
     } else {
         ResealReport {

@@ -180,6 +180,14 @@ pub struct ResealReport {
     pub key_ids: Vec<String>,
 }
 
+/// How far a long operation has come, for a terminal to show: `done` of
+/// `total` units (users for a reseal, deliveries for a recover).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
 /// A store whose endpoint secrets are sealed at rest.
 pub struct Sealed {
     inner: Arc<dyn Store>,
@@ -231,9 +239,18 @@ impl Sealed {
     /// each with a compare-and-set, so processes running meanwhile lose
     /// nothing. Fails, naming `WEBHOOKD_ENCRYPTION_KEY`, if a stored secret
     /// opens with none of the keys: the configured key is wrong.
-    pub async fn reseal(&self) -> Result<ResealReport, StoreError> {
+    pub async fn reseal(
+        &self,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<ResealReport, StoreError> {
         let mut report = ResealReport::default();
-        for user in self.inner.list_users().await? {
+        let users = self.inner.list_users().await?;
+        let total = users.len() as u64;
+        for (done, user) in users.into_iter().enumerate() {
+            progress(Progress {
+                done: done as u64,
+                total,
+            });
             for endpoint in self.inner.list_endpoints(&user.username).await? {
                 let id = &endpoint.endpoint_id;
                 let previous = endpoint.previous_secret.as_ref().map(|p| &p.secret);
@@ -259,6 +276,7 @@ impl Sealed {
                 }
             }
         }
+        progress(Progress { done: total, total });
         Ok(report)
     }
 

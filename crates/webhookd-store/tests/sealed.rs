@@ -102,7 +102,7 @@ async fn sqlite_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
     let key = EncryptionKey::generate();
     let sqlite = StoreUrl::Sqlite { path: path.clone() };
     let (store, report) =
-        webhookd_store::open_and_reseal(&config(sqlite.clone(), "", &[&key]), false)
+        webhookd_store::open_and_reseal(&config(sqlite.clone(), "", &[&key]), false, &|_| ())
             .await
             .unwrap();
     assert_eq!((report.secrets, report.resealed), (3, 3));
@@ -119,7 +119,7 @@ async fn sqlite_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
     assert!(holds(&bytes, &format!("sealed:v1:{}:", key_id(&key))));
 
     let wrong = EncryptionKey::generate();
-    let error = webhookd_store::open_and_reseal(&config(sqlite, "", &[&wrong]), false)
+    let error = webhookd_store::open_and_reseal(&config(sqlite, "", &[&wrong]), false, &|_| ())
         .await
         .unwrap_err()
         .to_string();
@@ -151,7 +151,7 @@ async fn redis_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
     let (old, new) = (EncryptionKey::generate(), EncryptionKey::generate());
     let redis = StoreUrl::Redis { url: url.clone() };
     let (store, report) =
-        webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&old]), false)
+        webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&old]), false, &|_| ())
             .await
             .unwrap();
     assert_eq!((report.secrets, report.resealed), (3, 3));
@@ -164,26 +164,44 @@ async fn redis_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
     }
     assert!(holds(&values, &format!("sealed:v1:{}:", key_id(&old))));
 
-    // Rotating: the new key first re-seals everything; then it alone opens.
-    let (_, report) =
-        webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&new, &old]), false)
-            .await
-            .unwrap();
+    // Rotating: the new key first re-seals everything, user by user, as
+    // progress tells; then it alone opens.
+    let seen = std::sync::Mutex::new(Vec::new());
+    let (_, report) = webhookd_store::open_and_reseal(
+        &config(redis.clone(), &prefix, &[&new, &old]),
+        false,
+        &|progress| seen.lock().unwrap().push(progress),
+    )
+    .await
+    .unwrap();
     assert_eq!((report.secrets, report.resealed), (4, 4));
+    let seen = seen.into_inner().unwrap();
+    let total = seen.last().unwrap().total;
+    assert!(total >= 1);
+    assert_eq!(
+        seen.first(),
+        Some(&webhookd_store::Progress { done: 0, total })
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&webhookd_store::Progress { done: total, total })
+    );
+    assert!(seen.windows(2).all(|pair| pair[0].done <= pair[1].done));
     let values = every_value_under(&url, &prefix).await;
     assert!(!holds(&values, &format!("sealed:v1:{}:", key_id(&old))));
     let (store, report) =
-        webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&new]), false)
+        webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&new]), false, &|_| ())
             .await
             .unwrap();
     assert_eq!(report.resealed, 0);
     answers_the_secrets(&store, &secrets).await;
 
     for keys in [vec![&old], vec![]] {
-        let error = webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &keys), false)
-            .await
-            .unwrap_err()
-            .to_string();
+        let error =
+            webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &keys), false, &|_| ())
+                .await
+                .unwrap_err()
+                .to_string();
         assert!(error.contains("WEBHOOKD_ENCRYPTION_KEY"), "{error}");
     }
 }

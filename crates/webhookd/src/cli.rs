@@ -83,6 +83,22 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         base_url: Option<String>,
     },
+    /// Give every dead delivery of one endpoint whose event came in a
+    /// window one more attempt, oldest first (SPEC §8; what
+    /// `POST /v2/endpoint/{id}/recover` does), showing progress on a
+    /// terminal. A running webhookd sends them.
+    Recover {
+        /// The endpoint's owner.
+        username: String,
+        /// The endpoint (`wh_…`).
+        endpoint_id: String,
+        /// The window's start: unix seconds.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..=webhookd_core::event::MAX_TIMESTAMP))]
+        since: i64,
+        /// The window's end, included: unix seconds (default: now).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..=webhookd_core::event::MAX_TIMESTAMP))]
+        until: Option<i64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

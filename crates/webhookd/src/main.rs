@@ -4,6 +4,8 @@
 mod cli;
 mod logging;
 mod opening;
+mod progress;
+mod recover;
 mod serve;
 mod starting;
 mod users;
@@ -39,7 +41,8 @@ fn main() -> ExitCode {
         | Command::Events { .. }
         | Command::PortalLink { .. }
         | Command::GenKey
-        | Command::Keys { .. } => "warn".to_owned(),
+        | Command::Keys { .. }
+        | Command::Recover { .. } => "warn".to_owned(),
     };
     if let Err(error) = logging::init(cli.log_format.unwrap_or(config.log_format), &default_level) {
         eprintln!("webhookd: configuration error: {error:#}");
@@ -79,6 +82,14 @@ fn main() -> ExitCode {
                         ttl,
                         base_url,
                     } => users::portal_link(&config, opening, &username, ttl, base_url).await,
+                    Command::Recover {
+                        username,
+                        endpoint_id,
+                        since,
+                        until,
+                    } => {
+                        recover::run(&config, opening, &username, &endpoint_id, since, until).await
+                    }
                 }
             })
         });

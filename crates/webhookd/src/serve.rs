@@ -90,7 +90,7 @@ fn spawn_health_listener(
 /// WEBHOOKD_ENCRYPTION_KEY stops the start here, by name. Returns the
 /// store and the ids of its keys.
 async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Vec<String>)> {
-    let (store, resealed) = webhookd_store::open_and_reseal(config, false)
+    let (store, resealed) = webhookd_store::open_and_reseal(config, false, &|_| ())
         .await
         .with_context(|| format!("cannot open the store {}", config.store))?;
     if !resealed.held_back_by.is_empty() {

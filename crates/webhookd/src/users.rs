@@ -10,6 +10,7 @@ use webhookd_core::event::is_valid_username;
 use webhookd_core::ids::{hash_api_key, new_api_key};
 
 use crate::opening::{Opening, check_created, open_store, refuse_missing_file};
+use crate::progress::Meter;
 
 /// Prints the new key, and only the key, on stdout.
 pub async fn add(config: &Config, opening: Opening, username: &str) -> anyhow::Result<()> {
@@ -172,9 +173,12 @@ pub async fn rotate_keys(config: &Config, opening: Opening, force: bool) -> anyh
     if opening == Opening::Existing {
         refuse_missing_file(config)?;
     }
-    let (store, report) = webhookd_store::open_and_reseal(config, force)
-        .await
-        .with_context(|| format!("cannot reseal the secrets in {}", config.store))?;
+    let meter = Meter::on_stderr("users' endpoint secrets sealed");
+    let resealed =
+        webhookd_store::open_and_reseal(config, force, &|progress| meter.show(progress)).await;
+    meter.finish();
+    let (store, report) =
+        resealed.with_context(|| format!("cannot reseal the secrets in {}", config.store))?;
     check_created(config, &*store, opening).await?;
     if !report.held_back_by.is_empty() {
         anyhow::bail!(

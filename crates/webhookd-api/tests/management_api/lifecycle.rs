@@ -320,6 +320,52 @@ pub(crate) async fn bad_listing_parameters_are_named_not_echoed(api: Api) {
     assert_eq!(status, StatusCode::OK, "{json}");
 }
 
+/// Claims the one due delivery and records its first attempt, delivered,
+/// signed with `secret` as the delivery client signs: the timestamp and
+/// the signature headers.
+async fn deliver_signed(api: &Api, secret: &str) -> (i64, Vec<(&'static str, String)>) {
+    let now = webhookd_core::time::unix_millis();
+    let claims = api
+        .store
+        .claim_due(&webhookd_store::ClaimRequest {
+            now_ms: now,
+            lease_until_ms: now + 60_000,
+            park_until_ms: now + 60_000,
+            limit: 10,
+            per_endpoint: 10,
+            ..webhookd_store::ClaimRequest::default()
+        })
+        .await
+        .unwrap();
+    let claim = claims[0].clone();
+    let timestamp = now / 1000;
+    let signatures = webhookd_core::signer::signature_headers(
+        secret,
+        None,
+        "evt_detail",
+        timestamp,
+        claim.delivery.body.as_bytes(),
+    );
+    let record = webhookd_store::AttemptRecord {
+        attempt: 1,
+        started_at: now,
+        duration_ms: 30,
+        status_code: Some(200),
+        reason: "ok".into(),
+        response: None,
+        signing: Some(webhookd_core::signer::Signing::of(timestamp, &signatures)),
+    };
+    api.store
+        .record_attempts(&[webhookd_store::FinishedAttempt {
+            claim,
+            record,
+            result: webhookd_store::AttemptResult::Delivered,
+        }])
+        .await
+        .unwrap();
+    (timestamp, signatures)
+}
+
 /// `GET /v2/endpoint/{id}/deliveries/{delivery_id}` (SPEC §13): before an
 /// attempt, the request as it will go (unsigned: it is signed when sent);
 /// after one, as it went — its timestamp and signatures, made again from
@@ -364,45 +410,7 @@ pub(crate) async fn the_delivery_detail_shows_the_request_as_sent(api: Api) {
     assert!(request["headers"].get("x-webhook-signature").is_none());
 
     // One attempt, signed as the delivery client signs.
-    let now = webhookd_core::time::unix_millis();
-    let claims = api
-        .store
-        .claim_due(&webhookd_store::ClaimRequest {
-            now_ms: now,
-            lease_until_ms: now + 60_000,
-            park_until_ms: now + 60_000,
-            limit: 10,
-            per_endpoint: 10,
-            ..webhookd_store::ClaimRequest::default()
-        })
-        .await
-        .unwrap();
-    let claim = claims[0].clone();
-    let timestamp = now / 1000;
-    let signatures = webhookd_core::signer::signature_headers(
-        secret,
-        None,
-        "evt_detail",
-        timestamp,
-        claim.delivery.body.as_bytes(),
-    );
-    let record = webhookd_store::AttemptRecord {
-        attempt: 1,
-        started_at: now,
-        duration_ms: 30,
-        status_code: Some(200),
-        reason: "ok".into(),
-        response: None,
-        signing: Some(webhookd_core::signer::Signing::of(timestamp, &signatures)),
-    };
-    api.store
-        .record_attempts(&[webhookd_store::FinishedAttempt {
-            claim,
-            record,
-            result: webhookd_store::AttemptResult::Delivered,
-        }])
-        .await
-        .unwrap();
+    let (timestamp, signatures) = deliver_signed(&api, secret).await;
     let (_, json) = api.call(Method::GET, &path, None).await;
     let detail = &json["data"];
     assert_eq!(detail["status"], "delivered");
