@@ -1,15 +1,18 @@
 // The webhookd portal: endpoint owners sign in with an API key or a portal
 // link and manage their endpoints through the /v2 API (SPEC §9).
 //
-// One page, four views (sign-in, endpoint list, one endpoint, event
-// catalog). Each view has its own address (routes.js); the address never
-// carries a credential.
+// One page, five views (sign-in, endpoint list, one endpoint, one
+// delivery, event catalog). Each view has its own address (routes.js); the
+// address never carries a credential. Rooms of their own: the deliveries
+// card (deliveries.js), a delivery's page (delivery.js), the endpoint
+// dialog (endpoint_form.js), the catalog page (catalog.js).
 
 import { api, ApiError, Code, credential } from "./api.js";
 import { LINK_MESSAGES, linkFromAddress, signInWithLink } from "./links.js";
 import * as catalog from "./catalog.js";
 import * as deliveries from "./deliveries.js";
 import * as delivery from "./delivery.js";
+import * as endpointForm from "./endpoint_form.js";
 import * as routes from "./routes.js";
 import {
   $, busy, closeDialog, fromLocalInput, h, icon, localTime, openDialog, relative, replace,
@@ -95,9 +98,9 @@ function wire() {
   for (const link of document.querySelectorAll("[data-nav]")) {
     link.addEventListener("click", () => (link.dataset.nav === "catalog" ? showCatalog() : showList()));
   }
-  $("#add-endpoint").addEventListener("click", () => openEndpointForm(null));
+  $("#add-endpoint").addEventListener("click", () => endpointForm.open(null));
   $("#back").addEventListener("click", () => showList());
-  $("#ep-edit").addEventListener("click", () => openEndpointForm(currentEndpoint()));
+  $("#ep-edit").addEventListener("click", () => endpointForm.open(currentEndpoint()));
   $("#ep-toggle").addEventListener("click", onToggle);
   $("#ep-delete").addEventListener("click", onDelete);
   $("#ep-reveal").addEventListener("click", onReveal);
@@ -113,10 +116,22 @@ function wire() {
     busy(event.currentTarget, () => refreshDetail()),
   );
   $("#recover-form").addEventListener("submit", onRecover);
-  $("#endpoint-form").addEventListener("submit", onSaveEndpoint);
-  $("#ef-all").addEventListener("click", () => setAllEvents(true));
-  $("#ef-none").addEventListener("click", () => setAllEvents(false));
-  $("#ef-events").addEventListener("change", updateEventCount);
+  endpointForm.configure({
+    events: () => state.events,
+    eventTypes: () => state.eventTypes,
+    attempt,
+    saved: (value, edited) => {
+      if (edited) {
+        storeEndpoint(value);
+        toast("Changes saved.");
+      } else {
+        setEndpoints(state.endpoints.concat([value]));
+        showList(false);
+        toast("Endpoint added. Open it to copy its signing secret.");
+      }
+    },
+  });
+  endpointForm.wire();
   $("#confirm-form").addEventListener("submit", onConfirm);
   deliveries.configure({
     currentEndpoint,
@@ -800,146 +815,7 @@ function showDelivery(endpointId, deliveryId, record = true) {
   });
 }
 
-// ---------------------------------------------------------------- endpoint form
-
-let editing = null;
-
-function openEndpointForm(endpoint) {
-  editing = endpoint;
-  const form = $("#endpoint-form");
-  form.reset();
-  $("#endpoint-form-error").hidden = true;
-  clearFieldErrors(form);
-  $("#dlg-endpoint-title").textContent = endpoint ? "Edit endpoint" : "Add endpoint";
-  $("#ef-submit").textContent = endpoint ? "Save" : "Add endpoint";
-  $("#ef-url").value = endpoint ? endpoint.url : "";
-  $("#ef-rate").value = endpoint?.rate_limit ?? "";
-  form.elements.status.value = endpoint ? endpoint.status : "enabled";
-  const chosen = new Set(endpoint ? endpoint.events : []);
-  replace(
-    $("#ef-events"),
-    [...groupEvents(state.events)].map(([group, types]) =>
-      h(
-        "fieldset",
-        { class: "event-group" },
-        h("legend", {}, group),
-        types.map((type) =>
-          h(
-            "label",
-            { class: "check" },
-            h("input", { type: "checkbox", name: "events", value: type, checked: chosen.has(type) }),
-            h("span", { title: describe(type) }, type),
-            // The checkbox is named by the type alone (SPEC §9); the badge
-            // is for the eye, its meaning is in the title.
-            isDeprecated(type)
-              ? h("span", { class: "badge badge-deprecated", "aria-hidden": "true", title: "Deprecated: producers are moving off it" }, "deprecated")
-              : null,
-          ),
-        ),
-      ),
-    ),
-  );
-  updateEventCount();
-  openDialog($("#dlg-endpoint"), $("#ef-url"));
-}
-
-function setAllEvents(checked) {
-  for (const box of $("#ef-events").querySelectorAll("input[type=checkbox]")) box.checked = checked;
-  updateEventCount();
-}
-
-function updateEventCount() {
-  const count = $("#ef-events").querySelectorAll("input:checked").length;
-  $("#ef-count").textContent =
-    count === 0 ? "None selected" : `${count} of ${state.events.length} selected`;
-}
-
-async function onSaveEndpoint(event) {
-  event.preventDefault();
-  const form = event.currentTarget;
-  const spec = {
-    url: $("#ef-url").value.trim(),
-    status: form.elements.status.value,
-    events: [...$("#ef-events").querySelectorAll("input:checked")].map((box) => box.value),
-    // Empty: no limit (null removes one an edit had).
-    rate_limit: $("#ef-rate").value.trim() === "" ? null : Number($("#ef-rate").value),
-  };
-  const box = $("#endpoint-form-error");
-  clearFieldErrors(form);
-  const target = editing;
-  await busy($("#ef-submit"), async () => {
-    const result = await attempt(box, () =>
-      target ? api.updateEndpoint(target.endpoint_id, spec) : api.createEndpoint(spec),
-    );
-    if (!result.ok) {
-      if (showFieldError(result.error)) box.hidden = true;
-      return;
-    }
-    closeDialog($("#dlg-endpoint"));
-    if (target) {
-      storeEndpoint(result.value);
-      toast("Changes saved.");
-    } else {
-      setEndpoints(state.endpoints.concat([result.value]));
-      showList(false);
-      toast("Endpoint added. Open it to copy its signing secret.");
-    }
-  });
-}
-
-/** The form's inputs by the field names the API uses, with their labels. */
-const FIELDS = {
-  url: { input: "#ef-url", error: "#ef-url-error", label: "The URL" },
-  rate_limit: { input: "#ef-rate", error: "#ef-rate-error", label: "The rate limit" },
-  events: { input: "#ef-events", error: "#ef-events-error", label: "The events" },
-};
-
-/**
- * Puts a 40000 that names a field ("url: must use https", SPEC §1) next to
- * that field, in words ("The URL must use https"), and marks the field;
- * false when the answer names none (it stays in the form's alert).
- */
-function showFieldError(error) {
-  const [, name, rest] = /^(url|rate_limit|events): (.*)$/s.exec(error.message || "") || [];
-  const field = FIELDS[name];
-  if (!field) return false;
-  const input = $(field.input);
-  const slot = $(field.error);
-  // "must use https" reads as a sentence after its subject; "\"x\" is not
-  // a known event type" is one already.
-  slot.textContent = /^(is|are|must|needs?|has|can)\b/.test(rest)
-    ? `${field.label} ${rest}`
-    : rest.charAt(0).toUpperCase() + rest.slice(1);
-  slot.hidden = false;
-  input.setAttribute("aria-invalid", "true");
-  input.setAttribute("aria-describedby", [field.error.slice(1), input.dataset.hint].filter(Boolean).join(" "));
-  if (name !== "events") input.focus();
-  return true;
-}
-
-function clearFieldErrors(form) {
-  for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
-  for (const { input, error } of Object.values(FIELDS)) {
-    $(error).hidden = true;
-    const element = $(input);
-    if (element.dataset.hint) element.setAttribute("aria-describedby", element.dataset.hint);
-    else element.removeAttribute("aria-describedby");
-  }
-}
-
 // ---------------------------------------------------------------- event catalog
-
-function describe(type) {
-  return catalog.describe(state.eventTypes, type);
-}
-
-function isDeprecated(type) {
-  return catalog.isDeprecated(state.eventTypes, type);
-}
-
-function groupEvents(names) {
-  return catalog.group(names);
-}
 
 function showCatalog(record = true) {
   if (record) routes.show({ view: "catalog" });

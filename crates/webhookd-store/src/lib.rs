@@ -13,97 +13,42 @@
 //! owns persistence and atomicity only; validation (URLs, event names,
 //! limits' wording) belongs to the API and the core.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
-use webhookd_core::signer::Signing;
-use webhookd_core::{Config, Endpoint, EndpointSpec, Event, EventType};
+use webhookd_core::{Endpoint, EndpointSpec, Event, EventType};
 
 mod catalog;
 mod changes;
 mod clock;
+mod delivery;
 mod instrumented;
 mod listing;
 mod open;
 mod quotas;
 mod redis;
+mod retention;
 mod sealed;
 mod sqlite;
 
 pub use catalog::{event_type_changes, put_event_type_change, refresh_catalog};
 pub use changes::EndpointChanges;
+pub use delivery::{
+    Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, Delivery, DeliveryCounts,
+    DeliveryStats, DeliveryStatus, DeliveryWindow, FinishedAttempt, Recorded, RetryOutcome,
+    SendingSlot,
+};
+use delivery::{day_of, new_delivery};
 pub use instrumented::Instrumented;
 pub use listing::{DeliveryQuery, Listing, MAX_SCANNED, Order, Page};
 use open::{PROCESS_SETTING, running_processes};
 pub use open::{open, open_and_reseal};
 pub use redis::RedisStore;
+pub use retention::{KEEP_TEST_DELIVERIES, Retention, SweepReport};
 pub use sealed::{Progress, ResealReport, Sealed, SecretBox, key_id};
 pub use sqlite::SqliteStore;
-
-/// How long finished deliveries are kept (SPEC §4), counted from their last
-/// attempt; then [`Store::sweep`] removes them with their bodies and
-/// attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    pub keep_delivered: Duration,
-    pub keep_failed: Duration,
-    /// How long an event's body is kept, once per event, for the delivery
-    /// detail (SPEC §13), from its acceptance; zero keeps none.
-    pub keep_payloads: Duration,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention::of(&Config::default())
-    }
-}
-
-impl Retention {
-    /// The retention `config` sets.
-    pub fn of(config: &Config) -> Self {
-        Retention {
-            keep_delivered: config.keep_delivered,
-            keep_failed: config.keep_failed,
-            keep_payloads: config.keep_payloads,
-        }
-    }
-}
-
-/// How long a finished test delivery is kept, at most (SPEC §11): test
-/// sends are a tool, not history, and each kept one costs the store.
-pub const KEEP_TEST_DELIVERIES: Duration = Duration::from_secs(24 * 3600);
-
-impl Retention {
-    /// Unix milliseconds at which a delivery that finished at `finished_ms`
-    /// with `result` is removed (`None` while it is still pending); a test
-    /// delivery is kept [`KEEP_TEST_DELIVERIES`] at most.
-    fn removal_at(&self, finished_ms: i64, result: AttemptResult, test: bool) -> Option<i64> {
-        let keep = match result {
-            AttemptResult::Delivered => self.keep_delivered,
-            AttemptResult::Dead => self.keep_failed,
-            AttemptResult::RetryAt(_) => return None,
-        };
-        let keep = if test {
-            keep.min(KEEP_TEST_DELIVERIES)
-        } else {
-            keep
-        };
-        Some(finished_ms.saturating_add(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)))
-    }
-}
-
-/// What one [`Store::sweep`] step did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SweepReport {
-    /// Deliveries removed (past retention, or of deleted endpoints).
-    pub removed: u64,
-    /// Whether more is left to remove now: call again.
-    pub more: bool,
-}
 
 /// A user and how many API keys they hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,291 +57,6 @@ pub struct UserSummary {
     pub api_keys: usize,
     /// Unix seconds of the first `users add`.
     pub created_at: i64,
-}
-
-/// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeliveryStatus {
-    /// Waiting for its first or next attempt.
-    Pending,
-    /// A receiver answered 2xx.
-    Delivered,
-    /// Every scheduled attempt failed: dead, kept for inspection and re-send.
-    Failed,
-}
-
-impl DeliveryStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Failed => "failed",
-        }
-    }
-}
-
-impl std::str::FromStr for DeliveryStatus {
-    type Err = StoreError;
-
-    fn from_str(text: &str) -> Result<Self, StoreError> {
-        match text {
-            "pending" => Ok(DeliveryStatus::Pending),
-            "delivered" => Ok(DeliveryStatus::Delivered),
-            "failed" => Ok(DeliveryStatus::Failed),
-            other => Err(StoreError::Corrupt(format!("delivery status {other:?}"))),
-        }
-    }
-}
-
-/// One event on its way to one endpoint. The body is rendered once at
-/// ingest and sent byte-identical on every attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// `dlv_` + UUIDv7: sorts by creation, which paging relies on.
-    pub delivery_id: String,
-    pub username: String,
-    pub endpoint_id: String,
-    pub event_id: String,
-    pub event_type: EventType,
-    pub body: String,
-    pub status: DeliveryStatus,
-    /// Attempts made so far.
-    pub attempts: u32,
-    /// Unix milliseconds the next attempt is due (meaningful while pending).
-    pub next_attempt_at: i64,
-    /// Unix milliseconds of ingest.
-    pub created_at: i64,
-    /// The next attempt is its last: a manual re-send (SPEC §8) gets one
-    /// attempt, and is dead again if that fails.
-    pub last_attempt: bool,
-    /// A test delivery (SPEC §8): sent whatever the endpoint's status.
-    pub test: bool,
-}
-
-/// An endpoint's deliveries by status (SPEC §13).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct DeliveryCounts {
-    pub pending: u64,
-    pub delivered: u64,
-    pub failed: u64,
-}
-
-impl DeliveryCounts {
-    /// What the kept-deliveries quota counts (SPEC §11).
-    pub fn kept(&self) -> u64 {
-        self.pending + self.failed
-    }
-}
-
-/// What became of one event handed to [`Store::accept_events`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Acceptance {
-    /// New event: one pending delivery per enabled endpoint of the owner
-    /// subscribed to its type (possibly none), each due now or leased to the
-    /// caller ([`Store::accept_and_claim`]).
-    /// `quota_refused`: the subscribed endpoints that got no delivery
-    /// because they hold their `max_kept_deliveries_per_endpoint` pending
-    /// and dead deliveries (SPEC §11); each counts it.
-    Accepted {
-        deliveries: Vec<Delivery>,
-        quota_refused: Vec<String>,
-    },
-    /// The owner already sent this `event_id` within the de-duplication
-    /// window; nothing was written.
-    Duplicate,
-    /// The owner has handed in its `max_events_per_day` events today (the
-    /// store's clock, UTC days; SPEC §11): nothing was written, the event
-    /// id is not remembered.
-    OverDailyQuota { per_day: u64 },
-}
-
-impl Acceptance {
-    /// How many deliveries the event fanned out to.
-    pub fn delivery_count(&self) -> usize {
-        match self {
-            Acceptance::Accepted { deliveries, .. } => deliveries.len(),
-            Acceptance::Duplicate | Acceptance::OverDailyQuota { .. } => 0,
-        }
-    }
-
-    /// The deliveries the event fanned out to.
-    pub fn deliveries(&self) -> &[Delivery] {
-        match self {
-            Acceptance::Accepted { deliveries, .. } => deliveries,
-            Acceptance::Duplicate | Acceptance::OverDailyQuota { .. } => &[],
-        }
-    }
-}
-
-/// The store's day (UTC) that holds `now_ms`: what `max_events_per_day`
-/// counts in.
-fn day_of(now_ms: i64) -> i64 {
-    now_ms.div_euclid(86_400_000)
-}
-
-/// A delivery leased to one worker for one attempt, with its endpoint's
-/// current URL and secret — an endpoint change applies from the next
-/// attempt on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub delivery: Delivery,
-    pub url: String,
-    pub secret: String,
-    /// The secret a rotation replaced, while it may still be live (SPEC §8).
-    pub previous_secret: Option<webhookd_core::PreviousSecret>,
-    /// Proves ownership of the lease when the attempt is recorded.
-    pub lease: String,
-    /// A sending slot of the endpoint's cluster-wide limit (SPEC §10) that
-    /// came with the claim, or that the worker recording or handing back
-    /// the claim holds, and what becomes of it then.
-    pub slot: Option<SendingSlot>,
-}
-
-/// One of an endpoint's `endpoint_concurrency` sending slots, shared by
-/// every process on a store that counts them
-/// ([`Store::counts_sending_slots`]). A worker holds one while it sends,
-/// passes it on to its lane's next claim, and gives it up when the lane
-/// runs dry; one never given up (a crash) lapses at its time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendingSlot {
-    pub token: String,
-    /// Kept, renewed until then (the next claim's lease end), or — `None`
-    /// — given up when the claim carrying it is recorded or handed back.
-    /// A renewal only ever moves the lapse later, and never brings back a
-    /// slot that lapsed (another process may hold its place by then).
-    pub keep_until: Option<i64>,
-    /// When the store lets it lapse, as granted (the lease end of the
-    /// claim it came with): a worker must not send with it past this
-    /// unless it knows a renewal landed in time (docs/delivery.md).
-    pub lapses_at: i64,
-}
-
-/// What a worker asks of [`Store::claim_due`].
-#[derive(Debug, Clone, Default)]
-pub struct ClaimRequest {
-    pub now_ms: i64,
-    pub lease_until_ms: i64,
-    pub park_until_ms: i64,
-    /// Most claims in all.
-    pub limit: usize,
-    /// Most claims for an endpoint not in `room`.
-    pub per_endpoint: usize,
-    /// Most claims for these endpoints (0: none).
-    pub room: HashMap<String, usize>,
-    /// Endpoints of `room` that are slow or failing: together they get at
-    /// most `suspect_room` claims, handed out as the store meets them in
-    /// the order of their oldest due delivery — so the share goes to those
-    /// with work due, the longest waiting first, and none starves.
-    pub suspects: HashSet<String>,
-    pub suspect_room: usize,
-    /// Sending slots an endpoint has across every process sharing the
-    /// store (SPEC §10; 0: no such limit), on a store that counts them.
-    pub endpoint_limit: usize,
-    /// Slots the caller's lanes hold, by endpoint: a lane that holds some
-    /// may queue claims behind them; one that holds none only takes claims
-    /// that come with a slot.
-    pub slots_held: HashMap<String, usize>,
-}
-
-/// An attempt to record: the claim it was made on, its log entry (whose
-/// `attempt` becomes the delivery's attempt count), and what follows.
-#[derive(Debug, Clone)]
-pub struct FinishedAttempt {
-    pub claim: Claim,
-    pub record: AttemptRecord,
-    pub result: AttemptResult,
-}
-
-/// One finished attempt, as the attempt log keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AttemptRecord {
-    /// 1 for the first attempt.
-    pub attempt: u32,
-    /// Unix milliseconds the attempt started.
-    pub started_at: i64,
-    pub duration_ms: u64,
-    /// The receiver's HTTP status, when it answered.
-    pub status_code: Option<u16>,
-    /// A bounded reason code, as in logs and metrics (`ok`, `http_5xx`,
-    /// `timeout`, `blocked_address`, …).
-    pub reason: String,
-    /// The start of the response body, when there was one.
-    pub response: Option<String>,
-    /// How the request was signed, when one was sent (SPEC §13).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signing: Option<Signing>,
-}
-
-/// What recording one finished attempt did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    /// The lease had run out: the delivery may belong to another worker;
-    /// nothing was written.
-    Stale,
-    Written,
-    /// Written, and the endpoint had had no success for
-    /// `auto_disable_after` since `failing_since` (unix seconds): webhookd
-    /// disabled it (SPEC §8).
-    WrittenAndDisabled {
-        failing_since: i64,
-    },
-}
-
-impl Recorded {
-    pub fn is_written(self) -> bool {
-        self != Recorded::Stale
-    }
-}
-
-/// What an attempt leads to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptResult {
-    Delivered,
-    /// Try again at this unix millisecond.
-    RetryAt(i64),
-    /// The schedule is used up (or the failure is final): dead.
-    Dead,
-}
-
-/// Counts for the backlog gauges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DeliveryStats {
-    /// Pending and due now (including leased ones whose lease ran out).
-    pub due: u64,
-    /// Pending and due later (retries waiting, and leased claims).
-    pub scheduled: u64,
-    /// Dead deliveries kept.
-    pub dead: u64,
-}
-
-/// Result of [`Store::retry_dead`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RetryOutcome {
-    /// Pending again, due now.
-    Scheduled,
-    NotFound,
-    /// Only failed (dead) deliveries can be re-sent.
-    NotFailed(DeliveryStatus),
-}
-
-/// Deliveries created in `[from_ms, until_ms)` (unix milliseconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeliveryWindow {
-    pub from_ms: i64,
-    pub until_ms: i64,
-}
-
-impl DeliveryWindow {
-    /// The delivery ids of the window's bounds: ids are `dlv_` + UUIDv7,
-    /// whose first 48 bits are the creation time in milliseconds, so ids
-    /// sort by creation and a window is an id range.
-    fn id_bounds(self) -> (String, String) {
-        let bound = |ms: i64| {
-            let ms = u64::try_from(ms.clamp(0, 0xFFFF_FFFF_FFFF)).unwrap_or_default();
-            format!("{}{ms:012x}", webhookd_core::ids::DELIVERY_ID_PREFIX)
-        };
-        (bound(self.from_ms), bound(self.until_ms))
-    }
 }
 
 /// How long an `event_id` is remembered for de-duplication (SPEC §5).
@@ -818,30 +478,6 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `(process id, key ids)` of every process whose announcement has not
     /// run out at `now_ms`; those that have are forgotten.
     async fn running_processes(&self, now_ms: i64) -> Result<Vec<(String, String)>, StoreError>;
-}
-
-/// A fresh pending delivery of `event` to `endpoint_id`, due `now_ms`.
-fn new_delivery(
-    delivery_id: String,
-    event: &Event,
-    endpoint_id: &str,
-    body: &str,
-    now_ms: i64,
-) -> Delivery {
-    Delivery {
-        delivery_id,
-        username: event.username.clone(),
-        endpoint_id: endpoint_id.to_owned(),
-        event_id: event.event_id.clone(),
-        event_type: event.event_type.clone(),
-        body: body.to_owned(),
-        status: DeliveryStatus::Pending,
-        attempts: 0,
-        next_attempt_at: now_ms,
-        created_at: now_ms,
-        last_attempt: false,
-        test: false,
-    }
 }
 
 /// Endpoint event lists are stored as a JSON array of names.

@@ -142,12 +142,21 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
         "SQLite database after {FIRST} deliveries: {after_first:?}; after {HALFWAY}: {halfway:?}; \
          after {DELIVERIES}: {at_end:?} (bytes)"
     );
+    // What the database holds, and the free pages kept for reuse (the
+    // peak of one transaction's working set), vary by a page or two with
+    // how the B-trees split — more so since each event's body is also kept
+    // in `payloads` (SPEC §13; 400,000 deliveries: in use within ±3 pages,
+    // the file flat from 160,000 on). Anything kept per delivery would
+    // grow them by megabytes.
+    let slack = 4 * 4096;
     assert!(
-        at_end.in_use <= after_first.in_use,
+        at_end.in_use <= after_first.in_use + slack,
         "what the database holds grew from {after_first:?} to {at_end:?}"
     );
-    // Free pages are the peak of one transaction's working set, reused.
-    assert_eq!(at_end.file, halfway.file, "the file kept growing");
+    assert!(
+        at_end.file <= halfway.file + slack,
+        "the file kept growing: {halfway:?} at {HALFWAY}, {at_end:?} at the end"
+    );
     let stats = store.delivery_stats(now).await.unwrap();
     assert_eq!(stats.due + stats.scheduled, 0);
 }

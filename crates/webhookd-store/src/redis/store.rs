@@ -12,8 +12,7 @@ use tokio_util::sync::CancellationToken;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
 use super::rows::{
-    attempt_field, attempt_from_field, claim_from_row, delivery_from_fields, endpoint_from_fields,
-    joined_pieces, redis_error, slot_arguments,
+    attempt_field, claim_from_row, endpoint_from_fields, redis_error, slot_arguments,
 };
 use super::{RedisStore, SWEEP_BUDGET, SWEEP_SLICE, Write, changes};
 use crate::PROCESS_SETTING;
@@ -489,36 +488,7 @@ impl Store for RedisStore {
         endpoint_id: &str,
         delivery_id: &str,
     ) -> Result<Option<(Delivery, Vec<AttemptRecord>)>, StoreError> {
-        let key = format!("{}dlv:{delivery_id}", self.partition_prefix(username));
-        let mut fields: HashMap<String, String> =
-            self.connection().hgetall(&key).await.map_err(redis_error)?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        // The attempt log is kept in the delivery's hash, `attempt:<n>`
-        // (in pieces when long: `attempt:<n>~2`…).
-        let names: Vec<String> = fields
-            .keys()
-            .filter(|name| name.starts_with("attempt:") && !name.contains('~'))
-            .cloned()
-            .collect();
-        let mut attempts: Vec<AttemptRecord> = names
-            .iter()
-            .map(|name| {
-                let first = fields.remove(name).unwrap_or_default();
-                let text = joined_pieces(first, &mut fields, name);
-                let number = name["attempt:".len()..]
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("attempt field {name}")))?;
-                attempt_from_field(number, &text)
-            })
-            .collect::<Result<_, _>>()?;
-        attempts.sort_by_key(|attempt| attempt.attempt);
-        let delivery = delivery_from_fields(delivery_id.to_owned(), fields)?;
-        if delivery.username != username || delivery.endpoint_id != endpoint_id {
-            return Ok(None);
-        }
-        Ok(Some((delivery, attempts)))
+        super::listings::one(self, username, endpoint_id, delivery_id).await
     }
 
     async fn kept_payload(
@@ -526,17 +496,7 @@ impl Store for RedisStore {
         delivery: &Delivery,
         _now_ms: i64,
     ) -> Result<Option<String>, StoreError> {
-        let key = format!(
-            "{}payload:{}:{}",
-            self.user_prefix(&delivery.username),
-            delivery.event_id,
-            delivery.created_at
-        );
-        redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut self.connection())
-            .await
-            .map_err(redis_error)
+        super::listings::kept_payload(self, delivery).await
     }
 
     async fn delivery_counts(
@@ -544,26 +504,7 @@ impl Store for RedisStore {
         username: &str,
         endpoint_id: &str,
     ) -> Result<Option<DeliveryCounts>, StoreError> {
-        let index = |status: DeliveryStatus| {
-            format!(
-                "{}ep:{endpoint_id}:{}",
-                self.user_prefix(username),
-                status.as_str()
-            )
-        };
-        let (exists, pending, delivered, failed): (bool, u64, u64, u64) = redis::pipe()
-            .exists(self.endpoint_key(username, endpoint_id))
-            .zcard(index(DeliveryStatus::Pending))
-            .zcard(index(DeliveryStatus::Delivered))
-            .zcard(index(DeliveryStatus::Failed))
-            .query_async(&mut self.connection())
-            .await
-            .map_err(redis_error)?;
-        Ok(exists.then_some(DeliveryCounts {
-            pending,
-            delivered,
-            failed,
-        }))
+        super::listings::counts(self, username, endpoint_id).await
     }
 
     async fn retry_dead(

@@ -10,6 +10,7 @@
 
 mod clock_step;
 mod deliveries;
+mod endpoints;
 mod group_commit;
 mod payloads;
 mod quotas;
@@ -26,21 +27,19 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use webhookd_core::quota::Quotas;
-use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
+use webhookd_core::{Endpoint, EndpointSpec, Event, ids};
 
 use self::deliveries::{
     Leasing, accept_one, attempts_of, claim_due, delivery_stats, record_one_attempt, sweep_step,
 };
-use self::rows::{
-    DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RawEndpoint, read_delivery, read_endpoint, select_endpoint,
-};
+use self::rows::{DELIVERY_COLUMNS, read_delivery, select_endpoint};
 pub(crate) use self::schema::key_file;
 use self::schema::{open_blocking, sqlite_error};
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryCounts,
     DeliveryQuery, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt,
     Listing, Recorded, Retention, RetryOutcome, SecretSlot, Store, StoreError, SweepReport,
-    UserSummary, events_to_json, new_delivery,
+    UserSummary, new_delivery,
 };
 
 #[derive(Debug, Clone)]
@@ -203,25 +202,6 @@ impl Drop for ConnectionThread {
     }
 }
 
-/// Ends an update of one endpoint row: the endpoint as it now is, committed
-/// and marked changed for held claims; `None` (nothing written) when no row
-/// matched.
-fn changed_endpoint(
-    tx: rusqlite::Transaction<'_>,
-    changed: usize,
-    username: &str,
-    endpoint_id: &str,
-    changes: &EndpointChanges,
-) -> Result<Option<Endpoint>, StoreError> {
-    if changed == 0 {
-        return Ok(None);
-    }
-    let endpoint = select_endpoint(&tx, username, endpoint_id)?;
-    tx.commit().map_err(sqlite_error)?;
-    changes.mark(endpoint_id);
-    Ok(endpoint)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -267,22 +247,9 @@ impl Store for SqliteStore {
         expected: &str,
         replacement: &str,
     ) -> Result<bool, StoreError> {
-        let statement = match slot {
-            SecretSlot::Current => {
-                "UPDATE endpoints SET secret = ?4 WHERE username = ?1 AND endpoint_id = ?2 AND secret = ?3"
-            }
-            SecretSlot::Previous => {
-                "UPDATE endpoints SET previous_secret = ?4
-                 WHERE username = ?1 AND endpoint_id = ?2 AND previous_secret = ?3"
-            }
-        };
         let values = [username, endpoint_id, expected, replacement].map(str::to_owned);
-        self.call(move |c| {
-            c.execute(statement, values)
-                .map(|changed| changed == 1)
-                .map_err(sqlite_error)
-        })
-        .await
+        self.call(move |c| endpoints::replace_secret(c, slot, &values))
+            .await
     }
 
     async fn add_portal_link(
@@ -324,55 +291,13 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<CreateOutcome, StoreError> {
         let endpoint = endpoint.clone();
-        self.call(move |c| {
-            // IMMEDIATE takes the write lock before the count, so no other
-            // writer (thread or process) can slip in between count and insert.
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite_error)?;
-            let held: usize = tx
-                .query_row("SELECT COUNT(*) FROM endpoints WHERE username = ?1", [&endpoint.username], |row| {
-                    row.get(0)
-                })
-                .map_err(sqlite_error)?;
-            if held >= limit {
-                return Ok(CreateOutcome::LimitReached);
-            }
-            tx.execute(
-                "INSERT INTO endpoints (endpoint_id, url, secret, status, events, username, created_at,
-                     rate_limit)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    endpoint.endpoint_id,
-                    endpoint.url,
-                    endpoint.secret,
-                    endpoint.status.as_str(),
-                    events_to_json(&endpoint.events),
-                    endpoint.username,
-                    endpoint.created_at,
-                    endpoint.rate_limit
-                ],
-            )
-            .map_err(sqlite_error)?;
-            tx.commit().map_err(sqlite_error)?;
-            Ok(CreateOutcome::Created)
-        })
-        .await
+        self.call(move |c| endpoints::create(c, &endpoint, limit))
+            .await
     }
 
     async fn list_endpoints(&self, username: &str) -> Result<Vec<Endpoint>, StoreError> {
         let username = username.to_owned();
-        self.call(move |c| {
-            let mut statement = c
-                .prepare_cached(&format!(
-                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE username = ?1 ORDER BY seq"
-                ))
-                .map_err(sqlite_error)?;
-            let rows = statement
-                .query_map([username], read_endpoint)
-                .map_err(sqlite_error)?;
-            rows.map(|row| row.map_err(sqlite_error).and_then(RawEndpoint::parse))
-                .collect()
-        })
-        .await
+        self.call(move |c| endpoints::list(c, &username)).await
     }
 
     async fn get_endpoint(
@@ -394,34 +319,8 @@ impl Store for SqliteStore {
         let (username, endpoint_id, spec) =
             (username.to_owned(), endpoint_id.to_owned(), spec.clone());
         let changes = Arc::clone(&self.changes);
-        self.call(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            let changed = tx
-                .execute(
-                    // A status set by its owner is not webhookd's doing;
-                    // enabling also ends the failure streak (SPEC §8).
-                    // ?6 says whether ?7 replaces the rate limit.
-                    "UPDATE endpoints SET url = ?1, status = COALESCE(?2, status), events = ?3,
-                         disabled_reason = CASE WHEN ?2 IS NULL THEN disabled_reason END,
-                         failing_since = CASE WHEN ?2 = 'enabled' THEN NULL ELSE failing_since END,
-                         rate_limit = CASE WHEN ?6 THEN ?7 ELSE rate_limit END
-                     WHERE username = ?4 AND endpoint_id = ?5",
-                    params![
-                        spec.url,
-                        spec.status.map(EndpointStatus::as_str),
-                        events_to_json(&spec.events),
-                        username,
-                        endpoint_id,
-                        spec.rate_limit.is_some(),
-                        spec.rate_limit.flatten()
-                    ],
-                )
-                .map_err(sqlite_error)?;
-            changed_endpoint(tx, changed, &username, &endpoint_id, &changes)
-        })
-        .await
+        self.call(move |c| endpoints::update(c, &username, &endpoint_id, &spec, &changes))
+            .await
     }
 
     async fn rotate_secret(
@@ -431,28 +330,18 @@ impl Store for SqliteStore {
         new_secret: &str,
         previous_until: Option<i64>,
     ) -> Result<Option<Endpoint>, StoreError> {
-        let (username, endpoint_id, new_secret) = (
-            username.to_owned(),
-            endpoint_id.to_owned(),
-            new_secret.to_owned(),
-        );
+        let [username, endpoint_id, new_secret] =
+            [username, endpoint_id, new_secret].map(str::to_owned);
         let changes = Arc::clone(&self.changes);
         self.call(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            // SET expressions read the row as it was: the current secret
-            // becomes the previous one.
-            let changed = tx
-                .execute(
-                    "UPDATE endpoints SET
-                         previous_secret = CASE WHEN ?1 IS NULL THEN NULL ELSE secret END,
-                         previous_expires_at = ?1, secret = ?2
-                     WHERE username = ?3 AND endpoint_id = ?4",
-                    params![previous_until, new_secret, username, endpoint_id],
-                )
-                .map_err(sqlite_error)?;
-            changed_endpoint(tx, changed, &username, &endpoint_id, &changes)
+            endpoints::rotate_secret(
+                c,
+                &username,
+                &endpoint_id,
+                &new_secret,
+                previous_until,
+                &changes,
+            )
         })
         .await
     }
@@ -460,32 +349,8 @@ impl Store for SqliteStore {
     async fn delete_endpoint(&self, username: &str, endpoint_id: &str) -> Result<bool, StoreError> {
         let (username, endpoint_id) = (username.to_owned(), endpoint_id.to_owned());
         let changes = Arc::clone(&self.changes);
-        self.call(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            let deleted = tx
-                .execute(
-                    "DELETE FROM endpoints WHERE username = ?1 AND endpoint_id = ?2",
-                    [&username, &endpoint_id],
-                )
-                .map_err(sqlite_error)?;
-            if deleted > 0 {
-                // Its deliveries go in the sweep's bounded steps; claims
-                // already drop those of endpoints that are gone.
-                tx.execute(
-                    "INSERT OR IGNORE INTO deleted_endpoints (endpoint_id) VALUES (?1)",
-                    [&endpoint_id],
-                )
-                .map_err(sqlite_error)?;
-            }
-            tx.commit().map_err(sqlite_error)?;
-            if deleted > 0 {
-                changes.mark(&endpoint_id);
-            }
-            Ok(deleted > 0)
-        })
-        .await
+        self.call(move |c| endpoints::delete(c, &username, &endpoint_id, &changes))
+            .await
     }
 
     async fn accept_and_claim(
