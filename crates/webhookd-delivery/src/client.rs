@@ -62,13 +62,27 @@ pub struct DeliveryClient {
 
 impl DeliveryClient {
     pub fn new(policy: AddressPolicy, timeout: Duration) -> Self {
-        let policy = Arc::new(policy);
+        DeliveryClient::build(
+            Arc::new(policy),
+            timeout,
+            None,
+            HeaderValue::from_static(webhookd_core::config::DEFAULT_USER_AGENT),
+        )
+    }
+
+    fn build(
+        policy: Arc<AddressPolicy>,
+        timeout: Duration,
+        source: Option<IpAddr>,
+        user_agent: HeaderValue,
+    ) -> Self {
         let mut http = HttpConnector::new_with_resolver(GuardedResolver {
             policy: Arc::clone(&policy),
         });
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeout));
         http.set_nodelay(true);
+        http.set_local_address(source);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .expect("ring supports the default protocol versions")
@@ -89,8 +103,22 @@ impl DeliveryClient {
             fresh,
             policy,
             timeout,
-            user_agent: HeaderValue::from_static(webhookd_core::config::DEFAULT_USER_AGENT),
+            user_agent,
         }
+    }
+
+    /// Sends every delivery from `source` (`WEBHOOKD_EGRESS_BIND`, SPEC
+    /// §14): the address receivers see, on a host with several. A receiver
+    /// of the other IP family cannot be reached then (reason `connect`).
+    #[must_use]
+    pub fn with_egress_bind(self, source: Option<IpAddr>) -> Self {
+        let Some(source) = source else { return self };
+        DeliveryClient::build(
+            Arc::clone(&self.policy),
+            self.timeout,
+            Some(source),
+            self.user_agent,
+        )
     }
 
     /// Sends `user_agent` as the `User-Agent` of every delivery.

@@ -742,3 +742,55 @@ async fn every_failing_endpoint_with_due_work_gets_attempts_and_its_recovery_is_
         );
     }
 }
+
+/// `WEBHOOKD_EGRESS_BIND` (SPEC §14): deliveries leave from the chosen
+/// source address — what the receiver sees as its peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_leave_from_the_egress_bind_address() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("webhookd.db");
+    let store: Arc<dyn Store> = Arc::new(
+        webhookd_store::SqliteStore::open(path.to_str().unwrap())
+            .await
+            .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (peers, mut peer) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, from)) = listener.accept().await {
+            let _ = peers.send(from.ip());
+            tokio::spawn(async move {
+                let mut buffer = vec![0_u8; 16 * 1024];
+                let mut request = Vec::new();
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") || !request.ends_with(b"}") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let target = endpoint(&store, &url).await;
+    let source: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let settings = settings("1s");
+    let client =
+        DeliveryClient::new(loopback_allowed(), settings.timeout).with_egress_bind(Some(source));
+    let dispatcher = Dispatcher::new(Arc::clone(&store), client, settings);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(dispatcher.run(shutdown.clone()));
+    let running = Running {
+        shutdown,
+        task: Some(task),
+    };
+    accept(&store, &[event("evt_bound")]).await;
+    let delivered = wait_for_status(&store, &target, DeliveryStatus::Delivered, 1).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(peer.recv().await, Some(source));
+    running.stop().await;
+}

@@ -239,6 +239,7 @@ fn dispatcher(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Arc<Dis
         AddressPolicy::new(config.allowed_networks.clone()),
         config.delivery_timeout,
     )
+    .with_egress_bind(config.egress_bind)
     .with_user_agent(&config.user_agent)
     .context("user_agent is not a valid header value")?;
     let settings = DispatcherSettings {

@@ -216,6 +216,16 @@ impl Config {
                     })?)
                 };
             }
+            "egress_bind" => {
+                let text = raw.text()?;
+                self.egress_bind = if text.trim().is_empty() {
+                    None
+                } else {
+                    Some(text.trim().parse().map_err(|_| {
+                        format!("{text:?} is not an IP address, e.g. 192.0.2.10 or 2001:db8::10")
+                    })?)
+                };
+            }
             "delivery_timeout" => self.delivery_timeout = raw.duration()?,
             "delivery_concurrency" => self.delivery_concurrency = raw.integer()?,
             "endpoint_concurrency" => self.endpoint_concurrency = raw.integer()?,
@@ -530,6 +540,7 @@ const KEYS: &[&str] = &[
     "max_connections_per_ip",
     "trusted_proxies",
     "health_listen",
+    "egress_bind",
     "event_catalog",
     "public_url",
     "portal_product_name",

@@ -7,7 +7,7 @@
 //! and where it came from, e.g. `WEBHOOKD_LISTEN: "8080" is not host:port`.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -147,6 +147,9 @@ pub struct Config {
     /// `/readyz` and `/metrics`, for probes the public listener's clients
     /// cannot starve. Default: unset (they are on `listen`).
     pub health_listen: Option<SocketAddr>,
+    /// `egress_bind`: the source address deliveries leave from, on a host
+    /// with several (SPEC §14). Default: unset (the system chooses).
+    pub egress_bind: Option<IpAddr>,
     /// The per-tenant quotas' defaults (SPEC §11): `max_endpoints_per_user`
     /// (20), `test_sends_per_minute` (10, per endpoint),
     /// `max_kept_deliveries_per_endpoint` (100000),
@@ -213,6 +216,7 @@ impl Default for Config {
             max_connections_per_ip: 256,
             trusted_proxies: Vec::new(),
             health_listen: None,
+            egress_bind: None,
             event_catalog: None,
             public_url: None,
             portal_product_name: DEFAULT_PORTAL_PRODUCT_NAME.into(),
@@ -259,6 +263,7 @@ impl fmt::Debug for Config {
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("health_listen", &self.health_listen)
+            .field("egress_bind", &self.egress_bind)
             .field("event_catalog", &self.event_catalog)
             .field("public_url", &self.public_url)
             .field("portal_product_name", &self.portal_product_name)

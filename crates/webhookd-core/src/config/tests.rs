@@ -361,3 +361,17 @@ fn the_adoption_settings_have_joggai_defaults_and_are_checked() {
         );
     }
 }
+
+#[test]
+fn egress_bind_is_an_ip_address() {
+    let config = load(None, &[("WEBHOOKD_EGRESS_BIND", "127.0.0.2")]).unwrap();
+    assert_eq!(config.egress_bind, Some("127.0.0.2".parse().unwrap()));
+    let config = load(None, &[("WEBHOOKD_EGRESS_BIND", "::1")]).unwrap();
+    assert_eq!(config.egress_bind, Some("::1".parse().unwrap()));
+    assert_eq!(load(None, &[]).unwrap().egress_bind, None);
+    let error = load(None, &[("WEBHOOKD_EGRESS_BIND", "eth0")]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "WEBHOOKD_EGRESS_BIND: \"eth0\" is not an IP address, e.g. 192.0.2.10 or 2001:db8::10"
+    );
+}
