@@ -48,6 +48,7 @@ export const REASONS = {
   protocol: "HTTP protocol error",
   blocked_address: "Blocked address",
   invalid_url: "Invalid URL",
+  proxy: "Egress proxy failed",
 };
 
 export const STATUS_LABELS = { failed: "Failed", pending: "Pending", delivered: "Delivered" };

@@ -35,6 +35,10 @@ pub enum Reason {
     BlockedAddress,
     /// The stored URL cannot be requested.
     InvalidUrl,
+    /// The egress proxy could not be reached or would not open the tunnel
+    /// (SPEC §14): not the receiver's failure, so it leaves the
+    /// endpoint's failure streak alone.
+    Proxy,
 }
 
 impl Reason {
@@ -55,6 +59,7 @@ impl Reason {
             Reason::Protocol => "protocol",
             Reason::BlockedAddress => "blocked_address",
             Reason::InvalidUrl => "invalid_url",
+            Reason::Proxy => "proxy",
         }
     }
 }
@@ -198,6 +203,19 @@ mod tests {
                 retry_after: None
             }
         );
+    }
+
+    #[test]
+    fn a_proxy_failure_is_retried_and_named_as_the_store_knows_it() {
+        assert_eq!(
+            classify(Observed::NoResponse(Reason::Proxy)),
+            Verdict::Retry {
+                reason: Reason::Proxy,
+                retry_after: None
+            }
+        );
+        // The store leaves the failure streak alone for this reason.
+        assert_eq!(Reason::Proxy.as_str(), webhookd_store::AttemptRecord::PROXY);
     }
 
     #[test]

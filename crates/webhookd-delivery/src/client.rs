@@ -14,9 +14,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 use webhookd_core::address::{AddressPolicy, BlockedAddress};
 use webhookd_core::retry::parse_retry_after;
@@ -45,15 +46,70 @@ pub struct Response {
     pub signing: Option<Signing>,
 }
 
-type Connector = Counting<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>>;
+/// Straight to the receiver: its host resolved through the SSRF guard.
+type Direct = Counting<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>>;
+/// Through the egress proxy's CONNECT tunnel (SPEC §14): webhookd
+/// resolves only the proxy, the operator's own address.
+type Proxied = Counting<hyper_rustls::HttpsConnector<Tunnel<HttpConnector>>>;
+
+/// How deliveries leave: straight to receivers, or through the egress
+/// proxy (boxed: the clients are large, and one is chosen per process).
+#[derive(Clone, Debug)]
+enum Route {
+    Direct(Box<Clients<Direct>>),
+    Proxied(Box<Clients<Proxied>>),
+}
+
+/// Two clients over one connector: `pooled`, and `fresh`, which never
+/// pools — for sending again a request that failed on a reused connection
+/// the receiver had closed (see `reuse`).
+#[derive(Clone, Debug)]
+struct Clients<C> {
+    pooled: Client<C, Full<Bytes>>,
+    fresh: Client<C, Full<Bytes>>,
+}
+
+impl<C> Clients<C>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    fn over(connector: C) -> Box<Self> {
+        let pooled = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build(connector.clone());
+        let fresh = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        Box::new(Clients { pooled, fresh })
+    }
+
+    fn request(&self, fresh: bool, request: http::Request<Full<Bytes>>) -> ResponseFuture {
+        if fresh {
+            self.fresh.request(request)
+        } else {
+            self.pooled.request(request)
+        }
+    }
+}
+
+impl Route {
+    fn request(&self, fresh: bool, request: http::Request<Full<Bytes>>) -> ResponseFuture {
+        match self {
+            Route::Direct(clients) => clients.request(fresh, request),
+            Route::Proxied(clients) => clients.request(fresh, request),
+        }
+    }
+
+    fn proxied(&self) -> bool {
+        matches!(self, Route::Proxied(_))
+    }
+}
 
 /// Sends deliveries. Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]
 pub struct DeliveryClient {
-    client: Client<Connector, Full<Bytes>>,
-    /// Never pools: for sending again a request that failed on a reused
-    /// connection the receiver had closed (see `reuse`).
-    fresh: Client<Connector, Full<Bytes>>,
+    route: Route,
     policy: Arc<AddressPolicy>,
     timeout: Duration,
     /// `WEBHOOKD_USER_AGENT` (SPEC §3).
@@ -62,63 +118,61 @@ pub struct DeliveryClient {
 
 impl DeliveryClient {
     pub fn new(policy: AddressPolicy, timeout: Duration) -> Self {
-        DeliveryClient::build(
-            Arc::new(policy),
-            timeout,
-            None,
-            HeaderValue::from_static(webhookd_core::config::DEFAULT_USER_AGENT),
-        )
+        DeliveryClient::with_egress(policy, timeout, &Egress::default())
+            .expect("leaving directly needs no setting that can be wrong")
     }
 
-    fn build(
-        policy: Arc<AddressPolicy>,
+    /// A client whose deliveries leave as `egress` says (SPEC §14).
+    pub fn with_egress(
+        policy: AddressPolicy,
         timeout: Duration,
-        source: Option<IpAddr>,
-        user_agent: HeaderValue,
-    ) -> Self {
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
-            policy: Arc::clone(&policy),
-        });
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        http.set_nodelay(true);
-        http.set_local_address(source);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .expect("ring supports the default protocol versions")
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let connector = Counting(https);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .build(connector.clone());
-        let fresh = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector);
-        DeliveryClient {
-            client,
-            fresh,
+        egress: &Egress,
+    ) -> Result<Self, EgressError> {
+        let policy = Arc::new(policy);
+        let https = || {
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+                .expect("ring supports the default protocol versions")
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+        };
+        let route = match &egress.proxy {
+            None => {
+                let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+                    policy: Arc::clone(&policy),
+                });
+                http.enforce_http(false);
+                http.set_connect_timeout(Some(timeout));
+                http.set_nodelay(true);
+                http.set_local_address(egress.bind);
+                Route::Direct(Clients::over(Counting(https().wrap_connector(http))))
+            }
+            Some(proxy) => {
+                let mut http = HttpConnector::new();
+                http.set_connect_timeout(Some(timeout));
+                http.set_nodelay(true);
+                http.set_local_address(egress.bind);
+                let address: http::Uri = proxy.address.parse().map_err(|_| {
+                    EgressError(format!("{} is not a proxy address", proxy.address))
+                })?;
+                let mut tunnel = Tunnel::new(address, http);
+                if let Some(authorization) = &proxy.authorization {
+                    let mut value = HeaderValue::from_str(authorization).map_err(|_| {
+                        EgressError("the proxy's credentials are not a header value".into())
+                    })?;
+                    value.set_sensitive(true);
+                    tunnel = tunnel.with_auth(value);
+                }
+                Route::Proxied(Clients::over(Counting(https().wrap_connector(tunnel))))
+            }
+        };
+        Ok(DeliveryClient {
+            route,
             policy,
             timeout,
-            user_agent,
-        }
-    }
-
-    /// Sends every delivery from `source` (`WEBHOOKD_EGRESS_BIND`, SPEC
-    /// §14): the address receivers see, on a host with several. A receiver
-    /// of the other IP family cannot be reached then (reason `connect`).
-    #[must_use]
-    pub fn with_egress_bind(self, source: Option<IpAddr>) -> Self {
-        let Some(source) = source else { return self };
-        DeliveryClient::build(
-            Arc::clone(&self.policy),
-            self.timeout,
-            Some(source),
-            self.user_agent,
-        )
+            user_agent: HeaderValue::from_static(webhookd_core::config::DEFAULT_USER_AGENT),
+        })
     }
 
     /// Sends `user_agent` as the `User-Agent` of every delivery.
@@ -140,7 +194,7 @@ impl DeliveryClient {
             Err(reason) => return Response::none(reason, None),
         };
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut sent = tokio::time::timeout_at(deadline, self.client.request(request)).await;
+        let mut sent = tokio::time::timeout_at(deadline, self.route.request(false, request)).await;
         if let Ok(Err(error)) = &sent
             && failed_on_a_reused_connection(error)
             && let Ok((again, signed_again)) = self.request(claim)
@@ -148,11 +202,14 @@ impl DeliveryClient {
             // Not an attempt: the receiver had closed the idle connection.
             tracing::debug!(delivery_id = %claim.delivery.delivery_id, "a reused connection was closed under the request; sending it again on a fresh one");
             signing = signed_again;
-            sent = tokio::time::timeout_at(deadline, self.fresh.request(again)).await;
+            sent = tokio::time::timeout_at(deadline, self.route.request(true, again)).await;
         }
         let response = match sent {
             Err(_) => return Response::none(Reason::Timeout, Some(signing)),
-            Ok(Err(error)) => return Response::none(transport_reason(&error), Some(signing)),
+            Ok(Err(error)) => {
+                let reason = transport_reason(&error, self.route.proxied());
+                return Response::none(reason, Some(signing));
+            }
             Ok(Ok(response)) => response,
         };
         if let Some(uses) = Uses::of(response.extensions()) {
@@ -228,6 +285,21 @@ impl Response {
     }
 }
 
+/// How deliveries leave the host (SPEC §14): `WEBHOOKD_EGRESS_BIND` and
+/// `WEBHOOKD_EGRESS_PROXY`.
+#[derive(Debug, Clone, Default)]
+pub struct Egress {
+    /// The source address, on a host with several.
+    pub bind: Option<IpAddr>,
+    /// Every delivery through this HTTP CONNECT proxy.
+    pub proxy: Option<webhookd_core::config::EgressProxy>,
+}
+
+/// The egress settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EgressError(String);
+
 /// Reads up to [`RESPONSE_READ_CAP`] of the body (so the connection can go
 /// back to the pool) and keeps the first [`RESPONSE_EXCERPT`] bytes.
 async fn read_excerpt(mut body: hyper::body::Incoming) -> Option<String> {
@@ -263,14 +335,20 @@ fn failed_on_a_reused_connection(error: &hyper_util::client::legacy::Error) -> b
 }
 
 /// Finds the cause of a failed request by type, walking the error chain.
-fn transport_reason(error: &hyper_util::client::legacy::Error) -> Reason {
+/// Through the egress proxy, failing to connect is the proxy's failure:
+/// reaching the proxy, or its CONNECT to the receiver (hyper-util does not
+/// name its tunnel errors apart); TLS with the receiver stays `tls`.
+fn transport_reason(error: &hyper_util::client::legacy::Error, proxied: bool) -> Reason {
+    if is_tls(error) {
+        return Reason::Tls;
+    }
+    if proxied && error.is_connect() {
+        return Reason::Proxy;
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(cause) = source {
         if cause.is::<BlockedAddresses>() {
             return Reason::BlockedAddress;
-        }
-        if cause.is::<rustls::Error>() {
-            return Reason::Tls;
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind;
@@ -282,12 +360,6 @@ fn transport_reason(error: &hyper_util::client::legacy::Error) -> Reason {
                     return Reason::ConnectionReset;
                 }
                 ErrorKind::TimedOut => return Reason::Timeout,
-                _ if io
-                    .get_ref()
-                    .is_some_and(<dyn std::error::Error + Send + Sync>::is::<rustls::Error>) =>
-                {
-                    return Reason::Tls;
-                }
                 _ => {}
             }
         }
@@ -301,6 +373,22 @@ fn transport_reason(error: &hyper_util::client::legacy::Error) -> Reason {
     } else {
         Reason::Protocol
     }
+}
+
+/// Whether a rustls error is in `error`'s chain, alone or inside an I/O error.
+fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        let wrapped = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(<dyn std::error::Error + Send + Sync>::is::<rustls::Error>);
+        if cause.is::<rustls::Error>() || wrapped {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Every address the host resolved to is forbidden.

@@ -20,5 +20,5 @@ mod reuse;
 mod slot_lapse;
 
 pub use classify::{Reason, Verdict};
-pub use client::DeliveryClient;
+pub use client::{DeliveryClient, Egress, EgressError};
 pub use engine::{Dispatcher, DispatcherSettings};

@@ -222,6 +222,19 @@ pub struct AttemptRecord {
     pub signing: Option<Signing>,
 }
 
+impl AttemptRecord {
+    /// The reason of a failure that is not the receiver's: the egress
+    /// proxy's (SPEC §14).
+    pub const PROXY: &'static str = "proxy";
+
+    /// Whether this attempt moves its endpoint's failure streak (SPEC §8):
+    /// every attempt but a failure of the egress proxy, which says nothing
+    /// of the receiver and must not auto-disable its endpoint.
+    pub fn counts_toward_streak(&self) -> bool {
+        self.reason != Self::PROXY
+    }
+}
+
 /// What recording one finished attempt did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {

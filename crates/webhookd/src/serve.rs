@@ -19,7 +19,7 @@ use webhookd_core::health::Readiness;
 use webhookd_core::ids::new_ingest_token;
 use webhookd_core::telemetry;
 use webhookd_core::{Catalog, Config, SharedCatalog};
-use webhookd_delivery::{DeliveryClient, Dispatcher, DispatcherSettings};
+use webhookd_delivery::{DeliveryClient, Dispatcher, DispatcherSettings, Egress};
 use webhookd_ingest::Ingest;
 use webhookd_ingest::amqp::{AmqpConsumer, AmqpSettings};
 use webhookd_store::{Store, refresh_catalog};
@@ -235,11 +235,16 @@ async fn bind_and_open(config: &Config) -> anyhow::Result<Option<(Opened, Socket
 
 /// The delivery engine, as configured.
 fn dispatcher(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Arc<Dispatcher>> {
-    let client = DeliveryClient::new(
+    let egress = Egress {
+        bind: config.egress_bind,
+        proxy: config.egress_proxy.clone(),
+    };
+    let client = DeliveryClient::with_egress(
         AddressPolicy::new(config.allowed_networks.clone()),
         config.delivery_timeout,
+        &egress,
     )
-    .with_egress_bind(config.egress_bind)
+    .context("egress_proxy")?
     .with_user_agent(&config.user_agent)
     .context("user_agent is not a valid header value")?;
     let settings = DispatcherSettings {

@@ -226,6 +226,7 @@ impl Config {
                     })?)
                 };
             }
+            "egress_proxy" => self.egress_proxy = values::egress_proxy(&raw.text()?)?,
             "delivery_timeout" => self.delivery_timeout = raw.duration()?,
             "delivery_concurrency" => self.delivery_concurrency = raw.integer()?,
             "endpoint_concurrency" => self.endpoint_concurrency = raw.integer()?,
@@ -541,6 +542,7 @@ const KEYS: &[&str] = &[
     "trusted_proxies",
     "health_listen",
     "egress_bind",
+    "egress_proxy",
     "event_catalog",
     "public_url",
     "portal_product_name",

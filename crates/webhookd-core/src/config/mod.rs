@@ -19,7 +19,7 @@ use crate::retry::RetrySchedule;
 mod load;
 pub use load::is_log_filter;
 mod values;
-pub use values::{LogFormat, QueueType, StoreUrl, redact_url};
+pub use values::{EgressProxy, LogFormat, QueueType, StoreUrl, redact_url};
 
 /// Prefix of every environment variable webhookd reads.
 pub const ENV_PREFIX: &str = "WEBHOOKD_";
@@ -150,6 +150,12 @@ pub struct Config {
     /// `egress_bind`: the source address deliveries leave from, on a host
     /// with several (SPEC §14). Default: unset (the system chooses).
     pub egress_bind: Option<IpAddr>,
+    /// `egress_proxy`: an HTTP CONNECT proxy every delivery goes through,
+    /// `http://[user:password@]host:port` (SPEC §14). Default: unset. The
+    /// SSRF guard then applies to what webhookd resolves itself (the
+    /// proxy's own address is the operator's, and exempt); the receivers'
+    /// addresses must be guarded by the proxy (docs/security.md).
+    pub egress_proxy: Option<EgressProxy>,
     /// The per-tenant quotas' defaults (SPEC §11): `max_endpoints_per_user`
     /// (20), `test_sends_per_minute` (10, per endpoint),
     /// `max_kept_deliveries_per_endpoint` (100000),
@@ -217,6 +223,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             health_listen: None,
             egress_bind: None,
+            egress_proxy: None,
             event_catalog: None,
             public_url: None,
             portal_product_name: DEFAULT_PORTAL_PRODUCT_NAME.into(),
@@ -264,6 +271,7 @@ impl fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("health_listen", &self.health_listen)
             .field("egress_bind", &self.egress_bind)
+            .field("egress_proxy", &self.egress_proxy)
             .field("event_catalog", &self.event_catalog)
             .field("public_url", &self.public_url)
             .field("portal_product_name", &self.portal_product_name)

@@ -375,3 +375,38 @@ fn egress_bind_is_an_ip_address() {
         "WEBHOOKD_EGRESS_BIND: \"eth0\" is not an IP address, e.g. 192.0.2.10 or 2001:db8::10"
     );
 }
+
+#[test]
+fn egress_proxy_is_an_http_proxy_whose_credentials_never_show() {
+    let config = load(
+        None,
+        &[(
+            "WEBHOOKD_EGRESS_PROXY",
+            "http://deliver%40acme:s3cret@proxy.internal:3128",
+        )],
+    )
+    .unwrap();
+    let proxy = config.egress_proxy.clone().unwrap();
+    assert_eq!(proxy.address, "http://proxy.internal:3128");
+    // base64("deliver@acme:s3cret")
+    assert_eq!(
+        proxy.authorization.as_deref(),
+        Some("Basic ZGVsaXZlckBhY21lOnMzY3JldA==")
+    );
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("ZGVsaXZlck"),
+        "{shown}"
+    );
+    let plain = load(None, &[("WEBHOOKD_EGRESS_PROXY", "http://10.0.0.5:3128")]).unwrap();
+    assert_eq!(plain.egress_proxy.unwrap().authorization, None);
+    for refused in [
+        "https://proxy:3128",
+        "socks5://proxy:1080",
+        "proxy:3128",
+        "http://proxy:3128/path",
+    ] {
+        let error = load(None, &[("WEBHOOKD_EGRESS_PROXY", refused)]).unwrap_err();
+        assert_eq!(error.origin, "WEBHOOKD_EGRESS_PROXY", "{refused}");
+    }
+}

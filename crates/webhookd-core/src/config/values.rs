@@ -156,3 +156,66 @@ pub(super) fn product_name(name: &str) -> Result<String, String> {
     }
     Ok(name)
 }
+
+/// `egress_proxy` (SPEC §14): the HTTP CONNECT proxy every delivery goes
+/// through, so deliveries leave from its addresses.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EgressProxy {
+    /// `http://host:port`, without credentials.
+    pub address: String,
+    /// `Basic <base64 user:password>`, when the setting carried them.
+    pub authorization: Option<String>,
+}
+
+impl fmt::Debug for EgressProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EgressProxy")
+            .field("address", &self.address)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
+}
+
+/// `egress_proxy`: empty is unset; otherwise `http://[user:password@]host:port`.
+pub(super) fn egress_proxy(text: &str) -> Result<Option<EgressProxy>, String> {
+    use base64::Engine as _;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let refused =
+        || "must be http://[user:password@]host:port, e.g. http://proxy.internal:3128".to_owned();
+    let url = url::Url::parse(text).map_err(|_| refused())?;
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Err(refused());
+    };
+    if url.scheme() != "http" || !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err(refused());
+    }
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|_| refused())
+    };
+    let authorization = if url.username().is_empty() {
+        None
+    } else {
+        let credentials = format!(
+            "{}:{}",
+            decode(url.username())?,
+            decode(url.password().unwrap_or_default())?
+        );
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        ))
+    };
+    Ok(Some(EgressProxy {
+        address: format!("http://{host}:{port}"),
+        authorization,
+    }))
+}

@@ -221,8 +221,10 @@ struct Write<'a> {
     attempt: u32,
     /// The attempt's log entry (`rows::attempt_field`).
     log: String,
-    /// When the attempt started, unix seconds.
-    started_s: i64,
+    /// When the attempt started, unix seconds; `None` when it does not
+    /// count toward the endpoint's failure streak
+    /// ([`AttemptRecord::counts_toward_streak`]).
+    started_s: Option<i64>,
 }
 
 /// The start of the delivery ids of one event: its deliveries share all but
@@ -693,7 +695,7 @@ impl RedisStore {
                             .arg(outcome)
                             .arg(at)
                             .arg(log)
-                            .arg(started_s)
+                            .arg(started_s.map_or_else(String::new, |s| s.to_string()))
                             .arg(slot_token)
                             .arg(slot_until);
                     }

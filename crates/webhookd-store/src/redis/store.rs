@@ -454,7 +454,9 @@ impl Store for RedisStore {
                             .unwrap_or(at),
                         attempt: record.attempt,
                         log: attempt_field(record),
-                        started_s: record.started_at.div_euclid(1000),
+                        started_s: record
+                            .counts_toward_streak()
+                            .then(|| record.started_at.div_euclid(1000)),
                     }
                 },
             )

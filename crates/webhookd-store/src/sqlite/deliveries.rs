@@ -290,6 +290,9 @@ pub(super) fn record_one_attempt(
         ])
     })
     .map_err(sqlite_error)?;
+    if !record.counts_toward_streak() {
+        return Ok(Recorded::Written);
+    }
     keep_failure_streak(
         tx,
         &claim.delivery.endpoint_id,

@@ -11,7 +11,9 @@
 -- never), change channel, then per attempt 11 values: delivery id, user
 -- prefix, endpoint id, lease, attempt number, result
 -- (retry|delivered|failed), when (a retry's due time, else the removal
--- time), attempt record, attempt start (unix seconds), the worker's
+-- time), attempt record, attempt start (unix seconds; '' for a failure
+-- that is not the receiver's — the egress proxy's — which leaves the
+-- failure streak alone), the worker's
 -- sending slot token ('' none) and until when it keeps it ('' gives it
 -- up; see settle_slot).
 local partition, disable_after, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -107,7 +109,7 @@ while a <= #ARGV do
         redis.call('ZADD', user .. 'ep:' .. endpoint_id .. ':' .. result, 0, id)
         redis.call('ZADD', expiry, at, id)
       end
-      if result ~= 'delivered' or not streak_ended[endpoint_id] then
+      if started and (result ~= 'delivered' or not streak_ended[endpoint_id]) then
         answer = keep_streak(endpoint, endpoint_id, result, started)
         streak_ended[endpoint_id] = result == 'delivered'
       end
