@@ -351,6 +351,7 @@ fn a_delivery_in_flight_at_a_kill_waits_for_an_endpoint_disabled_meanwhile() {
         events: endpoint.events.clone(),
         status: Some(webhookd_core::EndpointStatus::Disabled),
         rate_limit: None,
+        options: None,
     };
     runtime
         .block_on(store.update_endpoint("johndoe", &endpoint.endpoint_id, &disabled))

@@ -511,6 +511,7 @@ impl AmqpRun {
             quota_refused: 0,
             disabled_reason: None,
             rate_limit: None,
+            options: None,
         };
         runtime
             .block_on(store.create_endpoint(&endpoint, 20))

@@ -33,15 +33,15 @@ impl Drop for PythonReceiver {
 /// hide a failure.
 fn python_receiver() -> Option<PythonReceiver> {
     let has_library = Command::new("python3")
-        .args(["-c", "import standardwebhooks"])
+        .args(["-c", "import standardwebhooks, cryptography"])
         .status()
         .is_ok_and(|status| status.success());
     if !has_library {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "python3 with the standardwebhooks package is required under CI=true"
+            "python3 with the standardwebhooks and cryptography packages is required under CI=true"
         );
-        eprintln!("skipped: pip install standardwebhooks to run this test");
+        eprintln!("skipped: pip install standardwebhooks cryptography to run this test");
         return None;
     }
     let script = concat!(
@@ -75,10 +75,12 @@ struct Run<'a> {
 const TOKEN: &str = "whi_process_test_token_0123456789";
 
 impl Run<'_> {
-    fn phase(&mut self, phase: &str, old: &str, new: &str, events: usize) -> Vec<Value> {
+    /// `holds`: the receiver's secrets and public keys for this phase.
+    fn phase(&mut self, phase: &str, mut holds: Value, events: usize) -> Vec<Value> {
+        holds["phase"] = phase.into();
         self.client
             .post(format!("{}/__secrets", self.receiver.url))
-            .body(json!({"old": old, "new": new, "phase": phase}).to_string())
+            .body(holds.to_string())
             .send()
             .unwrap();
         for _ in 0..events {
@@ -120,6 +122,21 @@ impl Run<'_> {
 /// request the receiver got: the same body, and every header it lists
 /// with the value that arrived — signatures included.
 fn detail_matches_what_arrived(run: &Run<'_>, key: &str, endpoint_id: &str, records: &[Value]) {
+    detail_shows(
+        run,
+        key,
+        endpoint_id,
+        records,
+        &[
+            "x-webhook-signature",
+            "webhook-signature",
+            "webhook-timestamp",
+        ],
+    );
+}
+
+/// [`detail_matches_what_arrived`], with the headers the detail must list.
+fn detail_shows(run: &Run<'_>, key: &str, endpoint_id: &str, records: &[Value], required: &[&str]) {
     for record in records {
         let event_id = record["headers"]["webhook-id"].as_str().unwrap();
         let delivery_id = delivery_of(run, key, endpoint_id, event_id);
@@ -127,14 +144,16 @@ fn detail_matches_what_arrived(run: &Run<'_>, key: &str, endpoint_id: &str, reco
         assert_eq!(request["body"], record["body"], "{request}");
         assert_eq!(request["attempt"], 1);
         let headers = request["headers"].as_object().unwrap();
-        for name in [
-            "x-webhook-signature",
-            "webhook-signature",
-            "webhook-timestamp",
-        ] {
-            assert!(headers.contains_key(name), "{name} in {request}");
+        for name in required {
+            assert!(headers.contains_key(*name), "{name} in {request}");
         }
         for (name, value) in headers {
+            // A secret header's value is never shown (SPEC §13); it came.
+            if value == "[redacted]" {
+                assert!(record["headers"][name].is_string(), "{name} arrived");
+                assert_ne!(&record["headers"][name], value);
+                continue;
+            }
             assert_eq!(&record["headers"][name], value, "{name} of {event_id}");
         }
     }
@@ -258,7 +277,7 @@ fn the_official_library_and_the_seeds_snippet_verify_every_delivery() {
         receiver: &receiver,
         sent: 0,
     };
-    let before = run.phase("before", &old, &old, 10);
+    let before = run.phase("before", json!({"old": old, "new": old}), 10);
     all(&before, "standard_new", true);
     all(&before, "signature_new", true);
     all(&before, "has_next", false);
@@ -282,7 +301,7 @@ fn the_official_library_and_the_seeds_snippet_verify_every_delivery() {
         .as_i64()
         .unwrap();
     let rotated_at = Instant::now();
-    let during = run.phase("during", &old, &new, 10);
+    let during = run.phase("during", json!({"old": old, "new": new}), 10);
     assert!(
         rotated_at.elapsed() < Duration::from_secs(grace - 1),
         "still in the grace"
@@ -298,7 +317,7 @@ fn the_official_library_and_the_seeds_snippet_verify_every_delivery() {
     while webhookd_core::time::unix_seconds() <= expires_at {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let after = run.phase("after", &old, &new, 10);
+    let after = run.phase("after", json!({"old": old, "new": new}), 10);
     all(&after, "signature_new", true);
     all(&after, "has_next", false);
     all(&after, "standard_new", true);
@@ -307,4 +326,110 @@ fn the_official_library_and_the_seeds_snippet_verify_every_delivery() {
     detail_matches_what_arrived(&run, &key, &endpoint_id, &during[..2]);
 
     after_a_second_rotation_signatures_are_omitted(&run, &key, &endpoint_id, &before);
+}
+
+/// SPEC §14: an endpoint signing with ed25519 alone shows no secret but a
+/// public key, and the receiver verifies every delivery with that key
+/// alone (`cryptography`), a tampered body failing; its custom headers
+/// arrive, the secret one redacted in the delivery detail; a rotation
+/// signs with both keys during its grace.
+#[test]
+fn ed25519_deliveries_verify_with_the_public_key_alone_and_custom_headers_arrive() {
+    let Some(receiver) = python_receiver() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let key = add_user(&store, "johndoe");
+    let mut command = webhookd(&store);
+    command
+        .env("WEBHOOKD_INGEST_TOKEN", TOKEN)
+        .env("WEBHOOKD_REQUIRE_HTTPS", "false")
+        .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8");
+    let server = Server::start_with(command);
+    let client = reqwest::blocking::Client::new();
+    let created: Value = client
+        .post(format!("{}/v2/endpoint", server.base))
+        .header("x-api-key", &key)
+        .body(
+            json!({
+                "url": format!("{}/hook", receiver.url),
+                "events": ["generated_video_success"],
+                "signature": "ed25519",
+                "headers": {"X-Tenant": "acme", "Authorization": "Bearer tok-5f1e"},
+                "retry_schedule": ["1s", "1m"],
+            })
+            .to_string(),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let shown = &created["data"];
+    assert!(shown.get("secret").is_none(), "{shown}");
+    assert!(!created.to_string().contains("tok-5f1e"), "{created}");
+    assert_eq!(shown["signature"], "ed25519");
+    assert_eq!(shown["headers"]["X-Tenant"], "acme");
+    assert_eq!(shown["headers"]["Authorization"], json!({"secret": true}));
+    assert_eq!(shown["retry_schedule"], json!(["1s", "1m"]));
+    let endpoint_id = shown["endpoint_id"].as_str().unwrap().to_owned();
+    let public = shown["public_key"].as_str().unwrap().to_owned();
+    assert!(public.starts_with("whpk_"), "{public}");
+    let mut run = Run {
+        client: client.clone(),
+        server: &server,
+        receiver: &receiver,
+        sent: 0,
+    };
+    let records = run.phase("ed25519", json!({"old_key": public, "new_key": public}), 5);
+    all(&records, "ed25519_new", true);
+    all(&records, "ed25519_tampered", false);
+    all(&records, "standard_new", false);
+    for record in &records {
+        let headers = &record["headers"];
+        assert!(
+            headers.get("x-webhook-signature").is_none(),
+            "no HMAC: {headers}"
+        );
+        assert_eq!(headers["x-tenant"], "acme");
+        assert_eq!(headers["authorization"], "Bearer tok-5f1e");
+    }
+    detail_shows(
+        &run,
+        &key,
+        &endpoint_id,
+        &records[..2],
+        &[
+            "webhook-signature",
+            "webhook-timestamp",
+            "authorization",
+            "x-tenant",
+        ],
+    );
+
+    let rotated: Value = client
+        .post(format!(
+            "{}/v2/endpoint/{endpoint_id}/rotate-secret",
+            server.base
+        ))
+        .header("x-api-key", &key)
+        .body(json!({"grace_seconds": 600}).to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(rotated["data"].get("secret").is_none(), "{rotated}");
+    assert_eq!(rotated["data"]["previous_public_key"], public.as_str());
+    let new = rotated["data"]["public_key"].as_str().unwrap().to_owned();
+    assert_ne!(new, public);
+    let during = run.phase("rotated", json!({"old_key": public, "new_key": new}), 5);
+    all(&during, "ed25519_new", true);
+    all(&during, "ed25519_old", true);
+    detail_shows(
+        &run,
+        &key,
+        &endpoint_id,
+        &during[..2],
+        &["webhook-signature", "authorization"],
+    );
 }

@@ -104,6 +104,7 @@ fn subscribe(runtime: &Runtime, store: &dyn Store, username: &str, count: usize)
             quota_refused: 0,
             disabled_reason: None,
             rate_limit: None,
+            options: None,
         };
         runtime
             .block_on(store.create_endpoint(&endpoint, 20))

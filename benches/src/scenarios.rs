@@ -159,6 +159,7 @@ impl Tenant {
             quota_refused: 0,
             disabled_reason: None,
             rate_limit: None,
+            options: None,
         };
         self.store.create_endpoint(&endpoint, 20).await?;
         Ok(())

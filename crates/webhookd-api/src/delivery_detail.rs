@@ -9,20 +9,24 @@
 //! ([`signer::signature_headers`]); the check says whether they are the
 //! ones sent. After a rotation whose grace has ended the secret that
 //! signed is gone: the answer then leaves the signatures out and says so,
-//! rather than show signatures that were never sent.
+//! rather than show signatures that were never sent. Custom headers
+//! (SPEC §14) are the endpoint's current ones, secret values redacted.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use serde::Serialize;
 use webhookd_core::signer::{self, Signing};
-use webhookd_core::{Endpoint, PreviousSecret};
+use webhookd_core::{Endpoint, PreviousSecret, SignatureScheme};
 use webhookd_store::{AttemptRecord, Delivery};
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::deliveries::DeliveryView;
 use crate::envelope::{ApiError, success};
+
+/// What a secret header value shows as (SPEC §13).
+const REDACTED: &str = "[redacted]";
 
 #[derive(Serialize)]
 pub struct DeliveryDetail {
@@ -114,9 +118,10 @@ fn sent_request(
     put("x-webhook-id", delivery.event_id.clone());
     put("webhook-id", delivery.event_id.clone());
     let mut signatures_omitted = None;
+    let options = crate::endpoint_view::options_of(endpoint);
     if let Some((_, signing)) = latest {
         put("webhook-timestamp", signing.timestamp.to_string());
-        match signatures_as_sent(endpoint, delivery, &body, signing) {
+        match signatures_as_sent(endpoint, options.signature, delivery, &body, signing) {
             Some(signatures) => {
                 for (name, value) in signatures {
                     put(name, value);
@@ -124,9 +129,17 @@ fn sent_request(
             }
             None => {
                 signatures_omitted =
-                    Some("the secret that signed this attempt has since been replaced");
+                    Some("the secret or signature scheme of this attempt has since been replaced");
             }
         }
+    }
+    for header in &options.headers {
+        let value = if header.secret {
+            REDACTED.to_owned()
+        } else {
+            header.value.clone()
+        };
+        put(&header.name.to_ascii_lowercase(), value);
     }
     SentRequest {
         attempt: latest.map(|(attempt, _)| attempt),
@@ -143,6 +156,7 @@ fn sent_request(
 /// latest rotation — with the previous secret as the one then current.
 fn signatures_as_sent(
     endpoint: &Endpoint,
+    scheme: SignatureScheme,
     delivery: &Delivery,
     body: &str,
     signing: &Signing,
@@ -158,6 +172,7 @@ fn signatures_as_sent(
             signer::signature_headers(
                 secret,
                 previous,
+                scheme,
                 &delivery.event_id,
                 signing.timestamp,
                 body.as_bytes(),

@@ -6,13 +6,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use webhookd_core::telemetry;
 use webhookd_core::time::unix_seconds;
 use webhookd_core::{Catalog, Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
+use webhookd_core::{DeliveryOptions, SignatureScheme};
 use webhookd_store::{CreateOutcome, DeliveryCounts};
 
 use crate::auth::Caller;
+use crate::endpoint_view::{changed_options, options_of, shown, touches_options};
 use crate::envelope::{ApiError, json_object, optional_json_object, success, success_empty};
 use crate::{AppState, MAX_API_BODY};
 
@@ -22,7 +24,7 @@ const MAX_ENDPOINT_ID_LEN: usize = 64;
 
 #[derive(Serialize)]
 pub struct EndpointList {
-    endpoints: Vec<Endpoint>,
+    endpoints: Vec<Map<String, Value>>,
 }
 
 /// `GET /v2/endpoint/{id}`: the endpoint, its deliveries by status and its
@@ -30,7 +32,7 @@ pub struct EndpointList {
 #[derive(Serialize)]
 pub struct EndpointDetail {
     #[serde(flatten)]
-    endpoint: Endpoint,
+    endpoint: Map<String, Value>,
     /// Deliveries refused at acceptance since its last success.
     quota_refused: u64,
     counts: DeliveryCounts,
@@ -62,7 +64,9 @@ pub async fn create(
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let spec = parse_spec(&body_bytes(body)?, &state)?;
+    let fields = json_object(&body_bytes(body)?)?;
+    let options = changed_options(&DeliveryOptions::default(), &fields)?;
+    let spec = parse_spec(fields, &state)?;
     let endpoint = Endpoint {
         endpoint_id: ids::new_endpoint_id(),
         url: spec.url,
@@ -76,6 +80,7 @@ pub async fn create(
         quota_refused: 0,
         disabled_reason: None,
         rate_limit: spec.rate_limit.flatten(),
+        options: options.to_stored(),
     };
     let most = state.quotas_of(&endpoint.username).await?.max_endpoints;
     match state
@@ -85,7 +90,7 @@ pub async fn create(
     {
         CreateOutcome::Created => {
             tracing::info!(endpoint_id = %endpoint.endpoint_id, username = %endpoint.username, "endpoint created");
-            Ok(success(endpoint))
+            Ok(success(shown(endpoint, unix_seconds())))
         }
         CreateOutcome::LimitReached => Err(ApiError::BadRequest(format!(
             "endpoint limit reached: a user can have at most {most} endpoints; delete one first"
@@ -103,7 +108,7 @@ pub async fn list(
         .list_endpoints(&caller.username)
         .await?
         .into_iter()
-        .map(|endpoint| endpoint.as_of(now))
+        .map(|endpoint| shown(endpoint, now))
         .collect();
     Ok(success(EndpointList { endpoints }))
 }
@@ -125,7 +130,7 @@ pub async fn get_one(
     let quotas = state.quotas_of(&caller.username).await?;
     Ok(success(EndpointDetail {
         quota_refused: endpoint.quota_refused,
-        endpoint: endpoint.as_of(unix_seconds()),
+        endpoint: shown(endpoint, unix_seconds()),
         counts,
         quota: KeptQuota {
             max_kept_deliveries_per_endpoint: quotas.max_kept_deliveries_per_endpoint,
@@ -141,14 +146,43 @@ pub async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let endpoint_id = path_id(endpoint_id)?;
-    let spec = parse_spec(&body_bytes(body)?, &state)?;
-    let endpoint = state
+    let fields = json_object(&body_bytes(body)?)?;
+    // Options left out stay as they are: only a body that names one reads
+    // the current ones (secret header values kept by name need them).
+    let mut signed_alone_before = true;
+    let options = if touches_options(&fields) {
+        let current = state
+            .store
+            .get_endpoint(&caller.username, &endpoint_id)
+            .await?
+            .ok_or_else(|| not_found(&endpoint_id))?;
+        let current = options_of(&current);
+        signed_alone_before = current.signature == SignatureScheme::Ed25519;
+        Some(changed_options(&current, &fields)?)
+    } else {
+        None
+    };
+    let mut spec = parse_spec(fields, &state)?;
+    spec.options = options.as_ref().map(DeliveryOptions::to_stored);
+    let mut endpoint = state
         .store
         .update_endpoint(&caller.username, &endpoint_id, &spec)
         .await?
         .ok_or_else(|| not_found(&endpoint_id))?;
+    // ed25519 alone from now on: its key derives from the secret, which
+    // answers showed until now, so the secret is replaced at once (the
+    // HMAC signatures a grace would keep are not sent any more anyway).
+    if !signed_alone_before
+        && options.is_some_and(|options| options.signature == SignatureScheme::Ed25519)
+    {
+        endpoint = state
+            .store
+            .rotate_secret(&caller.username, &endpoint_id, &ids::new_secret(), None)
+            .await?
+            .ok_or_else(|| not_found(&endpoint_id))?;
+    }
     tracing::info!(endpoint_id = %endpoint.endpoint_id, username = %endpoint.username, "endpoint updated");
-    Ok(success(endpoint.as_of(unix_seconds())))
+    Ok(success(shown(endpoint, unix_seconds())))
 }
 
 /// Default grace of a rotation: the old secret keeps signing a day.
@@ -180,7 +214,7 @@ pub async fn rotate_secret(
         .await?
         .ok_or_else(|| not_found(&endpoint_id))?;
     tracing::info!(%endpoint_id, username = %caller.username, grace_seconds = grace, "endpoint secret rotated");
-    Ok(success(endpoint.as_of(now)))
+    Ok(success(shown(endpoint, now)))
 }
 
 /// The optional body `{"grace_seconds": 0..604800}`.
@@ -333,9 +367,9 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
 
 /// The endpoint a request body describes (SPEC §1's validation, the
 /// core's rules).
-fn parse_spec(body: &[u8], state: &AppState) -> Result<EndpointSpec, ApiError> {
+fn parse_spec(fields: Map<String, Value>, state: &AppState) -> Result<EndpointSpec, ApiError> {
     Ok(EndpointSpec::from_fields(
-        json_object(body)?,
+        fields,
         &state.url_rules,
         &state.ingest.catalog().current(),
     )?)

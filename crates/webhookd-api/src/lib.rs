@@ -34,6 +34,7 @@ pub mod admin;
 pub mod auth;
 mod deliveries;
 mod delivery_detail;
+mod endpoint_view;
 mod endpoints;
 pub mod envelope;
 pub mod event_types;

@@ -91,6 +91,11 @@ pub struct Endpoint {
     /// `GET /v2/endpoint/{id}`, not in listings.
     #[serde(skip)]
     pub quota_refused: u64,
+    /// Its delivery options (SPEC §14) as stored
+    /// ([`crate::DeliveryOptions::to_stored`]); `None`: none set. Sealed at
+    /// rest like the secret; answers show [`crate::DeliveryOptions::to_public`].
+    #[serde(skip)]
+    pub options: Option<String>,
 }
 
 /// The highest `rate_limit` an endpoint may have (deliveries per second).
@@ -157,6 +162,9 @@ pub struct EndpointSpec {
     /// `None` when the request left it out (no limit on create, unchanged
     /// on update); `Some(None)` removes the limit.
     pub rate_limit: Option<Option<u32>>,
+    /// The delivery options document (SPEC §14) to store: `None` leaves it
+    /// as it is, `Some(None)` removes it.
+    pub options: Option<Option<String>>,
 }
 
 impl EndpointSpec {
@@ -218,6 +226,7 @@ impl EndpointSpec {
             status,
             events: parse_events(&names, catalog)?,
             rate_limit,
+            options: None,
         })
     }
 }
@@ -533,6 +542,7 @@ mod tests {
             quota_refused: 0,
             disabled_reason: None,
             rate_limit: None,
+            options: None,
         };
         assert!(endpoint.wants(&EventType::GENERATED_VIDEO_SUCCESS));
         assert!(!endpoint.wants(&EventType::GENERATED_VIDEO_FAILED));

@@ -11,6 +11,8 @@
 //!   or the operator's, with JSON Schemas for `data` (SPEC §12).
 //! - [`event`]: parsing event messages (SPEC §5), rendering bodies (SPEC §3).
 //! - [`endpoint`]: the endpoint model and its validation (SPEC §1).
+//! - [`delivery_options`]: an endpoint's custom headers, signature scheme,
+//!   retry schedule and egress choice (SPEC §14).
 //! - [`address`]: which IP addresses may be sent to (SPEC §7).
 //! - [`signer`]: `X-Webhook-Signature` (SPEC §3).
 //! - [`ids`]: endpoint/event/delivery ids, secrets, API keys and their hashes.
@@ -24,6 +26,7 @@
 pub mod address;
 pub mod catalog;
 pub mod config;
+pub mod delivery_options;
 pub mod duration;
 pub mod encryption_key;
 pub mod endpoint;
@@ -38,6 +41,7 @@ pub mod time;
 
 pub use catalog::{Catalog, EventType, SharedCatalog};
 pub use config::{Config, ConfigError, LogFormat, StoreUrl};
+pub use delivery_options::{DeliveryOptions, SignatureScheme};
 pub use endpoint::{Endpoint, EndpointSpec, EndpointStatus, FieldError, PreviousSecret};
 pub use event::{Event, MissingId, Rejection};
 pub use retry::{NextAttempt, RetrySchedule};

@@ -8,6 +8,11 @@
 //!   `<webhook-id>.<webhook-timestamp>.<body>`, keyed by the base64-decoded
 //!   part of the secret after `whsec_` — what the official `standardwebhooks`
 //!   libraries verify (with replay protection from the timestamp).
+//! - Standard Webhooks' asymmetric `v1a` (SPEC §14, `signature: ed25519`):
+//!   an ed25519 signature of the same `<id>.<timestamp>.<body>`, verified
+//!   with the endpoint's public key alone (`whpk_`). The key pair is derived
+//!   from the endpoint's secret ([`ed25519_seed`]), so it rotates with it
+//!   (SPEC §8) and a store holds no second key to seal, copy or lose.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -16,6 +21,12 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::PreviousSecret;
+use crate::delivery_options::SignatureScheme;
+
+/// The prefix of an endpoint's ed25519 public key (Standard Webhooks).
+pub const PUBLIC_KEY_PREFIX: &str = "whpk_";
+/// What the ed25519 seed is derived for; changing it changes every key.
+const ED25519_CONTEXT: &[u8] = b"webhookd ed25519 signing key v1a";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -50,29 +61,83 @@ pub fn sign_standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Opt
     ))
 }
 
-/// The signature headers of one attempt (SPEC §3, §8), as sent: during a
-/// rotation's grace (`previous` live at `timestamp`) the previous secret
-/// still makes `X-Webhook-Signature`, so receivers running the seeds' code
-/// unchanged keep verifying, and the new one makes
-/// `X-Webhook-Signature-Next`; `webhook-signature` carries the new
-/// secret's signature first, then the previous one's.
+/// The seed of the endpoint's ed25519 key: HMAC-SHA256, keyed by the
+/// secret's 32 random bytes, of a fixed context string. Whoever holds the
+/// secret can derive it, no one else; an endpoint signing with ed25519 alone
+/// never shows its secret (the API answers with the public key).
+fn ed25519_seed(secret: &str) -> Option<[u8; 32]> {
+    let key = STANDARD
+        .decode(secret.strip_prefix(crate::ids::SECRET_PREFIX)?)
+        .ok()?;
+    let mut mac = HmacSha256::new_from_slice(&key).expect("HMAC takes any key length");
+    mac.update(ED25519_CONTEXT);
+    Some(mac.finalize().into_bytes().into())
+}
+
+fn ed25519_pair(secret: &str) -> Option<ring::signature::Ed25519KeyPair> {
+    ring::signature::Ed25519KeyPair::from_seed_unchecked(&ed25519_seed(secret)?).ok()
+}
+
+/// The endpoint's public key, `whpk_<base64 of 32 bytes>`, as receivers
+/// configure it to verify `v1a` signatures.
+pub fn public_key(secret: &str) -> Option<String> {
+    use ring::signature::KeyPair as _;
+    let pair = ed25519_pair(secret)?;
+    Some(format!(
+        "{PUBLIC_KEY_PREFIX}{}",
+        STANDARD.encode(pair.public_key().as_ref())
+    ))
+}
+
+/// The Standard Webhooks `v1a,<base64 ed25519 signature>` of `body` sent as
+/// message `id` at `timestamp`, signed with the key derived from `secret`.
+pub fn sign_asymmetric(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+    let pair = ed25519_pair(secret)?;
+    let mut message = Vec::with_capacity(id.len() + body.len() + 24);
+    message.extend_from_slice(id.as_bytes());
+    message.push(b'.');
+    message.extend_from_slice(timestamp.to_string().as_bytes());
+    message.push(b'.');
+    message.extend_from_slice(body);
+    Some(format!(
+        "v1a,{}",
+        STANDARD.encode(pair.sign(&message).as_ref())
+    ))
+}
+
+/// The signature headers of one attempt (SPEC §3, §8, §14), as sent.
+/// While an HMAC secret signs: during a rotation's grace (`previous` live
+/// at `timestamp`) the previous secret still makes `X-Webhook-Signature`,
+/// so receivers running the seeds' code unchanged keep verifying, and the
+/// new one makes `X-Webhook-Signature-Next`. `webhook-signature` carries
+/// the new secret's entries first (`v1`, then `v1a` as `scheme` says), then
+/// the previous one's.
 pub fn signature_headers(
     secret: &str,
     previous: Option<&PreviousSecret>,
+    scheme: SignatureScheme,
     id: &str,
     timestamp: i64,
     body: &[u8],
 ) -> Vec<(&'static str, String)> {
     let previous = previous.filter(|previous| previous.is_live(timestamp));
-    let signing = previous.map_or(secret, |previous| &previous.secret);
-    let mut headers = vec![("x-webhook-signature", sign(signing, body))];
-    if previous.is_some() {
-        headers.push(("x-webhook-signature-next", sign(secret, body)));
+    let mut headers = Vec::with_capacity(3);
+    if scheme.hmac() {
+        let signing = previous.map_or(secret, |previous| &previous.secret);
+        headers.push(("x-webhook-signature", sign(signing, body)));
+        if previous.is_some() {
+            headers.push(("x-webhook-signature-next", sign(secret, body)));
+        }
     }
-    let standard: Vec<String> = std::iter::once(secret)
-        .chain(previous.map(|previous| previous.secret.as_str()))
-        .filter_map(|secret| sign_standard(secret, id, timestamp, body))
-        .collect();
+    let mut standard: Vec<String> = Vec::with_capacity(2);
+    for secret in std::iter::once(secret).chain(previous.map(|previous| previous.secret.as_str())) {
+        if scheme.hmac() {
+            standard.extend(sign_standard(secret, id, timestamp, body));
+        }
+        if scheme.ed25519() {
+            standard.extend(sign_asymmetric(secret, id, timestamp, body));
+        }
+    }
     if !standard.is_empty() {
         headers.push(("webhook-signature", standard.join(" ")));
     }
@@ -178,7 +243,14 @@ mod tests {
             secret: "whsec_b2xk".into(),
             expires_at: 100,
         };
-        let during = signature_headers("whsec_bmV3", Some(&previous), "evt_1", 99, b"{}");
+        let during = signature_headers(
+            "whsec_bmV3",
+            Some(&previous),
+            SignatureScheme::Hmac,
+            "evt_1",
+            99,
+            b"{}",
+        );
         let names: Vec<&str> = during.iter().map(|(name, _)| *name).collect();
         assert_eq!(
             names,
@@ -191,13 +263,75 @@ mod tests {
         assert_eq!(during[0].1, sign("whsec_b2xk", b"{}"));
         assert_eq!(during[1].1, sign("whsec_bmV3", b"{}"));
         assert_eq!(during[2].1.split(' ').count(), 2);
-        let after = signature_headers("whsec_bmV3", Some(&previous), "evt_1", 100, b"{}");
+        let after = signature_headers(
+            "whsec_bmV3",
+            Some(&previous),
+            SignatureScheme::Hmac,
+            "evt_1",
+            100,
+            b"{}",
+        );
         assert_eq!(after.len(), 2);
         assert_eq!(after[0].1, sign("whsec_bmV3", b"{}"));
         // The check tells the two apart, and is stable.
         assert_ne!(signature_check(&during), signature_check(&after));
         assert_eq!(signature_check(&after), signature_check(&after.clone()));
         assert_eq!(signature_check(&after).len(), 8);
+    }
+
+    #[test]
+    fn ed25519_signs_what_the_public_key_verifies_and_nothing_else() {
+        use ring::signature::{ED25519, UnparsedPublicKey};
+        let secret = crate::ids::new_secret();
+        let public = public_key(&secret).unwrap();
+        let key = STANDARD
+            .decode(public.strip_prefix(PUBLIC_KEY_PREFIX).unwrap())
+            .unwrap();
+        assert_eq!(key.len(), 32);
+        let signature = sign_asymmetric(&secret, "evt_1", 1_700_000_000, b"{}").unwrap();
+        let raw = STANDARD
+            .decode(signature.strip_prefix("v1a,").unwrap())
+            .unwrap();
+        let verifier = UnparsedPublicKey::new(&ED25519, &key);
+        assert!(verifier.verify(b"evt_1.1700000000.{}", &raw).is_ok());
+        assert!(verifier.verify(b"evt_1.1700000000.{ }", &raw).is_err());
+        // Another secret, another key; the same secret, the same key.
+        assert_ne!(public_key(&crate::ids::new_secret()), Some(public.clone()));
+        assert_eq!(public_key(&secret), Some(public));
+    }
+
+    #[test]
+    fn the_scheme_decides_which_signatures_go() {
+        let previous = PreviousSecret {
+            secret: crate::ids::new_secret(),
+            expires_at: 100,
+        };
+        let secret = crate::ids::new_secret();
+        let entries = |headers: &[(&str, String)]| -> Vec<String> {
+            headers
+                .iter()
+                .find(|(name, _)| *name == "webhook-signature")
+                .map(|(_, value)| {
+                    value
+                        .split(' ')
+                        .map(|e| e[..e.find(',').unwrap()].to_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let ed = signature_headers(
+            &secret,
+            Some(&previous),
+            SignatureScheme::Ed25519,
+            "e",
+            99,
+            b"{}",
+        );
+        assert_eq!(ed.len(), 1, "no HMAC header: {ed:?}");
+        assert_eq!(entries(&ed), ["v1a", "v1a"]);
+        let both = signature_headers(&secret, None, SignatureScheme::Both, "e", 99, b"{}");
+        assert_eq!(both[0].0, "x-webhook-signature");
+        assert_eq!(entries(&both), ["v1", "v1a"]);
     }
 
     #[test]

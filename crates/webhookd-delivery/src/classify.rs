@@ -33,7 +33,8 @@ pub enum Reason {
     Protocol,
     /// Every address of the host is in a forbidden range (SPEC §7).
     BlockedAddress,
-    /// The stored URL cannot be requested.
+    /// The stored URL (or the endpoint's stored options) cannot be
+    /// requested.
     InvalidUrl,
     /// The egress proxy could not be reached or would not open the tunnel
     /// (SPEC §14): not the receiver's failure, so it leaves the

@@ -22,9 +22,11 @@ use hyper_util::rt::TokioExecutor;
 use webhookd_core::address::{AddressPolicy, BlockedAddress};
 use webhookd_core::retry::parse_retry_after;
 use webhookd_core::signer::{self, Signing};
+use webhookd_core::{RetrySchedule, SignatureScheme};
 use webhookd_store::Claim;
 
 use crate::classify::{Observed, Reason};
+use crate::options::{OptionsCache, Prepared};
 use crate::reuse::{Counting, Uses};
 
 /// The most of a response body kept for the attempt log.
@@ -52,12 +54,13 @@ type Direct = Counting<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolve
 /// resolves only the proxy, the operator's own address.
 type Proxied = Counting<hyper_rustls::HttpsConnector<Tunnel<HttpConnector>>>;
 
-/// How deliveries leave: straight to receivers, or through the egress
-/// proxy (boxed: the clients are large, and one is chosen per process).
+/// How deliveries leave: straight to receivers, or — when
+/// `WEBHOOKD_EGRESS_PROXY` is set — through the proxy, unless the endpoint
+/// opted out (`"egress_proxy": false`). Boxed: the clients are large.
 #[derive(Clone, Debug)]
-enum Route {
-    Direct(Box<Clients<Direct>>),
-    Proxied(Box<Clients<Proxied>>),
+struct Routes {
+    direct: Box<Clients<Direct>>,
+    proxied: Option<Box<Clients<Proxied>>>,
 }
 
 /// Two clients over one connector: `pooled`, and `fresh`, which never
@@ -93,24 +96,26 @@ where
     }
 }
 
-impl Route {
-    fn request(&self, fresh: bool, request: http::Request<Full<Bytes>>) -> ResponseFuture {
-        match self {
-            Route::Direct(clients) => clients.request(fresh, request),
-            Route::Proxied(clients) => clients.request(fresh, request),
+impl Routes {
+    fn request(
+        &self,
+        through_proxy: bool,
+        fresh: bool,
+        request: http::Request<Full<Bytes>>,
+    ) -> ResponseFuture {
+        match &self.proxied {
+            Some(proxied) if through_proxy => proxied.request(fresh, request),
+            _ => self.direct.request(fresh, request),
         }
-    }
-
-    fn proxied(&self) -> bool {
-        matches!(self, Route::Proxied(_))
     }
 }
 
 /// Sends deliveries. Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]
 pub struct DeliveryClient {
-    route: Route,
+    routes: Routes,
     policy: Arc<AddressPolicy>,
+    options: Arc<OptionsCache>,
     timeout: Duration,
     /// `WEBHOOKD_USER_AGENT` (SPEC §3).
     user_agent: HeaderValue,
@@ -137,17 +142,18 @@ impl DeliveryClient {
                 .enable_http1()
                 .enable_http2()
         };
-        let route = match &egress.proxy {
-            None => {
-                let mut http = HttpConnector::new_with_resolver(GuardedResolver {
-                    policy: Arc::clone(&policy),
-                });
-                http.enforce_http(false);
-                http.set_connect_timeout(Some(timeout));
-                http.set_nodelay(true);
-                http.set_local_address(egress.bind);
-                Route::Direct(Clients::over(Counting(https().wrap_connector(http))))
-            }
+        let direct = {
+            let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+                policy: Arc::clone(&policy),
+            });
+            http.enforce_http(false);
+            http.set_connect_timeout(Some(timeout));
+            http.set_nodelay(true);
+            http.set_local_address(egress.bind);
+            Clients::over(Counting(https().wrap_connector(http)))
+        };
+        let proxied = match &egress.proxy {
+            None => None,
             Some(proxy) => {
                 let mut http = HttpConnector::new();
                 http.set_connect_timeout(Some(timeout));
@@ -164,12 +170,13 @@ impl DeliveryClient {
                     value.set_sensitive(true);
                     tunnel = tunnel.with_auth(value);
                 }
-                Route::Proxied(Clients::over(Counting(https().wrap_connector(tunnel))))
+                Some(Clients::over(Counting(https().wrap_connector(tunnel))))
             }
         };
         Ok(DeliveryClient {
-            route,
+            routes: Routes { direct, proxied },
             policy,
+            options: Arc::default(),
             timeout,
             user_agent: HeaderValue::from_static(webhookd_core::config::DEFAULT_USER_AGENT),
         })
@@ -189,25 +196,36 @@ impl DeliveryClient {
     /// One attempt: POST the stored body with the SPEC §3 headers, within
     /// the deadline for connect + TLS + send + response head.
     pub async fn send(&self, claim: &Claim) -> Response {
-        let (request, mut signing) = match self.request(claim) {
+        let prepared = match self.options.of(claim.options.as_deref()) {
+            Ok(prepared) => prepared,
+            Err(reason) => return Response::none(reason, None),
+        };
+        let prepared = prepared.as_deref();
+        let (request, mut signing) = match self.request(claim, prepared) {
             Ok(built) => built,
             Err(reason) => return Response::none(reason, None),
         };
+        let through_proxy = self.routes.proxied.is_some()
+            && prepared.is_none_or(|prepared| prepared.options.egress_proxy);
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut sent = tokio::time::timeout_at(deadline, self.route.request(false, request)).await;
+        let mut sent =
+            tokio::time::timeout_at(deadline, self.routes.request(through_proxy, false, request))
+                .await;
         if let Ok(Err(error)) = &sent
             && failed_on_a_reused_connection(error)
-            && let Ok((again, signed_again)) = self.request(claim)
+            && let Ok((again, signed_again)) = self.request(claim, prepared)
         {
             // Not an attempt: the receiver had closed the idle connection.
             tracing::debug!(delivery_id = %claim.delivery.delivery_id, "a reused connection was closed under the request; sending it again on a fresh one");
             signing = signed_again;
-            sent = tokio::time::timeout_at(deadline, self.route.request(true, again)).await;
+            sent =
+                tokio::time::timeout_at(deadline, self.routes.request(through_proxy, true, again))
+                    .await;
         }
         let response = match sent {
             Err(_) => return Response::none(Reason::Timeout, Some(signing)),
             Ok(Err(error)) => {
-                let reason = transport_reason(&error, self.route.proxied());
+                let reason = transport_reason(&error, through_proxy);
                 return Response::none(reason, Some(signing));
             }
             Ok(Ok(response)) => response,
@@ -229,9 +247,19 @@ impl DeliveryClient {
         }
     }
 
-    /// The request of one attempt (SPEC §3), and what its record keeps of
-    /// how it was signed.
-    fn request(&self, claim: &Claim) -> Result<(http::Request<Full<Bytes>>, Signing), Reason> {
+    /// The endpoint's own retry schedule (SPEC §14), if it has one.
+    pub fn retry_schedule(&self, claim: &Claim) -> Option<RetrySchedule> {
+        let prepared = self.options.of(claim.options.as_deref()).ok()??;
+        prepared.schedule.clone()
+    }
+
+    /// The request of one attempt (SPEC §3, §14), and what its record keeps
+    /// of how it was signed.
+    fn request(
+        &self,
+        claim: &Claim,
+        prepared: Option<&Prepared>,
+    ) -> Result<(http::Request<Full<Bytes>>, Signing), Reason> {
         let url = url::Url::parse(&claim.url).map_err(|_| Reason::InvalidUrl)?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Reason::InvalidUrl);
@@ -252,6 +280,7 @@ impl DeliveryClient {
         let signatures = signer::signature_headers(
             &claim.secret,
             claim.previous_secret.as_ref(),
+            prepared.map_or(SignatureScheme::Hmac, |prepared| prepared.options.signature),
             &delivery.event_id,
             timestamp,
             &body,
@@ -265,6 +294,9 @@ impl DeliveryClient {
             .header("webhook-id", &delivery.event_id)
             .header("webhook-timestamp", timestamp);
         for (name, value) in signatures {
+            request = request.header(name, value);
+        }
+        for (name, value) in prepared.map_or(&[][..], |prepared| &prepared.headers) {
             request = request.header(name, value);
         }
         let request = request

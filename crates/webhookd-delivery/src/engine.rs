@@ -713,11 +713,9 @@ impl Dispatcher {
             Verdict::Retry { .. } if delivery.last_attempt => AttemptResult::Dead,
             Verdict::Retry { retry_after, .. } => {
                 let jitter = rand::rng().random::<f64>();
-                match self
-                    .settings
-                    .schedule
-                    .next_attempt(number, jitter, retry_after)
-                {
+                let own = self.client.retry_schedule(&claim);
+                let schedule = own.as_ref().unwrap_or(&self.settings.schedule);
+                match schedule.next_attempt(number, jitter, retry_after) {
                     NextAttempt::After(delay) => {
                         AttemptResult::RetryAt(self.store.now_ms() + millis(delay))
                     }

@@ -8,13 +8,15 @@
 //! endpoint's circuit breaker), `slot_lapse` (when a
 //! sending slot a worker passes on may have lapsed in the store),
 //! `on_the_way` (claims a lane's slots are kept for), `recorder` (attempts
-//! written back in batches).
+//! written back in batches), `options` (each endpoint's delivery options,
+//! SPEC §14, prepared once per change).
 
 pub mod classify;
 pub mod client;
 pub mod engine;
 mod health;
 mod on_the_way;
+mod options;
 mod recorder;
 mod reuse;
 mod slot_lapse;

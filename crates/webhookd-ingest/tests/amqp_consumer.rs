@@ -102,6 +102,7 @@ impl Fixture {
                 quota_refused: 0,
                 disabled_reason: None,
                 rate_limit: None,
+                options: None,
             };
             store.create_endpoint(&endpoint, 20).await.unwrap();
             endpoint_ids.push(endpoint.endpoint_id);

@@ -54,6 +54,7 @@ async fn accepted_deliveries_go_out_without_the_claim_loop(store: Arc<dyn Store>
             quota_refused: 0,
             disabled_reason: None,
             rate_limit: None,
+            options: None,
         };
         store.create_endpoint(&endpoint, 20).await.unwrap();
         endpoints.push(endpoint);

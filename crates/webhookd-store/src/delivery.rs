@@ -139,6 +139,9 @@ pub struct Claim {
     pub secret: String,
     /// The secret a rotation replaced, while it may still be live (SPEC §8).
     pub previous_secret: Option<webhookd_core::PreviousSecret>,
+    /// The endpoint's delivery options document (SPEC §14), opened;
+    /// `None`: none set.
+    pub options: Option<String>,
     /// Proves ownership of the lease when the attempt is recorded.
     pub lease: String,
     /// A sending slot of the endpoint's cluster-wide limit (SPEC §10) that

@@ -77,6 +77,8 @@ pub enum SecretSlot {
     Current,
     /// The one still signing during a rotation's grace (SPEC §8).
     Previous,
+    /// The delivery options document (SPEC §14): secret header values.
+    Options,
 }
 
 /// Why the store could not do what was asked.

@@ -1,7 +1,8 @@
 //! Endpoint secrets sealed at rest (SPEC §7).
 //!
-//! [`Sealed`] wraps a store: secrets are sealed on their way in (create,
-//! rotate) and opened on their way out (endpoints, claims), so the stores
+//! [`Sealed`] wraps a store: secrets — and the delivery options document
+//! (SPEC §14), which holds secret header values — are sealed on their way
+//! in (create, update, rotate) and opened on their way out (endpoints, claims), so the stores
 //! below keep opaque strings and a dump of them reveals no secret. The
 //! AEAD is ChaCha20-Poly1305 (ring), a random 96-bit nonce per value, the
 //! endpoint id as associated data: a sealed secret copied onto another
@@ -257,6 +258,7 @@ impl Sealed {
                 let slots = [
                     (SecretSlot::Current, Some(&endpoint.secret)),
                     (SecretSlot::Previous, previous),
+                    (SecretSlot::Options, endpoint.options.as_ref()),
                 ];
                 for (slot, stored) in slots {
                     let Some(stored) = stored else { continue };
@@ -309,6 +311,9 @@ impl Sealed {
             previous.secret =
                 self.open(&endpoint.endpoint_id, std::mem::take(&mut previous.secret))?;
         }
+        if let Some(options) = endpoint.options.take() {
+            endpoint.options = Some(self.open(&endpoint.endpoint_id, options)?);
+        }
         Ok(endpoint)
     }
 
@@ -334,6 +339,9 @@ impl Sealed {
         claim.secret = self.open(id, std::mem::take(&mut claim.secret))?;
         if let Some(previous) = claim.previous_secret.as_mut() {
             previous.secret = self.open(id, std::mem::take(&mut previous.secret))?;
+        }
+        if let Some(options) = claim.options.take() {
+            claim.options = Some(self.open(id, options)?);
         }
         Ok(())
     }
@@ -479,6 +487,9 @@ impl Store for Sealed {
         if let Some(previous) = sealed.previous_secret.as_mut() {
             previous.secret = self.secrets.seal(&endpoint.endpoint_id, &previous.secret)?;
         }
+        if let Some(options) = &endpoint.options {
+            sealed.options = Some(self.secrets.seal(&endpoint.endpoint_id, options)?);
+        }
         self.inner.create_endpoint(&sealed, limit).await
     }
 
@@ -506,9 +517,13 @@ impl Store for Sealed {
         endpoint_id: &str,
         spec: &EndpointSpec,
     ) -> Result<Option<Endpoint>, StoreError> {
+        let mut sealed = spec.clone();
+        if let Some(Some(options)) = &spec.options {
+            sealed.options = Some(Some(self.secrets.seal(endpoint_id, options)?));
+        }
         let endpoint = self
             .inner
-            .update_endpoint(username, endpoint_id, spec)
+            .update_endpoint(username, endpoint_id, &sealed)
             .await?;
         self.open_some(endpoint)
     }

@@ -45,6 +45,7 @@ async fn deleting_a_million_deliveries_never_stalls_redis() {
         quota_refused: 0,
         disabled_reason: None,
         rate_limit: None,
+        options: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
     fill(&store).await;

@@ -28,7 +28,18 @@ fn endpoint(username: &str) -> Endpoint {
         quota_refused: 0,
         disabled_reason: None,
         rate_limit: None,
+        // Delivery options hold secret header values (SPEC §14): sealed too.
+        options: Some(format!(
+            r#"{{"headers":[{{"name":"X-Api-Key","value":"key-{}","secret":true}}]}}"#,
+            ids::new_secret()
+        )),
     }
+}
+
+/// The secret header value in an endpoint's options.
+fn header_secret(endpoint: &Endpoint) -> String {
+    let options = webhookd_core::DeliveryOptions::from_stored(endpoint.options.as_deref()).unwrap();
+    options.headers[0].value.clone()
 }
 
 /// Creates two endpoints through `store` and rotates one with a grace, so
@@ -59,6 +70,8 @@ async fn create_and_rotate(store: &Arc<dyn Store>) -> (Vec<Endpoint>, Vec<String
         endpoints[0].secret.clone(),
         endpoints[1].secret.clone(),
         rotated,
+        header_secret(&endpoints[0]),
+        header_secret(&endpoints[1]),
     ];
     (endpoints, secrets)
 }
@@ -72,6 +85,8 @@ async fn answers_the_secrets(store: &Arc<dyn Store>, secrets: &[String]) {
         secrets[0]
     );
     assert_eq!(listed[1].secret, secrets[1]);
+    assert_eq!(header_secret(&listed[0]), secrets[3]);
+    assert_eq!(header_secret(&listed[1]), secrets[4]);
 }
 
 fn config(store: StoreUrl, prefix: &str, keys: &[&EncryptionKey]) -> Config {
@@ -105,7 +120,7 @@ async fn sqlite_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
         webhookd_store::open_and_reseal(&config(sqlite.clone(), "", &[&key]), false, &|_| ())
             .await
             .unwrap();
-    assert_eq!((report.secrets, report.resealed), (3, 3));
+    assert_eq!((report.secrets, report.resealed), (5, 5));
     answers_the_secrets(&store, &secrets).await;
     let (_, more) = create_and_rotate_more(&store).await;
     drop(store);
@@ -135,8 +150,9 @@ async fn create_and_rotate_more(store: &Arc<dyn Store>) -> (Endpoint, Vec<String
     store.create_endpoint(&more, 20).await.unwrap();
     let listed = store.list_endpoints("sealer").await.unwrap();
     assert_eq!(listed.last().unwrap().secret, more.secret);
-    let secret = more.secret.clone();
-    (more, vec![secret])
+    assert_eq!(header_secret(listed.last().unwrap()), header_secret(&more));
+    let secrets = vec![more.secret.clone(), header_secret(&more)];
+    (more, secrets)
 }
 
 #[tokio::test]
@@ -154,7 +170,7 @@ async fn redis_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
         webhookd_store::open_and_reseal(&config(redis.clone(), &prefix, &[&old]), false, &|_| ())
             .await
             .unwrap();
-    assert_eq!((report.secrets, report.resealed), (3, 3));
+    assert_eq!((report.secrets, report.resealed), (5, 5));
     answers_the_secrets(&store, &secrets).await;
     let (_, more) = create_and_rotate_more(&store).await;
 
@@ -174,7 +190,7 @@ async fn redis_holds_no_secret_and_seals_the_ones_stored_before_a_key() {
     )
     .await
     .unwrap();
-    assert_eq!((report.secrets, report.resealed), (4, 4));
+    assert_eq!((report.secrets, report.resealed), (7, 7));
     let seen = seen.into_inner().unwrap();
     let total = seen.last().unwrap().total;
     assert!(total >= 1);
@@ -282,7 +298,8 @@ async fn every_value_under(url: &str, prefix: &str) -> Vec<u8> {
 
 /// The delivery path opens each sealed secret once per process, not once
 /// per claim: 200 deliveries to two endpoints (one mid-rotation, so three
-/// live secrets) cost three decryptions.
+/// live secrets, and each with sealed delivery options) cost five
+/// decryptions.
 #[tokio::test]
 async fn claims_cost_one_decryption_per_secret_not_per_delivery() {
     let dir = tempfile::tempdir().unwrap();
@@ -296,8 +313,8 @@ async fn claims_cost_one_decryption_per_secret_not_per_delivery() {
     let (_, secrets) = create_and_rotate(&store).await;
     let opened_by_setup = sealed.decryptions();
     assert_eq!(
-        opened_by_setup, 2,
-        "rotate answers the endpoint: its two secrets"
+        opened_by_setup, 3,
+        "rotate answers the endpoint: its two secrets and its options"
     );
 
     let now_ms = 1_732_806_631_000;
@@ -323,11 +340,17 @@ async fn claims_cost_one_decryption_per_secret_not_per_delivery() {
     assert_eq!(claims.len(), 200);
     for claim in &claims {
         assert!(secrets.contains(&claim.secret));
+        let options = claim.options.as_deref().unwrap();
+        assert!(
+            secrets
+                .iter()
+                .any(|secret| options.contains(secret.as_str()))
+        );
     }
     assert_eq!(
         sealed.decryptions(),
-        3,
-        "one more: the second endpoint's secret"
+        5,
+        "two more: the second endpoint's secret and options"
     );
 }
 

@@ -52,6 +52,7 @@ async fn work_written_by_a_clock_an_hour_ahead_is_due_once_the_clock_is_set_back
         quota_refused: 0,
         disabled_reason: None,
         rate_limit: None,
+        options: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
 

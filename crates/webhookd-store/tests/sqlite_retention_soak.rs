@@ -80,6 +80,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
         quota_refused: 0,
         disabled_reason: None,
         rate_limit: None,
+        options: None,
     };
     store.create_endpoint(&endpoint, 20).await.unwrap();
     let mut now = 1_732_806_631_000_i64;

@@ -130,6 +130,7 @@ pub fn subscription(
         quota_refused: 0,
         disabled_reason: None,
         rate_limit: None,
+        options: None,
     }
 }
 

@@ -342,6 +342,7 @@ async fn deliver_signed(api: &Api, secret: &str) -> (i64, Vec<(&'static str, Str
     let signatures = webhookd_core::signer::signature_headers(
         secret,
         None,
+        webhookd_core::SignatureScheme::Hmac,
         "evt_detail",
         timestamp,
         claim.delivery.body.as_bytes(),

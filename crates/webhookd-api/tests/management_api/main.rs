@@ -86,14 +86,19 @@ on_both_stores!(
     bad_event_type_definitions_are_40000_and_name_what_to_fix,
     listings_take_order_and_filters_and_the_first_page_counts,
     the_delivery_detail_shows_the_request_as_sent,
+    delivery_options_are_set_kept_shown_without_secrets_and_removed,
+    an_endpoint_signing_with_ed25519_alone_never_shows_its_secret,
+    bad_delivery_options_are_40000_and_name_the_field,
 );
 
 mod catalog;
 mod lifecycle;
+mod options;
 mod platform;
 mod quotas;
 use catalog::*;
 use lifecycle::*;
+use options::*;
 use platform::*;
 use quotas::*;
 

@@ -185,11 +185,12 @@ struct Leased {
     lease: String,
     previous_secret: Option<PreviousSecret>,
     slot: Option<crate::SendingSlot>,
+    options: Option<String>,
 }
 
 impl Leased {
     /// `(delivery id, what was leased)` from the script's row.
-    fn from_row(row: [String; 7], lease_until_ms: i64) -> (String, Leased) {
+    fn from_row(row: [String; 8], lease_until_ms: i64) -> (String, Leased) {
         let [
             delivery_id,
             url,
@@ -198,6 +199,7 @@ impl Leased {
             previous,
             previous_expires_at,
             slot,
+            options,
         ] = row;
         let leased = Leased {
             url,
@@ -205,6 +207,7 @@ impl Leased {
             lease,
             previous_secret: rows::previous_secret(Some(previous), Some(&previous_expires_at)),
             slot: rows::granted_slot(slot, lease_until_ms),
+            options: (!options.is_empty()).then_some(options),
         };
         (delivery_id, leased)
     }
@@ -570,7 +573,7 @@ impl RedisStore {
             .await?;
         // The claim limit and the suspects' share are shared out in
         // proportion to each partition's events.
-        let answers: Vec<(Vec<redis::Value>, Vec<[String; 7]>)> = self
+        let answers: Vec<(Vec<redis::Value>, Vec<[String; 8]>)> = self
             .per_partition(
                 &self.scripts.accept_events,
                 &by_partition,
@@ -649,6 +652,7 @@ impl RedisStore {
                     url: leased.url,
                     secret: leased.secret,
                     previous_secret: leased.previous_secret,
+                    options: leased.options,
                     lease: leased.lease,
                     slot: leased.slot,
                 })

@@ -115,6 +115,9 @@ pub(super) fn endpoint_from_fields(
                     .map_err(|_| StoreError::Corrupt(format!("endpoint rate_limit {limit:?}")))
             })
             .transpose()?,
+        options: fields
+            .remove("options")
+            .filter(|options| !options.is_empty()),
     })
 }
 
@@ -131,7 +134,8 @@ pub(super) fn previous_secret(
 
 /// A row of `claim_due.lua`: id, username, endpoint id, event id, event type,
 /// body, attempts, created at, url, secret, lease, last attempt and test
-/// (0 or 1), previous secret and its expiry (empty when none).
+/// (0 or 1), previous secret and its expiry (empty when none), the sending
+/// slot and the delivery options (empty when none).
 pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Claim, StoreError> {
     let [
         id,
@@ -150,7 +154,8 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
         previous,
         previous_expires_at,
         slot,
-    ]: [String; 16] = row.try_into().map_err(|row: Vec<String>| {
+        options,
+    ]: [String; 17] = row.try_into().map_err(|row: Vec<String>| {
         StoreError::Corrupt(format!("claim row of {} fields", row.len()))
     })?;
     let number = |name: &str, text: &str| {
@@ -176,6 +181,7 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
         url,
         secret,
         previous_secret: previous_secret(Some(previous), Some(&previous_expires_at)),
+        options: (!options.is_empty()).then_some(options),
         lease,
         slot: granted_slot(slot, lease_until_ms),
     })

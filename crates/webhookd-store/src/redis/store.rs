@@ -65,6 +65,7 @@ impl Store for RedisStore {
         let field = match slot {
             SecretSlot::Current => "secret",
             SecretSlot::Previous => "previous_secret",
+            SecretSlot::Options => "options",
         };
         let replaced: i64 = self
             .scripts
@@ -132,6 +133,7 @@ impl Store for RedisStore {
                     .map(|limit| limit.to_string())
                     .unwrap_or_default(),
             )
+            .arg(endpoint.options.as_deref().unwrap_or_default())
             .invoke_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
@@ -201,6 +203,10 @@ impl Store for RedisStore {
             .arg(match spec.rate_limit {
                 None => "keep".to_owned(),
                 Some(limit) => limit.map(|limit| limit.to_string()).unwrap_or_default(),
+            })
+            .arg(match &spec.options {
+                None => "keep",
+                Some(options) => options.as_deref().unwrap_or_default(),
             })
             .invoke_async(&mut self.connection())
             .await

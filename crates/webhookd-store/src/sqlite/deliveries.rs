@@ -195,6 +195,7 @@ pub(super) fn accept_one(
                 url: endpoint.url.clone(),
                 secret: endpoint.secret.clone(),
                 previous_secret: endpoint.previous_secret.clone(),
+                options: endpoint.options.clone(),
                 lease,
                 // One process: its lanes hold the concurrency.
                 slot: None,
@@ -426,7 +427,7 @@ pub(super) fn claim_from_endpoint(
         let mut select = tx
             .prepare_cached(&format!(
                 "SELECT {DELIVERY_COLUMNS_D}, e.url, e.secret, e.status, e.previous_secret,
-                     e.previous_expires_at
+                     e.previous_expires_at, e.options
                  FROM deliveries d
                  LEFT JOIN endpoints e ON e.endpoint_id = d.endpoint_id AND e.username = d.username
                  WHERE d.status = 'pending' AND d.endpoint_id = ?1 AND d.next_attempt_at <= ?2
@@ -447,13 +448,14 @@ pub(super) fn claim_from_endpoint(
                         row.get::<_, Option<String>>(13)?,
                         row.get::<_, Option<String>>(14)?,
                         previous_secret(row.get(15)?, row.get(16)?),
+                        row.get::<_, Option<String>>(17)?,
                     ))
                 },
             )
             .map_err(sqlite_error)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)?
     };
-    for (raw, url, secret, status, previous_secret) in due {
+    for (raw, url, secret, status, previous_secret, options) in due {
         let mut delivery: Delivery = raw.parse()?;
         // A test delivery goes whatever the endpoint's status.
         let sendable = delivery.test || status.as_deref() == Some("enabled");
@@ -471,6 +473,7 @@ pub(super) fn claim_from_endpoint(
                     url,
                     secret,
                     previous_secret,
+                    options,
                     lease,
                     slot: None,
                 });

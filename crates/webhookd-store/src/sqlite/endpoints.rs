@@ -31,8 +31,8 @@ pub(super) fn create(
     }
     tx.execute(
         "INSERT INTO endpoints (endpoint_id, url, secret, status, events, username, created_at,
-             rate_limit)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             rate_limit, options)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             endpoint.endpoint_id,
             endpoint.url,
@@ -41,7 +41,8 @@ pub(super) fn create(
             events_to_json(&endpoint.events),
             endpoint.username,
             endpoint.created_at,
-            endpoint.rate_limit
+            endpoint.rate_limit,
+            endpoint.options
         ],
     )
     .map_err(sqlite_error)?;
@@ -77,11 +78,12 @@ pub(super) fn update(
         .execute(
             // A status set by its owner is not webhookd's doing; enabling
             // also ends the failure streak (SPEC §8). ?6 says whether ?7
-            // replaces the rate limit.
+            // replaces the rate limit, ?8 whether ?9 replaces the options.
             "UPDATE endpoints SET url = ?1, status = COALESCE(?2, status), events = ?3,
                  disabled_reason = CASE WHEN ?2 IS NULL THEN disabled_reason END,
                  failing_since = CASE WHEN ?2 = 'enabled' THEN NULL ELSE failing_since END,
-                 rate_limit = CASE WHEN ?6 THEN ?7 ELSE rate_limit END
+                 rate_limit = CASE WHEN ?6 THEN ?7 ELSE rate_limit END,
+                 options = CASE WHEN ?8 THEN ?9 ELSE options END
              WHERE username = ?4 AND endpoint_id = ?5",
             params![
                 spec.url,
@@ -90,7 +92,9 @@ pub(super) fn update(
                 username,
                 endpoint_id,
                 spec.rate_limit.is_some(),
-                spec.rate_limit.flatten()
+                spec.rate_limit.flatten(),
+                spec.options.is_some(),
+                spec.options.clone().flatten()
             ],
         )
         .map_err(sqlite_error)?;
@@ -136,6 +140,9 @@ pub(super) fn replace_secret(
         SecretSlot::Previous => {
             "UPDATE endpoints SET previous_secret = ?4
              WHERE username = ?1 AND endpoint_id = ?2 AND previous_secret = ?3"
+        }
+        SecretSlot::Options => {
+            "UPDATE endpoints SET options = ?4 WHERE username = ?1 AND endpoint_id = ?2 AND options = ?3"
         }
     };
     c.execute(statement, rusqlite::params_from_iter(values))

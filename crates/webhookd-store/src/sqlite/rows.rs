@@ -66,7 +66,7 @@ impl RawDelivery {
 }
 
 pub(super) const ENDPOINT_COLUMNS: &str = "endpoint_id, url, secret, status, events, username, \
-     created_at, previous_secret, previous_expires_at, failing_since, disabled_reason, rate_limit, quota_refused";
+     created_at, previous_secret, previous_expires_at, failing_since, disabled_reason, rate_limit, quota_refused, options";
 
 pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndpoint> {
     Ok(RawEndpoint {
@@ -83,6 +83,7 @@ pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndp
         disabled_reason: row.get(10)?,
         rate_limit: row.get(11)?,
         quota_refused: row.get(12)?,
+        options: row.get(13)?,
     })
 }
 
@@ -101,6 +102,7 @@ pub(super) struct RawEndpoint {
     disabled_reason: Option<String>,
     rate_limit: Option<u32>,
     quota_refused: i64,
+    options: Option<String>,
 }
 
 impl RawEndpoint {
@@ -118,6 +120,7 @@ impl RawEndpoint {
             disabled_reason: self.disabled_reason,
             rate_limit: self.rate_limit,
             quota_refused: u64::try_from(self.quota_refused).unwrap_or(0),
+            options: self.options,
         })
     }
 }

@@ -119,6 +119,8 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (username, event_id, created_at)
      ) STRICT, WITHOUT ROWID;
      CREATE INDEX payloads_by_expiry ON payloads(expires_at);",
+    // 10: an endpoint's delivery options (SPEC §14), one sealed document.
+    "ALTER TABLE endpoints ADD COLUMN options TEXT;",
 ];
 
 /// Prepared statements kept per connection.

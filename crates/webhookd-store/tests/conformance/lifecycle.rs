@@ -315,6 +315,7 @@ pub(crate) async fn updates_and_deletes_mark_the_endpoint_changed(store: Arc<dyn
         status: None,
         events: first.events.clone(),
         rate_limit: None,
+        options: None,
     };
     store
         .update_endpoint("fence", &first.endpoint_id, &spec)
@@ -487,6 +488,7 @@ pub(crate) async fn a_failure_streak_disables_and_a_success_or_enabling_ends_it(
         status: Some(EndpointStatus::Enabled),
         events: target.events.clone(),
         rate_limit: None,
+        options: None,
     };
     let enabled = store
         .update_endpoint("streak", &target.endpoint_id, &spec)

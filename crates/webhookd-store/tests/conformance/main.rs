@@ -102,11 +102,13 @@ conformance!(
     listings_run_newest_first_and_filter_by_event_id_and_time,
     a_filtered_listing_pages_through_a_large_index,
     an_events_body_is_kept_once_and_outlives_its_delivered_copies,
+    delivery_options_are_kept_changed_and_claimed,
 );
 
 mod inspecting;
 mod lifecycle;
 mod listings;
+mod options;
 mod quotas;
 mod scale_out;
 mod single_slot;
@@ -114,6 +116,7 @@ mod users;
 use inspecting::*;
 use lifecycle::*;
 use listings::*;
+use options::*;
 use quotas::*;
 use scale_out::*;
 use users::*;
@@ -149,6 +152,7 @@ fn endpoint(username: &str, created_at: i64) -> Endpoint {
         quota_refused: 0,
         disabled_reason: None,
         rate_limit: None,
+        options: None,
     }
 }
 
@@ -205,6 +209,7 @@ async fn users_never_see_each_others_endpoints(store: Arc<dyn Store>) {
         status: Some(EndpointStatus::Enabled),
         events: vec![EventType::GENERATED_IMAGE_SUCCESS],
         rate_limit: None,
+        options: None,
     };
     assert_eq!(
         store
@@ -261,6 +266,7 @@ async fn update_changes_url_status_and_events_but_never_the_secret(store: Arc<dy
         status: Some(EndpointStatus::Disabled),
         events: vec![EventType::GENERATED_PHOTO_AVATAR_SUCCESS],
         rate_limit: None,
+        options: None,
     };
     let updated = store
         .update_endpoint("dave", &original.endpoint_id, &spec)
@@ -301,6 +307,7 @@ async fn update_and_delete_of_a_missing_endpoint_report_none(store: Arc<dyn Stor
         status: Some(EndpointStatus::Enabled),
         events: vec![EventType::GENERATED_VIDEO_SUCCESS],
         rate_limit: None,
+        options: None,
     };
     assert_eq!(
         store
@@ -553,6 +560,7 @@ async fn endpoint_changes_apply_to_the_next_event(store: Arc<dyn Store>) {
         status: Some(status),
         events,
         rate_limit: None,
+        options: None,
     };
     let disabled = spec(EndpointStatus::Disabled, target.events.clone());
     store
@@ -1252,6 +1260,7 @@ async fn disabled_endpoints_park_their_deliveries(store: Arc<dyn Store>) {
         status: Some(EndpointStatus::Disabled),
         events: target.events.clone(),
         rate_limit: None,
+        options: None,
     };
     store
         .update_endpoint("walt", &target.endpoint_id, &disable)

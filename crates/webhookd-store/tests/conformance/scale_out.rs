@@ -311,6 +311,7 @@ pub(crate) async fn a_rate_limit_caps_the_deliveries_that_start_each_second(stor
         status: None,
         events: metered.events.clone(),
         rate_limit: Some(None),
+        options: None,
     };
     let updated = store
         .update_endpoint("metered", &metered.endpoint_id, &unlimited)

@@ -102,6 +102,7 @@ async fn exercise_users_and_endpoints(store: &RedisStore) -> (Endpoint, String, 
                 status: Some(EndpointStatus::Enabled),
                 events: other.events.clone(),
                 rate_limit: None,
+                options: None,
             },
         )
         .await

@@ -4,7 +4,7 @@
 -- CLAIM_DUE). Returns {per event: 0 for a duplicate, -1 past the owner's
 -- events per day, else {the endpoint ids that got a delivery, those
 -- refused for holding their kept deliveries' quota}}, {per lease: delivery id, url, secret, lease,
--- previous secret, its expiry, slot}. The i-th delivery of an event has
+-- previous secret, its expiry, slot, delivery options}. The i-th delivery of an event has
 -- the event's id base followed by i as two hex digits.
 -- Under a cluster-wide limit, leases come with sending slots, and an
 -- endpoint with a rate limit gets no more than its tokens, as in CLAIM_DUE.
@@ -49,7 +49,7 @@ for e = 13 + 4 * listed, #ARGV, 9 do
     endpoints = {}
     for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
       endpoints[#endpoints + 1] = {id, redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events',
-        'url', 'secret', 'previous_secret', 'previous_expires_at', 'rate_limit')}
+        'url', 'secret', 'previous_secret', 'previous_expires_at', 'rate_limit', 'options')}
     end
     endpoints_of[user] = endpoints
   end
@@ -116,7 +116,7 @@ for e = 13 + 4 * listed, #ARGV, 9 do
           end
           due_at = lease_until
           leased[#leased + 1] = {delivery, endpoint[3], endpoint[4], lease, endpoint[5] or '',
-            endpoint[6] or '', slot}
+            endpoint[6] or '', slot, endpoint[8] or ''}
         end
         local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
           'event_type', event_type, 'status', 'pending', 'attempts', 0, 'created_at', now,

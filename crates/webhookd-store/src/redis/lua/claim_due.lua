@@ -59,7 +59,7 @@ for _, endpoint_due in ipairs(queues) do
   end
   if room > 0 then
     local endpoint = redis.call('HMGET', user .. 'endpoint:' .. endpoint_id, 'url', 'secret', 'status',
-      'previous_secret', 'previous_expires_at')
+      'previous_secret', 'previous_expires_at', 'options')
     local spent = 0
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', endpoint_due, '-inf', now, 'LIMIT', 0, room)) do
       local key = ARGV[4] .. 'dlv:' .. id
@@ -90,7 +90,8 @@ for _, endpoint_due in ipairs(queues) do
           redis.call('ZADD', sending, ARGV[2], slot)
         end
         claimed[#claimed + 1] = {id, d[1], endpoint_id, d[2], d[3], d[4], d[5], d[6], endpoint[1],
-          endpoint[2], lease, d[8] or '0', d[9] or '0', endpoint[4] or '', endpoint[5] or '', slot}
+          endpoint[2], lease, d[8] or '0', d[9] or '0', endpoint[4] or '', endpoint[5] or '', slot,
+          endpoint[6] or ''}
       end
     end
     refresh_ready(KEYS[1], endpoint_due)

@@ -2,7 +2,8 @@
 -- rate limit, unless ARGV[6] is 'keep': '' removes it), then tells the
 -- other webhookd processes, whose queued claims carry the old values.
 -- KEYS: endpoint hash. ARGV: url, status, events JSON, change channel,
--- endpoint id, rate limit.
+-- endpoint id, rate limit, delivery options (as the rate limit: 'keep',
+-- '' removes them).
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HSET', KEYS[1], 'url', ARGV[1], 'events', ARGV[3])
 if ARGV[2] ~= '' then
@@ -16,6 +17,11 @@ if ARGV[6] == '' then
   redis.call('HDEL', KEYS[1], 'rate_limit')
 elseif ARGV[6] ~= 'keep' then
   redis.call('HSET', KEYS[1], 'rate_limit', ARGV[6])
+end
+if ARGV[7] == '' then
+  redis.call('HDEL', KEYS[1], 'options')
+elseif ARGV[7] ~= 'keep' then
+  redis.call('HSET', KEYS[1], 'options', ARGV[7])
 end
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return redis.call('HGETALL', KEYS[1])
