@@ -2,8 +2,8 @@
 wild do: with the official Standard Webhooks library (`standardwebhooks`
 from PyPI), and with the JoggAI seeds' Python snippet (hex HMAC-SHA256 of
 the raw body keyed by the whole secret), and — for endpoints signing with
-ed25519 — Standard Webhooks' `v1a` entries with the `cryptography` package
-and the endpoint's public key alone. Used by tests/standard_webhooks.rs.
+ed25519 — Standard Webhooks' `v1a` entries with the public key alone, by
+docs/receivers.md's own Python snippet (`cryptography`). Used by tests/standard_webhooks.rs.
 
 POST /__secrets {"old": ..., "new": ..., "old_key": ..., "new_key": ...,
 "phase": ...} says which secrets and public keys (`whpk_…`) the receiver
@@ -12,15 +12,14 @@ answers one record per delivery (with the headers and body it came
 with); any other POST is a delivery. Prints its port.
 """
 
-import base64
 import hashlib
 import hmac
 import json
+import pathlib
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from standardwebhooks.webhooks import Webhook
 
 state = {"old": None, "new": None, "old_key": None, "new_key": None, "phase": None}
@@ -44,25 +43,20 @@ def standard_verify(secret: str, body: bytes, headers) -> bool:
         return False
 
 
+# docs/receivers.md's ed25519 snippet, as a reader copies it: the deliveries
+# it verifies are the test that it works as written.
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
+SNIPPET = re.search(
+    r"```python ed25519\n(.*?)```", (ROOT / "docs" / "receivers.md").read_text(), re.S
+).group(1)
+documented = {}
+exec(SNIPPET, documented)
+
+
 def ed25519_verify(public_key, body: bytes, headers) -> bool:
-    """True when a `v1a` entry of webhook-signature verifies with the
-    public key alone over "<webhook-id>.<webhook-timestamp>.<body>"."""
-    if public_key is None or not public_key.startswith("whpk_"):
+    if public_key is None:
         return False
-    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key[len("whpk_"):]))
-    signed = b".".join(
-        [headers.get("webhook-id", "").encode(), headers.get("webhook-timestamp", "").encode(), body]
-    )
-    for entry in headers.get("webhook-signature", "").split(" "):
-        version, _, signature = entry.partition(",")
-        if version != "v1a":
-            continue
-        try:
-            key.verify(base64.b64decode(signature), signed)
-            return True
-        except (InvalidSignature, ValueError):
-            continue
-    return False
+    return documented["verified_ed25519"](body, headers, [public_key])
 
 
 class Handler(BaseHTTPRequestHandler):
