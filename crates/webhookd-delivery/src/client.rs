@@ -1,25 +1,16 @@
 //! The HTTP client: hyper-util's pooled client over rustls (ring), HTTP/1.1
-//! and h2, keep-alive per host, redirects never followed, and a resolver
-//! that drops forbidden addresses after resolution (SPEC §7) — so a name
-//! that resolves, or later re-resolves, to a private address is refused at
-//! connect time. Literal-IP hosts skip resolvers and are checked here.
+//! and h2, keep-alive per host, redirects never followed, over the
+//! [`routes`](crate::routes) that guard resolved addresses (SPEC §7).
+//! Literal-IP hosts skip resolvers and are checked here.
 
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::client::legacy::connect::proxy::Tunnel;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::TokioExecutor;
-use webhookd_core::address::{AddressPolicy, BlockedAddress};
+use webhookd_core::address::AddressPolicy;
 use webhookd_core::retry::parse_retry_after;
 use webhookd_core::signer::{self, Signing};
 use webhookd_core::{RetrySchedule, SignatureScheme};
@@ -27,7 +18,8 @@ use webhookd_store::Claim;
 
 use crate::classify::{Observed, Reason};
 use crate::options::{OptionsCache, Prepared};
-use crate::reuse::{Counting, Uses};
+use crate::reuse::Uses;
+use crate::routes::{BlockedAddresses, DnsFailure, Egress, EgressError, RouteBuilder, Routes};
 
 /// The most of a response body kept for the attempt log.
 pub const RESPONSE_EXCERPT: usize = 1024;
@@ -48,73 +40,11 @@ pub struct Response {
     pub signing: Option<Signing>,
 }
 
-/// Straight to the receiver: its host resolved through the SSRF guard.
-type Direct = Counting<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>>;
-/// Through the egress proxy's CONNECT tunnel (SPEC §14): webhookd
-/// resolves only the proxy, the operator's own address.
-type Proxied = Counting<hyper_rustls::HttpsConnector<Tunnel<HttpConnector>>>;
-
-/// How deliveries leave: straight to receivers, or — when
-/// `WEBHOOKD_EGRESS_PROXY` is set — through the proxy, unless the endpoint
-/// opted out (`"egress_proxy": false`). Boxed: the clients are large.
-#[derive(Clone, Debug)]
-struct Routes {
-    direct: Box<Clients<Direct>>,
-    proxied: Option<Box<Clients<Proxied>>>,
-}
-
-/// Two clients over one connector: `pooled`, and `fresh`, which never
-/// pools — for sending again a request that failed on a reused connection
-/// the receiver had closed (see `reuse`).
-#[derive(Clone, Debug)]
-struct Clients<C> {
-    pooled: Client<C, Full<Bytes>>,
-    fresh: Client<C, Full<Bytes>>,
-}
-
-impl<C> Clients<C>
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
-{
-    fn over(connector: C) -> Box<Self> {
-        let pooled = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .build(connector.clone());
-        let fresh = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector);
-        Box::new(Clients { pooled, fresh })
-    }
-
-    fn request(&self, fresh: bool, request: http::Request<Full<Bytes>>) -> ResponseFuture {
-        if fresh {
-            self.fresh.request(request)
-        } else {
-            self.pooled.request(request)
-        }
-    }
-}
-
-impl Routes {
-    fn request(
-        &self,
-        through_proxy: bool,
-        fresh: bool,
-        request: http::Request<Full<Bytes>>,
-    ) -> ResponseFuture {
-        match &self.proxied {
-            Some(proxied) if through_proxy => proxied.request(fresh, request),
-            _ => self.direct.request(fresh, request),
-        }
-    }
-}
-
 /// Sends deliveries. Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]
 pub struct DeliveryClient {
+    /// The process's routes; an endpoint with TLS material has its own.
     routes: Routes,
-    policy: Arc<AddressPolicy>,
     options: Arc<OptionsCache>,
     timeout: Duration,
     /// `WEBHOOKD_USER_AGENT` (SPEC §3).
@@ -133,50 +63,10 @@ impl DeliveryClient {
         timeout: Duration,
         egress: &Egress,
     ) -> Result<Self, EgressError> {
-        let policy = Arc::new(policy);
-        let https = || {
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-                .expect("ring supports the default protocol versions")
-                .https_or_http()
-                .enable_http1()
-                .enable_http2()
-        };
-        let direct = {
-            let mut http = HttpConnector::new_with_resolver(GuardedResolver {
-                policy: Arc::clone(&policy),
-            });
-            http.enforce_http(false);
-            http.set_connect_timeout(Some(timeout));
-            http.set_nodelay(true);
-            http.set_local_address(egress.bind);
-            Clients::over(Counting(https().wrap_connector(http)))
-        };
-        let proxied = match &egress.proxy {
-            None => None,
-            Some(proxy) => {
-                let mut http = HttpConnector::new();
-                http.set_connect_timeout(Some(timeout));
-                http.set_nodelay(true);
-                http.set_local_address(egress.bind);
-                let address: http::Uri = proxy.address.parse().map_err(|_| {
-                    EgressError(format!("{} is not a proxy address", proxy.address))
-                })?;
-                let mut tunnel = Tunnel::new(address, http);
-                if let Some(authorization) = &proxy.authorization {
-                    let mut value = HeaderValue::from_str(authorization).map_err(|_| {
-                        EgressError("the proxy's credentials are not a header value".into())
-                    })?;
-                    value.set_sensitive(true);
-                    tunnel = tunnel.with_auth(value);
-                }
-                Some(Clients::over(Counting(https().wrap_connector(tunnel))))
-            }
-        };
+        let builder = RouteBuilder::new(policy, timeout, egress)?;
         Ok(DeliveryClient {
-            routes: Routes { direct, proxied },
-            policy,
-            options: Arc::default(),
+            routes: builder.build(None),
+            options: Arc::new(OptionsCache::new(builder)),
             timeout,
             user_agent: HeaderValue::from_static(webhookd_core::config::DEFAULT_USER_AGENT),
         })
@@ -205,12 +95,14 @@ impl DeliveryClient {
             Ok(built) => built,
             Err(reason) => return Response::none(reason, None),
         };
-        let through_proxy = self.routes.proxied.is_some()
-            && prepared.is_none_or(|prepared| prepared.options.egress_proxy);
+        let routes = prepared
+            .and_then(|prepared| prepared.routes.as_ref())
+            .unwrap_or(&self.routes);
+        let through_proxy =
+            routes.has_proxy() && prepared.is_none_or(|prepared| prepared.options.egress_proxy);
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut sent =
-            tokio::time::timeout_at(deadline, self.routes.request(through_proxy, false, request))
-                .await;
+            tokio::time::timeout_at(deadline, routes.request(through_proxy, false, request)).await;
         if let Ok(Err(error)) = &sent
             && failed_on_a_reused_connection(error)
             && let Ok((again, signed_again)) = self.request(claim, prepared)
@@ -219,8 +111,7 @@ impl DeliveryClient {
             tracing::debug!(delivery_id = %claim.delivery.delivery_id, "a reused connection was closed under the request; sending it again on a fresh one");
             signing = signed_again;
             sent =
-                tokio::time::timeout_at(deadline, self.routes.request(through_proxy, true, again))
-                    .await;
+                tokio::time::timeout_at(deadline, routes.request(through_proxy, true, again)).await;
         }
         let response = match sent {
             Err(_) => return Response::none(Reason::Timeout, Some(signing)),
@@ -270,7 +161,7 @@ impl DeliveryClient {
             Some(url::Host::Domain(_)) => None,
             None => return Err(Reason::InvalidUrl),
         };
-        if literal.is_some_and(|ip| self.policy.check(ip).is_err()) {
+        if literal.is_some_and(|ip| self.options.builder.policy.check(ip).is_err()) {
             return Err(Reason::BlockedAddress);
         }
         let delivery = &claim.delivery;
@@ -316,21 +207,6 @@ impl Response {
         }
     }
 }
-
-/// How deliveries leave the host (SPEC §14): `WEBHOOKD_EGRESS_BIND` and
-/// `WEBHOOKD_EGRESS_PROXY`.
-#[derive(Debug, Clone, Default)]
-pub struct Egress {
-    /// The source address, on a host with several.
-    pub bind: Option<IpAddr>,
-    /// Every delivery through this HTTP CONNECT proxy.
-    pub proxy: Option<webhookd_core::config::EgressProxy>,
-}
-
-/// The egress settings cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct EgressError(String);
 
 /// Reads up to [`RESPONSE_READ_CAP`] of the body (so the connection can go
 /// back to the pool) and keeps the first [`RESPONSE_EXCERPT`] bytes.
@@ -408,70 +284,23 @@ fn transport_reason(error: &hyper_util::client::legacy::Error, proxied: bool) ->
 }
 
 /// Whether a rustls error is in `error`'s chain, alone or inside an I/O error.
+/// An I/O error's `source()` skips the error it wraps, and a handshake
+/// failure comes as an I/O error wrapping an I/O error wrapping the rustls
+/// error: each wrapped error is looked into as well.
 fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(cause) = source {
-        let wrapped = cause
+        if cause.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(wrapped) = cause
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::get_ref)
-            .is_some_and(<dyn std::error::Error + Send + Sync>::is::<rustls::Error>);
-        if cause.is::<rustls::Error>() || wrapped {
+            && is_tls(wrapped)
+        {
             return true;
         }
         source = cause.source();
     }
     false
-}
-
-/// Every address the host resolved to is forbidden.
-#[derive(Debug, thiserror::Error)]
-#[error("every address of the host is blocked (first: {first})")]
-struct BlockedAddresses {
-    first: BlockedAddress,
-}
-
-/// The host name did not resolve.
-#[derive(Debug, thiserror::Error)]
-#[error("could not resolve the host: {0}")]
-struct DnsFailure(#[source] std::io::Error);
-
-/// Resolves with the system resolver, then keeps only allowed addresses.
-#[derive(Clone, Debug)]
-struct GuardedResolver {
-    policy: Arc<AddressPolicy>,
-}
-
-impl tower_service::Service<Name> for GuardedResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let policy = Arc::clone(&self.policy);
-        Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await
-                .map_err(DnsFailure)?
-                .collect();
-            let mut first_blocked = None;
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|address| match policy.check(address.ip()) {
-                    Ok(()) => true,
-                    Err(blocked) => {
-                        first_blocked.get_or_insert(blocked);
-                        false
-                    }
-                })
-                .collect();
-            match (allowed.is_empty(), first_blocked) {
-                (true, Some(first)) => Err(Box::new(BlockedAddresses { first }) as Self::Error),
-                _ => Ok(allowed.into_iter()),
-            }
-        })
-    }
 }

@@ -1,7 +1,8 @@
 //! The delivery engine: take due deliveries from the store, POST them as
 //! SPEC §3 says, and record each attempt and its consequence (SPEC §4).
 //!
-//! Layout: [`client`] (HTTP, signing, SSRF guard), [`classify`] (outcome →
+//! Layout: [`client`] (HTTP, signing), `routes` (connectors: SSRF guard,
+//! egress proxy and bind, per-endpoint TLS), [`classify`] (outcome →
 //! verdict, exhaustive), `reuse` (telling a reused connection's silent
 //! close from a failed attempt), [`engine`] (claiming with leases, concurrency caps,
 //! fairness, retries as data, draining on shutdown), `health` (each
@@ -19,8 +20,10 @@ mod on_the_way;
 mod options;
 mod recorder;
 mod reuse;
+mod routes;
 mod slot_lapse;
 
 pub use classify::{Reason, Verdict};
-pub use client::{DeliveryClient, Egress, EgressError};
+pub use client::DeliveryClient;
 pub use engine::{Dispatcher, DispatcherSettings};
+pub use routes::{Egress, EgressError};

@@ -3,7 +3,9 @@
 //! header names and values and building its retry schedule happens once per
 //! process per change, not per attempt. A change of the options changes the
 //! document, so a stale entry is never used; the cache starts over past
-//! [`CACHE_LIMIT`] documents.
+//! [`CACHE_LIMIT`] documents. An endpoint with TLS material (a client
+//! certificate, a CA) gets routes — connection pools — of its own, built
+//! here once per change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,6 +14,7 @@ use http::{HeaderName, HeaderValue};
 use webhookd_core::{DeliveryOptions, RetrySchedule};
 
 use crate::classify::Reason;
+use crate::routes::{RouteBuilder, Routes};
 
 /// Documents kept per process (one per endpoint with options, at most).
 const CACHE_LIMIT: usize = 4096;
@@ -24,10 +27,12 @@ pub(crate) struct Prepared {
     /// debug output of a request shows them).
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) schedule: Option<RetrySchedule>,
+    /// Its own routes, over its TLS configuration; `None`: the process's.
+    pub(crate) routes: Option<Routes>,
 }
 
 impl Prepared {
-    fn new(stored: &str) -> Result<Self, Reason> {
+    fn new(stored: &str, builder: &RouteBuilder) -> Result<Self, Reason> {
         let options = DeliveryOptions::from_stored(Some(stored)).map_err(|error| {
             tracing::error!(%error, "an endpoint's stored delivery options do not parse");
             Reason::InvalidUrl
@@ -44,7 +49,14 @@ impl Prepared {
             .collect::<Option<Vec<_>>>()
             .ok_or(Reason::InvalidUrl)?;
         let schedule = options.schedule();
+        // Checked when the API took it: failing here means a store holding
+        // what webhookd did not write.
+        let tls = options.tls_config().map_err(|error| {
+            tracing::error!(%error, "an endpoint's stored TLS material cannot be used");
+            Reason::Tls
+        })?;
         Ok(Prepared {
+            routes: tls.map(|config| builder.build(Some(&config))),
             options,
             headers,
             schedule,
@@ -53,12 +65,20 @@ impl Prepared {
 }
 
 /// Prepared options by stored document.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct OptionsCache {
+    pub(crate) builder: RouteBuilder,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
 }
 
 impl OptionsCache {
+    pub(crate) fn new(builder: RouteBuilder) -> Self {
+        OptionsCache {
+            builder,
+            prepared: Mutex::default(),
+        }
+    }
+
     /// The prepared form of a claim's options; `None` when it has none.
     /// Options that cannot be used (a store holding what webhookd did not
     /// write) fail the attempt as `invalid_url`, the endpoint's own fault.
@@ -70,7 +90,7 @@ impl OptionsCache {
         if let Some(found) = prepared.get(stored) {
             return Ok(Some(Arc::clone(found)));
         }
-        let fresh = Arc::new(Prepared::new(stored)?);
+        let fresh = Arc::new(Prepared::new(stored, &self.builder)?);
         if prepared.len() >= CACHE_LIMIT {
             prepared.clear();
         }

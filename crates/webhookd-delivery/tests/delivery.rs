@@ -60,14 +60,18 @@ on_both_stores!(
     every_failing_endpoint_with_due_work_gets_attempts_and_its_recovery_is_noticed,
     deliveries_go_through_the_egress_proxy_and_its_failures_spare_the_endpoint,
     an_endpoints_own_headers_schedule_and_egress_go_with_its_attempts,
+    only_the_endpoint_with_the_ca_and_its_client_certificate_gets_through,
 );
 
 #[path = "delivery/egress.rs"]
 mod egress;
 #[path = "delivery/options.rs"]
 mod options;
+#[path = "delivery/tls.rs"]
+mod tls;
 use egress::*;
 use options::*;
+use tls::*;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 

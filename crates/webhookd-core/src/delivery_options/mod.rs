@@ -1,6 +1,7 @@
 //! An endpoint's delivery options (SPEC §14): custom headers, the signature
-//! scheme, its own retry schedule, and whether it goes through the egress
-//! proxy. Every one is optional and absent means SPEC §3/§4 as before.
+//! scheme, its own retry schedule, whether it goes through the egress
+//! proxy, and its TLS material ([`tls`]: mTLS, a private CA). Every one is
+//! optional and absent means SPEC §3/§4 as before.
 //!
 //! Stores keep the options as one opaque document ([`DeliveryOptions::to_stored`])
 //! next to the endpoint's secret, and seal it at rest like the secret: secret
@@ -17,6 +18,8 @@ use serde_json::{Map, Value};
 use crate::FieldError;
 use crate::duration::{format_duration, parse_duration};
 use crate::retry::RetrySchedule;
+
+pub mod tls;
 
 /// Most custom headers an endpoint may have.
 pub const MAX_HEADERS: usize = 20;
@@ -112,6 +115,15 @@ pub struct DeliveryOptions {
     /// is set.
     #[serde(skip_serializing_if = "is_true")]
     pub egress_proxy: bool,
+    /// mTLS: the PEM certificate chain presented to the receiver…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// …and its PEM private key, never shown after it is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+    /// PEM CA certificates trusted in addition to the web PKI roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
 }
 
 impl Default for DeliveryOptions {
@@ -121,6 +133,9 @@ impl Default for DeliveryOptions {
             signature: SignatureScheme::Hmac,
             retry_schedule: None,
             egress_proxy: true,
+            client_cert: None,
+            client_key: None,
+            ca_cert: None,
         }
     }
 }
@@ -131,7 +146,15 @@ fn is_true(value: &bool) -> bool {
 }
 
 /// The option fields an API body may carry.
-pub const FIELDS: [&str; 4] = ["headers", "signature", "retry_schedule", "egress_proxy"];
+pub const FIELDS: [&str; 7] = [
+    "headers",
+    "signature",
+    "retry_schedule",
+    "egress_proxy",
+    "client_cert",
+    "client_key",
+    "ca_cert",
+];
 
 impl DeliveryOptions {
     /// No option set: deliveries as SPEC §3/§4 describe.
@@ -192,7 +215,70 @@ impl DeliveryOptions {
                 }
             };
         }
+        self.apply_tls_fields(fields)
+    }
+
+    /// `client_cert` + `client_key` (a new key may come alone for the
+    /// current certificate, a renewed certificate alone for the current
+    /// key; `client_cert: null` removes both) and `ca_cert`; the result is
+    /// checked as the attempts will use it.
+    fn apply_tls_fields(&mut self, fields: &Map<String, Value>) -> Result<(), FieldError> {
+        let pem = |field: &'static str, value: &Value| match value {
+            Value::String(text) => Ok(Some(text.clone())),
+            Value::Null => Ok(None),
+            _ => Err(FieldError::new(field, "must be a PEM string, or null")),
+        };
+        let cert = fields
+            .get("client_cert")
+            .map(|value| pem("client_cert", value))
+            .transpose()?;
+        let key = fields
+            .get("client_key")
+            .map(|value| pem("client_key", value))
+            .transpose()?;
+        match (cert, key) {
+            (None, None) => {}
+            (Some(None), _) => {
+                self.client_cert = None;
+                self.client_key = None;
+            }
+            (Some(Some(cert)), Some(Some(key))) => {
+                self.client_cert = Some(cert);
+                self.client_key = Some(key);
+            }
+            (Some(Some(cert)), None) if self.client_key.is_some() => self.client_cert = Some(cert),
+            (None, Some(Some(key))) if self.client_cert.is_some() => self.client_key = Some(key),
+            (Some(Some(_)), _) => {
+                return Err(FieldError::new(
+                    "client_key",
+                    "is required with client_cert",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(FieldError::new(
+                    "client_key",
+                    "needs a client_cert (give both; client_cert: null removes them)",
+                ));
+            }
+        }
+        if let Some(value) = fields.get("ca_cert") {
+            self.ca_cert = pem("ca_cert", value)?;
+        }
+        if self.client_cert.is_some() || self.ca_cert.is_some() {
+            self.tls_config()?;
+        }
         Ok(())
+    }
+
+    /// The rustls configuration of this endpoint's attempts; `None` when it
+    /// sets neither a client certificate nor a CA (the process's own
+    /// configuration serves it).
+    pub fn tls_config(&self) -> Result<Option<rustls::ClientConfig>, FieldError> {
+        if self.client_cert.is_none() && self.ca_cert.is_none() {
+            return Ok(None);
+        }
+        let client = self.client_cert.as_deref().zip(self.client_key.as_deref());
+        tls::client_config(client, self.ca_cert.as_deref()).map(Some)
     }
 
     /// The options as answers show them — only those set — secret header
@@ -228,6 +314,15 @@ impl DeliveryOptions {
         }
         if !self.egress_proxy {
             into.insert("egress_proxy".into(), Value::Bool(false));
+        }
+        if let Some(cert) = &self.client_cert {
+            into.insert("client_cert".into(), cert.clone().into());
+            if let Ok(expires_at) = tls::expires_at(cert) {
+                into.insert("client_cert_expires_at".into(), expires_at.into());
+            }
+        }
+        if let Some(ca) = &self.ca_cert {
+            into.insert("ca_cert".into(), ca.clone().into());
         }
     }
 }
@@ -414,171 +509,4 @@ fn parse_schedule(value: &Value) -> Result<Option<Vec<u64>>, FieldError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn applied(body: &Value) -> Result<DeliveryOptions, FieldError> {
-        let mut options = DeliveryOptions::default();
-        options.apply_fields(body.as_object().unwrap())?;
-        Ok(options)
-    }
-
-    #[test]
-    fn no_option_stores_nothing_and_reads_back_as_the_default() {
-        let options = applied(&json!({"url": "https://x"})).unwrap();
-        assert!(options.is_default());
-        assert_eq!(options.to_stored(), None);
-        assert_eq!(
-            DeliveryOptions::from_stored(Some("")).unwrap(),
-            DeliveryOptions::default()
-        );
-    }
-
-    #[test]
-    fn options_survive_the_store_and_show_without_secrets() {
-        let options = applied(&json!({
-            "headers": {"X-Tenant": "acme", "Authorization": "Bearer abc",
-                        "X-Api-Key": {"value": "k1", "secret": true}},
-            "signature": "both",
-            "retry_schedule": ["5s", "1m", "2h"],
-            "egress_proxy": false,
-        }))
-        .unwrap();
-        let stored = options.to_stored().unwrap();
-        assert_eq!(
-            DeliveryOptions::from_stored(Some(&stored)).unwrap(),
-            options
-        );
-        let mut shown = Map::new();
-        options.to_public(&mut shown);
-        let shown = Value::Object(shown);
-        assert_eq!(shown["headers"]["X-Tenant"], "acme");
-        assert_eq!(shown["headers"]["Authorization"], json!({"secret": true}));
-        assert_eq!(shown["headers"]["X-Api-Key"], json!({"secret": true}));
-        assert!(!shown.to_string().contains("abc") && !shown.to_string().contains("k1"));
-        assert_eq!(shown["retry_schedule"], json!(["5s", "1m", "2h"]));
-        assert_eq!(shown["signature"], "both");
-        assert_eq!(shown["egress_proxy"], false);
-        assert_eq!(options.schedule().unwrap().delays().len(), 3);
-    }
-
-    #[test]
-    fn a_secret_header_given_without_its_value_keeps_it() {
-        let mut options =
-            applied(&json!({"headers": {"X-Api-Key": {"value": "k1", "secret": true}}})).unwrap();
-        options
-            .apply_fields(
-                json!({"headers": {"x-api-key": {"secret": true}, "X-Other": "o"}})
-                    .as_object()
-                    .unwrap(),
-            )
-            .unwrap();
-        let kept = options
-            .headers
-            .iter()
-            .find(|h| h.name == "x-api-key")
-            .unwrap();
-        assert_eq!((kept.value.as_str(), kept.secret), ("k1", true));
-        assert_eq!(options.headers.len(), 2);
-        let error = applied(&json!({"headers": {"X-New": {"secret": true}}})).unwrap_err();
-        assert!(error.message.contains("no secret value to keep"), "{error}");
-    }
-
-    #[test]
-    fn left_out_fields_stay_and_null_restores_the_default() {
-        let mut options =
-            applied(&json!({"signature": "ed25519", "retry_schedule": ["1s"]})).unwrap();
-        options
-            .apply_fields(json!({"url": "https://x"}).as_object().unwrap())
-            .unwrap();
-        assert_eq!(options.signature, SignatureScheme::Ed25519);
-        options
-            .apply_fields(
-                json!({"signature": null, "retry_schedule": null})
-                    .as_object()
-                    .unwrap(),
-            )
-            .unwrap();
-        assert!(options.is_default());
-    }
-
-    #[test]
-    fn every_bad_option_names_its_field_and_why() {
-        let cases = [
-            (
-                json!({"headers": {"Content-Type": "text/plain"}}),
-                "headers",
-                "set by webhookd",
-            ),
-            (
-                json!({"headers": {"X-Webhook-Id": "1"}}),
-                "headers",
-                "set by webhookd",
-            ),
-            (
-                json!({"headers": {"webhook-signature": "1"}}),
-                "headers",
-                "set by webhookd",
-            ),
-            (
-                json!({"headers": {"Bad Name": "1"}}),
-                "headers",
-                "not a header name",
-            ),
-            (
-                json!({"headers": {"X-A": "a\r\nX-B: b"}}),
-                "headers",
-                "printable ASCII",
-            ),
-            (
-                json!({"headers": {"X-A": 1}}),
-                "headers",
-                "must be a string",
-            ),
-            (
-                json!({"headers": {"X-A": "1", "x-a": "2"}}),
-                "headers",
-                "given twice",
-            ),
-            (json!({"headers": []}), "headers", "must be an object"),
-            (json!({"signature": "rsa"}), "signature", "must be"),
-            (json!({"retry_schedule": []}), "retry_schedule", "1 to 20"),
-            (
-                json!({"retry_schedule": ["500ms"]}),
-                "retry_schedule",
-                "outside 1s",
-            ),
-            (
-                json!({"retry_schedule": ["2d"]}),
-                "retry_schedule",
-                "outside 1s",
-            ),
-            (
-                json!({"retry_schedule": ["soon"]}),
-                "retry_schedule",
-                "not a duration",
-            ),
-            (
-                json!({"retry_schedule": [5]}),
-                "retry_schedule",
-                "must be a string",
-            ),
-            (
-                json!({"egress_proxy": "no"}),
-                "egress_proxy",
-                "true or false",
-            ),
-        ];
-        for (body, field, words) in cases {
-            let error = applied(&body).unwrap_err();
-            assert_eq!(error.field, field, "{body}");
-            assert!(error.message.contains(words), "{body}: {error}");
-        }
-        let many: Map<String, Value> = (0..21)
-            .map(|i| (format!("X-H{i}"), Value::String("v".into())))
-            .collect();
-        let error = applied(&json!({ "headers": many })).unwrap_err();
-        assert!(error.message.contains("at most 20"), "{error}");
-    }
-}
+mod tests;
