@@ -30,6 +30,7 @@ pub const ENDPOINTS_AUTO_DISABLED: &str = "webhookd_endpoints_auto_disabled_tota
 pub const BUILD_INFO: &str = "webhookd_build_info";
 pub const LISTENER_REFUSED: &str = "webhookd_listener_refused_total";
 pub const QUOTA_REFUSED: &str = "webhookd_quota_refused_total";
+pub const CLIENT_CERT_EXPIRY: &str = "webhookd_client_certificate_expiry_timestamp_seconds";
 
 /// A per-tenant quota (SPEC §11), as metrics name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +235,11 @@ pub fn register(version: &'static str, rejection_codes: &[&'static str]) {
         "HTTP request latency, by route."
     );
     describe_gauge!(
+        CLIENT_CERT_EXPIRY,
+        "When the soonest-expiring client certificate this process presents (mTLS, SPEC §14) expires, unix seconds; +Inf while none."
+    );
+    gauge!(CLIENT_CERT_EXPIRY).set(f64::INFINITY);
+    describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label says which webhookd runs."
     );
@@ -281,6 +287,12 @@ pub fn attempt_finished(outcome: AttemptOutcome, reason: &'static str, duration:
 
 pub fn delivered_after(lag: Duration) {
     histogram!(DELIVERY_LAG).record(lag.as_secs_f64());
+}
+
+/// The soonest expiry (unix seconds) among the client certificates in use.
+pub fn client_certificate_expiry(soonest: i64) {
+    #[allow(clippy::cast_precision_loss)] // unix seconds fit an f64 exactly
+    gauge!(CLIENT_CERT_EXPIRY).set(soonest as f64);
 }
 
 pub fn attempts_in_flight(change: f64) {

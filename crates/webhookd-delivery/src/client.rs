@@ -86,7 +86,10 @@ impl DeliveryClient {
     /// One attempt: POST the stored body with the SPEC §3 headers, within
     /// the deadline for connect + TLS + send + response head.
     pub async fn send(&self, claim: &Claim) -> Response {
-        let prepared = match self.options.of(claim.options.as_deref()) {
+        let prepared = match self
+            .options
+            .of(&claim.delivery.endpoint_id, claim.options.as_deref())
+        {
             Ok(prepared) => prepared,
             Err(reason) => return Response::none(reason, None),
         };
@@ -140,7 +143,10 @@ impl DeliveryClient {
 
     /// The endpoint's own retry schedule (SPEC §14), if it has one.
     pub fn retry_schedule(&self, claim: &Claim) -> Option<RetrySchedule> {
-        let prepared = self.options.of(claim.options.as_deref()).ok()??;
+        let prepared = self
+            .options
+            .of(&claim.delivery.endpoint_id, claim.options.as_deref())
+            .ok()??;
         prepared.schedule.clone()
     }
 

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::{HeaderName, HeaderValue};
+use webhookd_core::telemetry;
 use webhookd_core::{DeliveryOptions, RetrySchedule};
 
 use crate::classify::Reason;
@@ -18,6 +19,8 @@ use crate::routes::{RouteBuilder, Routes};
 
 /// Documents kept per process (one per endpoint with options, at most).
 const CACHE_LIMIT: usize = 4096;
+/// A client certificate expiring within this is logged when prepared.
+const EXPIRY_WARNING_SECONDS: i64 = 30 * 86_400;
 
 /// One endpoint's options, ready for its attempts.
 #[derive(Debug)]
@@ -29,6 +32,8 @@ pub(crate) struct Prepared {
     pub(crate) schedule: Option<RetrySchedule>,
     /// Its own routes, over its TLS configuration; `None`: the process's.
     pub(crate) routes: Option<Routes>,
+    /// When its client certificate expires, unix seconds.
+    client_cert_expires_at: Option<i64>,
 }
 
 impl Prepared {
@@ -55,7 +60,12 @@ impl Prepared {
             tracing::error!(%error, "an endpoint's stored TLS material cannot be used");
             Reason::Tls
         })?;
+        let client_cert_expires_at = options
+            .client_cert
+            .as_deref()
+            .and_then(|cert| webhookd_core::delivery_options::tls::expires_at(cert).ok());
         Ok(Prepared {
+            client_cert_expires_at,
             routes: tls.map(|config| builder.build(Some(&config))),
             options,
             headers,
@@ -68,7 +78,14 @@ impl Prepared {
 #[derive(Debug)]
 pub(crate) struct OptionsCache {
     pub(crate) builder: RouteBuilder,
-    prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+    prepared: Mutex<Prepareds>,
+}
+
+#[derive(Debug, Default)]
+struct Prepareds {
+    by_document: HashMap<String, Arc<Prepared>>,
+    /// The soonest client certificate expiry among them (the metric).
+    soonest_expiry: Option<i64>,
 }
 
 impl OptionsCache {
@@ -82,19 +99,41 @@ impl OptionsCache {
     /// The prepared form of a claim's options; `None` when it has none.
     /// Options that cannot be used (a store holding what webhookd did not
     /// write) fail the attempt as `invalid_url`, the endpoint's own fault.
-    pub(crate) fn of(&self, stored: Option<&str>) -> Result<Option<Arc<Prepared>>, Reason> {
+    pub(crate) fn of(
+        &self,
+        endpoint_id: &str,
+        stored: Option<&str>,
+    ) -> Result<Option<Arc<Prepared>>, Reason> {
         let Some(stored) = stored else {
             return Ok(None);
         };
         let mut prepared = self.prepared.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = prepared.get(stored) {
+        if let Some(found) = prepared.by_document.get(stored) {
             return Ok(Some(Arc::clone(found)));
         }
         let fresh = Arc::new(Prepared::new(stored, &self.builder)?);
-        if prepared.len() >= CACHE_LIMIT {
-            prepared.clear();
+        if prepared.by_document.len() >= CACHE_LIMIT {
+            *prepared = Prepareds::default();
         }
-        prepared.insert(stored.to_owned(), Arc::clone(&fresh));
+        if let Some(expires_at) = fresh.client_cert_expires_at {
+            let left = expires_at - webhookd_core::time::unix_seconds();
+            if left < EXPIRY_WARNING_SECONDS {
+                tracing::warn!(
+                    %endpoint_id,
+                    expires_at,
+                    days_left = left / 86_400,
+                    "an endpoint's client certificate expires soon (or has); its owner should replace it"
+                );
+            }
+            let soonest = prepared
+                .soonest_expiry
+                .map_or(expires_at, |soonest| soonest.min(expires_at));
+            prepared.soonest_expiry = Some(soonest);
+            telemetry::client_certificate_expiry(soonest);
+        }
+        prepared
+            .by_document
+            .insert(stored.to_owned(), Arc::clone(&fresh));
         Ok(Some(fresh))
     }
 }
