@@ -2,7 +2,9 @@
 //! with `WEBHOOKD_ENCRYPTION_KEY`; a key rotation re-seals them and
 //! deliveries keep verifying with the same secret; a wrong key stops the
 //! start with a message naming the variable; without a key the store makes
-//! its own key file, mode 0600.
+//! its own key file, mode 0600. What an endpoint's delivery options hold
+//! that is secret (SPEC §14: a secret header's value, a client key) is
+//! sealed with them, and never answered.
 
 // In tests a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
@@ -92,20 +94,55 @@ fn secrets_are_sealed_rotate_with_the_key_and_a_wrong_key_stops_the_start() {
     let (old, new) = (EncryptionKey::generate(), EncryptionKey::generate());
 
     let server = serve(&store, Some(&old.to_base64()));
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(vec!["webhookd.example".into()])
+        .unwrap()
+        .self_signed(&client_key)
+        .unwrap()
+        .pem();
+    let client_key = client_key.serialize_pem();
+    // The key's base64 body: what a dump would show of it.
+    let key_body = client_key.lines().nth(1).unwrap().to_owned();
+    let header_secret = "hdr-4d2c9a7e1f";
     let created: Value = reqwest::blocking::Client::new()
         .post(format!("{}/v2/endpoint", server.base))
         .header("x-api-key", &key)
-        .body(json!({"url": receiver.url, "events": ["generated_video_success"]}).to_string())
+        .body(
+            json!({
+                "url": receiver.url,
+                "events": ["generated_video_success"],
+                "headers": {"X-Api-Key": {"value": header_secret, "secret": true}},
+                "client_cert": client_cert,
+                "client_key": client_key,
+            })
+            .to_string(),
+        )
         .send()
         .unwrap()
         .json()
         .unwrap();
+    let answered = created.to_string();
+    assert!(
+        !answered.contains(header_secret) && !answered.contains(&key_body),
+        "{answered}"
+    );
     let secret = created["data"]["secret"].as_str().unwrap().to_owned();
     delivers_signed_with(&runtime, &server, &receiver, &secret);
-    assert!(
-        !contains(&database_bytes(&dir), &secret),
-        "the secret is in the file"
+    assert_eq!(
+        receiver.received().last().unwrap().headers["x-api-key"],
+        header_secret
     );
+    let nothing_in_the_file = || {
+        let bytes = database_bytes(&dir);
+        for (what, value) in [
+            ("the secret", secret.as_str()),
+            ("the secret header", header_secret),
+            ("the client key", key_body.as_str()),
+        ] {
+            assert!(!contains(&bytes, value), "{what} is in the file");
+        }
+    };
+    nothing_in_the_file();
     let sealed_with = |key: &EncryptionKey| {
         contains(
             &database_bytes(&dir),
@@ -165,7 +202,10 @@ fn secrets_are_sealed_rotate_with_the_key_and_a_wrong_key_stops_the_start() {
         .json()
         .unwrap();
     assert_eq!(listed["data"]["endpoints"][0]["secret"], secret.as_str());
+    let answered = listed.to_string();
+    assert!(!answered.contains(header_secret) && !answered.contains(&key_body));
     stop(server);
+    nothing_in_the_file();
 
     // Only the old key: the start fails, saying which variable and key.
     let mut command = webhookd(&store);
