@@ -8,6 +8,7 @@
 //! whose secret was shown to ed25519 alone replaces the secret at once.
 
 use serde_json::{Map, Value};
+use webhookd_core::endpoint::UrlRules;
 use webhookd_core::signer;
 use webhookd_core::{DeliveryOptions, Endpoint, FieldError, SignatureScheme};
 
@@ -54,14 +55,21 @@ pub fn touches_options(fields: &Map<String, Value>) -> bool {
         .any(|field| fields.contains_key(*field))
 }
 
-/// `current` with the body's option fields applied.
+/// `current` with the body's option fields applied; an OAuth2 token URL is
+/// held to the rules endpoint URLs are (https, no blocked literal IP).
 pub fn changed_options(
     current: &DeliveryOptions,
     fields: &Map<String, Value>,
+    rules: &UrlRules,
 ) -> Result<DeliveryOptions, ApiError> {
     let mut options = current.clone();
     options
         .apply_fields(fields)
         .map_err(|error: FieldError| ApiError::BadRequest(error.to_string()))?;
+    if let Some(oauth2) = options.oauth2.as_mut() {
+        oauth2.token_url = rules.normalise(&oauth2.token_url).map_err(|error| {
+            ApiError::BadRequest(format!("oauth2: token_url {}", error.message))
+        })?;
+    }
     Ok(options)
 }

@@ -65,7 +65,7 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let fields = json_object(&body_bytes(body)?)?;
-    let options = changed_options(&DeliveryOptions::default(), &fields)?;
+    let options = changed_options(&DeliveryOptions::default(), &fields, &state.url_rules)?;
     let spec = parse_spec(fields, &state)?;
     let endpoint = Endpoint {
         endpoint_id: ids::new_endpoint_id(),
@@ -158,7 +158,7 @@ pub async fn update(
             .ok_or_else(|| not_found(&endpoint_id))?;
         let current = options_of(&current);
         signed_alone_before = current.signature == SignatureScheme::Ed25519;
-        Some(changed_options(&current, &fields)?)
+        Some(changed_options(&current, &fields, &state.url_rules)?)
     } else {
         None
     };

@@ -40,6 +40,9 @@ pub enum Reason {
     /// (SPEC §14): not the receiver's failure, so it leaves the
     /// endpoint's failure streak alone.
     Proxy,
+    /// The endpoint's OAuth2 token could not be had (SPEC §14): its token
+    /// endpoint failed, refused or answered nonsense.
+    AuthToken,
 }
 
 impl Reason {
@@ -61,6 +64,7 @@ impl Reason {
             Reason::BlockedAddress => "blocked_address",
             Reason::InvalidUrl => "invalid_url",
             Reason::Proxy => "proxy",
+            Reason::AuthToken => "auth_token",
         }
     }
 }
@@ -229,6 +233,7 @@ mod tests {
             Reason::Connect,
             Reason::Tls,
             Reason::Protocol,
+            Reason::AuthToken,
         ] {
             assert_eq!(
                 classify(Observed::NoResponse(reason)),

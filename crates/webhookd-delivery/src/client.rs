@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http_body_util::{BodyExt as _, Full};
 use webhookd_core::address::AddressPolicy;
 use webhookd_core::retry::parse_retry_after;
@@ -83,8 +83,9 @@ impl DeliveryClient {
         })
     }
 
-    /// One attempt: POST the stored body with the SPEC §3 headers, within
-    /// the deadline for connect + TLS + send + response head.
+    /// One attempt: POST the stored body with the SPEC §3 headers (and
+    /// the endpoint's own, §14), within the deadline for connect + TLS +
+    /// send + response head — an OAuth2 token fetch included.
     pub async fn send(&self, claim: &Claim) -> Response {
         let prepared = match self
             .options
@@ -94,46 +95,64 @@ impl DeliveryClient {
             Err(reason) => return Response::none(reason, None),
         };
         let prepared = prepared.as_deref();
-        let (request, mut signing) = match self.request(claim, prepared) {
-            Ok(built) => built,
-            Err(reason) => return Response::none(reason, None),
-        };
         let routes = prepared
             .and_then(|prepared| prepared.routes.as_ref())
             .unwrap_or(&self.routes);
         let through_proxy =
             routes.has_proxy() && prepared.is_none_or(|prepared| prepared.options.egress_proxy);
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut sent =
-            tokio::time::timeout_at(deadline, routes.request(through_proxy, false, request)).await;
-        if let Ok(Err(error)) = &sent
-            && failed_on_a_reused_connection(error)
-            && let Ok((again, signed_again)) = self.request(claim, prepared)
-        {
-            // Not an attempt: the receiver had closed the idle connection.
-            tracing::debug!(delivery_id = %claim.delivery.delivery_id, "a reused connection was closed under the request; sending it again on a fresh one");
-            signing = signed_again;
-            sent =
-                tokio::time::timeout_at(deadline, routes.request(through_proxy, true, again)).await;
-        }
-        let response = match sent {
-            Err(_) => return Response::none(Reason::Timeout, Some(signing)),
-            Ok(Err(error)) => {
-                let reason = transport_reason(&error, through_proxy);
-                return Response::none(reason, Some(signing));
-            }
-            Ok(Ok(response)) => response,
+        let oauth2 = prepared.and_then(|prepared| prepared.oauth2.as_ref());
+        let token = match oauth2 {
+            None => None,
+            Some(source) => match source
+                .authorization(routes, through_proxy, deadline, &claim.delivery.endpoint_id)
+                .await
+            {
+                Ok(token) => Some(token),
+                Err(reason) => return Response::none(reason, None),
+            },
         };
-        if let Some(uses) = Uses::of(response.extensions()) {
+        let send = |token: Option<HeaderValue>| Exchange {
+            client: self,
+            claim,
+            prepared,
+            routes,
+            through_proxy,
+            token,
+            deadline,
+        };
+        let (mut sent, mut signing) = match send(token.clone()).run().await {
+            Ok(sent) => sent,
+            Err(response) => return response,
+        };
+        // A token the receiver refuses may have been revoked before its
+        // time: one new token, one more try (SPEC §14).
+        if let (Some(source), Some(used)) = (oauth2, &token)
+            && sent.status() == http::StatusCode::UNAUTHORIZED
+        {
+            source.forget(used).await;
+            let fresh = match source
+                .authorization(routes, through_proxy, deadline, &claim.delivery.endpoint_id)
+                .await
+            {
+                Ok(fresh) => fresh,
+                Err(reason) => return Response::none(reason, Some(signing)),
+            };
+            (sent, signing) = match send(Some(fresh)).run().await {
+                Ok(sent) => sent,
+                Err(response) => return response,
+            };
+        }
+        if let Some(uses) = Uses::of(sent.extensions()) {
             uses.answered();
         }
-        let code = response.status().as_u16();
-        let retry_after = response
+        let code = sent.status().as_u16();
+        let retry_after = sent
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| parse_retry_after(value, SystemTime::now()));
-        let excerpt = read_excerpt(response.into_body()).await;
+        let excerpt = read_excerpt(sent.into_body()).await;
         Response {
             observed: Observed::Status { code, retry_after },
             excerpt,
@@ -200,6 +219,56 @@ impl DeliveryClient {
             .body(Full::new(body))
             .map_err(|_| Reason::InvalidUrl)?;
         Ok((request, signing))
+    }
+}
+
+/// One request of an attempt and what came back: sent again on a fresh
+/// connection when a pooled one turns out closed by the receiver (not an
+/// attempt), within the attempt's deadline.
+struct Exchange<'a> {
+    client: &'a DeliveryClient,
+    claim: &'a Claim,
+    prepared: Option<&'a Prepared>,
+    routes: &'a Routes,
+    through_proxy: bool,
+    /// `Authorization` (an OAuth2 bearer token).
+    token: Option<HeaderValue>,
+    deadline: tokio::time::Instant,
+}
+
+impl Exchange<'_> {
+    async fn run(self) -> Result<(http::Response<hyper::body::Incoming>, Signing), Response> {
+        let build = || {
+            let (mut request, signing) = self.client.request(self.claim, self.prepared)?;
+            if let Some(token) = &self.token {
+                request.headers_mut().insert(AUTHORIZATION, token.clone());
+            }
+            Ok::<_, Reason>((request, signing))
+        };
+        let (request, mut signing) = build().map_err(|reason| Response::none(reason, None))?;
+        let deadline = self.deadline;
+        let through_proxy = self.through_proxy;
+        let mut sent =
+            tokio::time::timeout_at(deadline, self.routes.request(through_proxy, false, request))
+                .await;
+        if let Ok(Err(error)) = &sent
+            && failed_on_a_reused_connection(error)
+            && let Ok((again, signed_again)) = build()
+        {
+            tracing::debug!(delivery_id = %self.claim.delivery.delivery_id, "a reused connection was closed under the request; sending it again on a fresh one");
+            signing = signed_again;
+            sent =
+                tokio::time::timeout_at(deadline, self.routes.request(through_proxy, true, again))
+                    .await;
+        }
+        match sent {
+            Err(_) => Err(Response::none(Reason::Timeout, Some(signing))),
+            Ok(Err(error)) => Err(Response::none(
+                transport_reason(&error, through_proxy),
+                Some(signing),
+            )),
+            Ok(Ok(response)) => Ok((response, signing)),
+        }
     }
 }
 

@@ -10,12 +10,13 @@
 //! sending slot a worker passes on may have lapsed in the store),
 //! `on_the_way` (claims a lane's slots are kept for), `recorder` (attempts
 //! written back in batches), `options` (each endpoint's delivery options,
-//! SPEC §14, prepared once per change).
+//! SPEC §14, prepared once per change), `oauth2` (receivers' bearer tokens).
 
 pub mod classify;
 pub mod client;
 pub mod engine;
 mod health;
+mod oauth2;
 mod on_the_way;
 mod options;
 mod recorder;

@@ -15,6 +15,7 @@ use webhookd_core::telemetry;
 use webhookd_core::{DeliveryOptions, RetrySchedule};
 
 use crate::classify::Reason;
+use crate::oauth2::TokenSource;
 use crate::routes::{RouteBuilder, Routes};
 
 /// Documents kept per process (one per endpoint with options, at most).
@@ -34,6 +35,8 @@ pub(crate) struct Prepared {
     pub(crate) routes: Option<Routes>,
     /// When its client certificate expires, unix seconds.
     client_cert_expires_at: Option<i64>,
+    /// Its OAuth2 token source, and the token it caches.
+    pub(crate) oauth2: Option<TokenSource>,
 }
 
 impl Prepared {
@@ -64,7 +67,13 @@ impl Prepared {
             .client_cert
             .as_deref()
             .and_then(|cert| webhookd_core::delivery_options::tls::expires_at(cert).ok());
+        let oauth2 = options
+            .oauth2
+            .as_ref()
+            .map(|settings| TokenSource::new(settings, &builder.policy))
+            .transpose()?;
         Ok(Prepared {
+            oauth2,
             client_cert_expires_at,
             routes: tls.map(|config| builder.build(Some(&config))),
             options,

@@ -61,15 +61,19 @@ on_both_stores!(
     deliveries_go_through_the_egress_proxy_and_its_failures_spare_the_endpoint,
     an_endpoints_own_headers_schedule_and_egress_go_with_its_attempts,
     only_the_endpoint_with_the_ca_and_its_client_certificate_gets_through,
+    oauth2_tokens_are_cached_refreshed_once_on_401_and_their_failure_is_auth_token,
 );
 
 #[path = "delivery/egress.rs"]
 mod egress;
+#[path = "delivery/oauth2.rs"]
+mod oauth2;
 #[path = "delivery/options.rs"]
 mod options;
 #[path = "delivery/tls.rs"]
 mod tls;
 use egress::*;
+use oauth2::*;
 use options::*;
 use tls::*;
 

@@ -124,7 +124,27 @@ pub struct DeliveryOptions {
     /// PEM CA certificates trusted in addition to the web PKI roots.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<String>,
+    /// A bearer token from this OAuth2 client credentials grant on every
+    /// attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2>,
 }
+
+/// OAuth2 client credentials (RFC 6749 §4.4) for an endpoint's receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuth2 {
+    pub token_url: String,
+    pub client_id: String,
+    /// Never shown after it is set.
+    pub client_secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+/// Most bytes of an OAuth2 text field.
+const MAX_OAUTH2_FIELD: usize = 2048;
 
 impl Default for DeliveryOptions {
     fn default() -> Self {
@@ -136,6 +156,7 @@ impl Default for DeliveryOptions {
             client_cert: None,
             client_key: None,
             ca_cert: None,
+            oauth2: None,
         }
     }
 }
@@ -146,7 +167,7 @@ fn is_true(value: &bool) -> bool {
 }
 
 /// The option fields an API body may carry.
-pub const FIELDS: [&str; 7] = [
+pub const FIELDS: [&str; 8] = [
     "headers",
     "signature",
     "retry_schedule",
@@ -154,6 +175,7 @@ pub const FIELDS: [&str; 7] = [
     "client_cert",
     "client_key",
     "ca_cert",
+    "oauth2",
 ];
 
 impl DeliveryOptions {
@@ -215,7 +237,22 @@ impl DeliveryOptions {
                 }
             };
         }
-        self.apply_tls_fields(fields)
+        self.apply_tls_fields(fields)?;
+        if let Some(value) = fields.get("oauth2") {
+            self.oauth2 = parse_oauth2(value, self.oauth2.as_ref())?;
+        }
+        if self.oauth2.is_some()
+            && self
+                .headers
+                .iter()
+                .any(|header| header.name.eq_ignore_ascii_case("authorization"))
+        {
+            return Err(FieldError::new(
+                "headers",
+                "Authorization comes from oauth2 on this endpoint; remove one of them",
+            ));
+        }
+        Ok(())
     }
 
     /// `client_cert` + `client_key` (a new key may come alone for the
@@ -324,7 +361,66 @@ impl DeliveryOptions {
         if let Some(ca) = &self.ca_cert {
             into.insert("ca_cert".into(), ca.clone().into());
         }
+        if let Some(oauth2) = &self.oauth2 {
+            let mut shown = Map::new();
+            shown.insert("token_url".into(), oauth2.token_url.clone().into());
+            shown.insert("client_id".into(), oauth2.client_id.clone().into());
+            for (name, value) in [("scope", &oauth2.scope), ("audience", &oauth2.audience)] {
+                if let Some(value) = value {
+                    shown.insert(name.into(), value.clone().into());
+                }
+            }
+            into.insert("oauth2".into(), Value::Object(shown));
+        }
     }
+}
+
+/// `{"token_url", "client_id", "client_secret", "scope"?, "audience"?}`;
+/// `client_secret` may be left out to keep the current one. The URL's
+/// shape is checked here; the API holds it to the endpoint URL rules.
+fn parse_oauth2(value: &Value, current: Option<&OAuth2>) -> Result<Option<OAuth2>, FieldError> {
+    let error = |message: &str| FieldError::new("oauth2", message.to_owned());
+    let fields = match value {
+        Value::Null => return Ok(None),
+        Value::Object(fields) => fields,
+        _ => {
+            return Err(error(
+                "must be an object {\"token_url\", \"client_id\", \"client_secret\", \"scope\"?, \"audience\"?}, or null",
+            ));
+        }
+    };
+    let text = |name: &str, required: bool| -> Result<Option<String>, FieldError> {
+        match fields.get(name) {
+            None | Some(Value::Null) if !required => Ok(None),
+            Some(Value::String(text)) if !text.is_empty() && text.len() <= MAX_OAUTH2_FIELD => {
+                Ok(Some(text.clone()))
+            }
+            None | Some(Value::Null) => Err(error(&format!("{name} is required"))),
+            Some(_) => Err(error(&format!(
+                "{name} must be a string of 1 to {MAX_OAUTH2_FIELD} bytes"
+            ))),
+        }
+    };
+    let token_url = text("token_url", true)?.unwrap_or_default();
+    let parsed =
+        url::Url::parse(&token_url).map_err(|_| error("token_url is not an absolute URL"))?;
+    if !matches!(parsed.scheme(), "https" | "http") || parsed.host().is_none() {
+        return Err(error("token_url must be an https URL with a host"));
+    }
+    let client_id = text("client_id", true)?.unwrap_or_default();
+    let client_secret = match text("client_secret", false)? {
+        Some(secret) => secret,
+        None => current
+            .map(|current| current.client_secret.clone())
+            .ok_or_else(|| error("client_secret is required"))?,
+    };
+    Ok(Some(OAuth2 {
+        token_url,
+        client_id,
+        client_secret,
+        scope: text("scope", false)?,
+        audience: text("audience", false)?,
+    }))
 }
 
 fn signature_error() -> FieldError {

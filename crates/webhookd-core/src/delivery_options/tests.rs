@@ -226,3 +226,78 @@ fn a_client_key_needs_its_certificate() {
     let error = applied(&json!({"ca_cert": 5})).unwrap_err();
     assert_eq!(error.field, "ca_cert");
 }
+
+#[test]
+fn oauth2_shows_without_its_secret_and_keeps_it_when_left_out() {
+    let mut options = applied(&json!({"oauth2": {
+        "token_url": "https://auth.example/token", "client_id": "webhookd",
+        "client_secret": "cs-81f3", "scope": "hooks:write"}}))
+    .unwrap();
+    let mut shown = Map::new();
+    options.to_public(&mut shown);
+    assert_eq!(
+        shown["oauth2"],
+        json!({"token_url": "https://auth.example/token", "client_id": "webhookd", "scope": "hooks:write"})
+    );
+    options
+        .apply_fields(
+            json!({"oauth2": {"token_url": "https://auth.example/v2/token", "client_id": "webhookd"}})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+    let oauth2 = options.oauth2.as_ref().unwrap();
+    assert_eq!(
+        (oauth2.token_url.as_str(), oauth2.client_secret.as_str()),
+        ("https://auth.example/v2/token", "cs-81f3")
+    );
+    assert_eq!(
+        oauth2.scope, None,
+        "the object replaces the old one, but its secret"
+    );
+    let stored = options.to_stored().unwrap();
+    assert_eq!(
+        DeliveryOptions::from_stored(Some(&stored)).unwrap(),
+        options
+    );
+}
+
+#[test]
+fn bad_oauth2_settings_name_what_to_fix() {
+    let cases = [
+        (json!({"oauth2": "token"}), "must be an object"),
+        (
+            json!({"oauth2": {"client_id": "a", "client_secret": "b"}}),
+            "token_url is required",
+        ),
+        (
+            json!({"oauth2": {"token_url": "ftp://x/t", "client_id": "a", "client_secret": "b"}}),
+            "https URL",
+        ),
+        (
+            json!({"oauth2": {"token_url": "https://x/t", "client_secret": "b"}}),
+            "client_id is required",
+        ),
+        (
+            json!({"oauth2": {"token_url": "https://x/t", "client_id": "a"}}),
+            "client_secret is required",
+        ),
+        (
+            json!({"oauth2": {"token_url": "https://x/t", "client_id": "a", "client_secret": "b", "scope": 1}}),
+            "scope must be",
+        ),
+    ];
+    for (body, words) in cases {
+        let error = applied(&body).unwrap_err();
+        assert_eq!(error.field, "oauth2");
+        assert!(error.message.contains(words), "{body}: {error}");
+    }
+    let error = applied(&json!({
+        "headers": {"Authorization": "Bearer x"},
+        "oauth2": {"token_url": "https://x/t", "client_id": "a", "client_secret": "b"}}))
+    .unwrap_err();
+    assert!(
+        error.message.contains("Authorization comes from oauth2"),
+        "{error}"
+    );
+}

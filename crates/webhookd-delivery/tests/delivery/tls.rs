@@ -107,7 +107,11 @@ async fn mtls_receiver(server_ca: &Authority, client_ca: &Authority) -> (String,
     (url, answered)
 }
 
-async fn with_options(store: &Arc<dyn Store>, url: &str, options: &DeliveryOptions) -> Endpoint {
+pub(crate) async fn with_options(
+    store: &Arc<dyn Store>,
+    url: &str,
+    options: &DeliveryOptions,
+) -> Endpoint {
     let created = endpoint(store, url).await;
     let spec = EndpointSpec {
         url: created.url.clone(),
@@ -124,7 +128,7 @@ async fn with_options(store: &Arc<dyn Store>, url: &str, options: &DeliveryOptio
 }
 
 /// The reason of the endpoint's first attempt, once there is one.
-async fn first_reason(store: &Arc<dyn Store>, endpoint: &Endpoint) -> String {
+pub(crate) async fn first_reason(store: &Arc<dyn Store>, endpoint: &Endpoint) -> String {
     let pending = wait_for_status(store, endpoint, DeliveryStatus::Pending, 1).await;
     for _ in 0..500 {
         let (_, attempts) = store
