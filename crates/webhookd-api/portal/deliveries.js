@@ -49,6 +49,7 @@ export const REASONS = {
   blocked_address: "Blocked address",
   invalid_url: "Invalid URL",
   proxy: "Egress proxy failed",
+  auth_token: "No OAuth2 token",
 };
 
 export const STATUS_LABELS = { failed: "Failed", pending: "Pending", delivered: "Delivered" };

@@ -89,6 +89,7 @@ on_both_stores!(
     delivery_options_are_set_kept_shown_without_secrets_and_removed,
     an_endpoint_signing_with_ed25519_alone_never_shows_its_secret,
     bad_delivery_options_are_40000_and_name_the_field,
+    tls_material_and_oauth2_are_taken_and_their_secrets_never_answered,
 );
 
 mod catalog;

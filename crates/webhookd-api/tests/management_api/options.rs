@@ -175,3 +175,91 @@ pub(super) async fn bad_delivery_options_are_40000_and_name_the_field(api: Api) 
     let (_, listed) = api.call(Method::GET, "/v2/endpoints", None).await;
     assert_eq!(listed["data"]["endpoints"], json!([]), "nothing created");
 }
+
+/// mTLS material and OAuth2 credentials (SPEC §14): the key and the client
+/// secret are taken, kept by an update that leaves them out, and never
+/// answered; what does not fit is a 40000 naming the field.
+pub(super) async fn tls_material_and_oauth2_are_taken_and_their_secrets_never_answered(api: Api) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["webhookd.example".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap()
+        .pem();
+    let key = key.serialize_pem();
+    let key_body = key.lines().nth(1).unwrap().to_owned();
+    let created = api
+        .create(with(&json!({
+            "client_cert": cert,
+            "client_key": key,
+            "ca_cert": cert,
+            "oauth2": {"token_url": "https://auth.example.com/token", "client_id": "webhookd",
+                       "client_secret": "cs-0b7e", "scope": "hooks"},
+        })))
+        .await;
+    let answered = created.to_string();
+    assert!(
+        !answered.contains(&key_body) && !answered.contains("cs-0b7e"),
+        "{answered}"
+    );
+    assert_eq!(created["client_cert"], cert.as_str());
+    assert!(created["client_cert_expires_at"].as_i64().unwrap() > 1_700_000_000);
+    assert_eq!(created["ca_cert"], cert.as_str());
+    assert_eq!(
+        created["oauth2"],
+        json!({"token_url": "https://auth.example.com/token", "client_id": "webhookd", "scope": "hooks"})
+    );
+    let id = created["endpoint_id"].as_str().unwrap();
+    let path = format!("/v2/endpoint/{id}");
+    let (status, kept) = api
+        .call(
+            Method::PUT,
+            &path,
+            Some(with(&json!({"oauth2": {"token_url": "https://auth.example.com/v2/token", "client_id": "webhookd"}}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    let stored = api
+        .store
+        .get_endpoint("johndoe", id)
+        .await
+        .unwrap()
+        .unwrap();
+    let options = stored.options.unwrap();
+    assert!(options.contains("cs-0b7e") && options.contains(&key_body));
+
+    let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let cases = [
+        (json!({"client_cert": cert}), "client_key"),
+        (
+            json!({"client_cert": cert, "client_key": other_key}),
+            "client_key",
+        ),
+        (
+            json!({"client_cert": "not a certificate", "client_key": key}),
+            "client_cert",
+        ),
+        (
+            json!({"ca_cert": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}),
+            "ca_cert",
+        ),
+        (
+            json!({"oauth2": {"token_url": "http://auth.example.com/t", "client_id": "a", "client_secret": "b"}}),
+            "token_url",
+        ),
+        (
+            json!({"oauth2": {"token_url": "https://10.0.0.1/t", "client_id": "a", "client_secret": "b"}}),
+            "token_url",
+        ),
+        (
+            json!({"oauth2": {"token_url": "https://auth.example.com/t", "client_id": "a"}}),
+            "client_secret",
+        ),
+    ];
+    for (options, words) in cases {
+        let response = api
+            .call(Method::POST, "/v2/endpoint", Some(with(&options)))
+            .await;
+        assert_error(&response, StatusCode::BAD_REQUEST, 40000, words);
+    }
+}
