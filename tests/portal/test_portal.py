@@ -276,6 +276,45 @@ def admin(base_url, admin_token, method, path, body):
     return envelope.get("data")
 
 
+def create_endpoint(base_url, api_key, body):
+    request = urllib.request.Request(
+        f"{base_url}/v2/endpoint",
+        data=json.dumps(body).encode(),
+        headers={"x-api-key": api_key, "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        envelope = json.load(answer)
+    assert envelope.get("code") == 0, envelope
+    return envelope["data"]
+
+
+def client_certificate(days):
+    """A self-signed client certificate valid for `days` more days, and its key (PEM)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webhookd client")])
+    now = datetime.utcnow()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+
+
 def add_user(base_url, admin_token, username):
     request = urllib.request.Request(
         f"{base_url}/internal/users",
@@ -547,6 +586,63 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         assert rotated.startswith("whsec_") and rotated != secret
         expect(page.get_by_text("Rotation in progress")).to_be_visible()
         check_clean("rotate")
+
+        # ---- delivery options (SPEC §14)
+        step("Edit → Delivery options: both signatures, a retry schedule, a header and a secret one")
+        button("Edit").click()
+        edit = page.get_by_role("dialog", name="Edit endpoint")
+        edit.get_by_text("Delivery options", exact=True).click()
+        edit.get_by_label("Signature", exact=True).select_option("both")
+        # As short as the service's ("1s"): the recover step below waits for a death.
+        edit.get_by_label("Retry schedule", exact=True).fill("1s")
+        for name, value, secret_value in (("X-Tenant", "acme", False), ("X-Api-Key", "k-portal-1", True)):
+            button("Add header").click()
+            row = edit.locator(".header-row").last
+            row.get_by_label("Header name").fill(name)
+            row.get_by_label("Header value").fill(value)
+            if secret_value:
+                row.get_by_label("Secret").check()
+        shot("08b-options-dialog", full_page=False)
+        button("Save").click()
+        expect(edit).to_be_hidden()
+        card = page.get_by_role("region", name="Delivery options")
+        expect(card.get_by_text("HMAC-SHA256 and ed25519")).to_be_visible()
+        expect(card.locator("#ep-public-key")).to_have_text(re.compile(r"^whpk_"))
+        # Mid-rotation: the previous key signs as well, and is shown.
+        expect(card.get_by_text("The previous key signs too")).to_be_visible()
+        expect(card.get_by_text("1s (2 attempts)")).to_be_visible()
+        expect(card.get_by_text("acme")).to_be_visible()
+        expect(card.get_by_text("secret, hidden")).to_be_visible()
+        assert "k-portal-1" not in page.content(), "a secret header value is in the page"
+        sent_before = receiver.count("/hook")
+        button("Send test event").click()
+        receiver.wait_for("/hook", sent_before + 1)
+        last = receiver.received("/hook")[-1]["headers"]
+        assert last.get("x-tenant") == "acme" and last.get("x-api-key") == "k-portal-1", last
+        assert "v1a," in last.get("webhook-signature", ""), last
+        check_clean("delivery options")
+        shot("08-delivery-options")
+
+        step("an endpoint whose client certificate expires in 10 days is flagged")
+        cert, key = client_certificate(10)
+        expiring = create_endpoint(
+            api_url,
+            api_key,
+            {"url": f"{receiver.url}/mtls", "events": [EVENT_A], "signature": "ed25519",
+             "client_cert": cert, "client_key": key},
+        )
+        # Made through the API: the page learns of it on a reload.
+        page.goto(f"{base_url}/portal#/endpoints/{expiring['endpoint_id']}")
+        page.reload()
+        expect(page.get_by_text("The client certificate expires soon.")).to_be_visible()
+        expect(page.get_by_text("renew", exact=True)).to_be_visible()
+        # ed25519 alone: no secret to show, the public key instead.
+        expect(page.get_by_role("textbox", name="Signing secret", exact=True)).to_be_hidden()
+        expect(page.get_by_text("This endpoint signs with ed25519 only")).to_be_visible()
+        check_clean("expiring certificate")
+        shot("08c-certificate-expiring")
+        page.go_back()
+        expect(page.get_by_role("heading", name=hook)).to_be_visible()
 
         # ---- recover
         step("a dead delivery, then Recover since an hour ago: counted and re-sent")

@@ -13,6 +13,7 @@ import * as catalog from "./catalog.js";
 import * as deliveries from "./deliveries.js";
 import * as delivery from "./delivery.js";
 import * as endpointForm from "./endpoint_form.js";
+import * as options from "./options.js";
 import * as routes from "./routes.js";
 import {
   $, busy, closeDialog, fromLocalInput, h, icon, localTime, openDialog, relative, replace,
@@ -467,7 +468,7 @@ function renderDetail() {
   const toggle = $("#ep-toggle");
   replace(toggle, icon("power"), endpoint.status === "enabled" ? "Disable" : "Enable");
 
-  replace($("#ep-alerts"), endpointAlerts(endpoint));
+  replace($("#ep-alerts"), endpointAlerts(endpoint), options.certificateAlert(endpoint));
 
   replace(
     $("#ep-overview"),
@@ -484,6 +485,7 @@ function renderDetail() {
   );
 
   renderSecret(endpoint);
+  options.renderCard(endpoint);
 
   const select = $("#test-event");
   const previous = select.value;
@@ -544,12 +546,41 @@ function endpointAlerts(endpoint) {
 const SECRET_MASK = `whsec_${"•".repeat(32)}`;
 
 function renderSecret(endpoint) {
+  // ed25519 alone: the API never answers the secret its key derives from.
+  const keyOnly = !endpoint.secret;
+  $("#ep-secret-field").hidden = keyOnly;
+  $("#h-secret").textContent = keyOnly ? "Signing key" : "Signing secret";
+  replace(
+    $("#ep-secret-about"),
+    keyOnly
+      ? [
+          "This endpoint signs with ed25519 only: receivers verify ",
+          h("code", {}, "webhook-signature"),
+          " with its public key (under Delivery options). The secret the key comes from is never shown; rotating replaces both.",
+        ]
+      : ["Verify the ", h("code", {}, "X-Webhook-Signature"), " header of each delivery with this secret."],
+  );
   // Hidden means not in the page at all: the field shows a mask until
   // Reveal (and is no password field, so no password manager offers to keep it).
-  $("#ep-secret").value = state.revealed ? endpoint.secret : SECRET_MASK;
+  $("#ep-secret").value = state.revealed && endpoint.secret ? endpoint.secret : SECRET_MASK;
   replace($("#ep-reveal"), icon(state.revealed ? "eyeOff" : "eye"), state.revealed ? "Hide" : "Reveal");
   const grace = $("#ep-grace");
-  if (endpoint.previous_secret_expires_at) {
+  if (endpoint.previous_secret_expires_at && keyOnly) {
+    replace(
+      grace,
+      icon("clock"),
+      h(
+        "span",
+        {},
+        "Rotation in progress: until ",
+        timeEl(endpoint.previous_secret_expires_at),
+        " the previous key signs ",
+        h("code", {}, "webhook-signature"),
+        " as well as the new one. Receivers that hold either public key keep working.",
+      ),
+    );
+    grace.hidden = false;
+  } else if (endpoint.previous_secret_expires_at) {
     replace(
       grace,
       icon("clock"),

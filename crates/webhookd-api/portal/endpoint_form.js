@@ -1,9 +1,11 @@
 // The Add / Edit endpoint dialog (SPEC §1, §9): URL, status, event types
-// grouped as the catalog groups them, rate limit; a refused field is
-// marked and its reason shown under it in words.
+// grouped as the catalog groups them, rate limit, delivery options
+// (options.js); a refused field is marked and its reason shown under it in
+// words.
 
 import { api } from "./api.js";
 import * as catalog from "./catalog.js";
+import * as options from "./options.js";
 import { $, busy, closeDialog, h, openDialog, replace } from "./ui.js";
 
 /**
@@ -22,6 +24,7 @@ export function wire() {
   $("#ef-all").addEventListener("click", () => setAllEvents(true));
   $("#ef-none").addEventListener("click", () => setAllEvents(false));
   $("#ef-events").addEventListener("change", updateEventCount);
+  options.wire();
 }
 
 let editing = null;
@@ -62,6 +65,7 @@ export function open(endpoint) {
     ),
   );
   updateEventCount();
+  options.fillForm(endpoint);
   openDialog($("#dlg-endpoint"), $("#ef-url"));
 }
 
@@ -85,6 +89,7 @@ async function onSaveEndpoint(event) {
     events: [...$("#ef-events").querySelectorAll("input:checked")].map((box) => box.value),
     // Empty: no limit (null removes one an edit had).
     rate_limit: $("#ef-rate").value.trim() === "" ? null : Number($("#ef-rate").value),
+    ...options.readForm(),
   };
   const box = $("#endpoint-form-error");
   clearFieldErrors(form);
@@ -107,6 +112,9 @@ const FIELDS = {
   url: { input: "#ef-url", error: "#ef-url-error", label: "The URL" },
   rate_limit: { input: "#ef-rate", error: "#ef-rate-error", label: "The rate limit" },
   events: { input: "#ef-events", error: "#ef-events-error", label: "The events" },
+  signature: { input: "#ef-signature", error: "#ef-signature-error", label: "The signature" },
+  retry_schedule: { input: "#ef-schedule", error: "#ef-schedule-error", label: "The retry schedule" },
+  headers: { input: "#ef-headers", error: "#ef-headers-error", label: "The headers" },
 };
 
 /**
@@ -115,7 +123,7 @@ const FIELDS = {
  * false when the answer names none (it stays in the form's alert).
  */
 function showFieldError(error) {
-  const [, name, rest] = /^(url|rate_limit|events): (.*)$/s.exec(error.message || "") || [];
+  const [, name, rest] = /^(url|rate_limit|events|signature|retry_schedule|headers): (.*)$/s.exec(error.message || "") || [];
   const field = FIELDS[name];
   if (!field) return false;
   const input = $(field.input);
@@ -128,7 +136,9 @@ function showFieldError(error) {
   slot.hidden = false;
   input.setAttribute("aria-invalid", "true");
   input.setAttribute("aria-describedby", [field.error.slice(1), input.dataset.hint].filter(Boolean).join(" "));
-  if (name !== "events") input.focus();
+  // An option's error opens the options it is in.
+  if (input.closest("details")) input.closest("details").open = true;
+  if (name !== "events" && name !== "headers") input.focus();
   return true;
 }
 

@@ -50,6 +50,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../portal/delivery.js"),
     ),
     (
+        "options.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../portal/options.js"),
+    ),
+    (
         "endpoint_form.js",
         "text/javascript; charset=utf-8",
         include_str!("../portal/endpoint_form.js"),
