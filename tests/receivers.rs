@@ -145,7 +145,11 @@ fn deliveries(server: &Server, key: &str, endpoint_id: &str, status: &str, n: us
         let found = listed["data"]["deliveries"].as_array().unwrap().clone();
         let attempted = found
             .iter()
-            .filter(|delivery| delivery["attempts"].as_array().is_some_and(|a| !a.is_empty()))
+            .filter(|delivery| {
+                delivery["attempts"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            })
             .count();
         if attempted >= n || Instant::now() > deadline {
             return found;
@@ -283,7 +287,10 @@ fn authorization_server(state: Arc<Mutex<Authorization>>) -> u16 {
                     assert!(body.contains("grant_type=client_credentials"), "{body}");
                     let token = format!("tok-{}", state.issued.len() + 1);
                     state.issued.push(token.clone());
-                    (200, json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600}))
+                    (
+                        200,
+                        json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600}),
+                    )
                 } else {
                     // base64("my-receiver:receiver-secret")
                     assert_eq!(authorization, "Basic bXktcmVjZWl2ZXI6cmVjZWl2ZXItc2VjcmV0");
@@ -334,7 +341,10 @@ fn the_documented_oauth2_receiver_takes_live_tokens_and_a_revoked_one_is_replace
         }),
     );
     publish(&server, "evt_oauth2_1");
-    assert_eq!(deliveries(&server, &key, &endpoint, "delivered", 1).len(), 1);
+    assert_eq!(
+        deliveries(&server, &key, &endpoint, "delivered", 1).len(),
+        1
+    );
     assert_eq!(state.lock().unwrap().issued, ["tok-1"]);
 
     // Revoked at the authorization server: the receiver answers 401,
