@@ -22,6 +22,21 @@ use support::{Server, add_user, sqlite_store, webhookd};
 
 const TOKEN: &str = "whi_process_test_token_0123456789";
 
+/// SPEC §14: what the endpoint's options hold that is secret is in neither
+/// the process's log nor its metrics.
+fn nowhere_to_be_seen(server: &Server, secrets: &[&str]) {
+    let metrics = reqwest::blocking::get(format!("{}/metrics", server.base))
+        .unwrap()
+        .text()
+        .unwrap();
+    let log = server.log();
+    assert!(log.contains("webhookd is ready"), "the log was read");
+    for secret in secrets {
+        assert!(!log.contains(secret), "{secret} is in the log");
+        assert!(!metrics.contains(secret), "{secret} is in the metrics");
+    }
+}
+
 /// The ```` ```python <tag> ```` snippet of docs/receivers.md.
 fn snippet(tag: &str) -> String {
     let doc = std::fs::read_to_string(concat!(
@@ -223,7 +238,9 @@ fn the_documented_mtls_receiver_takes_only_the_endpoints_certificate() {
         }
         create(&server, &key, &body)
     };
-    let trusted = endpoint(Some(clients_ca.sign("webhookd.example")));
+    let (client_cert, client_key) = clients_ca.sign("webhookd.example");
+    let key_body = client_key.lines().nth(1).unwrap().to_owned();
+    let trusted = endpoint(Some((client_cert, client_key)));
     let stranger = endpoint(Some(stranger.sign("webhookd.example")));
     let anonymous = endpoint(None);
     publish(&server, "evt_mtls_1");
@@ -240,6 +257,7 @@ fn the_documented_mtls_receiver_takes_only_the_endpoints_certificate() {
         printed[0].starts_with("delivery from webhookd.example "),
         "from the endpoint's certificate: {printed:?}"
     );
+    nowhere_to_be_seen(&server, &[&key_body]);
 }
 
 /// The authorization server of the OAuth2 test: `/token` issues tokens to
@@ -361,4 +379,6 @@ fn the_documented_oauth2_receiver_takes_live_tokens_and_a_revoked_one_is_replace
     );
     assert_eq!(state.lock().unwrap().issued, ["tok-1", "tok-2"]);
     assert_eq!(receiver.printed.lock().unwrap().len(), 2);
+    // Neither the client secret nor a token it bought.
+    nowhere_to_be_seen(&server, &["cs-secret", "tok-1", "tok-2"]);
 }

@@ -99,6 +99,8 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub listen: String,
+    /// Every line the process logged so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -124,10 +126,15 @@ impl Server {
             )
             .ok()
         });
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(file) = kept.as_mut() {
                     let _ = writeln!(file, "{line}");
+                }
+                if let Ok(mut lines) = lines.lock() {
+                    lines.push(line.clone());
                 }
                 let log = serde_json::from_str::<Value>(&line).unwrap_or_default();
                 if log["message"] == "webhookd is ready" {
@@ -142,7 +149,16 @@ impl Server {
             child,
             base: format!("http://{listen}"),
             listen,
+            log,
         }
+    }
+
+    /// What the process has logged so far, one line per entry.
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .map(|lines| lines.join("\n"))
+            .unwrap_or_default()
     }
 
     pub fn pid(&self) -> String {
