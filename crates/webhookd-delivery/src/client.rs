@@ -306,7 +306,7 @@ async fn read_excerpt(mut body: hyper::body::Incoming) -> Option<String> {
 
 /// A request that got no byte of an answer on a connection that had
 /// answered before: the receiver closed it while it sat in the pool.
-fn failed_on_a_reused_connection(error: &hyper_util::client::legacy::Error) -> bool {
+pub(crate) fn failed_on_a_reused_connection(error: &hyper_util::client::legacy::Error) -> bool {
     if error.is_connect() {
         return false;
     }

@@ -19,6 +19,7 @@ use webhookd_core::address::AddressPolicy;
 use webhookd_core::delivery_options::OAuth2;
 
 use crate::classify::Reason;
+use crate::reuse::Uses;
 use crate::routes::Routes;
 
 /// A token is used until this long before it expires.
@@ -131,17 +132,28 @@ impl TokenSource {
     }
 
     async fn fetch(&self, routes: &Routes, through_proxy: bool) -> Result<Token, String> {
-        let request = http::Request::post(&self.token_url)
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(ACCEPT, "application/json")
-            .header(AUTHORIZATION, self.credentials.clone())
-            .body(Full::new(self.form.clone()))
-            .map_err(|_| "the token URL cannot be requested".to_owned())?;
+        let request = || {
+            http::Request::post(&self.token_url)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(ACCEPT, "application/json")
+                .header(AUTHORIZATION, self.credentials.clone())
+                .body(Full::new(self.form.clone()))
+                .map_err(|_| "the token URL cannot be requested".to_owned())
+        };
         let asked = Instant::now();
-        let response = routes
-            .request(through_proxy, false, request)
-            .await
-            .map_err(|error| format!("the token endpoint could not be reached: {error}"))?;
+        let mut sent = routes.request(through_proxy, false, request()?).await;
+        // As for deliveries: a pooled connection the token endpoint had
+        // closed is no failure of the token endpoint.
+        if let Err(error) = &sent
+            && crate::client::failed_on_a_reused_connection(error)
+        {
+            sent = routes.request(through_proxy, true, request()?).await;
+        }
+        let response =
+            sent.map_err(|error| format!("the token endpoint could not be reached: {error}"))?;
+        if let Some(uses) = Uses::of(response.extensions()) {
+            uses.answered();
+        }
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_TOKEN_RESPONSE)
             .collect()
