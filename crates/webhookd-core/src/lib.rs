@@ -13,6 +13,8 @@
 //! - [`endpoint`]: the endpoint model and its validation (SPEC §1).
 //! - [`delivery_options`]: an endpoint's custom headers, signature scheme,
 //!   retry schedule and egress choice (SPEC §14).
+//! - [`filter`]: payload filters on an endpoint (SPEC §15), checked and
+//!   matched in linear time.
 //! - [`address`]: which IP addresses may be sent to (SPEC §7).
 //! - [`signer`]: `X-Webhook-Signature` (SPEC §3).
 //! - [`ids`]: endpoint/event/delivery ids, secrets, API keys and their hashes.
@@ -31,6 +33,7 @@ pub mod duration;
 pub mod encryption_key;
 pub mod endpoint;
 pub mod event;
+pub mod filter;
 pub mod health;
 pub mod ids;
 pub mod quota;
