@@ -602,7 +602,7 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
             row.get_by_label("Header value").fill(value)
             if secret_value:
                 row.get_by_label("Secret").check()
-        shot("08b-options-dialog", full_page=False)
+        shot("07d-options-dialog", full_page=False)
         button("Save").click()
         expect(edit).to_be_hidden()
         card = page.get_by_role("region", name="Delivery options")
@@ -621,7 +621,7 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         assert last.get("x-tenant") == "acme" and last.get("x-api-key") == "k-portal-1", last
         assert "v1a," in last.get("webhook-signature", ""), last
         check_clean("delivery options")
-        shot("08-delivery-options")
+        shot("07c-delivery-options")
 
         step("an endpoint whose client certificate expires in 10 days is flagged")
         cert, key = client_certificate(10)
@@ -640,7 +640,7 @@ def run(args, base_url, api_key, admin_token, receiver, api_url):
         expect(page.get_by_role("textbox", name="Signing secret", exact=True)).to_be_hidden()
         expect(page.get_by_text("This endpoint signs with ed25519 only")).to_be_visible()
         check_clean("expiring certificate")
-        shot("08c-certificate-expiring")
+        shot("07e-certificate-expiring")
         page.go_back()
         expect(page.get_by_role("heading", name=hook)).to_be_visible()
 
