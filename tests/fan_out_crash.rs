@@ -347,6 +347,7 @@ fn a_delivery_in_flight_at_a_kill_waits_for_an_endpoint_disabled_meanwhile() {
     signal(&first, "KILL");
     drop(first);
     let disabled = webhookd_core::EndpointSpec {
+        filter: None,
         url: endpoint.url.clone(),
         events: endpoint.events.clone(),
         status: Some(webhookd_core::EndpointStatus::Disabled),

@@ -147,6 +147,7 @@ impl Tenant {
     /// Subscribes a new endpoint of `username` at `url`.
     async fn endpoint_of(&self, username: &str, url: String, secret: &str) -> anyhow::Result<()> {
         let endpoint = Endpoint {
+            filter: None,
             endpoint_id: ids::new_endpoint_id(),
             url,
             secret: secret.to_owned(),

@@ -23,6 +23,13 @@ pub fn shown(endpoint: Endpoint, now: i64) -> Map<String, Value> {
         unreachable!("an endpoint serializes to an object");
     };
     options.to_public(&mut shown);
+    if let Some(filter) = endpoint
+        .filter
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+    {
+        shown.insert("filter".into(), filter);
+    }
     if options.signature.ed25519() {
         if let Some(key) = signer::public_key(&endpoint.secret) {
             shown.insert("public_key".into(), key.into());

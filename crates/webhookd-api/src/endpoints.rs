@@ -81,6 +81,7 @@ pub async fn create(
         disabled_reason: None,
         rate_limit: spec.rate_limit.flatten(),
         options: options.to_stored(),
+        filter: spec.filter.flatten(),
     };
     let most = state.quotas_of(&endpoint.username).await?.max_endpoints;
     match state

@@ -38,6 +38,7 @@ mod endpoint_view;
 mod endpoints;
 pub mod envelope;
 pub mod event_types;
+mod filter_preview;
 mod health;
 mod ingest;
 pub mod listener;
@@ -173,6 +174,7 @@ pub fn router(state: AppState) -> Router {
             "/v2/endpoint/{endpoint_id}/deliveries/{delivery_id}/retry",
             post(deliveries::retry),
         )
+        .route("/v2/filter-preview", post(filter_preview::preview))
         .route("/v2/events", get(event_types::list))
         .route("/v2/me", get(endpoints::me))
         .route("/v2/portal-session", post(auth::redeem_portal_link))

@@ -96,6 +96,10 @@ pub struct Endpoint {
     /// rest like the secret; answers show [`crate::DeliveryOptions::to_public`].
     #[serde(skip)]
     pub options: Option<String>,
+    /// Its payload filter (SPEC §15) as compact JSON, checked by
+    /// [`crate::Filter::parse`] when set; `None`: every event of its types.
+    #[serde(skip)]
+    pub filter: Option<String>,
 }
 
 /// The highest `rate_limit` an endpoint may have (deliveries per second).
@@ -165,10 +169,14 @@ pub struct EndpointSpec {
     /// The delivery options document (SPEC §14) to store: `None` leaves it
     /// as it is, `Some(None)` removes it.
     pub options: Option<Option<String>>,
+    /// The payload filter (SPEC §15) as compact JSON: `None` leaves it as
+    /// it is, `Some(None)` removes it.
+    pub filter: Option<Option<String>>,
 }
 
 impl EndpointSpec {
-    /// Reads `{"url", "status", "events", "rate_limit"}` from a request body's fields.
+    /// Reads `{"url", "status", "events", "rate_limit", "filter"}` from a
+    /// request body's fields.
     /// Unknown fields (a `secret`, say) are ignored, as SPEC §1 requires;
     /// every problem names its field.
     pub fn from_fields(
@@ -221,12 +229,21 @@ impl EndpointSpec {
             },
             Some(_) => return Err(rate_limit_error()),
         };
+        let filter = match fields.remove("filter") {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(document) => {
+                crate::Filter::parse(&document)?;
+                Some(Some(document.to_string()))
+            }
+        };
         Ok(EndpointSpec {
             url,
             status,
             events: parse_events(&names, catalog)?,
             rate_limit,
             options: None,
+            filter,
         })
     }
 }
@@ -530,6 +547,7 @@ mod tests {
     #[test]
     fn disabled_endpoints_and_other_event_types_get_nothing() {
         let mut endpoint = Endpoint {
+            filter: None,
             endpoint_id: "wh_1".into(),
             url: "https://example.com/".into(),
             secret: "whsec_x".into(),

@@ -47,4 +47,5 @@ pub use config::{Config, ConfigError, LogFormat, StoreUrl};
 pub use delivery_options::{DeliveryOptions, SignatureScheme};
 pub use endpoint::{Endpoint, EndpointSpec, EndpointStatus, FieldError, PreviousSecret};
 pub use event::{Event, MissingId, Rejection};
+pub use filter::Filter;
 pub use retry::{NextAttempt, RetrySchedule};

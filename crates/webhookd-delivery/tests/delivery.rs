@@ -133,6 +133,7 @@ fn loopback_allowed() -> AddressPolicy {
 
 async fn endpoint(store: &Arc<dyn Store>, url: &str) -> Endpoint {
     let endpoint = Endpoint {
+        filter: None,
         endpoint_id: ids::new_endpoint_id(),
         url: url.to_owned(),
         secret: ids::new_secret(),
@@ -461,6 +462,7 @@ async fn a_put_applies_to_claims_already_queued(store: Arc<dyn Store>) {
     // After the first quick answer the lane queues (up to 9 claims here).
     old.wait_for(2, Duration::from_secs(5)).await;
     let spec = webhookd_core::EndpointSpec {
+        filter: None,
         url: new.url.clone(),
         status: None,
         events: target.events.clone(),
@@ -616,6 +618,7 @@ async fn hanging_tenants_cannot_delay_another_tenants_fresh_delivery(store: Arc<
     for tenant in ["noisy_a", "noisy_b"] {
         for _ in 0..10 {
             let endpoint = Endpoint {
+                filter: None,
                 endpoint_id: ids::new_endpoint_id(),
                 url: stuck.url.clone(),
                 secret: ids::new_secret(),

@@ -24,6 +24,7 @@ mod catalog;
 mod changes;
 mod clock;
 mod delivery;
+mod filters;
 mod instrumented;
 mod listing;
 mod open;

@@ -118,6 +118,7 @@ pub fn subscription(
     events: &[webhookd_core::EventType],
 ) -> webhookd_core::Endpoint {
     webhookd_core::Endpoint {
+        filter: None,
         endpoint_id: webhookd_core::ids::new_endpoint_id(),
         url: url.to_owned(),
         secret: webhookd_core::ids::new_secret(),

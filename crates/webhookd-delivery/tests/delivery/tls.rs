@@ -114,6 +114,7 @@ pub(crate) async fn with_options(
 ) -> Endpoint {
     let created = endpoint(store, url).await;
     let spec = EndpointSpec {
+        filter: None,
         url: created.url.clone(),
         status: None,
         events: created.events.clone(),

@@ -72,13 +72,13 @@ use futures_util::future::try_join_all;
 use redis::Script;
 use webhookd_core::endpoint::ENDPOINTS_PER_USER_CEILING;
 use webhookd_core::quota::Quotas;
-use webhookd_core::{Event, PreviousSecret, ids};
 
 use crate::{
-    Acceptance, Claim, ClaimRequest, DEDUP_WINDOW_MS, Delivery, DeliveryStatus, EndpointChanges,
-    Recorded, Retention, StoreError,
+    Claim, DEDUP_WINDOW_MS, Delivery, DeliveryStatus, EndpointChanges, Recorded, Retention,
+    StoreError,
 };
 
+mod accept;
 mod changes;
 mod cluster;
 mod connection;
@@ -88,7 +88,7 @@ mod store;
 mod users;
 
 use self::connection::Connection;
-use self::rows::{acceptance_from_answer, redis_error};
+use self::rows::redis_error;
 
 const CREATE_ENDPOINT: &str = include_str!("lua/create_endpoint.lua");
 
@@ -152,6 +152,8 @@ pub struct RedisStore {
     clock: Arc<crate::clock::StoreClock>,
     /// Users' quotas as ingest last read them (SPEC §11).
     quotas: Arc<crate::quotas::QuotaBook>,
+    /// Owners' payload filters as accepts last read them (SPEC §15).
+    filters: Arc<crate::filters::FilterSnapshots>,
 }
 
 struct Scripts {
@@ -178,41 +180,6 @@ struct Scripts {
 // Two hex digits number the deliveries of one event.
 const _: () = assert!(ENDPOINTS_PER_USER_CEILING <= 256);
 
-/// What the accept script says of a delivery it leased.
-struct Leased {
-    url: String,
-    secret: String,
-    lease: String,
-    previous_secret: Option<PreviousSecret>,
-    slot: Option<crate::SendingSlot>,
-    options: Option<String>,
-}
-
-impl Leased {
-    /// `(delivery id, what was leased)` from the script's row.
-    fn from_row(row: [String; 8], lease_until_ms: i64) -> (String, Leased) {
-        let [
-            delivery_id,
-            url,
-            secret,
-            lease,
-            previous,
-            previous_expires_at,
-            slot,
-            options,
-        ] = row;
-        let leased = Leased {
-            url,
-            secret,
-            lease,
-            previous_secret: rows::previous_secret(Some(previous), Some(&previous_expires_at)),
-            slot: rows::granted_slot(slot, lease_until_ms),
-            options: (!options.is_empty()).then_some(options),
-        };
-        (delivery_id, leased)
-    }
-}
-
 /// What became of one claim, for RECORD_ATTEMPTS.
 struct Write<'a> {
     claim: &'a Claim,
@@ -228,15 +195,6 @@ struct Write<'a> {
     /// count toward the endpoint's failure streak
     /// ([`AttemptRecord::counts_toward_streak`]).
     started_s: Option<i64>,
-}
-
-/// The start of the delivery ids of one event: its deliveries share all but
-/// the last two hex digits (a user has at most 256 endpoints, asserted
-/// above), so ids stay time-ordered and one fresh id serves every endpoint.
-fn delivery_id_base() -> String {
-    let mut id = ids::new_delivery_id();
-    id.truncate(id.len() - 2);
-    id
 }
 
 /// The partition of a user of `partitions`: FNV-1a of the name, fixed
@@ -318,6 +276,7 @@ impl RedisStore {
             next_partition: Arc::new(AtomicU32::new(0)),
             clock: Arc::new(crate::clock::StoreClock::new()),
             quotas: Arc::new(crate::quotas::QuotaBook::new(Quotas::default())),
+            filters: Arc::default(),
         }
         .with_clock_read()
         .await)
@@ -550,115 +509,6 @@ impl RedisStore {
             ));
         }
         Ok(value)
-    }
-
-    /// Accepts `events`, leasing fresh deliveries as `claim` allows (a
-    /// default request, limit 0, leases nothing).
-    async fn accept(
-        &self,
-        events: &[Event],
-        now_ms: i64,
-        claim: &ClaimRequest,
-    ) -> Result<(Vec<Acceptance>, Vec<Claim>), StoreError> {
-        if events.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        let bodies: Vec<String> = events.iter().map(Event::body).collect();
-        let id_bases: Vec<String> = events.iter().map(|_| delivery_id_base()).collect();
-        let by_partition = self.group_by_partition(events.iter().map(|event| &event.username));
-        let lease_base = ids::new_lease_token();
-        let room: Vec<(&String, &usize)> = claim.room.iter().collect();
-        let quotas = self
-            .quotas_of(events.iter().map(|event| &event.username))
-            .await?;
-        // The claim limit and the suspects' share are shared out in
-        // proportion to each partition's events.
-        let answers: Vec<(Vec<redis::Value>, Vec<[String; 8]>)> = self
-            .per_partition(
-                &self.scripts.accept_events,
-                &by_partition,
-                self.wait_replicas,
-                |invocation, partition, members| {
-                    invocation
-                        .arg(DEDUP_WINDOW_MS)
-                        .arg(now_ms)
-                        .arg(claim.lease_until_ms)
-                        .arg(format!("{lease_base}:{partition}"))
-                        .arg(claim.limit * members.len() / events.len())
-                        .arg(claim.per_endpoint)
-                        .arg(claim.endpoint_limit)
-                        .arg(claim.suspect_room * members.len() / events.len())
-                        .arg(room.len())
-                        .arg(crate::day_of(now_ms))
-                        .arg(self.retention.keep_payloads.as_millis());
-                    rows::room_arguments(invocation, &room, claim);
-                    for &i in members {
-                        let event = &events[i];
-                        let quotas = quotas
-                            .get(event.username.as_str())
-                            .copied()
-                            .unwrap_or(self.quotas.defaults);
-                        invocation
-                            .arg(self.user_prefix(&event.username))
-                            .arg(&event.username)
-                            .arg(&event.event_id)
-                            .arg(event.event_type.as_str())
-                            .arg(format!("\"{}\"", event.event_type.as_str()))
-                            .arg(&bodies[i])
-                            .arg(&id_bases[i])
-                            .arg(quotas.max_kept_deliveries_per_endpoint)
-                            .arg(quotas.max_events_per_day.unwrap_or(0));
-                    }
-                },
-            )
-            .await?;
-        let mut outcomes: Vec<Option<Acceptance>> = vec![None; events.len()];
-        let mut leases: HashMap<String, Leased> = HashMap::new();
-        for ((_, members), (chosen_per_event, leased)) in by_partition.iter().zip(answers) {
-            for (&i, chosen) in members.iter().zip(chosen_per_event) {
-                outcomes[i] = Some(acceptance_from_answer(
-                    chosen,
-                    &events[i],
-                    &bodies[i],
-                    &id_bases[i],
-                    now_ms,
-                    quotas
-                        .get(events[i].username.as_str())
-                        .and_then(|quotas| quotas.max_events_per_day),
-                )?);
-            }
-            leases.extend(
-                leased
-                    .into_iter()
-                    .map(|row| Leased::from_row(row, claim.lease_until_ms)),
-            );
-        }
-        let outcomes = outcomes
-            .into_iter()
-            .map(|outcome| {
-                outcome.ok_or_else(|| StoreError::Corrupt("an event got no answer".into()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let claims = outcomes
-            .iter()
-            .flat_map(Acceptance::deliveries)
-            .filter_map(|delivery| {
-                let leased = leases.remove(&delivery.delivery_id)?;
-                Some(Claim {
-                    delivery: Delivery {
-                        next_attempt_at: claim.lease_until_ms,
-                        ..delivery.clone()
-                    },
-                    url: leased.url,
-                    secret: leased.secret,
-                    previous_secret: leased.previous_secret,
-                    options: leased.options,
-                    lease: leased.lease,
-                    slot: leased.slot,
-                })
-            })
-            .collect();
-        Ok((outcomes, claims))
     }
 
     /// Writes what became of claims (RECORD_ATTEMPTS), one script call per

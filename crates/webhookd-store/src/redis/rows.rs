@@ -20,13 +20,15 @@ pub(super) fn acceptance_from_answer(
     id_base: &str,
     now_ms: i64,
     per_day: Option<u64>,
-) -> Result<Acceptance, StoreError> {
+) -> Result<Option<Acceptance>, StoreError> {
     let corrupt = |e| StoreError::Corrupt(format!("accept answer: {e}"));
     let redis::Value::Array(lists) = answer else {
         let code: i64 = redis::from_redis_value(answer).map_err(corrupt)?;
         return Ok(match (code, per_day) {
-            (-1, Some(per_day)) => Acceptance::OverDailyQuota { per_day },
-            _ => Acceptance::Duplicate,
+            // The owner's filters changed since the caller's snapshot.
+            (-2, _) => None,
+            (-1, Some(per_day)) => Some(Acceptance::OverDailyQuota { per_day }),
+            _ => Some(Acceptance::Duplicate),
         });
     };
     let (chosen, quota_refused): (Vec<String>, Vec<String>) =
@@ -44,10 +46,10 @@ pub(super) fn acceptance_from_answer(
             )
         })
         .collect();
-    Ok(Acceptance::Accepted {
+    Ok(Some(Acceptance::Accepted {
         deliveries,
         quota_refused,
-    })
+    }))
 }
 
 /// Unavailable: Redis is away or a cluster is moving (a failover, a slot
@@ -118,6 +120,7 @@ pub(super) fn endpoint_from_fields(
         options: fields
             .remove("options")
             .filter(|options| !options.is_empty()),
+        filter: fields.remove("filter").filter(|filter| !filter.is_empty()),
     })
 }
 

@@ -16,6 +16,7 @@ use super::rows::{
 };
 use super::{RedisStore, SWEEP_BUDGET, SWEEP_SLICE, Write, changes};
 use crate::PROCESS_SETTING;
+use crate::filters;
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
     DeliveryCounts, DeliveryQuery, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges,
@@ -134,9 +135,20 @@ impl Store for RedisStore {
                     .unwrap_or_default(),
             )
             .arg(endpoint.options.as_deref().unwrap_or_default())
+            .arg(endpoint.filter.as_deref().unwrap_or_default())
+            .arg(
+                endpoint
+                    .filter
+                    .as_deref()
+                    .map(filters::digest)
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
+        if endpoint.filter.is_some() {
+            self.filters.forget(username);
+        }
         Ok(if created == 1 {
             CreateOutcome::Created
         } else {
@@ -208,11 +220,26 @@ impl Store for RedisStore {
                 None => "keep",
                 Some(options) => options.as_deref().unwrap_or_default(),
             })
+            .arg(match &spec.filter {
+                None => "keep",
+                Some(filter) => filter.as_deref().unwrap_or_default(),
+            })
+            .arg(
+                spec.filter
+                    .clone()
+                    .flatten()
+                    .as_deref()
+                    .map(filters::digest)
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
         if fields.is_some() {
             self.changes.mark(endpoint_id);
+        }
+        if spec.filter.is_some() {
+            self.filters.forget(username);
         }
         fields.map(endpoint_from_fields).transpose()
     }

@@ -16,6 +16,7 @@ use super::rows::{
     previous_secret, read_delivery, read_endpoint,
 };
 use super::schema::sqlite_error;
+use crate::filters::{FilteredEvent, ParsedFilters};
 use crate::{
     Acceptance, AttemptResult, Claim, ClaimRequest, DEDUP_WINDOW_MS, Delivery, DeliveryQuery,
     DeliveryStatus, FinishedAttempt, Listing, Order, Recorded, Retention, StoreError, SweepReport,
@@ -102,14 +103,15 @@ impl<'a> Leasing<'a> {
 
 /// De-duplicates one event and writes its deliveries, leasing what
 /// `leasing` has room for, inside the caller's transaction, within the
-/// owner's `quotas` (SPEC §11).
+/// owner's `quotas` (SPEC §11), to the endpoints whose filter holds
+/// (SPEC §15).
 pub(super) fn accept_one(
     tx: &rusqlite::Transaction<'_>,
     event: &Event,
     now_ms: i64,
     leasing: &mut Leasing<'_>,
-    quotas: Quotas,
-    kept: &KeptCounts,
+    (quotas, kept): (Quotas, &KeptCounts),
+    filters: &ParsedFilters,
 ) -> Result<Acceptance, StoreError> {
     if let Some(per_day) = quotas.max_events_per_day
         && !take_event_of_the_day(tx, event, per_day, now_ms)?
@@ -147,10 +149,15 @@ pub(super) fn accept_one(
         .map_err(sqlite_error)?;
     let mut deliveries = Vec::new();
     let mut quota_refused = Vec::new();
-    for endpoint in endpoints
-        .iter()
-        .filter(|endpoint| endpoint.wants(&event.event_type))
-    {
+    let mut filtered = FilteredEvent::new(event);
+    for endpoint in endpoints.iter().filter(|endpoint| {
+        endpoint.wants(&event.event_type)
+            && endpoint.filter.as_deref().is_none_or(|text| {
+                filters
+                    .get(&endpoint.endpoint_id, text)
+                    .is_none_or(|filter| filtered.passes(&filter))
+            })
+    }) {
         if !kept.admit(
             tx,
             &endpoint.endpoint_id,

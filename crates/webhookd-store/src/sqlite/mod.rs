@@ -35,6 +35,7 @@ use self::deliveries::{
 use self::rows::{DELIVERY_COLUMNS, read_delivery, select_endpoint};
 pub(crate) use self::schema::key_file;
 use self::schema::{open_blocking, sqlite_error};
+use crate::filters::ParsedFilters;
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryCounts,
     DeliveryQuery, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt,
@@ -56,6 +57,8 @@ pub struct SqliteStore {
     /// The quotas' defaults (SPEC §11), and endpoints' kept deliveries.
     quotas: Quotas,
     kept: Arc<quotas::KeptCounts>,
+    /// Endpoints' payload filters, parsed once (SPEC §15).
+    filters: Arc<ParsedFilters>,
 }
 
 impl SqliteStore {
@@ -104,6 +107,7 @@ impl SqliteStore {
             writes: Arc::default(),
             quotas: Quotas::default(),
             kept: Arc::default(),
+            filters: Arc::default(),
         })
     }
 
@@ -366,6 +370,7 @@ impl Store for SqliteStore {
         let (rates, kept, defaults) =
             (Arc::clone(&self.rates), Arc::clone(&self.kept), self.quotas);
         let keep_payloads = self.retention.keep_payloads;
+        let filters = Arc::clone(&self.filters);
         self.write(move |tx| {
             let mut leasing = Leasing::new(&claim, &rates, now_ms);
             let mut outcomes = Vec::with_capacity(events.len());
@@ -378,7 +383,8 @@ impl Store for SqliteStore {
                         .entry(owner)
                         .or_insert(quotas::quotas_of(tx, defaults, owner)?),
                 };
-                let outcome = accept_one(tx, event, now_ms, &mut leasing, quotas, &kept)?;
+                let outcome =
+                    accept_one(tx, event, now_ms, &mut leasing, (quotas, &kept), &filters)?;
                 if let Some(first) = outcome.deliveries().first() {
                     payloads::keep(tx, first, now_ms, keep_payloads)?;
                 }

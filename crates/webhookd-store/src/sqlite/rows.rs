@@ -66,7 +66,7 @@ impl RawDelivery {
 }
 
 pub(super) const ENDPOINT_COLUMNS: &str = "endpoint_id, url, secret, status, events, username, \
-     created_at, previous_secret, previous_expires_at, failing_since, disabled_reason, rate_limit, quota_refused, options";
+     created_at, previous_secret, previous_expires_at, failing_since, disabled_reason, rate_limit, quota_refused, options, filter";
 
 pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndpoint> {
     Ok(RawEndpoint {
@@ -84,6 +84,7 @@ pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndp
         rate_limit: row.get(11)?,
         quota_refused: row.get(12)?,
         options: row.get(13)?,
+        filter: row.get(14)?,
     })
 }
 
@@ -103,6 +104,7 @@ pub(super) struct RawEndpoint {
     rate_limit: Option<u32>,
     quota_refused: i64,
     options: Option<String>,
+    filter: Option<String>,
 }
 
 impl RawEndpoint {
@@ -121,6 +123,7 @@ impl RawEndpoint {
             rate_limit: self.rate_limit,
             quota_refused: u64::try_from(self.quota_refused).unwrap_or(0),
             options: self.options,
+            filter: self.filter,
         })
     }
 }

@@ -121,6 +121,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX payloads_by_expiry ON payloads(expires_at);",
     // 10: an endpoint's delivery options (SPEC §14), one sealed document.
     "ALTER TABLE endpoints ADD COLUMN options TEXT;",
+    // 11: an endpoint's payload filter (SPEC §15), compact JSON.
+    "ALTER TABLE endpoints ADD COLUMN filter TEXT;",
 ];
 
 /// Prepared statements kept per connection.

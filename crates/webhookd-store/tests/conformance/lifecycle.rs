@@ -311,6 +311,7 @@ pub(crate) async fn updates_and_deletes_mark_the_endpoint_changed(store: Arc<dyn
     let changes = store.endpoint_changes();
     let before = changes.version();
     let spec = EndpointSpec {
+        filter: None,
         url: "https://example.com/moved".into(),
         status: None,
         events: first.events.clone(),
@@ -484,6 +485,7 @@ pub(crate) async fn a_failure_streak_disables_and_a_success_or_enabling_ends_it(
 
     // Enabling it again ends the streak and clears the reason.
     let spec = EndpointSpec {
+        filter: None,
         url: target.url.clone(),
         status: Some(EndpointStatus::Enabled),
         events: target.events.clone(),

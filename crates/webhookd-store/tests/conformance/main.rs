@@ -103,8 +103,10 @@ conformance!(
     a_filtered_listing_pages_through_a_large_index,
     an_events_body_is_kept_once_and_outlives_its_delivered_copies,
     delivery_options_are_kept_changed_and_claimed,
+    payload_filters_decide_which_endpoints_get_an_event,
 );
 
+mod filters;
 mod inspecting;
 mod lifecycle;
 mod listings;
@@ -113,6 +115,7 @@ mod quotas;
 mod scale_out;
 mod single_slot;
 mod users;
+use filters::*;
 use inspecting::*;
 use lifecycle::*;
 use listings::*;
@@ -137,6 +140,7 @@ async fn redis_store(service: Service, test: &str) -> Option<RedisStore> {
 
 fn endpoint(username: &str, created_at: i64) -> Endpoint {
     Endpoint {
+        filter: None,
         endpoint_id: ids::new_endpoint_id(),
         url: format!("https://example.com/{username}/{created_at}"),
         secret: ids::new_secret(),
@@ -205,6 +209,7 @@ async fn users_never_see_each_others_endpoints(store: Arc<dyn Store>) {
     );
     assert!(store.list_endpoints("bob").await.unwrap().is_empty());
     let spec = EndpointSpec {
+        filter: None,
         url: "https://evil.example/".into(),
         status: Some(EndpointStatus::Enabled),
         events: vec![EventType::GENERATED_IMAGE_SUCCESS],
@@ -262,6 +267,7 @@ async fn update_changes_url_status_and_events_but_never_the_secret(store: Arc<dy
     let original = endpoint("dave", 7);
     create(&*store, &original).await;
     let spec = EndpointSpec {
+        filter: None,
         url: "https://new-url.com/webhook".into(),
         status: Some(EndpointStatus::Disabled),
         events: vec![EventType::GENERATED_PHOTO_AVATAR_SUCCESS],
@@ -303,6 +309,7 @@ async fn update_changes_url_status_and_events_but_never_the_secret(store: Arc<dy
 
 async fn update_and_delete_of_a_missing_endpoint_report_none(store: Arc<dyn Store>) {
     let spec = EndpointSpec {
+        filter: None,
         url: "https://example.com/".into(),
         status: Some(EndpointStatus::Enabled),
         events: vec![EventType::GENERATED_VIDEO_SUCCESS],
@@ -556,6 +563,7 @@ async fn endpoint_changes_apply_to_the_next_event(store: Arc<dyn Store>) {
     let target = endpoint("olga", 1);
     create(&*store, &target).await;
     let spec = |status, events: Vec<EventType>| EndpointSpec {
+        filter: None,
         url: target.url.clone(),
         status: Some(status),
         events,
@@ -1256,6 +1264,7 @@ async fn release_hands_a_delivery_back_without_spending_an_attempt(store: Arc<dy
 async fn disabled_endpoints_park_their_deliveries(store: Arc<dyn Store>) {
     let (target, id) = one_delivery(&*store, "walt").await;
     let disable = EndpointSpec {
+        filter: None,
         url: target.url.clone(),
         status: Some(EndpointStatus::Disabled),
         events: target.events.clone(),

@@ -2,7 +2,8 @@
 -- deliveries from each owner's current endpoints, leasing up to `limit` of
 -- them to the caller (the fast path; each endpoint within its room, as in
 -- CLAIM_DUE). Returns {per event: 0 for a duplicate, -1 past the owner's
--- events per day, else {the endpoint ids that got a delivery, those
+-- events per day, -2 when the caller's snapshot of the owner's payload
+-- filters is stale (nothing written; nor for the owner's later events), else {the endpoint ids that got a delivery, those
 -- refused for holding their kept deliveries' quota}}, {per lease: delivery id, url, secret, lease,
 -- previous secret, its expiry, slot, delivery options}. The i-th delivery of an event has
 -- the event's id base followed by i as two hex digits.
@@ -14,9 +15,14 @@
 -- CLAIM_DUE), number of (endpoint id, room, slots the caller's lane
 -- holds, '1' if suspect) quads, today (the store's UTC day number), how
 -- long an event's body is kept for inspection (ms, 0: not kept; SPEC §13),
--- the quads, then per event 9 values: user prefix, username, event id, event
+-- the quads, then per event 11 values: user prefix, username, event id, event
 -- type, quoted event type, body, delivery id base, the owner's
--- max_kept_deliveries_per_endpoint and max_events_per_day (0: none).
+-- max_kept_deliveries_per_endpoint and max_events_per_day (0: none), the
+-- owner's filtered endpoints as the caller knows them ('id:digest ...'),
+-- and those of them the event's filter check excluded ('id ...').
+-- Filters (SPEC §15): an endpoint whose stored filter digest is not the
+-- one the caller decided with makes the event stale; an excluded endpoint
+-- whose digest matches gets no delivery.
 -- Quotas (SPEC §11): an endpoint holding its kept deliveries (pending +
 -- dead) gets none and counts the refusal (`quota_refused`, cleared by its
 -- next success); a user's events are counted per day only while a limit
@@ -26,17 +32,24 @@ local limit, per_endpoint = tonumber(ARGV[6]), tonumber(ARGV[7])
 local endpoint_limit, suspect_room, listed = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local today, keep_payload = ARGV[11], ARGV[12]
 local room_of, held_of, suspect, grant_of, tokens_of, kept_of = {}, {}, {}, {}, {}, {}
-local endpoints_of, lowest_ready = {}, {}
+local endpoints_of, lowest_ready, known_of, stale_owner = {}, {}, {}, {}
 for i = 13, 12 + 4 * listed, 4 do
   room_of[ARGV[i]] = tonumber(ARGV[i + 1])
   held_of[ARGV[i]] = tonumber(ARGV[i + 2])
   suspect[ARGV[i]] = ARGV[i + 3] == '1'
 end
 local results, leased = {}, {}
-for e = 13 + 4 * listed, #ARGV, 9 do
+for e = 13 + 4 * listed, #ARGV, 11 do
   local user, username, event_id, event_type, quoted, body, base =
     ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
   local kept_limit, per_day = tonumber(ARGV[e + 7]), tonumber(ARGV[e + 8])
+  local known, excluded = known_of[user], {}
+  if not known then
+    known = {}
+    for id, digest in string.gmatch(ARGV[e + 9], '([^%s:]+):(%S+)') do known[id] = digest end
+    known_of[user] = known
+  end
+  for id in string.gmatch(ARGV[e + 10], '%S+') do excluded[id] = true end
   local seen, counted = user .. 'seen:' .. event_id, user .. 'events:' .. today
   -- Read first: a read that fails (data not as webhookd wrote it) must
   -- leave nothing of this event written, not even its de-duplication
@@ -49,7 +62,8 @@ for e = 13 + 4 * listed, #ARGV, 9 do
     endpoints = {}
     for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
       endpoints[#endpoints + 1] = {id, redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events',
-        'url', 'secret', 'previous_secret', 'previous_expires_at', 'rate_limit', 'options')}
+        'url', 'secret', 'previous_secret', 'previous_expires_at', 'rate_limit', 'options',
+        'filter_digest')}
     end
     endpoints_of[user] = endpoints
   end
@@ -57,10 +71,14 @@ for e = 13 + 4 * listed, #ARGV, 9 do
   for _, pair in ipairs(endpoints) do
     local endpoint = pair[2]
     if endpoint[1] == 'enabled' and string.find(endpoint[2], quoted, 1, true) then
-      subscribed[#subscribed + 1] = pair
+      local digest = endpoint[9]
+      if digest and known[pair[1]] ~= digest then stale_owner[user] = true end
+      if not (digest and excluded[pair[1]]) then subscribed[#subscribed + 1] = pair end
     end
   end
-  if per_day > 0 and (tonumber(redis.call('GET', counted)) or 0) >= per_day
+  if stale_owner[user] then
+    results[#results + 1] = -2
+  elseif per_day > 0 and (tonumber(redis.call('GET', counted)) or 0) >= per_day
       and redis.call('EXISTS', seen) == 0 then
     results[#results + 1] = -1
   elseif not redis.call('SET', seen, '1', 'NX', 'PX', dedup) then

@@ -3,7 +3,7 @@
 -- other webhookd processes, whose queued claims carry the old values.
 -- KEYS: endpoint hash. ARGV: url, status, events JSON, change channel,
 -- endpoint id, rate limit, delivery options (as the rate limit: 'keep',
--- '' removes them).
+-- '' removes them), payload filter (the same) and its digest.
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HSET', KEYS[1], 'url', ARGV[1], 'events', ARGV[3])
 if ARGV[2] ~= '' then
@@ -22,6 +22,11 @@ if ARGV[7] == '' then
   redis.call('HDEL', KEYS[1], 'options')
 elseif ARGV[7] ~= 'keep' then
   redis.call('HSET', KEYS[1], 'options', ARGV[7])
+end
+if ARGV[8] == '' then
+  redis.call('HDEL', KEYS[1], 'filter', 'filter_digest')
+elseif ARGV[8] ~= 'keep' then
+  redis.call('HSET', KEYS[1], 'filter', ARGV[8], 'filter_digest', ARGV[9])
 end
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return redis.call('HGETALL', KEYS[1])
