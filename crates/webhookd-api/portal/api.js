@@ -115,6 +115,8 @@ export const api = {
     if (window.eventId) query.set("event_id", window.eventId);
     return call("GET", `/v2/endpoint/${id(endpointId)}/deliveries?${query}`);
   },
+  /** Whether `filter` lets `event` (`{event, data}`) through: `{delivered}` (SPEC §15). */
+  previewFilter: (filter, event) => call("POST", "/v2/filter-preview", { filter, event }),
   getDelivery: (endpointId, deliveryId) =>
     call("GET", `/v2/endpoint/${id(endpointId)}/deliveries/${id(deliveryId)}`),
   resend: (endpointId, deliveryId) =>

@@ -5,6 +5,7 @@
 
 import { api } from "./api.js";
 import * as catalog from "./catalog.js";
+import * as filter from "./filter.js";
 import * as options from "./options.js";
 import { $, busy, closeDialog, h, openDialog, replace } from "./ui.js";
 
@@ -25,6 +26,7 @@ export function wire() {
   $("#ef-none").addEventListener("click", () => setAllEvents(false));
   $("#ef-events").addEventListener("change", updateEventCount);
   options.wire();
+  filter.wire();
 }
 
 let editing = null;
@@ -66,6 +68,7 @@ export function open(endpoint) {
   );
   updateEventCount();
   options.fillForm(endpoint);
+  filter.fillForm(endpoint, host.events());
   openDialog($("#dlg-endpoint"), $("#ef-url"));
 }
 
@@ -83,6 +86,15 @@ function updateEventCount() {
 async function onSaveEndpoint(event) {
   event.preventDefault();
   const form = event.currentTarget;
+  clearFieldErrors(form);
+  let filtered;
+  try {
+    filtered = filter.readForm();
+  } catch (error) {
+    if (!(error instanceof filter.FilterTextError)) throw error;
+    showFieldError(error);
+    return;
+  }
   const spec = {
     url: $("#ef-url").value.trim(),
     status: form.elements.status.value,
@@ -90,9 +102,9 @@ async function onSaveEndpoint(event) {
     // Empty: no limit (null removes one an edit had).
     rate_limit: $("#ef-rate").value.trim() === "" ? null : Number($("#ef-rate").value),
     ...options.readForm(),
+    ...filtered,
   };
   const box = $("#endpoint-form-error");
-  clearFieldErrors(form);
   const target = editing;
   await busy($("#ef-submit"), async () => {
     const result = await host.attempt(box, () =>
@@ -115,6 +127,7 @@ const FIELDS = {
   signature: { input: "#ef-signature", error: "#ef-signature-error", label: "The signature" },
   retry_schedule: { input: "#ef-schedule", error: "#ef-schedule-error", label: "The retry schedule" },
   headers: { input: "#ef-headers", error: "#ef-headers-error", label: "The headers" },
+  filter: { input: "#ef-filter", error: "#ef-filter-error", label: "The filter" },
 };
 
 /**
@@ -123,16 +136,20 @@ const FIELDS = {
  * false when the answer names none (it stays in the form's alert).
  */
 function showFieldError(error) {
-  const [, name, rest] = /^(url|rate_limit|events|signature|retry_schedule|headers): (.*)$/s.exec(error.message || "") || [];
+  const [, name, rest] = /^(url|rate_limit|events|signature|retry_schedule|headers|filter): (.*)$/s.exec(error.message || "") || [];
   const field = FIELDS[name];
   if (!field) return false;
   const input = $(field.input);
   const slot = $(field.error);
   // "must use https" reads as a sentence after its subject; "\"x\" is not
   // a known event type" is one already.
+  // A filter's problem starts with the path at fault ("data.amount: $gt
+  // needs a number"): that reads after "In the filter,", not capitalised.
   slot.textContent = /^(is|are|must|needs?|has|can)\b/.test(rest)
     ? `${field.label} ${rest}`
-    : rest.charAt(0).toUpperCase() + rest.slice(1);
+    : name === "filter"
+      ? `In the filter, ${rest}`
+      : rest.charAt(0).toUpperCase() + rest.slice(1);
   slot.hidden = false;
   input.setAttribute("aria-invalid", "true");
   input.setAttribute("aria-describedby", [field.error.slice(1), input.dataset.hint].filter(Boolean).join(" "));

@@ -4,6 +4,7 @@
 // egress. mTLS material and OAuth2 credentials are set through the API
 // (they are files and secrets, not form fields); the card shows them.
 
+import * as filter from "./filter.js";
 import { $, h, icon, replace, timeEl, toast } from "./ui.js";
 
 /** A certificate this close to its expiry is flagged. */
@@ -123,6 +124,7 @@ export function renderCard(endpoint) {
           h("span", { class: "muted small" }, ` client ${oauth2.client_id}${oauth2.scope ? `, scope ${oauth2.scope}` : ""}`),
         )
       : null,
+    filter.fact(endpoint),
   );
 }
 

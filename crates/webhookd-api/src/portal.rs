@@ -50,6 +50,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../portal/delivery.js"),
     ),
     (
+        "filter.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../portal/filter.js"),
+    ),
+    (
         "options.js",
         "text/javascript; charset=utf-8",
         include_str!("../portal/options.js"),

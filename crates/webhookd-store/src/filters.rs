@@ -83,11 +83,14 @@ impl<'a> FilteredEvent<'a> {
 /// The digest of a filter's stored text that Redis keeps beside it
 /// (`filter_digest`): what the accept script compares.
 pub(crate) fn digest(text: &str) -> String {
+    use std::fmt::Write;
     let hash = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     hash.as_ref()[..12]
         .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+        .fold(String::with_capacity(24), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
 }
 
 /// One owner's filtered endpoints as last read.
@@ -114,13 +117,18 @@ impl OwnerFilters {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
+    /// The accept script's two arguments for `event`: the owner's
+    /// filtered endpoints as known and those the event does not go to.
+    pub(crate) fn script_arguments(filters: Option<&Self>, event: &Event) -> Vec<String> {
+        match filters.filter(|filters| !filters.endpoints.is_empty()) {
+            Some(filters) => vec![filters.known(), filters.excluded(event)],
+            None => vec![String::new(), String::new()],
+        }
     }
 
     /// `id:digest` for each filtered endpoint, space-separated: what the
     /// script checks the endpoints it finds against.
-    pub(crate) fn known(&self) -> String {
+    fn known(&self) -> String {
         let known: Vec<String> = self
             .endpoints
             .iter()
@@ -130,7 +138,7 @@ impl OwnerFilters {
     }
 
     /// The filtered endpoints `event` does not go to, space-separated.
-    pub(crate) fn excluded(&self, event: &Event) -> String {
+    fn excluded(&self, event: &Event) -> String {
         let mut view = FilteredEvent::new(event);
         let excluded: Vec<&str> = self
             .endpoints

@@ -90,14 +90,19 @@ on_both_stores!(
     an_endpoint_signing_with_ed25519_alone_never_shows_its_secret,
     bad_delivery_options_are_40000_and_name_the_field,
     tls_material_and_oauth2_are_taken_and_their_secrets_never_answered,
+    a_filter_is_set_shown_kept_removed_and_ingest_follows_it,
+    bad_filters_are_40000_and_name_path_and_operator,
+    the_filter_preview_says_whether_a_sample_would_be_delivered,
 );
 
 mod catalog;
+mod filters;
 mod lifecycle;
 mod options;
 mod platform;
 mod quotas;
 use catalog::*;
+use filters::*;
 use lifecycle::*;
 use options::*;
 use platform::*;

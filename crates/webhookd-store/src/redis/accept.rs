@@ -49,6 +49,22 @@ impl Leased {
         };
         (delivery_id, leased)
     }
+
+    /// The claim of `delivery`, leased until `lease_until_ms`.
+    fn into_claim(self, delivery: &Delivery, lease_until_ms: i64) -> Claim {
+        Claim {
+            delivery: Delivery {
+                next_attempt_at: lease_until_ms,
+                ..delivery.clone()
+            },
+            url: self.url,
+            secret: self.secret,
+            previous_secret: self.previous_secret,
+            options: self.options,
+            lease: self.lease,
+            slot: self.slot,
+        }
+    }
 }
 
 /// The start of the delivery ids of one event: its deliveries share all but
@@ -170,7 +186,6 @@ impl RedisStore {
                     rows::room_arguments(invocation, &room, claim);
                     for &i in members {
                         let event = &events[i];
-                        let owner_filters = filters.get(event.username.as_str());
                         let quotas = quotas
                             .get(event.username.as_str())
                             .copied()
@@ -184,13 +199,11 @@ impl RedisStore {
                             .arg(&bodies[i])
                             .arg(&id_bases[i])
                             .arg(quotas.max_kept_deliveries_per_endpoint)
-                            .arg(quotas.max_events_per_day.unwrap_or(0));
-                        match owner_filters.filter(|filters| !filters.is_empty()) {
-                            Some(filters) => {
-                                invocation.arg(filters.known()).arg(filters.excluded(event))
-                            }
-                            None => invocation.arg("").arg(""),
-                        };
+                            .arg(quotas.max_events_per_day.unwrap_or(0))
+                            .arg(OwnerFilters::script_arguments(
+                                filters.get(event.username.as_str()).map(AsRef::as_ref),
+                                event,
+                            ));
                     }
                 },
             )
@@ -228,18 +241,7 @@ impl RedisStore {
             .flat_map(Acceptance::deliveries)
             .filter_map(|delivery| {
                 let leased = leases.remove(&delivery.delivery_id)?;
-                Some(Claim {
-                    delivery: Delivery {
-                        next_attempt_at: claim.lease_until_ms,
-                        ..delivery.clone()
-                    },
-                    url: leased.url,
-                    secret: leased.secret,
-                    previous_secret: leased.previous_secret,
-                    options: leased.options,
-                    lease: leased.lease,
-                    slot: leased.slot,
-                })
+                Some(leased.into_claim(delivery, claim.lease_until_ms))
             })
             .collect();
         Ok((outcomes, claims))
