@@ -179,6 +179,22 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
         );
         progress(&row);
         rows.push(row);
+        // The same, each endpoint with a payload filter: within 10% of the
+        // run without (issue 29).
+        let shape = DrainShape {
+            filtered: true,
+            ..shape
+        };
+        let filtered = scenarios::drain(settings, shape).await?;
+        let row = drain_row(
+            "fan-out, a payload filter on each endpoint",
+            shape,
+            &filtered,
+            Some(Ceiling::new("fan-out", drained.rate)),
+            0.9,
+        );
+        progress(&row);
+        rows.push(row);
     }
     if wants(Latency) {
         let row = scenarios::latency(settings).await?;
@@ -243,6 +259,7 @@ async fn cluster_rows(settings: &Settings) -> anyhow::Result<Vec<Row>> {
             hanging_endpoint: false,
             processes: 2,
             tenants: 48,
+            filtered: false,
         };
         let drained = scenarios::drain_on(settings, &settings.redis_cluster_url, shape).await?;
         let row = drain_row(name, shape, &drained, None, 0.0);
@@ -302,9 +319,10 @@ fn drain_row(
         .with_usage(drained.usage)
         .with_stack_cpu(drained.cpu.stack_seconds, drained.deliveries)
         .with_note(format!(
-            "{} events × {} endpoints{}, {} duplicates; {}",
+            "{} events × {} endpoints{}{}, {} duplicates; {}",
             shape.events,
             shape.endpoints,
+            if shape.filtered { " with filters" } else { "" },
             if shape.hanging_endpoint {
                 " + 1 that never answers"
             } else {

@@ -146,8 +146,19 @@ impl Tenant {
 
     /// Subscribes a new endpoint of `username` at `url`.
     async fn endpoint_of(&self, username: &str, url: String, secret: &str) -> anyhow::Result<()> {
+        self.filtered_endpoint_of(username, url, secret, None).await
+    }
+
+    /// [`Tenant::endpoint_of`] with a payload filter (SPEC §15).
+    async fn filtered_endpoint_of(
+        &self,
+        username: &str,
+        url: String,
+        secret: &str,
+        filter: Option<&str>,
+    ) -> anyhow::Result<()> {
         let endpoint = Endpoint {
-            filter: None,
+            filter: filter.map(str::to_owned),
             endpoint_id: ids::new_endpoint_id(),
             url,
             secret: secret.to_owned(),
@@ -223,7 +234,14 @@ pub struct DrainShape {
     /// Owners the events are spread over, each with `endpoints` endpoints
     /// of its own (on a cluster, their data spreads over the shards).
     pub tenants: usize,
+    /// Every endpoint has a payload filter that every event passes
+    /// ([`BENCH_FILTER`]): the filters' cost, with the same deliveries.
+    pub filtered: bool,
 }
+
+/// Three conditions over the bench events' `event` and `data` (`{"n",
+/// "sent_at_us"}`), all holding: each is evaluated for each endpoint.
+pub const BENCH_FILTER: &str = r#"{"event":"generated_video_success","data.n":{"$gte":0},"data.sent_at_us":{"$exists":true}}"#;
 
 impl DrainShape {
     /// One webhookd process, one tenant.
@@ -234,6 +252,7 @@ impl DrainShape {
             hanging_endpoint,
             processes: 1,
             tenants: 1,
+            filtered: false,
         }
     }
 }
@@ -277,8 +296,9 @@ pub async fn drain_on(
         } else {
             crate::broker::tenant_name((n / shape.endpoints) as u64)
         };
+        let filter = shape.filtered.then_some(BENCH_FILTER);
         tenant
-            .endpoint_of(&owner, receiver.endpoint_url(n), secret)
+            .filtered_endpoint_of(&owner, receiver.endpoint_url(n), secret, filter)
             .await?;
     }
     if shape.hanging_endpoint {
@@ -330,9 +350,10 @@ pub async fn drain_on(
         .unwrap_or_else(Instant::now)
         .duration_since(webhookd.started_at);
     let log = webhookd.log_tail();
-    let name = match (shape.endpoints, shape.hanging_endpoint) {
-        (_, true) => "slow",
-        (1, false) => "drain",
+    let name = match (shape.endpoints, shape.hanging_endpoint, shape.filtered) {
+        (_, true, _) => "slow",
+        (1, false, _) => "drain",
+        (_, false, true) => "fanout-filtered",
         _ => "fanout",
     };
     webhookd.save_metrics(name).await;
