@@ -241,7 +241,8 @@ pub struct DrainShape {
 
 /// Three conditions over the bench events' `event` and `data` (`{"n",
 /// "sent_at_us"}`), all holding: each is evaluated for each endpoint.
-pub const BENCH_FILTER: &str = r#"{"event":"generated_video_success","data.n":{"$gte":0},"data.sent_at_us":{"$exists":true}}"#;
+pub const BENCH_FILTER: &str =
+    r#"{"event":"generated_video_success","data.n":{"$gte":0},"data.sent_at_us":{"$exists":true}}"#;
 
 impl DrainShape {
     /// One webhookd process, one tenant.

@@ -12,6 +12,7 @@ use serde::Serialize;
 use webhookd_core::MissingId;
 use webhookd_core::event::MAX_EVENT_BYTES;
 use webhookd_core::telemetry::{Credential, Source};
+use webhookd_core::trace::TraceContext;
 use webhookd_store::Acceptance;
 
 use crate::AppState;
@@ -50,7 +51,11 @@ pub async fn accept(
     let event = state
         .ingest
         .parse(&body, Source::Http, MissingId::Random)
-        .map_err(|rejection| ApiError::BadRequest(rejection.to_string()))?;
+        .map_err(|rejection| ApiError::BadRequest(rejection.to_string()))?
+        .with_trace(TraceContext::from_headers(
+            text_header(&headers, "traceparent"),
+            text_header(&headers, "tracestate"),
+        ));
     // A duplicate is accepted too: the producer's retry of a request whose
     // answer it lost must not look like a failure.
     let outcomes = state
@@ -68,4 +73,9 @@ pub async fn accept(
             event_id: event.event_id,
         }),
     ))
+}
+
+/// A header's value as text; `None` when absent or not visible ASCII.
+fn text_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name)?.to_str().ok()
 }

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::catalog::EventType;
 use crate::ids::{derived_event_id, new_event_id};
+use crate::trace::TraceContext;
 
 /// Largest event message accepted on any ingest path.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
@@ -40,6 +41,9 @@ pub struct Event {
     pub timestamp: i64,
     /// The producer's `data` object as compact JSON text.
     pub data: String,
+    /// The producer's trace context (SPEC §15), from the message's or the
+    /// request's `traceparent` / `tracestate` headers.
+    pub trace: Option<TraceContext>,
 }
 
 /// Why an event message was refused. Each variant is a reason an operator
@@ -318,6 +322,7 @@ impl Event {
             username,
             timestamp,
             data: compact_json(data.get()),
+            trace: None,
         })
     }
 
@@ -330,7 +335,14 @@ impl Event {
             username: username.to_owned(),
             timestamp: now,
             data: r#"{"test":true}"#.to_owned(),
+            trace: None,
         }
+    }
+
+    /// The event with the producer's trace context.
+    #[must_use]
+    pub fn with_trace(self, trace: Option<TraceContext>) -> Event {
+        Event { trace, ..self }
     }
 
     /// The exact bytes every attempt POSTs (SPEC §3): compact JSON with the

@@ -41,6 +41,7 @@ pub mod retry;
 pub mod signer;
 pub mod telemetry;
 pub mod time;
+pub mod trace;
 
 pub use catalog::{Catalog, EventType, SharedCatalog};
 pub use config::{Config, ConfigError, LogFormat, StoreUrl};

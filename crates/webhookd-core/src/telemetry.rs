@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
+/// The `tracing` target of the spans exported over OpenTelemetry (SPEC
+/// §15): only the exporter's layer wants them, so without it they are
+/// never built.
+pub const SPAN_TARGET: &str = "webhookd_span";
+
 pub const EVENTS_RECEIVED: &str = "webhookd_events_received_total";
 pub const EVENTS_REJECTED: &str = "webhookd_events_rejected_total";
 pub const DELIVERY_ATTEMPTS: &str = "webhookd_delivery_attempts_total";

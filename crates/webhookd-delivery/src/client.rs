@@ -20,6 +20,7 @@ use crate::classify::{Observed, Reason};
 use crate::options::{OptionsCache, Prepared};
 use crate::reuse::Uses;
 use crate::routes::{BlockedAddresses, DnsFailure, Egress, EgressError, RouteBuilder, Routes};
+use crate::trace::AttemptSpan;
 
 /// The most of a response body kept for the attempt log.
 pub const RESPONSE_EXCERPT: usize = 1024;
@@ -84,9 +85,10 @@ impl DeliveryClient {
     }
 
     /// One attempt: POST the stored body with the SPEC §3 headers (and
-    /// the endpoint's own, §14), within the deadline for connect + TLS +
-    /// send + response head — an OAuth2 token fetch included.
-    pub async fn send(&self, claim: &Claim) -> Response {
+    /// the endpoint's own, §14, and the trace's, §15), within the deadline
+    /// for connect + TLS + send + response head — an OAuth2 token fetch
+    /// included.
+    pub(crate) async fn send(&self, claim: &Claim, trace: &AttemptSpan) -> Response {
         let prepared = match self
             .options
             .of(&claim.delivery.endpoint_id, claim.options.as_deref())
@@ -115,6 +117,7 @@ impl DeliveryClient {
         let send = |token: Option<HeaderValue>| Exchange {
             client: self,
             claim,
+            trace,
             prepared,
             routes,
             through_proxy,
@@ -228,6 +231,8 @@ impl DeliveryClient {
 struct Exchange<'a> {
     client: &'a DeliveryClient,
     claim: &'a Claim,
+    /// The attempt's `traceparent` and `tracestate` (SPEC §15).
+    trace: &'a AttemptSpan,
     prepared: Option<&'a Prepared>,
     routes: &'a Routes,
     through_proxy: bool,
@@ -242,6 +247,16 @@ impl Exchange<'_> {
             let (mut request, signing) = self.client.request(self.claim, self.prepared)?;
             if let Some(token) = &self.token {
                 request.headers_mut().insert(AUTHORIZATION, token.clone());
+            }
+            // W3C Trace Context: the receiver continues the producer's trace.
+            let headers = request.headers_mut();
+            if let Ok(parent) = HeaderValue::from_str(&self.trace.traceparent) {
+                headers.insert("traceparent", parent);
+            }
+            if let Some(state) = self.trace.tracestate.as_deref()
+                && let Ok(state) = HeaderValue::from_str(state)
+            {
+                headers.insert("tracestate", state);
             }
             Ok::<_, Reason>((request, signing))
         };

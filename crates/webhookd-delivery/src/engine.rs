@@ -40,6 +40,7 @@ use rand::Rng as _;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 use webhookd_core::telemetry::{self, AttemptOutcome};
 use webhookd_core::{NextAttempt, RetrySchedule};
 use webhookd_store::{
@@ -53,6 +54,7 @@ use crate::health::Health;
 use crate::on_the_way::{ClaimsOnTheWay, Expected};
 use crate::recorder::{Unrecorded, record_finished};
 use crate::slot_lapse::SlotLapse;
+use crate::trace::AttemptSpan;
 
 /// How the dispatcher runs.
 #[derive(Debug, Clone)]
@@ -702,7 +704,12 @@ impl Dispatcher {
         let started_at = self.store.now_ms();
         let clock = Instant::now();
         telemetry::attempts_in_flight(1.0);
-        let response = self.client.send(&claim).await;
+        let trace = AttemptSpan::start(&claim, number);
+        let response = self
+            .client
+            .send(&claim, &trace)
+            .instrument(trace.span.clone())
+            .await;
         telemetry::attempts_in_flight(-1.0);
         let duration = clock.elapsed();
         let verdict = classify(response.observed);
@@ -734,6 +741,12 @@ impl Dispatcher {
             AttemptResult::Dead => AttemptOutcome::Dead,
         };
         telemetry::attempt_finished(outcome, reason.as_str(), duration);
+        trace.finish(
+            status_code,
+            reason.as_str(),
+            outcome == AttemptOutcome::Delivered,
+            duration,
+        );
         if outcome == AttemptOutcome::Delivered {
             let lag_ms = self.store.now_ms().saturating_sub(delivery.created_at);
             telemetry::delivered_after(Duration::from_millis(

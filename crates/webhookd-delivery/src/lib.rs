@@ -23,8 +23,10 @@ mod recorder;
 mod reuse;
 mod routes;
 mod slot_lapse;
+pub mod trace;
 
 pub use classify::{Reason, Verdict};
 pub use client::DeliveryClient;
 pub use engine::{Dispatcher, DispatcherSettings};
 pub use routes::{Egress, EgressError};
+pub use trace::sample_derived_traces;

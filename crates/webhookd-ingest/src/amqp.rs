@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use webhookd_core::config::QueueType;
 use webhookd_core::health::Readiness;
 use webhookd_core::telemetry::{self, Source};
+use webhookd_core::trace::TraceContext;
 use webhookd_core::{Event, MissingId};
 use webhookd_store::{Acceptance, StoreError};
 
@@ -394,8 +395,12 @@ impl AmqpConsumer {
             };
             match self.ingest.parse(&message.data, Source::Amqp, missing_id) {
                 Ok(event) => {
+                    let trace = TraceContext::from_headers(
+                        text_header(&message, "traceparent"),
+                        text_header(&message, "tracestate"),
+                    );
                     valid.push(message);
-                    events.push(event);
+                    events.push(event.with_trace(trace));
                 }
                 Err(rejection) => {
                     let reason = format!("{}: {rejection}", rejection.code());
@@ -596,6 +601,15 @@ impl AmqpConsumer {
             return Err(SessionError::DeadLetterNotConfirmed);
         }
         Ok(())
+    }
+}
+
+/// A header of `message` that holds text (`traceparent`, say).
+fn text_header<'a>(message: &'a lapin::message::Delivery, name: &str) -> Option<&'a str> {
+    match message.properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(text) => std::str::from_utf8(text.as_bytes()).ok(),
+        AMQPValue::ShortString(text) => Some(text.as_str()),
+        _ => None,
     }
 }
 

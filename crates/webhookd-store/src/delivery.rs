@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use webhookd_core::signer::Signing;
+use webhookd_core::trace::TraceContext;
 use webhookd_core::{Event, EventType};
 
 use crate::StoreError;
@@ -66,6 +67,10 @@ pub struct Delivery {
     pub last_attempt: bool,
     /// A test delivery (SPEC §8): sent whatever the endpoint's status.
     pub test: bool,
+    /// The producer's trace context as stored
+    /// ([`webhookd_core::trace::TraceContext::to_stored`]); `None`: the
+    /// event came without one (its attempts derive one from its id).
+    pub trace: Option<String>,
 }
 
 /// An endpoint's deliveries by status (SPEC §13).
@@ -331,5 +336,6 @@ pub(crate) fn new_delivery(
         created_at: now_ms,
         last_attempt: false,
         test: false,
+        trace: event.trace.as_ref().map(TraceContext::to_stored),
     }
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod logging;
 mod opening;
+mod otel;
 mod progress;
 mod recover;
 mod serve;
@@ -44,10 +45,18 @@ fn main() -> ExitCode {
         | Command::Keys { .. }
         | Command::Recover { .. } => "warn".to_owned(),
     };
-    if let Err(error) = logging::init(cli.log_format.unwrap_or(config.log_format), &default_level) {
-        eprintln!("webhookd: configuration error: {error:#}");
-        return ExitCode::from(2);
-    }
+    // Spans are exported by `serve` only (one-shot commands make none).
+    let _export = match logging::init(
+        cli.log_format.unwrap_or(config.log_format),
+        &default_level,
+        serving,
+    ) {
+        Ok(export) => export,
+        Err(error) => {
+            eprintln!("webhookd: configuration error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

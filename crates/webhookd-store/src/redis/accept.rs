@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use webhookd_core::trace::TraceContext;
 use webhookd_core::{Event, PreviousSecret, ids};
 
 use super::rows::{self, acceptance_from_answer};
@@ -203,7 +204,14 @@ impl RedisStore {
                             .arg(OwnerFilters::script_arguments(
                                 filters.get(event.username.as_str()).map(AsRef::as_ref),
                                 event,
-                            ));
+                            ))
+                            .arg(
+                                event
+                                    .trace
+                                    .as_ref()
+                                    .map(TraceContext::to_stored)
+                                    .unwrap_or_default(),
+                            );
                     }
                 },
             )

@@ -138,7 +138,7 @@ pub(super) fn previous_secret(
 /// A row of `claim_due.lua`: id, username, endpoint id, event id, event type,
 /// body, attempts, created at, url, secret, lease, last attempt and test
 /// (0 or 1), previous secret and its expiry (empty when none), the sending
-/// slot and the delivery options (empty when none).
+/// slot, the delivery options and the trace context (empty when none).
 pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Claim, StoreError> {
     let [
         id,
@@ -158,7 +158,8 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
         previous_expires_at,
         slot,
         options,
-    ]: [String; 17] = row.try_into().map_err(|row: Vec<String>| {
+        trace,
+    ]: [String; 18] = row.try_into().map_err(|row: Vec<String>| {
         StoreError::Corrupt(format!("claim row of {} fields", row.len()))
     })?;
     let number = |name: &str, text: &str| {
@@ -180,6 +181,7 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
             created_at: number("created_at", &created_at)?,
             last_attempt: last_attempt == "1",
             test: test == "1",
+            trace: (!trace.is_empty()).then_some(trace),
         },
         url,
         secret,
@@ -241,6 +243,7 @@ pub(super) fn delivery_from_fields(
         created_at: number("created_at", take("created_at")?)?,
         last_attempt: fields.get("last_attempt").is_some_and(|flag| flag == "1"),
         test: fields.get("test").is_some_and(|flag| flag == "1"),
+        trace: fields.remove("trace"),
         delivery_id,
     })
 }

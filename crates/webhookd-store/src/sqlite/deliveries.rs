@@ -12,8 +12,8 @@ use webhookd_core::{Endpoint, Event, EventType, ids};
 use super::quotas::{KeptCounts, take_event_of_the_day};
 use super::rates::RateBuckets;
 use super::rows::{
-    DELIVERY_COLUMNS, DELIVERY_COLUMNS_D, ENDPOINT_COLUMNS, RawDelivery, RawEndpoint,
-    previous_secret, read_delivery, read_endpoint,
+    DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, DELIVERY_COLUMNS_D, ENDPOINT_COLUMNS, RawDelivery,
+    RawEndpoint, previous_secret, read_delivery, read_endpoint,
 };
 use super::schema::sqlite_error;
 use crate::filters::{FilteredEvent, ParsedFilters};
@@ -143,8 +143,8 @@ pub(super) fn accept_one(
     let mut insert = tx
         .prepare_cached(
             "INSERT INTO deliveries (delivery_id, username, endpoint_id, event_id, event_type, body,
-                 status, attempts, next_attempt_at, created_at, lease_owner)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?8, ?9)",
+                 status, attempts, next_attempt_at, created_at, lease_owner, trace)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?8, ?9, ?10)",
         )
         .map_err(sqlite_error)?;
     let mut deliveries = Vec::new();
@@ -190,7 +190,8 @@ pub(super) fn accept_one(
                 delivery.body,
                 due_at,
                 now_ms,
-                lease
+                lease,
+                delivery.trace
             ])
             .map_err(sqlite_error)?;
         if let Some(lease) = lease {
@@ -449,13 +450,14 @@ pub(super) fn claim_from_endpoint(
                     i64::try_from(room).unwrap_or(i64::MAX)
                 ],
                 |row| {
+                    const E: usize = DELIVERY_COLUMN_COUNT;
                     Ok((
                         read_delivery(row)?,
-                        row.get::<_, Option<String>>(12)?,
-                        row.get::<_, Option<String>>(13)?,
-                        row.get::<_, Option<String>>(14)?,
-                        previous_secret(row.get(15)?, row.get(16)?),
-                        row.get::<_, Option<String>>(17)?,
+                        row.get::<_, Option<String>>(E)?,
+                        row.get::<_, Option<String>>(E + 1)?,
+                        row.get::<_, Option<String>>(E + 2)?,
+                        previous_secret(row.get(E + 3)?, row.get(E + 4)?),
+                        row.get::<_, Option<String>>(E + 5)?,
                     ))
                 },
             )

@@ -8,10 +8,14 @@ use crate::{Delivery, StoreError, event_type_from_str, events_from_json, status_
 
 /// [`DELIVERY_COLUMNS`] qualified with the `d` alias, for joins.
 pub(super) const DELIVERY_COLUMNS_D: &str = "d.delivery_id, d.username, d.endpoint_id, d.event_id, d.event_type, \
-     d.body, d.status, d.attempts, d.next_attempt_at, d.created_at, d.last_attempt, d.test";
+     d.body, d.status, d.attempts, d.next_attempt_at, d.created_at, d.last_attempt, d.test, d.trace";
 
 pub(super) const DELIVERY_COLUMNS: &str = "delivery_id, username, endpoint_id, event_id, event_type, body, \
-     status, attempts, next_attempt_at, created_at, last_attempt, test";
+     status, attempts, next_attempt_at, created_at, last_attempt, test, trace";
+
+/// How many columns [`DELIVERY_COLUMNS`] names: a join's own columns
+/// follow at this index.
+pub(super) const DELIVERY_COLUMN_COUNT: usize = 13;
 
 /// A delivery row before its enums are parsed.
 pub(super) struct RawDelivery {
@@ -27,6 +31,7 @@ pub(super) struct RawDelivery {
     created_at: i64,
     last_attempt: bool,
     test: bool,
+    trace: Option<String>,
 }
 
 pub(super) fn read_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawDelivery> {
@@ -43,6 +48,7 @@ pub(super) fn read_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawDeli
         created_at: row.get(9)?,
         last_attempt: row.get(10)?,
         test: row.get(11)?,
+        trace: row.get(12)?,
     })
 }
 
@@ -61,6 +67,7 @@ impl RawDelivery {
             created_at: self.created_at,
             last_attempt: self.last_attempt,
             test: self.test,
+            trace: self.trace,
         })
     }
 }

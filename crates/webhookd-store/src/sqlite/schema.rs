@@ -123,6 +123,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE endpoints ADD COLUMN options TEXT;",
     // 11: an endpoint's payload filter (SPEC §15), compact JSON.
     "ALTER TABLE endpoints ADD COLUMN filter TEXT;",
+    // 12: the producer's trace context of a delivery's event (SPEC §15).
+    "ALTER TABLE deliveries ADD COLUMN trace TEXT;",
 ];
 
 /// Prepared statements kept per connection.

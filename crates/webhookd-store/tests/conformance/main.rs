@@ -104,6 +104,7 @@ conformance!(
     an_events_body_is_kept_once_and_outlives_its_delivered_copies,
     delivery_options_are_kept_changed_and_claimed,
     payload_filters_decide_which_endpoints_get_an_event,
+    trace_contexts_are_kept_with_deliveries_and_claimed,
 );
 
 mod filters;

@@ -15,11 +15,12 @@
 -- CLAIM_DUE), number of (endpoint id, room, slots the caller's lane
 -- holds, '1' if suspect) quads, today (the store's UTC day number), how
 -- long an event's body is kept for inspection (ms, 0: not kept; SPEC §13),
--- the quads, then per event 11 values: user prefix, username, event id, event
+-- the quads, then per event 12 values: user prefix, username, event id, event
 -- type, quoted event type, body, delivery id base, the owner's
 -- max_kept_deliveries_per_endpoint and max_events_per_day (0: none), the
 -- owner's filtered endpoints as the caller knows them ('id:digest ...'),
--- and those of them the event's filter check excluded ('id ...').
+-- and those of them the event's filter check excluded ('id ...'), and the
+-- producer's trace context as stored ('' none; SPEC §15).
 -- Filters (SPEC §15): an endpoint whose stored filter digest is not the
 -- one the caller decided with makes the event stale; an excluded endpoint
 -- whose digest matches gets no delivery.
@@ -39,10 +40,10 @@ for i = 13, 12 + 4 * listed, 4 do
   suspect[ARGV[i]] = ARGV[i + 3] == '1'
 end
 local results, leased = {}, {}
-for e = 13 + 4 * listed, #ARGV, 11 do
+for e = 13 + 4 * listed, #ARGV, 12 do
   local user, username, event_id, event_type, quoted, body, base =
     ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
-  local kept_limit, per_day = tonumber(ARGV[e + 7]), tonumber(ARGV[e + 8])
+  local kept_limit, per_day, trace = tonumber(ARGV[e + 7]), tonumber(ARGV[e + 8]), ARGV[e + 11]
   local known, excluded = known_of[user], {}
   if not known then
     known = {}
@@ -139,6 +140,10 @@ for e = 13 + 4 * listed, #ARGV, 11 do
         local fields = {'username', username, 'endpoint_id', id, 'event_id', event_id,
           'event_type', event_type, 'status', 'pending', 'attempts', 0, 'created_at', now,
           'next_attempt_at', due_at}
+        if trace ~= '' then
+          fields[#fields + 1] = 'trace'
+          fields[#fields + 1] = trace
+        end
         if lease then
           -- Sent at once, most likely delivered at once: splitting its
           -- body would be work for nothing (a retry compacts it then).

@@ -1,0 +1,153 @@
+//! W3C Trace Context end to end (SPEC §15): a producer's `traceparent` and
+//! `tracestate` — on the HTTP ingest request or the AMQP message — travel
+//! with the event through the store, and every attempt carries them on to
+//! the receiver as a child of the producer's span; an event without one
+//! gets a trace of its own, the same for all its attempts.
+
+// In tests a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use webhookd_core::trace::TraceParent;
+use webhookd_testkit::receiver::{Answer, Received, Receiver};
+use webhookd_testkit::{Service, require};
+
+mod support;
+use support::*;
+
+const PRODUCER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+const STATE: &str = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+const INGEST_TOKEN: &str = "whi_tracing_test_token_0123456789";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A webhookd on `store` that takes HTTP ingest and may send to loopback.
+fn server(store: &str, extra: &[(&str, &str)]) -> Server {
+    let mut command = webhookd(store);
+    command
+        .env("WEBHOOKD_INGEST_TOKEN", INGEST_TOKEN)
+        .env("WEBHOOKD_REQUIRE_HTTPS", "false")
+        .env("WEBHOOKD_ALLOWED_NETWORKS", "127.0.0.0/8")
+        .env("WEBHOOKD_RETRY_SCHEDULE", "1s");
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    Server::start_with(command)
+}
+
+fn create_endpoint(server: &Server, key: &str, url: &str) {
+    let created: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v2/endpoint", server.base))
+        .header("x-api-key", key)
+        .body(json!({"url": url, "events": ["generated_video_success"]}).to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(created["code"], 0, "{created}");
+}
+
+fn ingest(server: &Server, event_id: &str, trace: Option<(&str, &str)>) {
+    let mut request = reqwest::blocking::Client::new()
+        .post(format!("{}/internal/events", server.base))
+        .bearer_auth(INGEST_TOKEN)
+        .body(
+            json!({"event": "generated_video_success", "username": "tracer",
+                   "event_id": event_id, "data": {}})
+            .to_string(),
+        );
+    if let Some((parent, state)) = trace {
+        request = request
+            .header("traceparent", parent)
+            .header("tracestate", state);
+    }
+    assert_eq!(request.send().unwrap().status(), 202);
+}
+
+fn traceparent(received: &Received) -> TraceParent {
+    let header = received
+        .headers
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    TraceParent::parse(header).unwrap_or_else(|| panic!("not a traceparent: {header:?}"))
+}
+
+fn event_id(received: &Received) -> String {
+    let body: Value = serde_json::from_slice(&received.body).unwrap();
+    body["event_id"].as_str().unwrap().to_owned()
+}
+
+/// The producer's trace reaches every attempt — the first, refused, and
+/// its retry — each a new child span; an event without one gets one trace
+/// for all its attempts.
+fn the_producers_trace_reaches_every_attempt(store: &str) {
+    let runtime = runtime();
+    let receiver = runtime.block_on(Receiver::scripted(
+        vec![Answer::Status(503), Answer::Status(503)],
+        Answer::Status(200),
+    ));
+    let key = add_user(store, "tracer");
+    let server = server(store, &[]);
+    create_endpoint(&server, &key, &receiver.url);
+    ingest(&server, "evt_traced", Some((PRODUCER, STATE)));
+    ingest(&server, "evt_untraced", None);
+    let arrived = runtime.block_on(receiver.wait_for(4, Duration::from_secs(20)));
+    assert_eq!(arrived.len(), 4, "{}", server.log());
+
+    let producer = TraceParent::parse(PRODUCER).unwrap();
+    let traced: Vec<&Received> = arrived
+        .iter()
+        .filter(|r| event_id(r) == "evt_traced")
+        .collect();
+    assert_eq!(traced.len(), 2, "first attempt refused, then its retry");
+    for received in &traced {
+        let sent = traceparent(received);
+        assert_eq!(sent.trace_id, producer.trace_id);
+        assert_ne!(sent.parent_id, producer.parent_id, "the attempt's own span");
+        assert!(sent.sampled, "the producer's sampling decision is kept");
+        assert_eq!(received.headers.get("tracestate").unwrap(), STATE);
+    }
+    assert_ne!(
+        traceparent(traced[0]).parent_id,
+        traceparent(traced[1]).parent_id
+    );
+
+    let untraced: Vec<TraceParent> = arrived
+        .iter()
+        .filter(|r| event_id(r) == "evt_untraced")
+        .map(traceparent)
+        .collect();
+    assert_eq!(untraced.len(), 2);
+    assert_eq!(untraced[0].trace_id, untraced[1].trace_id);
+    assert_ne!(untraced[0].trace_id, producer.trace_id);
+    assert!(
+        arrived
+            .iter()
+            .filter(|r| event_id(r) == "evt_untraced")
+            .all(|r| r.headers.get("tracestate").is_none())
+    );
+}
+
+#[test]
+fn sqlite_the_producers_trace_reaches_every_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    the_producers_trace_reaches_every_attempt(&sqlite_store(&dir));
+}
+
+#[test]
+fn redis_the_producers_trace_reaches_every_attempt() {
+    let Some(url) = require(Service::Redis) else {
+        return;
+    };
+    the_producers_trace_reaches_every_attempt(&url);
+}
