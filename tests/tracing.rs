@@ -151,3 +151,128 @@ fn redis_the_producers_trace_reaches_every_attempt() {
     };
     the_producers_trace_reaches_every_attempt(&url);
 }
+
+/// Every span in the OTLP/JSON export requests `collector` received.
+fn exported_spans(collector: &Receiver) -> Vec<Value> {
+    collector
+        .received()
+        .iter()
+        .filter_map(|request| serde_json::from_slice::<Value>(&request.body).ok())
+        .flat_map(|export| {
+            let mut spans = Vec::new();
+            for resource in export["resourceSpans"].as_array().into_iter().flatten() {
+                for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                    spans.extend(scope["spans"].as_array().into_iter().flatten().cloned());
+                }
+            }
+            spans
+        })
+        .collect()
+}
+
+/// An attribute's value as text (OTLP/JSON writes integers as strings too).
+fn attribute(span: &Value, key: &str) -> Option<String> {
+    let value = &span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|attribute| attribute["key"] == key)?["value"];
+    ["stringValue", "intValue"]
+        .iter()
+        .find_map(|kind| value[kind].as_str())
+        .map(str::to_owned)
+}
+
+/// SPEC §15: with `OTEL_EXPORTER_OTLP_*` set, the spans of one event
+/// published with a `traceparent` reach an OTLP/HTTP collector: the
+/// attempt's span is a child of the producer's and is the parent the
+/// receiver was told of; the accept, with its store call under it, is in
+/// the same trace.
+#[test]
+fn spans_are_exported_over_otlp_with_the_producer_as_parent() {
+    let runtime = runtime();
+    let receiver = runtime.block_on(Receiver::start(Answer::Status(204)));
+    let collector = runtime.block_on(Receiver::start(Answer::Status(200)));
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let key = add_user(&store, "tracer");
+    let traces = collector.url.replace("/webhook", "/v1/traces");
+    let server = server(
+        &store,
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_SERVICE_NAME", "webhookd-under-test"),
+        ],
+    );
+    create_endpoint(&server, &key, &receiver.url);
+    ingest(&server, "evt_exported", Some((PRODUCER, STATE)));
+    let arrived = runtime.block_on(receiver.wait_for(1, Duration::from_secs(10)));
+    assert_eq!(arrived.len(), 1, "{}", server.log());
+    let sent = traceparent(&arrived[0]);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let named =
+        |spans: &[Value], name: &str| spans.iter().find(|span| span["name"] == name).cloned();
+    let spans = loop {
+        let spans = exported_spans(&collector);
+        if named(&spans, "webhook attempt").is_some() && named(&spans, "ingest accept").is_some() {
+            break spans;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no attempt and accept spans reached the collector; it got {} requests: {:?}\n{}",
+            collector.count(),
+            spans,
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let producer_trace = "0af7651916cd43dd8448eb211c80319c";
+    let producer_span = "b7ad6b7169203331";
+
+    let attempt = named(&spans, "webhook attempt").unwrap();
+    assert_eq!(attempt["traceId"], producer_trace, "{attempt}");
+    assert_eq!(attempt["parentSpanId"], producer_span, "{attempt}");
+    // traceparent = 00-<trace id>-<parent id>-<flags>.
+    let sent_parent = &sent.to_string()[36..52];
+    assert_eq!(
+        attempt["spanId"], sent_parent,
+        "the receiver's parent is the attempt"
+    );
+    assert_eq!(
+        sent.trace_id,
+        TraceParent::parse(PRODUCER).unwrap().trace_id
+    );
+    assert_eq!(attempt["kind"], 3, "a client span: {attempt}");
+    assert_eq!(
+        attribute(&attempt, "http.response.status_code").as_deref(),
+        Some("204"),
+        "{attempt}"
+    );
+    assert_eq!(attribute(&attempt, "tenant").as_deref(), Some("tracer"));
+    assert_eq!(attribute(&attempt, "reason").as_deref(), Some("ok"));
+    assert!(attribute(&attempt, "endpoint_id").is_some(), "{attempt}");
+
+    let accept = named(&spans, "ingest accept").unwrap();
+    assert_eq!(accept["traceId"], producer_trace, "{accept}");
+    assert_eq!(accept["parentSpanId"], producer_span, "{accept}");
+    let store_calls: Vec<&Value> = spans
+        .iter()
+        .filter(|span| span["parentSpanId"] == accept["spanId"])
+        .collect();
+    assert!(
+        store_calls
+            .iter()
+            .any(|span| span["name"] == "accept_and_claim" || span["name"] == "accept_events"),
+        "the accept's store call is its child: {spans:?}"
+    );
+    let resource = collector
+        .received()
+        .iter()
+        .filter_map(|request| serde_json::from_slice::<Value>(&request.body).ok())
+        .map(|export| export["resourceSpans"][0]["resource"].to_string())
+        .next()
+        .unwrap();
+    assert!(resource.contains("webhookd-under-test"), "{resource}");
+}

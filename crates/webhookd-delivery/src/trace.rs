@@ -23,6 +23,7 @@ use opentelemetry::trace::{
 };
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use webhookd_core::Event;
 use webhookd_core::telemetry;
 use webhookd_core::trace::{self, TraceContext};
 use webhookd_store::Claim;
@@ -87,28 +88,13 @@ impl AttemptSpan {
             delivery_id = %delivery.delivery_id,
             event_id = %delivery.event_id,
             event_type = delivery.event_type.as_str(),
-            attempt = number,
+            attempt = i64::from(number),
             http.response.status_code = Empty,
             reason = Empty,
             duration_ms = Empty,
         );
-        let parent = SpanContext::new(
-            TraceId::from_bytes(producer.parent.trace_id),
-            SpanId::from_bytes(producer.parent.parent_id),
-            if producer.parent.sampled {
-                TraceFlags::SAMPLED
-            } else {
-                TraceFlags::default()
-            },
-            true,
-            producer
-                .state
-                .as_deref()
-                .and_then(|state| state.parse::<TraceState>().ok())
-                .unwrap_or_default(),
-        );
         // A disabled span (no exporter) takes no parent and has no context.
-        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
+        let _ = span.set_parent(remote_parent(&producer));
         let own = span.context().span().span_context().clone();
         let sent = if own.is_valid() {
             trace::TraceParent {
@@ -148,4 +134,49 @@ impl AttemptSpan {
         self.span
             .record("otel.status_code", if delivered { "ok" } else { "error" });
     }
+}
+
+/// `context` as the remote parent of a span.
+fn remote_parent(context: &TraceContext) -> opentelemetry::Context {
+    let parent = SpanContext::new(
+        TraceId::from_bytes(context.parent.trace_id),
+        SpanId::from_bytes(context.parent.parent_id),
+        if context.parent.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        },
+        true,
+        context
+            .state
+            .as_deref()
+            .and_then(|state| state.parse::<TraceState>().ok())
+            .unwrap_or_default(),
+    );
+    opentelemetry::Context::new().with_remote_span_context(parent)
+}
+
+/// The span of one accept (SPEC §15): the store write that makes `events`
+/// durable. One event that came with a trace (HTTP ingest) is its child; a
+/// batch (AMQP) is a trace of its own, its size on the span.
+pub fn accept_span(events: &[Event], source: &'static str) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: telemetry::SPAN_TARGET,
+        "ingest accept",
+        otel.kind = "server",
+        source,
+        events = i64::try_from(events.len()).unwrap_or(i64::MAX),
+        event_id = Empty,
+        tenant = Empty,
+    );
+    if let [event] = events
+        && !span.is_disabled()
+    {
+        span.record("event_id", event.event_id.as_str());
+        span.record("tenant", event.username.as_str());
+        if let Some(trace) = &event.trace {
+            let _ = span.set_parent(remote_parent(trace));
+        }
+    }
+    span
 }

@@ -12,6 +12,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use tracing::Instrument as _;
+
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
 use webhookd_core::telemetry::{self, EventOutcome, Quota, Source};
 use webhookd_core::time::unix_seconds;
@@ -95,6 +97,15 @@ impl Ingest {
     /// Fresh deliveries the dispatcher has room for are leased to it in the
     /// same store call and sent at once (the fast path).
     pub async fn accept(
+        &self,
+        events: &[Event],
+        source: Source,
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        let span = webhookd_delivery::trace::accept_span(events, source.as_str());
+        self.accept_in_span(events, source).instrument(span).await
+    }
+
+    async fn accept_in_span(
         &self,
         events: &[Event],
         source: Source,

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable};
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use webhookd_core::catalog::Change;
@@ -797,5 +799,70 @@ async fn an_event_the_store_keeps_refusing_is_dead_lettered_and_the_queue_flows(
     let reason = dead[0].header(ERROR_HEADER).unwrap();
     assert!(reason.starts_with("store_refused: "), "{reason}");
     assert!(reason.contains("WRONGTYPE"), "{reason}");
+    fixture.stop().await;
+}
+
+/// SPEC §15: a message's `traceparent` and `tracestate` headers are kept
+/// with each of its event's deliveries (a message without them has none,
+/// and a malformed `traceparent` counts as none — never a dead letter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messages_trace_headers_are_kept_with_its_deliveries() {
+    let Some(fixture) = Fixture::start("trace_headers", 1).await else {
+        return;
+    };
+    fixture.wait_until_ready().await;
+    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut headers = FieldTable::default();
+    headers.insert("traceparent".into(), AMQPValue::LongString(parent.into()));
+    headers.insert(
+        "tracestate".into(),
+        AMQPValue::LongString("rojo=00f067aa0ba902b7".into()),
+    );
+    let url = &fixture.amqp_url;
+    let queue = &fixture.settings.queue;
+    let traced = BasicProperties::default().with_headers(headers);
+    webhookd_testkit::amqp::publish_with(url, queue, [message("evt_traced")], traced).await;
+    let mut malformed = FieldTable::default();
+    malformed.insert(
+        "traceparent".into(),
+        AMQPValue::LongString("00-nope".into()),
+    );
+    let malformed = BasicProperties::default().with_headers(malformed);
+    webhookd_testkit::amqp::publish_with(url, queue, [message("evt_malformed")], malformed).await;
+    publish(url, queue, [message("evt_plain")]).await;
+    assert_eq!(
+        fixture
+            .wait_for_events(3, Duration::from_secs(30))
+            .await
+            .len(),
+        3
+    );
+    let deliveries = fixture
+        .store
+        .list_deliveries(
+            "producer-user",
+            &fixture.endpoints[0],
+            DeliveryStatus::Pending,
+            &Page {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    let trace_of = |event_id: &str| {
+        deliveries
+            .iter()
+            .find(|delivery| delivery.event_id == event_id)
+            .unwrap()
+            .trace
+            .clone()
+    };
+    assert_eq!(
+        trace_of("evt_traced").as_deref(),
+        Some(format!("{parent}\nrojo=00f067aa0ba902b7").as_str())
+    );
+    assert_eq!(trace_of("evt_malformed"), None);
+    assert_eq!(trace_of("evt_plain"), None);
     fixture.stop().await;
 }

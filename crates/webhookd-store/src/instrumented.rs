@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use webhookd_core::telemetry;
 use webhookd_core::{Endpoint, EndpointSpec, Event};
 
@@ -47,7 +48,9 @@ async fn timed<T>(
     work: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
     let started = Instant::now();
-    let result = work.await;
+    // A child of the attempt or accept it serves, when spans are exported.
+    let span = tracing::info_span!(target: telemetry::SPAN_TARGET, "store", otel.name = operation);
+    let result = work.instrument(span).await;
     telemetry::store_operation(
         operation,
         started.elapsed(),

@@ -75,6 +75,11 @@ where
         .build();
     let layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("webhookd"))
+        // What an operator reads on a span: its fields, not where in the
+        // code or on which thread it ran.
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
         .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
             metadata.target() == telemetry::SPAN_TARGET
         }))
