@@ -140,6 +140,7 @@ pub async fn compare(
     ];
     let baseline_settings = Settings {
         webhookd: baseline.to_owned(),
+        extra_env: Vec::new(),
         ..settings.clone()
     };
     let mut compared = Vec::new();

@@ -39,6 +39,15 @@ struct Cli {
     /// (docs/benchmarks.md, "A/B against an earlier commit").
     #[arg(long)]
     baseline: Option<String>,
+    /// A/B: compare with this webhookd binary instead of building a commit
+    /// (with `--env`: the same build with and without some settings).
+    #[arg(long, conflicts_with = "baseline")]
+    baseline_binary: Option<PathBuf>,
+    /// `NAME=VALUE` for the webhookd of the drain-type scenarios; in an
+    /// A/B, for this build's side only (e.g. the `OTEL_*` settings of
+    /// tracing). Repeatable.
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
     /// A/B: runs of each scenario on each side.
     #[arg(long, default_value_t = 4)]
     rounds: usize,
@@ -92,6 +101,14 @@ enum Scenario {
     All,
 }
 
+/// `NAME=VALUE`.
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings {
@@ -103,20 +120,33 @@ fn main() -> anyhow::Result<()> {
         latency_rate: cli.latency_rate,
         latency_duration: Duration::from_secs(cli.latency_seconds),
         backlog: cli.backlog,
+        // Names live as long as the harness: leaked once.
+        extra_env: cli
+            .env
+            .iter()
+            .map(|(name, value)| (&*Box::leak(name.clone().into_boxed_str()), value.clone()))
+            .collect(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    if let Some(commit) = &cli.baseline {
-        let baseline = webhookd_bench::ab::build_baseline(commit, &settings.webhookd)?;
+    let baseline = match (&cli.baseline, &cli.baseline_binary) {
+        (Some(commit), _) => Some((
+            webhookd_bench::ab::build_baseline(commit, &settings.webhookd)?,
+            commit.clone(),
+        )),
+        (None, Some(binary)) => Some((binary.clone(), binary.display().to_string())),
+        (None, None) => None,
+    };
+    if let Some((baseline, name)) = baseline {
         let compared = runtime.block_on(webhookd_bench::ab::compare(
             &settings, &baseline, cli.rounds,
         ))?;
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&compared)?);
         } else {
-            print!("{}", webhookd_bench::ab::table(&compared, commit));
+            print!("{}", webhookd_bench::ab::table(&compared, &name));
         }
         return Ok(());
     }

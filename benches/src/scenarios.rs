@@ -30,6 +30,9 @@ pub struct Settings {
     pub latency_duration: Duration,
     /// Deliveries in the retry backlog of the memory scenario.
     pub backlog: u64,
+    /// More settings for the webhookd of the drain-type scenarios (`--env`:
+    /// in an A/B, this build's only).
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 /// How long a scenario may go without a new delivery before it is a failure.
@@ -218,6 +221,7 @@ fn amqp_env(settings: &Settings, tenant: &Tenant, queue: &str) -> Vec<(&'static 
     let mut env = tenant.env.clone();
     env.push(("WEBHOOKD_AMQP_URL", settings.amqp_url.clone()));
     env.push(("WEBHOOKD_AMQP_QUEUE", queue.to_owned()));
+    env.extend(settings.extra_env.iter().cloned());
     env
 }
 

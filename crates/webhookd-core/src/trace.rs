@@ -182,14 +182,6 @@ fn hex(bytes: &[u8]) -> String {
     hex::encode(bytes)
 }
 
-/// A fresh span id: 8 random bytes, never all zero.
-pub fn new_span_id() -> [u8; 8] {
-    let mut id = [0; 8];
-    getrandom::fill(&mut id).expect("the operating system's random number generator failed");
-    id[7] |= u8::from(id == [0; 8]);
-    id
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,4 +29,4 @@ pub use classify::{Reason, Verdict};
 pub use client::DeliveryClient;
 pub use engine::{Dispatcher, DispatcherSettings};
 pub use routes::{Egress, EgressError};
-pub use trace::sample_derived_traces;
+pub use trace::configure_sampling;

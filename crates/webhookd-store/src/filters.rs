@@ -21,6 +21,9 @@ use webhookd_core::{Endpoint, Event, Filter};
 
 /// Parsed filters kept before the cache starts over; each is small.
 const KEPT: usize = 10_000;
+/// Owners' snapshots kept before the cache starts over: one per owner that
+/// sent events, most of them empty (an owner without filters).
+const OWNERS_KEPT: usize = 100_000;
 
 /// Filters parsed once per distinct text.
 #[derive(Debug, Default)]
@@ -167,7 +170,7 @@ impl FilterSnapshots {
     pub(crate) fn put(&self, owner: &str, filters: OwnerFilters) -> Arc<OwnerFilters> {
         let filters = Arc::new(filters);
         let mut by_owner = self.lock();
-        if by_owner.len() >= KEPT {
+        if by_owner.len() >= OWNERS_KEPT {
             by_owner.clear();
         }
         by_owner.insert(owner.to_owned(), Arc::clone(&filters));

@@ -48,8 +48,13 @@ async fn timed<T>(
     work: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
     let started = Instant::now();
-    // A child of the attempt or accept it serves, when spans are exported.
-    let span = tracing::info_span!(target: telemetry::SPAN_TARGET, "store", otel.name = operation);
+    // A child of the attempt or accept it serves, when that is exported;
+    // a call outside one (a claim, a batch of records) is not traced.
+    let span = if tracing::Span::current().is_none() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(target: telemetry::SPAN_TARGET, "store", otel.name = operation)
+    };
     let result = work.instrument(span).await;
     telemetry::store_operation(
         operation,

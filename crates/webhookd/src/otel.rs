@@ -55,8 +55,10 @@ where
     if var("OTEL_SDK_DISABLED").is_some_and(|value| value.eq_ignore_ascii_case("true")) {
         return Ok(None);
     }
-    let (sampler, derived_ratio) = sampler()?;
-    webhookd_delivery::sample_derived_traces(derived_ratio);
+    let (sampler, parent_based, ratio) = sampler()?;
+    // Spans that will not be exported are not built (webhookd-delivery's
+    // `trace.rs` decides as this sampler would).
+    webhookd_delivery::configure_sampling(parent_based, ratio);
     // The SDK reads the endpoint, headers and timeout from the same
     // variables; the protocol is checked here, for a clear refusal of gRPC.
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -107,9 +109,9 @@ fn protocol() -> anyhow::Result<Protocol> {
 }
 
 /// `OTEL_TRACES_SAMPLER` (default `parentbased_always_on`) and
-/// `OTEL_TRACES_SAMPLER_ARG`, and the share of derived traces (events
-/// without a producer trace) to sample, which the root sampler decides.
-fn sampler() -> anyhow::Result<(Sampler, f64)> {
+/// `OTEL_TRACES_SAMPLER_ARG`: the sampler, whether a producer's decision
+/// counts, and the share of other traces sampled.
+fn sampler() -> anyhow::Result<(Sampler, bool, f64)> {
     let ratio = || -> anyhow::Result<f64> {
         let Some(arg) = var("OTEL_TRACES_SAMPLER_ARG") else {
             return Ok(1.0);
@@ -121,18 +123,23 @@ fn sampler() -> anyhow::Result<(Sampler, f64)> {
     };
     let name = var("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_always_on".into());
     Ok(match name.trim() {
-        "always_on" => (Sampler::AlwaysOn, 1.0),
-        "always_off" => (Sampler::AlwaysOff, 0.0),
+        "always_on" => (Sampler::AlwaysOn, false, 1.0),
+        "always_off" => (Sampler::AlwaysOff, false, 0.0),
         "traceidratio" => {
             let ratio = ratio()?;
-            (Sampler::TraceIdRatioBased(ratio), ratio)
+            (Sampler::TraceIdRatioBased(ratio), false, ratio)
         }
-        "parentbased_always_on" => (Sampler::ParentBased(Box::new(Sampler::AlwaysOn)), 1.0),
-        "parentbased_always_off" => (Sampler::ParentBased(Box::new(Sampler::AlwaysOff)), 0.0),
+        "parentbased_always_on" => (Sampler::ParentBased(Box::new(Sampler::AlwaysOn)), true, 1.0),
+        "parentbased_always_off" => (
+            Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            true,
+            0.0,
+        ),
         "parentbased_traceidratio" => {
             let ratio = ratio()?;
             (
                 Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))),
+                true,
                 ratio,
             )
         }
