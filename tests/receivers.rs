@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{Server, add_user, sqlite_store, webhookd};
+use webhookd_testkit::tls::Authority;
 
 const TOKEN: &str = "whi_process_test_token_0123456789";
 
@@ -173,39 +174,6 @@ fn deliveries(server: &Server, key: &str, endpoint_id: &str, status: &str, n: us
     }
 }
 
-/// A certificate authority for the test, and certificates it signs.
-struct Authority {
-    pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Authority {
-    fn new(name: &str) -> Authority {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let pem = params.clone().self_signed(&key).unwrap().pem();
-        Authority {
-            pem,
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate for `name` (its common name and alternative name), and its key.
-    fn sign(&self, name: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
 #[test]
 fn the_documented_mtls_receiver_takes_only_the_endpoints_certificate() {
     let dir = tempfile::tempdir().unwrap();
@@ -214,7 +182,7 @@ fn the_documented_mtls_receiver_takes_only_the_endpoints_certificate() {
         Authority::new("clients' CA"),
         Authority::new("a stranger's CA"),
     );
-    let (server_cert, server_key) = server_ca.sign("127.0.0.1");
+    let (server_cert, server_key) = server_ca.sign(&["127.0.0.1"]);
     std::fs::write(dir.path().join("server.pem"), &server_cert).unwrap();
     std::fs::write(dir.path().join("server-key.pem"), &server_key).unwrap();
     std::fs::write(dir.path().join("webhookd-clients-ca.pem"), &clients_ca.pem).unwrap();
@@ -238,10 +206,10 @@ fn the_documented_mtls_receiver_takes_only_the_endpoints_certificate() {
         }
         create(&server, &key, &body)
     };
-    let (client_cert, client_key) = clients_ca.sign("webhookd.example");
+    let (client_cert, client_key) = clients_ca.sign(&["webhookd.example"]);
     let key_body = client_key.lines().nth(1).unwrap().to_owned();
     let trusted = endpoint(Some((client_cert, client_key)));
-    let stranger = endpoint(Some(stranger.sign("webhookd.example")));
+    let stranger = endpoint(Some(stranger.sign(&["webhookd.example"])));
     let anonymous = endpoint(None);
     publish(&server, "evt_mtls_1");
 

@@ -65,8 +65,10 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let fields = json_object(&body_bytes(body)?)?;
+    // JoggAI's fields are checked first: their errors are the ones its
+    // clients know.
+    let spec = parse_spec(fields.clone(), &state)?;
     let options = changed_options(&DeliveryOptions::default(), &fields, &state.url_rules)?;
-    let spec = parse_spec(fields, &state)?;
     let endpoint = Endpoint {
         endpoint_id: ids::new_endpoint_id(),
         url: spec.url,
@@ -148,6 +150,7 @@ pub async fn update(
 ) -> Result<impl IntoResponse, ApiError> {
     let endpoint_id = path_id(endpoint_id)?;
     let fields = json_object(&body_bytes(body)?)?;
+    let mut spec = parse_spec(fields.clone(), &state)?;
     // Options left out stay as they are: only a body that names one reads
     // the current ones (secret header values kept by name need them).
     let mut signed_alone_before = true;
@@ -163,7 +166,6 @@ pub async fn update(
     } else {
         None
     };
-    let mut spec = parse_spec(fields, &state)?;
     spec.options = options.as_ref().map(DeliveryOptions::to_stored);
     let mut endpoint = state
         .store

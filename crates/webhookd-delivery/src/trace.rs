@@ -171,7 +171,8 @@ impl AttemptSpan {
             i64::try_from(took.as_millis()).unwrap_or(i64::MAX),
         );
         if let Some(status) = status {
-            self.span.record("http.response.status_code", status);
+            self.span
+                .record("http.response.status_code", i64::from(status));
         }
         self.span
             .record("otel.status_code", if delivered { "ok" } else { "error" });

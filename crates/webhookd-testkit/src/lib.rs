@@ -8,6 +8,7 @@
 pub mod amqp;
 pub mod private_redis;
 pub mod receiver;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;

@@ -167,3 +167,18 @@ pub(super) async fn the_filter_preview_says_whether_a_sample_would_be_delivered(
         .await;
     assert_eq!(response.0, StatusCode::UNAUTHORIZED, "{}", response.1);
 }
+
+/// A body wrong in a JoggAI field and in an option is refused for the
+/// JoggAI field first: the error its clients already handle.
+pub(super) async fn joggai_fields_are_checked_before_options(api: Api) {
+    let body = json!({"url": "http://example.com/", "events": ["generated_avatar_video_success"],
+                      "retry_schedule": ["forever"]});
+    let response = api.call(Method::POST, "/v2/endpoint", Some(body)).await;
+    assert_error(&response, StatusCode::BAD_REQUEST, 40000, "url:");
+    let created = api.create(seed_body()).await;
+    let path = format!("/v2/endpoint/{}", created["endpoint_id"].as_str().unwrap());
+    let body = json!({"url": "https://example.com/", "events": ["no_such_type"],
+                      "signature": "rsa"});
+    let response = api.call(Method::PUT, &path, Some(body)).await;
+    assert_error(&response, StatusCode::BAD_REQUEST, 40000, "no_such_type");
+}

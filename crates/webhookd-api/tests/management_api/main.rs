@@ -93,6 +93,7 @@ on_both_stores!(
     a_filter_is_set_shown_kept_removed_and_ingest_follows_it,
     bad_filters_are_40000_and_name_path_and_operator,
     the_filter_preview_says_whether_a_sample_would_be_delivered,
+    joggai_fields_are_checked_before_options,
 );
 
 mod catalog;
