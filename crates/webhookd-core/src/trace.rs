@@ -150,15 +150,13 @@ impl TraceContext {
         TraceContext::from_headers(Some(parent), state)
     }
 
-    /// The context of a delivery: the stored one, else one derived from
-    /// its event's id.
-    pub fn of_delivery(stored: Option<&str>, event_id: &str) -> Self {
-        stored
-            .and_then(TraceContext::from_stored)
-            .unwrap_or_else(|| TraceContext {
-                parent: TraceParent::derived_from(event_id),
-                state: None,
-            })
+    /// The context of an event that came without one: derived from its
+    /// id ([`TraceParent::derived_from`]), no state.
+    pub fn derived(event_id: &str) -> Self {
+        TraceContext {
+            parent: TraceParent::derived_from(event_id),
+            state: None,
+        }
     }
 }
 
@@ -236,14 +234,16 @@ mod tests {
 
     #[test]
     fn an_event_without_a_trace_gets_one_derived_from_its_id() {
-        let one = TraceContext::of_delivery(None, "evt_1");
-        assert_eq!(one, TraceContext::of_delivery(None, "evt_1"));
+        let one = TraceContext::derived("evt_1");
+        assert_eq!(one, TraceContext::derived("evt_1"));
         assert_ne!(
             one.parent.trace_id,
-            TraceContext::of_delivery(None, "evt_2").parent.trace_id
+            TraceContext::derived("evt_2").parent.trace_id
         );
         assert!(TraceParent::parse(&one.parent.to_string()).is_some());
-        let kept = TraceContext::of_delivery(Some(EXAMPLE), "evt_1");
-        assert_eq!(kept.parent.to_string(), EXAMPLE);
+        assert!(
+            !one.parent.sampled,
+            "webhookd's own trace: the sampler decides"
+        );
     }
 }

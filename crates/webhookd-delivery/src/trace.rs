@@ -13,7 +13,7 @@
 //! with a fresh span id.
 //!
 //! An event without a producer trace has one derived from its id
-//! ([`TraceContext::of_delivery`]): its attempts share a trace whatever
+//! ([`TraceContext::derived`]): its attempts share a trace whatever
 //! process sends them, and the sampler's ratio decides once per trace, so
 //! an event's attempts are exported together or not at all.
 
@@ -105,8 +105,7 @@ impl AttemptSpan {
             .as_deref()
             .and_then(TraceContext::from_stored);
         let from_producer = stored.is_some();
-        let mut producer =
-            stored.unwrap_or_else(|| TraceContext::of_delivery(None, &delivery.event_id));
+        let mut producer = stored.unwrap_or_else(|| TraceContext::derived(&delivery.event_id));
         let record = sampled(&producer, from_producer);
         // An exporting process passes on its own decision; one that is not
         // passes on the producer's.
@@ -134,7 +133,11 @@ impl AttemptSpan {
         } else {
             tracing::Span::none()
         };
-        let own = span.context().span().span_context().clone();
+        let own = if record {
+            span.context().span().span_context().clone()
+        } else {
+            SpanContext::empty_context()
+        };
         let sent = if own.is_valid() {
             TraceParent {
                 trace_id: own.trace_id().to_bytes(),
