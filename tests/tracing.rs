@@ -276,3 +276,92 @@ fn spans_are_exported_over_otlp_with_the_producer_as_parent() {
         .unwrap();
     assert!(resource.contains("webhookd-under-test"), "{resource}");
 }
+
+/// A bad `OTEL_*` setting stops `serve` at start with exit 2 and a message
+/// naming it, as a bad `WEBHOOKD_*` one does.
+#[test]
+fn a_bad_otel_setting_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    add_user(&store, "tracer");
+    for (name, value, words) in [
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "grpc",
+            "OTEL_EXPORTER_OTLP_PROTOCOL: \"grpc\" is not supported",
+        ),
+        (
+            "OTEL_TRACES_SAMPLER",
+            "sometimes",
+            "OTEL_TRACES_SAMPLER: \"sometimes\" is not one of",
+        ),
+        (
+            "OTEL_TRACES_SAMPLER_ARG",
+            "2",
+            "OTEL_TRACES_SAMPLER_ARG: \"2\" is not a ratio",
+        ),
+    ] {
+        let mut command = webhookd(&store);
+        command
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+            .env("OTEL_TRACES_SAMPLER", "traceidratio")
+            .env(name, value)
+            .arg("serve");
+        let output = run(command);
+        assert_eq!(output.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(words), "{name}={value}: {stderr}");
+    }
+}
+
+/// A producer that did not sample its trace is followed by the default
+/// (`parentbased_*`) sampler: no attempt span is exported and the receiver
+/// is told the trace is not sampled; one it did sample is exported.
+#[test]
+fn a_producers_sampling_decision_is_followed() {
+    let runtime = runtime();
+    let receiver = runtime.block_on(Receiver::start(Answer::Status(204)));
+    let collector = runtime.block_on(Receiver::start(Answer::Status(200)));
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let key = add_user(&store, "tracer");
+    let traces = collector.url.replace("/webhook", "/v1/traces");
+    let server = server(
+        &store,
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    create_endpoint(&server, &key, &receiver.url);
+    let unsampled = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-00";
+    ingest(&server, "evt_unsampled", Some((unsampled, STATE)));
+    ingest(&server, "evt_sampled", Some((PRODUCER, STATE)));
+    let arrived = runtime.block_on(receiver.wait_for(2, Duration::from_secs(10)));
+    assert_eq!(arrived.len(), 2, "{}", server.log());
+    for received in &arrived {
+        let sent = traceparent(received);
+        assert_eq!(sent.sampled, event_id(received) == "evt_sampled", "{sent}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let attempts = loop {
+        let attempts: Vec<Value> = exported_spans(&collector)
+            .into_iter()
+            .filter(|span| span["name"] == "webhook attempt")
+            .collect();
+        if !attempts.is_empty() || std::time::Instant::now() > deadline {
+            break attempts;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!attempts.is_empty(), "the sampled attempt was not exported");
+    // A few more export intervals: the unsampled attempt never comes.
+    std::thread::sleep(Duration::from_millis(500));
+    let attempts: Vec<Value> = exported_spans(&collector)
+        .into_iter()
+        .filter(|span| span["name"] == "webhook attempt")
+        .collect();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0]["traceId"], "0af7651916cd43dd8448eb211c80319c");
+}
