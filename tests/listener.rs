@@ -14,8 +14,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use support::{Server, add_user, sqlite_store, webhookd};
+use serde_json::Value;
+use support::{Server, add_user, create_endpoint, sqlite_store, webhookd};
 
 const TOKEN: &str = "whi_process_test_token_0123456789";
 
@@ -423,19 +423,6 @@ fn closed_by_server(mut stream: &TcpStream) -> bool {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
         )
     )
-}
-
-/// Creates `username`'s endpoint to `url` through the API.
-fn create_endpoint(server: &Server, key: &str, url: &str) {
-    let created: Value = reqwest::blocking::Client::new()
-        .post(format!("{}/v2/endpoint", server.base))
-        .header("x-api-key", key)
-        .body(json!({"url": url, "events": ["generated_video_success"]}).to_string())
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(created["code"], 0, "{created}");
 }
 
 /// A body that stops arriving gets a 40000 and the connection is closed

@@ -43,18 +43,6 @@ fn server(store: &str, extra: &[(&str, &str)]) -> Server {
     Server::start_with(command)
 }
 
-fn create_endpoint(server: &Server, key: &str, url: &str) {
-    let created: Value = reqwest::blocking::Client::new()
-        .post(format!("{}/v2/endpoint", server.base))
-        .header("x-api-key", key)
-        .body(json!({"url": url, "events": ["generated_video_success"]}).to_string())
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(created["code"], 0, "{created}");
-}
-
 fn ingest(server: &Server, event_id: &str, trace: Option<(&str, &str)>) {
     let mut request = reqwest::blocking::Client::new()
         .post(format!("{}/internal/events", server.base))
@@ -182,6 +170,45 @@ fn attribute(span: &Value, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A webhookd on SQLite exporting its spans (OTLP/HTTP-JSON, every 100 ms)
+/// to `collector`, with one endpoint at `receiver`.
+struct Exporting {
+    runtime: tokio::runtime::Runtime,
+    receiver: Receiver,
+    collector: Receiver,
+    server: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl Exporting {
+    fn start() -> Exporting {
+        let runtime = runtime();
+        let receiver = runtime.block_on(Receiver::start(Answer::Status(204)));
+        let collector = runtime.block_on(Receiver::start(Answer::Status(200)));
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir);
+        let key = add_user(&store, "tracer");
+        let traces = collector.url.replace("/webhook", "/v1/traces");
+        let server = server(
+            &store,
+            &[
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces.as_str()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+                ("OTEL_SERVICE_NAME", "webhookd-under-test"),
+            ],
+        );
+        create_endpoint(&server, &key, &receiver.url);
+        Exporting {
+            runtime,
+            receiver,
+            collector,
+            server,
+            _dir: dir,
+        }
+    }
+}
+
 /// SPEC §15: with `OTEL_EXPORTER_OTLP_*` set, the spans of one event
 /// published with a `traceparent` reach an OTLP/HTTP collector: the
 /// attempt's span is a child of the producer's and is the parent the
@@ -189,23 +216,13 @@ fn attribute(span: &Value, key: &str) -> Option<String> {
 /// the same trace.
 #[test]
 fn spans_are_exported_over_otlp_with_the_producer_as_parent() {
-    let runtime = runtime();
-    let receiver = runtime.block_on(Receiver::start(Answer::Status(204)));
-    let collector = runtime.block_on(Receiver::start(Answer::Status(200)));
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir);
-    let key = add_user(&store, "tracer");
-    let traces = collector.url.replace("/webhook", "/v1/traces");
-    let server = server(
-        &store,
-        &[
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ("OTEL_SERVICE_NAME", "webhookd-under-test"),
-        ],
-    );
-    create_endpoint(&server, &key, &receiver.url);
+    let Exporting {
+        runtime,
+        receiver,
+        collector,
+        server,
+        _dir,
+    } = Exporting::start();
     ingest(&server, "evt_exported", Some((PRODUCER, STATE)));
     let arrived = runtime.block_on(receiver.wait_for(1, Duration::from_secs(10)));
     assert_eq!(arrived.len(), 1, "{}", server.log());
@@ -319,22 +336,13 @@ fn a_bad_otel_setting_stops_the_start_naming_it() {
 /// is told the trace is not sampled; one it did sample is exported.
 #[test]
 fn a_producers_sampling_decision_is_followed() {
-    let runtime = runtime();
-    let receiver = runtime.block_on(Receiver::start(Answer::Status(204)));
-    let collector = runtime.block_on(Receiver::start(Answer::Status(200)));
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir);
-    let key = add_user(&store, "tracer");
-    let traces = collector.url.replace("/webhook", "/v1/traces");
-    let server = server(
-        &store,
-        &[
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    );
-    create_endpoint(&server, &key, &receiver.url);
+    let Exporting {
+        runtime,
+        receiver,
+        collector,
+        server,
+        _dir,
+    } = Exporting::start();
     let unsampled = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-00";
     ingest(&server, "evt_unsampled", Some((unsampled, STATE)));
     ingest(&server, "evt_sampled", Some((PRODUCER, STATE)));

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use webhookd_testkit::unique_prefix;
 
 /// A webhookd command with a clean environment: no WEBHOOKD_* or RUST_LOG of
@@ -276,4 +276,18 @@ pub fn queue_drained(
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// Creates an endpoint to `url` for `generated_video_success` through the
+/// API, as the owner of `key`.
+pub fn create_endpoint(server: &Server, key: &str, url: &str) {
+    let created: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v2/endpoint", server.base))
+        .header("x-api-key", key)
+        .body(json!({"url": url, "events": ["generated_video_success"]}).to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(created["code"], 0, "{created}");
 }
