@@ -347,6 +347,7 @@ fn a_delivery_in_flight_at_a_kill_waits_for_an_endpoint_disabled_meanwhile() {
     signal(&first, "KILL");
     drop(first);
     let disabled = webhookd_core::EndpointSpec {
+        ordering: None,
         filter: None,
         url: endpoint.url.clone(),
         events: endpoint.events.clone(),

@@ -499,6 +499,7 @@ impl AmqpRun {
             .block_on(RedisStore::connect(&redis_url, &prefix))
             .unwrap();
         let endpoint = Endpoint {
+            ordering: None,
             filter: None,
             endpoint_id: ids::new_endpoint_id(),
             url: receiver.url.clone(),

@@ -92,6 +92,7 @@ fn stores(runtime: &Runtime) -> (Vec<Named>, Leftovers) {
 fn subscribe(runtime: &Runtime, store: &dyn Store, username: &str, count: usize) {
     for n in 0..count {
         let endpoint = Endpoint {
+            ordering: None,
             filter: None,
             endpoint_id: ids::new_endpoint_id(),
             url: format!("https://example.com/{username}/{n}"),

@@ -161,6 +161,7 @@ impl Tenant {
         filter: Option<&str>,
     ) -> anyhow::Result<()> {
         let endpoint = Endpoint {
+            ordering: None,
             filter: filter.map(str::to_owned),
             endpoint_id: ids::new_endpoint_id(),
             url,

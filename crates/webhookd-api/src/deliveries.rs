@@ -58,6 +58,14 @@ pub struct DeliveryView {
     /// A test delivery (SPEC §8); absent otherwise.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     test: bool,
+    /// The line it waits in at an ordered endpoint (SPEC §15; `""`: the
+    /// endpoint's one line); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ordering_key: Option<String>,
+    /// Waiting behind the head of its line: no attempt is due until the
+    /// head is delivered or dead (then no `next_attempt_at`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    held: bool,
     attempts: Vec<AttemptView>,
 }
 
@@ -76,9 +84,12 @@ pub struct AttemptView {
 
 impl DeliveryView {
     pub(crate) fn new(delivery: Delivery, attempts: Vec<AttemptRecord>) -> Self {
+        let pending = delivery.status == DeliveryStatus::Pending;
+        let held = pending && delivery.next_attempt_at == 0;
         DeliveryView {
-            next_attempt_at: (delivery.status == DeliveryStatus::Pending)
-                .then_some(delivery.next_attempt_at / 1000),
+            next_attempt_at: (pending && !held).then_some(delivery.next_attempt_at / 1000),
+            held,
+            ordering_key: delivery.ordering_key,
             delivery_id: delivery.delivery_id,
             event_id: delivery.event_id,
             event: delivery.event_type,

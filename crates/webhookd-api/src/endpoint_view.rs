@@ -30,6 +30,12 @@ pub fn shown(endpoint: Endpoint, now: i64) -> Map<String, Value> {
     {
         shown.insert("filter".into(), filter);
     }
+    if let Some(ordering) = &endpoint.ordering {
+        shown.insert("ordered".into(), true.into());
+        if !ordering.is_empty() {
+            shown.insert("ordering_key".into(), ordering.clone().into());
+        }
+    }
     if options.signature.ed25519() {
         if let Some(key) = signer::public_key(&endpoint.secret) {
             shown.insert("public_key".into(), key.into());

@@ -11,9 +11,10 @@ use webhookd_core::telemetry;
 use webhookd_core::time::unix_seconds;
 use webhookd_core::{Catalog, Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
 use webhookd_core::{DeliveryOptions, SignatureScheme};
-use webhookd_store::{CreateOutcome, DeliveryCounts};
+use webhookd_store::{CreateOutcome, DeliveryCounts, DeliveryQuery, DeliveryStatus, Page};
 
 use crate::auth::Caller;
+use crate::deliveries::DeliveryView;
 use crate::endpoint_view::{changed_options, options_of, shown, touches_options};
 use crate::envelope::{ApiError, json_object, optional_json_object, success, success_empty};
 use crate::{AppState, MAX_API_BODY};
@@ -37,6 +38,10 @@ pub struct EndpointDetail {
     quota_refused: u64,
     counts: DeliveryCounts,
     quota: KeptQuota,
+    /// An ordered endpoint's oldest pending delivery (SPEC §15): the head
+    /// of its line, with its attempts — what the others wait for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head_of_line: Option<DeliveryView>,
 }
 
 #[derive(Serialize)]
@@ -84,6 +89,7 @@ pub async fn create(
         rate_limit: spec.rate_limit.flatten(),
         options: options.to_stored(),
         filter: spec.filter.flatten(),
+        ordering: spec.ordering.flatten(),
     };
     let most = state.quotas_of(&endpoint.username).await?.max_endpoints;
     match state
@@ -131,7 +137,13 @@ pub async fn get_one(
         return Err(not_found(&endpoint_id));
     };
     let quotas = state.quotas_of(&caller.username).await?;
+    let head_of_line = if endpoint.ordering.is_some() && counts.pending > 0 {
+        head_of_line(&state, &caller.username, &endpoint_id).await?
+    } else {
+        None
+    };
     Ok(success(EndpointDetail {
+        head_of_line,
         quota_refused: endpoint.quota_refused,
         endpoint: shown(endpoint, unix_seconds()),
         counts,
@@ -140,6 +152,40 @@ pub async fn get_one(
             kept: counts.kept(),
         },
     }))
+}
+
+/// The oldest pending delivery of an endpoint and its attempts: at an
+/// ordered endpoint, nothing older in its line is pending, so it is a head,
+/// and the one that has waited longest.
+async fn head_of_line(
+    state: &AppState,
+    username: &str,
+    endpoint_id: &str,
+) -> Result<Option<DeliveryView>, ApiError> {
+    let oldest = DeliveryQuery {
+        page: Page {
+            limit: 1,
+            after: None,
+        },
+        ..DeliveryQuery::default()
+    };
+    let Some(delivery) = state
+        .store
+        .query_deliveries(username, endpoint_id, DeliveryStatus::Pending, &oldest)
+        .await?
+        .deliveries
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let attempts = state
+        .store
+        .delivery_attempts(username, endpoint_id, &delivery.delivery_id)
+        .await?
+        .map(|(_, attempts)| attempts)
+        .unwrap_or_default();
+    Ok(Some(DeliveryView::new(delivery, attempts)))
 }
 
 pub async fn update(

@@ -100,6 +100,11 @@ pub struct Endpoint {
     /// [`crate::Filter::parse`] when set; `None`: every event of its types.
     #[serde(skip)]
     pub filter: Option<String>,
+    /// Its ordering (SPEC §15): `None` unordered, `Some("")` ordered by
+    /// each event's own `ordering_key`, `Some("/…")` by the value at that
+    /// pointer into the body ([`crate::ordering`]).
+    #[serde(skip)]
+    pub ordering: Option<String>,
 }
 
 /// The highest `rate_limit` an endpoint may have (deliveries per second).
@@ -172,11 +177,14 @@ pub struct EndpointSpec {
     /// The payload filter (SPEC §15) as compact JSON: `None` leaves it as
     /// it is, `Some(None)` removes it.
     pub filter: Option<Option<String>>,
+    /// The ordering (SPEC §15, [`Endpoint::ordering`]): `None` leaves it
+    /// as it is, `Some(None)` makes the endpoint unordered.
+    pub ordering: Option<Option<String>>,
 }
 
 impl EndpointSpec {
-    /// Reads `{"url", "status", "events", "rate_limit", "filter"}` from a
-    /// request body's fields.
+    /// Reads `{"url", "status", "events", "rate_limit", "filter",
+    /// "ordered", "ordering_key"}` from a request body's fields.
     /// Unknown fields (a `secret`, say) are ignored, as SPEC §1 requires;
     /// every problem names its field.
     pub fn from_fields(
@@ -237,6 +245,8 @@ impl EndpointSpec {
                 Some(Some(document.to_string()))
             }
         };
+        let ordering =
+            crate::ordering::from_fields(fields.remove("ordered"), fields.remove("ordering_key"))?;
         Ok(EndpointSpec {
             url,
             status,
@@ -244,6 +254,7 @@ impl EndpointSpec {
             rate_limit,
             options: None,
             filter,
+            ordering,
         })
     }
 }
@@ -547,6 +558,7 @@ mod tests {
     #[test]
     fn disabled_endpoints_and_other_event_types_get_nothing() {
         let mut endpoint = Endpoint {
+            ordering: None,
             filter: None,
             endpoint_id: "wh_1".into(),
             url: "https://example.com/".into(),

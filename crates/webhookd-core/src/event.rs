@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::catalog::EventType;
 use crate::ids::{derived_event_id, new_event_id};
+use crate::ordering::MAX_ORDERING_KEY_LEN;
 use crate::trace::TraceContext;
 
 /// Largest event message accepted on any ingest path.
@@ -44,6 +45,9 @@ pub struct Event {
     /// The producer's trace context (SPEC §15), from the message's or the
     /// request's `traceparent` / `tracestate` headers.
     pub trace: Option<TraceContext>,
+    /// The producer's `ordering_key` (SPEC §15): the line of its deliveries
+    /// to an ordered endpoint that names no pointer of its own.
+    pub ordering_key: Option<String>,
 }
 
 /// Why an event message was refused. Each variant is a reason an operator
@@ -182,6 +186,8 @@ struct WireMessage<'a> {
     event_id: Option<&'a RawValue>,
     #[serde(borrow)]
     timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ordering_key: Option<&'a RawValue>,
 }
 
 /// Where the id of an event that came without `event_id` comes from.
@@ -316,6 +322,19 @@ impl Event {
             }
         };
 
+        let ordering_key = match optional(wire.ordering_key) {
+            None => None,
+            Some(raw) => match serde_json::from_str::<String>(raw.get()) {
+                Ok(key) if (1..=MAX_ORDERING_KEY_LEN).contains(&key.chars().count()) => Some(key),
+                _ => {
+                    return Err(Rejection::WrongType {
+                        field: "ordering_key",
+                        expected: "a string of 1-256 characters",
+                    });
+                }
+            },
+        };
+
         Ok(Event {
             event_id,
             event_type,
@@ -323,6 +342,7 @@ impl Event {
             timestamp,
             data: compact_json(data.get()),
             trace: None,
+            ordering_key,
         })
     }
 
@@ -336,6 +356,7 @@ impl Event {
             timestamp: now,
             data: r#"{"test":true}"#.to_owned(),
             trace: None,
+            ordering_key: None,
         }
     }
 

@@ -15,6 +15,8 @@
 //!   retry schedule and egress choice (SPEC §14).
 //! - [`filter`]: payload filters on an endpoint (SPEC §15), checked and
 //!   matched in linear time.
+//! - [`ordering`]: ordered endpoints (SPEC §15): the setting and a
+//!   delivery's line.
 //! - [`address`]: which IP addresses may be sent to (SPEC §7).
 //! - [`signer`]: `X-Webhook-Signature` (SPEC §3).
 //! - [`ids`]: endpoint/event/delivery ids, secrets, API keys and their hashes.
@@ -36,6 +38,7 @@ pub mod event;
 pub mod filter;
 pub mod health;
 pub mod ids;
+pub mod ordering;
 pub mod quota;
 pub mod retry;
 pub mod signer;

@@ -294,7 +294,17 @@ impl Dispatcher {
             tracing::error!("the dispatcher runs once");
             return;
         };
-        let recording = tokio::spawn(record_finished(Arc::clone(&self.store), finished));
+        // Weak: the recorder ends once the dispatcher (its senders) is gone.
+        let dispatcher = Arc::downgrade(&self);
+        let recording = tokio::spawn(record_finished(
+            Arc::clone(&self.store),
+            finished,
+            move || {
+                if let Some(dispatcher) = dispatcher.upgrade() {
+                    dispatcher.wake();
+                }
+            },
+        ));
         loop {
             // Wait for room before claiming, then take all there is: every
             // claim holds a permit until its attempt is recorded, so claims

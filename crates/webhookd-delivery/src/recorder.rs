@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use webhookd_core::telemetry;
-use webhookd_store::{FinishedAttempt, Recorded, Store};
+use webhookd_store::{AttemptResult, FinishedAttempt, Recorded, Store};
 
 use crate::engine::STORE_ERROR_DELAY;
 use crate::slot_lapse::SlotLapse;
@@ -33,10 +33,13 @@ const RECORD_LINGER: Duration = Duration::from_millis(2);
 /// commit, for many). Retries briefly while the store is down; if it stays
 /// down the leases expire and the deliveries are sent again — a duplicate
 /// after a fault, never a loss. Ends when every sender is gone and the last
-/// batch is written.
+/// batch is written. `line_moved` is called once a batch has finished the
+/// head of an ordered endpoint's line (SPEC §15): the next in that line is
+/// due now, and the claim loop should not sleep through it.
 pub(crate) async fn record_finished(
     store: Arc<dyn Store>,
     mut finished: mpsc::UnboundedReceiver<Unrecorded>,
+    line_moved: impl Fn(),
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -59,9 +62,15 @@ pub(crate) async fn record_finished(
             permits.push(unrecorded.permit);
             renewals.push(unrecorded.renews);
         }
+        let mut moved = false;
         for _ in 0..5 {
             match store.record_attempts(&attempts).await {
                 Ok(recorded) => {
+                    moved = attempts.iter().zip(&recorded).any(|(attempt, recorded)| {
+                        *recorded != Recorded::Stale
+                            && attempt.claim.delivery.ordering_key.is_some()
+                            && !matches!(attempt.result, AttemptResult::RetryAt(_))
+                    });
                     let answered_at = store.now_ms();
                     for (attempt, renews) in attempts.iter().zip(&renewals) {
                         let keep_until =
@@ -98,5 +107,8 @@ pub(crate) async fn record_finished(
         }
         // The claims are settled: their permits make room for new ones.
         drop(permits);
+        if moved {
+            line_moved();
+        }
     }
 }

@@ -133,6 +133,7 @@ fn loopback_allowed() -> AddressPolicy {
 
 async fn endpoint(store: &Arc<dyn Store>, url: &str) -> Endpoint {
     let endpoint = Endpoint {
+        ordering: None,
         filter: None,
         endpoint_id: ids::new_endpoint_id(),
         url: url.to_owned(),
@@ -462,6 +463,7 @@ async fn a_put_applies_to_claims_already_queued(store: Arc<dyn Store>) {
     // After the first quick answer the lane queues (up to 9 claims here).
     old.wait_for(2, Duration::from_secs(5)).await;
     let spec = webhookd_core::EndpointSpec {
+        ordering: None,
         filter: None,
         url: new.url.clone(),
         status: None,
@@ -618,6 +620,7 @@ async fn hanging_tenants_cannot_delay_another_tenants_fresh_delivery(store: Arc<
     for tenant in ["noisy_a", "noisy_b"] {
         for _ in 0..10 {
             let endpoint = Endpoint {
+                ordering: None,
                 filter: None,
                 endpoint_id: ids::new_endpoint_id(),
                 url: stuck.url.clone(),

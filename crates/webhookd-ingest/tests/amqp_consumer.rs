@@ -92,6 +92,7 @@ impl Fixture {
         let mut endpoint_ids = Vec::new();
         for i in 0..endpoints {
             let endpoint = Endpoint {
+                ordering: None,
                 filter: None,
                 endpoint_id: ids::new_endpoint_id(),
                 url: format!("https://example.com/{i}"),

@@ -42,6 +42,7 @@ async fn accepted_deliveries_go_out_without_the_claim_loop(store: Arc<dyn Store>
     let mut endpoints = Vec::new();
     for _ in 0..3 {
         let endpoint = Endpoint {
+            ordering: None,
             filter: None,
             endpoint_id: ids::new_endpoint_id(),
             url: receiver.url.clone(),

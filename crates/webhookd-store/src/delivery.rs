@@ -58,7 +58,8 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: u32,
-    /// Unix milliseconds the next attempt is due (meaningful while pending).
+    /// Unix milliseconds the next attempt is due (meaningful while pending);
+    /// 0 while it is held behind the head of its line (SPEC §15).
     pub next_attempt_at: i64,
     /// Unix milliseconds of ingest.
     pub created_at: i64,
@@ -71,6 +72,10 @@ pub struct Delivery {
     /// ([`webhookd_core::trace::TraceContext::to_stored`]); `None`: the
     /// event came without one (its attempts derive one from its id).
     pub trace: Option<String>,
+    /// The line it waits in at an ordered endpoint (SPEC §15,
+    /// [`webhookd_core::ordering::line_of`]); `None`: not in a line (an
+    /// unordered endpoint, a test, or a manual re-send).
+    pub ordering_key: Option<String>,
 }
 
 /// An endpoint's deliveries by status (SPEC §13).
@@ -337,5 +342,6 @@ pub(crate) fn new_delivery(
         last_attempt: false,
         test: false,
         trace: event.trace.as_ref().map(TraceContext::to_stored),
+        ordering_key: None,
     }
 }

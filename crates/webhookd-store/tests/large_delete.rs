@@ -33,6 +33,7 @@ async fn deleting_a_million_deliveries_never_stalls_redis() {
             ..webhookd_core::quota::Quotas::default()
         });
     let endpoint = Endpoint {
+        ordering: None,
         filter: None,
         endpoint_id: ids::new_endpoint_id(),
         url: "https://example.com/hook".into(),

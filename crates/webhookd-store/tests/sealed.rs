@@ -16,6 +16,7 @@ use webhookd_testkit::{Service, require, unique_prefix};
 
 fn endpoint(username: &str) -> Endpoint {
     Endpoint {
+        ordering: None,
         filter: None,
         endpoint_id: ids::new_endpoint_id(),
         url: "https://example.com/hook".into(),

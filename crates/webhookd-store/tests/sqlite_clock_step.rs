@@ -40,6 +40,7 @@ async fn work_written_by_a_clock_an_hour_ahead_is_due_once_the_clock_is_set_back
     let path = dir.path().join("webhookd.db");
     let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
     let endpoint = Endpoint {
+        ordering: None,
         filter: None,
         endpoint_id: ids::new_endpoint_id(),
         url: "https://example.com/hook".into(),

@@ -68,6 +68,7 @@ async fn delivered_deliveries_kept_two_seconds_keep_the_database_small() {
             keep_payloads: Duration::from_secs(2),
         });
     let endpoint = Endpoint {
+        ordering: None,
         filter: None,
         endpoint_id: ids::new_endpoint_id(),
         url: "https://example.com/hook".into(),

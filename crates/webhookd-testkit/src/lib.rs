@@ -119,6 +119,7 @@ pub fn subscription(
     events: &[webhookd_core::EventType],
 ) -> webhookd_core::Endpoint {
     webhookd_core::Endpoint {
+        ordering: None,
         filter: None,
         endpoint_id: webhookd_core::ids::new_endpoint_id(),
         url: url.to_owned(),

@@ -34,6 +34,7 @@ pub(super) async fn an_endpoints_own_headers_schedule_and_egress_go_with_its_att
         ..DeliveryOptions::default()
     };
     let spec = webhookd_core::EndpointSpec {
+        ordering: None,
         filter: None,
         url: target.url.clone(),
         status: None,

@@ -81,6 +81,7 @@ pub(crate) async fn with_options(
 ) -> Endpoint {
     let created = endpoint(store, url).await;
     let spec = EndpointSpec {
+        ordering: None,
         filter: None,
         url: created.url.clone(),
         status: None,

@@ -211,7 +211,8 @@ impl RedisStore {
                                     .as_ref()
                                     .map(TraceContext::to_stored)
                                     .unwrap_or_default(),
-                            );
+                            )
+                            .arg(event.ordering_key.as_deref().unwrap_or_default());
                     }
                 },
             )

@@ -195,6 +195,8 @@ struct Write<'a> {
     /// count toward the endpoint's failure streak
     /// ([`AttemptRecord::counts_toward_streak`]).
     started_s: Option<i64>,
+    /// When it ended, unix ms: the next delivery of its line is due then.
+    finished_ms: i64,
 }
 
 /// The partition of a user of `partitions`: FNV-1a of the name, fixed
@@ -537,6 +539,7 @@ impl RedisStore {
                             attempt,
                             log,
                             started_s,
+                            finished_ms,
                         } = &writes[i];
                         let delivery = &claim.delivery;
                         let (slot_token, slot_until) = rows::slot_arguments(claim);
@@ -551,7 +554,9 @@ impl RedisStore {
                             .arg(log)
                             .arg(started_s.map_or_else(String::new, |s| s.to_string()))
                             .arg(slot_token)
-                            .arg(slot_until);
+                            .arg(slot_until)
+                            .arg(rows::stored_ordering(delivery.ordering_key.as_deref()))
+                            .arg(finished_ms);
                     }
                 },
             )

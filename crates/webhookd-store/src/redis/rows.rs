@@ -12,7 +12,7 @@ use crate::{
 
 /// One event's answer from ACCEPT_EVENTS: 0 for a duplicate, -1 past the
 /// owner's events per day, else {the endpoint ids that got a delivery, those
-/// refused for their kept deliveries}.
+/// refused for their kept deliveries, each delivery's line}.
 pub(super) fn acceptance_from_answer(
     answer: redis::Value,
     event: &Event,
@@ -31,13 +31,15 @@ pub(super) fn acceptance_from_answer(
             _ => Some(Acceptance::Duplicate),
         });
     };
-    let (chosen, quota_refused): (Vec<String>, Vec<String>) =
+    let (chosen, quota_refused, lines): (Vec<String>, Vec<String>, Vec<String>) =
         redis::from_redis_value(redis::Value::Array(lists)).map_err(corrupt)?;
     let deliveries = chosen
         .iter()
+        .zip(lines)
         .enumerate()
-        .map(|(n, endpoint_id)| {
-            new_delivery(
+        .map(|(n, (endpoint_id, line))| Delivery {
+            ordering_key: line.strip_prefix('=').map(str::to_owned),
+            ..new_delivery(
                 format!("{id_base}{n:02x}"),
                 event,
                 endpoint_id,
@@ -50,6 +52,14 @@ pub(super) fn acceptance_from_answer(
         deliveries,
         quota_refused,
     }))
+}
+
+/// An endpoint's ordering (SPEC §15) as its hash keeps it: `=` and the
+/// pointer (`=` alone: by the event's key); `""`: unordered.
+pub(super) fn stored_ordering(ordering: Option<&str>) -> String {
+    ordering
+        .map(|pointer| format!("={pointer}"))
+        .unwrap_or_default()
 }
 
 /// Unavailable: Redis is away or a cluster is moving (a failover, a slot
@@ -121,6 +131,9 @@ pub(super) fn endpoint_from_fields(
             .remove("options")
             .filter(|options| !options.is_empty()),
         filter: fields.remove("filter").filter(|filter| !filter.is_empty()),
+        ordering: fields
+            .remove("ordering")
+            .and_then(|ordering| ordering.strip_prefix('=').map(str::to_owned)),
     })
 }
 
@@ -138,7 +151,8 @@ pub(super) fn previous_secret(
 /// A row of `claim_due.lua`: id, username, endpoint id, event id, event type,
 /// body, attempts, created at, url, secret, lease, last attempt and test
 /// (0 or 1), previous secret and its expiry (empty when none), the sending
-/// slot, the delivery options and the trace context (empty when none).
+/// slot, the delivery options, the trace context (empty when none) and
+/// the line (`=` and the line; empty when none).
 pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Claim, StoreError> {
     let [
         id,
@@ -159,7 +173,8 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
         slot,
         options,
         trace,
-    ]: [String; 18] = row.try_into().map_err(|row: Vec<String>| {
+        line,
+    ]: [String; 19] = row.try_into().map_err(|row: Vec<String>| {
         StoreError::Corrupt(format!("claim row of {} fields", row.len()))
     })?;
     let number = |name: &str, text: &str| {
@@ -182,6 +197,7 @@ pub(super) fn claim_from_row(row: Vec<String>, lease_until_ms: i64) -> Result<Cl
             last_attempt: last_attempt == "1",
             test: test == "1",
             trace: (!trace.is_empty()).then_some(trace),
+            ordering_key: line.strip_prefix('=').map(str::to_owned),
         },
         url,
         secret,
@@ -244,6 +260,7 @@ pub(super) fn delivery_from_fields(
         last_attempt: fields.get("last_attempt").is_some_and(|flag| flag == "1"),
         test: fields.get("test").is_some_and(|flag| flag == "1"),
         trace: fields.remove("trace"),
+        ordering_key: fields.remove("line"),
         delivery_id,
     })
 }

@@ -11,6 +11,7 @@ use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 use webhookd_core::{Endpoint, EndpointSpec, EndpointStatus, Event, ids};
 
+use super::rows::stored_ordering;
 use super::rows::{
     attempt_field, claim_from_row, endpoint_from_fields, redis_error, slot_arguments,
 };
@@ -143,6 +144,7 @@ impl Store for RedisStore {
                     .map(filters::digest)
                     .unwrap_or_default(),
             )
+            .arg(stored_ordering(endpoint.ordering.as_deref()))
             .invoke_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
@@ -232,6 +234,10 @@ impl Store for RedisStore {
                     .map(filters::digest)
                     .unwrap_or_default(),
             )
+            .arg(match &spec.ordering {
+                None => "keep".to_owned(),
+                Some(ordering) => stored_ordering(ordering.as_deref()),
+            })
             .invoke_async(&mut self.connection())
             .await
             .map_err(redis_error)?;
@@ -490,6 +496,7 @@ impl Store for RedisStore {
                         started_s: record
                             .counts_toward_streak()
                             .then(|| record.started_at.div_euclid(1000)),
+                        finished_ms,
                     }
                 },
             )

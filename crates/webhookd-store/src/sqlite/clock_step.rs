@@ -44,9 +44,12 @@ pub(super) fn note_and_repair(
         let moved = tx
             .prepare_cached(
                 "UPDATE deliveries SET next_attempt_at = MAX(?1, next_attempt_at - ?2)
-                 WHERE status = 'pending' AND next_attempt_at > ?1",
+                 WHERE status = 'pending' AND next_attempt_at > ?1
+                   AND next_attempt_at < ?3",
             )
-            .and_then(|mut update| update.execute(rusqlite::params![wall_ms, step]))
+            .and_then(|mut update| {
+                update.execute(rusqlite::params![wall_ms, step, super::deliveries::HELD])
+            })
             .map_err(sqlite_error)?;
         tracing::warn!(
             step_ms = step,

@@ -23,6 +23,10 @@ use crate::{
     new_delivery,
 };
 
+/// The due time of a delivery held behind its line's head (SPEC §15):
+/// never due until [`release_next_in_line`] makes it the head.
+pub(super) const HELD: i64 = i64::MAX;
+
 /// Most rows one sweep step removes per kind: one short transaction.
 pub(super) const SWEEP_BATCH: usize = 1000;
 
@@ -143,8 +147,8 @@ pub(super) fn accept_one(
     let mut insert = tx
         .prepare_cached(
             "INSERT INTO deliveries (delivery_id, username, endpoint_id, event_id, event_type, body,
-                 status, attempts, next_attempt_at, created_at, lease_owner, trace)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?8, ?9, ?10)",
+                 status, attempts, next_attempt_at, created_at, lease_owner, trace, line, line_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .map_err(sqlite_error)?;
     let mut deliveries = Vec::new();
@@ -167,15 +171,26 @@ pub(super) fn accept_one(
             quota_refused.push(endpoint.endpoint_id.clone());
             continue;
         }
-        let delivery = new_delivery(
+        let mut delivery = new_delivery(
             ids::new_delivery_id(),
             event,
             &endpoint.endpoint_id,
             &body,
             now_ms,
         );
-        let lease = leasing.lease(endpoint);
-        let due_at = if lease.is_some() {
+        delivery.ordering_key = endpoint.ordering.as_deref().map(|ordering| {
+            webhookd_core::ordering::line_of(ordering, &body, event.ordering_key.as_deref())
+        });
+        let place = match &delivery.ordering_key {
+            Some(line) => Some(last_in_line(tx, &endpoint.endpoint_id, line)? + 1),
+            None => None,
+        };
+        // Behind another pending delivery of its line: it waits its turn.
+        let held = place.is_some_and(|place| place > 1);
+        let lease = if held { None } else { leasing.lease(endpoint) };
+        let due_at = if held {
+            HELD
+        } else if lease.is_some() {
             leasing.request.lease_until_ms
         } else {
             now_ms
@@ -191,7 +206,9 @@ pub(super) fn accept_one(
                 due_at,
                 now_ms,
                 lease,
-                delivery.trace
+                delivery.trace,
+                delivery.ordering_key,
+                place
             ])
             .map_err(sqlite_error)?;
         if let Some(lease) = lease {
@@ -215,6 +232,43 @@ pub(super) fn accept_one(
         deliveries,
         quota_refused,
     })
+}
+
+/// The place of the last pending delivery in an endpoint's line; 0 when
+/// the line is empty.
+fn last_in_line(
+    tx: &rusqlite::Transaction<'_>,
+    endpoint_id: &str,
+    line: &str,
+) -> Result<i64, StoreError> {
+    tx.prepare_cached(
+        "SELECT IFNULL(MAX(line_seq), 0) FROM deliveries
+         WHERE endpoint_id = ?1 AND line = ?2 AND status = 'pending' AND line IS NOT NULL",
+    )
+    .and_then(|mut select| select.query_row(params![endpoint_id, line], |row| row.get(0)))
+    .map_err(sqlite_error)
+}
+
+/// Makes the first delivery held in `line` due at `now_ms`, once the head
+/// before it is delivered or dead (SPEC §15). Only a held one moves: the
+/// line's head is never due twice.
+fn release_next_in_line(
+    tx: &rusqlite::Transaction<'_>,
+    endpoint_id: &str,
+    line: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE deliveries SET next_attempt_at = ?3
+         WHERE delivery_id = (
+             SELECT delivery_id FROM deliveries
+             WHERE endpoint_id = ?1 AND line = ?2 AND status = 'pending' AND line IS NOT NULL
+             ORDER BY line_seq LIMIT 1)
+           AND next_attempt_at = ?4",
+    )
+    .and_then(|mut update| update.execute(params![endpoint_id, line, now_ms, HELD]))
+    .map_err(sqlite_error)?;
+    Ok(())
 }
 
 /// The user's enabled endpoints, oldest first.
@@ -278,6 +332,11 @@ pub(super) fn record_one_attempt(
         .map_err(sqlite_error)?;
     if updated == 0 {
         return Ok(Recorded::Stale);
+    }
+    if status != DeliveryStatus::Pending
+        && let Some(line) = &claim.delivery.ordering_key
+    {
+        release_next_in_line(tx, &claim.delivery.endpoint_id, line, finished_ms)?;
     }
     tx.prepare_cached(
         "INSERT OR REPLACE INTO attempts

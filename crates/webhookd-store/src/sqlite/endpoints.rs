@@ -31,8 +31,8 @@ pub(super) fn create(
     }
     tx.execute(
         "INSERT INTO endpoints (endpoint_id, url, secret, status, events, username, created_at,
-             rate_limit, options, filter)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             rate_limit, options, filter, ordering)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             endpoint.endpoint_id,
             endpoint.url,
@@ -43,7 +43,8 @@ pub(super) fn create(
             endpoint.created_at,
             endpoint.rate_limit,
             endpoint.options,
-            endpoint.filter
+            endpoint.filter,
+            endpoint.ordering
         ],
     )
     .map_err(sqlite_error)?;
@@ -80,13 +81,15 @@ pub(super) fn update(
             // A status set by its owner is not webhookd's doing; enabling
             // also ends the failure streak (SPEC §8). ?6 says whether ?7
             // replaces the rate limit, ?8 whether ?9 replaces the options,
-            // ?10 whether ?11 replaces the filter.
+            // ?10 whether ?11 replaces the filter, ?12 whether ?13 replaces
+            // the ordering.
             "UPDATE endpoints SET url = ?1, status = COALESCE(?2, status), events = ?3,
                  disabled_reason = CASE WHEN ?2 IS NULL THEN disabled_reason END,
                  failing_since = CASE WHEN ?2 = 'enabled' THEN NULL ELSE failing_since END,
                  rate_limit = CASE WHEN ?6 THEN ?7 ELSE rate_limit END,
                  options = CASE WHEN ?8 THEN ?9 ELSE options END,
-                 filter = CASE WHEN ?10 THEN ?11 ELSE filter END
+                 filter = CASE WHEN ?10 THEN ?11 ELSE filter END,
+                 ordering = CASE WHEN ?12 THEN ?13 ELSE ordering END
              WHERE username = ?4 AND endpoint_id = ?5",
             params![
                 spec.url,
@@ -99,7 +102,9 @@ pub(super) fn update(
                 spec.options.is_some(),
                 spec.options.clone().flatten(),
                 spec.filter.is_some(),
-                spec.filter.clone().flatten()
+                spec.filter.clone().flatten(),
+                spec.ordering.is_some(),
+                spec.ordering.clone().flatten()
             ],
         )
         .map_err(sqlite_error)?;

@@ -615,8 +615,10 @@ impl Store for SqliteStore {
                 None => RetryOutcome::NotFound,
                 Some(DeliveryStatus::Failed) => {
                     tx.execute(
+                        // A re-send is outside its line (SPEC §15): the
+                        // operator asked for it now.
                         "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, lease_owner = NULL,
-                             last_attempt = 1, remove_at = NULL
+                             last_attempt = 1, remove_at = NULL, line = NULL, line_seq = NULL
                          WHERE delivery_id = ?2",
                         params![now_ms, delivery_id],
                     )
@@ -664,7 +666,7 @@ impl Store for SqliteStore {
         self.call(move |c| {
             c.execute(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = ?5, lease_owner = NULL,
-                     last_attempt = 1, remove_at = NULL
+                     last_attempt = 1, remove_at = NULL, line = NULL, line_seq = NULL
                  WHERE delivery_id IN (
                      SELECT delivery_id FROM deliveries
                      WHERE endpoint_id = ?1 AND status = 'failed' AND delivery_id >= ?2

@@ -8,14 +8,14 @@ use crate::{Delivery, StoreError, event_type_from_str, events_from_json, status_
 
 /// [`DELIVERY_COLUMNS`] qualified with the `d` alias, for joins.
 pub(super) const DELIVERY_COLUMNS_D: &str = "d.delivery_id, d.username, d.endpoint_id, d.event_id, d.event_type, \
-     d.body, d.status, d.attempts, d.next_attempt_at, d.created_at, d.last_attempt, d.test, d.trace";
+     d.body, d.status, d.attempts, d.next_attempt_at, d.created_at, d.last_attempt, d.test, d.trace, d.line";
 
 pub(super) const DELIVERY_COLUMNS: &str = "delivery_id, username, endpoint_id, event_id, event_type, body, \
-     status, attempts, next_attempt_at, created_at, last_attempt, test, trace";
+     status, attempts, next_attempt_at, created_at, last_attempt, test, trace, line";
 
 /// How many columns [`DELIVERY_COLUMNS`] names: a join's own columns
 /// follow at this index.
-pub(super) const DELIVERY_COLUMN_COUNT: usize = 13;
+pub(super) const DELIVERY_COLUMN_COUNT: usize = 14;
 
 /// A delivery row before its enums are parsed.
 pub(super) struct RawDelivery {
@@ -32,6 +32,7 @@ pub(super) struct RawDelivery {
     last_attempt: bool,
     test: bool,
     trace: Option<String>,
+    line: Option<String>,
 }
 
 pub(super) fn read_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawDelivery> {
@@ -49,6 +50,7 @@ pub(super) fn read_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawDeli
         last_attempt: row.get(10)?,
         test: row.get(11)?,
         trace: row.get(12)?,
+        line: row.get(13)?,
     })
 }
 
@@ -63,17 +65,22 @@ impl RawDelivery {
             event_id: self.event_id,
             body: self.body,
             attempts: self.attempts,
-            next_attempt_at: self.next_attempt_at,
+            next_attempt_at: if self.next_attempt_at == super::deliveries::HELD {
+                0
+            } else {
+                self.next_attempt_at
+            },
             created_at: self.created_at,
             last_attempt: self.last_attempt,
             test: self.test,
             trace: self.trace,
+            ordering_key: self.line,
         })
     }
 }
 
 pub(super) const ENDPOINT_COLUMNS: &str = "endpoint_id, url, secret, status, events, username, \
-     created_at, previous_secret, previous_expires_at, failing_since, disabled_reason, rate_limit, quota_refused, options, filter";
+     created_at, previous_secret, previous_expires_at, failing_since, disabled_reason, rate_limit, quota_refused, options, filter, ordering";
 
 pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndpoint> {
     Ok(RawEndpoint {
@@ -92,6 +99,7 @@ pub(super) fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEndp
         quota_refused: row.get(12)?,
         options: row.get(13)?,
         filter: row.get(14)?,
+        ordering: row.get(15)?,
     })
 }
 
@@ -112,6 +120,7 @@ pub(super) struct RawEndpoint {
     quota_refused: i64,
     options: Option<String>,
     filter: Option<String>,
+    ordering: Option<String>,
 }
 
 impl RawEndpoint {
@@ -131,6 +140,7 @@ impl RawEndpoint {
             quota_refused: u64::try_from(self.quota_refused).unwrap_or(0),
             options: self.options,
             filter: self.filter,
+            ordering: self.ordering,
         })
     }
 }

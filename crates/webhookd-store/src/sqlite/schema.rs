@@ -125,6 +125,13 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE endpoints ADD COLUMN filter TEXT;",
     // 12: the producer's trace context of a delivery's event (SPEC §15).
     "ALTER TABLE deliveries ADD COLUMN trace TEXT;",
+    // 13: ordered endpoints (SPEC §15): an endpoint's ordering, and the
+    // line a delivery waits in with its place there (docs/delivery.md).
+    "ALTER TABLE endpoints ADD COLUMN ordering TEXT;
+     ALTER TABLE deliveries ADD COLUMN line TEXT;
+     ALTER TABLE deliveries ADD COLUMN line_seq INTEGER;
+     CREATE INDEX deliveries_in_line ON deliveries(endpoint_id, line, line_seq)
+         WHERE status = 'pending' AND line IS NOT NULL;",
 ];
 
 /// Prepared statements kept per connection.

@@ -45,6 +45,7 @@ async fn receivers(store: &dyn Store, events: &[Event]) -> Vec<Vec<String>> {
 
 async fn set_filter(store: &dyn Store, endpoint: &Endpoint, filter: Option<&str>) {
     let spec = EndpointSpec {
+        ordering: None,
         url: endpoint.url.clone(),
         status: None,
         events: endpoint.events.clone(),

@@ -311,6 +311,7 @@ pub(crate) async fn updates_and_deletes_mark_the_endpoint_changed(store: Arc<dyn
     let changes = store.endpoint_changes();
     let before = changes.version();
     let spec = EndpointSpec {
+        ordering: None,
         filter: None,
         url: "https://example.com/moved".into(),
         status: None,
@@ -485,6 +486,7 @@ pub(crate) async fn a_failure_streak_disables_and_a_success_or_enabling_ends_it(
 
     // Enabling it again ends the streak and clears the reason.
     let spec = EndpointSpec {
+        ordering: None,
         filter: None,
         url: target.url.clone(),
         status: Some(EndpointStatus::Enabled),

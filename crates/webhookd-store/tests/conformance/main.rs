@@ -105,6 +105,8 @@ conformance!(
     delivery_options_are_kept_changed_and_claimed,
     payload_filters_decide_which_endpoints_get_an_event,
     trace_contexts_are_kept_with_deliveries_and_claimed,
+    an_ordered_endpoint_sends_one_at_a_time_in_acceptance_order,
+    keyed_lines_proceed_side_by_side_each_in_its_order,
 );
 
 mod filters;
@@ -112,6 +114,7 @@ mod inspecting;
 mod lifecycle;
 mod listings;
 mod options;
+mod ordering;
 mod quotas;
 mod scale_out;
 mod single_slot;
@@ -121,6 +124,7 @@ use inspecting::*;
 use lifecycle::*;
 use listings::*;
 use options::*;
+use ordering::*;
 use quotas::*;
 use scale_out::*;
 use users::*;
@@ -141,6 +145,7 @@ async fn redis_store(service: Service, test: &str) -> Option<RedisStore> {
 
 fn endpoint(username: &str, created_at: i64) -> Endpoint {
     Endpoint {
+        ordering: None,
         filter: None,
         endpoint_id: ids::new_endpoint_id(),
         url: format!("https://example.com/{username}/{created_at}"),
@@ -210,6 +215,7 @@ async fn users_never_see_each_others_endpoints(store: Arc<dyn Store>) {
     );
     assert!(store.list_endpoints("bob").await.unwrap().is_empty());
     let spec = EndpointSpec {
+        ordering: None,
         filter: None,
         url: "https://evil.example/".into(),
         status: Some(EndpointStatus::Enabled),
@@ -268,6 +274,7 @@ async fn update_changes_url_status_and_events_but_never_the_secret(store: Arc<dy
     let original = endpoint("dave", 7);
     create(&*store, &original).await;
     let spec = EndpointSpec {
+        ordering: None,
         filter: None,
         url: "https://new-url.com/webhook".into(),
         status: Some(EndpointStatus::Disabled),
@@ -310,6 +317,7 @@ async fn update_changes_url_status_and_events_but_never_the_secret(store: Arc<dy
 
 async fn update_and_delete_of_a_missing_endpoint_report_none(store: Arc<dyn Store>) {
     let spec = EndpointSpec {
+        ordering: None,
         filter: None,
         url: "https://example.com/".into(),
         status: Some(EndpointStatus::Enabled),
@@ -564,6 +572,7 @@ async fn endpoint_changes_apply_to_the_next_event(store: Arc<dyn Store>) {
     let target = endpoint("olga", 1);
     create(&*store, &target).await;
     let spec = |status, events: Vec<EventType>| EndpointSpec {
+        ordering: None,
         filter: None,
         url: target.url.clone(),
         status: Some(status),
@@ -1265,6 +1274,7 @@ async fn release_hands_a_delivery_back_without_spending_an_attempt(store: Arc<dy
 async fn disabled_endpoints_park_their_deliveries(store: Arc<dyn Store>) {
     let (target, id) = one_delivery(&*store, "walt").await;
     let disable = EndpointSpec {
+        ordering: None,
         filter: None,
         url: target.url.clone(),
         status: Some(EndpointStatus::Disabled),

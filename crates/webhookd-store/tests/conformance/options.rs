@@ -26,6 +26,7 @@ pub(super) async fn delivery_options_are_kept_changed_and_claimed(store: Arc<dyn
     assert_eq!(claims[0].options, first.options);
 
     let mut spec = EndpointSpec {
+        ordering: None,
         filter: None,
         url: first.url.clone(),
         status: None,

@@ -307,6 +307,7 @@ pub(crate) async fn a_rate_limit_caps_the_deliveries_that_start_each_second(stor
     assert_eq!(claim_at(&*store, NOW_MS + 10_000, 50).await.len(), 5);
 
     let unlimited = EndpointSpec {
+        ordering: None,
         filter: None,
         url: metered.url.clone(),
         status: None,

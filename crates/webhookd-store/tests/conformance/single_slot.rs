@@ -98,6 +98,7 @@ async fn exercise_users_and_endpoints(store: &RedisStore) -> (Endpoint, String, 
             "slots",
             &other.endpoint_id,
             &EndpointSpec {
+                ordering: None,
                 filter: None,
                 url: other.url.clone(),
                 status: Some(EndpointStatus::Enabled),

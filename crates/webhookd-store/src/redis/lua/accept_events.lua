@@ -4,7 +4,8 @@
 -- CLAIM_DUE). Returns {per event: 0 for a duplicate, -1 past the owner's
 -- events per day, -2 when the caller's snapshot of the owner's payload
 -- filters is stale (nothing written; nor for the owner's later events), else {the endpoint ids that got a delivery, those
--- refused for holding their kept deliveries' quota}}, {per lease: delivery id, url, secret, lease,
+-- refused for holding their kept deliveries' quota, per delivery its line
+-- ('=' .. line at an ordered endpoint, else '')}}, {per lease: delivery id, url, secret, lease,
 -- previous secret, its expiry, slot, delivery options}. The i-th delivery of an event has
 -- the event's id base followed by i as two hex digits.
 -- Under a cluster-wide limit, leases come with sending slots, and an
@@ -15,12 +16,17 @@
 -- CLAIM_DUE), number of (endpoint id, room, slots the caller's lane
 -- holds, '1' if suspect) quads, today (the store's UTC day number), how
 -- long an event's body is kept for inspection (ms, 0: not kept; SPEC §13),
--- the quads, then per event 12 values: user prefix, username, event id, event
+-- the quads, then per event 13 values: user prefix, username, event id, event
 -- type, quoted event type, body, delivery id base, the owner's
 -- max_kept_deliveries_per_endpoint and max_events_per_day (0: none), the
 -- owner's filtered endpoints as the caller knows them ('id:digest ...'),
 -- and those of them the event's filter check excluded ('id ...'), and the
--- producer's trace context as stored ('' none; SPEC §15).
+-- producer's trace context as stored ('' none; SPEC §15), and the event's
+-- own ordering key ('' none).
+-- Ordered endpoints (SPEC §15): each delivery joins the end of its line
+-- (`<u>:ep:<id>:line:<line>`, a list); one with another before it is held
+-- — pending, neither leased nor scheduled — until RECORD_ATTEMPTS makes it
+-- the head.
 -- Filters (SPEC §15): an endpoint whose stored filter digest is not the
 -- one the caller decided with makes the event stale; an excluded endpoint
 -- whose digest matches gets no delivery.
@@ -34,16 +40,55 @@ local endpoint_limit, suspect_room, listed = tonumber(ARGV[8]), tonumber(ARGV[9]
 local today, keep_payload = ARGV[11], ARGV[12]
 local room_of, held_of, suspect, grant_of, tokens_of, kept_of = {}, {}, {}, {}, {}, {}
 local endpoints_of, lowest_ready, known_of, stale_owner = {}, {}, {}, {}
+
+-- The value at a JSON pointer (RFC 6901) in a decoded document, or nil.
+local function pointed(document, pointer)
+  local value = document
+  for token in string.gmatch(string.sub(pointer, 2) .. '/', '([^/]*)/') do
+    token = string.gsub(string.gsub(token, '~1', '/'), '~0', '~')
+    if type(value) ~= 'table' then return nil end
+    local index = string.match(token, '^%d+$') and tonumber(token) + 1
+    if value[token] ~= nil then
+      value = value[token]
+    elseif index and value[index] ~= nil then
+      value = value[index]
+    else
+      return nil
+    end
+  end
+  return value
+end
+
+-- The line of a delivery of `body` to an endpoint ordered by `ordering`
+-- ('' the event's own key, else a pointer), as ordering::line_of decides
+-- it: a string, a number or a boolean names the line; anything else is the
+-- endpoint's unkeyed line ''. `decoded` caches the body, decoded once.
+local function line_of(ordering, body, event_key, decoded)
+  local line = event_key
+  if ordering ~= '' then
+    if decoded[1] == nil then
+      local ok, document = pcall(cjson.decode, body)
+      decoded[1] = ok and document or false
+    end
+    local value = decoded[1] and pointed(decoded[1], ordering)
+    local kind = type(value)
+    line = (kind == 'string' or kind == 'number' or kind == 'boolean') and tostring(value) or ''
+  end
+  -- Kept short (a listpack value); values sharing a digest share a line.
+  if #line > 64 then line = '#' .. redis.sha1hex(line) end
+  return line
+end
 for i = 13, 12 + 4 * listed, 4 do
   room_of[ARGV[i]] = tonumber(ARGV[i + 1])
   held_of[ARGV[i]] = tonumber(ARGV[i + 2])
   suspect[ARGV[i]] = ARGV[i + 3] == '1'
 end
 local results, leased = {}, {}
-for e = 13 + 4 * listed, #ARGV, 12 do
+for e = 13 + 4 * listed, #ARGV, 13 do
   local user, username, event_id, event_type, quoted, body, base =
     ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
   local kept_limit, per_day, trace = tonumber(ARGV[e + 7]), tonumber(ARGV[e + 8]), ARGV[e + 11]
+  local event_key, decoded = ARGV[e + 12], {}
   local known, excluded = known_of[user], {}
   if not known then
     known = {}
@@ -64,7 +109,7 @@ for e = 13 + 4 * listed, #ARGV, 12 do
     for _, id in ipairs(redis.call('ZRANGE', user .. 'endpoints', 0, -1)) do
       endpoints[#endpoints + 1] = {id, redis.call('HMGET', user .. 'endpoint:' .. id, 'status', 'events',
         'url', 'secret', 'previous_secret', 'previous_expires_at', 'rate_limit', 'options',
-        'filter_digest')}
+        'filter_digest', 'ordering')}
     end
     endpoints_of[user] = endpoints
   end
@@ -89,7 +134,7 @@ for e = 13 + 4 * listed, #ARGV, 12 do
       redis.call('INCR', counted)
       redis.call('PEXPIRE', counted, 172800000)
     end
-    local chosen, refused = {}, {}
+    local chosen, refused, lines = {}, {}, {}
     for _, pair in ipairs(subscribed) do
       local id, endpoint = pair[1], pair[2]
       local indexed = user .. 'ep:' .. id
@@ -103,6 +148,13 @@ for e = 13 + 4 * listed, #ARGV, 12 do
         local delivery = base .. string.format('%02x', #chosen)
         local due_at, lease = now, nil
         local room = room_of[id] or per_endpoint
+        local line, held = nil, false
+        if endpoint[10] then
+          line = line_of(string.sub(endpoint[10], 2), body, event_key, decoded)
+          held = redis.call('RPUSH', user .. 'ep:' .. id .. ':line:' .. line, delivery) > 1
+          -- Held: due at 0 (never) until it is the head.
+          if held then room, due_at = 0, 0 end
+        end
         if suspect[id] then room = math.min(room, suspect_room) end
         local sending = user .. 'ep:' .. id .. ':sending'
         if endpoint_limit > 0 and #leased < limit and room > 0 then
@@ -144,6 +196,10 @@ for e = 13 + 4 * listed, #ARGV, 12 do
           fields[#fields + 1] = 'trace'
           fields[#fields + 1] = trace
         end
+        if line then
+          fields[#fields + 1] = 'line'
+          fields[#fields + 1] = line
+        end
         if lease then
           -- Sent at once, most likely delivered at once: splitting its
           -- body would be work for nothing (a retry compacts it then).
@@ -156,16 +212,19 @@ for e = 13 + 4 * listed, #ARGV, 12 do
           put_pieces(fields, 'body', body)
         end
         redis.call('HSET', partition .. 'dlv:' .. delivery, unpack(fields))
-        schedule_in_batch(user .. 'ep:' .. id .. ':due', KEYS[1], delivery, due_at, lowest_ready)
+        if not held then
+          schedule_in_batch(user .. 'ep:' .. id .. ':due', KEYS[1], delivery, due_at, lowest_ready)
+        end
         redis.call('ZADD', user .. 'ep:' .. id .. ':pending', 0, delivery)
         chosen[#chosen + 1] = id
+        lines[#lines + 1] = line and ('=' .. line) or ''
       end
     end
     if #chosen > 0 and keep_payload ~= '0' then
       -- One copy per event, for the delivery detail; it expires on its own.
       redis.call('SET', user .. 'payload:' .. event_id .. ':' .. now, body, 'PX', keep_payload)
     end
-    results[#results + 1] = {chosen, refused}
+    results[#results + 1] = {chosen, refused, lines}
   end
 end
 return {results, leased}

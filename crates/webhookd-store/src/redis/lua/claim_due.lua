@@ -65,8 +65,8 @@ for _, endpoint_due in ipairs(queues) do
       local key = ARGV[4] .. 'dlv:' .. id
       -- A body kept in pieces (put_pieces) is read whole, in the same call.
       local d = redis.call('HMGET', key, 'username', 'event_id', 'event_type', 'body', 'attempts',
-        'created_at', 'status', 'last_attempt', 'test', 'trace', unpack(BODY_PIECES))
-      if d[11] then d[4] = d[4] .. join_pieces(d, 11) end
+        'created_at', 'status', 'last_attempt', 'test', 'trace', 'line', unpack(BODY_PIECES))
+      if d[12] then d[4] = d[4] .. join_pieces(d, 12) end
       if not d[1] or d[7] ~= 'pending' then
         redis.call('ZREM', endpoint_due, id)
       elseif not endpoint[1] then
@@ -91,7 +91,7 @@ for _, endpoint_due in ipairs(queues) do
         end
         claimed[#claimed + 1] = {id, d[1], endpoint_id, d[2], d[3], d[4], d[5], d[6], endpoint[1],
           endpoint[2], lease, d[8] or '0', d[9] or '0', endpoint[4] or '', endpoint[5] or '', slot,
-          endpoint[6] or '', d[10] or ''}
+          endpoint[6] or '', d[10] or '', d[11] and ('=' .. d[11]) or ''}
       end
     end
     refresh_ready(KEYS[1], endpoint_due)

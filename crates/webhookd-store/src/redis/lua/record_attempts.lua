@@ -7,15 +7,18 @@
 -- failure streak (SPEC §8): a success ends it (and re-enables an endpoint
 -- webhookd disabled: only a test delivery can reach one), a failure starts
 -- it, and a streak older than the limit disables the endpoint.
+-- A delivered or dead head of an ordered endpoint's line (SPEC §15) leaves
+-- the line, and the delivery held behind it becomes due: the head.
 -- KEYS: ready. ARGV: partition prefix, auto-disable after (seconds, 0
--- never), change channel, then per attempt 11 values: delivery id, user
+-- never), change channel, then per attempt 13 values: delivery id, user
 -- prefix, endpoint id, lease, attempt number, result
 -- (retry|delivered|failed), when (a retry's due time, else the removal
 -- time), attempt record, attempt start (unix seconds; '' for a failure
 -- that is not the receiver's — the egress proxy's — which leaves the
 -- failure streak alone), the worker's
 -- sending slot token ('' none) and until when it keeps it ('' gives it
--- up; see settle_slot).
+-- up; see settle_slot), its line ('=' .. line, '' none) and when the
+-- attempt ended (ms: when the next in its line is due).
 local partition, disable_after, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local expiry = partition .. 'expiry'
 
@@ -49,10 +52,24 @@ local results = {}
 -- has already ended its streak (and no failure came since) — read and
 -- written once per endpoint per batch, not per delivery.
 local exists_of, streak_ended, lowest_ready = {}, {}, {}
+
+-- Takes a finished delivery off the head of its line and makes the next
+-- one due at `now`. Only the head moves the line: a delivery that left it
+-- (a re-send, RETRY_DEAD) never makes a second one due.
+local function leave_line(line_key, id, endpoint_due, now)
+  if redis.call('LINDEX', line_key, 0) ~= id then return end
+  redis.call('LPOP', line_key)
+  local next_id = redis.call('LINDEX', line_key, 0)
+  if next_id then
+    redis.call('HSET', partition .. 'dlv:' .. next_id, 'next_attempt_at', now)
+    schedule_in_batch(endpoint_due, KEYS[1], next_id, now, lowest_ready)
+  end
+end
+
 -- A worker's records come in the order it made them, so the last one that
 -- names a slot says what becomes of it: only that one is settled.
 local last_of_slot = {}
-for s = 4, #ARGV, 11 do
+for s = 4, #ARGV, 13 do
   if ARGV[s + 9] ~= '' then last_of_slot[ARGV[s + 9]] = s end
 end
 local a = 4
@@ -76,9 +93,12 @@ while a <= #ARGV do
     if exists_of[endpoint_id] == nil then
       exists_of[endpoint_id] = redis.call('EXISTS', endpoint) == 1
     end
+    local line_key = ARGV[a + 11] ~= '' and
+      user .. 'ep:' .. endpoint_id .. ':line:' .. string.sub(ARGV[a + 11], 2)
     if not exists_of[endpoint_id] then
       redis.call('ZREM', endpoint_due, id)
       redis.call('DEL', key)
+      if line_key then redis.call('DEL', line_key) end
     else
       if result == 'retry' then
         redis.call('HDEL', key, 'lease')
@@ -108,6 +128,7 @@ while a <= #ARGV do
         redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
         redis.call('ZADD', user .. 'ep:' .. endpoint_id .. ':' .. result, 0, id)
         redis.call('ZADD', expiry, at, id)
+        if line_key then leave_line(line_key, id, endpoint_due, ARGV[a + 12]) end
       end
       if started and (result ~= 'delivered' or not streak_ended[endpoint_id]) then
         answer = keep_streak(endpoint, endpoint_id, result, started)
@@ -116,6 +137,6 @@ while a <= #ARGV do
     end
     results[#results + 1] = answer
   end
-  a = a + 11
+  a = a + 13
 end
 return results

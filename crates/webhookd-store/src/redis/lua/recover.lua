@@ -13,7 +13,8 @@ local ids = redis.call('ZRANGEBYLEX', failed, '[' .. ARGV[6], '(' .. ARGV[7], 'L
 for _, id in ipairs(ids) do
   local key = partition .. 'dlv:' .. id
   redis.call('HSET', key, 'status', 'pending', 'next_attempt_at', now, 'last_attempt', '1')
-  redis.call('HDEL', key, 'lease')
+  -- Outside its line, as a re-send (RETRY_DEAD).
+  redis.call('HDEL', key, 'lease', 'line')
   schedule(endpoint_due, KEYS[1], id, now)
   redis.call('ZADD', pending, 0, id)
   redis.call('ZREM', partition .. 'expiry', id)

@@ -6,7 +6,8 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if status ~= 'failed' then return status end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'next_attempt_at', ARGV[1], 'last_attempt', '1')
-redis.call('HDEL', KEYS[1], 'lease')
+-- A re-send is outside its line (SPEC §15): the operator asked for it now.
+redis.call('HDEL', KEYS[1], 'lease', 'line')
 schedule(KEYS[4], KEYS[5], ARGV[2], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[2])

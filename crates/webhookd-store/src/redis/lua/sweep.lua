@@ -36,6 +36,13 @@ while left > 0 do
       local index = base .. status
       local ids = redis.call('ZRANGE', index, 0, left - 1)
       for _, id in ipairs(ids) do
+        if status == 'pending' then
+          -- The line an ordered endpoint's delivery waited in goes with it.
+          local d = redis.call('HMGET', partition .. 'dlv:' .. id, 'username', 'endpoint_id', 'line')
+          if d[3] then
+            redis.call('DEL', partition .. 'u:' .. d[1] .. ':ep:' .. d[2] .. ':line:' .. d[3])
+          end
+        end
         redis.call('DEL', partition .. 'dlv:' .. id)
         redis.call('ZREM', expiry, id)
       end

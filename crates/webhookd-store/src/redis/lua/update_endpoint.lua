@@ -3,7 +3,8 @@
 -- other webhookd processes, whose queued claims carry the old values.
 -- KEYS: endpoint hash. ARGV: url, status, events JSON, change channel,
 -- endpoint id, rate limit, delivery options (as the rate limit: 'keep',
--- '' removes them), payload filter (the same) and its digest.
+-- '' removes them), payload filter (the same) and its digest, ordering
+-- (the same).
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HSET', KEYS[1], 'url', ARGV[1], 'events', ARGV[3])
 if ARGV[2] ~= '' then
@@ -27,6 +28,11 @@ if ARGV[8] == '' then
   redis.call('HDEL', KEYS[1], 'filter', 'filter_digest')
 elseif ARGV[8] ~= 'keep' then
   redis.call('HSET', KEYS[1], 'filter', ARGV[8], 'filter_digest', ARGV[9])
+end
+if ARGV[10] == '' then
+  redis.call('HDEL', KEYS[1], 'ordering')
+elseif ARGV[10] ~= 'keep' then
+  redis.call('HSET', KEYS[1], 'ordering', ARGV[10])
 end
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return redis.call('HGETALL', KEYS[1])
