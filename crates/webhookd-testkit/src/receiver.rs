@@ -25,6 +25,11 @@ pub enum Answer {
     Slow(Duration),
     /// This status after this long.
     SlowStatus(Duration, u16),
+    /// 500 to the first request of about one delivery in `n` (its
+    /// `webhook-id` hashes to 0 modulo `n`; every later request of it, and
+    /// every other delivery, 200): a receiver that fails some first
+    /// attempts, the same ones on every run.
+    FailFirstAttemptOneIn(u64),
 }
 
 /// One request as received.
@@ -36,6 +41,8 @@ pub struct Received {
     pub body: Bytes,
     pub headers: HeaderMap,
     pub at: Instant,
+    /// The status it was answered (`None`: never answered, [`Answer::Hang`]).
+    pub answered: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -46,6 +53,8 @@ struct Inner {
     /// Requests being answered now, and the most there ever were at once.
     in_flight: usize,
     most_in_flight: usize,
+    /// Every `webhook-id` seen, for [`Answer::FailFirstAttemptOneIn`].
+    seen: std::collections::HashSet<String>,
 }
 
 /// A running receiver.
@@ -69,6 +78,7 @@ impl Receiver {
             default,
             in_flight: 0,
             most_in_flight: 0,
+            seen: std::collections::HashSet::new(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -124,14 +134,36 @@ async fn receive(
     let _answering = Answering::begin(&inner);
     let answer = {
         let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let default = inner.default.clone();
+        let mut answer = inner.script.pop_front().unwrap_or(default);
+        if let Answer::FailFirstAttemptOneIn(n) = answer {
+            let id = headers
+                .get("webhook-id")
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let first = inner.seen.insert(id.clone());
+            let chosen = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            }) % n.max(1)
+                == 0;
+            answer = Answer::Status(if first && chosen { 500 } else { 200 });
+        }
         inner.received.push(Received {
             path: uri.path().to_owned(),
             body,
             headers,
             at: Instant::now(),
+            answered: match &answer {
+                Answer::Status(code)
+                | Answer::StatusRetryAfter(code, _)
+                | Answer::SlowStatus(_, code) => Some(*code),
+                Answer::Slow(_) => Some(200),
+                Answer::Redirect => Some(302),
+                Answer::Hang | Answer::FailFirstAttemptOneIn(_) => None,
+            },
         });
-        let default = inner.default.clone();
-        inner.script.pop_front().unwrap_or(default)
+        answer
     };
     match answer {
         Answer::Status(code) => status(code).into_response(),
@@ -155,6 +187,7 @@ async fn receive(
             tokio::time::sleep(delay).await;
             status(code).into_response()
         }
+        Answer::FailFirstAttemptOneIn(_) => unreachable!("decided above"),
     }
 }
 
