@@ -94,18 +94,22 @@ on_both_stores!(
     bad_filters_are_40000_and_name_path_and_operator,
     the_filter_preview_says_whether_a_sample_would_be_delivered,
     joggai_fields_are_checked_before_options,
+    ordering_is_set_shown_kept_and_removed_and_the_head_of_line_shown,
+    bad_ordering_settings_and_keys_are_40000_and_name_the_field,
 );
 
 mod catalog;
 mod filters;
 mod lifecycle;
 mod options;
+mod ordering;
 mod platform;
 mod quotas;
 use catalog::*;
 use filters::*;
 use lifecycle::*;
 use options::*;
+use ordering::*;
 use platform::*;
 use quotas::*;
 
