@@ -96,6 +96,8 @@ export const api = {
     call("GET", "/v2/events").then((data) => data.event_types || data.events.map((name) => ({ name, description: "" }))),
   createEndpoint: (spec) => call("POST", "/v2/endpoint", spec),
   updateEndpoint: (endpointId, spec) => call("PUT", `/v2/endpoint/${id(endpointId)}`, spec),
+  /** One endpoint with its counts and, when ordered, its `head_of_line` (SPEC §13, §15). */
+  getEndpoint: (endpointId) => call("GET", `/v2/endpoint/${id(endpointId)}`),
   deleteEndpoint: (endpointId) => call("DELETE", `/v2/endpoint/${id(endpointId)}`),
   rotateSecret: (endpointId, graceSeconds) =>
     call("POST", `/v2/endpoint/${id(endpointId)}/rotate-secret`, { grace_seconds: graceSeconds }),

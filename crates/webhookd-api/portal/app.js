@@ -14,6 +14,7 @@ import * as deliveries from "./deliveries.js";
 import * as delivery from "./delivery.js";
 import * as endpointForm from "./endpoint_form.js";
 import * as options from "./options.js";
+import * as ordering from "./ordering.js";
 import * as routes from "./routes.js";
 import {
   $, busy, closeDialog, fromLocalInput, h, icon, localTime, openDialog, relative, replace,
@@ -486,6 +487,7 @@ function renderDetail() {
 
   renderSecret(endpoint);
   options.renderCard(endpoint);
+  ordering.renderHeadOfLine(endpoint);
 
   const select = $("#test-event");
   const previous = select.value;

@@ -200,6 +200,7 @@ function deliveryItem(delivery) {
     h("span", { class: `badge badge-${delivery.status}` }, h("span", { class: "dot", "aria-hidden": "true" }), STATUS_LABELS[delivery.status] || delivery.status),
     h("span", { class: "event-name" }, delivery.event),
     delivery.test ? h("span", { class: "badge badge-test" }, "Test") : null,
+    delivery.ordering_key ? h("span", { class: "chip", title: "The line it waits in (ordered endpoint)" }, `key ${delivery.ordering_key}`) : null,
     h("span", { class: "spacer" }),
     h("span", { class: "delivery-when muted small" }, timeEl(delivery.created_at, { relativeFirst: true })),
     h(
@@ -232,8 +233,9 @@ function deliveryItem(delivery) {
     h("span", { class: "mono", title: "Delivery ID" }, delivery.delivery_id),
     h("span", { class: "sep", "aria-hidden": "true" }, "·"),
     h("span", { class: "mono", title: "Event ID (X-Webhook-Id)" }, delivery.event_id),
-    delivery.next_attempt_at ? h("span", { class: "sep", "aria-hidden": "true" }, "·") : null,
+    delivery.next_attempt_at || delivery.held ? h("span", { class: "sep", "aria-hidden": "true" }, "·") : null,
     delivery.next_attempt_at ? h("span", {}, `next attempt ${relative(delivery.next_attempt_at)}`) : null,
+    delivery.held ? h("span", {}, "waits for the delivery before it in its line") : null,
   );
   return h("li", { class: `delivery delivery-${delivery.status}` }, head, sub, attemptsSummary(delivery, attempts));
 }

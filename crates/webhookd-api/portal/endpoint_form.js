@@ -7,6 +7,7 @@ import { api } from "./api.js";
 import * as catalog from "./catalog.js";
 import * as filter from "./filter.js";
 import * as options from "./options.js";
+import * as ordering from "./ordering.js";
 import { $, busy, closeDialog, h, openDialog, replace } from "./ui.js";
 
 /**
@@ -26,6 +27,7 @@ export function wire() {
   $("#ef-none").addEventListener("click", () => setAllEvents(false));
   $("#ef-events").addEventListener("change", updateEventCount);
   options.wire();
+  ordering.wire();
   filter.wire();
 }
 
@@ -68,6 +70,7 @@ export function open(endpoint) {
   );
   updateEventCount();
   options.fillForm(endpoint);
+  ordering.fillForm(endpoint);
   filter.fillForm(endpoint, host.events());
   openDialog($("#dlg-endpoint"), $("#ef-url"));
 }
@@ -102,6 +105,7 @@ async function onSaveEndpoint(event) {
     // Empty: no limit (null removes one an edit had).
     rate_limit: $("#ef-rate").value.trim() === "" ? null : Number($("#ef-rate").value),
     ...options.readForm(),
+    ...ordering.readForm(),
     ...filtered,
   };
   const box = $("#endpoint-form-error");
@@ -128,6 +132,8 @@ const FIELDS = {
   retry_schedule: { input: "#ef-schedule", error: "#ef-schedule-error", label: "The retry schedule" },
   headers: { input: "#ef-headers", error: "#ef-headers-error", label: "The headers" },
   filter: { input: "#ef-filter", error: "#ef-filter-error", label: "The filter" },
+  ordered: { input: "#ef-ordered", error: "#ef-ordering_key-error", label: "Ordered" },
+  ordering_key: { input: "#ef-ordering-key", error: "#ef-ordering_key-error", label: "The ordering key" },
 };
 
 /**
@@ -136,7 +142,7 @@ const FIELDS = {
  * false when the answer names none (it stays in the form's alert).
  */
 function showFieldError(error) {
-  const [, name, rest] = /^(url|rate_limit|events|signature|retry_schedule|headers|filter): (.*)$/s.exec(error.message || "") || [];
+  const [, name, rest] = /^(url|rate_limit|events|signature|retry_schedule|headers|filter|ordered|ordering_key): (.*)$/s.exec(error.message || "") || [];
   const field = FIELDS[name];
   if (!field) return false;
   const input = $(field.input);

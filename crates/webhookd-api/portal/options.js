@@ -5,6 +5,7 @@
 // (they are files and secrets, not form fields); the card shows them.
 
 import * as filter from "./filter.js";
+import * as ordering from "./ordering.js";
 import { $, h, icon, replace, timeEl, toast } from "./ui.js";
 
 /** A certificate this close to its expiry is flagged. */
@@ -124,6 +125,7 @@ export function renderCard(endpoint) {
           h("span", { class: "muted small" }, ` client ${oauth2.client_id}${oauth2.scope ? `, scope ${oauth2.scope}` : ""}`),
         )
       : null,
+    ordering.fact(endpoint),
     filter.fact(endpoint),
   );
 }

@@ -55,6 +55,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../portal/filter.js"),
     ),
     (
+        "ordering.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../portal/ordering.js"),
+    ),
+    (
         "options.js",
         "text/javascript; charset=utf-8",
         include_str!("../portal/options.js"),

@@ -245,8 +245,10 @@ impl EndpointSpec {
                 Some(Some(document.to_string()))
             }
         };
-        let ordering =
-            crate::ordering::from_fields(fields.remove("ordered"), fields.remove("ordering_key"))?;
+        let ordering = crate::ordering::from_fields(
+            fields.remove("ordered").as_ref(),
+            fields.remove("ordering_key"),
+        )?;
         Ok(EndpointSpec {
             url,
             status,

@@ -322,19 +322,6 @@ impl Event {
             }
         };
 
-        let ordering_key = match optional(wire.ordering_key) {
-            None => None,
-            Some(raw) => match serde_json::from_str::<String>(raw.get()) {
-                Ok(key) if (1..=MAX_ORDERING_KEY_LEN).contains(&key.chars().count()) => Some(key),
-                _ => {
-                    return Err(Rejection::WrongType {
-                        field: "ordering_key",
-                        expected: "a string of 1-256 characters",
-                    });
-                }
-            },
-        };
-
         Ok(Event {
             event_id,
             event_type,
@@ -342,7 +329,7 @@ impl Event {
             timestamp,
             data: compact_json(data.get()),
             trace: None,
-            ordering_key,
+            ordering_key: ordering_key(wire.ordering_key)?,
         })
     }
 
@@ -388,6 +375,22 @@ impl Event {
 /// A JSON `null` counts as absent for the optional fields.
 fn optional(raw: Option<&RawValue>) -> Option<&RawValue> {
     raw.filter(|raw| raw.get() != "null")
+}
+
+/// An event's own `ordering_key` (SPEC §15): absent, or a string of
+/// 1–[`MAX_ORDERING_KEY_LEN`] characters.
+fn ordering_key(raw: Option<&RawValue>) -> Result<Option<String>, Rejection> {
+    let Some(raw) = optional(raw) else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<String>(raw.get()) {
+        Ok(key) if (1..=MAX_ORDERING_KEY_LEN).contains(&key.chars().count()) => Ok(Some(key)),
+        _ => Err(Rejection::WrongType {
+            field: "ordering_key",
+            // MAX_ORDERING_KEY_LEN (a &'static str cannot be formatted).
+            expected: "a string of 1-256 characters",
+        }),
+    }
 }
 
 fn required_string(raw: Option<&RawValue>, field: &'static str) -> Result<String, Rejection> {

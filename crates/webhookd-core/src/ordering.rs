@@ -35,12 +35,12 @@ pub type StoredOrdering = Option<String>;
 /// endpoint unordered, `Some(Some(pointer))` ordered (`""`: by the event's
 /// key). `ordering_key` comes with `"ordered": true` or not at all.
 pub fn from_fields(
-    ordered: Option<Value>,
+    ordered: Option<&Value>,
     ordering_key: Option<Value>,
 ) -> Result<Option<StoredOrdering>, FieldError> {
     let ordered = match ordered {
         None => None,
-        Some(Value::Bool(ordered)) => Some(ordered),
+        Some(Value::Bool(ordered)) => Some(*ordered),
         Some(_) => return Err(FieldError::new("ordered", "must be true or false")),
     };
     let pointer = match ordering_key {
@@ -126,23 +126,23 @@ mod tests {
     fn ordered_and_its_key_are_read_together() {
         assert_eq!(from_fields(None, None).unwrap(), None);
         assert_eq!(
-            from_fields(Some(json!(true)), None).unwrap(),
+            from_fields(Some(&json!(true)), None).unwrap(),
             Some(Some(String::new()))
         );
         assert_eq!(
-            from_fields(Some(json!(true)), Some(json!("/data/video_id"))).unwrap(),
+            from_fields(Some(&json!(true)), Some(json!("/data/video_id"))).unwrap(),
             Some(Some("/data/video_id".to_owned()))
         );
-        assert_eq!(from_fields(Some(json!(false)), None).unwrap(), Some(None));
+        assert_eq!(from_fields(Some(&json!(false)), None).unwrap(), Some(None));
         assert_eq!(
-            from_fields(Some(json!(false)), Some(Value::Null)).unwrap(),
+            from_fields(Some(&json!(false)), Some(Value::Null)).unwrap(),
             Some(None)
         );
     }
 
     #[test]
     fn bad_settings_name_their_field() {
-        let field = |ordered, key| from_fields(ordered, key).unwrap_err();
+        let field = |ordered: Option<Value>, key| from_fields(ordered.as_ref(), key).unwrap_err();
         assert_eq!(field(Some(json!("yes")), None).field, "ordered");
         let alone = field(None, Some(json!("/data/id")));
         assert_eq!(alone.field, "ordering_key");

@@ -24,7 +24,9 @@ fn event(event_id: &str, video_id: &str) -> String {
 
 pub(super) async fn ordering_is_set_shown_kept_and_removed_and_the_head_of_line_shown(api: Api) {
     let created = api
-        .create(with(&json!({"ordered": true, "ordering_key": "/data/video_id"})))
+        .create(with(
+            &json!({"ordered": true, "ordering_key": "/data/video_id"}),
+        ))
         .await;
     assert_eq!(created["ordered"], true, "{created}");
     assert_eq!(created["ordering_key"], "/data/video_id");

@@ -23,6 +23,7 @@
 //! | `<p>:dlv:<id>` | hash | one delivery, with its attempt log as fields `attempt:<n>`; a body or record of 65–512 bytes in 64-byte pieces (`body`, `body~2`…) so the hash stays a listpack |
 //! | `<u>:ep:<id>:due` | sorted set | the endpoint's pending delivery ids by due time |
 //! | `<u>:ep:<id>:sending` | sorted set | the endpoint's sending slots by when they lapse: its concurrency across processes (SPEC §10) |
+//! | `<u>:ep:<id>:line:<line>` | list | an ordered endpoint's line (SPEC §15): its pending delivery ids in acceptance order, the head first — only the head is in `…:due` |
 //! | `<u>:ep:<id>:rate` | hash, expires once full | the endpoint's `rate_limit` token bucket: `tokens`, `at` (ms) |
 //! | `<p>:ready` | sorted set | the `…:due` keys of endpoints with pending deliveries, by their earliest due time |
 //! | `<p>:dead` | counter | dead deliveries kept in the partition |
@@ -31,8 +32,9 @@
 //! | `<p>:trash:<token>:<due\|pending\|delivered\|failed>` | sorted set | a deleted endpoint's indexes, renamed |
 //! | `settings` | hash | name → value |
 //!
-//! A delivery hash also holds `lease` while claimed and `last_attempt` after
-//! a manual re-send (one attempt, SPEC §8).
+//! A delivery hash also holds `lease` while claimed, `last_attempt` after
+//! a manual re-send (one attempt, SPEC §8), and `line` while it is in an
+//! ordered endpoint's line (`next_attempt_at` 0 while held behind its head).
 //!
 //! Housekeeping is bounded: `sweep.lua` removes at most [`SWEEP_BUDGET`]
 //! deliveries per call — past their retention, or left by a deleted

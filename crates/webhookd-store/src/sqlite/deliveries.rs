@@ -122,24 +122,7 @@ pub(super) fn accept_one(
     {
         return Ok(Acceptance::OverDailyQuota { per_day });
     }
-    // Insert, or take over an entry whose window has passed; no row
-    // changed means the event_id is still remembered.
-    let fresh = tx
-        .prepare_cached(
-            "INSERT INTO seen_events (username, event_id, expires_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (username, event_id) DO UPDATE SET expires_at = excluded.expires_at
-             WHERE seen_events.expires_at <= ?4",
-        )
-        .and_then(|mut insert| {
-            insert.execute(params![
-                event.username,
-                event.event_id,
-                now_ms + DEDUP_WINDOW_MS,
-                now_ms
-            ])
-        })
-        .map_err(sqlite_error)?;
-    if fresh == 0 {
+    if !remember(tx, event, now_ms)? {
         return Ok(Acceptance::Duplicate);
     }
     let endpoints = enabled_endpoints(tx, &event.username)?;
@@ -178,13 +161,8 @@ pub(super) fn accept_one(
             &body,
             now_ms,
         );
-        delivery.ordering_key = endpoint.ordering.as_deref().map(|ordering| {
-            webhookd_core::ordering::line_of(ordering, &body, event.ordering_key.as_deref())
-        });
-        let place = match &delivery.ordering_key {
-            Some(line) => Some(last_in_line(tx, &endpoint.endpoint_id, line)? + 1),
-            None => None,
-        };
+        let (line, place) = place_in_line(tx, endpoint, event, &body)?;
+        delivery.ordering_key = line;
         // Behind another pending delivery of its line: it waits its turn.
         let held = place.is_some_and(|place| place > 1);
         let lease = if held { None } else { leasing.lease(endpoint) };
@@ -232,6 +210,48 @@ pub(super) fn accept_one(
         deliveries,
         quota_refused,
     })
+}
+
+/// Remembers the event's id for the de-duplication window: false when it
+/// is still remembered (a duplicate). An entry whose window has passed is
+/// taken over.
+fn remember(
+    tx: &rusqlite::Transaction<'_>,
+    event: &Event,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let fresh = tx
+        .prepare_cached(
+            "INSERT INTO seen_events (username, event_id, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (username, event_id) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE seen_events.expires_at <= ?4",
+        )
+        .and_then(|mut insert| {
+            insert.execute(params![
+                event.username,
+                event.event_id,
+                now_ms + DEDUP_WINDOW_MS,
+                now_ms
+            ])
+        })
+        .map_err(sqlite_error)?;
+    Ok(fresh > 0)
+}
+
+/// The line a delivery of `event` to `endpoint` joins (SPEC §15) and its
+/// place there (1: the head); `(None, None)` at an unordered endpoint.
+fn place_in_line(
+    tx: &rusqlite::Transaction<'_>,
+    endpoint: &Endpoint,
+    event: &Event,
+    body: &str,
+) -> Result<(Option<String>, Option<i64>), StoreError> {
+    let Some(ordering) = endpoint.ordering.as_deref() else {
+        return Ok((None, None));
+    };
+    let line = webhookd_core::ordering::line_of(ordering, body, event.ordering_key.as_deref());
+    let place = last_in_line(tx, &endpoint.endpoint_id, &line)? + 1;
+    Ok((Some(line), Some(place)))
 }
 
 /// The place of the last pending delivery in an endpoint's line; 0 when
