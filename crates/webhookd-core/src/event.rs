@@ -354,8 +354,17 @@ impl Event {
     }
 
     /// The exact bytes every attempt POSTs (SPEC §3): compact JSON with the
-    /// keys in the order `event_id`, `event`, `timestamp`, `data`.
+    /// keys in the order `event_id`, `event`, `timestamp`, `data` — or, for
+    /// the operator's own events (SPEC §15), `type`, `timestamp`, `data`.
     pub fn body(&self) -> String {
+        if self.username == crate::operator::OPERATOR_USERNAME {
+            return format!(
+                "{{\"type\":\"{}\",\"timestamp\":{},\"data\":{}}}",
+                self.event_type.as_str(),
+                self.timestamp,
+                self.data
+            );
+        }
         let event_id = serde_json::to_string(&self.event_id).expect("a string always serializes");
         let event = self.event_type.as_str();
         let mut body = String::with_capacity(64 + event_id.len() + event.len() + self.data.len());

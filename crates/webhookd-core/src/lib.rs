@@ -15,6 +15,7 @@
 //!   retry schedule and egress choice (SPEC §14).
 //! - [`filter`]: payload filters on an endpoint (SPEC §15), checked and
 //!   matched in linear time.
+//! - [`operator`]: operator events (SPEC §15): kinds, records, targets.
 //! - [`ordering`]: ordered endpoints (SPEC §15): the setting and a
 //!   delivery's line.
 //! - [`address`]: which IP addresses may be sent to (SPEC §7).
@@ -38,6 +39,7 @@ pub mod event;
 pub mod filter;
 pub mod health;
 pub mod ids;
+pub mod operator;
 pub mod ordering;
 pub mod quota;
 pub mod retry;

@@ -69,6 +69,24 @@ impl Store for RecordsFail {
             .await
     }
 
+    async fn add_operator_events(&self, records: &[String]) -> Result<(), StoreError> {
+        self.inner.add_operator_events(records).await
+    }
+
+    async fn operator_events(
+        &self,
+        most: usize,
+    ) -> Result<Vec<webhookd_store::OutboxEntry>, StoreError> {
+        self.inner.operator_events(most).await
+    }
+
+    async fn remove_operator_events(
+        &self,
+        entries: &[webhookd_store::OutboxEntry],
+    ) -> Result<(), StoreError> {
+        self.inner.remove_operator_events(entries).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -51,6 +51,14 @@ pub use retention::{KEEP_TEST_DELIVERIES, Retention, SweepReport};
 pub use sealed::{Progress, ResealReport, Sealed, SecretBox, key_id};
 pub use sqlite::SqliteStore;
 
+/// One record of the operator events' outbox, and where it is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub record: String,
+    /// The SQLite row, or the Redis partition.
+    place: i64,
+}
+
 /// A user and how many API keys they hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSummary {
@@ -440,6 +448,20 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn follow_endpoint_changes(&self, shutdown: CancellationToken) {
         shutdown.cancelled().await;
     }
+
+    /// Adds operator event records (SPEC §15,
+    /// [`webhookd_core::operator::OperatorEvent::to_record`]) to the
+    /// outbox. The stores add their own — a delivery dead, an endpoint
+    /// disabled, a quota reached at acceptance — in the step that makes
+    /// them true, once [`open`] turned operator events on.
+    async fn add_operator_events(&self, records: &[String]) -> Result<(), StoreError>;
+
+    /// Up to `most` records of the outbox (per partition on Redis), oldest
+    /// first.
+    async fn operator_events(&self, most: usize) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Removes `entries` from the outbox: every target took them.
+    async fn remove_operator_events(&self, entries: &[OutboxEntry]) -> Result<(), StoreError>;
 
     /// Returns the stored value of setting `name`, storing `value` first if
     /// there is none (atomically: concurrent callers all get the same one).

@@ -83,6 +83,7 @@ async fn open_raw(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
                 .await?
                 .with_retention(retention)
                 .with_quotas(config.quotas)
+                .with_operator_events(!config.operator_events.is_empty())
                 .with_auto_disable_after(config.auto_disable_after),
         ),
         StoreUrl::Redis { url } => Arc::new(
@@ -90,6 +91,7 @@ async fn open_raw(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
                 .await?
                 .with_retention(retention)
                 .with_quotas(config.quotas)
+                .with_operator_events(!config.operator_events.is_empty())
                 .with_auto_disable_after(config.auto_disable_after)
                 .with_wait_replicas(config.redis_wait_replicas),
         ),

@@ -395,6 +395,18 @@ impl Store for Sealed {
         self.inner.settings_with_prefix(prefix).await
     }
 
+    async fn add_operator_events(&self, records: &[String]) -> Result<(), StoreError> {
+        self.inner.add_operator_events(records).await
+    }
+
+    async fn operator_events(&self, most: usize) -> Result<Vec<crate::OutboxEntry>, StoreError> {
+        self.inner.operator_events(most).await
+    }
+
+    async fn remove_operator_events(&self, entries: &[crate::OutboxEntry]) -> Result<(), StoreError> {
+        self.inner.remove_operator_events(entries).await
+    }
+
     async fn take_in_window(
         &self,
         name: &str,

@@ -227,6 +227,10 @@ impl Config {
                 };
             }
             "egress_proxy" => self.egress_proxy = values::egress_proxy(&raw.text()?)?,
+            "operator_events" => {
+                self.operator_events =
+                    crate::operator::OperatorTarget::parse_list(&raw.text()?)?;
+            }
             "delivery_timeout" => self.delivery_timeout = raw.duration()?,
             "delivery_concurrency" => self.delivery_concurrency = raw.integer()?,
             "endpoint_concurrency" => self.endpoint_concurrency = raw.integer()?,
@@ -543,6 +547,7 @@ const KEYS: &[&str] = &[
     "health_listen",
     "egress_bind",
     "egress_proxy",
+    "operator_events",
     "event_catalog",
     "public_url",
     "portal_product_name",

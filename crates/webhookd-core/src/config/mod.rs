@@ -156,6 +156,11 @@ pub struct Config {
     /// proxy's own address is the operator's, and exempt); the receivers'
     /// addresses must be guarded by the proxy (docs/security.md).
     pub egress_proxy: Option<EgressProxy>,
+    /// `operator_events`: where operator events go (SPEC §15),
+    /// comma-separated `amqp://…/<exchange>` and `https://…` targets
+    /// (docs/operations.md, "Operator events"). Default: none (not
+    /// recorded at all).
+    pub operator_events: Vec<crate::operator::OperatorTarget>,
     /// The per-tenant quotas' defaults (SPEC §11): `max_endpoints_per_user`
     /// (20), `test_sends_per_minute` (10, per endpoint),
     /// `max_kept_deliveries_per_endpoint` (100000),
@@ -224,6 +229,7 @@ impl Default for Config {
             health_listen: None,
             egress_bind: None,
             egress_proxy: None,
+            operator_events: Vec::new(),
             event_catalog: None,
             public_url: None,
             portal_product_name: DEFAULT_PORTAL_PRODUCT_NAME.into(),
@@ -272,6 +278,19 @@ impl fmt::Debug for Config {
             .field("health_listen", &self.health_listen)
             .field("egress_bind", &self.egress_bind)
             .field("egress_proxy", &self.egress_proxy)
+            .field(
+                "operator_events",
+                &self
+                    .operator_events
+                    .iter()
+                    .map(|target| match target {
+                        crate::operator::OperatorTarget::Amqp { url, exchange } => {
+                            format!("{}/{exchange}", redact_url(url))
+                        }
+                        crate::operator::OperatorTarget::Webhook { url } => redact_url(url),
+                    })
+                    .collect::<Vec<_>>(),
+            )
             .field("event_catalog", &self.event_catalog)
             .field("public_url", &self.public_url)
             .field("portal_product_name", &self.portal_product_name)

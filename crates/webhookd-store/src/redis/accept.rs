@@ -183,7 +183,8 @@ impl RedisStore {
                         .arg(claim.suspect_room * members.len() / events.len())
                         .arg(room.len())
                         .arg(crate::day_of(now_ms))
-                        .arg(self.retention.keep_payloads.as_millis());
+                        .arg(self.retention.keep_payloads.as_millis())
+                        .arg(self.operator_flag());
                     rows::room_arguments(invocation, &room, claim);
                     for &i in members {
                         let event = &events[i];

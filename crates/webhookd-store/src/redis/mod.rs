@@ -26,6 +26,8 @@
 //! | `<u>:ep:<id>:line:<line>` | list | an ordered endpoint's line (SPEC §15): its pending delivery ids in acceptance order, the head first — only the head is in `…:due` |
 //! | `<u>:ep:<id>:rate` | hash, expires once full | the endpoint's `rate_limit` token bucket: `tokens`, `at` (ms) |
 //! | `<p>:ready` | sorted set | the `…:due` keys of endpoints with pending deliveries, by their earliest due time |
+//! | `<p>:operator` | list | operator events not yet sent on (SPEC §15): records `{"id", "type", "timestamp", "data"}`, oldest first |
+//! | `<u>:quota_reached:<day>` | string, 48 h TTL | the user's daily quota was reported reached that day (operator events) |
 //! | `<p>:dead` | counter | dead deliveries kept in the partition |
 //! | `<p>:expiry` | sorted set | delivered and dead delivery ids by removal time (ms), SPEC §4 retention |
 //! | `<p>:trash` | list | trash bases of deleted endpoints not yet swept |
@@ -85,6 +87,7 @@ mod changes;
 mod cluster;
 mod connection;
 mod listings;
+mod operator;
 mod rows;
 mod store;
 mod users;
@@ -156,6 +159,8 @@ pub struct RedisStore {
     quotas: Arc<crate::quotas::QuotaBook>,
     /// Owners' payload filters as accepts last read them (SPEC §15).
     filters: Arc<crate::filters::FilterSnapshots>,
+    /// Whether the scripts record operator events (SPEC §15).
+    operator_events: bool,
 }
 
 struct Scripts {
@@ -281,6 +286,7 @@ impl RedisStore {
             clock: Arc::new(crate::clock::StoreClock::new()),
             quotas: Arc::new(crate::quotas::QuotaBook::new(Quotas::default())),
             filters: Arc::default(),
+            operator_events: false,
         }
         .with_clock_read()
         .await)
@@ -326,6 +332,21 @@ impl RedisStore {
             auto_disable_after,
             ..self
         }
+    }
+
+    /// Records operator events (SPEC §15) in the outbox as deliveries die,
+    /// endpoints are disabled and quotas are reached.
+    #[must_use]
+    pub fn with_operator_events(self, operator_events: bool) -> Self {
+        RedisStore {
+            operator_events,
+            ..self
+        }
+    }
+
+    /// The scripts' flag for [`RedisStore::with_operator_events`].
+    fn operator_flag(&self) -> &'static str {
+        if self.operator_events { "1" } else { "0" }
     }
 
     /// Checks events against these quota defaults (SPEC §11; a user's own
@@ -532,7 +553,8 @@ impl RedisStore {
                 |invocation, _, members| {
                     invocation
                         .arg(self.auto_disable_after.as_secs())
-                        .arg(self.changes_channel());
+                        .arg(self.changes_channel())
+                        .arg(self.operator_flag());
                     for &i in members {
                         let Write {
                             claim,

@@ -21,7 +21,7 @@ use crate::filters;
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
     DeliveryCounts, DeliveryQuery, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges,
-    FinishedAttempt, Listing, Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport,
+    FinishedAttempt, Listing, OutboxEntry, Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport,
     UserSummary, events_to_json, new_delivery,
 };
 
@@ -796,6 +796,18 @@ impl Store for RedisStore {
             .await
             .map_err(redis_error)?;
         Ok(count <= limit)
+    }
+
+    async fn add_operator_events(&self, records: &[String]) -> Result<(), StoreError> {
+        self.add_to_outbox(records).await
+    }
+
+    async fn operator_events(&self, most: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.outbox(most).await
+    }
+
+    async fn remove_operator_events(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        self.remove_from_outbox(entries).await
     }
 
     async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, StoreError> {

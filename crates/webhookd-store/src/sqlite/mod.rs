@@ -12,6 +12,7 @@ mod clock_step;
 mod deliveries;
 mod endpoints;
 mod group_commit;
+mod operator;
 mod payloads;
 mod quotas;
 mod rates;
@@ -39,7 +40,7 @@ use crate::filters::ParsedFilters;
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryCounts,
     DeliveryQuery, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt,
-    Listing, Recorded, Retention, RetryOutcome, SecretSlot, Store, StoreError, SweepReport,
+    Listing, OutboxEntry, Recorded, Retention, RetryOutcome, SecretSlot, Store, StoreError, SweepReport,
     UserSummary, new_delivery,
 };
 
@@ -59,6 +60,8 @@ pub struct SqliteStore {
     kept: Arc<quotas::KeptCounts>,
     /// Endpoints' payload filters, parsed once (SPEC §15).
     filters: Arc<ParsedFilters>,
+    /// Whether accepts and records add operator events (SPEC §15).
+    operator_events: bool,
 }
 
 impl SqliteStore {
@@ -108,6 +111,7 @@ impl SqliteStore {
             quotas: Quotas::default(),
             kept: Arc::default(),
             filters: Arc::default(),
+            operator_events: false,
         })
     }
 
@@ -125,6 +129,16 @@ impl SqliteStore {
     #[must_use]
     pub fn with_retention(self, retention: Retention) -> Self {
         SqliteStore { retention, ..self }
+    }
+
+    /// Records operator events (SPEC §15) in the outbox as deliveries die,
+    /// endpoints are disabled and quotas are reached.
+    #[must_use]
+    pub fn with_operator_events(self, operator_events: bool) -> Self {
+        SqliteStore {
+            operator_events,
+            ..self
+        }
     }
 
     /// Checks events against these quota defaults (SPEC §11; a user's own
@@ -371,6 +385,7 @@ impl Store for SqliteStore {
             (Arc::clone(&self.rates), Arc::clone(&self.kept), self.quotas);
         let keep_payloads = self.retention.keep_payloads;
         let filters = Arc::clone(&self.filters);
+        let operator_events = self.operator_events;
         self.write(move |tx| {
             let mut leasing = Leasing::new(&claim, &rates, now_ms);
             let mut outcomes = Vec::with_capacity(events.len());
@@ -385,6 +400,15 @@ impl Store for SqliteStore {
                 };
                 let outcome =
                     accept_one(tx, event, now_ms, &mut leasing, (quotas, &kept), &filters)?;
+                if operator_events {
+                    operator::after_accept(
+                        tx,
+                        event,
+                        &outcome,
+                        quotas.max_kept_deliveries_per_endpoint,
+                        now_ms,
+                    )?;
+                }
                 if let Some(first) = outcome.deliveries().first() {
                     payloads::keep(tx, first, now_ms, keep_payloads)?;
                 }
@@ -475,11 +499,19 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Recorded>, StoreError> {
         let finished = finished.to_vec();
         let (retention, auto_disable_after) = (self.retention, self.auto_disable_after);
+        let operator_events = self.operator_events;
         let (finished, recorded) = self
             .write(move |tx| {
                 finished
                     .iter()
-                    .map(|attempt| record_one_attempt(tx, &retention, auto_disable_after, attempt))
+                    .map(|attempt| {
+                        let recorded =
+                            record_one_attempt(tx, &retention, auto_disable_after, attempt)?;
+                        if operator_events {
+                            operator::after_record(tx, attempt, recorded)?;
+                        }
+                        Ok(recorded)
+                    })
                     .collect::<Result<Vec<Recorded>, StoreError>>()
                     .map(|recorded| (finished, recorded))
             })
@@ -713,6 +745,36 @@ impl Store for SqliteStore {
     async fn running_processes(&self, now_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
         self.call(move |c| settings::running_processes(c, now_ms))
             .await
+    }
+
+    async fn add_operator_events(&self, records: &[String]) -> Result<(), StoreError> {
+        let records = records.to_vec();
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            for record in &records {
+                operator::add(&tx, record)?;
+            }
+            tx.commit().map_err(sqlite_error)
+        })
+        .await
+    }
+
+    async fn operator_events(&self, most: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.call(move |c| operator::take(c, most)).await
+    }
+
+    async fn remove_operator_events(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        let entries = entries.to_vec();
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            operator::remove(&tx, &entries)?;
+            tx.commit().map_err(sqlite_error)
+        })
+        .await
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {

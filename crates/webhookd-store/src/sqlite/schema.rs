@@ -132,6 +132,11 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE deliveries ADD COLUMN line_seq INTEGER;
      CREATE INDEX deliveries_in_line ON deliveries(endpoint_id, line, line_seq)
          WHERE status = 'pending' AND line IS NOT NULL;",
+    // 14: operator events not yet sent on (SPEC §15), oldest first.
+    "CREATE TABLE operator_outbox (
+         seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+         record TEXT NOT NULL
+     ) STRICT;",
 ];
 
 /// Prepared statements kept per connection.

@@ -113,6 +113,7 @@ mod filters;
 mod inspecting;
 mod lifecycle;
 mod listings;
+mod operator_events;
 mod options;
 mod ordering;
 mod quotas;

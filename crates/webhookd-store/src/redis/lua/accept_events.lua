@@ -10,13 +10,17 @@
 -- the event's id base followed by i as two hex digits.
 -- Under a cluster-wide limit, leases come with sending slots, and an
 -- endpoint with a rate limit gets no more than its tokens, as in CLAIM_DUE.
+-- Operator events (SPEC §15), when on: an endpoint's first refusal for
+-- its kept deliveries since its last success, and a user's first event
+-- refused for its daily quota each UTC day, are recorded in the
+-- partition's outbox (`<p>:operator`).
 -- KEYS: ready. ARGV: partition prefix, dedup ms, now ms, lease until,
 -- lease token base, limit, room of other endpoints, sending slots per
 -- endpoint across every process (0: no limit), suspect room (as in
 -- CLAIM_DUE), number of (endpoint id, room, slots the caller's lane
 -- holds, '1' if suspect) quads, today (the store's UTC day number), how
 -- long an event's body is kept for inspection (ms, 0: not kept; SPEC §13),
--- the quads, then per event 13 values: user prefix, username, event id, event
+-- '1' if operator events are on, the quads, then per event 13 values: user prefix, username, event id, event
 -- type, quoted event type, body, delivery id base, the owner's
 -- max_kept_deliveries_per_endpoint and max_events_per_day (0: none), the
 -- owner's filtered endpoints as the caller knows them ('id:digest ...'),
@@ -37,9 +41,15 @@
 local partition, dedup, now, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit, per_endpoint = tonumber(ARGV[6]), tonumber(ARGV[7])
 local endpoint_limit, suspect_room, listed = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local today, keep_payload = ARGV[11], ARGV[12]
+local today, keep_payload, operator = ARGV[11], ARGV[12], ARGV[13] == '1'
 local room_of, held_of, suspect, grant_of, tokens_of, kept_of = {}, {}, {}, {}, {}, {}
 local endpoints_of, lowest_ready, known_of, stale_owner = {}, {}, {}, {}
+
+-- Records a quota.reached operator event in the partition's outbox.
+local function quota_reached(id, data)
+  redis.call('RPUSH', partition .. 'operator', cjson.encode({id = id, type = 'quota.reached',
+    timestamp = math.floor(tonumber(now) / 1000), data = data}))
+end
 
 -- The value at a JSON pointer (RFC 6901) in a decoded document, or nil.
 local function pointed(document, pointer)
@@ -78,13 +88,13 @@ local function line_of(ordering, body, event_key, decoded)
   if #line > 64 then line = '#' .. redis.sha1hex(line) end
   return line
 end
-for i = 13, 12 + 4 * listed, 4 do
+for i = 14, 13 + 4 * listed, 4 do
   room_of[ARGV[i]] = tonumber(ARGV[i + 1])
   held_of[ARGV[i]] = tonumber(ARGV[i + 2])
   suspect[ARGV[i]] = ARGV[i + 3] == '1'
 end
 local results, leased = {}, {}
-for e = 13 + 4 * listed, #ARGV, 13 do
+for e = 14 + 4 * listed, #ARGV, 13 do
   local user, username, event_id, event_type, quoted, body, base =
     ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5], ARGV[e + 6]
   local kept_limit, per_day, trace = tonumber(ARGV[e + 7]), tonumber(ARGV[e + 8]), ARGV[e + 11]
@@ -127,6 +137,10 @@ for e = 13 + 4 * listed, #ARGV, 13 do
   elseif per_day > 0 and (tonumber(redis.call('GET', counted)) or 0) >= per_day
       and redis.call('EXISTS', seen) == 0 then
     results[#results + 1] = -1
+    if operator and redis.call('SET', user .. 'quota_reached:' .. today, '1', 'NX', 'PX', 172800000) then
+      quota_reached('op_quota_day_' .. string.sub(redis.sha1hex(username), 1, 16) .. '_' .. today,
+        {quota = 'max_events_per_day', username = username, limit = per_day})
+    end
   elseif not redis.call('SET', seen, '1', 'NX', 'PX', dedup) then
     results[#results + 1] = 0
   else
@@ -141,7 +155,10 @@ for e = 13 + 4 * listed, #ARGV, 13 do
       kept_of[id] = kept_of[id]
         or redis.call('ZCARD', indexed .. ':pending') + redis.call('ZCARD', indexed .. ':failed')
       if kept_of[id] >= kept_limit then
-        redis.call('HINCRBY', user .. 'endpoint:' .. id, 'quota_refused', 1)
+        if redis.call('HINCRBY', user .. 'endpoint:' .. id, 'quota_refused', 1) == 1 and operator then
+          quota_reached('op_quota_' .. id .. '_' .. now, {quota = 'max_kept_deliveries_per_endpoint',
+            username = username, endpoint_id = id, limit = kept_limit})
+        end
         refused[#refused + 1] = id
       else
         kept_of[id] = kept_of[id] + 1

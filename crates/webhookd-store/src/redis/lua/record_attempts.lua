@@ -9,8 +9,12 @@
 -- it, and a streak older than the limit disables the endpoint.
 -- A delivered or dead head of an ordered endpoint's line (SPEC §15) leaves
 -- the line, and the delivery held behind it becomes due: the head.
+-- With operator events on (SPEC §15), a dead delivery and an endpoint
+-- disabled are each recorded in the partition's outbox (`<p>:operator`)
+-- in the same step.
 -- KEYS: ready. ARGV: partition prefix, auto-disable after (seconds, 0
--- never), change channel, then per attempt 13 values: delivery id, user
+-- never), change channel, '1' if operator events are on, then per attempt
+-- 13 values: delivery id, user
 -- prefix, endpoint id, lease, attempt number, result
 -- (retry|delivered|failed), when (a retry's due time, else the removal
 -- time), attempt record, attempt start (unix seconds; '' for a failure
@@ -20,6 +24,7 @@
 -- up; see settle_slot), its line ('=' .. line, '' none) and when the
 -- attempt ended (ms: when the next in its line is due).
 local partition, disable_after, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local operator = ARGV[4] == '1'
 local expiry = partition .. 'expiry'
 
 -- The endpoint's failure streak after an attempt that started at `started`:
@@ -69,10 +74,16 @@ end
 -- A worker's records come in the order it made them, so the last one that
 -- names a slot says what becomes of it: only that one is settled.
 local last_of_slot = {}
-for s = 4, #ARGV, 13 do
+for s = 5, #ARGV, 13 do
   if ARGV[s + 9] ~= '' then last_of_slot[ARGV[s + 9]] = s end
 end
-local a = 4
+-- Records an operator event in the partition's outbox.
+local function tell_operator(id, kind, at_ms, data)
+  redis.call('RPUSH', partition .. 'operator', cjson.encode({id = id, type = kind,
+    timestamp = math.floor(tonumber(at_ms) / 1000), data = data}))
+end
+
+local a = 5
 while a <= #ARGV do
   local id, user, endpoint_id, lease, number, result, at, log, started = ARGV[a], ARGV[a + 1],
     ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7],
@@ -123,7 +134,15 @@ while a <= #ARGV do
           fields[#fields + 1] = log
         end
         redis.call('HSET', key, unpack(fields))
-        if result == 'failed' then redis.call('INCR', partition .. 'dead') end
+        if result == 'failed' then
+          redis.call('INCR', partition .. 'dead')
+          if operator then
+            local d = redis.call('HMGET', key, 'username', 'event_id', 'event_type')
+            tell_operator('op_dead_' .. id .. '_' .. number, 'delivery.dead', ARGV[a + 12],
+              {delivery_id = id, endpoint_id = endpoint_id, username = d[1], event_id = d[2],
+               event = d[3], attempts = tonumber(number)})
+          end
+        end
         redis.call('ZREM', endpoint_due, id)
         redis.call('ZREM', user .. 'ep:' .. endpoint_id .. ':pending', id)
         redis.call('ZADD', user .. 'ep:' .. endpoint_id .. ':' .. result, 0, id)
@@ -133,6 +152,12 @@ while a <= #ARGV do
       if started and (result ~= 'delivered' or not streak_ended[endpoint_id]) then
         answer = keep_streak(endpoint, endpoint_id, result, started)
         streak_ended[endpoint_id] = result == 'delivered'
+        if answer < 0 and operator then
+          tell_operator('op_disabled_' .. endpoint_id .. '_' .. -answer, 'endpoint.disabled',
+            ARGV[a + 12], {endpoint_id = endpoint_id,
+              username = redis.call('HGET', endpoint, 'username'), failing_since = -answer,
+              reason = redis.call('HGET', endpoint, 'disabled_reason')})
+        end
       end
     end
     results[#results + 1] = answer
