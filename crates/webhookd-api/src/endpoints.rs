@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use webhookd_core::operator::{OperatorEvent, OperatorEventKind};
 use webhookd_core::telemetry;
 use webhookd_core::time::unix_seconds;
 use webhookd_core::{Catalog, Endpoint, EndpointSpec, EndpointStatus, Event, EventType, ids};
@@ -302,6 +303,41 @@ pub async fn delete(
     Ok(success_empty())
 }
 
+/// Tells the operator (SPEC §15) an endpoint reached its test sends per
+/// minute, once an hour per endpoint across every process.
+async fn tell_test_sends_reached(
+    state: &AppState,
+    username: &str,
+    endpoint_id: &str,
+    per_minute: u32,
+) -> Result<(), ApiError> {
+    let now_ms = state.store.now_ms();
+    if state.ingest.tells_operator()
+        && state
+            .store
+            .take_in_window(
+                &format!("operator:test:{endpoint_id}"),
+                3_600_000,
+                now_ms,
+                1,
+            )
+            .await?
+    {
+        let hour = now_ms.div_euclid(3_600_000);
+        state
+            .ingest
+            .tell_operator(OperatorEvent::new(
+                format!("op_quota_test_{endpoint_id}_{hour}"),
+                OperatorEventKind::QuotaReached,
+                now_ms.div_euclid(1000),
+                serde_json::json!({"quota": "test_sends_per_minute", "username": username,
+                                   "endpoint_id": endpoint_id, "limit": per_minute}),
+            ))
+            .await;
+    }
+    Ok(())
+}
+
 #[derive(Serialize)]
 pub struct TestSent {
     event_id: String,
@@ -342,6 +378,7 @@ pub async fn send_test(
         .await?
     {
         telemetry::quota_refused(telemetry::Quota::TestSends);
+        tell_test_sends_reached(&state, &caller.username, &endpoint_id, per_minute).await?;
         return Err(ApiError::QuotaExceeded(format!(
             "test send quota reached: {per_minute} test sends per endpoint per minute; try again in a minute"
         )));

@@ -203,10 +203,18 @@ mod tests {
 
     #[test]
     fn bad_targets_say_what_is_expected_without_the_password() {
-        for bad in ["ftp://x/y", "amqp://u:secret@h:5672/", "amqp://h/amq.topic", "nonsense"] {
+        for bad in [
+            "ftp://x/y",
+            "amqp://u:secret@h:5672/",
+            "amqp://h/amq.topic",
+            "nonsense",
+        ] {
             let error = OperatorTarget::parse_list(bad).unwrap_err();
             assert!(!error.contains("secret"), "{error}");
-            assert!(error.contains("exchange") || error.contains("https://"), "{error}");
+            assert!(
+                error.contains("exchange") || error.contains("https://"),
+                "{error}"
+            );
         }
     }
 

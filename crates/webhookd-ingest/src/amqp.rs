@@ -36,6 +36,7 @@ use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use webhookd_core::config::QueueType;
 use webhookd_core::health::Readiness;
+use webhookd_core::operator::{OperatorEvent, OperatorEventKind};
 use webhookd_core::telemetry::{self, Source};
 use webhookd_core::trace::TraceContext;
 use webhookd_core::{Event, MissingId};
@@ -600,8 +601,37 @@ impl AmqpConsumer {
         if confirmation.is_nack() {
             return Err(SessionError::DeadLetterNotConfirmed);
         }
+        // Before the ack: a crash now redelivers the message, which is
+        // dead-lettered (and told) again under the same id.
+        self.ingest
+            .tell_operator(dead_lettered(
+                message,
+                reason,
+                &self.settings.dead_letter_queue(),
+            ))
+            .await;
         Ok(())
     }
+}
+
+/// The `ingest.dead_lettered` operator event of `message` (SPEC §15): its
+/// id the same for a redelivery of the same message and reason.
+fn dead_lettered(message: &lapin::message::Delivery, reason: &str, queue: &str) -> OperatorEvent {
+    let mut identity = message.data.clone();
+    identity.extend_from_slice(reason.as_bytes());
+    let digest = webhookd_core::ids::derived_event_id(&identity);
+    OperatorEvent::new(
+        format!("op_dlq_{}", digest.trim_start_matches("evt_")),
+        OperatorEventKind::IngestDeadLettered,
+        webhookd_core::time::unix_seconds(),
+        serde_json::json!({
+            "queue": queue,
+            "reason": reason,
+            "code": reason.split(':').next().unwrap_or(reason),
+            "message_id": message.properties.message_id().as_ref().map(ShortString::as_str),
+            "bytes": message.data.len(),
+        }),
+    )
 }
 
 /// A header of `message` that holds text (`traceparent`, say).

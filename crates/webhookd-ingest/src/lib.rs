@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tracing::Instrument as _;
 
 use webhookd_core::endpoint::MAX_ENDPOINTS_PER_USER;
+use webhookd_core::operator::OperatorEvent;
 use webhookd_core::telemetry::{self, EventOutcome, Quota, Source};
 use webhookd_core::time::unix_seconds;
 use webhookd_core::{Event, MissingId, Rejection, SharedCatalog};
@@ -22,6 +23,7 @@ use webhookd_delivery::Dispatcher;
 use webhookd_store::{Acceptance, Store, StoreError};
 
 pub mod amqp;
+pub mod operator_events;
 pub mod publish;
 
 /// The shared ingest path. Both the AMQP consumer and the HTTP route go
@@ -34,6 +36,8 @@ pub struct Ingest {
     /// Gets the fresh deliveries leased at acceptance, and a wake-up for
     /// those that were not.
     dispatcher: Option<Arc<Dispatcher>>,
+    /// Whether operator events are recorded (SPEC §15).
+    operator_events: bool,
 }
 
 impl Ingest {
@@ -44,6 +48,7 @@ impl Ingest {
             store,
             catalog: SharedCatalog::joggai(),
             dispatcher: None,
+            operator_events: false,
         }
     }
 
@@ -64,6 +69,32 @@ impl Ingest {
         Ingest {
             dispatcher: Some(dispatcher),
             ..self
+        }
+    }
+
+    /// Records operator events (SPEC §15) through [`Ingest::tell_operator`].
+    #[must_use]
+    pub fn with_operator_events(self, operator_events: bool) -> Self {
+        Ingest {
+            operator_events,
+            ..self
+        }
+    }
+
+    /// Whether operator events are recorded.
+    pub fn tells_operator(&self) -> bool {
+        self.operator_events
+    }
+
+    /// Records an operator event in the store's outbox when operator
+    /// events are on; a store that fails is logged (what happened stands,
+    /// and the caller is not stopped for the operator's notice).
+    pub async fn tell_operator(&self, event: OperatorEvent) {
+        if !self.operator_events {
+            return;
+        }
+        if let Err(error) = self.store.add_operator_events(&[event.to_record()]).await {
+            tracing::error!(%error, r#type = %event.kind, id = %event.id, "could not record an operator event");
         }
     }
 

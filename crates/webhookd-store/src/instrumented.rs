@@ -86,14 +86,21 @@ impl Store for Instrumented {
     }
 
     async fn add_operator_events(&self, records: &[String]) -> Result<(), StoreError> {
-        timed("add_operator_events", self.inner.add_operator_events(records)).await
+        timed(
+            "add_operator_events",
+            self.inner.add_operator_events(records),
+        )
+        .await
     }
 
     async fn operator_events(&self, most: usize) -> Result<Vec<crate::OutboxEntry>, StoreError> {
         timed("operator_events", self.inner.operator_events(most)).await
     }
 
-    async fn remove_operator_events(&self, entries: &[crate::OutboxEntry]) -> Result<(), StoreError> {
+    async fn remove_operator_events(
+        &self,
+        entries: &[crate::OutboxEntry],
+    ) -> Result<(), StoreError> {
         timed(
             "remove_operator_events",
             self.inner.remove_operator_events(entries),

@@ -20,6 +20,15 @@ const MOST_REMEMBERED: usize = 10_000;
 /// The quotas in force for a user, from the defaults and the user's
 /// setting (absent or, with a warning, unreadable: the defaults).
 pub(crate) fn from_setting(defaults: Quotas, username: &str, setting: Option<&str>) -> Quotas {
+    // The operator's own events (SPEC §15) are never refused: a target
+    // that is down holds them as pending deliveries, however many.
+    if username == webhookd_core::operator::OPERATOR_USERNAME {
+        return Quotas {
+            max_kept_deliveries_per_endpoint: u64::MAX,
+            max_events_per_day: None,
+            ..defaults
+        };
+    }
     let Some(setting) = setting else {
         return defaults;
     };

@@ -403,7 +403,10 @@ impl Store for Sealed {
         self.inner.operator_events(most).await
     }
 
-    async fn remove_operator_events(&self, entries: &[crate::OutboxEntry]) -> Result<(), StoreError> {
+    async fn remove_operator_events(
+        &self,
+        entries: &[crate::OutboxEntry],
+    ) -> Result<(), StoreError> {
         self.inner.remove_operator_events(entries).await
     }
 

@@ -4,8 +4,8 @@
 use std::process::Command;
 
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -110,6 +110,8 @@ pub struct Received {
     pub body: Vec<u8>,
     /// String-valued headers.
     pub headers: Vec<(String, String)>,
+    pub routing_key: String,
+    pub message_id: Option<String>,
 }
 
 impl Received {
@@ -153,6 +155,13 @@ pub async fn take_all(url: &str, queue: &str) -> Vec<Received> {
         received.push(Received {
             body: message.delivery.data.clone(),
             headers,
+            routing_key: message.delivery.routing_key.to_string(),
+            message_id: message
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(ToString::to_string),
         });
     }
     let _ = connection.close(200, "done".into()).await;
@@ -176,6 +185,58 @@ pub async fn ready_count(url: &str, queue: &str) -> u32 {
         .expect("queue exists");
     let _ = connection.close(200, "done".into()).await;
     declared.message_count()
+}
+
+/// Declares the durable topic `exchange` (as webhookd declares an operator
+/// events target) and a durable `queue` bound to it with `#`: every message
+/// published there from now on lands in `queue`.
+pub async fn bind_to_exchange(url: &str, exchange: &str, queue: &str) {
+    let connection = connect(url).await;
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .exchange_declare(
+            exchange.into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange declared");
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue declared");
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue bound");
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// Deletes a test exchange.
+pub async fn delete_exchange(url: &str, exchange: &str) {
+    let connection = connect(url).await;
+    let channel = connection.create_channel().await.expect("channel");
+    let _ = channel
+        .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+        .await;
+    let _ = connection.close(200, "done".into()).await;
 }
 
 /// Deletes test queues.

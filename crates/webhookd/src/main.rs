@@ -4,6 +4,7 @@
 mod cli;
 mod logging;
 mod opening;
+mod operator;
 mod otel;
 mod progress;
 mod recover;

@@ -285,7 +285,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let catalog = start_catalog(&config, &store, &tasks, &shutdown).await?;
     let ingest = Ingest::new(Arc::clone(&store))
         .with_catalog(catalog)
-        .with_dispatcher(Arc::clone(&dispatcher));
+        .with_dispatcher(Arc::clone(&dispatcher))
+        .with_operator_events(!config.operator_events.is_empty());
+    let url_rules = UrlRules {
+        allow_http: !config.require_https,
+        addresses: AddressPolicy::new(config.allowed_networks.clone()),
+    };
+    crate::operator::start(
+        &config.operator_events,
+        &url_rules,
+        &store,
+        &dispatcher,
+        (&tasks, &shutdown),
+    )
+    .await?;
     tasks.spawn(dispatcher.run(shutdown.clone()));
 
     if let Some(url) = &config.amqp_url {
@@ -305,10 +318,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     spawn_housekeeping(&tasks, &store, key_ids.join(","), &metrics, &shutdown);
 
     let settings = ApiSettings {
-        url_rules: UrlRules {
-            allow_http: !config.require_https,
-            addresses: AddressPolicy::new(config.allowed_networks.clone()),
-        },
+        url_rules,
         rate_limit: config.api_rate_limit,
         ingest_token: ingest_token(&config, &*store).await?,
         admin_token: config.admin_token.clone(),

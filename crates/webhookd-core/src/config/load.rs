@@ -228,8 +228,7 @@ impl Config {
             }
             "egress_proxy" => self.egress_proxy = values::egress_proxy(&raw.text()?)?,
             "operator_events" => {
-                self.operator_events =
-                    crate::operator::OperatorTarget::parse_list(&raw.text()?)?;
+                self.operator_events = crate::operator::OperatorTarget::parse_list(&raw.text()?)?;
             }
             "delivery_timeout" => self.delivery_timeout = raw.duration()?,
             "delivery_concurrency" => self.delivery_concurrency = raw.integer()?,

@@ -344,9 +344,15 @@ impl RedisStore {
         }
     }
 
-    /// The scripts' flag for [`RedisStore::with_operator_events`].
+    /// The scripts' flag for [`RedisStore::with_operator_events`]: the
+    /// operator's username (whose own deliveries tell nothing: a target
+    /// that is down would tell itself forever), or `""` when off.
     fn operator_flag(&self) -> &'static str {
-        if self.operator_events { "1" } else { "0" }
+        if self.operator_events {
+            webhookd_core::operator::OPERATOR_USERNAME
+        } else {
+            ""
+        }
     }
 
     /// Checks events against these quota defaults (SPEC §11; a user's own

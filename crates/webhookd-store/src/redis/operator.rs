@@ -51,7 +51,10 @@ impl RedisStore {
 
     /// Each entry by value: what another process removed meanwhile is not
     /// removed twice, and nothing added behind it is touched.
-    pub(super) async fn remove_from_outbox(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+    pub(super) async fn remove_from_outbox(
+        &self,
+        entries: &[OutboxEntry],
+    ) -> Result<(), StoreError> {
         for entry in entries {
             let partition = usize::try_from(entry.place).unwrap_or_default();
             let _: i64 = self

@@ -21,8 +21,8 @@ use crate::filters;
 use crate::{
     Acceptance, AttemptRecord, AttemptResult, Claim, ClaimRequest, CreateOutcome, Delivery,
     DeliveryCounts, DeliveryQuery, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges,
-    FinishedAttempt, Listing, OutboxEntry, Recorded, RetryOutcome, SecretSlot, Store, StoreError, SweepReport,
-    UserSummary, events_to_json, new_delivery,
+    FinishedAttempt, Listing, OutboxEntry, Recorded, RetryOutcome, SecretSlot, Store, StoreError,
+    SweepReport, UserSummary, events_to_json, new_delivery,
 };
 
 #[async_trait]

@@ -40,8 +40,8 @@ use crate::filters::ParsedFilters;
 use crate::{
     Acceptance, AttemptRecord, Claim, ClaimRequest, CreateOutcome, Delivery, DeliveryCounts,
     DeliveryQuery, DeliveryStats, DeliveryStatus, DeliveryWindow, EndpointChanges, FinishedAttempt,
-    Listing, OutboxEntry, Recorded, Retention, RetryOutcome, SecretSlot, Store, StoreError, SweepReport,
-    UserSummary, new_delivery,
+    Listing, OutboxEntry, Recorded, Retention, RetryOutcome, SecretSlot, Store, StoreError,
+    SweepReport, UserSummary, new_delivery,
 };
 
 #[derive(Debug, Clone)]

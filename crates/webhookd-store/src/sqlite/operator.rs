@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 use webhookd_core::Event;
-use webhookd_core::operator::{OperatorEvent, OperatorEventKind};
+use webhookd_core::operator::{OPERATOR_USERNAME, OperatorEvent, OperatorEventKind};
 
 use super::schema::sqlite_error;
 use super::settings::take_in_window_within;
@@ -33,7 +33,10 @@ pub(super) fn take(connection: &Connection, most: usize) -> Result<Vec<OutboxEnt
         .collect()
 }
 
-pub(super) fn remove(tx: &rusqlite::Transaction<'_>, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+pub(super) fn remove(
+    tx: &rusqlite::Transaction<'_>,
+    entries: &[OutboxEntry],
+) -> Result<(), StoreError> {
     let mut delete = tx
         .prepare_cached("DELETE FROM operator_outbox WHERE seq = ?1")
         .map_err(sqlite_error)?;
@@ -51,6 +54,11 @@ pub(super) fn after_record(
     recorded: Recorded,
 ) -> Result<(), StoreError> {
     let delivery = &attempt.claim.delivery;
+    // The operator's own deliveries tell nothing: a target that is down
+    // would tell itself forever.
+    if delivery.username == OPERATOR_USERNAME {
+        return Ok(());
+    }
     let record = &attempt.record;
     let finished_s = record
         .started_at

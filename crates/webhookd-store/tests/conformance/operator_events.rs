@@ -60,8 +60,14 @@ async fn operator_events_are_recorded_with_what_they_tell(store: Arc<dyn Store>)
     let reached = records(&*store).await;
     assert_eq!(reached.len(), 2, "{reached:?}");
     assert_eq!(reached[0]["type"], "quota.reached");
-    assert_eq!(reached[0]["data"]["quota"], "max_kept_deliveries_per_endpoint");
-    assert_eq!(reached[0]["data"]["endpoint_id"], target.endpoint_id.as_str());
+    assert_eq!(
+        reached[0]["data"]["quota"],
+        "max_kept_deliveries_per_endpoint"
+    );
+    assert_eq!(
+        reached[0]["data"]["endpoint_id"],
+        target.endpoint_id.as_str()
+    );
     assert_eq!(reached[0]["data"]["limit"], 3);
     assert_eq!(reached[0]["timestamp"], NOW_MS / 1000);
     assert_eq!(reached[1]["data"]["quota"], "max_events_per_day");
@@ -87,8 +93,15 @@ async fn operator_events_are_recorded_with_what_they_tell(store: Arc<dyn Store>)
     let rest = store.operator_events(100).await.unwrap();
     store.remove_operator_events(&rest).await.unwrap();
 
+    a_death_and_a_disable_are_told(&*store, &target).await;
+}
+
+/// Continues [`operator_events_are_recorded_with_what_they_tell`] with its
+/// endpoint's three kept deliveries.
+async fn a_death_and_a_disable_are_told(store: &dyn Store, target: &webhookd_core::Endpoint) {
+    let video = webhookd_core::EventType::GENERATED_VIDEO_SUCCESS;
     // A dead delivery, then the streak that disables the endpoint.
-    let claims = claim_at(&*store, NOW_MS, 10).await;
+    let claims = claim_at(store, NOW_MS, 10).await;
     assert_eq!(claims.len(), 3);
     store
         .record_attempts(&[failed(&claims[0], NOW_MS, AttemptResult::Dead)])
@@ -106,12 +119,18 @@ async fn operator_events_are_recorded_with_what_they_tell(store: Arc<dyn Store>)
         matches!(disabled[0], Recorded::WrittenAndDisabled { .. }),
         "{disabled:?}"
     );
-    let told = records(&*store).await;
+    let told = records(store).await;
     assert_eq!(told.len(), 2, "{told:?}");
     let dead = &told[0];
     assert_eq!(dead["type"], "delivery.dead");
-    assert_eq!(dead["data"]["delivery_id"], claims[0].delivery.delivery_id.as_str());
-    assert_eq!(dead["data"]["event_id"], claims[0].delivery.event_id.as_str());
+    assert_eq!(
+        dead["data"]["delivery_id"],
+        claims[0].delivery.delivery_id.as_str()
+    );
+    assert_eq!(
+        dead["data"]["event_id"],
+        claims[0].delivery.event_id.as_str()
+    );
     assert_eq!(dead["data"]["event"], video.as_str());
     assert_eq!(dead["data"]["username"], "ops");
     assert_eq!(dead["data"]["attempts"], 1);
@@ -130,14 +149,19 @@ async fn operator_events_are_recorded_with_what_they_tell(store: Arc<dyn Store>)
 
     // From outside the store's own steps (the API, ingest): added as given.
     store
-        .add_operator_events(&[r#"{"id":"op_x","type":"ingest.dead_lettered","timestamp":1,"data":{}}"#.into()])
+        .add_operator_events(&[
+            r#"{"id":"op_x","type":"ingest.dead_lettered","timestamp":1,"data":{}}"#.into(),
+        ])
         .await
         .unwrap();
     // (On Redis it goes to the partition its record hashes to: the
     // outbox is in order per partition, not across them.)
-    let all = records(&*store).await;
+    let all = records(store).await;
     assert_eq!(all.len(), 3);
-    assert!(all.iter().any(|record| record["type"] == "ingest.dead_lettered"));
+    assert!(
+        all.iter()
+            .any(|record| record["type"] == "ingest.dead_lettered")
+    );
 }
 
 /// Off (the default): nothing is recorded.

@@ -20,7 +20,8 @@
 -- CLAIM_DUE), number of (endpoint id, room, slots the caller's lane
 -- holds, '1' if suspect) quads, today (the store's UTC day number), how
 -- long an event's body is kept for inspection (ms, 0: not kept; SPEC §13),
--- '1' if operator events are on, the quads, then per event 13 values: user prefix, username, event id, event
+-- the operator's username if operator events are on (its own events
+-- tell nothing) else '', the quads, then per event 13 values: user prefix, username, event id, event
 -- type, quoted event type, body, delivery id base, the owner's
 -- max_kept_deliveries_per_endpoint and max_events_per_day (0: none), the
 -- owner's filtered endpoints as the caller knows them ('id:digest ...'),
@@ -41,7 +42,8 @@
 local partition, dedup, now, lease_until, lease_base = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit, per_endpoint = tonumber(ARGV[6]), tonumber(ARGV[7])
 local endpoint_limit, suspect_room, listed = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local today, keep_payload, operator = ARGV[11], ARGV[12], ARGV[13] == '1'
+local today, keep_payload = ARGV[11], ARGV[12]
+local operator = ARGV[13] ~= ''
 local room_of, held_of, suspect, grant_of, tokens_of, kept_of = {}, {}, {}, {}, {}, {}
 local endpoints_of, lowest_ready, known_of, stale_owner = {}, {}, {}, {}
 

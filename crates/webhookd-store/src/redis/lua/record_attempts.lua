@@ -13,7 +13,8 @@
 -- disabled are each recorded in the partition's outbox (`<p>:operator`)
 -- in the same step.
 -- KEYS: ready. ARGV: partition prefix, auto-disable after (seconds, 0
--- never), change channel, '1' if operator events are on, then per attempt
+-- never), change channel, the operator's username if operator events are
+-- on (its own deliveries tell nothing) else '', then per attempt
 -- 13 values: delivery id, user
 -- prefix, endpoint id, lease, attempt number, result
 -- (retry|delivered|failed), when (a retry's due time, else the removal
@@ -24,7 +25,7 @@
 -- up; see settle_slot), its line ('=' .. line, '' none) and when the
 -- attempt ended (ms: when the next in its line is due).
 local partition, disable_after, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local operator = ARGV[4] == '1'
+local operator_user = ARGV[4]
 local expiry = partition .. 'expiry'
 
 -- The endpoint's failure streak after an attempt that started at `started`:
@@ -136,8 +137,8 @@ while a <= #ARGV do
         redis.call('HSET', key, unpack(fields))
         if result == 'failed' then
           redis.call('INCR', partition .. 'dead')
-          if operator then
-            local d = redis.call('HMGET', key, 'username', 'event_id', 'event_type')
+          local d = operator_user ~= '' and redis.call('HMGET', key, 'username', 'event_id', 'event_type')
+          if d and d[1] ~= operator_user then
             tell_operator('op_dead_' .. id .. '_' .. number, 'delivery.dead', ARGV[a + 12],
               {delivery_id = id, endpoint_id = endpoint_id, username = d[1], event_id = d[2],
                event = d[3], attempts = tonumber(number)})
@@ -152,7 +153,7 @@ while a <= #ARGV do
       if started and (result ~= 'delivered' or not streak_ended[endpoint_id]) then
         answer = keep_streak(endpoint, endpoint_id, result, started)
         streak_ended[endpoint_id] = result == 'delivered'
-        if answer < 0 and operator then
+        if answer < 0 and operator_user ~= '' and operator_user ~= redis.call('HGET', endpoint, 'username') then
           tell_operator('op_disabled_' .. endpoint_id .. '_' .. -answer, 'endpoint.disabled',
             ARGV[a + 12], {endpoint_id = endpoint_id,
               username = redis.call('HGET', endpoint, 'username'), failing_since = -answer,
