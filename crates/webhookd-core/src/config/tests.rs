@@ -410,3 +410,36 @@ fn egress_proxy_is_an_http_proxy_whose_credentials_never_show() {
         assert_eq!(error.origin, "WEBHOOKD_EGRESS_PROXY", "{refused}");
     }
 }
+
+#[test]
+fn operator_event_targets_are_read_and_shown_without_passwords() {
+    use crate::operator::OperatorTarget;
+    let config = load(
+        None,
+        &[(
+            "WEBHOOKD_OPERATOR_EVENTS",
+            "amqp://ops:s3cret@rabbit:5672/%2f/webhookd.operator,https://ops.example.com/hook",
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        config.operator_events,
+        [
+            OperatorTarget::Amqp {
+                url: "amqp://ops:s3cret@rabbit:5672/%2f".into(),
+                exchange: "webhookd.operator".into(),
+            },
+            OperatorTarget::Webhook {
+                url: "https://ops.example.com/hook".into()
+            },
+        ]
+    );
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("webhookd.operator"), "{shown}");
+    assert!(load(None, &[]).unwrap().operator_events.is_empty());
+    for refused in ["ftp://x/y", "amqp://rabbit:5672/", "amqp://rabbit/amq.topic"] {
+        let error = load(None, &[("WEBHOOKD_OPERATOR_EVENTS", refused)]).unwrap_err();
+        assert_eq!(error.origin, "WEBHOOKD_OPERATOR_EVENTS", "{refused}");
+    }
+}
