@@ -43,7 +43,7 @@ const DAY_MS: i64 = 86_400_000;
 /// `urls`: one per URL (the oldest kept when processes starting together
 /// made two), subscribed to every operator event type; the others deleted.
 /// Their secrets are the operator's to read, like any user's
-/// (`webhookd portal-link webhookd-operator`).
+/// (`webhookd users add webhookd-operator`, then the API or a portal link).
 pub async fn sync_webhook_targets(store: &dyn Store, urls: &[String]) -> Result<(), StoreError> {
     let current = store.list_endpoints(OPERATOR_USERNAME).await?;
     let mut kept: Vec<&str> = Vec::new();
