@@ -438,7 +438,11 @@ fn operator_event_targets_are_read_and_shown_without_passwords() {
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(shown.contains("webhookd.operator"), "{shown}");
     assert!(load(None, &[]).unwrap().operator_events.is_empty());
-    for refused in ["ftp://x/y", "amqp://rabbit:5672/", "amqp://rabbit/amq.topic"] {
+    for refused in [
+        "ftp://x/y",
+        "amqp://rabbit:5672/",
+        "amqp://rabbit/amq.topic",
+    ] {
         let error = load(None, &[("WEBHOOKD_OPERATOR_EVENTS", refused)]).unwrap_err();
         assert_eq!(error.origin, "WEBHOOKD_OPERATOR_EVENTS", "{refused}");
     }
