@@ -163,6 +163,41 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The drain, and with `ordered` the same drain with its endpoint ordered:
+/// the drain's rate, and their rows.
+async fn drains(
+    settings: &Settings,
+    pipeline: Option<Ceiling>,
+    ordered: bool,
+) -> anyhow::Result<(f64, Vec<Row>)> {
+    let shape = DrainShape::one_process(settings.events, 1, false);
+    let drained = scenarios::drain(settings, shape).await?;
+    let mut rows = vec![drain_row(
+        "drain: RabbitMQ → Redis → 1 endpoint",
+        shape,
+        &drained,
+        pipeline,
+        0.5,
+    )];
+    if ordered {
+        // Its endpoint ordered with a line per event (SPEC §15): what the
+        // lines' bookkeeping costs when they hold nothing back.
+        let shape = DrainShape {
+            ordered: true,
+            ..shape
+        };
+        let ordered = scenarios::drain(settings, shape).await?;
+        rows.push(drain_row(
+            "drain, the endpoint ordered (a line per event)",
+            shape,
+            &ordered,
+            Some(Ceiling::new("drain", drained.rate)),
+            0.8,
+        ));
+    }
+    Ok((drained.rate, rows))
+}
+
 async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>> {
     use Scenario::{All, Backlog, Drain, Embedded, Fanout, Latency, Noisy, Slow};
     let wants = |s: Scenario| scenario == s || scenario == All;
@@ -183,18 +218,10 @@ async fn run(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Row>
 
     let mut drain_rate = None;
     if wants(Drain) || wants(Slow) {
-        let shape = DrainShape::one_process(settings.events, 1, false);
-        let drained = scenarios::drain(settings, shape).await?;
-        drain_rate = Some(drained.rate);
-        let row = drain_row(
-            "drain: RabbitMQ → Redis → 1 endpoint",
-            shape,
-            &drained,
-            pipeline,
-            0.5,
-        );
-        progress(&row);
-        rows.push(row);
+        let (rate, drain_rows) = drains(settings, pipeline, wants(Drain)).await?;
+        drain_rows.iter().for_each(&mut progress);
+        rows.extend(drain_rows);
+        drain_rate = Some(rate);
     }
     if wants(Fanout) {
         let events = (settings.events / 10).max(1);
@@ -290,6 +317,7 @@ async fn cluster_rows(settings: &Settings) -> anyhow::Result<Vec<Row>> {
             processes: 2,
             tenants: 48,
             filtered: false,
+            ordered: false,
         };
         let drained = scenarios::drain_on(settings, &settings.redis_cluster_url, shape).await?;
         let row = drain_row(name, shape, &drained, None, 0.0);
@@ -349,10 +377,15 @@ fn drain_row(
         .with_usage(drained.usage)
         .with_stack_cpu(drained.cpu.stack_seconds, drained.deliveries)
         .with_note(format!(
-            "{} events × {} endpoints{}{}, {} duplicates; {}",
+            "{} events × {} endpoints{}{}{}, {} duplicates; {}",
             shape.events,
             shape.endpoints,
             if shape.filtered { " with filters" } else { "" },
+            if shape.ordered {
+                ", ordered (a line per event)"
+            } else {
+                ""
+            },
             if shape.hanging_endpoint {
                 " + 1 that never answers"
             } else {

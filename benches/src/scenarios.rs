@@ -149,19 +149,22 @@ impl Tenant {
 
     /// Subscribes a new endpoint of `username` at `url`.
     async fn endpoint_of(&self, username: &str, url: String, secret: &str) -> anyhow::Result<()> {
-        self.filtered_endpoint_of(username, url, secret, None).await
+        self.routed_endpoint_of(username, url, secret, None, None)
+            .await
     }
 
-    /// [`Tenant::endpoint_of`] with a payload filter (SPEC §15).
-    async fn filtered_endpoint_of(
+    /// [`Tenant::endpoint_of`] with a payload filter and an ordering
+    /// (SPEC §15).
+    async fn routed_endpoint_of(
         &self,
         username: &str,
         url: String,
         secret: &str,
         filter: Option<&str>,
+        ordering: Option<&str>,
     ) -> anyhow::Result<()> {
         let endpoint = Endpoint {
-            ordering: None,
+            ordering: ordering.map(str::to_owned),
             filter: filter.map(str::to_owned),
             endpoint_id: ids::new_endpoint_id(),
             url,
@@ -242,7 +245,14 @@ pub struct DrainShape {
     /// Every endpoint has a payload filter that every event passes
     /// ([`BENCH_FILTER`]): the filters' cost, with the same deliveries.
     pub filtered: bool,
+    /// Every endpoint is ordered by [`BENCH_ORDERING`], a line per event
+    /// (SPEC §15): the lines' bookkeeping, with the same deliveries.
+    pub ordered: bool,
 }
+
+/// The bench events' `n` is unique: each event is a line of its own, so
+/// the order holds nothing back and what is measured is its cost.
+pub const BENCH_ORDERING: &str = "/data/n";
 
 /// Three conditions over the bench events' `event` and `data` (`{"n",
 /// "sent_at_us"}`), all holding: each is evaluated for each endpoint.
@@ -259,6 +269,7 @@ impl DrainShape {
             processes: 1,
             tenants: 1,
             filtered: false,
+            ordered: false,
         }
     }
 }
@@ -303,8 +314,9 @@ pub async fn drain_on(
             crate::broker::tenant_name((n / shape.endpoints) as u64)
         };
         let filter = shape.filtered.then_some(BENCH_FILTER);
+        let ordering = shape.ordered.then_some(BENCH_ORDERING);
         tenant
-            .filtered_endpoint_of(&owner, receiver.endpoint_url(n), secret, filter)
+            .routed_endpoint_of(&owner, receiver.endpoint_url(n), secret, filter, ordering)
             .await?;
     }
     if shape.hanging_endpoint {
@@ -358,6 +370,7 @@ pub async fn drain_on(
     let log = webhookd.log_tail();
     let name = match (shape.endpoints, shape.hanging_endpoint, shape.filtered) {
         (_, true, _) => "slow",
+        (1, false, _) if shape.ordered => "drain-ordered",
         (1, false, _) => "drain",
         (_, false, true) => "fanout-filtered",
         _ => "fanout",
