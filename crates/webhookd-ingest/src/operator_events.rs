@@ -32,9 +32,12 @@ use webhookd_store::{OutboxEntry, Store, StoreError};
 
 /// Most outbox records sent on per round.
 const BATCH: usize = 100;
-/// How long an empty outbox (or a target that failed) waits for the next
-/// look.
+/// How often the outbox is looked at: one process sends per such window.
 const IDLE: Duration = Duration::from_secs(1);
+/// The most one sender spends sending in its window (less than
+/// [`IDLE`], so no two processes send at once while the store's clock
+/// holds).
+const SENDING: Duration = Duration::from_millis(800);
 /// How often client certificates are looked at.
 const CERTIFICATE_SCAN: Duration = Duration::from_secs(3600);
 const DAY_MS: i64 = 86_400_000;
@@ -150,19 +153,33 @@ impl OperatorEvents {
                     tracing::warn!(%error, "cannot look at client certificates; trying again in an hour");
                 }
             }
-            let pause = match self.send_on().await {
-                Ok(sent) if sent == BATCH => Duration::ZERO,
-                Ok(_) => IDLE,
-                Err(error) => {
-                    tracing::warn!(%error, "operator events wait in the outbox; trying again");
-                    IDLE
-                }
-            };
+            if let Err(error) = self.send_this_second().await {
+                tracing::warn!(%error, "operator events wait in the outbox; trying again");
+            }
             tokio::select! {
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep(IDLE) => {}
                 () = shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// Sends the outbox on for up to [`SENDING`], if no other process
+    /// does this second: processes sharing a store take turns (a window
+    /// of one sender per second, [`Store::take_in_window`]), so an event
+    /// is sent twice only after a fault, not once per process.
+    async fn send_this_second(&mut self) -> Result<(), SendError> {
+        let now_ms = self.store.now_ms();
+        let window_ms = i64::try_from(IDLE.as_millis()).unwrap_or(1000);
+        if !self
+            .store
+            .take_in_window("operator:sender", window_ms, now_ms, 1)
+            .await?
+        {
+            return Ok(());
+        }
+        let started = tokio::time::Instant::now();
+        while self.send_on().await? >= BATCH && started.elapsed() < SENDING {}
+        Ok(())
     }
 
     /// One round: up to [`BATCH`] records to every target, then out of the
