@@ -58,7 +58,8 @@ fn command(store: &str, amqp_url: &str, ingest_queue: &str) -> std::process::Com
         .env("WEBHOOKD_AMQP_QUEUE", ingest_queue)
         .env("WEBHOOKD_RETRY_SCHEDULE", "1s")
         .env("WEBHOOKD_AUTO_DISABLE_AFTER", "1s")
-        .env("WEBHOOKD_MAX_EVENTS_PER_USER_PER_DAY", "2");
+        .env("WEBHOOKD_MAX_EVENTS_PER_USER_PER_DAY", "2")
+        .env("WEBHOOKD_TEST_SENDS_PER_MINUTE", "1");
     command
 }
 
@@ -97,8 +98,14 @@ const EXPECTED: [&str; 5] = [
 ];
 
 /// Before operator events are on: a tenant, an endpoint that fails, and
-/// one whose client certificate expires in five days.
-fn set_up_tenant(store: &str, amqp_url: &str, ingest_queue: &str, failing: &Receiver) {
+/// one whose client certificate expires in five days. The tenant's key and
+/// the failing endpoint's id.
+fn set_up_tenant(
+    store: &str,
+    amqp_url: &str,
+    ingest_queue: &str,
+    failing: &Receiver,
+) -> (String, String) {
     let key = add_user(store, "tenant");
     {
         let setup = Server::start_with(command(store, amqp_url, ingest_queue));
@@ -118,6 +125,8 @@ fn set_up_tenant(store: &str, amqp_url: &str, ingest_queue: &str, failing: &Rece
                     "client_cert": cert, "client_key": cert_key}),
         );
         assert_eq!(expiring["code"], 0, "{expiring}");
+        let id = created["data"]["endpoint_id"].as_str().unwrap().to_owned();
+        (key, id)
     }
 }
 
@@ -173,7 +182,7 @@ fn operator_events_reach_both_targets(store: &str) {
     let ingest_queue = amqp::unique_queue("operator-ingest");
     runtime.block_on(amqp::bind_to_exchange(&amqp_url, &exchange, &watched));
 
-    set_up_tenant(store, &amqp_url, &ingest_queue, &failing);
+    let (key, endpoint_id) = set_up_tenant(store, &amqp_url, &ingest_queue, &failing);
 
     let mut with_targets = command(store, &amqp_url, &ingest_queue);
     with_targets.env(
@@ -186,6 +195,10 @@ fn operator_events_reach_both_targets(store: &str) {
     assert_eq!(ingest(&server.base, "evt_1"), 202);
     assert_eq!(ingest(&server.base, "evt_2"), 202);
     assert_eq!(ingest(&server.base, "evt_3"), 429);
+    // One test send a minute: the second is refused.
+    let test = format!("/v2/endpoint/{endpoint_id}/test");
+    assert_eq!(post(&server.base, &key, &test, &json!({}))["code"], 0);
+    assert_eq!(post(&server.base, &key, &test, &json!({}))["code"], 10429);
     runtime.block_on(amqp::publish(
         &amqp_url,
         &ingest_queue,
@@ -197,7 +210,15 @@ fn operator_events_reach_both_targets(store: &str) {
     let types = |published: &[amqp::Received]| -> BTreeSet<String> {
         published.iter().map(|m| m.routing_key.clone()).collect()
     };
-    while (types(&published).len() < EXPECTED.len() || operator.count() < published.len())
+    let quotas = |published: &[amqp::Received]| {
+        published
+            .iter()
+            .filter(|m| m.routing_key == "quota.reached")
+            .count()
+    };
+    while (types(&published).len() < EXPECTED.len()
+        || quotas(&published) < 2
+        || operator.count() < published.len())
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(200));
@@ -232,10 +253,16 @@ fn operator_events_reach_both_targets(store: &str) {
     assert_eq!(dead[0]["data"]["username"], "tenant");
     assert_eq!(dead[0]["data"]["attempts"], 2);
     assert_eq!(of("endpoint.disabled").len(), 1);
-    let quota = of("quota.reached");
-    assert_eq!(quota.len(), 1);
-    assert_eq!(quota[0]["data"]["quota"], "max_events_per_day");
-    assert_eq!(quota[0]["data"]["limit"], 2);
+    let quota: HashMap<&str, &Value> = of("quota.reached")
+        .into_iter()
+        .map(|body| (body["data"]["quota"].as_str().unwrap(), body))
+        .collect();
+    assert_eq!(quota.len(), 2, "{quota:?}");
+    assert_eq!(quota["max_events_per_day"]["data"]["limit"], 2);
+    assert_eq!(
+        quota["test_sends_per_minute"]["data"]["endpoint_id"],
+        endpoint_id.as_str()
+    );
     assert_eq!(of("ingest.dead_lettered")[0]["data"]["code"], "not_json");
     let expiring = of("certificate.expiring");
     assert_eq!(expiring.len(), 1);
