@@ -88,6 +88,7 @@ mod cluster;
 mod connection;
 mod listings;
 mod operator;
+mod resend;
 mod rows;
 mod store;
 mod users;

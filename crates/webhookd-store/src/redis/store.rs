@@ -556,38 +556,8 @@ impl Store for RedisStore {
         delivery_id: &str,
         now_ms: i64,
     ) -> Result<RetryOutcome, StoreError> {
-        // Ownership first: the id must be one of this endpoint's deliveries.
-        let Some((delivery, _)) = self
-            .delivery_attempts(username, endpoint_id, delivery_id)
-            .await?
-        else {
-            return Ok(RetryOutcome::NotFound);
-        };
-        let before: Option<String> = self
-            .scripts
-            .retry_dead
-            .key(self.delivery_key(&delivery))
-            .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Failed))
-            .key(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Pending))
-            .key(self.endpoint_due_key(username, endpoint_id))
-            .key(self.ready_key(username))
-            .arg(now_ms)
-            .arg(delivery_id)
-            .arg(self.partition_prefix(username))
-            .invoke_async(&mut self.connection())
+        self.resend_dead(username, endpoint_id, delivery_id, now_ms)
             .await
-            .map_err(redis_error)?;
-        Ok(
-            match before
-                .as_deref()
-                .map(str::parse::<DeliveryStatus>)
-                .transpose()?
-            {
-                None => RetryOutcome::NotFound,
-                Some(DeliveryStatus::Failed) => RetryOutcome::Scheduled,
-                Some(other) => RetryOutcome::NotFailed(other),
-            },
-        )
     }
 
     async fn count_dead(
@@ -596,14 +566,8 @@ impl Store for RedisStore {
         endpoint_id: &str,
         window: DeliveryWindow,
     ) -> Result<u64, StoreError> {
-        let (from, until) = window.id_bounds();
-        redis::cmd("ZLEXCOUNT")
-            .arg(self.delivery_index_key(username, endpoint_id, DeliveryStatus::Failed))
-            .arg(format!("[{from}"))
-            .arg(format!("({until}"))
-            .query_async(&mut self.connection())
+        self.count_dead_in_window(username, endpoint_id, window)
             .await
-            .map_err(redis_error)
     }
 
     async fn recover(
@@ -614,21 +578,8 @@ impl Store for RedisStore {
         now_ms: i64,
         most: usize,
     ) -> Result<usize, StoreError> {
-        let (from, until) = window.id_bounds();
-        let partition_prefix = self.partition_prefix(username);
-        self.scripts
-            .recover
-            .key(format!("{partition_prefix}ready"))
-            .arg(&partition_prefix)
-            .arg(self.user_prefix(username))
-            .arg(endpoint_id)
-            .arg(most)
-            .arg(now_ms)
-            .arg(from)
-            .arg(until)
-            .invoke_async(&mut self.connection())
+        self.recover_window(username, endpoint_id, window, now_ms, most)
             .await
-            .map_err(redis_error)
     }
 
     async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {

@@ -16,6 +16,7 @@ mod operator;
 mod payloads;
 mod quotas;
 mod rates;
+mod resend;
 mod rows;
 mod schema;
 mod settings;
@@ -626,43 +627,8 @@ impl Store for SqliteStore {
         delivery_id: &str,
         now_ms: i64,
     ) -> Result<RetryOutcome, StoreError> {
-        let (username, endpoint_id, delivery_id) = (
-            username.to_owned(),
-            endpoint_id.to_owned(),
-            delivery_id.to_owned(),
-        );
-        self.call(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            let status: Option<String> = tx
-                .query_row(
-                    "SELECT status FROM deliveries WHERE delivery_id = ?1 AND endpoint_id = ?2 AND username = ?3",
-                    [&delivery_id, &endpoint_id, &username],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(sqlite_error)?;
-            let outcome = match status.as_deref().map(str::parse::<DeliveryStatus>).transpose()? {
-                None => RetryOutcome::NotFound,
-                Some(DeliveryStatus::Failed) => {
-                    tx.execute(
-                        // A re-send is outside its line (SPEC §15): the
-                        // operator asked for it now.
-                        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, lease_owner = NULL,
-                             last_attempt = 1, remove_at = NULL, line = NULL, line_seq = NULL
-                         WHERE delivery_id = ?2",
-                        params![now_ms, delivery_id],
-                    )
-                    .map_err(sqlite_error)?;
-                    RetryOutcome::Scheduled
-                }
-                Some(other) => RetryOutcome::NotFailed(other),
-            };
-            tx.commit().map_err(sqlite_error)?;
-            Ok(outcome)
-        })
-        .await
+        self.resend_dead(username, endpoint_id, delivery_id, now_ms)
+            .await
     }
 
     async fn count_dead(
@@ -671,18 +637,8 @@ impl Store for SqliteStore {
         endpoint_id: &str,
         window: DeliveryWindow,
     ) -> Result<u64, StoreError> {
-        let (username, endpoint_id) = (username.to_owned(), endpoint_id.to_owned());
-        let (from, until) = window.id_bounds();
-        self.call(move |c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM deliveries WHERE endpoint_id = ?1 AND status = 'failed'
-                     AND delivery_id >= ?2 AND delivery_id < ?3 AND username = ?4",
-                params![endpoint_id, from, until, username],
-                |row| row.get(0),
-            )
-            .map_err(sqlite_error)
-        })
-        .await
+        self.count_dead_in_window(username, endpoint_id, window)
+            .await
     }
 
     async fn recover(
@@ -693,22 +649,8 @@ impl Store for SqliteStore {
         now_ms: i64,
         most: usize,
     ) -> Result<usize, StoreError> {
-        let (username, endpoint_id) = (username.to_owned(), endpoint_id.to_owned());
-        let (from, until) = window.id_bounds();
-        self.call(move |c| {
-            c.execute(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?5, lease_owner = NULL,
-                     last_attempt = 1, remove_at = NULL, line = NULL, line_seq = NULL
-                 WHERE delivery_id IN (
-                     SELECT delivery_id FROM deliveries
-                     WHERE endpoint_id = ?1 AND status = 'failed' AND delivery_id >= ?2
-                       AND delivery_id < ?3 AND username = ?4
-                     ORDER BY delivery_id LIMIT ?6)",
-                params![endpoint_id, from, until, username, now_ms, most],
-            )
-            .map_err(sqlite_error)
-        })
-        .await
+        self.recover_window(username, endpoint_id, window, now_ms, most)
+            .await
     }
 
     async fn delivery_stats(&self, now_ms: i64) -> Result<DeliveryStats, StoreError> {
