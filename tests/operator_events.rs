@@ -166,6 +166,27 @@ fn assert_the_webhook_got(
     }
 }
 
+/// Counted as sent, by type.
+fn assert_counted_as_sent(server: &Server) {
+    let metrics = reqwest::blocking::get(format!("{}/metrics", server.base))
+        .unwrap()
+        .text()
+        .unwrap();
+    let sent = |kind: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| {
+                line.starts_with(&format!(
+                    "webhookd_operator_events_sent_total{{type=\"{kind}\"}}"
+                ))
+            })
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_default()
+    };
+    assert!(sent("quota.reached") >= 2.0, "{metrics}");
+    assert!(sent("ingest.dead_lettered") >= 1.0, "{metrics}");
+}
+
 fn operator_events_reach_both_targets(store: &str) {
     let Some(amqp_url) = require(Service::RabbitMq) else {
         return;
@@ -274,6 +295,8 @@ fn operator_events_reach_both_targets(store: &str) {
     );
 
     assert_the_webhook_got(store, &server, &operator, &by_id);
+
+    assert_counted_as_sent(&server);
 
     runtime.block_on(amqp::delete_queues(
         &amqp_url,

@@ -36,6 +36,8 @@ pub const BUILD_INFO: &str = "webhookd_build_info";
 pub const LISTENER_REFUSED: &str = "webhookd_listener_refused_total";
 pub const QUOTA_REFUSED: &str = "webhookd_quota_refused_total";
 pub const CLIENT_CERT_EXPIRY: &str = "webhookd_client_certificate_expiry_timestamp_seconds";
+pub const OPERATOR_EVENTS_SENT: &str = "webhookd_operator_events_sent_total";
+pub const OPERATOR_EVENT_FAILURES: &str = "webhookd_operator_event_send_failures_total";
 
 /// A per-tenant quota (SPEC §11), as metrics name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +241,7 @@ pub fn register(version: &'static str, rejection_codes: &[&'static str]) {
         metrics::Unit::Seconds,
         "HTTP request latency, by route."
     );
+    register_operator_events();
     describe_gauge!(
         CLIENT_CERT_EXPIRY,
         "When the soonest-expiring client certificate this process presents (mTLS, SPEC §14) expires, unix seconds; +Inf while none."
@@ -395,6 +398,44 @@ impl Credential {
 
 pub fn endpoint_auto_disabled() {
     counter!(ENDPOINTS_AUTO_DISABLED).increment(1);
+}
+
+/// The operator events' metrics (SPEC §15), each series at zero.
+fn register_operator_events() {
+    describe_counter!(
+        OPERATOR_EVENTS_SENT,
+        "Operator events sent on to every target and out of the outbox (SPEC §15), by type."
+    );
+    for kind in crate::operator::OperatorEventKind::ALL {
+        counter!(OPERATOR_EVENTS_SENT, "type" => kind.as_str()).absolute(0);
+    }
+    describe_counter!(
+        OPERATOR_EVENT_FAILURES,
+        "Rounds of sending operator events on that failed, by what failed: the events wait in the outbox."
+    );
+    for target in OPERATOR_TARGETS {
+        counter!(OPERATOR_EVENT_FAILURES, "target" => target).absolute(0);
+    }
+}
+
+/// What [`operator_event_failed`] names: the broker of an `amqp` target,
+/// the `webhook` targets' accept, or the `store`'s outbox.
+pub const OPERATOR_TARGETS: [&str; 3] = ["amqp", "webhook", "store"];
+
+/// An operator event of type `kind` left the outbox, sent to every target.
+pub fn operator_event_sent(kind: &str) {
+    if let Some(kind) = crate::operator::OperatorEventKind::ALL
+        .iter()
+        .find(|known| known.as_str() == kind)
+    {
+        counter!(OPERATOR_EVENTS_SENT, "type" => kind.as_str()).increment(1);
+    }
+}
+
+/// A round of sending operator events on failed at `target`
+/// ([`OPERATOR_TARGETS`]).
+pub fn operator_event_failed(target: &'static str) {
+    counter!(OPERATOR_EVENT_FAILURES, "target" => target).increment(1);
 }
 
 pub fn quota_refused(quota: Quota) {

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use webhookd_core::operator::{
     CERTIFICATE_NOTICE_DAYS, OPERATOR_USERNAME, OperatorEvent, OperatorEventKind, OperatorTarget,
 };
+use webhookd_core::telemetry;
 use webhookd_core::{DeliveryOptions, Endpoint, EndpointStatus, Event, EventType, ids};
 use webhookd_store::{OutboxEntry, Store, StoreError};
 
@@ -154,6 +155,7 @@ impl OperatorEvents {
                 }
             }
             if let Err(error) = self.send_this_second().await {
+                telemetry::operator_event_failed(error.target());
                 tracing::warn!(%error, "operator events wait in the outbox; trying again");
             }
             tokio::select! {
@@ -201,7 +203,7 @@ impl OperatorEvents {
         }
         self.store.remove_operator_events(&unreadable).await?;
         if self.webhooks {
-            self.deliver(&events).await?;
+            self.deliver(&events).await.map_err(SendError::Webhook)?;
         }
         for target in &mut self.amqp {
             target.publish(&events).await?;
@@ -212,6 +214,7 @@ impl OperatorEvents {
             .collect();
         self.store.remove_operator_events(&sent).await?;
         for event in &events {
+            telemetry::operator_event_sent(&event.kind);
             tracing::info!(id = %event.id, r#type = %event.kind, "operator event sent on");
         }
         Ok(sent.len() + unreadable.len())
@@ -357,8 +360,21 @@ impl AmqpTarget {
 enum SendError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("accepting them for the https targets: {0}")]
+    Webhook(StoreError),
     #[error("RabbitMQ: {0}")]
     Broker(#[from] lapin::Error),
     #[error("RabbitMQ refused an operator event on exchange {exchange:?}")]
     Refused { exchange: String },
+}
+
+impl SendError {
+    /// What failed, for `webhookd_operator_event_send_failures_total`.
+    fn target(&self) -> &'static str {
+        match self {
+            SendError::Store(_) => "store",
+            SendError::Webhook(_) => "webhook",
+            SendError::Broker(_) | SendError::Refused { .. } => "amqp",
+        }
+    }
 }
