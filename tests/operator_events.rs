@@ -187,6 +187,36 @@ fn assert_counted_as_sent(server: &Server) {
     assert!(sent("ingest.dead_lettered") >= 1.0, "{metrics}");
 }
 
+/// What the watched queue got once every kind arrived (and both quotas),
+/// and the webhook got as many: up to a minute.
+fn wait_for_everything(
+    runtime: &tokio::runtime::Runtime,
+    amqp_url: &str,
+    watched: &str,
+    operator: &Receiver,
+) -> Vec<amqp::Received> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut published: Vec<amqp::Received> = Vec::new();
+    let types = |published: &[amqp::Received]| -> BTreeSet<String> {
+        published.iter().map(|m| m.routing_key.clone()).collect()
+    };
+    let quotas = |published: &[amqp::Received]| {
+        published
+            .iter()
+            .filter(|m| m.routing_key == "quota.reached")
+            .count()
+    };
+    while (types(&published).len() < EXPECTED.len()
+        || quotas(&published) < 2
+        || operator.count() < published.len())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        published.extend(runtime.block_on(amqp::take_all(amqp_url, watched)));
+    }
+    published
+}
+
 fn operator_events_reach_both_targets(store: &str) {
     let Some(amqp_url) = require(Service::RabbitMq) else {
         return;
@@ -226,25 +256,10 @@ fn operator_events_reach_both_targets(store: &str) {
         [b"not json".as_slice()],
     ));
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut published: Vec<amqp::Received> = Vec::new();
+    let published = wait_for_everything(&runtime, &amqp_url, &watched, &operator);
     let types = |published: &[amqp::Received]| -> BTreeSet<String> {
         published.iter().map(|m| m.routing_key.clone()).collect()
     };
-    let quotas = |published: &[amqp::Received]| {
-        published
-            .iter()
-            .filter(|m| m.routing_key == "quota.reached")
-            .count()
-    };
-    while (types(&published).len() < EXPECTED.len()
-        || quotas(&published) < 2
-        || operator.count() < published.len())
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(200));
-        published.extend(runtime.block_on(amqp::take_all(&amqp_url, &watched)));
-    }
     assert_eq!(
         types(&published)
             .iter()
