@@ -5,7 +5,8 @@
 // delivery, event catalog). Each view has its own address (routes.js); the
 // address never carries a credential. Rooms of their own: the deliveries
 // card (deliveries.js), a delivery's page (delivery.js), the endpoint
-// dialog (endpoint_form.js), the catalog page (catalog.js).
+// dialog (endpoint_form.js), the catalog page (catalog.js), the signing
+// secret card (secret.js), the delivery order (ordering.js).
 
 import { api, ApiError, Code, credential } from "./api.js";
 import { LINK_MESSAGES, linkFromAddress, signInWithLink } from "./links.js";
@@ -16,6 +17,7 @@ import * as endpointForm from "./endpoint_form.js";
 import * as options from "./options.js";
 import * as ordering from "./ordering.js";
 import * as routes from "./routes.js";
+import * as secret from "./secret.js";
 import {
   $, busy, closeDialog, fromLocalInput, h, icon, localTime, openDialog, relative, replace,
   timeEl, toast, toLocalInput,
@@ -36,7 +38,6 @@ const state = {
   current: null,
   /** endpoint_id the endpoint view's tab and filter were set up for. */
   detailOf: null,
-  revealed: false,
 };
 
 // ---------------------------------------------------------------- start
@@ -105,8 +106,7 @@ function wire() {
   $("#ep-edit").addEventListener("click", () => endpointForm.open(currentEndpoint()));
   $("#ep-toggle").addEventListener("click", onToggle);
   $("#ep-delete").addEventListener("click", onDelete);
-  $("#ep-reveal").addEventListener("click", onReveal);
-  $("#ep-copy").addEventListener("click", onCopy);
+  secret.wire(currentEndpoint);
   $("#ep-rotate").addEventListener("click", () => {
     $("#rotate-error").hidden = true;
     $("#rotate-form").reset();
@@ -441,7 +441,7 @@ function showDetail(endpointId, tab = null, record = true) {
   const shownTab = tab || (switching ? "failed" : deliveries.list.status);
   if (record) routes.show({ view: "endpoint", id: endpointId, tab: shownTab });
   if (switching) {
-    state.revealed = false;
+    secret.hide();
     $("#recover-since").value = toLocalInput(new Date(Date.now() - 86400 * 1000));
     $("#recover-until").value = "";
     $("#recover-result").textContent = "";
@@ -485,7 +485,7 @@ function renderDetail() {
     fact("Owner", endpoint.username),
   );
 
-  renderSecret(endpoint);
+  secret.render(endpoint);
   options.renderCard(endpoint);
   ordering.renderHeadOfLine(endpoint);
 
@@ -543,93 +543,6 @@ function endpointAlerts(endpoint) {
     );
   }
   return null;
-}
-
-const SECRET_MASK = `whsec_${"•".repeat(32)}`;
-
-function renderSecret(endpoint) {
-  // ed25519 alone: the API never answers the secret its key derives from.
-  const keyOnly = !endpoint.secret;
-  $("#ep-secret-field").hidden = keyOnly;
-  $("#h-secret").textContent = keyOnly ? "Signing key" : "Signing secret";
-  replace(
-    $("#ep-secret-about"),
-    keyOnly
-      ? [
-          "This endpoint signs with ed25519 only: receivers verify ",
-          h("code", {}, "webhook-signature"),
-          " with its public key (under Delivery options). The secret the key comes from is never shown; rotating replaces both.",
-        ]
-      : ["Verify the ", h("code", {}, "X-Webhook-Signature"), " header of each delivery with this secret."],
-  );
-  // Hidden means not in the page at all: the field shows a mask until
-  // Reveal (and is no password field, so no password manager offers to keep it).
-  $("#ep-secret").value = state.revealed && endpoint.secret ? endpoint.secret : SECRET_MASK;
-  replace($("#ep-reveal"), icon(state.revealed ? "eyeOff" : "eye"), state.revealed ? "Hide" : "Reveal");
-  const grace = $("#ep-grace");
-  if (endpoint.previous_secret_expires_at && keyOnly) {
-    replace(
-      grace,
-      icon("clock"),
-      h(
-        "span",
-        {},
-        "Rotation in progress: until ",
-        timeEl(endpoint.previous_secret_expires_at),
-        " the previous key signs ",
-        h("code", {}, "webhook-signature"),
-        " as well as the new one. Receivers that hold either public key keep working.",
-      ),
-    );
-    grace.hidden = false;
-  } else if (endpoint.previous_secret_expires_at) {
-    replace(
-      grace,
-      icon("clock"),
-      h(
-        "span",
-        {},
-        "Rotation in progress: until ",
-        timeEl(endpoint.previous_secret_expires_at),
-        " the previous secret keeps signing ",
-        h("code", {}, "X-Webhook-Signature"),
-        " and this one signs ",
-        h("code", {}, "X-Webhook-Signature-Next"),
-        "; the Standard Webhooks header ",
-        h("code", {}, "webhook-signature"),
-        " carries both signatures. Receivers that accept either secret keep working.",
-      ),
-    );
-    grace.hidden = false;
-  } else {
-    grace.hidden = true;
-  }
-}
-
-function onReveal() {
-  state.revealed = !state.revealed;
-  const endpoint = currentEndpoint();
-  if (endpoint) renderSecret(endpoint);
-}
-
-async function onCopy() {
-  const secret = currentEndpoint()?.secret;
-  if (!secret) return;
-  try {
-    await navigator.clipboard.writeText(secret);
-    toast("Secret copied to the clipboard.");
-  } catch {
-    // Clipboard API refused (an iframe without clipboard-write, say): fall
-    // back to selecting the text and the legacy copy command.
-    const input = $("#ep-secret");
-    const shown = input.value;
-    input.value = secret;
-    input.select();
-    const copied = document.execCommand("copy");
-    input.value = shown;
-    if (copied) toast("Secret copied to the clipboard.");
-    else toast("Copying is blocked here. Reveal the secret and copy it by hand.", "error");
-  }
 }
 
 /** Puts a changed endpoint (from PUT or rotate) into the state and the page. */

@@ -55,6 +55,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../portal/filter.js"),
     ),
     (
+        "secret.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../portal/secret.js"),
+    ),
+    (
         "ordering.js",
         "text/javascript; charset=utf-8",
         include_str!("../portal/ordering.js"),
