@@ -333,3 +333,27 @@ fn operator_events_reach_an_exchange_and_a_webhook_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     operator_events_reach_both_targets(&sqlite_store(&dir));
 }
+
+/// A target webhookd could never send to stops the start, naming the
+/// setting: a bad URL, or a literal address the SSRF guard blocks.
+#[test]
+fn an_unusable_target_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    for (target, says) in [
+        (
+            "https://10.1.2.3/hook",
+            "operator_events: https://10.1.2.3/hook",
+        ),
+        ("ftp://ops.example.com/x", "WEBHOOKD_OPERATOR_EVENTS"),
+    ] {
+        let mut command = webhookd(&store);
+        command
+            .args(["serve", "--create"])
+            .env("WEBHOOKD_OPERATOR_EVENTS", target);
+        let output = run(command);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{target}: {stderr}");
+        assert!(stderr.contains(says), "{target}: {stderr}");
+    }
+}

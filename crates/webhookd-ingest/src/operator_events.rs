@@ -96,8 +96,8 @@ pub async fn sync_webhook_targets(store: &dyn Store, urls: &[String]) -> Result<
 pub struct OperatorEvents {
     store: Arc<dyn Store>,
     amqp: Vec<AmqpTarget>,
-    /// Whether there are https targets (the operator user's endpoints).
-    webhooks: bool,
+    /// The https targets (the operator user's endpoints), normalised.
+    webhooks: Vec<String>,
     /// Told when operator events became deliveries.
     wake: Box<dyn Fn() + Send + Sync>,
 }
@@ -106,7 +106,7 @@ impl std::fmt::Debug for OperatorEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OperatorEvents")
             .field("amqp_targets", &self.amqp.len())
-            .field("webhooks", &self.webhooks)
+            .field("webhooks", &self.webhooks.len())
             .finish_non_exhaustive()
     }
 }
@@ -119,9 +119,12 @@ struct AmqpTarget {
 }
 
 impl OperatorEvents {
+    /// Sends to `targets`, the https ones at `webhook_urls` (normalised
+    /// as endpoint URLs are).
     pub fn new(
         store: Arc<dyn Store>,
         targets: &[OperatorTarget],
+        webhook_urls: Vec<String>,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> Self {
         OperatorEvents {
@@ -137,15 +140,22 @@ impl OperatorEvents {
                     OperatorTarget::Webhook { .. } => None,
                 })
                 .collect(),
-            webhooks: targets
-                .iter()
-                .any(|target| matches!(target, OperatorTarget::Webhook { .. })),
+            webhooks: webhook_urls,
             wake: Box::new(wake),
         }
     }
 
-    /// Sends the outbox on until `shutdown`.
+    /// Makes the https targets the operator user's endpoints (trying again
+    /// every second while the store does not answer), then sends the
+    /// outbox on until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        while let Err(error) = sync_webhook_targets(&*self.store, &self.webhooks).await {
+            tracing::warn!(%error, "cannot set up the https operator event targets; trying again");
+            tokio::select! {
+                () = tokio::time::sleep(IDLE) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
         let mut next_scan = tokio::time::Instant::now();
         loop {
             if tokio::time::Instant::now() >= next_scan {
@@ -202,7 +212,7 @@ impl OperatorEvents {
             }
         }
         self.store.remove_operator_events(&unreadable).await?;
-        if self.webhooks {
+        if !self.webhooks.is_empty() {
             self.deliver(&events).await.map_err(SendError::Webhook)?;
         }
         for target in &mut self.amqp {

@@ -1,19 +1,19 @@
 //! Starting operator events (SPEC §15) when `operator_events` names
-//! targets: the https ones become the endpoints of the reserved user, and
-//! a task sends the stores' outbox on to every target.
+//! targets: their https URLs checked as endpoint URLs are (a bad one stops
+//! the start), and a task that makes them the reserved user's endpoints
+//! and sends the stores' outbox on to every target.
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webhookd_core::endpoint::UrlRules;
 use webhookd_core::operator::OperatorTarget;
 use webhookd_delivery::Dispatcher;
-use webhookd_ingest::operator_events::{OperatorEvents, sync_webhook_targets};
+use webhookd_ingest::operator_events::OperatorEvents;
 use webhookd_store::Store;
 
-pub async fn start(
+pub fn start(
     targets: &[OperatorTarget],
     url_rules: &UrlRules,
     store: &Arc<dyn Store>,
@@ -36,11 +36,8 @@ pub async fn start(
             OperatorTarget::Amqp { .. } => None,
         })
         .collect::<anyhow::Result<Vec<String>>>()?;
-    sync_webhook_targets(&**store, &urls)
-        .await
-        .context("cannot set up the https operator event targets")?;
     let dispatcher = Arc::downgrade(dispatcher);
-    let sender = OperatorEvents::new(Arc::clone(store), targets, move || {
+    let sender = OperatorEvents::new(Arc::clone(store), targets, urls, move || {
         if let Some(dispatcher) = dispatcher.upgrade() {
             dispatcher.wake();
         }

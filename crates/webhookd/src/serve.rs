@@ -297,8 +297,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &store,
         &dispatcher,
         (&tasks, &shutdown),
-    )
-    .await?;
+    )?;
     tasks.spawn(dispatcher.run(shutdown.clone()));
 
     if let Some(url) = &config.amqp_url {
