@@ -89,6 +89,25 @@ fn ingest(base: &str, event_id: &str) -> u16 {
         .as_u16()
 }
 
+/// Deletes the test's queues and exchange, also when it fails.
+struct Cleanup {
+    amqp_url: String,
+    queues: Vec<String>,
+    exchange: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let queues: Vec<&str> = self.queues.iter().map(String::as_str).collect();
+        runtime.block_on(amqp::delete_queues(&self.amqp_url, &queues));
+        runtime.block_on(amqp::delete_exchange(&self.amqp_url, &self.exchange));
+    }
+}
+
 const EXPECTED: [&str; 5] = [
     "certificate.expiring",
     "delivery.dead",
@@ -232,6 +251,15 @@ fn operator_events_reach_both_targets(store: &str) {
     let watched = amqp::unique_queue("operator-watch");
     let ingest_queue = amqp::unique_queue("operator-ingest");
     runtime.block_on(amqp::bind_to_exchange(&amqp_url, &exchange, &watched));
+    let _cleanup = Cleanup {
+        amqp_url: amqp_url.clone(),
+        queues: vec![
+            watched.clone(),
+            ingest_queue.clone(),
+            format!("{ingest_queue}.dead"),
+        ],
+        exchange: exchange.clone(),
+    };
 
     let (key, endpoint_id) = set_up_tenant(store, &amqp_url, &ingest_queue, &failing);
 
@@ -312,12 +340,6 @@ fn operator_events_reach_both_targets(store: &str) {
     assert_the_webhook_got(store, &server, &operator, &by_id);
 
     assert_counted_as_sent(&server);
-
-    runtime.block_on(amqp::delete_queues(
-        &amqp_url,
-        &[&watched, &ingest_queue, &format!("{ingest_queue}.dead")],
-    ));
-    runtime.block_on(amqp::delete_exchange(&amqp_url, &exchange));
 }
 
 #[test]
