@@ -83,6 +83,22 @@ pub struct AttemptView {
 }
 
 impl DeliveryView {
+    /// `delivery` of `username`, shown with its attempts as the store has
+    /// them now.
+    pub(crate) async fn with_attempts(
+        state: &AppState,
+        username: &str,
+        delivery: Delivery,
+    ) -> Result<Self, ApiError> {
+        let attempts = state
+            .store
+            .delivery_attempts(username, &delivery.endpoint_id, &delivery.delivery_id)
+            .await?
+            .map(|(_, attempts)| attempts)
+            .unwrap_or_default();
+        Ok(DeliveryView::new(delivery, attempts))
+    }
+
     pub(crate) fn new(delivery: Delivery, attempts: Vec<AttemptRecord>) -> Self {
         let pending = delivery.status == DeliveryStatus::Pending;
         let held = pending && delivery.next_attempt_at == 0;
@@ -170,13 +186,7 @@ pub async fn list(
         .await?;
     let mut deliveries = Vec::with_capacity(found.len());
     for delivery in found {
-        let attempts = state
-            .store
-            .delivery_attempts(&caller.username, &endpoint_id, &delivery.delivery_id)
-            .await?
-            .map(|(_, attempts)| attempts)
-            .unwrap_or_default();
-        deliveries.push(DeliveryView::new(delivery, attempts));
+        deliveries.push(DeliveryView::with_attempts(&state, &caller.username, delivery).await?);
     }
     Ok(success(DeliveryList {
         deliveries,

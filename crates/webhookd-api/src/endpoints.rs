@@ -180,13 +180,9 @@ async fn head_of_line(
     else {
         return Ok(None);
     };
-    let attempts = state
-        .store
-        .delivery_attempts(username, endpoint_id, &delivery.delivery_id)
-        .await?
-        .map(|(_, attempts)| attempts)
-        .unwrap_or_default();
-    Ok(Some(DeliveryView::new(delivery, attempts)))
+    Ok(Some(
+        DeliveryView::with_attempts(state, username, delivery).await?,
+    ))
 }
 
 pub async fn update(

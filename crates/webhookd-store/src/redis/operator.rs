@@ -28,6 +28,10 @@ impl RedisStore {
     }
 
     pub(super) async fn outbox(&self, most: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        // (LRANGE 0 -1 would be the whole list.)
+        if most == 0 {
+            return Ok(Vec::new());
+        }
         let last = isize::try_from(most).unwrap_or(isize::MAX) - 1;
         let lists: Vec<Vec<String>> =
             try_join_all((0..self.partitions()).map(|partition| async move {
